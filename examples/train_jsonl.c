@@ -1,0 +1,60 @@
+/*
+ * train_jsonl.c - the context-manager style: MLT_WITH_RUN opens a run that is always ended,
+ * however the block is left. Every event also goes, as one JSON object per line, to
+ * experiments.log in the working directory (the JSON lines callback), flushed at run end.
+ *
+ *   MLFLOW_TRACKING_URI=http://127.0.0.1:5000 ./examples/train_jsonl && cat experiments.log
+ */
+#include <mltrack.h>
+
+#include <stdio.h>
+
+int main(void)
+{
+    char err[512];
+    mlt_tracker *tracker;
+    if (mlt_tracker_from_env(&tracker, err, sizeof err) != MLT_OK) {
+        fprintf(stderr, "train_jsonl: %s\n", err);
+        return 2;
+    }
+    if (mlt_tracker_add_jsonl(tracker, "experiments.log", err, sizeof err) != MLT_OK) {
+        fprintf(stderr, "train_jsonl: %s\n", err);
+        mlt_tracker_close(tracker, 0);
+        return 2;
+    }
+
+    int failed = 0;
+    const int epochs = 20;
+    MLT_WITH_RUN(tracker, run, "train_jsonl")
+    {
+        if (!run) {
+            fprintf(stderr, "train_jsonl: no run: %s\n", mlt_last_error());
+            failed = 1;
+            break;
+        }
+        mlt_log_param(run, "epochs", "20");
+        double loss = 1.0;
+        for (int epoch = 0; epoch < epochs; epoch++) {
+            loss *= 0.9; /* a stand-in for training */
+            if (mlt_log_metric(run, "loss", loss, epoch) != MLT_OK) {
+                fprintf(stderr, "train_jsonl: %s\n", mlt_last_error());
+                mlt_run_fail(run); /* the run ends FAILED */
+                failed = 1;
+                break;
+            }
+        }
+        char url[1024];
+        if (mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+            printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
+        }
+    }
+    if (*mlt_last_error()) {
+        fprintf(stderr, "train_jsonl: %s\n", mlt_last_error());
+        failed = 1;
+    }
+    if (mlt_tracker_close(tracker, 10000) != MLT_OK) {
+        fprintf(stderr, "train_jsonl: %s\n", mlt_last_error());
+        failed = 1;
+    }
+    return failed;
+}

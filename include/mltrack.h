@@ -1,0 +1,561 @@
+/*
+ * mltrack.h - experiment tracking for C programs, speaking the MLflow tracking REST API.
+ *
+ * A program wraps a function or a block as a *run*; the run's params, metrics, tags and outcome go
+ * to every callback registered on the tracker: the built-in print, JSON lines and MLflow callbacks,
+ * or the program's own. Three styles:
+ *
+ *   decorator   mlt_track() runs a function as a run; MLT_TRACKED() defines a tracked function
+ *               whose arguments are logged as params by name.
+ *   scope       MLT_WITH_RUN(tracker, run, "name") { ... } always ends the run, however the
+ *               block is left by its end or `break`; MLT_SCOPED_RUN() also covers `return`/`goto`.
+ *   callbacks   mlt_callbacks, a versioned struct of hooks; several may be registered on a tracker.
+ *
+ * Conventions
+ *   - Fallible functions return mlt_err: MLT_OK (0) or a negative code. Outputs come first and are
+ *     named `out`; `*out` is set only on success.
+ *   - Strings passed in are borrowed for the duration of the call and copied if kept.
+ *   - Where a function takes `errbuf`/`errlen`, a message describing a failure is written there
+ *     (NUL-terminated, truncated to fit); both may be NULL/0. Functions that take no errbuf leave the
+ *     message of their last failure in a thread-local buffer read with mlt_last_error().
+ *   - The library never writes to stdout or stderr by itself and never calls exit() or abort().
+ *
+ * Threads
+ *   An mlt_options is used by one thread at a time. A tracker and its runs may be used from any
+ *   thread, and several threads may log to one run (callbacks then see their calls concurrently).
+ *   mlt_run_end() must not race with other calls on the same run, and mlt_tracker_close() must
+ *   not race with any other call on the tracker or its runs.
+ */
+#ifndef MLTRACK_H
+#define MLTRACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MLT_VERSION_STRING "0.1.0"
+#define MLT_VERSION_MAJOR 0
+#define MLT_VERSION_MINOR 1
+#define MLT_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Errors                                                                                          */
+
+/** Error codes. MLT_OK is 0; every failure is negative. mlt_strerror() gives the text. */
+typedef enum mlt_err {
+    MLT_OK = 0,
+    MLT_ERR_INVALID_ARG = -1,     /**< NULL where a value is required, or an out-of-range number. */
+    MLT_ERR_NOMEM = -2,           /**< An allocation failed. */
+    MLT_ERR_UNKNOWN_OPTION = -3,  /**< mlt_options_set() was given a name it does not know. */
+    MLT_ERR_BAD_OPTION = -4,      /**< An option's value is malformed (bad URL, number, word). */
+    MLT_ERR_INVALID_KEY = -5,     /**< A metric, param or tag key breaks the server's key rules. */
+    MLT_ERR_VALUE_TOO_LONG = -6,  /**< A value or name is longer than the server accepts. */
+    MLT_ERR_INVALID_VALUE = -7,   /**< A value is not valid UTF-8 or a timestamp is negative. */
+    MLT_ERR_PARAM_CONFLICT = -8,  /**< A param was already logged on this run with another value. */
+    MLT_ERR_STATE = -9,           /**< Call out of order (e.g. adding callbacks after a run began). */
+    MLT_ERR_IO = -10,             /**< A file could not be opened, written or flushed. */
+    MLT_ERR_NETWORK = -11,        /**< Could not reach the server (refused, reset, DNS); retriable. */
+    MLT_ERR_TIMEOUT = -12,        /**< The server did not answer in time; retriable. */
+    MLT_ERR_SERVER = -13,         /**< The server failed (HTTP 5xx); retriable. */
+    MLT_ERR_RATE_LIMITED = -14,   /**< The server asked to slow down (HTTP 429); retriable. */
+    MLT_ERR_REJECTED = -15,       /**< The server refused the request for good (HTTP 400). */
+    MLT_ERR_NOT_FOUND = -16,      /**< The server has no such run or experiment (HTTP 404). */
+    MLT_ERR_AUTH = -17,           /**< The server refused the credentials (HTTP 401/403). */
+    MLT_ERR_PROTOCOL = -18,       /**< The server's answer could not be understood. */
+    MLT_ERR_TLS = -19,            /**< TLS failed: certificate not trusted, handshake failed. */
+    MLT_ERR_CALLBACK = -20,       /**< A user callback reported a failure. */
+} mlt_err;
+
+/** Human-readable text for an error code. Never NULL; unknown codes give "unknown error". */
+const char *mlt_strerror(mlt_err err);
+
+/** The enum name of an error code ("MLT_ERR_NETWORK"). Never NULL. */
+const char *mlt_err_name(mlt_err err);
+
+/** 1 when an operation failing with err may succeed if tried again later, else 0. */
+int mlt_err_is_retriable(mlt_err err);
+
+/**
+ * The message of the last failure of a call on this thread that takes no errbuf (run and log
+ * calls, mlt_track, the scope macros). Thread-local: only the calling thread's last failure.
+ * Never NULL; "" when nothing failed yet. Valid until the thread's next mlt_ call.
+ */
+const char *mlt_last_error(void);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Options                                                                                         */
+
+typedef struct mlt_options mlt_options;
+
+/**
+ * Diagnostic messages of the library (retries, server errors met on the way). Called on the
+ * thread that made the failing call; no internal lock is held. level is one of MLT_LOG_*.
+ */
+typedef void (*mlt_log_fn)(int level, const char *message, void *userdata);
+#define MLT_LOG_DEBUG 0
+#define MLT_LOG_INFO 1
+#define MLT_LOG_WARN 2
+#define MLT_LOG_ERROR 3
+
+/** A new options object with every option at its default. Free it with mlt_options_free().
+ *  Returns NULL when out of memory. */
+mlt_options *mlt_options_new(void);
+
+/** Frees an options object. NULL does nothing. A tracker keeps its own copy, so the options may
+ *  be freed once mlt_tracker_new() returns. */
+void mlt_options_free(mlt_options *opts);
+
+/**
+ * Sets an option by name from its text form, as the CLI and configuration files do.
+ *
+ * Names (and their typed setters below):
+ *   tracking_uri        http(s)://host[:port][/path] of the MLflow server (any path is kept).
+ *   experiment_name     experiment to log into; created if missing. Up to 256 characters.
+ *   experiment_id       experiment id, used when experiment_name is unset; when both are set
+ *                       they must name the same experiment (as the Python client checks).
+ *                       Neither set: MLflow's Default experiment (id 0).
+ *   token               bearer token (Authorization: Bearer).
+ *   username, password  basic auth; wins over the token when both are set.
+ *   insecure_tls        "true"/"false": skip TLS certificate verification (default false).
+ *   ca_cert_path        CA bundle (PEM) to verify the server with.
+ *   client_cert_path    client certificate (PEM, may hold the key) for mutual TLS.
+ *   max_retries         retries after the first attempt of a retriable failure (default 7).
+ *   backoff_factor      seconds; the n-th retry waits up to factor * 2^(n-1) s (default 2).
+ *   backoff_jitter      seconds of random delay added to each wait (default 1).
+ *   timeout             seconds per HTTP request (default 120).
+ *
+ * Returns MLT_OK, MLT_ERR_UNKNOWN_OPTION, MLT_ERR_BAD_OPTION, MLT_ERR_VALUE_TOO_LONG or
+ * MLT_ERR_NOMEM, with a message in errbuf. On failure the option keeps its previous value.
+ */
+mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, char *errbuf,
+                        size_t errlen);
+
+/**
+ * Reads the official MLflow client's environment variables into opts: MLFLOW_TRACKING_URI,
+ * MLFLOW_EXPERIMENT_NAME, MLFLOW_EXPERIMENT_ID, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME,
+ * MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH,
+ * MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+ * MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER and
+ * MLFLOW_HTTP_REQUEST_TIMEOUT. Unset or empty variables leave the option as it is.
+ * Returns the first error met (naming the variable in errbuf); options read before it are kept.
+ * Reads the environment: do not call while another thread calls setenv().
+ */
+mlt_err mlt_options_from_env(mlt_options *opts, char *errbuf, size_t errlen);
+
+/** Typed setters. Strings are copied; NULL clears a string option. Same errors as
+ *  mlt_options_set(), without a message (use mlt_options_set() for one). */
+mlt_err mlt_options_set_tracking_uri(mlt_options *opts, const char *uri);
+mlt_err mlt_options_set_experiment_name(mlt_options *opts, const char *name);
+mlt_err mlt_options_set_experiment_id(mlt_options *opts, const char *id);
+mlt_err mlt_options_set_token(mlt_options *opts, const char *token);
+mlt_err mlt_options_set_basic_auth(mlt_options *opts, const char *username, const char *password);
+mlt_err mlt_options_set_insecure_tls(mlt_options *opts, int insecure);
+mlt_err mlt_options_set_ca_cert_path(mlt_options *opts, const char *path);
+mlt_err mlt_options_set_client_cert_path(mlt_options *opts, const char *path);
+/** max_retries >= 0; backoff_factor_s, backoff_jitter_s >= 0; timeout_s > 0. */
+mlt_err mlt_options_set_retries(mlt_options *opts, int max_retries, double backoff_factor_s,
+                                double backoff_jitter_s);
+mlt_err mlt_options_set_timeout(mlt_options *opts, double timeout_s);
+/** Diagnostics sink; NULL (the default) drops them. userdata is borrowed. */
+mlt_err mlt_options_set_logger(mlt_options *opts, mlt_log_fn fn, void *userdata);
+
+/**
+ * The current text value of option `name` (as mlt_options_set() takes it), or NULL for an unset
+ * or unknown option. Secrets ("token", "password") read back as "***" when set.
+ * The string belongs to opts and lives until the option changes or opts is freed.
+ */
+const char *mlt_options_get(const mlt_options *opts, const char *name);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Tracker and runs                                                                                */
+
+typedef struct mlt_tracker mlt_tracker;
+typedef struct mlt_run mlt_run;
+
+/** How a run ended. */
+typedef enum mlt_run_status {
+    MLT_RUN_FINISHED = 0,
+    MLT_RUN_FAILED = 1,
+    MLT_RUN_KILLED = 2,
+} mlt_run_status;
+
+/** "FINISHED", "FAILED" or "KILLED" (the MLflow names); "UNKNOWN" for other values. */
+const char *mlt_run_status_name(mlt_run_status status);
+
+/**
+ * Creates a tracker from a copy of opts (NULL: all defaults). A new tracker has no callbacks:
+ * add them with mlt_tracker_add_callbacks() or the mlt_tracker_add_* helpers before the first run.
+ * Returns MLT_ERR_INVALID_ARG, MLT_ERR_BAD_OPTION or MLT_ERR_NOMEM with a message in errbuf.
+ */
+mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf, size_t errlen);
+
+/**
+ * Delivers what the callbacks hold back (the MLflow callback batches a run's logs) and waits up to
+ * timeout_ms (< 0: no limit). Returns MLT_OK, or the first error a callback reported.
+ * Any thread.
+ */
+mlt_err mlt_tracker_flush(mlt_tracker *tracker, int timeout_ms);
+
+/**
+ * Ends every run still open as KILLED (children first), flushes within timeout_ms, lets each
+ * callback release its userdata (mlt_callbacks.on_close) and frees the tracker. NULL does
+ * nothing and returns MLT_OK. Returns the first error met; the tracker is freed either way.
+ * If it is the default tracker, the default is cleared.
+ */
+mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
+
+/**
+ * Makes tracker the process-wide default used by MLT_TRACKED functions (NULL clears it).
+ * Borrowed: the caller closes it, after which the default is cleared. Any thread.
+ */
+void mlt_tracker_set_default(mlt_tracker *tracker);
+
+/** The process-wide default tracker, or NULL. */
+mlt_tracker *mlt_tracker_get_default(void);
+
+/**
+ * How many calls on the tracker and its runs have failed so far (run start, logging, run end,
+ * flush), for programs that check once at the end rather than at every call, as MLT_TRACKED
+ * functions must. Any thread.
+ */
+unsigned long long mlt_tracker_error_count(const mlt_tracker *tracker);
+
+/**
+ * Starts a run on the tracker at the current time, with a fresh client run key (a UUID).
+ * run_name may be NULL (the server then picks one) and is at most 250 characters.
+ * Every callback's on_run_start is called; if one fails, the callbacks that had already seen
+ * the start are told the run ended KILLED and the error is returned.
+ * Returns MLT_ERR_INVALID_ARG, MLT_ERR_VALUE_TOO_LONG, MLT_ERR_INVALID_VALUE, MLT_ERR_NOMEM or a
+ * callback's error (for MLflow: the server's answer). The run belongs to the caller until
+ * mlt_run_end().
+ */
+mlt_err mlt_run_start(mlt_tracker *tracker, const char *run_name, mlt_run **out);
+
+/** As mlt_run_start(), as a child of parent (MLflow's nested run: tag mlflow.parentRunId). */
+mlt_err mlt_run_start_child(mlt_run *parent, const char *run_name, mlt_run **out);
+
+/**
+ * Logs a param. Params cannot change: logging the same key again with the same value returns
+ * MLT_OK and sends nothing; with another value it returns MLT_ERR_PARAM_CONFLICT. value is at
+ * most 6000 characters. Validation errors (MLT_ERR_INVALID_KEY, MLT_ERR_VALUE_TOO_LONG,
+ * MLT_ERR_INVALID_VALUE) log nothing and name the key and the rule in mlt_last_error().
+ */
+mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value);
+
+/**
+ * Logs a metric point stamped with the current time. NaN and +/-Inf are allowed. step is any
+ * int64. Errors as mlt_log_param(), plus a callback's error.
+ */
+mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step);
+
+/** As mlt_log_metric(), with an explicit timestamp in ms since the epoch (>= 0). */
+mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t step,
+                          int64_t timestamp_ms);
+
+/** Sets a tag (last write wins). value is at most 8000 characters. Errors as mlt_log_param(). */
+mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value);
+
+/**
+ * Ends the run with status, at the current time, and frees the handle (whatever is returned).
+ * Open child runs are ended KILLED first. If the run was marked with mlt_run_fail() and status
+ * is MLT_RUN_FINISHED, it ends FAILED. Returns the first error a callback reported (for MLflow
+ * a batch of logs may be sent here), MLT_ERR_INVALID_ARG for NULL.
+ */
+mlt_err mlt_run_end(mlt_run *run, mlt_run_status status);
+
+/** Marks the run to end FAILED when it would otherwise end FINISHED (scopes, decorators).
+ *  NULL does nothing. */
+void mlt_run_fail(mlt_run *run);
+
+/** 1 if mlt_run_fail() was called on the run, else 0. */
+int mlt_run_failed(const mlt_run *run);
+
+/** The run's MLflow run id once the server has created it, else NULL. Owned by the run. */
+const char *mlt_run_id(const mlt_run *run);
+
+/** The client run key: a UUID made at mlt_run_start(), never NULL. Owned by the run. */
+const char *mlt_run_key(const mlt_run *run);
+
+/** The run's name as given to mlt_run_start() (NULL if none). Owned by the run. */
+const char *mlt_run_name(const mlt_run *run);
+
+/** The run's parent, or NULL for a top-level run. */
+mlt_run *mlt_run_parent(const mlt_run *run);
+
+/** The run's tracker. */
+mlt_tracker *mlt_run_tracker(const mlt_run *run);
+
+/**
+ * The MLflow UI address of the run, written into buf as
+ * "<tracking_uri>/#/experiments/<experiment id>/runs/<run id>". Returns MLT_ERR_STATE when the
+ * run id or experiment id is not known (no MLflow callback, or not created yet),
+ * MLT_ERR_VALUE_TOO_LONG when buf is too small.
+ */
+mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len);
+
+/**
+ * The innermost run that mlt_track(), an MLT_TRACKED function or a scope macro made active on
+ * this thread, or NULL. Runs started with mlt_run_start() are not made active.
+ */
+mlt_run *mlt_active_run(void);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Callbacks (the Protocol)                                                                        */
+
+/** What callbacks learn of a run. Read-only; valid during the callback only. */
+typedef struct mlt_run_info {
+    mlt_run *run;               /**< The run (for mlt_run_id() and friends). */
+    const char *run_key;        /**< Client run key (UUID). */
+    const char *run_name;       /**< May be NULL. */
+    const char *parent_run_key; /**< NULL for a top-level run. */
+    int64_t start_time_ms;      /**< Set at mlt_run_start(). */
+    int64_t end_time_ms;        /**< Set in on_run_end, else 0. */
+} mlt_run_info;
+
+#define MLT_CALLBACKS_VERSION 1
+
+/**
+ * A sink for run events. Fill it with version = MLT_CALLBACKS_VERSION; any hook may be NULL.
+ * Hooks return MLT_OK or an mlt_err (MLT_ERR_CALLBACK if nothing better fits): the first error
+ * becomes the return value of the call that caused the event; the other callbacks are still called.
+ * Hooks are called on the thread that made the call, with no library lock held, in the order the
+ * callbacks were added. Calls on different runs may arrive concurrently from different threads:
+ * a callback shared by threads must protect its own state. A hook must not end the run it is told
+ * about or close the tracker.
+ */
+typedef struct mlt_callbacks {
+    int version;
+    mlt_err (*on_run_start)(const mlt_run_info *info, void *userdata);
+    mlt_err (*on_param)(const mlt_run_info *info, const char *key, const char *value,
+                        void *userdata);
+    mlt_err (*on_metric)(const mlt_run_info *info, const char *key, double value, int64_t step,
+                         int64_t timestamp_ms, void *userdata);
+    mlt_err (*on_tag)(const mlt_run_info *info, const char *key, const char *value,
+                      void *userdata);
+    mlt_err (*on_run_end)(const mlt_run_info *info, mlt_run_status status, double duration_s,
+                          void *userdata);
+    /** mlt_tracker_flush(): deliver what is held back, within timeout_ms (< 0: no limit). */
+    mlt_err (*on_flush)(int timeout_ms, void *userdata);
+    /** mlt_tracker_close(), after the last flush: release userdata. Return value ignored. */
+    void (*on_close)(void *userdata);
+} mlt_callbacks;
+
+/**
+ * Registers callbacks on the tracker. The struct is copied; userdata is borrowed and passed to
+ * every hook (the tracker calls on_close at close so the callback may free it).
+ * Returns MLT_ERR_STATE once a run has started on the tracker, MLT_ERR_INVALID_ARG for an
+ * unknown version, MLT_ERR_NOMEM.
+ */
+mlt_err mlt_tracker_add_callbacks(mlt_tracker *tracker, const mlt_callbacks *callbacks,
+                                  void *userdata);
+
+/**
+ * Adds the print callback (the seed's PrintCallback): one human-readable line per event to out,
+ * e.g. "[mltrack] run train started (key 0b1e...)". out is borrowed and must outlive the
+ * tracker. Returns as mlt_tracker_add_callbacks().
+ */
+mlt_err mlt_tracker_add_print(mlt_tracker *tracker, FILE *out);
+
+/**
+ * Adds the JSON lines callback: one JSON object per event appended to the file at path (created
+ * 0644 if missing), e.g. {"event":"metric","run_key":"...","key":"loss","value":0.5,"step":1,
+ * "timestamp":1700000000000}. NaN and +/-Inf are written as the strings "NaN", "Infinity",
+ * "-Infinity". The file is flushed at each run end and at mlt_tracker_flush(), and closed at
+ * mlt_tracker_close(). Returns MLT_ERR_IO (file cannot be opened, message in errbuf) or as
+ * mlt_tracker_add_callbacks().
+ */
+mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf,
+                              size_t errlen);
+
+/**
+ * Adds the MLflow callback, using the tracker's options (tracking_uri required). Each run
+ * becomes REST calls: the experiment is got or created by name (once per tracker), runs/create
+ * with the start time, run name and system tags (mlflow.user, mlflow.source.name,
+ * mlflow.source.type, mlflow.source.git.commit in a git work tree, mlflow.parentRunId for child
+ * runs, mltrack.client_run_key), params, metrics and tags through runs/log-batch, and
+ * runs/update with the status and end time. Logs are batched per run and sent when a batch is
+ * full, at run end and at mlt_tracker_flush(): an error the server returns for them comes back
+ * from the call that sent them. Retriable failures are retried (max_retries, backoff).
+ * This version sends on the calling thread.
+ * Returns MLT_ERR_BAD_OPTION (no tracking_uri; message in errbuf) or as
+ * mlt_tracker_add_callbacks().
+ */
+mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen);
+
+/**
+ * The one-call setup most programs want: options from the MLflow environment variables
+ * (mlt_options_from_env()), a tracker, and the MLflow callback. MLFLOW_TRACKING_URI must be set.
+ * Add other callbacks to *out before the first run. Returns as mlt_options_from_env(),
+ * mlt_tracker_new() and mlt_tracker_add_mlflow(), with a message in errbuf; *out is set only on
+ * success.
+ */
+mlt_err mlt_tracker_from_env(mlt_tracker **out, char *errbuf, size_t errlen);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Decorator                                                                                       */
+
+/** A param given to mlt_track(): both strings borrowed for the call. */
+typedef struct mlt_param {
+    const char *key;
+    const char *value;
+} mlt_param;
+
+/**
+ * Runs fn(run, arg) as a run named name (a child of this thread's active run, if any): logs the
+ * params, makes the run active while fn runs, logs the metric "duration_s" and the tag
+ * "mltrack.return_code", and ends the run FINISHED if fn returned 0 (and did not call
+ * mlt_run_fail()), FAILED otherwise. fn's result goes to *fn_result (may be NULL).
+ * fn is called even when tracking fails (a param is invalid, the server is down): the work is not
+ * lost to a tracking problem, and run is then NULL inside fn (mlt_ calls on NULL return
+ * MLT_ERR_INVALID_ARG). Returns the first tracking error (MLT_OK if none).
+ */
+mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params,
+                  size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg,
+                  int *fn_result);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Scope                                                                                           */
+
+/**
+ * MLT_WITH_RUN(tracker, run, name) { ... }
+ * Starts a run (a child of this thread's active run, if any), declares `mlt_run *run` for the
+ * block and makes it active; ends it when the block is left by its end, `break` or `continue`:
+ * FINISHED, or FAILED if the block called mlt_run_fail(run). The block runs even if the run could
+ * not start (run is then NULL; mlt_last_error() says why). Leaving by `return` or `goto` skips
+ * the end: use MLT_SCOPED_RUN for blocks with such exits.
+ */
+#define MLT_WITH_RUN(tracker, run, name)                                                         \
+    for (struct mlt_scope mlt__scope_ = mlt_scope_begin((tracker), (name));                      \
+         mlt__scope_.state < 2; mlt_scope_end(&mlt__scope_))                                     \
+        for (mlt_run *run = mlt__scope_.run; mlt__scope_.state++ == 0;)
+
+#if defined(__GNUC__) || defined(__clang__)
+/**
+ * MLT_SCOPED_RUN(tracker, run, name);
+ * Declares `mlt_run *run`, a run started now and ended when the variable goes out of scope, by
+ * any exit of the enclosing block including `return` and `goto` (GCC/Clang cleanup attribute):
+ * FINISHED, or FAILED if mlt_run_fail(run) was called. The run is active while in scope.
+ */
+#define MLT_SCOPED_RUN(tracker, run, name)                                                       \
+    __attribute__((cleanup(mlt_scope_cleanup))) mlt_run *run =                                   \
+        mlt_scope_begin((tracker), (name)).run
+#endif
+
+/** State of a scope; used by the scope macros only. */
+struct mlt_scope {
+    mlt_run *run;
+    int state;
+};
+/** Scope macro support: starts a run (child of the active run) and makes it active. Failures
+ *  give a NULL run and a message in mlt_last_error(). */
+struct mlt_scope mlt_scope_begin(mlt_tracker *tracker, const char *name);
+/** Scope macro support: ends the scope's run FINISHED (FAILED if marked) and sets state to 2. */
+void mlt_scope_end(struct mlt_scope *scope);
+/** Scope macro support: cleanup handler of MLT_SCOPED_RUN. */
+void mlt_scope_cleanup(mlt_run **run);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Tracked functions: MLT_TRACKED(return type, name, (type, arg)...)                               */
+
+/**
+ * MLT_TRACKED(double, train_model, (int, epochs), (double, learning_rate)) { ...body... }
+ * defines `double train_model(int epochs, double learning_rate)`. Each call is a run named
+ * "train_model" on the default tracker (mlt_tracker_set_default()), a child of this thread's
+ * active run if any; the arguments are logged as params by name (integers in decimal, floating
+ * point as the shortest text that reads back to the same value, strings as they are, _Bool as
+ * true/false); the body runs with the run active (mlt_active_run()); the returned value is logged
+ * as the metric "result" and the duration as "duration_s"; the run ends FINISHED, or FAILED if
+ * the body called mlt_run_fail(mlt_active_run()). Without a default tracker, or if tracking fails,
+ * the body still runs. The return type must be arithmetic; 1 to 8 arguments.
+ * MLT_TRACKED_VOID(name, (type, arg)...) is the same for a function returning void.
+ * Prefix with `static` as for any function definition.
+ */
+#define MLT_TRACKED(ret, name, ...)                                                              \
+    ret name(MLT__PARAMS(__VA_ARGS__));                                                          \
+    static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                       \
+    ret name(MLT__PARAMS(__VA_ARGS__))                                                           \
+    {                                                                                            \
+        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                     \
+        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                  \
+        ret mlt__r_ = name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                  \
+        mlt_tracked_end(&mlt__s_, 1, (double)mlt__r_);                                           \
+        return mlt__r_;                                                                          \
+    }                                                                                            \
+    static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__))
+
+#define MLT_TRACKED_VOID(name, ...)                                                              \
+    void name(MLT__PARAMS(__VA_ARGS__));                                                         \
+    static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                      \
+    void name(MLT__PARAMS(__VA_ARGS__))                                                          \
+    {                                                                                            \
+        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                     \
+        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                  \
+        name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                                \
+        mlt_tracked_end(&mlt__s_, 0, 0.0);                                                       \
+    }                                                                                            \
+    static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__))
+
+/** Tracked-function support: starts a run on the default tracker and makes it active. */
+struct mlt_scope mlt_tracked_begin(const char *name);
+/** Tracked-function support: logs "result" (if has_result) and "duration_s", ends the run. */
+void mlt_tracked_end(struct mlt_scope *scope, int has_result, double result);
+/** Tracked-function support: log an argument as a param (errors go to mlt_last_error()). */
+void mlt_param_i64(mlt_run *run, const char *key, long long value);
+void mlt_param_u64(mlt_run *run, const char *key, unsigned long long value);
+void mlt_param_f64(mlt_run *run, const char *key, double value);
+void mlt_param_f32(mlt_run *run, const char *key, float value);
+void mlt_param_bool(mlt_run *run, const char *key, _Bool value);
+void mlt_param_str(mlt_run *run, const char *key, const char *value);
+
+/** Logs value as a param under key, formatted by its C type (see MLT_TRACKED). */
+#define mlt_log_param_value(run, key, value)                                                     \
+    _Generic((value),                                                                            \
+        _Bool: mlt_param_bool,                                                                   \
+        char: mlt_param_i64,                                                                     \
+        signed char: mlt_param_i64,                                                              \
+        short: mlt_param_i64,                                                                    \
+        int: mlt_param_i64,                                                                      \
+        long: mlt_param_i64,                                                                     \
+        long long: mlt_param_i64,                                                                \
+        unsigned char: mlt_param_u64,                                                            \
+        unsigned short: mlt_param_u64,                                                           \
+        unsigned int: mlt_param_u64,                                                             \
+        unsigned long: mlt_param_u64,                                                            \
+        unsigned long long: mlt_param_u64,                                                       \
+        float: mlt_param_f32,                                                                    \
+        double: mlt_param_f64,                                                                   \
+        long double: mlt_param_f64,                                                              \
+        char *: mlt_param_str,                                                                   \
+        const char *: mlt_param_str)((run), (key), (value))
+
+/* Argument-list machinery for MLT_TRACKED (internal). Pairs are (type, name). */
+#define MLT__NARG(...) MLT__NARG_(__VA_ARGS__, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define MLT__NARG_(_1, _2, _3, _4, _5, _6, _7, _8, n, ...) n
+#define MLT__CAT(a, b) MLT__CAT_(a, b)
+#define MLT__CAT_(a, b) a##b
+#define MLT__MAP(m, sep, ...) MLT__CAT(MLT__MAP, MLT__NARG(__VA_ARGS__))(m, sep, __VA_ARGS__)
+#define MLT__MAP1(m, s, a) m a
+#define MLT__MAP2(m, s, a, ...) m a s() MLT__MAP1(m, s, __VA_ARGS__)
+#define MLT__MAP3(m, s, a, ...) m a s() MLT__MAP2(m, s, __VA_ARGS__)
+#define MLT__MAP4(m, s, a, ...) m a s() MLT__MAP3(m, s, __VA_ARGS__)
+#define MLT__MAP5(m, s, a, ...) m a s() MLT__MAP4(m, s, __VA_ARGS__)
+#define MLT__MAP6(m, s, a, ...) m a s() MLT__MAP5(m, s, __VA_ARGS__)
+#define MLT__MAP7(m, s, a, ...) m a s() MLT__MAP6(m, s, __VA_ARGS__)
+#define MLT__MAP8(m, s, a, ...) m a s() MLT__MAP7(m, s, __VA_ARGS__)
+#define MLT__COMMA() ,
+#define MLT__NOSEP()
+#define MLT__DECL(type, name) type name
+#define MLT__NAME(type, name) name
+#define MLT__LOGARG(type, name) mlt_log_param_value(mlt__s_.run, #name, (type)(name));
+#define MLT__PARAMS(...) MLT__MAP(MLT__DECL, MLT__COMMA, __VA_ARGS__)
+#define MLT__ARGS(...) MLT__MAP(MLT__NAME, MLT__COMMA, __VA_ARGS__)
+#define MLT__LOG_ARGS(run, ...) MLT__MAP(MLT__LOGARG, MLT__NOSEP, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MLTRACK_H */

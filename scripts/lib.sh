@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Shared helpers for scripts/test.sh, scripts/demo.sh and scripts/mlflow-server.sh.
+# Source it (works under `set -euo pipefail`); it only defines variables and functions.
+
+# The MLflow server release every test and the demo run against, in ONE place.
+# Pinned to 3.17.2: 3.18.0 cannot be installed from the package index used here (its dependency
+# mlflow-skinny 3.18.0 is not published there). Move the pin forward once it is.
+MLT_MLFLOW_VERSION=3.17.2
+
+# Debian packages needed to build, test and demo (checked one by one, installed only if missing).
+MLT_DEB_PACKAGES=(build-essential autoconf automake libtool pkg-config libcurl4-openssl-dev
+    libcjson-dev check valgrind python3 python3-venv curl jq git)
+
+# The source tree: the parent of the directory holding this file.
+MLT_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+export MLT_SRC
+
+mlt_log() { printf '[mltrack] %s\n' "$*" >&2; }
+mlt_die() {
+    printf '[mltrack] error: %s\n' "$*" >&2
+    return 1
+}
+
+# Only loopback is ever contacted by the tests: keep any configured HTTP proxy away from it, and
+# keep the MLflow client and server from sending usage telemetry anywhere.
+mlt_local_env() {
+    export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+    export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+    export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+}
+
+# Install the Debian packages that are missing; does nothing (fast) when all are present.
+mlt_install_deps() {
+    local p status missing=()
+    command -v dpkg-query >/dev/null 2>&1 || {
+        mlt_die "dpkg-query not found: install by hand: ${MLT_DEB_PACKAGES[*]}"
+        return 1
+    }
+    for p in "${MLT_DEB_PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        [[ $status == "install ok installed" ]] || missing+=("$p")
+    done
+    if ((${#missing[@]} == 0)); then
+        mlt_log "Debian packages: all present"
+        return 0
+    fi
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo)
+        else
+            mlt_die "missing packages (${missing[*]}) and not root, no sudo: install them by hand"
+            return 1
+        fi
+    fi
+    mlt_log "installing missing Debian packages: ${missing[*]}"
+    ${sudo[@]+"${sudo[@]}"} apt-get update || return 1
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${MLT_DEB_PACKAGES[@]}" || return 1
+}
+
+# Where the virtual environment lives (outside the source tree).
+mlt_venv_dir() {
+    printf '%s\n' "${MLTRACK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mltrack/venv}"
+}
+
+# Set MLT_VENV, MLT_PYTHON, MLT_MLFLOW without checking or installing anything.
+mlt_venv_vars() {
+    MLT_VENV=$(mlt_venv_dir)
+    MLT_PYTHON=$MLT_VENV/bin/python
+    MLT_MLFLOW=$MLT_VENV/bin/mlflow
+    export MLT_VENV MLT_PYTHON MLT_MLFLOW
+}
+
+# Create the virtual environment if needed and make sure it has mlflow==$MLT_MLFLOW_VERSION and
+# pytest; exports MLT_PYTHON and MLT_MLFLOW. Serialized with flock, so concurrent callers are safe.
+mlt_venv() {
+    mlt_venv_vars
+    case "$MLT_VENV/" in
+    "$MLT_SRC"/*)
+        mlt_die "the virtual environment ($MLT_VENV) must be outside the source tree"
+        return 1
+        ;;
+    esac
+    mkdir -p "$(dirname "$MLT_VENV")" || return 1
+    (
+        exec 9>"$MLT_VENV.lock"
+        flock 9
+        local py=$MLT_PYTHON
+        if [[ ! -x $py ]] || ! "$py" -m pip --version >/dev/null 2>&1; then
+            mlt_log "creating Python virtual environment in $MLT_VENV"
+            python3 -m venv --clear "$MLT_VENV" || exit 1
+        fi
+        if "$py" -c 'import mlflow,sys; sys.exit(mlflow.__version__!=sys.argv[1])' \
+            "$MLT_MLFLOW_VERSION" >/dev/null 2>&1 &&
+            "$py" -c 'import pytest' >/dev/null 2>&1 && [[ -x $MLT_MLFLOW ]]; then
+            mlt_log "Python venv: mlflow $MLT_MLFLOW_VERSION and pytest present ($MLT_VENV)"
+            exit 0
+        fi
+        mlt_log "installing mlflow==$MLT_MLFLOW_VERSION and pytest into $MLT_VENV"
+        MLFLOW_DISABLE_TELEMETRY=true "$py" -m pip install -q --disable-pip-version-check \
+            "mlflow==$MLT_MLFLOW_VERSION" pytest || exit 1
+        "$py" -c 'import mlflow,sys; sys.exit(mlflow.__version__!=sys.argv[1])' \
+            "$MLT_MLFLOW_VERSION" || {
+            mlt_die "mlflow $MLT_MLFLOW_VERSION not importable after install"
+            exit 1
+        }
+    ) || return 1
+}
+
+# Run autoreconf -fi in the source tree if configure is missing or older than its inputs.
+mlt_autoreconf() {
+    (
+        cd "$MLT_SRC" || exit 1
+        exec 9<configure.ac # flock on a file we only read: no lock file in the tree
+        flock 9
+        if [[ ! -x configure || configure.ac -nt configure || Makefile.am -nt configure ]]; then
+            mlt_log "autoreconf -fi in $MLT_SRC"
+            autoreconf -fi || exit 1
+        fi
+    ) || return 1
+}
+
+# mlt_build DIR [configure args...]: an out-of-tree (VPATH) build in DIR.
+mlt_build() {
+    local dir=${1:?usage: mlt_build DIR [configure args...]}
+    shift
+    mlt_autoreconf || return 1
+    mkdir -p "$dir" || return 1
+    dir=$(cd "$dir" && pwd -P) || return 1
+    local want have=""
+    want=$(printf '%q ' "$MLT_SRC/configure" --enable-werror "$@")
+    [[ -f $dir/.mlt-configure-args ]] && have=$(<"$dir/.mlt-configure-args")
+    if [[ ! -f $dir/Makefile || $have != "$want" ]]; then
+        rm -f "$dir/.mlt-configure-args"
+        mlt_log "configuring $dir: $want"
+        (cd "$dir" && "$MLT_SRC/configure" --enable-werror "$@") || return 1
+        printf '%s\n' "$want" >"$dir/.mlt-configure-args"
+    fi
+    mlt_log "building in $dir"
+    make -C "$dir" -j"$(nproc)" || return 1
+}
+
+# Print a TCP port on 127.0.0.1 that is free right now.
+mlt_free_port() {
+    local py=${MLT_PYTHON:-}
+    [[ -n $py && -x $py ]] || py=python3
+    "$py" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Runs every test of mltrack on a fresh machine, from any directory:
+#   Debian packages and a Python venv with the pinned MLflow server (installed if missing), a normal
+#   build with its unit tests, integration tests against a real local MLflow server, the same under
+#   AddressSanitizer+UBSan and under valgrind, and `make distcheck`.
+# Usage: scripts/test.sh [--quick]
+#   --quick              skip the sanitizer, valgrind and distcheck stages
+# Environment:
+#   MLTRACK_SKIP_DEPS=1  do not check/install Debian packages
+#   MLTRACK_BUILD_ROOT   where the build directories go (default: SRC/build; default/ and asan/)
+#   MLTRACK_VENV         the Python venv (default: ${XDG_CACHE_HOME:-~/.cache}/mltrack/venv)
+#   MLTRACK_SERVER_ARGS  extra `mlflow server` arguments, split on spaces (e.g. "--workers 2")
+#   DISTCHECK_CONFIGURE_FLAGS  configure flags for distcheck (default: --enable-werror)
+# Every stage runs even after a failure; the summary at the end has one line per stage and a closing
+# line "N passed, N failed"; the exit status is non-zero if any stage failed.
+set -euo pipefail
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=scripts/lib.sh
+source "$SCRIPTS/lib.sh"
+
+QUICK=0
+for arg in "$@"; do
+    case $arg in
+    --quick) QUICK=1 ;;
+    -h | --help)
+        sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    *)
+        echo "unknown argument: $arg (try --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+mlt_local_env
+mkdir -p "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}"
+BUILD_ROOT=$(cd "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}" && pwd -P)
+DEFAULT_DIR=$BUILD_ROOT/default
+ASAN_DIR=$BUILD_ROOT/asan
+NPROC=$(nproc)
+SERVER_DIR=""
+
+# ---- stage bookkeeping -------------------------------------------------------------------------
+STAGE_NAMES=()
+STAGE_RESULTS=()
+STAGE_NOTES=()
+declare -A RESULT_OF=()
+N_PASS=0
+N_FAIL=0
+TOTAL_STAGES=12
+STAGE_NO=0
+
+header() {
+    STAGE_NO=$((STAGE_NO + 1))
+    printf '\n==== [%d/%d] %s ====\n' "$STAGE_NO" "$TOTAL_STAGES" "$*"
+}
+
+record() { # NAME RESULT NOTE
+    STAGE_NAMES+=("$1")
+    STAGE_RESULTS+=("$2")
+    STAGE_NOTES+=("$3")
+    RESULT_OF[$1]=$2
+    case $2 in
+    PASS) N_PASS=$((N_PASS + 1)) ;;
+    FAIL) N_FAIL=$((N_FAIL + 1)) ;;
+    esac
+    printf -- '---- %s: %s%s\n' "$1" "$2" "${3:+ ($3)}"
+}
+
+# stage NAME "DESCRIPTION" NEEDS CMD [ARGS...]: run CMD in a subshell with errexit on; NEEDS is a
+# space-separated list of stages that must have passed (else this one fails without running).
+stage() {
+    local name=$1 desc=$2 needs=$3 dep rc start
+    shift 3
+    header "$name: $desc"
+    for dep in $needs; do
+        if [[ ${RESULT_OF[$dep]:-} != PASS ]]; then
+            record "$name" FAIL "not run: stage '$dep' did not pass"
+            return 0
+        fi
+    done
+    start=$SECONDS
+    set +e
+    (
+        set -e
+        "$@"
+    )
+    rc=$?
+    set -e
+    if ((rc == 0)); then
+        record "$name" PASS "$((SECONDS - start)) s"
+    else
+        record "$name" FAIL "exit $rc after $((SECONDS - start)) s"
+    fi
+}
+
+skip() { # NAME "DESCRIPTION" REASON
+    header "$1: $2"
+    echo "skipped: $3"
+    record "$1" SKIP "$3"
+}
+
+# ---- stage bodies --------------------------------------------------------------------------------
+show_failed_test_logs() { # BUILD_DIR
+    local trs log shown=0
+    for trs in "$1"/tests/*.trs; do
+        [[ -e $trs ]] || continue
+        if grep -qE '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
+            log=${trs%.trs}.log
+            printf '\n---- %s (last 400 lines) ----\n' "$log"
+            tail -n 400 "$log" || true
+            shown=1
+        fi
+    done
+    ((shown)) || echo "(no failing test log found under $1/tests: see the make output above)"
+}
+
+make_check() { # BUILD_DIR TARGET
+    if ! make -C "$1" -j"$NPROC" "$2"; then
+        show_failed_test_logs "$1"
+        return 1
+    fi
+}
+
+start_server() {
+    local args=()
+    read -r -a args <<<"${MLTRACK_SERVER_ARGS:-}"
+    "$SCRIPTS/mlflow-server.sh" start "$SERVER_DIR" ${args[@]+"${args[@]}"} >/dev/null
+}
+
+# Tests may stop and restart the server; make sure it is up (same port) before each test stage.
+ensure_server() {
+    "$SCRIPTS/mlflow-server.sh" status "$SERVER_DIR" >/dev/null 2>&1 && return 0
+    echo "the MLflow server of $SERVER_DIR is down: restarting it on port $(<"$SERVER_DIR/port")"
+    local args=()
+    read -r -a args <<<"${MLTRACK_SERVER_ARGS:-}"
+    "$SCRIPTS/mlflow-server.sh" stop "$SERVER_DIR"
+    "$SCRIPTS/mlflow-server.sh" start "$SERVER_DIR" "$(<"$SERVER_DIR/port")" \
+        ${args[@]+"${args[@]}"} >/dev/null
+}
+
+integration() { # BUILD_DIR
+    if ! compgen -G "$MLT_SRC/tests/integration/test_*.py" >/dev/null; then
+        echo "no integration tests found (tests/integration/test_*.py)" >&2
+        return 1
+    fi
+    ensure_server
+    echo "tracking server: $MLTRACK_TEST_TRACKING_URI${MLTRACK_TEST_WRAPPER:+; wrapper: $MLTRACK_TEST_WRAPPER}"
+    make -C "$1" -j"$NPROC" check-integration PYTHON_FOR_TESTS="$MLT_PYTHON" \
+        MLTRACK_TEST_TRACKING_URI="$MLTRACK_TEST_TRACKING_URI"
+}
+
+sanitizer_env() {
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+}
+
+asan_unit() {
+    sanitizer_env
+    make_check "$ASAN_DIR" check
+}
+
+asan_integration() {
+    sanitizer_env
+    integration "$ASAN_DIR"
+}
+
+valgrind_integration() {
+    export MLTRACK_TEST_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
+--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --quiet \
+--suppressions=$MLT_SRC/tests/valgrind.supp"
+    integration "$DEFAULT_DIR"
+}
+
+distcheck() {
+    make -C "$DEFAULT_DIR" -j"$NPROC" distcheck \
+        DISTCHECK_CONFIGURE_FLAGS="${DISTCHECK_CONFIGURE_FLAGS:---enable-werror}"
+}
+
+stop_server() {
+    if [[ -n $SERVER_DIR && -d $SERVER_DIR ]]; then
+        "$SCRIPTS/mlflow-server.sh" stop "$SERVER_DIR" || true
+        # keep the server's log for a post-mortem; the rest goes
+        cp "$SERVER_DIR/server.log" "$BUILD_ROOT/mlflow-server.log" 2>/dev/null || true
+        rm -rf "$SERVER_DIR"
+    fi
+    SERVER_DIR=""
+}
+
+cleanup() {
+    local rc=$?
+    stop_server
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- the stages ----------------------------------------------------------------------------------
+echo "mltrack: source $MLT_SRC, builds in $BUILD_ROOT$( ((QUICK)) && echo ' (--quick)')"
+
+if [[ ${MLTRACK_SKIP_DEPS:-0} == 1 ]]; then
+    skip deps "Debian packages" "MLTRACK_SKIP_DEPS=1"
+else
+    stage deps "Debian packages (install the missing ones)" "" mlt_install_deps
+fi
+stage venv "Python venv with mlflow==$MLT_MLFLOW_VERSION and pytest" "" mlt_venv
+mlt_venv_vars # the stage ran in a subshell: set MLT_PYTHON/MLT_MLFLOW here too
+
+stage build "configure and build (default) in $DEFAULT_DIR" "" mlt_build "$DEFAULT_DIR"
+stage unit "unit tests: make check (default build)" "build" make_check "$DEFAULT_DIR" check
+
+SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-test-server.XXXXXX")
+stage server "start a local MLflow server (state in $SERVER_DIR)" "venv" start_server
+if [[ -f $SERVER_DIR/uri ]]; then
+    MLTRACK_TEST_TRACKING_URI=$(<"$SERVER_DIR/uri")
+else
+    MLTRACK_TEST_TRACKING_URI=""
+fi
+export MLTRACK_TEST_TRACKING_URI MLTRACK_TEST_SERVER_DIR=$SERVER_DIR
+
+stage integration "integration tests: make check-integration (default build)" "build server" \
+    integration "$DEFAULT_DIR"
+
+if ((QUICK)); then
+    skip asan-build "configure and build with ASan+UBSan" "--quick"
+    skip asan-unit "unit tests under ASan+UBSan" "--quick"
+    skip asan-integration "integration tests under ASan+UBSan" "--quick"
+    skip valgrind-unit "unit tests under valgrind" "--quick"
+    skip valgrind-integration "integration tests under valgrind" "--quick"
+    skip distcheck "make distcheck" "--quick"
+else
+    stage asan-build "configure and build with ASan+UBSan in $ASAN_DIR" "" \
+        mlt_build "$ASAN_DIR" --enable-asan --enable-ubsan
+    stage asan-unit "unit tests under ASan+UBSan: make check" "asan-build" asan_unit
+    stage asan-integration "integration tests under ASan+UBSan" "asan-build server" asan_integration
+    stage valgrind-unit "unit tests under valgrind: make check-valgrind (default build)" "build" \
+        make_check "$DEFAULT_DIR" check-valgrind
+    stage valgrind-integration "integration tests under valgrind (default build)" "build server" \
+        valgrind_integration
+    stage distcheck "make distcheck (default build)" "build" distcheck
+fi
+
+stop_server # before the summary, so that the closing line is the last one printed
+echo "(the MLflow server's log is kept in $BUILD_ROOT/mlflow-server.log)"
+
+# ---- summary -------------------------------------------------------------------------------------
+printf '\n==== summary ====\n'
+for i in "${!STAGE_NAMES[@]}"; do
+    printf '%-22s %s%s\n' "${STAGE_NAMES[$i]}" "${STAGE_RESULTS[$i]}" \
+        "${STAGE_NOTES[$i]:+  (${STAGE_NOTES[$i]})}"
+done
+printf '%d passed, %d failed\n' "$N_PASS" "$N_FAIL"
+((N_FAIL == 0))

@@ -1,0 +1,198 @@
+/*
+ * cb_jsonl.c - the JSON lines callback (the seed's experiments.log): one JSON object per event,
+ * appended to a file, flushed at each run end and at flush, closed at tracker close.
+ */
+#include "config.h"
+
+#include "common.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct jsonl {
+    FILE *f;
+    char *path;
+    pthread_mutex_t lock; /* one line at a time, and the FILE's error state */
+} jsonl;
+
+/* Starts a line: {"event":"...","run_key":"...","run_name":"..." */
+static void head(mlt__buf *b, const char *event, const mlt_run_info *info)
+{
+    mlt__buf_puts(b, "{\"event\":");
+    mlt__json_str(b, event);
+    mlt__buf_puts(b, ",\"run_key\":");
+    mlt__json_str(b, info->run_key);
+    if (info->run_name) {
+        mlt__buf_puts(b, ",\"run_name\":");
+        mlt__json_str(b, info->run_name);
+    }
+}
+
+static void kv(mlt__buf *b, const char *key, const char *value)
+{
+    mlt__buf_puts(b, ",\"key\":");
+    mlt__json_str(b, key);
+    mlt__buf_puts(b, ",\"value\":");
+    mlt__json_str(b, value);
+}
+
+/* Ends the line and appends it to the file. */
+static mlt_err emit(jsonl *j, mlt__buf *b, int flush)
+{
+    mlt__buf_puts(b, "}\n");
+    if (b->oom) {
+        mlt__buf_free(b);
+        return mlt__fail(MLT_ERR_NOMEM, "jsonl callback: out of memory");
+    }
+    pthread_mutex_lock(&j->lock);
+    int ok = fwrite(b->data, 1, b->len, j->f) == b->len;
+    if (ok && flush) {
+        ok = fflush(j->f) == 0;
+    }
+    int e = errno;
+    pthread_mutex_unlock(&j->lock);
+    mlt__buf_free(b);
+    return ok ? MLT_OK
+              : mlt__fail(MLT_ERR_IO, "jsonl callback: writing %s failed: %s", j->path,
+                          strerror(e));
+}
+
+static mlt_err on_start(const mlt_run_info *info, void *ud)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, "run_start", info);
+    if (info->parent_run_key) {
+        mlt__buf_puts(&b, ",\"parent_run_key\":");
+        mlt__json_str(&b, info->parent_run_key);
+    }
+    const char *id = mlt_run_id(info->run);
+    if (id) {
+        mlt__buf_puts(&b, ",\"run_id\":");
+        mlt__json_str(&b, id);
+    }
+    mlt__buf_puts(&b, ",\"start_time\":");
+    mlt__json_i64(&b, info->start_time_ms);
+    return emit(ud, &b, 0);
+}
+
+static mlt_err on_param(const mlt_run_info *info, const char *key, const char *value, void *ud)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, "param", info);
+    kv(&b, key, value);
+    return emit(ud, &b, 0);
+}
+
+static mlt_err on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
+                         int64_t ts, void *ud)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, "metric", info);
+    mlt__buf_puts(&b, ",\"key\":");
+    mlt__json_str(&b, key);
+    mlt__buf_puts(&b, ",\"value\":");
+    mlt__json_double(&b, value);
+    mlt__buf_puts(&b, ",\"step\":");
+    mlt__json_i64(&b, step);
+    mlt__buf_puts(&b, ",\"timestamp\":");
+    mlt__json_i64(&b, ts);
+    return emit(ud, &b, 0);
+}
+
+static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, "tag", info);
+    kv(&b, key, value);
+    return emit(ud, &b, 0);
+}
+
+static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
+                      void *ud)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, "run_end", info);
+    const char *id = mlt_run_id(info->run);
+    if (id) {
+        mlt__buf_puts(&b, ",\"run_id\":");
+        mlt__json_str(&b, id);
+    }
+    mlt__buf_puts(&b, ",\"status\":");
+    mlt__json_str(&b, mlt_run_status_name(status));
+    mlt__buf_puts(&b, ",\"start_time\":");
+    mlt__json_i64(&b, info->start_time_ms);
+    mlt__buf_puts(&b, ",\"end_time\":");
+    mlt__json_i64(&b, info->end_time_ms);
+    mlt__buf_puts(&b, ",\"duration_s\":");
+    mlt__json_double(&b, duration_s);
+    return emit(ud, &b, 1);
+}
+
+static mlt_err on_flush(int timeout_ms, void *ud)
+{
+    (void)timeout_ms;
+    jsonl *j = ud;
+    pthread_mutex_lock(&j->lock);
+    int ok = fflush(j->f) == 0;
+    int e = errno;
+    pthread_mutex_unlock(&j->lock);
+    return ok ? MLT_OK
+              : mlt__fail(MLT_ERR_IO, "jsonl callback: flushing %s failed: %s", j->path,
+                          strerror(e));
+}
+
+static void on_close(void *ud)
+{
+    jsonl *j = ud;
+    fclose(j->f);
+    pthread_mutex_destroy(&j->lock);
+    free(j->path);
+    free(j);
+}
+
+mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf,
+                              size_t errlen)
+{
+    if (!tracker || !path) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG,
+                         "jsonl callback: tracker and path are required");
+    }
+    jsonl *j = calloc(1, sizeof *j);
+    if (!j || !(j->path = mlt__strdup(path))) {
+        free(j);
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    j->f = fopen(path, "ae");
+    if (!j->f) {
+        mlt_err err = mlt__errf(errbuf, errlen, MLT_ERR_IO, "jsonl callback: cannot open %s: %s",
+                                path, strerror(errno));
+        free(j->path);
+        free(j);
+        return err;
+    }
+    pthread_mutex_init(&j->lock, NULL);
+    static const mlt_callbacks cb = {
+        .version = MLT_CALLBACKS_VERSION,
+        .on_run_start = on_start,
+        .on_param = on_param,
+        .on_metric = on_metric,
+        .on_tag = on_tag,
+        .on_run_end = on_end,
+        .on_flush = on_flush,
+        .on_close = on_close,
+    };
+    mlt_err err = mlt_tracker_add_callbacks(tracker, &cb, j);
+    if (err != MLT_OK) {
+        mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
+        on_close(j);
+    }
+    return err;
+}

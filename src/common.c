@@ -1,0 +1,407 @@
+/*
+ * common.c - growable buffers, the JSON writer and number formatting, string helpers, the
+ * thread-local error detail, clocks, UUIDs and diagnostics.
+ */
+#include "config.h"
+
+#include "common.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef HAVE_GETRANDOM
+#include <sys/random.h>
+#endif
+
+/* ---- buffers ---- */
+
+void mlt__buf_init(mlt__buf *b)
+{
+    memset(b, 0, sizeof(*b));
+}
+
+void mlt__buf_free(mlt__buf *b)
+{
+    free(b->data);
+    mlt__buf_init(b);
+}
+
+void mlt__buf_reset(mlt__buf *b)
+{
+    b->len = 0;
+    b->oom = false;
+    if (b->data) {
+        b->data[0] = '\0';
+    }
+}
+
+bool mlt__buf_reserve(mlt__buf *b, size_t extra)
+{
+    if (b->oom) {
+        return false;
+    }
+    if (extra > SIZE_MAX - b->len - 1) {
+        b->oom = true;
+        return false;
+    }
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) {
+        return true;
+    }
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) {
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->data = p;
+    b->cap = cap;
+    return true;
+}
+
+void mlt__buf_append(mlt__buf *b, const void *data, size_t len)
+{
+    if (!mlt__buf_reserve(b, len)) {
+        return;
+    }
+    if (len) {
+        memcpy(b->data + b->len, data, len);
+    }
+    b->len += len;
+    b->data[b->len] = '\0';
+}
+
+void mlt__buf_puts(mlt__buf *b, const char *s)
+{
+    mlt__buf_append(b, s, strlen(s));
+}
+
+void mlt__buf_putc(mlt__buf *b, char c)
+{
+    mlt__buf_append(b, &c, 1);
+}
+
+void mlt__buf_printf(mlt__buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = true;
+    } else if (mlt__buf_reserve(b, (size_t)n)) {
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
+        b->len += (size_t)n;
+    }
+    va_end(ap2);
+}
+
+char *mlt__buf_steal(mlt__buf *b)
+{
+    if (b->oom) {
+        mlt__buf_free(b);
+        return NULL;
+    }
+    if (!b->data && !mlt__buf_reserve(b, 0)) {
+        return NULL;
+    }
+    char *p = b->data;
+    if (p && b->len == 0) {
+        p[0] = '\0';
+    }
+    mlt__buf_init(b);
+    return p;
+}
+
+/* ---- JSON writer ---- */
+
+void mlt__json_strn(mlt__buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!mlt__buf_reserve(b, len + 2)) {
+        return;
+    }
+    mlt__buf_putc(b, '"');
+    size_t run = 0; /* start of the pending span that needs no escape */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        mlt__buf_append(b, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', 0};
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            mlt__buf_append(b, esc, 6);
+            continue;
+        }
+        mlt__buf_append(b, esc, 2);
+    }
+    mlt__buf_append(b, s + run, len - run);
+    mlt__buf_putc(b, '"');
+}
+
+void mlt__json_str(mlt__buf *b, const char *s)
+{
+    mlt__json_strn(b, s, strlen(s));
+}
+
+void mlt__json_i64(mlt__buf *b, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
+    mlt__buf_append(b, tmp, (size_t)n);
+}
+
+int mlt__fmt_double(char *out, size_t len, double v)
+{
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(out, len, "%.*g", prec, v);
+        if (prec == 17 || strtod(out, NULL) == v) {
+            break;
+        }
+    }
+    return n;
+}
+
+int mlt__fmt_float(char *out, size_t len, float v)
+{
+    int n = 0;
+    for (int prec = 6; prec <= 9; prec++) {
+        n = snprintf(out, len, "%.*g", prec, (double)v);
+        if (prec == 9 || strtof(out, NULL) == v) {
+            break;
+        }
+    }
+    return n;
+}
+
+void mlt__json_double(mlt__buf *b, double v)
+{
+    if (isnan(v)) {
+        mlt__buf_puts(b, "\"NaN\"");
+    } else if (isinf(v)) {
+        mlt__buf_puts(b, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+    } else {
+        char tmp[32];
+        int n = mlt__fmt_double(tmp, sizeof tmp, v);
+        mlt__buf_append(b, tmp, (size_t)n);
+    }
+}
+
+/* ---- strings ---- */
+
+char *mlt__strdup(const char *s)
+{
+    return s ? mlt__strndup(s, strlen(s)) : NULL;
+}
+
+char *mlt__strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+char *mlt__aprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return NULL;
+    }
+    char *p = malloc((size_t)n + 1);
+    if (p) {
+        va_start(ap, fmt);
+        vsnprintf(p, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    return p;
+}
+
+mlt_err mlt__errf(char *errbuf, size_t errlen, mlt_err err, const char *fmt, ...)
+{
+    if (errbuf && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+/* ---- thread-local failure detail ---- */
+
+#define MLT__FAIL_LEN 512
+static _Thread_local char fail_msg[MLT__FAIL_LEN];
+
+const char *mlt_last_error(void)
+{
+    return fail_msg;
+}
+
+mlt_err mlt__fail(mlt_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(fail_msg, sizeof fail_msg, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+void mlt__fail_set(const char *msg)
+{
+    snprintf(fail_msg, sizeof fail_msg, "%s", msg ? msg : "");
+}
+
+void mlt__fail_clear(void)
+{
+    fail_msg[0] = '\0';
+}
+
+char *mlt__fail_buf(size_t *len)
+{
+    *len = sizeof fail_msg;
+    return fail_msg;
+}
+
+/* ---- clocks ---- */
+
+int64_t mlt__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t mlt__mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void mlt__sleep_ms(int64_t ms)
+{
+    if (ms <= 0) {
+        return;
+    }
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+/* ---- randomness and UUIDs ---- */
+
+static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t rng_state;
+
+/* splitmix64: only a fallback when getrandom() is unavailable, and for jitter. */
+static uint64_t rng_next_locked(void)
+{
+    if (rng_state == 0) {
+        rng_state = (uint64_t)mlt__mono_ns() ^ ((uint64_t)mlt__now_ms() << 20) ^
+                    (uint64_t)(uintptr_t)&rng_state;
+    }
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void random_bytes(unsigned char *out, size_t n)
+{
+#ifdef HAVE_GETRANDOM
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(out + got, n - got, 0);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (got == n) {
+        return;
+    }
+#endif
+    pthread_mutex_lock(&rng_lock);
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t r = rng_next_locked();
+        size_t k = n - i < 8 ? n - i : 8;
+        memcpy(out + i, &r, k);
+    }
+    pthread_mutex_unlock(&rng_lock);
+}
+
+void mlt__uuid4(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    random_bytes(b, sizeof b);
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    int o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            out[o++] = '-';
+        }
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+double mlt__rand01(void)
+{
+    pthread_mutex_lock(&rng_lock);
+    uint64_t r = rng_next_locked();
+    pthread_mutex_unlock(&rng_lock);
+    return (double)(r >> 11) / 9007199254740992.0;
+}
+
+/* ---- diagnostics ---- */
+
+void mlt__log(const mlt__logger *lg, int level, const char *fmt, ...)
+{
+    if (!lg || !lg->fn) {
+        return;
+    }
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lg->fn(level, msg, lg->userdata);
+}

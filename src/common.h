@@ -1,0 +1,85 @@
+/*
+ * common.h - internal helpers shared by every module: growable buffers, the JSON writer,
+ * clocks, UUIDs, thread-local error detail and diagnostics. Not installed.
+ */
+#ifndef MLT_COMMON_H
+#define MLT_COMMON_H
+
+#include "mltrack.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MLT__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define MLT__PRINTF(f, a)
+#endif
+
+/* ---- growable byte buffer (always NUL-terminated when data != NULL) ---- */
+typedef struct mlt__buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    bool oom; /* set once an append failed: later appends do nothing; check at the end */
+} mlt__buf;
+
+void mlt__buf_init(mlt__buf *b);
+void mlt__buf_free(mlt__buf *b);
+void mlt__buf_reset(mlt__buf *b); /* len = 0, keeps the allocation, clears oom */
+bool mlt__buf_reserve(mlt__buf *b, size_t extra);
+void mlt__buf_append(mlt__buf *b, const void *data, size_t len);
+void mlt__buf_puts(mlt__buf *b, const char *s);
+void mlt__buf_putc(mlt__buf *b, char c);
+void mlt__buf_printf(mlt__buf *b, const char *fmt, ...) MLT__PRINTF(2, 3);
+/* Detaches the data (caller frees); returns NULL if an append failed. */
+char *mlt__buf_steal(mlt__buf *b);
+
+/* ---- JSON writer: appends JSON text to a buffer ---- */
+void mlt__json_str(mlt__buf *b, const char *s);               /* "..." with escapes */
+void mlt__json_strn(mlt__buf *b, const char *s, size_t len);
+void mlt__json_i64(mlt__buf *b, int64_t v);                   /* exact decimal */
+/* A double the MLflow way: finite values as the shortest decimal that reads back to the same
+ * double; NaN, +Inf, -Inf as the strings "NaN", "Infinity", "-Infinity". */
+void mlt__json_double(mlt__buf *b, double v);
+/* Shortest "%.*g" text of v that strtod() reads back to v (finite v). Returns length. */
+int mlt__fmt_double(char *out, size_t len, double v);
+int mlt__fmt_float(char *out, size_t len, float v);
+
+/* ---- strings ---- */
+char *mlt__strdup(const char *s); /* NULL for NULL */
+char *mlt__strndup(const char *s, size_t n);
+/* Formats into a new string; NULL on out of memory. */
+char *mlt__aprintf(const char *fmt, ...) MLT__PRINTF(1, 2);
+/* Writes a formatted message into errbuf (may be NULL) and returns err. */
+mlt_err mlt__errf(char *errbuf, size_t errlen, mlt_err err, const char *fmt, ...)
+    MLT__PRINTF(4, 5);
+
+/* ---- thread-local detail of the last failure (mlt_last_error) ---- */
+mlt_err mlt__fail(mlt_err err, const char *fmt, ...) MLT__PRINTF(2, 3);
+void mlt__fail_set(const char *msg); /* copies msg */
+void mlt__fail_clear(void);
+char *mlt__fail_buf(size_t *len); /* the thread's buffer, to format into directly */
+
+/* ---- clocks ---- */
+int64_t mlt__now_ms(void);        /* wall clock, ms since the epoch */
+int64_t mlt__mono_ns(void);       /* monotonic */
+void mlt__sleep_ms(int64_t ms);
+
+/* ---- identifiers ---- */
+/* 36-character RFC 4122 version 4 UUID into out[37]. Uses getrandom(), falls back to a clock-
+ * seeded generator when the kernel has none. */
+void mlt__uuid4(char out[37]);
+/* Uniform random double in [0, 1) for retry jitter (thread-safe). */
+double mlt__rand01(void);
+
+/* ---- diagnostics ---- */
+typedef struct mlt__logger {
+    mlt_log_fn fn;
+    void *userdata;
+} mlt__logger;
+void mlt__log(const mlt__logger *lg, int level, const char *fmt, ...) MLT__PRINTF(3, 4);
+
+#endif

@@ -1,0 +1,224 @@
+/*
+ * http.c - the libcurl transport: one easy handle (so one keep-alive connection) per transport,
+ * used by one thread at a time; auth and TLS from the options; answers read into a capped buffer.
+ */
+#include "config.h"
+
+#include "http.h"
+
+#include <curl/curl.h>
+#include <ctype.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void mlt__http_response_init(mlt__http_response *r)
+{
+    memset(r, 0, sizeof *r);
+    mlt__buf_init(&r->body);
+    r->retry_after_s = -1;
+}
+
+void mlt__http_response_free(mlt__http_response *r)
+{
+    mlt__buf_free(&r->body);
+}
+
+double mlt__parse_retry_after(const char *v, int64_t now_ms)
+{
+    while (*v == ' ' || *v == '\t') {
+        v++;
+    }
+    if (isdigit((unsigned char)*v)) {
+        char *end;
+        double s = strtod(v, &end);
+        while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n') {
+            end++;
+        }
+        return *end ? -1 : s;
+    }
+    time_t t = curl_getdate(v, NULL);
+    if (t < 0) {
+        return -1;
+    }
+    double s = (double)t - (double)now_ms / 1000.0;
+    return s < 0 ? 0 : s;
+}
+
+typedef struct curl_tr {
+    CURL *h;
+    struct curl_slist *headers;
+    char errbuf[CURL_ERROR_SIZE];
+} curl_tr;
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    mlt__http_response *r = ud;
+    size_t len = size * n;
+    if (r->body.len + len > MLT__HTTP_MAX_BODY) {
+        return 0; /* curl stops with CURLE_WRITE_ERROR */
+    }
+    mlt__buf_append(&r->body, data, len);
+    return r->body.oom ? 0 : len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ud)
+{
+    mlt__http_response *r = ud;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len > sizeof name - 1 && len < 256 && strncasecmp(data, name, sizeof name - 1) == 0) {
+        char v[256];
+        memcpy(v, data + sizeof name - 1, len - (sizeof name - 1));
+        v[len - (sizeof name - 1)] = '\0';
+        r->retry_after_s = mlt__parse_retry_after(v, mlt__now_ms());
+    }
+    return len;
+}
+
+static mlt_err curl_err_class(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT: return MLT_ERR_TIMEOUT;
+    case CURLE_OUT_OF_MEMORY: return MLT_ERR_NOMEM;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE: return MLT_ERR_TLS;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT: return MLT_ERR_BAD_OPTION;
+    default: return MLT_ERR_NETWORK;
+    }
+}
+
+static void curl_perform(void *self, const mlt__http_request *req, mlt__http_response *resp)
+{
+    curl_tr *c = self;
+    CURL *h = c->h;
+    c->errbuf[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_URL, req->url);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
+    if (strcmp(req->method, "POST") == 0) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    }
+    CURLcode rc = curl_easy_perform(h);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+        return;
+    }
+    if (rc == CURLE_WRITE_ERROR && resp->body.len + 1 > MLT__HTTP_MAX_BODY / 2) {
+        resp->net_err = MLT_ERR_PROTOCOL;
+        snprintf(resp->errmsg, sizeof resp->errmsg, "answer from %s larger than %u bytes",
+                 req->url, MLT__HTTP_MAX_BODY);
+        resp->maybe_sent = true;
+        return;
+    }
+    resp->net_err = curl_err_class(rc);
+    /* Nothing reached the server if the connection never came up. */
+    long req_size = 0;
+    curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &req_size);
+    resp->maybe_sent = rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST &&
+                       rc != CURLE_COULDNT_RESOLVE_PROXY && req_size > 0;
+    /* A long URL may cut the message: that only shortens what the user reads. */
+    int w = snprintf(resp->errmsg, sizeof resp->errmsg, "%s %s: %s", req->method, req->url,
+                     c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+    size_t n = w < 0 ? 0 : strlen(resp->errmsg);
+    if (n && resp->errmsg[n - 1] == '\n') {
+        resp->errmsg[n - 1] = '\0';
+    }
+}
+
+static void curl_destroy(void *self)
+{
+    curl_tr *c = self;
+    if (c) {
+        curl_easy_cleanup(c->h);
+        curl_slist_free_all(c->headers);
+        free(c);
+    }
+}
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc;
+
+static void global_init(void)
+{
+    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char *errbuf,
+                                size_t errlen)
+{
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_NETWORK, "libcurl failed to initialize: %s",
+                         curl_easy_strerror(global_rc));
+    }
+    curl_tr *c = calloc(1, sizeof *c);
+    if (!c || !(c->h = curl_easy_init())) {
+        free(c);
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    CURL *h = c->h;
+    struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *h2 = hs ? curl_slist_append(hs, "Accept: application/json") : NULL;
+    struct curl_slist *h3 = h2 ? curl_slist_append(h2, "Expect:") : NULL;
+    if (!h3) {
+        curl_slist_free_all(hs);
+        curl_destroy(c);
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    c->headers = h3;
+    const char *user = mlt__opt_str(o, MLT__OPT_USERNAME);
+    const char *pass = mlt__opt_str(o, MLT__OPT_PASSWORD);
+    const char *token = mlt__opt_str(o, MLT__OPT_TOKEN);
+    if (user && pass) {
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(h, CURLOPT_USERNAME, user);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, pass);
+    } else if (token) {
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+        curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, token);
+    }
+    long timeout_ms = (long)(o->timeout_s * 1000.0);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "mltrack/" MLT_VERSION_STRING);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 30000 ? timeout_ms : 30000L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    if (o->insecure_tls) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    const char *ca = mlt__opt_str(o, MLT__OPT_CA_CERT_PATH);
+    if (ca) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    }
+    const char *cert = mlt__opt_str(o, MLT__OPT_CLIENT_CERT_PATH);
+    if (cert) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, cert);
+    }
+    out->perform = curl_perform;
+    out->destroy = curl_destroy;
+    out->self = c;
+    return MLT_OK;
+}

@@ -1,0 +1,50 @@
+/*
+ * http.h - the transport: one HTTP request at a time over a keep-alive connection. A vtable, so
+ * tests can put a scripted transport in place of libcurl.
+ */
+#ifndef MLT_HTTP_H
+#define MLT_HTTP_H
+
+#include "common.h"
+#include "options.h"
+
+typedef struct mlt__http_request {
+    const char *method; /* "GET" or "POST" */
+    const char *url;    /* absolute */
+    const char *body;   /* POST body (JSON), NULL for GET */
+    size_t body_len;
+} mlt__http_request;
+
+typedef struct mlt__http_response {
+    long status;          /* HTTP status, 0 when no answer came */
+    mlt__buf body;        /* the answer's body, NUL-terminated */
+    double retry_after_s; /* Retry-After in seconds, < 0 when absent */
+    mlt_err net_err;      /* MLT_OK when an answer came, else NETWORK, TIMEOUT, TLS, NOMEM... */
+    bool maybe_sent;      /* the request may have reached the server although no answer came */
+    char errmsg[256];     /* what failed, when net_err is set */
+} mlt__http_response;
+
+void mlt__http_response_init(mlt__http_response *r);
+void mlt__http_response_free(mlt__http_response *r);
+
+typedef struct mlt__transport {
+    /* Performs one request and fills resp (initialized by the caller). Called by one thread at
+     * a time: the transport is not shared across threads concurrently. */
+    void (*perform)(void *self, const mlt__http_request *req, mlt__http_response *resp);
+    /* Releases self. */
+    void (*destroy)(void *self);
+    void *self;
+} mlt__transport;
+
+/* The libcurl transport for opts: timeouts, TLS verification (insecure_tls, ca_cert_path,
+ * client_cert_path), bearer token or basic auth (basic wins), keep-alive. */
+mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *opts, char *errbuf,
+                                size_t errlen);
+
+/* Largest answer body accepted before the request fails with MLT_ERR_PROTOCOL. */
+#define MLT__HTTP_MAX_BODY (64u << 20)
+
+/* Parses a Retry-After value (delta seconds or HTTP date); < 0 when invalid. */
+double mlt__parse_retry_after(const char *value, int64_t now_ms);
+
+#endif

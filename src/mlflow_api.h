@@ -1,0 +1,99 @@
+/*
+ * mlflow_api.h - the MLflow REST mapping, free of I/O: build each request, pack log-batch
+ * bodies to the server's limits, and classify an answer. The MLflow client drives it; so will
+ * the queue's sender.
+ */
+#ifndef MLT_MLFLOW_API_H
+#define MLT_MLFLOW_API_H
+
+#include "common.h"
+#include "http.h"
+
+#include <cjson/cJSON.h>
+
+/* runs/log-batch limits of the server (mlflow/utils/validation.py). */
+#define MLT__BATCH_MAX_METRICS 1000
+#define MLT__BATCH_MAX_PARAMS 100
+#define MLT__BATCH_MAX_TAGS 100
+#define MLT__BATCH_MAX_ENTITIES 1000
+/* Body size kept under the server's 1 MB request limit, with room for the envelope. */
+#define MLT__BATCH_MAX_BYTES 1000000
+
+/* A request relative to <tracking_uri>/api/2.0/mlflow/. */
+typedef struct mlt__api_req {
+    const char *method; /* "GET" or "POST" */
+    char path[3200];    /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
+    mlt__buf body;      /* JSON for POST */
+    const char *what;   /* short description for messages, e.g. "create run" */
+} mlt__api_req;
+
+void mlt__api_req_init(mlt__api_req *r);
+void mlt__api_req_free(mlt__api_req *r);
+
+/* The absolute URL of a request (caller frees), NULL on out of memory. */
+char *mlt__api_url(const char *tracking_uri, const mlt__api_req *r);
+
+typedef struct mlt__kv {
+    const char *key;
+    const char *value;
+} mlt__kv;
+
+typedef struct mlt__metric {
+    const char *key;
+    double value;
+    int64_t timestamp_ms;
+    int64_t step;
+} mlt__metric;
+
+mlt_err mlt__api_get_experiment_by_name(mlt__api_req *r, const char *name);
+mlt_err mlt__api_create_experiment(mlt__api_req *r, const char *name);
+mlt_err mlt__api_create_run(mlt__api_req *r, const char *experiment_id, const char *run_name,
+                            int64_t start_time_ms, const mlt__kv *tags, size_t n_tags);
+/* runs/search for the run whose tag mltrack.client_run_key is run_key. */
+mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id,
+                                   const char *run_key);
+mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id, mlt_run_status status,
+                            int64_t end_time_ms);
+
+/* What a log-batch body takes from the pending arrays, front first. */
+typedef struct mlt__batch {
+    const mlt__metric *metrics;
+    size_t n_metrics;
+    const mlt__kv *params;
+    size_t n_params;
+    const mlt__kv *tags;
+    size_t n_tags;
+} mlt__batch;
+
+/*
+ * Builds one runs/log-batch body from the front of each array of in, within the server's limits
+ * (counts, total entities, max_bytes of body); *took says how many of each it took (at least one
+ * entity when in is not empty, unless a single entity alone exceeds max_bytes: then
+ * MLT_ERR_VALUE_TOO_LONG). Params go first, then tags, then metrics.
+ */
+mlt_err mlt__api_log_batch(mlt__api_req *r, const char *run_id, const mlt__batch *in,
+                           size_t max_bytes, mlt__batch *took);
+
+/* The classification of an answer. */
+typedef struct mlt__api_answer {
+    mlt_err err;          /* MLT_OK on 2xx with a JSON body */
+    bool retriable;       /* trying again may succeed */
+    bool ambiguous;       /* the server may have acted on the request */
+    long status;          /* HTTP status, 0 when none came */
+    char error_code[48];  /* the server's error_code, "" when none */
+    double retry_after_s; /* < 0 when absent */
+    char msg[1024];       /* what happened, for the user */
+    cJSON *json;          /* the parsed answer on success (owned; freed by answer_free) */
+} mlt__api_answer;
+
+void mlt__api_answer_init(mlt__api_answer *a);
+void mlt__api_answer_free(mlt__api_answer *a);
+
+/* Classifies resp to the request r into a (initialized by the caller). */
+void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp,
+                       mlt__api_answer *a);
+
+/* Reading answers. Each returns a string owned by json, or NULL when absent. */
+const char *mlt__api_json_str(const cJSON *json, const char *path); /* "run.info.run_id" */
+
+#endif

@@ -1,0 +1,341 @@
+/*
+ * mlflow_client.c - the retry loop and the multi-call operations of the MLflow client
+ * (experiment get-or-create, idempotent run creation, split log batches, run update).
+ */
+#include "config.h"
+
+#include "mlflow_client.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_MAX_BACKOFF_S 120.0
+
+mlt_err mlt__client_init_with(mlt__client *c, const mlt_options *o, mlt__transport tr)
+{
+    memset(c, 0, sizeof *c);
+    c->tr = tr;
+    const char *uri = mlt__opt_str(o, MLT__OPT_TRACKING_URI);
+    c->base = mlt__strdup(uri ? uri : "");
+    if (!c->base) {
+        tr.destroy(tr.self);
+        c->tr.self = NULL;
+        return MLT_ERR_NOMEM;
+    }
+    c->max_retries = o->max_retries;
+    c->backoff_factor_s = o->backoff_factor_s;
+    c->backoff_jitter_s = o->backoff_jitter_s;
+    c->max_backoff_s = DEFAULT_MAX_BACKOFF_S;
+    c->logger = o->logger;
+    return MLT_OK;
+}
+
+mlt_err mlt__client_init(mlt__client *c, const mlt_options *o, char *errbuf, size_t errlen)
+{
+    mlt__transport tr;
+    mlt_err err = mlt__transport_curl_new(&tr, o, errbuf, errlen);
+    if (err != MLT_OK) {
+        memset(c, 0, sizeof *c);
+        return err;
+    }
+    err = mlt__client_init_with(c, o, tr);
+    return err ? mlt__errf(errbuf, errlen, err, "out of memory") : MLT_OK;
+}
+
+void mlt__client_free(mlt__client *c)
+{
+    if (c->tr.self && c->tr.destroy) {
+        c->tr.destroy(c->tr.self);
+    }
+    free(c->base);
+    memset(c, 0, sizeof *c);
+}
+
+int64_t mlt__client_backoff_ms(const mlt__client *c, int n, const mlt__api_answer *a)
+{
+    double s = c->backoff_factor_s * pow(2.0, n - 1);
+    if (s > c->max_backoff_s) {
+        s = c->max_backoff_s;
+    }
+    s += c->backoff_jitter_s * mlt__rand01();
+    if (a && a->retry_after_s >= 0) {
+        double ra = a->retry_after_s < c->max_backoff_s ? a->retry_after_s : c->max_backoff_s;
+        if (ra > s) {
+            s = ra;
+        }
+    }
+    return (int64_t)(s * 1000.0);
+}
+
+static void pause_ms(mlt__client *c, int64_t ms)
+{
+    if (c->sleep_fn) {
+        c->sleep_fn(ms, c->sleep_ud);
+    } else {
+        mlt__sleep_ms(ms);
+    }
+}
+
+static mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__api_answer *a)
+{
+    char *url = mlt__api_url(c->base, r);
+    if (!url) {
+        a->err = MLT_ERR_NOMEM;
+        snprintf(a->msg, sizeof a->msg, "%s: out of memory", r->what);
+        return a->err;
+    }
+    mlt__http_request hr = {
+        .method = r->method,
+        .url = url,
+        .body = r->body.data,
+        .body_len = r->body.len,
+    };
+    mlt__http_response resp;
+    mlt__http_response_init(&resp);
+    c->tr.perform(c->tr.self, &hr, &resp);
+    mlt__api_classify(r, &resp, a);
+    mlt__http_response_free(&resp);
+    free(url);
+    return a->err;
+}
+
+mlt_err mlt__client_call(mlt__client *c, const mlt__api_req *r, bool retry_ambiguous,
+                         int64_t deadline_ns, mlt__api_answer *a)
+{
+    for (int attempt = 0;; attempt++) {
+        mlt__api_answer_free(a);
+        mlt__api_answer_init(a);
+        if (once(c, r, a) == MLT_OK) {
+            return MLT_OK;
+        }
+        if (!a->retriable || (a->ambiguous && !retry_ambiguous) || attempt >= c->max_retries) {
+            return a->err;
+        }
+        int64_t wait = mlt__client_backoff_ms(c, attempt + 1, a);
+        if (deadline_ns >= 0 && mlt__mono_ns() + wait * 1000000 > deadline_ns) {
+            return a->err;
+        }
+        mlt__log(&c->logger, MLT_LOG_WARN, "%s (retry %d of %d in %.1f s)", a->msg, attempt + 1,
+                 c->max_retries, (double)wait / 1000.0);
+        pause_ms(c, wait);
+    }
+}
+
+/* ---- experiments ---- */
+
+static mlt_err experiment_from(const mlt__api_answer *a, const char *name, char **out_id,
+                               char *errbuf, size_t errlen)
+{
+    const char *id = mlt__api_json_str(a->json, "experiment.experiment_id");
+    const char *stage = mlt__api_json_str(a->json, "experiment.lifecycle_stage");
+    if (!id) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
+                         "get experiment '%s': answer has no experiment id", name);
+    }
+    if (stage && strcmp(stage, "active") != 0) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_REJECTED,
+                         "experiment '%s' (id %s) is %s: restore it or choose another name",
+                         name, id, stage);
+    }
+    return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
+}
+
+mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, char *errbuf,
+                               size_t errlen)
+{
+    mlt__api_req r;
+    mlt__api_answer a;
+    mlt__api_answer_init(&a);
+    mlt_err err = MLT_OK;
+    /* get -> create on 404 -> get again if someone else created it meanwhile */
+    for (int round = 0; round < 2; round++) {
+        mlt__api_req_init(&r);
+        err = mlt__api_get_experiment_by_name(&r, name);
+        if (err == MLT_OK) {
+            err = mlt__client_call(c, &r, true, -1, &a);
+        }
+        mlt__api_req_free(&r);
+        if (err == MLT_OK) {
+            err = experiment_from(&a, name, out_id, errbuf, errlen);
+            goto out;
+        }
+        if (err != MLT_ERR_NOT_FOUND) {
+            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            goto out;
+        }
+        mlt__api_req_init(&r);
+        err = mlt__api_create_experiment(&r, name);
+        if (err == MLT_OK) {
+            err = mlt__client_call(c, &r, true, -1, &a);
+        }
+        mlt__api_req_free(&r);
+        if (err == MLT_OK) {
+            const char *id = mlt__api_json_str(a.json, "experiment_id");
+            err = !id ? mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
+                                  "create experiment '%s': answer has no experiment_id", name)
+                      : (*out_id = mlt__strdup(id)) ? MLT_OK
+                                                    : MLT_ERR_NOMEM;
+            goto out;
+        }
+        if (strcmp(a.error_code, "RESOURCE_ALREADY_EXISTS") != 0) {
+            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            goto out;
+        }
+    }
+    mlt__errf(errbuf, errlen, err, "%s", a.msg);
+out:
+    mlt__api_answer_free(&a);
+    return err;
+}
+
+/* ---- runs ---- */
+
+#define KEY_TAG "mltrack.client_run_key"
+
+/* Looks for a run carrying run_key: MLT_OK with *out_id, MLT_ERR_NOT_FOUND, or a failure. */
+static mlt_err find_by_key(mlt__client *c, const char *experiment_id, const char *run_key,
+                           int64_t deadline_ns, char **out_id, mlt__api_answer *a)
+{
+    mlt__api_req r;
+    mlt__api_req_init(&r);
+    mlt_err err = mlt__api_search_run_by_key(&r, experiment_id, run_key);
+    if (err == MLT_OK) {
+        err = mlt__client_call(c, &r, true, deadline_ns, a);
+    }
+    mlt__api_req_free(&r);
+    if (err != MLT_OK) {
+        return err;
+    }
+    const cJSON *runs = cJSON_GetObjectItemCaseSensitive(a->json, "runs");
+    const cJSON *first = cJSON_IsArray(runs) ? cJSON_GetArrayItem(runs, 0) : NULL;
+    const char *id = first ? mlt__api_json_str(first, "info.run_id") : NULL;
+    if (!id) {
+        return MLT_ERR_NOT_FOUND;
+    }
+    return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
+}
+
+mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,
+                               const char *run_name, int64_t start_time_ms, const mlt__kv *tags,
+                               size_t n_tags, int64_t deadline_ns, char **out_id, char *errbuf,
+                               size_t errlen)
+{
+    mlt__kv *all = malloc((n_tags + 1) * sizeof *all);
+    if (!all) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    if (n_tags) {
+        memcpy(all, tags, n_tags * sizeof *all);
+    }
+    all[n_tags].key = KEY_TAG;
+    all[n_tags].value = run_key;
+    mlt__api_req r;
+    mlt__api_req_init(&r);
+    mlt_err err = mlt__api_create_run(&r, experiment_id, run_name, start_time_ms, all, n_tags + 1);
+    free(all);
+    mlt__api_answer a;
+    mlt__api_answer_init(&a);
+    if (err != MLT_OK) {
+        mlt__errf(errbuf, errlen, err, "create run: cannot encode: %s", mlt_strerror(err));
+        goto out;
+    }
+    for (int attempt = 0;; attempt++) {
+        err = mlt__client_call(c, &r, false, deadline_ns, &a);
+        if (err == MLT_OK) {
+            const char *id = mlt__api_json_str(a.json, "run.info.run_id");
+            err = !id ? mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
+                                  "create run: answer has no run id")
+                      : (*out_id = mlt__strdup(id)) ? MLT_OK
+                                                    : MLT_ERR_NOMEM;
+            goto out;
+        }
+        if (!a.ambiguous || !a.retriable) {
+            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            goto out;
+        }
+        /* The run may exist: look for its key before creating it again. */
+        char first_msg[sizeof a.msg];
+        snprintf(first_msg, sizeof first_msg, "%s", a.msg);
+        mlt__log(&c->logger, MLT_LOG_WARN, "%s; checking whether the run was created", a.msg);
+        mlt__api_answer found;
+        mlt__api_answer_init(&found);
+        mlt_err ferr = find_by_key(c, experiment_id, run_key, deadline_ns, out_id, &found);
+        mlt__api_answer_free(&found);
+        if (ferr == MLT_OK) {
+            err = MLT_OK;
+            goto out;
+        }
+        if (ferr != MLT_ERR_NOT_FOUND) {
+            mlt__errf(errbuf, errlen, err, "%s (and the search for the run failed)", first_msg);
+            goto out;
+        }
+        if (attempt >= c->max_retries) {
+            mlt__errf(errbuf, errlen, err, "%s", first_msg);
+            goto out;
+        }
+        int64_t wait = mlt__client_backoff_ms(c, attempt + 1, &a);
+        if (deadline_ns >= 0 && mlt__mono_ns() + wait * 1000000 > deadline_ns) {
+            mlt__errf(errbuf, errlen, err, "%s", first_msg);
+            goto out;
+        }
+        pause_ms(c, wait);
+    }
+out:
+    mlt__api_req_free(&r);
+    mlt__api_answer_free(&a);
+    return err;
+}
+
+mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *batch,
+                              int64_t deadline_ns, char *errbuf, size_t errlen)
+{
+    while (batch->n_params + batch->n_tags + batch->n_metrics > 0) {
+        mlt__api_req r;
+        mlt__api_req_init(&r);
+        mlt__batch took;
+        mlt_err err = mlt__api_log_batch(&r, run_id, batch, MLT__BATCH_MAX_BYTES, &took);
+        mlt__api_answer a;
+        mlt__api_answer_init(&a);
+        if (err == MLT_OK) {
+            err = mlt__client_call(c, &r, true, deadline_ns, &a);
+            if (err != MLT_OK) {
+                mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            }
+        } else {
+            mlt__errf(errbuf, errlen, err, "log batch: cannot encode: %s", mlt_strerror(err));
+        }
+        mlt__api_answer_free(&a);
+        mlt__api_req_free(&r);
+        if (err != MLT_OK) {
+            return err;
+        }
+        batch->params += took.n_params;
+        batch->n_params -= took.n_params;
+        batch->tags += took.n_tags;
+        batch->n_tags -= took.n_tags;
+        batch->metrics += took.n_metrics;
+        batch->n_metrics -= took.n_metrics;
+    }
+    return MLT_OK;
+}
+
+mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
+                            int64_t end_time_ms, int64_t deadline_ns, char *errbuf,
+                            size_t errlen)
+{
+    mlt__api_req r;
+    mlt__api_req_init(&r);
+    mlt__api_answer a;
+    mlt__api_answer_init(&a);
+    mlt_err err = mlt__api_update_run(&r, run_id, status, end_time_ms);
+    if (err == MLT_OK) {
+        err = mlt__client_call(c, &r, true, deadline_ns, &a);
+        if (err != MLT_OK) {
+            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+        }
+    }
+    mlt__api_answer_free(&a);
+    mlt__api_req_free(&r);
+    return err;
+}

@@ -1,0 +1,68 @@
+/*
+ * mlflow_client.h - drives the REST mapping over a transport: retries with exponential backoff
+ * and jitter (honouring Retry-After), race-safe experiment get-or-create, run creation that never
+ * makes a second run, batched logging split to the server's limits, run update.
+ * One client is used by one thread at a time.
+ */
+#ifndef MLT_MLFLOW_CLIENT_H
+#define MLT_MLFLOW_CLIENT_H
+
+#include "http.h"
+#include "mlflow_api.h"
+
+typedef struct mlt__client {
+    mlt__transport tr;
+    char *base; /* tracking URI without a trailing slash */
+    int max_retries;
+    double backoff_factor_s;
+    double backoff_jitter_s;
+    double max_backoff_s; /* cap of one wait (default 120 s) */
+    mlt__logger logger;
+    /* Called instead of sleeping (tests); NULL: sleep. */
+    void (*sleep_fn)(int64_t ms, void *ud);
+    void *sleep_ud;
+} mlt__client;
+
+/* A client for opts with the libcurl transport. */
+mlt_err mlt__client_init(mlt__client *c, const mlt_options *opts, char *errbuf, size_t errlen);
+/* A client over the given transport (taken over: destroyed by mlt__client_free). */
+mlt_err mlt__client_init_with(mlt__client *c, const mlt_options *opts, mlt__transport tr);
+void mlt__client_free(mlt__client *c);
+
+/*
+ * Sends r, retrying retriable failures up to max_retries times or until deadline_ns (monotonic,
+ * < 0: none) would be passed. With retry_ambiguous false, a failure after which the server may
+ * have acted is returned at once (the caller checks before trying again). The answer is in a
+ * (initialized by the caller; free with mlt__api_answer_free).
+ */
+mlt_err mlt__client_call(mlt__client *c, const mlt__api_req *r, bool retry_ambiguous,
+                         int64_t deadline_ns, mlt__api_answer *a);
+
+/* Wait before retry number n (1-based) after answer a, in ms. */
+int64_t mlt__client_backoff_ms(const mlt__client *c, int n, const mlt__api_answer *a);
+
+/* Experiment id for name: get-by-name, create on 404, get again if the create raced. The
+ * experiment must be active. *out_id is malloc'd. Messages in errbuf. */
+mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, char *errbuf,
+                               size_t errlen);
+
+/*
+ * Creates a run carrying the tag mltrack.client_run_key = run_key (added here). After an
+ * ambiguous failure it searches for that key before creating again, so a run is never created
+ * twice. *out_id is malloc'd.
+ */
+mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,
+                               const char *run_name, int64_t start_time_ms, const mlt__kv *tags,
+                               size_t n_tags, int64_t deadline_ns, char **out_id, char *errbuf,
+                               size_t errlen);
+
+/* Sends everything in *batch through as many log-batch calls as the limits require. On return
+ * *batch describes what was not sent (empty on success). */
+mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *batch,
+                              int64_t deadline_ns, char *errbuf, size_t errlen);
+
+mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
+                            int64_t end_time_ms, int64_t deadline_ns, char *errbuf,
+                            size_t errlen);
+
+#endif

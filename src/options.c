@@ -1,0 +1,361 @@
+/*
+ * options.c - mlt_options: the option table, the string and typed setters, the import of the
+ * MLflow client's environment variables, and copying.
+ */
+#include "config.h"
+
+#include "options.h"
+#include "validate.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum { K_STRING, K_SECRET, K_URI, K_EXPERIMENT, K_BOOL, K_INT, K_SECONDS } opt_kind;
+
+static const struct opt_def {
+    const char *name;
+    opt_kind kind;
+    const char *env;
+    const char *def; /* default text, NULL for none */
+} defs[MLT__OPT_COUNT] = {
+    [MLT__OPT_TRACKING_URI] = {"tracking_uri", K_URI, "MLFLOW_TRACKING_URI", NULL},
+    [MLT__OPT_EXPERIMENT_NAME] = {"experiment_name", K_EXPERIMENT, "MLFLOW_EXPERIMENT_NAME",
+                                  NULL},
+    [MLT__OPT_EXPERIMENT_ID] = {"experiment_id", K_STRING, "MLFLOW_EXPERIMENT_ID", NULL},
+    [MLT__OPT_TOKEN] = {"token", K_SECRET, "MLFLOW_TRACKING_TOKEN", NULL},
+    [MLT__OPT_USERNAME] = {"username", K_STRING, "MLFLOW_TRACKING_USERNAME", NULL},
+    [MLT__OPT_PASSWORD] = {"password", K_SECRET, "MLFLOW_TRACKING_PASSWORD", NULL},
+    [MLT__OPT_INSECURE_TLS] = {"insecure_tls", K_BOOL, "MLFLOW_TRACKING_INSECURE_TLS", "false"},
+    [MLT__OPT_CA_CERT_PATH] = {"ca_cert_path", K_STRING, "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                               NULL},
+    [MLT__OPT_CLIENT_CERT_PATH] = {"client_cert_path", K_STRING,
+                                   "MLFLOW_TRACKING_CLIENT_CERT_PATH", NULL},
+    [MLT__OPT_MAX_RETRIES] = {"max_retries", K_INT, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"},
+    [MLT__OPT_BACKOFF_FACTOR] = {"backoff_factor", K_SECONDS,
+                                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"},
+    [MLT__OPT_BACKOFF_JITTER] = {"backoff_jitter", K_SECONDS,
+                                 "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "1"},
+    [MLT__OPT_TIMEOUT] = {"timeout", K_SECONDS, "MLFLOW_HTTP_REQUEST_TIMEOUT", "120"},
+};
+
+#define MAX_RETRIES_LIMIT 100
+#define MAX_SECONDS 86400.0
+
+static int find_opt(const char *name)
+{
+    for (int i = 0; i < MLT__OPT_COUNT; i++) {
+        if (strcmp(defs[i].name, name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *yes[] = {"true", "1", "yes", "on"};
+    static const char *no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static mlt_err check_uri(const char *v, char *errbuf, size_t errlen)
+{
+    const char *rest = NULL;
+    if (strncasecmp(v, "http://", 7) == 0) {
+        rest = v + 7;
+    } else if (strncasecmp(v, "https://", 8) == 0) {
+        rest = v + 8;
+    } else {
+        return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+                         "tracking_uri '%s' is not supported: it must start with http:// or "
+                         "https:// (file stores and databricks URIs are not)",
+                         v);
+    }
+    if (*rest == '\0' || *rest == '/' || *rest == ':') {
+        return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION, "tracking_uri '%s' has no host", v);
+    }
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p <= ' ' || *p == '?' || *p == '#') {
+            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+                             "tracking_uri '%s' must not contain spaces, '?' or '#'", v);
+        }
+    }
+    return MLT_OK;
+}
+
+/* Parses and stores one option. On failure the option keeps its value. */
+static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, size_t errlen)
+{
+    const struct opt_def *d = &defs[i];
+    int b = 0;
+    long n = 0;
+    double s = 0;
+    char *end = NULL;
+    mlt_err err;
+
+    if (!value) {
+        if (d->def) {
+            value = d->def; /* back to the default */
+        } else {
+            free(o->text[i]);
+            o->text[i] = NULL;
+            return MLT_OK;
+        }
+    }
+    switch (d->kind) {
+    case K_STRING:
+    case K_SECRET:
+        break;
+    case K_URI:
+        if ((err = check_uri(value, errbuf, errlen)) != MLT_OK) {
+            return err;
+        }
+        break;
+    case K_EXPERIMENT:
+        if ((err = mlt__validate_experiment_name(value, errbuf, errlen)) != MLT_OK) {
+            return err;
+        }
+        break;
+    case K_BOOL:
+        if (parse_bool(value, &b) != 0) {
+            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+                             "option %s: '%s' is not a boolean (true/false)", d->name, value);
+        }
+        break;
+    case K_INT:
+        errno = 0;
+        n = strtol(value, &end, 10);
+        if (errno || end == value || *end || n < 0 || n > MAX_RETRIES_LIMIT) {
+            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+                             "option %s: '%s' is not an integer from 0 to %d", d->name, value,
+                             MAX_RETRIES_LIMIT);
+        }
+        break;
+    case K_SECONDS:
+        errno = 0;
+        s = strtod(value, &end);
+        if (errno || end == value || *end || !isfinite(s) || s < 0 || s > MAX_SECONDS ||
+            (i == MLT__OPT_TIMEOUT && s <= 0)) {
+            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+                             "option %s: '%s' is not a number of seconds %s %g", d->name, value,
+                             i == MLT__OPT_TIMEOUT ? "above 0 and up to" : "from 0 to",
+                             MAX_SECONDS);
+        }
+        break;
+    }
+    char *copy = mlt__strdup(value);
+    if (!copy) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    if (d->kind == K_URI) {
+        size_t len = strlen(copy);
+        while (len > 0 && copy[len - 1] == '/') {
+            copy[--len] = '\0';
+        }
+    }
+    free(o->text[i]);
+    o->text[i] = copy;
+    switch (i) {
+    case MLT__OPT_INSECURE_TLS: o->insecure_tls = b; break;
+    case MLT__OPT_MAX_RETRIES: o->max_retries = (int)n; break;
+    case MLT__OPT_BACKOFF_FACTOR: o->backoff_factor_s = s; break;
+    case MLT__OPT_BACKOFF_JITTER: o->backoff_jitter_s = s; break;
+    case MLT__OPT_TIMEOUT: o->timeout_s = s; break;
+    default: break;
+    }
+    return MLT_OK;
+}
+
+mlt_options *mlt_options_new(void)
+{
+    mlt_options *o = calloc(1, sizeof *o);
+    if (!o) {
+        return NULL;
+    }
+    for (int i = 0; i < MLT__OPT_COUNT; i++) {
+        if (defs[i].def && set_opt(o, i, defs[i].def, NULL, 0) != MLT_OK) {
+            mlt_options_free(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+void mlt_options_free(mlt_options *o)
+{
+    if (!o) {
+        return;
+    }
+    for (int i = 0; i < MLT__OPT_COUNT; i++) {
+        free(o->text[i]);
+    }
+    free(o);
+}
+
+mlt_options *mlt__options_dup(const mlt_options *src)
+{
+    mlt_options *o = mlt_options_new();
+    if (!o || !src) {
+        return o;
+    }
+    for (int i = 0; i < MLT__OPT_COUNT; i++) {
+        free(o->text[i]);
+        o->text[i] = NULL;
+        if (src->text[i] && !(o->text[i] = mlt__strdup(src->text[i]))) {
+            mlt_options_free(o);
+            return NULL;
+        }
+    }
+    o->insecure_tls = src->insecure_tls;
+    o->max_retries = src->max_retries;
+    o->backoff_factor_s = src->backoff_factor_s;
+    o->backoff_jitter_s = src->backoff_jitter_s;
+    o->timeout_s = src->timeout_s;
+    o->logger = src->logger;
+    return o;
+}
+
+mlt_err mlt_options_set(mlt_options *o, const char *name, const char *value, char *errbuf,
+                        size_t errlen)
+{
+    if (!o || !name) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "options and name are required");
+    }
+    int i = find_opt(name);
+    if (i < 0) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_UNKNOWN_OPTION, "unknown option '%s'", name);
+    }
+    return set_opt(o, i, value, errbuf, errlen);
+}
+
+const char *mlt_options_get(const mlt_options *o, const char *name)
+{
+    if (!o || !name) {
+        return NULL;
+    }
+    int i = find_opt(name);
+    if (i < 0 || !o->text[i]) {
+        return NULL;
+    }
+    return defs[i].kind == K_SECRET ? "***" : o->text[i];
+}
+
+mlt_err mlt_options_from_env(mlt_options *o, char *errbuf, size_t errlen)
+{
+    if (!o) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "options are required");
+    }
+    for (int i = 0; i < MLT__OPT_COUNT; i++) {
+        const char *v = getenv(defs[i].env);
+        if (!v || !*v) {
+            continue;
+        }
+        char msg[256];
+        mlt_err err = set_opt(o, i, v, msg, sizeof msg);
+        if (err != MLT_OK) {
+            return mlt__errf(errbuf, errlen, err, "%s: %s", defs[i].env, msg);
+        }
+    }
+    return MLT_OK;
+}
+
+static mlt_err set_typed(mlt_options *o, int i, const char *v)
+{
+    return o ? set_opt(o, i, v, NULL, 0) : MLT_ERR_INVALID_ARG;
+}
+
+mlt_err mlt_options_set_tracking_uri(mlt_options *o, const char *uri)
+{
+    return set_typed(o, MLT__OPT_TRACKING_URI, uri);
+}
+
+mlt_err mlt_options_set_experiment_name(mlt_options *o, const char *name)
+{
+    return set_typed(o, MLT__OPT_EXPERIMENT_NAME, name);
+}
+
+mlt_err mlt_options_set_experiment_id(mlt_options *o, const char *id)
+{
+    return set_typed(o, MLT__OPT_EXPERIMENT_ID, id);
+}
+
+mlt_err mlt_options_set_token(mlt_options *o, const char *token)
+{
+    return set_typed(o, MLT__OPT_TOKEN, token);
+}
+
+mlt_err mlt_options_set_basic_auth(mlt_options *o, const char *username, const char *password)
+{
+    mlt_err err = set_typed(o, MLT__OPT_USERNAME, username);
+    return err ? err : set_typed(o, MLT__OPT_PASSWORD, password);
+}
+
+mlt_err mlt_options_set_insecure_tls(mlt_options *o, int insecure)
+{
+    return set_typed(o, MLT__OPT_INSECURE_TLS, insecure ? "true" : "false");
+}
+
+mlt_err mlt_options_set_ca_cert_path(mlt_options *o, const char *path)
+{
+    return set_typed(o, MLT__OPT_CA_CERT_PATH, path);
+}
+
+mlt_err mlt_options_set_client_cert_path(mlt_options *o, const char *path)
+{
+    return set_typed(o, MLT__OPT_CLIENT_CERT_PATH, path);
+}
+
+static mlt_err set_seconds(mlt_options *o, int i, double s)
+{
+    char text[32];
+    mlt__fmt_double(text, sizeof text, s);
+    return set_typed(o, i, text);
+}
+
+mlt_err mlt_options_set_retries(mlt_options *o, int max_retries, double backoff_factor_s,
+                                double backoff_jitter_s)
+{
+    if (!o || max_retries < 0 || max_retries > MAX_RETRIES_LIMIT || !(backoff_factor_s >= 0) ||
+        backoff_factor_s > MAX_SECONDS || !(backoff_jitter_s >= 0) ||
+        backoff_jitter_s > MAX_SECONDS) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    char text[16];
+    snprintf(text, sizeof text, "%d", max_retries);
+    mlt_err err = set_typed(o, MLT__OPT_MAX_RETRIES, text);
+    if (!err) {
+        err = set_seconds(o, MLT__OPT_BACKOFF_FACTOR, backoff_factor_s);
+    }
+    return err ? err : set_seconds(o, MLT__OPT_BACKOFF_JITTER, backoff_jitter_s);
+}
+
+mlt_err mlt_options_set_timeout(mlt_options *o, double timeout_s)
+{
+    if (!o || !(timeout_s > 0) || timeout_s > MAX_SECONDS) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    return set_seconds(o, MLT__OPT_TIMEOUT, timeout_s);
+}
+
+mlt_err mlt_options_set_logger(mlt_options *o, mlt_log_fn fn, void *userdata)
+{
+    if (!o) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    o->logger.fn = fn;
+    o->logger.userdata = userdata;
+    return MLT_OK;
+}

@@ -1,0 +1,47 @@
+/*
+ * options.h - the options object behind mlt_options: one table of options, each with its text
+ * form (what mlt_options_set() took), its typed value and its MLflow environment variable.
+ */
+#ifndef MLT_OPTIONS_H
+#define MLT_OPTIONS_H
+
+#include "common.h"
+
+typedef enum mlt__opt {
+    MLT__OPT_TRACKING_URI,
+    MLT__OPT_EXPERIMENT_NAME,
+    MLT__OPT_EXPERIMENT_ID,
+    MLT__OPT_TOKEN,
+    MLT__OPT_USERNAME,
+    MLT__OPT_PASSWORD,
+    MLT__OPT_INSECURE_TLS,
+    MLT__OPT_CA_CERT_PATH,
+    MLT__OPT_CLIENT_CERT_PATH,
+    MLT__OPT_MAX_RETRIES,
+    MLT__OPT_BACKOFF_FACTOR,
+    MLT__OPT_BACKOFF_JITTER,
+    MLT__OPT_TIMEOUT,
+    MLT__OPT_COUNT
+} mlt__opt;
+
+struct mlt_options {
+    char *text[MLT__OPT_COUNT]; /* owned; NULL when unset */
+    /* typed values, kept in step with text */
+    int insecure_tls;
+    int max_retries;
+    double backoff_factor_s;
+    double backoff_jitter_s;
+    double timeout_s;
+    mlt__logger logger;
+};
+
+/* A deep copy of src (NULL: defaults). NULL when out of memory. */
+mlt_options *mlt__options_dup(const mlt_options *src);
+
+/* The text value of an option (NULL when unset). */
+static inline const char *mlt__opt_str(const mlt_options *o, mlt__opt which)
+{
+    return o->text[which];
+}
+
+#endif

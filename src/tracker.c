@@ -1,0 +1,577 @@
+/*
+ * tracker.c - the tracker and its runs: validation before anything is dispatched, timestamps
+ * taken at the call, the run tree, and dispatch of every event to the registered callbacks.
+ */
+#include "config.h"
+
+#include "tracker.h"
+#include "validate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static _Atomic(mlt_tracker *) default_tracker;
+
+/* ---- tracker ---- */
+
+mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf, size_t errlen)
+{
+    if (!out) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "out is required");
+    }
+    mlt_tracker *t = calloc(1, sizeof *t);
+    if (!t) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    t->opts = mlt__options_dup(opts);
+    if (!t->opts) {
+        free(t);
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&t->lock, NULL);
+    atomic_init(&t->started, false);
+    atomic_init(&t->errors, 0);
+    *out = t;
+    return MLT_OK;
+}
+
+const mlt_options *mlt__tracker_options(const mlt_tracker *t)
+{
+    return t->opts;
+}
+
+mlt_err mlt_tracker_add_callbacks(mlt_tracker *t, const mlt_callbacks *cb, void *userdata)
+{
+    if (!t || !cb) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "tracker and callbacks are required");
+    }
+    if (cb->version != MLT_CALLBACKS_VERSION) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "callbacks version %d is not supported (want %d)",
+                         cb->version, MLT_CALLBACKS_VERSION);
+    }
+    pthread_mutex_lock(&t->lock);
+    mlt_err err = MLT_OK;
+    if (atomic_load(&t->started)) {
+        err = mlt__fail(MLT_ERR_STATE, "callbacks must be added before the first run starts");
+    } else {
+        mlt__cb_entry *n = realloc(t->cbs, (t->n_cbs + 1) * sizeof *n);
+        if (!n) {
+            err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+        } else {
+            t->cbs = n;
+            t->cbs[t->n_cbs].cb = *cb;
+            t->cbs[t->n_cbs].userdata = userdata;
+            t->n_cbs++;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return err;
+}
+
+mlt_err mlt__tracker_set_experiment_id(mlt_tracker *t, const char *id)
+{
+    char *copy = mlt__strdup(id);
+    if (!copy) {
+        return MLT_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&t->lock);
+    free(t->experiment_id);
+    t->experiment_id = copy;
+    pthread_mutex_unlock(&t->lock);
+    return MLT_OK;
+}
+
+/*
+ * Keeps the first failure of a dispatch: its code and its message (a later callback's failure
+ * or success must not overwrite the message the caller will read).
+ */
+typedef struct first_err {
+    mlt_err err;
+    char msg[512];
+} first_err;
+
+static void note_err(first_err *fe, mlt_err err, const char *what)
+{
+    if (err == MLT_OK || fe->err != MLT_OK) {
+        return;
+    }
+    fe->err = err;
+    const char *m = mlt_last_error();
+    snprintf(fe->msg, sizeof fe->msg, "%s", *m ? m : what);
+}
+
+/* Counts a failed call against the tracker. */
+static mlt_err counted(mlt_tracker *t, mlt_err err)
+{
+    if (err != MLT_OK && t) {
+        atomic_fetch_add(&t->errors, 1);
+    }
+    return err;
+}
+
+static mlt_err finish_err(first_err *fe)
+{
+    if (fe->err != MLT_OK) {
+        mlt__fail_set(fe->msg);
+    }
+    return fe->err;
+}
+
+mlt_err mlt_tracker_flush(mlt_tracker *t, int timeout_ms)
+{
+    if (!t) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "tracker is required");
+    }
+    int64_t deadline = timeout_ms < 0 ? -1 : mlt__mono_ns() + (int64_t)timeout_ms * 1000000;
+    first_err fe = {MLT_OK, ""};
+    for (size_t i = 0; i < t->n_cbs; i++) {
+        if (!t->cbs[i].cb.on_flush) {
+            continue;
+        }
+        int left = -1;
+        if (deadline >= 0) {
+            int64_t ns = deadline - mlt__mono_ns();
+            left = ns > 0 ? (int)(ns / 1000000) : 0;
+        }
+        mlt__fail_clear();
+        note_err(&fe, t->cbs[i].cb.on_flush(left, t->cbs[i].userdata), "flush failed");
+    }
+    return counted(t, finish_err(&fe));
+}
+
+mlt_err mlt_tracker_close(mlt_tracker *t, int timeout_ms)
+{
+    if (!t) {
+        return MLT_OK;
+    }
+    first_err fe = {MLT_OK, ""};
+    for (;;) {
+        pthread_mutex_lock(&t->lock);
+        mlt_run *r = t->runs;
+        pthread_mutex_unlock(&t->lock);
+        if (!r) {
+            break;
+        }
+        note_err(&fe, mlt_run_end(r, MLT_RUN_KILLED), "ending an open run failed");
+    }
+    note_err(&fe, mlt_tracker_flush(t, timeout_ms), "flush failed");
+    for (size_t i = 0; i < t->n_cbs; i++) {
+        if (t->cbs[i].cb.on_close) {
+            t->cbs[i].cb.on_close(t->cbs[i].userdata);
+        }
+    }
+    mlt_tracker *expected = t;
+    atomic_compare_exchange_strong(&default_tracker, &expected, NULL);
+    free(t->cbs);
+    free(t->experiment_id);
+    mlt_options_free(t->opts);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+    return finish_err(&fe);
+}
+
+void mlt_tracker_set_default(mlt_tracker *t)
+{
+    atomic_store(&default_tracker, t);
+}
+
+mlt_tracker *mlt_tracker_get_default(void)
+{
+    return atomic_load(&default_tracker);
+}
+
+unsigned long long mlt_tracker_error_count(const mlt_tracker *t)
+{
+    return t ? atomic_load(&((mlt_tracker *)t)->errors) : 0;
+}
+
+/* ---- runs ---- */
+
+void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_key)
+{
+    info->run = (mlt_run *)run;
+    info->run_key = run->key;
+    info->run_name = run->name;
+    info->parent_run_key = parent_key;
+    info->start_time_ms = run->start_ms;
+    info->end_time_ms = 0;
+}
+
+static const char *parent_key(const mlt_run *run)
+{
+    return run->parent ? run->parent->key : NULL;
+}
+
+mlt_err mlt__run_set_id(mlt_run *run, const char *run_id)
+{
+    char *copy = mlt__strdup(run_id);
+    if (!copy) {
+        return MLT_ERR_NOMEM;
+    }
+    char *old = atomic_exchange(&run->run_id, copy);
+    free(old);
+    return MLT_OK;
+}
+
+/* Links run into its parent's (or the tracker's) list of open runs. */
+static void link_run(mlt_run *run)
+{
+    mlt_tracker *t = run->tracker;
+    pthread_mutex_lock(&t->lock);
+    mlt_run **head = run->parent ? &run->parent->children : &t->runs;
+    run->next_sibling = *head;
+    *head = run;
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void unlink_run(mlt_run *run)
+{
+    mlt_tracker *t = run->tracker;
+    pthread_mutex_lock(&t->lock);
+    mlt_run **p = run->parent ? &run->parent->children : &t->runs;
+    while (*p && *p != run) {
+        p = &(*p)->next_sibling;
+    }
+    if (*p) {
+        *p = run->next_sibling;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void free_run(mlt_run *run)
+{
+    for (size_t i = 0; i < run->n_params; i++) {
+        free(run->params[i].key);
+        free(run->params[i].value);
+    }
+    free(run->params);
+    free(run->name);
+    free(atomic_load(&run->run_id));
+    pthread_mutex_destroy(&run->lock);
+    free(run);
+}
+
+static mlt_err start_run(mlt_tracker *t, mlt_run *parent, const char *name, mlt_run **out)
+{
+    if (!out) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "out is required");
+    }
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    mlt_err err = mlt__validate_run_name(name, msg, len);
+    if (err != MLT_OK) {
+        return err;
+    }
+    mlt_run *run = calloc(1, sizeof *run);
+    if (!run || (name && !(run->name = mlt__strdup(name)))) {
+        free(run);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    run->tracker = t;
+    run->parent = parent;
+    mlt__uuid4(run->key);
+    run->start_ms = mlt__now_ms();
+    run->start_mono_ns = mlt__mono_ns();
+    atomic_init(&run->failed, 0);
+    atomic_init(&run->run_id, NULL);
+    pthread_mutex_init(&run->lock, NULL);
+
+    /* Freeze the callback list: from here on it is read without the lock. */
+    pthread_mutex_lock(&t->lock);
+    atomic_store(&t->started, true);
+    pthread_mutex_unlock(&t->lock);
+
+    mlt_run_info info;
+    mlt__run_info(run, &info, parent_key(run));
+    first_err fe = {MLT_OK, ""};
+    size_t started = 0;
+    for (; started < t->n_cbs; started++) {
+        const mlt__cb_entry *e = &t->cbs[started];
+        if (e->cb.on_run_start) {
+            mlt__fail_clear();
+            note_err(&fe, e->cb.on_run_start(&info, e->userdata), "run start failed");
+            if (fe.err != MLT_OK) {
+                break;
+            }
+        }
+    }
+    if (fe.err != MLT_OK) {
+        /* Tell the callbacks that saw the start that the run is over. */
+        info.end_time_ms = mlt__now_ms();
+        for (size_t i = 0; i < started; i++) {
+            const mlt__cb_entry *e = &t->cbs[i];
+            if (e->cb.on_run_end) {
+                e->cb.on_run_end(&info, MLT_RUN_KILLED, 0.0, e->userdata);
+            }
+        }
+        free_run(run);
+        return finish_err(&fe);
+    }
+    link_run(run);
+    *out = run;
+    return MLT_OK;
+}
+
+mlt_err mlt_run_start(mlt_tracker *t, const char *name, mlt_run **out)
+{
+    if (!t) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "tracker is required");
+    }
+    return counted(t, start_run(t, NULL, name, out));
+}
+
+mlt_err mlt_run_start_child(mlt_run *parent, const char *name, mlt_run **out)
+{
+    if (!parent) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "parent run is required");
+    }
+    return counted(parent->tracker, start_run(parent->tracker, parent, name, out));
+}
+
+/* Calls one hook of every callback; the first error wins. */
+#define DISPATCH(run, fe, hook, ...)                                                             \
+    do {                                                                                         \
+        mlt_run_info info_;                                                                      \
+        mlt__run_info((run), &info_, parent_key(run));                                           \
+        const mlt_tracker *t_ = (run)->tracker;                                                  \
+        for (size_t i_ = 0; i_ < t_->n_cbs; i_++) {                                              \
+            const mlt__cb_entry *e_ = &t_->cbs[i_];                                              \
+            if (e_->cb.hook) {                                                                   \
+                mlt__fail_clear();                                                               \
+                note_err((fe), e_->cb.hook(&info_, __VA_ARGS__, e_->userdata), #hook " failed"); \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
+
+/* Records a param; 1 if it is new, 0 if already there with the same value, <0 on error. */
+static int remember_param(mlt_run *run, const char *key, const char *value)
+{
+    int rc = 1;
+    pthread_mutex_lock(&run->lock);
+    for (size_t i = 0; i < run->n_params; i++) {
+        if (strcmp(run->params[i].key, key) == 0) {
+            if (strcmp(run->params[i].value, value) == 0) {
+                rc = 0;
+            } else {
+                rc = mlt__fail(MLT_ERR_PARAM_CONFLICT,
+                               "param '%s' was already logged with value '%.200s'; params "
+                               "cannot change (new value '%.200s')",
+                               key, run->params[i].value, value);
+            }
+            goto out;
+        }
+    }
+    if (run->n_params == run->cap_params) {
+        size_t cap = run->cap_params ? run->cap_params * 2 : 8;
+        mlt__param_rec *n = realloc(run->params, cap * sizeof *n);
+        if (!n) {
+            rc = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        run->params = n;
+        run->cap_params = cap;
+    }
+    char *k = mlt__strdup(key), *v = mlt__strdup(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        rc = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    run->params[run->n_params].key = k;
+    run->params[run->n_params].value = v;
+    run->n_params++;
+out:
+    pthread_mutex_unlock(&run->lock);
+    return rc;
+}
+
+static void forget_param(mlt_run *run, const char *key)
+{
+    pthread_mutex_lock(&run->lock);
+    for (size_t i = 0; i < run->n_params; i++) {
+        if (strcmp(run->params[i].key, key) == 0) {
+            free(run->params[i].key);
+            free(run->params[i].value);
+            run->params[i] = run->params[--run->n_params];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&run->lock);
+}
+
+mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value)
+{
+    if (!run) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (log_param '%s')",
+                         key ? key : "(null)");
+    }
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    mlt_err err = mlt__validate_key(MLT__PARAM, key, msg, len);
+    if (err == MLT_OK) {
+        err = mlt__validate_param_value(key, value, msg, len);
+    }
+    if (err != MLT_OK) {
+        return counted(run->tracker, err);
+    }
+    int rc = remember_param(run, key, value);
+    if (rc <= 0) {
+        return counted(run->tracker, (mlt_err)rc);
+    }
+    first_err fe = {MLT_OK, ""};
+    DISPATCH(run, &fe, on_param, key, value);
+    if (fe.err != MLT_OK) {
+        forget_param(run, key); /* not logged: the caller may try again */
+    }
+    return counted(run->tracker, finish_err(&fe));
+}
+
+mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t step,
+                          int64_t timestamp_ms)
+{
+    if (!run) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (log_metric '%s')",
+                         key ? key : "(null)");
+    }
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    mlt_err err = mlt__validate_key(MLT__METRIC, key, msg, len);
+    if (err == MLT_OK) {
+        err = mlt__validate_timestamp(timestamp_ms, msg, len);
+    }
+    if (err != MLT_OK) {
+        return counted(run->tracker, err);
+    }
+    first_err fe = {MLT_OK, ""};
+    DISPATCH(run, &fe, on_metric, key, value, step, timestamp_ms);
+    return counted(run->tracker, finish_err(&fe));
+}
+
+mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step)
+{
+    return mlt_log_metric_at(run, key, value, step, mlt__now_ms());
+}
+
+mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value)
+{
+    if (!run) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (set_tag '%s')",
+                         key ? key : "(null)");
+    }
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    mlt_err err = mlt__validate_key(MLT__TAG, key, msg, len);
+    if (err == MLT_OK) {
+        err = mlt__validate_tag_value(key, value, msg, len);
+    }
+    if (err != MLT_OK) {
+        return counted(run->tracker, err);
+    }
+    first_err fe = {MLT_OK, ""};
+    DISPATCH(run, &fe, on_tag, key, value);
+    return counted(run->tracker, finish_err(&fe));
+}
+
+mlt_err mlt_run_end(mlt_run *run, mlt_run_status status)
+{
+    if (!run) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required");
+    }
+    if (status != MLT_RUN_FINISHED && status != MLT_RUN_FAILED && status != MLT_RUN_KILLED) {
+        status = MLT_RUN_FAILED;
+    }
+    first_err fe = {MLT_OK, ""};
+    for (;;) {
+        pthread_mutex_lock(&run->tracker->lock);
+        mlt_run *child = run->children;
+        pthread_mutex_unlock(&run->tracker->lock);
+        if (!child) {
+            break;
+        }
+        note_err(&fe, mlt_run_end(child, MLT_RUN_KILLED), "ending a child run failed");
+    }
+    if (status == MLT_RUN_FINISHED && atomic_load(&run->failed)) {
+        status = MLT_RUN_FAILED;
+    }
+    unlink_run(run);
+    mlt__active_pop(run);
+    double duration_s = (double)(mlt__mono_ns() - run->start_mono_ns) / 1e9;
+    mlt_run_info info;
+    mlt__run_info(run, &info, parent_key(run));
+    info.end_time_ms = mlt__now_ms();
+    if (info.end_time_ms < run->start_ms) {
+        info.end_time_ms = run->start_ms; /* the wall clock stepped back */
+    }
+    const mlt_tracker *t = run->tracker;
+    for (size_t i = 0; i < t->n_cbs; i++) {
+        const mlt__cb_entry *e = &t->cbs[i];
+        if (e->cb.on_run_end) {
+            mlt__fail_clear();
+            note_err(&fe, e->cb.on_run_end(&info, status, duration_s, e->userdata),
+                     "run end failed");
+        }
+    }
+    mlt_tracker *owner = run->tracker;
+    free_run(run);
+    return counted(owner, finish_err(&fe));
+}
+
+void mlt_run_fail(mlt_run *run)
+{
+    if (run) {
+        atomic_store(&run->failed, 1);
+    }
+}
+
+int mlt_run_failed(const mlt_run *run)
+{
+    return run ? atomic_load(&((mlt_run *)run)->failed) : 0;
+}
+
+const char *mlt_run_id(const mlt_run *run)
+{
+    return run ? atomic_load(&((mlt_run *)run)->run_id) : NULL;
+}
+
+const char *mlt_run_key(const mlt_run *run)
+{
+    return run ? run->key : NULL;
+}
+
+const char *mlt_run_name(const mlt_run *run)
+{
+    return run ? run->name : NULL;
+}
+
+mlt_run *mlt_run_parent(const mlt_run *run)
+{
+    return run ? run->parent : NULL;
+}
+
+mlt_tracker *mlt_run_tracker(const mlt_run *run)
+{
+    return run ? run->tracker : NULL;
+}
+
+mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len)
+{
+    if (!run || !buf) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    const char *id = mlt_run_id(run);
+    const char *uri = mlt__opt_str(run->tracker->opts, MLT__OPT_TRACKING_URI);
+    mlt_tracker *t = run->tracker;
+    pthread_mutex_lock(&t->lock);
+    mlt_err err = MLT_OK;
+    if (!id || !uri || !t->experiment_id) {
+        err = MLT_ERR_STATE;
+    } else {
+        int n = snprintf(buf, len, "%s/#/experiments/%s/runs/%s", uri, t->experiment_id, id);
+        if (n < 0 || (size_t)n >= len) {
+            err = MLT_ERR_VALUE_TOO_LONG;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return err;
+}

@@ -1,0 +1,72 @@
+/*
+ * tracker.h - the tracker and run structures, shared by the tracker, the scope/decorator code
+ * and the built-in callbacks.
+ *
+ * Locks: tracker->lock guards the run tree (open runs, children links) and the experiment id;
+ * run->lock guards the run's params. Order: tracker->lock before
+ * run->lock. No lock is held while a callback runs.
+ */
+#ifndef MLT_TRACKER_H
+#define MLT_TRACKER_H
+
+#include "common.h"
+#include "options.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct mlt__cb_entry {
+    mlt_callbacks cb;
+    void *userdata;
+} mlt__cb_entry;
+
+struct mlt_tracker {
+    mlt_options *opts; /* owned copy */
+    mlt__cb_entry *cbs;
+    size_t n_cbs;
+    atomic_bool started; /* a run has started: the callback list is frozen */
+    pthread_mutex_t lock;
+    mlt_run *runs;       /* open top-level runs (linked through next_sibling) */
+    char *experiment_id; /* resolved by the MLflow callback, for UI addresses */
+    atomic_ullong errors; /* calls on the tracker or its runs that failed */
+};
+
+typedef struct mlt__param_rec {
+    char *key;
+    char *value;
+} mlt__param_rec;
+
+struct mlt_run {
+    mlt_tracker *tracker;
+    mlt_run *parent;
+    mlt_run *children;     /* open children */
+    mlt_run *next_sibling; /* in the parent's or tracker's list */
+    char key[37];
+    char *name;
+    int64_t start_ms;
+    int64_t start_mono_ns;
+    atomic_int failed;
+    pthread_mutex_t lock;
+    _Atomic(char *) run_id; /* server run id, set once by the MLflow callback */
+    mlt__param_rec *params;
+    size_t n_params, cap_params;
+    mlt_run *active_prev; /* this thread's previously active run, while active */
+};
+
+/* Fills info from run. */
+void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_key);
+
+/* Records the server run id (copied). Called by the MLflow callback. */
+mlt_err mlt__run_set_id(mlt_run *run, const char *run_id);
+
+/* Records the experiment id the tracker logs into (copied). */
+mlt_err mlt__tracker_set_experiment_id(mlt_tracker *t, const char *id);
+
+/* The tracker's options (read-only). */
+const mlt_options *mlt__tracker_options(const mlt_tracker *t);
+
+/* This thread's active-run stack (scope.c). */
+void mlt__active_push(mlt_run *run);
+void mlt__active_pop(mlt_run *run);
+
+#endif
