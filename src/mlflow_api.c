@@ -120,6 +120,11 @@ mlt_err mlt__api_create_run(mlt__api_req *r, const char *experiment_id, const ch
     if (run_name) {
         member_str(b, "run_name", run_name);
     }
+    for (size_t i = 0; i < n_tags; i++) {
+        if (strcmp(tags[i].key, "mlflow.user") == 0) {
+            member_str(b, "user_id", tags[i].value); /* what the Python client sends too */
+        }
+    }
     member_i64(b, "start_time", start_time_ms);
     mlt__buf_puts(b, ",\"tags\":[");
     for (size_t i = 0; i < n_tags; i++) {
