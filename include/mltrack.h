@@ -429,9 +429,11 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  * the end: use MLT_SCOPED_RUN for blocks with such exits.
  */
 #define MLT_WITH_RUN(tracker, run, name)                                                         \
-    for (struct mlt_scope mlt__scope_ = mlt_scope_begin((tracker), (name));                      \
-         mlt__scope_.state < 2; mlt_scope_end(&mlt__scope_))                                     \
-        for (mlt_run *run = mlt__scope_.run; mlt__scope_.state++ == 0;)
+    MLT__WITH_RUN(tracker, run, name, MLT__CAT(mlt__scope_, __LINE__))
+#define MLT__WITH_RUN(tracker, run, name, s)                                                     \
+    for (struct mlt_scope s = mlt_scope_begin((tracker), (name)); s.state < 2;                  \
+         mlt_scope_end(&s))                                                                      \
+        for (mlt_run *run = s.run; s.state++ == 0;)
 
 #if defined(__GNUC__) || defined(__clang__)
 /**
