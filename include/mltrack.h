@@ -16,8 +16,8 @@
  *     named `out`; `*out` is set only on success.
  *   - Strings passed in are borrowed for the duration of the call and copied if kept.
  *   - Where a function takes `errbuf`/`errlen`, a message describing a failure is written there
- *     (NUL-terminated, truncated to fit); both may be NULL/0. Functions that take no errbuf leave the
- *     message of their last failure in a thread-local buffer read with mlt_last_error().
+ *     (NUL-terminated, truncated to fit); both may be NULL/0. Functions that take no errbuf leave
+ *     the message of their last failure in a thread-local buffer read with mlt_last_error().
  *   - The library never writes to stdout or stderr by itself and never calls exit() or abort().
  *
  * Threads
@@ -43,7 +43,7 @@ extern "C" {
 #define MLT_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Errors                                                                                          */
+/* Errors */
 
 /** Error codes. MLT_OK is 0; every failure is negative. mlt_strerror() gives the text. */
 typedef enum mlt_err {
@@ -56,9 +56,9 @@ typedef enum mlt_err {
     MLT_ERR_VALUE_TOO_LONG = -6,  /**< A value or name is longer than the server accepts. */
     MLT_ERR_INVALID_VALUE = -7,   /**< A value is not valid UTF-8 or a timestamp is negative. */
     MLT_ERR_PARAM_CONFLICT = -8,  /**< A param was already logged on this run with another value. */
-    MLT_ERR_STATE = -9,           /**< Call out of order (e.g. adding callbacks after a run began). */
+    MLT_ERR_STATE = -9,           /**< Call out of order (callbacks added after a run began). */
     MLT_ERR_IO = -10,             /**< A file could not be opened, written or flushed. */
-    MLT_ERR_NETWORK = -11,        /**< Could not reach the server (refused, reset, DNS); retriable. */
+    MLT_ERR_NETWORK = -11,        /**< Server unreachable (refused, reset, DNS); retriable. */
     MLT_ERR_TIMEOUT = -12,        /**< The server did not answer in time; retriable. */
     MLT_ERR_SERVER = -13,         /**< The server failed (HTTP 5xx); retriable. */
     MLT_ERR_RATE_LIMITED = -14,   /**< The server asked to slow down (HTTP 429); retriable. */
@@ -87,7 +87,7 @@ int mlt_err_is_retriable(mlt_err err);
 const char *mlt_last_error(void);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Options                                                                                         */
+/* Options */
 
 typedef struct mlt_options mlt_options;
 
@@ -171,7 +171,7 @@ mlt_err mlt_options_set_logger(mlt_options *opts, mlt_log_fn fn, void *userdata)
 const char *mlt_options_get(const mlt_options *opts, const char *name);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Tracker and runs                                                                                */
+/* Tracker and runs */
 
 typedef struct mlt_tracker mlt_tracker;
 typedef struct mlt_run mlt_run;
@@ -304,7 +304,7 @@ mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len);
 mlt_run *mlt_active_run(void);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Callbacks (the Protocol)                                                                        */
+/* Callbacks (the Protocol) */
 
 /** What callbacks learn of a run. Read-only; valid during the callback only. */
 typedef struct mlt_run_info {
@@ -396,7 +396,7 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
 mlt_err mlt_tracker_from_env(mlt_tracker **out, char *errbuf, size_t errlen);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Decorator                                                                                       */
+/* Decorator */
 
 /** A param given to mlt_track(): both strings borrowed for the call. */
 typedef struct mlt_param {
@@ -418,7 +418,7 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
                   int *fn_result);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Scope                                                                                           */
+/* Scope */
 
 /**
  * MLT_WITH_RUN(tracker, run, name) { ... }
@@ -461,7 +461,7 @@ void mlt_scope_end(struct mlt_scope *scope);
 void mlt_scope_cleanup(mlt_run **run);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Tracked functions: MLT_TRACKED(return type, name, (type, arg)...)                               */
+/* Tracked functions: MLT_TRACKED(return type, name, (type, arg)...) */
 
 /**
  * MLT_TRACKED(double, train_model, (int, epochs), (double, learning_rate)) { ...body... }
