@@ -125,6 +125,10 @@ mlt_autoreconf() {
 mlt_build() {
     local dir=${1:?usage: mlt_build DIR [configure args...]}
     shift
+    if [[ -f $MLT_SRC/config.status ]]; then
+        mlt_die "$MLT_SRC is configured in place, which prevents out-of-tree builds: run 'make distclean' there"
+        return 1
+    fi
     mlt_autoreconf || return 1
     mkdir -p "$dir" || return 1
     dir=$(cd "$dir" && pwd -P) || return 1

@@ -53,6 +53,7 @@ bool mlt__buf_reserve(mlt__buf *b, size_t extra)
     if (need <= b->cap) {
         return true;
     }
+    bool fresh = b->data == NULL;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need) {
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
@@ -64,6 +65,9 @@ bool mlt__buf_reserve(mlt__buf *b, size_t extra)
     }
     b->data = p;
     b->cap = cap;
+    if (fresh) {
+        b->data[0] = '\0';
+    }
     return true;
 }
 
@@ -176,28 +180,38 @@ void mlt__json_i64(mlt__buf *b, int64_t v)
     mlt__buf_append(b, tmp, (size_t)n);
 }
 
+/* Round-tripping is monotonic in the precision (more correctly rounded digits still read back
+ * to the same value), so the shortest precision is found by bisection over [1, max]. */
 int mlt__fmt_double(char *out, size_t len, double v)
 {
-    int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(out, len, "%.*g", prec, v);
-        if (prec == 17 || strtod(out, NULL) == v) {
-            break;
+    int lo = 1, hi = 17;
+    char tmp[40];
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(tmp, sizeof tmp, "%.*g", mid, v);
+        if (strtod(tmp, NULL) == v) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
         }
     }
-    return n;
+    return snprintf(out, len, "%.*g", lo, v);
 }
 
 int mlt__fmt_float(char *out, size_t len, float v)
 {
-    int n = 0;
-    for (int prec = 6; prec <= 9; prec++) {
-        n = snprintf(out, len, "%.*g", prec, (double)v);
-        if (prec == 9 || strtof(out, NULL) == v) {
-            break;
+    int lo = 1, hi = 9;
+    char tmp[40];
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(tmp, sizeof tmp, "%.*g", mid, (double)v);
+        if (strtof(tmp, NULL) == v) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
         }
     }
-    return n;
+    return snprintf(out, len, "%.*g", lo, (double)v);
 }
 
 void mlt__json_double(mlt__buf *b, double v)
