@@ -225,6 +225,13 @@ mlt_tracker *mlt_tracker_get_default(void);
 unsigned long long mlt_tracker_error_count(const mlt_tracker *tracker);
 
 /**
+ * Copies into buf ("" if none) the message of the most recent failed call counted by
+ * mlt_tracker_error_count(), prefixed with its error name, e.g. "MLT_ERR_NETWORK: create run:
+ * POST http://...: Connection refused". Returns the error count. buf may be NULL. Any thread.
+ */
+unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_t len);
+
+/**
  * Starts a run on the tracker at the current time, with a fresh client run key (a UUID).
  * run_name may be NULL (the server then picks one) and is at most 250 characters.
  * Every callback's on_run_start is called; if one fails, the callbacks that had already seen
@@ -430,10 +437,11 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  */
 #define MLT_WITH_RUN(tracker, run, name)                                                         \
     MLT__WITH_RUN(tracker, run, name, MLT__CAT(mlt__scope_, __LINE__))
-#define MLT__WITH_RUN(tracker, run, name, s)                                                     \
-    for (struct mlt_scope s = mlt_scope_begin((tracker), (name)); s.state < 2;                  \
-         mlt_scope_end(&s))                                                                      \
-        for (mlt_run *run = s.run; s.state++ == 0;)
+/* Parameter names must not be member names of struct mlt_scope. */
+#define MLT__WITH_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                            \
+    for (struct mlt_scope mlt__s = mlt_scope_begin((mlt__t), (mlt__n)); mlt__s.state < 2;       \
+         mlt_scope_end(&mlt__s))                                                                 \
+        for (mlt_run *mlt__r = mlt__s.run; mlt__s.state++ == 0;)
 
 #if defined(__GNUC__) || defined(__clang__)
 /**
@@ -442,9 +450,10 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  * any exit of the enclosing block including `return` and `goto` (GCC/Clang cleanup attribute):
  * FINISHED, or FAILED if mlt_run_fail(run) was called. The run is active while in scope.
  */
-#define MLT_SCOPED_RUN(tracker, run, name)                                                       \
-    __attribute__((cleanup(mlt_scope_cleanup))) mlt_run *run =                                   \
-        mlt_scope_begin((tracker), (name)).run
+#define MLT_SCOPED_RUN(tracker, run, name) MLT__SCOPED_RUN(tracker, run, name)
+#define MLT__SCOPED_RUN(mlt__t, mlt__r, mlt__n)                                                  \
+    __attribute__((cleanup(mlt_scope_cleanup))) mlt_run *mlt__r =                                \
+        mlt_scope_begin((mlt__t), (mlt__n)).run
 #endif
 
 /** State of a scope; used by the scope macros only. */

@@ -73,14 +73,20 @@ static void pending_drop(pending *p, size_t nm, size_t np, size_t nt)
     for (size_t i = 0; i < nm; i++) {
         free((char *)p->metrics[i].key);
     }
-    memmove(p->metrics, p->metrics + nm, (p->n_metrics - nm) * sizeof *p->metrics);
-    p->n_metrics -= nm;
+    if (nm) {
+        memmove(p->metrics, p->metrics + nm, (p->n_metrics - nm) * sizeof *p->metrics);
+        p->n_metrics -= nm;
+    }
     free_kvs(p->params, np);
-    memmove(p->params, p->params + np, (p->n_params - np) * sizeof *p->params);
-    p->n_params -= np;
+    if (np) {
+        memmove(p->params, p->params + np, (p->n_params - np) * sizeof *p->params);
+        p->n_params -= np;
+    }
     free_kvs(p->tags, nt);
-    memmove(p->tags, p->tags + nt, (p->n_tags - nt) * sizeof *p->tags);
-    p->n_tags -= nt;
+    if (nt) {
+        memmove(p->tags, p->tags + nt, (p->n_tags - nt) * sizeof *p->tags);
+        p->n_tags -= nt;
+    }
 }
 
 static void pending_free(pending *p)

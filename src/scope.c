@@ -109,10 +109,15 @@ void mlt_tracked_end(struct mlt_scope *scope, int has_result, double result)
     scope->run = NULL;
 }
 
-/* ---- typed params ---- */
+/* ---- typed params ----
+ * A NULL run means the run could not start: the reason is in mlt_last_error() already and must
+ * not be replaced by "run is required" for each argument. */
 
 void mlt_param_i64(mlt_run *run, const char *key, long long value)
 {
+    if (!run) {
+        return;
+    }
     char text[24];
     snprintf(text, sizeof text, "%lld", value);
     mlt_log_param(run, key, text);
@@ -120,6 +125,9 @@ void mlt_param_i64(mlt_run *run, const char *key, long long value)
 
 void mlt_param_u64(mlt_run *run, const char *key, unsigned long long value)
 {
+    if (!run) {
+        return;
+    }
     char text[24];
     snprintf(text, sizeof text, "%llu", value);
     mlt_log_param(run, key, text);
@@ -127,6 +135,9 @@ void mlt_param_u64(mlt_run *run, const char *key, unsigned long long value)
 
 void mlt_param_f64(mlt_run *run, const char *key, double value)
 {
+    if (!run) {
+        return;
+    }
     char text[32];
     mlt__fmt_double(text, sizeof text, value);
     mlt_log_param(run, key, text);
@@ -134,6 +145,9 @@ void mlt_param_f64(mlt_run *run, const char *key, double value)
 
 void mlt_param_f32(mlt_run *run, const char *key, float value)
 {
+    if (!run) {
+        return;
+    }
     char text[32];
     mlt__fmt_float(text, sizeof text, value);
     mlt_log_param(run, key, text);
@@ -141,11 +155,17 @@ void mlt_param_f32(mlt_run *run, const char *key, float value)
 
 void mlt_param_bool(mlt_run *run, const char *key, _Bool value)
 {
+    if (!run) {
+        return;
+    }
     mlt_log_param(run, key, value ? "true" : "false");
 }
 
 void mlt_param_str(mlt_run *run, const char *key, const char *value)
 {
+    if (!run) {
+        return;
+    }
     mlt_log_param(run, key, value ? value : "(null)");
 }
 

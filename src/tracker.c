@@ -105,6 +105,10 @@ static mlt_err counted(mlt_tracker *t, mlt_err err)
 {
     if (err != MLT_OK && t) {
         atomic_fetch_add(&t->errors, 1);
+        pthread_mutex_lock(&t->lock);
+        snprintf(t->last_error, sizeof t->last_error, "%s: %s", mlt_err_name(err),
+                 mlt_last_error());
+        pthread_mutex_unlock(&t->lock);
     }
     return err;
 }
@@ -183,6 +187,20 @@ mlt_tracker *mlt_tracker_get_default(void)
 unsigned long long mlt_tracker_error_count(const mlt_tracker *t)
 {
     return t ? atomic_load(&((mlt_tracker *)t)->errors) : 0;
+}
+
+unsigned long long mlt_tracker_last_error(mlt_tracker *t, char *buf, size_t len)
+{
+    if (!t) {
+        return 0;
+    }
+    pthread_mutex_lock(&t->lock);
+    unsigned long long n = atomic_load(&t->errors);
+    if (buf && len) {
+        snprintf(buf, len, "%s", t->last_error);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 /* ---- runs ---- */

@@ -29,6 +29,7 @@ struct mlt_tracker {
     mlt_run *runs;       /* open top-level runs (linked through next_sibling) */
     char *experiment_id; /* resolved by the MLflow callback, for UI addresses */
     atomic_ullong errors; /* calls on the tracker or its runs that failed */
+    char last_error[512]; /* the message of the latest of them (under lock) */
 };
 
 typedef struct mlt__param_rec {
