@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from mlflow_read import DBL_MAX, MlflowError, value_key
+from mlflow_read import DBL_MAX, MlflowError
 
 if not os.environ.get("MLTRACK_TEST_TRACKING_URI"):
     pytest.skip(
@@ -117,7 +117,7 @@ class Ledger:
     def __init__(self, path):
         with open(path, "rb") as f:
             text = f.read().decode("utf-8", "surrogateescape")
-        self.events = [json.loads(line) for line in text.splitlines() if line.strip()]
+        self.events = [json.loads(line) for line in text.split("\n") if line.strip()]
         self.runs = {}
         for e in self.events:
             ev, k = e["ev"], e.get("run_key")
@@ -388,8 +388,6 @@ def example(programs, reader, exp_name, tmp_path, git_head, tracking_uri):
         run_key = snap["tags"].get("mltrack.client_run_key", "")
         assert UUID_RE.match(run_key), snap["tags"]
         check_tags(snap, ctx, ctx.system_tags(run_key, name))
-        if ctx.git_heads:
-            assert snap["tags"].get("mlflow.source.git.commit") in ctx.git_heads
 
         metrics = snap["metrics"]
         assert set(metrics) == set(exact) | unknown
