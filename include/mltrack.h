@@ -362,8 +362,9 @@ mlt_err mlt_tracker_add_callbacks(mlt_tracker *tracker, const mlt_callbacks *cal
 
 /**
  * Adds the print callback (the seed's PrintCallback): one human-readable line per event to out,
- * e.g. "[mltrack] run train started (key 0b1e...)". out is borrowed and must outlive the
- * tracker. Returns as mlt_tracker_add_callbacks().
+ * e.g. "[mltrack] run 'train' started (key 0b1e...)". Control characters in names and values
+ * are escaped (\n, \xNN) so that each event stays on one line. out is borrowed and must outlive
+ * the tracker. Returns as mlt_tracker_add_callbacks().
  */
 mlt_err mlt_tracker_add_print(mlt_tracker *tracker, FILE *out);
 
@@ -436,7 +437,7 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  * the end: use MLT_SCOPED_RUN for blocks with such exits.
  */
 #define MLT_WITH_RUN(tracker, run, name)                                                         \
-    MLT__WITH_RUN(tracker, run, name, MLT__CAT(mlt__scope_, __LINE__))
+    MLT__WITH_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
 /* Parameter names must not be member names of struct mlt_scope. */
 #define MLT__WITH_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                            \
     for (struct mlt_scope mlt__s = mlt_scope_begin((mlt__t), (mlt__n)); mlt__s.state < 2;       \
@@ -446,28 +447,37 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
 #if defined(__GNUC__) || defined(__clang__)
 /**
  * MLT_SCOPED_RUN(tracker, run, name);
- * Declares `mlt_run *run`, a run started now and ended when the variable goes out of scope, by
+ * A declaration: declares `mlt_run *run`, a run started now and ended when the variable goes out of scope, by
  * any exit of the enclosing block including `return` and `goto` (GCC/Clang cleanup attribute):
  * FINISHED, or FAILED if mlt_run_fail(run) was called. The run is active while in scope.
  */
-#define MLT_SCOPED_RUN(tracker, run, name) MLT__SCOPED_RUN(tracker, run, name)
-#define MLT__SCOPED_RUN(mlt__t, mlt__r, mlt__n)                                                  \
-    __attribute__((cleanup(mlt_scope_cleanup))) mlt_run *mlt__r =                                \
-        mlt_scope_begin((mlt__t), (mlt__n)).run
+#define MLT_SCOPED_RUN(tracker, run, name)                                                       \
+    MLT__SCOPED_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
+#define MLT__SCOPED_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                          \
+    __attribute__((cleanup(mlt_scope_end))) struct mlt_scope mlt__s =                            \
+        mlt_scope_begin((mlt__t), (mlt__n));                                                     \
+    mlt_run *mlt__r = mlt__s.run
 #endif
 
-/** State of a scope; used by the scope macros only. */
+#ifdef __COUNTER__
+#define MLT__UNIQUE(prefix) MLT__CAT(prefix, __COUNTER__)
+#else
+#define MLT__UNIQUE(prefix) MLT__CAT(prefix, __LINE__)
+#endif
+
+/** State of a scope; used by the scope and tracked-function macros only. */
 struct mlt_scope {
-    mlt_run *run;
+    mlt_run *run;   /* the scope's run, NULL if it could not start */
+    mlt_run *outer; /* the run active before the scope, while run is NULL */
     int state;
 };
-/** Scope macro support: starts a run (child of the active run) and makes it active. Failures
- *  give a NULL run and a message in mlt_last_error(). */
+/** Scope macro support: starts a run (child of the active run) and makes it active. If the run
+ *  cannot start, run is NULL, no run is active until mlt_scope_end() (so mlt_run_fail() in the
+ *  block cannot reach an outer run), and mlt_last_error() says why. */
 struct mlt_scope mlt_scope_begin(mlt_tracker *tracker, const char *name);
-/** Scope macro support: ends the scope's run FINISHED (FAILED if marked) and sets state to 2. */
+/** Scope macro support: ends the scope's run FINISHED (FAILED if marked), makes the outer run
+ *  active again and sets state to 2. */
 void mlt_scope_end(struct mlt_scope *scope);
-/** Scope macro support: cleanup handler of MLT_SCOPED_RUN. */
-void mlt_scope_cleanup(mlt_run **run);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Tracked functions: MLT_TRACKED(return type, name, (type, arg)...) */

@@ -7,10 +7,12 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct jsonl {
     FILE *f;
@@ -170,8 +172,13 @@ mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errb
         free(j);
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
     }
-    j->f = fopen(path, "ae");
+    /* open() rather than fopen() to create the file 0644 as documented (umask permitting). */
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    j->f = fd >= 0 ? fdopen(fd, "a") : NULL;
     if (!j->f) {
+        if (fd >= 0) {
+            close(fd);
+        }
         mlt_err err = mlt__errf(errbuf, errlen, MLT_ERR_IO, "jsonl callback: cannot open %s: %s",
                                 path, strerror(errno));
         free(j->path);

@@ -1,6 +1,6 @@
 /*
  * cb_print.c - the print callback (the seed's PrintCallback): one readable line per event on a
- * FILE *. Each event is a single fprintf, which stdio keeps whole when threads share the stream.
+ * FILE *, control characters escaped so that each event stays on one line.
  */
 #include "config.h"
 
@@ -9,31 +9,85 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static const char *name_of(const mlt_run_info *info)
+/* Appends s with control characters escaped, so that an event stays on one line. */
+static void put_escaped(mlt__buf *b, const char *s)
 {
-    return info->run_name ? info->run_name : info->run_key;
+    static const char hex[] = "0123456789abcdef";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != 0x7f && c != '\\') {
+            mlt__buf_putc(b, (char)c);
+        } else if (c == '\n' || c == '\t' || c == '\r' || c == '\\') {
+            char esc[2] = {'\\', c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : '\\'};
+            mlt__buf_append(b, esc, 2);
+        } else {
+            char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+            mlt__buf_append(b, esc, 4);
+        }
+    }
 }
 
-static mlt_err written(int n)
+/* Starts a line: [mltrack] run 'NAME' */
+static void head(mlt__buf *b, const mlt_run_info *info)
 {
-    return n < 0 ? mlt__fail(MLT_ERR_IO, "print callback: write failed") : MLT_OK;
+    mlt__buf_puts(b, "[mltrack] run '");
+    put_escaped(b, info->run_name ? info->run_name : info->run_key);
+    mlt__buf_puts(b, "' ");
+}
+
+/* Writes the line with one stdio call, so that threads sharing the stream do not interleave. */
+static mlt_err emit(mlt__buf *b, FILE *out, int flush)
+{
+    mlt__buf_putc(b, '\n');
+    mlt_err err = MLT_OK;
+    if (b->oom) {
+        err = mlt__fail(MLT_ERR_NOMEM, "print callback: out of memory");
+    } else if (fputs(b->data, out) == EOF || (flush && fflush(out) != 0)) {
+        err = mlt__fail(MLT_ERR_IO, "print callback: write failed");
+    }
+    mlt__buf_free(b);
+    return err;
 }
 
 static mlt_err on_start(const mlt_run_info *info, void *ud)
 {
-    const char *id = mlt_run_id(info->run);
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, info);
+    mlt__buf_printf(&b, "started (key %s", info->run_key);
     if (info->parent_run_key) {
-        return written(fprintf(ud, "[mltrack] run '%s' started (key %s, child of %s%s%s)\n",
-                               name_of(info), info->run_key, info->parent_run_key,
-                               id ? ", id " : "", id ? id : ""));
+        mlt__buf_printf(&b, ", child of %s", info->parent_run_key);
     }
-    return written(fprintf(ud, "[mltrack] run '%s' started (key %s%s%s)\n", name_of(info),
-                           info->run_key, id ? ", id " : "", id ? id : ""));
+    const char *id = mlt_run_id(info->run);
+    if (id) {
+        mlt__buf_printf(&b, ", id %s", id);
+    }
+    mlt__buf_putc(&b, ')');
+    return emit(&b, ud, 0);
+}
+
+/* param KEY=VALUE and tag KEY=VALUE */
+static mlt_err kv_line(const mlt_run_info *info, const char *what, const char *key,
+                       const char *value, FILE *out)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, info);
+    mlt__buf_puts(&b, what);
+    put_escaped(&b, key);
+    mlt__buf_putc(&b, '=');
+    put_escaped(&b, value);
+    return emit(&b, out, 0);
 }
 
 static mlt_err on_param(const mlt_run_info *info, const char *key, const char *value, void *ud)
 {
-    return written(fprintf(ud, "[mltrack] run '%s' param %s=%s\n", name_of(info), key, value));
+    return kv_line(info, "param ", key, value, ud);
+}
+
+static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
+{
+    return kv_line(info, "tag ", key, value, ud);
 }
 
 static mlt_err on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
@@ -42,24 +96,23 @@ static mlt_err on_metric(const mlt_run_info *info, const char *key, double value
     (void)ts;
     char num[32];
     mlt__fmt_double(num, sizeof num, value);
-    return written(fprintf(ud, "[mltrack] run '%s' metric %s=%s step=%" PRId64 "\n",
-                           name_of(info), key, num, step));
-}
-
-static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
-{
-    return written(fprintf(ud, "[mltrack] run '%s' tag %s=%s\n", name_of(info), key, value));
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, info);
+    mlt__buf_puts(&b, "metric ");
+    put_escaped(&b, key);
+    mlt__buf_printf(&b, "=%s step=%" PRId64, num, step);
+    return emit(&b, ud, 0);
 }
 
 static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
                       void *ud)
 {
-    int n = fprintf(ud, "[mltrack] run '%s' %s in %.3f s\n", name_of(info),
-                    mlt_run_status_name(status), duration_s);
-    if (n >= 0) {
-        n = fflush(ud) == 0 ? n : -1;
-    }
-    return written(n);
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, info);
+    mlt__buf_printf(&b, "%s in %.3f s", mlt_run_status_name(status), duration_s);
+    return emit(&b, ud, 1);
 }
 
 static mlt_err on_flush(int timeout_ms, void *ud)

@@ -195,7 +195,13 @@ int mlt__fmt_double(char *out, size_t len, double v)
             lo = mid + 1;
         }
     }
-    return snprintf(out, len, "%.*g", lo, v);
+    snprintf(tmp, sizeof tmp, "%.*g", lo, v);
+    /* %g turns 100 into "1e+02" when 1 digit is enough; an integer below 1e16 reads better in
+     * full, as Python's repr writes it. */
+    if (strchr(tmp, 'e') && fabs(v) >= 1 && fabs(v) < 1e16) {
+        return snprintf(out, len, "%.0f", v);
+    }
+    return snprintf(out, len, "%s", tmp);
 }
 
 int mlt__fmt_float(char *out, size_t len, float v)
@@ -211,7 +217,11 @@ int mlt__fmt_float(char *out, size_t len, float v)
             lo = mid + 1;
         }
     }
-    return snprintf(out, len, "%.*g", lo, (double)v);
+    snprintf(tmp, sizeof tmp, "%.*g", lo, (double)v);
+    if (strchr(tmp, 'e') && fabsf(v) >= 1 && fabsf(v) < 1e9f) { /* <= 9 digits, as in %.9g */
+        return snprintf(out, len, "%.0f", (double)v);
+    }
+    return snprintf(out, len, "%s", tmp);
 }
 
 void mlt__json_double(mlt__buf *b, double v)

@@ -141,10 +141,14 @@ mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id,
                                    const char *run_key)
 {
     /* The key is a UUID made by the library: no quote can break the filter. */
-    for (const char *p = run_key; *p; p++) {
+    size_t n = 0;
+    for (const char *p = run_key; *p; p++, n++) {
         if (!isxdigit((unsigned char)*p) && *p != '-') {
             return MLT_ERR_INVALID_ARG;
         }
+    }
+    if (n == 0 || n > 64) {
+        return MLT_ERR_INVALID_ARG;
     }
     r->method = "POST";
     r->what = "search run by client key";
@@ -153,8 +157,8 @@ mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id,
     mlt__buf_puts(b, "{\"experiment_ids\":[");
     mlt__json_str(b, experiment_id);
     mlt__buf_puts(b, "],\"filter\":");
-    char filter[128];
-    snprintf(filter, sizeof filter, "tags.\"mltrack.client_run_key\" = '%s'", run_key);
+    char filter[128]; /* fits: the key is at most 64 characters */
+    snprintf(filter, sizeof filter, "tags.\"mltrack.client_run_key\" = '%.64s'", run_key);
     mlt__json_str(b, filter);
     mlt__buf_puts(b, ",\"run_view_type\":\"ALL\",\"max_results\":10}");
     return finish(r);

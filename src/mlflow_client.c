@@ -152,9 +152,13 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, 
     for (int round = 0; round < 2; round++) {
         mlt__api_req_init(&r);
         err = mlt__api_get_experiment_by_name(&r, name);
-        if (err == MLT_OK) {
-            err = mlt__client_call(c, &r, true, -1, &a);
+        if (err != MLT_OK) {
+            mlt__api_req_free(&r);
+            mlt__errf(errbuf, errlen, err, "experiment name '%.64s...' is too long for a URL",
+                      name);
+            goto out;
         }
+        err = mlt__client_call(c, &r, true, -1, &a);
         mlt__api_req_free(&r);
         if (err == MLT_OK) {
             err = experiment_from(&a, name, out_id, errbuf, errlen);

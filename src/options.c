@@ -328,18 +328,34 @@ static mlt_err set_seconds(mlt_options *o, int i, double s)
 mlt_err mlt_options_set_retries(mlt_options *o, int max_retries, double backoff_factor_s,
                                 double backoff_jitter_s)
 {
-    if (!o || max_retries < 0 || max_retries > MAX_RETRIES_LIMIT || !(backoff_factor_s >= 0) ||
-        backoff_factor_s > MAX_SECONDS || !(backoff_jitter_s >= 0) ||
-        backoff_jitter_s > MAX_SECONDS) {
+    if (!o) {
         return MLT_ERR_INVALID_ARG;
     }
-    char text[16];
-    snprintf(text, sizeof text, "%d", max_retries);
-    mlt_err err = set_typed(o, MLT__OPT_MAX_RETRIES, text);
-    if (!err) {
-        err = set_seconds(o, MLT__OPT_BACKOFF_FACTOR, backoff_factor_s);
+    char retries[16], factor[32], jitter[32];
+    snprintf(retries, sizeof retries, "%d", max_retries);
+    mlt__fmt_double(factor, sizeof factor, backoff_factor_s);
+    mlt__fmt_double(jitter, sizeof jitter, backoff_jitter_s);
+    /* All or nothing: check the three on a scratch copy before changing o. */
+    mlt_options *scratch = mlt_options_new();
+    if (!scratch) {
+        return MLT_ERR_NOMEM;
     }
-    return err ? err : set_seconds(o, MLT__OPT_BACKOFF_JITTER, backoff_jitter_s);
+    mlt_err err = set_opt(scratch, MLT__OPT_MAX_RETRIES, retries, NULL, 0);
+    if (!err) {
+        err = set_opt(scratch, MLT__OPT_BACKOFF_FACTOR, factor, NULL, 0);
+    }
+    if (!err) {
+        err = set_opt(scratch, MLT__OPT_BACKOFF_JITTER, jitter, NULL, 0);
+    }
+    mlt_options_free(scratch);
+    if (err) {
+        return err == MLT_ERR_BAD_OPTION ? MLT_ERR_INVALID_ARG : err;
+    }
+    err = set_typed(o, MLT__OPT_MAX_RETRIES, retries);
+    if (!err) {
+        err = set_typed(o, MLT__OPT_BACKOFF_FACTOR, factor);
+    }
+    return err ? err : set_typed(o, MLT__OPT_BACKOFF_JITTER, jitter);
 }
 
 mlt_err mlt_options_set_timeout(mlt_options *o, double timeout_s)

@@ -35,54 +35,62 @@ void mlt__active_pop(mlt_run *run)
 }
 
 /* Starts a run, a child of this thread's active run if it belongs to the same tracker, and
- * makes it active. *out is NULL on failure. */
-static mlt_err begin(mlt_tracker *tracker, const char *name, mlt_run **out)
+ * makes it active. If it cannot start, no run is active until end_scope(): a body that marks
+ * "its" run failed must not reach the caller's run. */
+static mlt_err begin(mlt_tracker *tracker, const char *name, struct mlt_scope *s)
 {
-    *out = NULL;
+    s->run = NULL;
+    s->outer = active;
+    s->state = 0;
+    mlt_err err;
     if (!tracker) {
-        return mlt__fail(MLT_ERR_INVALID_ARG, "no tracker for run '%s'",
-                         name ? name : "(unnamed)");
+        err = mlt__fail(MLT_ERR_INVALID_ARG, "no tracker for run '%s'",
+                        name ? name : "(unnamed)");
+    } else {
+        mlt_run *parent = active && active->tracker == tracker ? active : NULL;
+        err = parent ? mlt_run_start_child(parent, name, &s->run)
+                     : mlt_run_start(tracker, name, &s->run);
     }
-    mlt_run *parent = active && active->tracker == tracker ? active : NULL;
-    mlt_err err = parent ? mlt_run_start_child(parent, name, out)
-                         : mlt_run_start(tracker, name, out);
     if (err == MLT_OK) {
-        mlt__active_push(*out);
+        mlt__active_push(s->run);
+    } else {
+        active = NULL;
     }
+    return err;
+}
+
+/* Ends the scope's run with status (FAILED if marked) and restores the outer active run. */
+static mlt_err end_scope(struct mlt_scope *s, mlt_run_status status)
+{
+    mlt_err err = MLT_OK;
+    if (s->run) {
+        err = mlt_run_end(s->run, status);
+        s->run = NULL;
+    } else {
+        active = s->outer;
+    }
+    s->state = 2;
     return err;
 }
 
 struct mlt_scope mlt_scope_begin(mlt_tracker *tracker, const char *name)
 {
-    struct mlt_scope s = {NULL, 0};
-    begin(tracker, name, &s.run);
+    struct mlt_scope s;
+    begin(tracker, name, &s);
     return s;
 }
 
 void mlt_scope_end(struct mlt_scope *scope)
 {
-    if (scope->run) {
-        mlt_run_end(scope->run, MLT_RUN_FINISHED);
-        scope->run = NULL;
-    }
-    scope->state = 2;
-}
-
-void mlt_scope_cleanup(mlt_run **run)
-{
-    if (*run) {
-        mlt_run_end(*run, MLT_RUN_FINISHED);
-        *run = NULL;
-    }
+    end_scope(scope, MLT_RUN_FINISHED);
 }
 
 struct mlt_scope mlt_tracked_begin(const char *name)
 {
+    struct mlt_scope s;
     mlt_tracker *t = mlt_tracker_get_default();
-    struct mlt_scope s = {NULL, 0};
-    if (t) {
-        begin(t, name, &s.run);
-    } else {
+    begin(t, name, &s);
+    if (!t) {
         mlt__fail(MLT_ERR_STATE,
                   "no default tracker: '%s' ran untracked (call mlt_tracker_set_default())",
                   name);
@@ -90,23 +98,21 @@ struct mlt_scope mlt_tracked_begin(const char *name)
     return s;
 }
 
-static void log_duration(mlt_run *run)
+static mlt_err log_duration(mlt_run *run)
 {
     double d = (double)(mlt__mono_ns() - run->start_mono_ns) / 1e9;
-    mlt_log_metric(run, "duration_s", d, 0);
+    return mlt_log_metric(run, "duration_s", d, 0);
 }
 
 void mlt_tracked_end(struct mlt_scope *scope, int has_result, double result)
 {
-    if (!scope->run) {
-        return;
+    if (scope->run) {
+        if (has_result) {
+            mlt_log_metric(scope->run, "result", result, 0);
+        }
+        log_duration(scope->run);
     }
-    if (has_result) {
-        mlt_log_metric(scope->run, "result", result, 0);
-    }
-    log_duration(scope->run);
-    mlt_run_end(scope->run, MLT_RUN_FINISHED);
-    scope->run = NULL;
+    end_scope(scope, MLT_RUN_FINISHED);
 }
 
 /* ---- typed params ----
@@ -171,6 +177,20 @@ void mlt_param_str(mlt_run *run, const char *key, const char *value)
 
 /* ---- mlt_track ---- */
 
+/* The first failure of a sequence of calls, with its message. */
+typedef struct first_fail {
+    mlt_err err;
+    char msg[512];
+} first_fail;
+
+static void keep_first(first_fail *f, mlt_err err)
+{
+    if (err != MLT_OK && f->err == MLT_OK) {
+        f->err = err;
+        snprintf(f->msg, sizeof f->msg, "%s", mlt_last_error());
+    }
+}
+
 mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params,
                   size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg,
                   int *fn_result)
@@ -178,39 +198,25 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
     if (!fn) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "fn is required");
     }
-    mlt_err first = MLT_OK;
-    char first_msg[512] = "";
-    mlt_run *run = NULL;
-    first = begin(tracker, name, &run);
-    if (first != MLT_OK) {
-        snprintf(first_msg, sizeof first_msg, "%s", mlt_last_error());
+    first_fail first = {MLT_OK, ""};
+    struct mlt_scope s;
+    keep_first(&first, begin(tracker, name, &s));
+    for (size_t i = 0; s.run && i < n_params; i++) {
+        keep_first(&first, mlt_log_param(s.run, params[i].key, params[i].value));
     }
-    for (size_t i = 0; run && i < n_params; i++) {
-        mlt_err err = mlt_log_param(run, params[i].key, params[i].value);
-        if (err != MLT_OK && first == MLT_OK) {
-            first = err;
-            snprintf(first_msg, sizeof first_msg, "%s", mlt_last_error());
-        }
-    }
-    int rc = fn(run, arg);
+    int rc = fn(s.run, arg);
     if (fn_result) {
         *fn_result = rc;
     }
-    if (run) {
+    if (s.run) {
         char text[16];
         snprintf(text, sizeof text, "%d", rc);
-        mlt_err err = mlt_set_tag(run, "mltrack.return_code", text);
-        if (err == MLT_OK) {
-            log_duration(run);
-        }
-        err = mlt_run_end(run, rc == 0 ? MLT_RUN_FINISHED : MLT_RUN_FAILED);
-        if (err != MLT_OK && first == MLT_OK) {
-            first = err;
-            snprintf(first_msg, sizeof first_msg, "%s", mlt_last_error());
-        }
+        keep_first(&first, mlt_set_tag(s.run, "mltrack.return_code", text));
+        keep_first(&first, log_duration(s.run));
     }
-    if (first != MLT_OK) {
-        mlt__fail_set(first_msg);
+    keep_first(&first, end_scope(&s, rc == 0 ? MLT_RUN_FINISHED : MLT_RUN_FAILED));
+    if (first.err != MLT_OK) {
+        mlt__fail_set(first.msg);
     }
-    return first;
+    return first.err;
 }

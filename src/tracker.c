@@ -104,8 +104,8 @@ static void note_err(first_err *fe, mlt_err err, const char *what)
 static mlt_err counted(mlt_tracker *t, mlt_err err)
 {
     if (err != MLT_OK && t) {
-        atomic_fetch_add(&t->errors, 1);
         pthread_mutex_lock(&t->lock);
+        atomic_fetch_add(&t->errors, 1);
         snprintf(t->last_error, sizeof t->last_error, "%s: %s", mlt_err_name(err),
                  mlt_last_error());
         pthread_mutex_unlock(&t->lock);
@@ -455,11 +455,13 @@ mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t s
     size_t len;
     char *msg = mlt__fail_buf(&len);
     mlt_err err = mlt__validate_key(MLT__METRIC, key, msg, len);
-    if (err == MLT_OK) {
-        err = mlt__validate_timestamp(timestamp_ms, msg, len);
-    }
     if (err != MLT_OK) {
         return counted(run->tracker, err);
+    }
+    char ts_msg[128];
+    err = mlt__validate_timestamp(timestamp_ms, ts_msg, sizeof ts_msg);
+    if (err != MLT_OK) {
+        return counted(run->tracker, mlt__fail(err, "metric '%s': %s", key, ts_msg));
     }
     first_err fe = {MLT_OK, ""};
     DISPATCH(run, &fe, on_metric, key, value, step, timestamp_ms);

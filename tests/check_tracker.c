@@ -1212,6 +1212,67 @@ START_TEST(error_count_counts_each_failing_call)
 }
 END_TEST
 
+START_TEST(tracker_last_error_is_latest_counted_failure_with_its_name)
+{
+    fixture fx;
+    fx_init(&fx, 1);
+    char buf[512] = "untouched";
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "");
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_log_param(run, "bad key!", "1"), MLT_ERR_INVALID_KEY);
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 1);
+    ck_assert_msg(strncmp(buf, "MLT_ERR_INVALID_KEY: ", 21) == 0 && contains(buf, "bad key!"),
+                  "'%s'", buf);
+
+    fx.rec[0].fail_msg = "connection refused";
+    rec_fail(&fx.rec[0], EV_METRIC, MLT_ERR_NETWORK, 1);
+    ck_assert_int_eq(mlt_log_metric(run, "m", 1, 0), MLT_ERR_NETWORK);
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 2);
+    ck_assert_str_eq(buf, "MLT_ERR_NETWORK: connection refused");
+
+    /* Successes change nothing; NULL and short buffers are fine. */
+    ck_assert_int_eq(mlt_log_metric(run, "m", 1, 1), MLT_OK);
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 2);
+    ck_assert_str_eq(buf, "MLT_ERR_NETWORK: connection refused");
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, NULL, 0), 2);
+    char small[8] = "xxxxxxx";
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, small, sizeof small), 2);
+    ck_assert_str_eq(small, "MLT_ERR");
+    char none[1] = {'x'};
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, none, 0), 2);
+    ck_assert_int_eq(none[0], 'x');
+    ck_assert_uint_eq(mlt_tracker_last_error(NULL, buf, sizeof buf), 0);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    fx_free(&fx);
+}
+END_TEST
+
+static void *fail_on_other_thread(void *arg)
+{
+    mlt_log_metric(arg, "not a valid key?", 1, 0);
+    return NULL;
+}
+
+START_TEST(tracker_last_error_is_readable_from_any_thread)
+{
+    /* Unlike mlt_last_error(), which is per thread. */
+    fixture fx;
+    fx_init(&fx, 1);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, fail_on_other_thread, run), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    char buf[512];
+    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 1);
+    ck_assert_msg(contains(buf, "not a valid key?"), "'%s'", buf);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    fx_free(&fx);
+}
+END_TEST
+
 /* ---- params, metrics, tags ------------------------------------------------------------------ */
 
 START_TEST(param_same_value_again_is_ok_and_not_sent_again)
@@ -1899,6 +1960,8 @@ START_TEST(tracked_doubles_are_logged_as_shortest_round_trip_text)
         {-0.5, "-0.5"},
         {1e300, "1e+300"},
         {123456789012345678.0, "1.2345678901234568e+17"},
+        {5e-324, "5e-324"},
+        {1e23, "1e+23"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tracked_train(1, cases[i].v);
@@ -1907,7 +1970,7 @@ START_TEST(tracked_doubles_are_logged_as_shortest_round_trip_text)
         ck_assert_msg(strcmp(got, cases[i].text) == 0, "%.17g logged as '%s', want '%s'",
                       cases[i].v, got, cases[i].text);
     }
-    /* Extremes read back exactly too (for subnormals the text is not the shortest one). */
+    /* Extremes read back exactly too. */
     static const double extremes[] = {5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
                                       -0.0};
     for (size_t i = 0; i < sizeof extremes / sizeof extremes[0]; i++) {
@@ -1993,6 +2056,9 @@ START_TEST(tracked_function_without_default_tracker_still_runs)
     ck_assert_int_eq(g_calls, 3);
     ck_assert(g_active_was_null);
     ck_assert_uint_eq(fx.log.n, 0);
+    /* Why it ran untracked is left for the caller, not lost to the params' logging. */
+    ck_assert_int_eq(tracked_static(1), 3);
+    ck_assert_msg(contains(mlt_last_error(), "tracked_static"), "'%s'", mlt_last_error());
     fx_free(&fx);
 }
 END_TEST
@@ -2243,28 +2309,21 @@ START_TEST(with_run_in_a_loop_is_one_run_per_iteration)
 }
 END_TEST
 
-/*
- * Nesting needs a second `run` that shadows the first: the scope macros only accept a variable
- * named `run` (see the report on MLT_WITH_RUN / MLT_SCOPED_RUN), and -Wshadow flags the inner one.
- */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wshadow"
-
 START_TEST(with_run_nested_is_child_run)
 {
+    /* Any variable name will do, and nested scopes need distinct ones. */
     fixture fx;
     fx_init(&fx, 1);
     keybuf ko = {""};
     keybuf ki = {""};
-    MLT_WITH_RUN(fx.t, run, "outer")
+    MLT_WITH_RUN(fx.t, outer, "outer")
     {
-        ko = key_of(run);
-        mlt_run *outer = run;
-        MLT_WITH_RUN(fx.t, run, "inner")
+        ko = key_of(outer);
+        MLT_WITH_RUN(fx.t, inner, "inner")
         {
-            ki = key_of(run);
-            ck_assert_ptr_eq(mlt_run_parent(run), outer);
-            ck_assert_ptr_eq(mlt_active_run(), run);
+            ki = key_of(inner);
+            ck_assert_ptr_eq(mlt_run_parent(inner), outer);
+            ck_assert_ptr_eq(mlt_active_run(), inner);
         }
         ck_assert_ptr_eq(mlt_active_run(), outer);
         ck_assert_uint_eq(count_ev(&fx, 0, EV_END), 1);
@@ -2287,14 +2346,13 @@ START_TEST(scoped_run_ends_at_block_end_and_nests)
     keybuf ko;
     keybuf ki;
     {
-        MLT_SCOPED_RUN(fx.t, run, "outer");
-        mlt_run *outer = run;
-        ko = key_of(run);
+        MLT_SCOPED_RUN(fx.t, outer, "outer");
+        ko = key_of(outer);
         {
-            MLT_SCOPED_RUN(fx.t, run, "inner");
-            ki = key_of(run);
-            ck_assert_ptr_eq(mlt_run_parent(run), outer);
-            ck_assert_ptr_eq(mlt_active_run(), run);
+            MLT_SCOPED_RUN(fx.t, inner, "inner");
+            ki = key_of(inner);
+            ck_assert_ptr_eq(mlt_run_parent(inner), outer);
+            ck_assert_ptr_eq(mlt_active_run(), inner);
         }
         ck_assert_uint_eq(count_ev(&fx, 0, EV_END), 1);
         ck_assert_ptr_eq(mlt_active_run(), outer);
@@ -2305,8 +2363,6 @@ START_TEST(scoped_run_ends_at_block_end_and_nests)
     fx_free(&fx);
 }
 END_TEST
-
-#pragma GCC diagnostic pop
 
 START_TEST(with_run_null_tracker_runs_block_with_null_run)
 {
@@ -2662,6 +2718,8 @@ int main(void)
     MLT_ADD_TEST(s, negative_timestamp_is_refused_without_dispatch);
     MLT_ADD_TEST(s, negative_timestamp_message_names_the_key);
     MLT_ADD_TEST(s, error_count_counts_each_failing_call);
+    MLT_ADD_TEST(s, tracker_last_error_is_latest_counted_failure_with_its_name);
+    MLT_ADD_TEST(s, tracker_last_error_is_readable_from_any_thread);
     /* params, metrics, tags */
     MLT_ADD_TEST(s, param_same_value_again_is_ok_and_not_sent_again);
     MLT_ADD_TEST(s, param_other_value_is_conflict_and_not_sent);
