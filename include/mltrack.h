@@ -147,7 +147,8 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
 mlt_err mlt_options_from_env(mlt_options *opts, char *errbuf, size_t errlen);
 
 /** Typed setters. Strings are copied; NULL clears a string option. Same errors as
- *  mlt_options_set(), without a message (use mlt_options_set() for one). */
+ *  mlt_options_set() (MLT_ERR_BAD_OPTION for a value out of range), without a message (use
+ *  mlt_options_set() for one); MLT_ERR_INVALID_ARG for NULL opts. On failure nothing changes. */
 mlt_err mlt_options_set_tracking_uri(mlt_options *opts, const char *uri);
 mlt_err mlt_options_set_experiment_name(mlt_options *opts, const char *name);
 mlt_err mlt_options_set_experiment_id(mlt_options *opts, const char *id);
@@ -156,7 +157,8 @@ mlt_err mlt_options_set_basic_auth(mlt_options *opts, const char *username, cons
 mlt_err mlt_options_set_insecure_tls(mlt_options *opts, int insecure);
 mlt_err mlt_options_set_ca_cert_path(mlt_options *opts, const char *path);
 mlt_err mlt_options_set_client_cert_path(mlt_options *opts, const char *path);
-/** max_retries >= 0; backoff_factor_s, backoff_jitter_s >= 0; timeout_s > 0. */
+/** max_retries 0-100; backoff_factor_s, backoff_jitter_s 0-86400; timeout_s above 0, up to
+ *  86400. mlt_options_set_retries() sets all three or none. */
 mlt_err mlt_options_set_retries(mlt_options *opts, int max_retries, double backoff_factor_s,
                                 double backoff_jitter_s);
 mlt_err mlt_options_set_timeout(mlt_options *opts, double timeout_s);

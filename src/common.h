@@ -44,7 +44,9 @@ void mlt__json_i64(mlt__buf *b, int64_t v);                   /* exact decimal *
 /* A double the MLflow way: finite values as the shortest decimal that reads back to the same
  * double; NaN, +Inf, -Inf as the strings "NaN", "Infinity", "-Infinity". */
 void mlt__json_double(mlt__buf *b, double v);
-/* Shortest "%.*g" text of v that strtod() reads back to v (finite v). Returns length. */
+/* The shortest "%.*g" text of finite v that strtod() (strtof()) reads back to v, except that an
+ * integral value below 1e16 (1e9 for floats) is written in full ("100", not "1e+02").
+ * Returns the length, as snprintf. */
 int mlt__fmt_double(char *out, size_t len, double v);
 int mlt__fmt_float(char *out, size_t len, float v);
 

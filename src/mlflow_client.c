@@ -154,8 +154,8 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, 
         err = mlt__api_get_experiment_by_name(&r, name);
         if (err != MLT_OK) {
             mlt__api_req_free(&r);
-            mlt__errf(errbuf, errlen, err, "experiment name '%.64s...' is too long for a URL",
-                      name);
+            mlt__errf(errbuf, errlen, err, "experiment name of %zu bytes is too long for a URL",
+                      strlen(name));
             goto out;
         }
         err = mlt__client_call(c, &r, true, -1, &a);

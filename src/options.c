@@ -126,7 +126,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
         break;
     case K_EXPERIMENT:
         if ((err = mlt__validate_experiment_name(value, errbuf, errlen)) != MLT_OK) {
-            return err;
+            return err == MLT_ERR_VALUE_TOO_LONG ? err : MLT_ERR_BAD_OPTION;
         }
         break;
     case K_BOOL:
@@ -147,6 +147,9 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case K_SECONDS:
         errno = 0;
         s = strtod(value, &end);
+        if (errno == ERANGE && fabs(s) < 1) {
+            errno = 0; /* underflow to a tiny value: still a number of seconds */
+        }
         if (errno || end == value || *end || !isfinite(s) || s < 0 || s > MAX_SECONDS ||
             (i == MLT__OPT_TIMEOUT && s <= 0)) {
             return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
@@ -349,7 +352,7 @@ mlt_err mlt_options_set_retries(mlt_options *o, int max_retries, double backoff_
     }
     mlt_options_free(scratch);
     if (err) {
-        return err == MLT_ERR_BAD_OPTION ? MLT_ERR_INVALID_ARG : err;
+        return err;
     }
     err = set_typed(o, MLT__OPT_MAX_RETRIES, retries);
     if (!err) {
@@ -360,7 +363,7 @@ mlt_err mlt_options_set_retries(mlt_options *o, int max_retries, double backoff_
 
 mlt_err mlt_options_set_timeout(mlt_options *o, double timeout_s)
 {
-    if (!o || !(timeout_s > 0) || timeout_s > MAX_SECONDS) {
+    if (!o) {
         return MLT_ERR_INVALID_ARG;
     }
     return set_seconds(o, MLT__OPT_TIMEOUT, timeout_s);
