@@ -119,60 +119,49 @@ void mlt_tracked_end(struct mlt_scope *scope, int has_result, double result)
  * A NULL run means the run could not start: the reason is in mlt_last_error() already and must
  * not be replaced by "run is required" for each argument. */
 
+static void param_text(mlt_run *run, const char *key, const char *text)
+{
+    if (run) {
+        mlt_log_param(run, key, text);
+    }
+}
+
 void mlt_param_i64(mlt_run *run, const char *key, long long value)
 {
-    if (!run) {
-        return;
-    }
     char text[24];
     snprintf(text, sizeof text, "%lld", value);
-    mlt_log_param(run, key, text);
+    param_text(run, key, text);
 }
 
 void mlt_param_u64(mlt_run *run, const char *key, unsigned long long value)
 {
-    if (!run) {
-        return;
-    }
     char text[24];
     snprintf(text, sizeof text, "%llu", value);
-    mlt_log_param(run, key, text);
+    param_text(run, key, text);
 }
 
 void mlt_param_f64(mlt_run *run, const char *key, double value)
 {
-    if (!run) {
-        return;
-    }
     char text[32];
     mlt__fmt_double(text, sizeof text, value);
-    mlt_log_param(run, key, text);
+    param_text(run, key, text);
 }
 
 void mlt_param_f32(mlt_run *run, const char *key, float value)
 {
-    if (!run) {
-        return;
-    }
     char text[32];
     mlt__fmt_float(text, sizeof text, value);
-    mlt_log_param(run, key, text);
+    param_text(run, key, text);
 }
 
 void mlt_param_bool(mlt_run *run, const char *key, _Bool value)
 {
-    if (!run) {
-        return;
-    }
-    mlt_log_param(run, key, value ? "true" : "false");
+    param_text(run, key, value ? "true" : "false");
 }
 
 void mlt_param_str(mlt_run *run, const char *key, const char *value)
 {
-    if (!run) {
-        return;
-    }
-    mlt_log_param(run, key, value ? value : "(null)");
+    param_text(run, key, value ? value : "(null)");
 }
 
 /* ---- mlt_track ---- */

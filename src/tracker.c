@@ -418,20 +418,31 @@ static void forget_param(mlt_run *run, const char *key)
     pthread_mutex_unlock(&run->lock);
 }
 
-mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value)
+/* Checks a call's run, key and (for params and tags) value before anything is dispatched; the
+ * message of a failure names the key and the rule. */
+static mlt_err check_entry(mlt_run *run, mlt__kind kind, const char *key, const char *value)
 {
+    static const char *const calls[] = {"log_metric", "log_param", "set_tag"};
     if (!run) {
-        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (log_param '%s')",
+        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (%s '%s')", calls[kind],
                          key ? key : "(null)");
     }
     size_t len;
     char *msg = mlt__fail_buf(&len);
-    mlt_err err = mlt__validate_key(MLT__PARAM, key, msg, len);
-    if (err == MLT_OK) {
+    mlt_err err = mlt__validate_key(kind, key, msg, len);
+    if (err == MLT_OK && kind == MLT__PARAM) {
         err = mlt__validate_param_value(key, value, msg, len);
+    } else if (err == MLT_OK && kind == MLT__TAG) {
+        err = mlt__validate_tag_value(key, value, msg, len);
     }
+    return counted(run->tracker, err);
+}
+
+mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value)
+{
+    mlt_err err = check_entry(run, MLT__PARAM, key, value);
     if (err != MLT_OK) {
-        return counted(run->tracker, err);
+        return err;
     }
     int rc = remember_param(run, key, value);
     if (rc <= 0) {
@@ -448,15 +459,9 @@ mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value)
 mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t step,
                           int64_t timestamp_ms)
 {
-    if (!run) {
-        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (log_metric '%s')",
-                         key ? key : "(null)");
-    }
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    mlt_err err = mlt__validate_key(MLT__METRIC, key, msg, len);
+    mlt_err err = check_entry(run, MLT__METRIC, key, NULL);
     if (err != MLT_OK) {
-        return counted(run->tracker, err);
+        return err;
     }
     char ts_msg[128];
     err = mlt__validate_timestamp(timestamp_ms, ts_msg, sizeof ts_msg);
@@ -475,18 +480,9 @@ mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step
 
 mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value)
 {
-    if (!run) {
-        return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (set_tag '%s')",
-                         key ? key : "(null)");
-    }
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    mlt_err err = mlt__validate_key(MLT__TAG, key, msg, len);
-    if (err == MLT_OK) {
-        err = mlt__validate_tag_value(key, value, msg, len);
-    }
+    mlt_err err = check_entry(run, MLT__TAG, key, value);
     if (err != MLT_OK) {
-        return counted(run->tracker, err);
+        return err;
     }
     first_err fe = {MLT_OK, ""};
     DISPATCH(run, &fe, on_tag, key, value);
