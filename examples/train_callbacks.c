@@ -38,6 +38,41 @@ static mlt_err best_on_run_end(const mlt_run_info *info, mlt_run_status status,
     return MLT_OK;
 }
 
+/* Waits (up to 5 s) for the queue to deliver the run so far, then prints its id and MLflow UI
+ * address; without a server the run stays queued, which is not an error. */
+static void print_run(mlt_tracker *tracker, mlt_run *run)
+{
+    char url[1024];
+    if (mlt_tracker_flush(tracker, 5000) == MLT_OK &&
+        mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+        printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
+    } else {
+        printf("run key: %s (queued: not delivered yet)\n", mlt_run_key(run));
+    }
+}
+
+/* Closes the tracker. Runs still queued (no server) are not a failure; records the server
+ * refused are. */
+static int finish(mlt_tracker *tracker, const char *prog)
+{
+    mlt_queue_stats stats;
+    int failed = mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0;
+    if (failed) {
+        fprintf(stderr, "%s: the server refused %llu records (see the queue's dead letters)\n",
+                prog, (unsigned long long)stats.rejected);
+    }
+    mlt_err rc = mlt_tracker_close(tracker, 5000);
+    if (rc == MLT_ERR_TIMEOUT) {
+        fprintf(stderr, "%s: not delivered yet: kept in the queue for the next program or "
+                        "`mltrack sync`\n",
+                prog);
+    } else if (rc != MLT_OK) {
+        fprintf(stderr, "%s: %s\n", prog, mlt_last_error());
+        failed = 1;
+    }
+    return failed;
+}
+
 int main(void)
 {
     char err[512];
@@ -70,17 +105,11 @@ int main(void)
         loss -= lr * 10.0 * loss; /* a stand-in for training */
         mlt_log_metric(run, "loss", loss, epoch);
     }
-    char url[1024];
-    if (mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
-        printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
-    }
+    print_run(tracker, run);
     int rc = 0;
     if (mlt_run_end(run, MLT_RUN_FINISHED) != MLT_OK) {
         fprintf(stderr, "train_callbacks: %s\n", mlt_last_error());
         rc = 1;
     }
-    if (mlt_tracker_close(tracker, 10000) != MLT_OK) {
-        rc = 1;
-    }
-    return rc;
+    return finish(tracker, "train_callbacks") || rc;
 }

@@ -68,6 +68,9 @@ typedef enum mlt_err {
     MLT_ERR_PROTOCOL = -18,       /**< The server's answer could not be understood. */
     MLT_ERR_TLS = -19,            /**< TLS failed: certificate not trusted, handshake failed. */
     MLT_ERR_CALLBACK = -20,       /**< A user callback reported a failure. */
+    MLT_ERR_QUEUE_FULL = -21,     /**< The durable queue is at its size cap (policy "fail"). */
+    MLT_ERR_CORRUPT = -22,        /**< A journal file is damaged (its bad tail was cut). */
+    MLT_ERR_LOCKED = -23,         /**< The journal or queue belongs to a live process. */
 } mlt_err;
 
 /** Human-readable text for an error code. Never NULL; unknown codes give "unknown error". */
@@ -127,6 +130,13 @@ void mlt_options_free(mlt_options *opts);
  *   backoff_factor      seconds; the n-th retry waits up to factor * 2^(n-1) s (default 2).
  *   backoff_jitter      seconds of random delay added to each wait (default 1).
  *   timeout             seconds per HTTP request (default 120).
+ *   queue_dir           the durable queue's directory (MLTRACK_QUEUE_DIR; default
+ *                       $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue).
+ *   fsync               none, interval (default) or always: when journal appends reach the disk.
+ *   fsync_interval_ms   group commit period of fsync=interval (default 100).
+ *   queue_max_bytes     cap of undelivered journal bytes (default 1073741824, 1 GiB).
+ *   queue_full          block (default) or fail: what a log call does at the cap.
+ *   queue_block_ms      how long "block" waits before failing with MLT_ERR_QUEUE_FULL (1000).
  *
  * Returns MLT_OK, MLT_ERR_UNKNOWN_OPTION, MLT_ERR_BAD_OPTION, MLT_ERR_VALUE_TOO_LONG or
  * MLT_ERR_NOMEM, with a message in errbuf. On failure the option keeps its previous value.
@@ -139,8 +149,8 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
  * MLFLOW_EXPERIMENT_NAME, MLFLOW_EXPERIMENT_ID, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME,
  * MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH,
  * MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
- * MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER and
- * MLFLOW_HTTP_REQUEST_TIMEOUT. Unset or empty variables leave the option as it is.
+ * MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
+ * MLFLOW_HTTP_REQUEST_TIMEOUT, and mltrack's own MLTRACK_QUEUE_DIR and MLTRACK_FSYNC. Unset or empty variables leave the option as it is.
  * Returns the first error met (naming the variable in errbuf); options read before it are kept.
  * Reads the environment: do not call while another thread calls setenv().
  */
@@ -165,6 +175,38 @@ mlt_err mlt_options_set_timeout(mlt_options *opts, double timeout_s);
 /** Diagnostics sink; NULL (the default) drops them. userdata is borrowed. */
 mlt_err mlt_options_set_logger(mlt_options *opts, mlt_log_fn fn, void *userdata);
 
+/** What a delivery report is about. */
+typedef enum mlt_op {
+    MLT_OP_CREATE_RUN = 0, /**< runs/create (the run id is known from here on) */
+    MLT_OP_LOG = 1,        /**< params, metrics and tags (one log batch) */
+    MLT_OP_END_RUN = 2,    /**< runs/update with the status and end time */
+} mlt_op;
+
+/** The fate of a delivered operation. */
+typedef enum mlt_delivery_state {
+    MLT_DELIVERY_ACKNOWLEDGED = 0, /**< the server accepted it */
+    MLT_DELIVERY_REJECTED = 1,     /**< refused for good: written to the dead-letter file */
+} mlt_delivery_state;
+
+/** A delivery report; valid during the callback only. */
+typedef struct mlt_delivery {
+    mlt_op op;
+    mlt_delivery_state state;
+    const char *run_key;       /**< the client run key */
+    const char *run_id;        /**< the server's run id, NULL if the run was never created */
+    const char *experiment_id; /**< NULL if unknown */
+    uint32_t records;          /**< journal records the operation carried */
+    const char *message;       /**< the server's answer when rejected, else NULL */
+} mlt_delivery;
+
+/** Called on the sender thread for each operation's fate. Must not block for long or call
+ *  into the tracker. */
+typedef void (*mlt_delivery_fn)(const mlt_delivery *delivery, void *userdata);
+
+/** Sets the delivery callback (NULL: none). userdata is borrowed. */
+mlt_err mlt_options_set_delivery_callback(mlt_options *opts, mlt_delivery_fn fn,
+                                          void *userdata);
+
 /**
  * The current text value of option `name` (as mlt_options_set() takes it), or NULL for an unset
  * or unknown option. Secrets ("token", "password") read back as "***" when set.
@@ -177,6 +219,16 @@ const char *mlt_options_get(const mlt_options *opts, const char *name);
 
 typedef struct mlt_tracker mlt_tracker;
 typedef struct mlt_run mlt_run;
+
+/** Counters of the durable queue (mlt_tracker_queue_stats()). */
+typedef struct mlt_queue_stats {
+    uint64_t queued;        /**< records appended to the journal */
+    uint64_t sent;          /**< records sent to the server (a retry counts again) */
+    uint64_t acknowledged;  /**< records the server acknowledged */
+    uint64_t retried;       /**< requests retried after a retriable failure */
+    uint64_t rejected;      /**< records rejected for good (dead letters) */
+    uint64_t bytes_pending; /**< journal bytes not yet acknowledged */
+} mlt_queue_stats;
 
 /** How a run ended. */
 typedef enum mlt_run_status {
@@ -209,6 +261,12 @@ mlt_err mlt_tracker_flush(mlt_tracker *tracker, int timeout_ms);
  * If it is the default tracker, the default is cleared.
  */
 mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
+
+/**
+ * The counters of the tracker's durable queue (the MLflow callback's) into *out. Returns
+ * MLT_ERR_STATE (and zeros) when the tracker has no MLflow callback. Any thread.
+ */
+mlt_err mlt_tracker_queue_stats(mlt_tracker *tracker, mlt_queue_stats *out);
 
 /**
  * Makes tracker the process-wide default used by MLT_TRACKED functions (NULL clears it).

@@ -1,324 +1,199 @@
 /*
- * cb_mlflow.c - the MLflow callback: maps run events onto the MLflow client. Runs are created
- * at start (with the system tags), logs are held per run and sent as log batches when a batch is
- * full, at run end and at flush, and the run is updated with its status and end time.
- * This version sends on the calling thread; the lock serializes use of the one connection.
+ * cb_mlflow.c - the MLflow callback: every run event becomes a record appended to this
+ * tracker's journal in the durable queue (with the system tags at run start); the sender thread
+ * delivers them. The application thread never waits for the server. Also mlt_tracker_from_env.
  */
 #include "config.h"
 
-#include "mlflow_client.h"
+#include "journal.h"
+#include "sender.h"
 #include "sysinfo.h"
 #include "tracker.h"
 
+#include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct pending {
-    mlt__metric *metrics;
-    size_t n_metrics, cap_metrics;
-    mlt__kv *params;
-    size_t n_params, cap_params;
-    mlt__kv *tags;
-    size_t n_tags, cap_tags;
-} pending;
-
-typedef struct mlrun {
+/* The callback's view of a live run: its number in the journal and its handle (so the sender
+ * can hand over the run id). */
+typedef struct live_run {
     char key[37];
-    char *run_id;
-    pending p;
-    struct mlrun *next;
-} mlrun;
+    uint32_t run_no;
+    mlt_run *run;
+} live_run;
 
 typedef struct mlflow_cb {
-    mlt__client client;
     mlt_tracker *tracker;
-    pthread_mutex_t lock; /* guards everything below and the client */
-    char *experiment_id;
-    mlrun *runs;
+    const mlt_options *opts; /* the tracker's */
+    mlt__journal *journal;   /* this tracker's own; owned by the sender */
+    mlt__sender *sender;
+    pthread_mutex_t lock;    /* guards the live runs and next_run_no */
+    live_run *live;
+    size_t n_live, cap_live;
+    uint32_t next_run_no;
     char user[256];
     char program[PATH_MAX];
     char commit[41];
     int has_commit;
 } mlflow_cb;
 
-/* ---- pending logs ---- */
-
-static bool grow(void **arr, size_t *cap, size_t n, size_t size)
+static live_run *find_live(mlflow_cb *m, const char *key)
 {
-    if (n < *cap) {
-        return true;
-    }
-    size_t c = *cap ? *cap * 2 : 64;
-    void *p = realloc(*arr, c * size);
-    if (!p) {
-        return false;
-    }
-    *arr = p;
-    *cap = c;
-    return true;
-}
-
-static void free_kvs(mlt__kv *kv, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free((char *)kv[i].key);
-        free((char *)kv[i].value);
-    }
-}
-
-/* Drops the first n of each kind (they were sent, or rejected for good). */
-static void pending_drop(pending *p, size_t nm, size_t np, size_t nt)
-{
-    for (size_t i = 0; i < nm; i++) {
-        free((char *)p->metrics[i].key);
-    }
-    if (nm) {
-        memmove(p->metrics, p->metrics + nm, (p->n_metrics - nm) * sizeof *p->metrics);
-        p->n_metrics -= nm;
-    }
-    free_kvs(p->params, np);
-    if (np) {
-        memmove(p->params, p->params + np, (p->n_params - np) * sizeof *p->params);
-        p->n_params -= np;
-    }
-    free_kvs(p->tags, nt);
-    if (nt) {
-        memmove(p->tags, p->tags + nt, (p->n_tags - nt) * sizeof *p->tags);
-        p->n_tags -= nt;
-    }
-}
-
-static void pending_free(pending *p)
-{
-    pending_drop(p, p->n_metrics, p->n_params, p->n_tags);
-    free(p->metrics);
-    free(p->params);
-    free(p->tags);
-    memset(p, 0, sizeof *p);
-}
-
-static size_t pending_count(const pending *p)
-{
-    return p->n_metrics + p->n_params + p->n_tags;
-}
-
-/* ---- runs ---- */
-
-static mlrun *find_run(mlflow_cb *m, const char *key)
-{
-    for (mlrun *r = m->runs; r; r = r->next) {
-        if (strcmp(r->key, key) == 0) {
-            return r;
+    for (size_t i = 0; i < m->n_live; i++) {
+        if (strcmp(m->live[i].key, key) == 0) {
+            return &m->live[i];
         }
     }
     return NULL;
 }
 
-static void remove_run(mlflow_cb *m, mlrun *run)
+/* The journal number of a run, or 0 if the callback does not know it. */
+static uint32_t run_no_of(mlflow_cb *m, const char *key)
 {
-    for (mlrun **p = &m->runs; *p; p = &(*p)->next) {
-        if (*p == run) {
-            *p = run->next;
-            break;
-        }
-    }
-    pending_free(&run->p);
-    free(run->run_id);
-    free(run);
+    pthread_mutex_lock(&m->lock);
+    live_run *l = find_live(m, key);
+    uint32_t n = l ? l->run_no : 0;
+    pthread_mutex_unlock(&m->lock);
+    return n;
 }
 
-/* Sends what is pending for run. Sent entities leave the pending arrays; after a permanent
- * rejection the rejected request's entities leave too (the error says how many); after a
- * retriable failure everything stays for the next try. */
-static mlt_err send_pending(mlflow_cb *m, mlrun *run, int64_t deadline_ns)
+/* Sender thread: the server created a run. */
+static void on_run_id(const char *run_key, const char *run_id, const char *experiment_id,
+                      void *ud)
 {
-    pending *p = &run->p;
-    if (pending_count(p) == 0) {
+    mlflow_cb *m = ud;
+    mlt__tracker_set_experiment_id(m->tracker, experiment_id);
+    pthread_mutex_lock(&m->lock);
+    live_run *l = find_live(m, run_key);
+    if (l) {
+        mlt__run_set_id(l->run, run_id);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Waits for room under the queue's size cap, as the policy says. */
+static mlt_err make_room(mlflow_cb *m, size_t len)
+{
+    const mlt_options *o = m->opts;
+    uint64_t cap = (uint64_t)o->queue_max_bytes;
+    if (mlt__journal_pending_bytes(m->journal) + len <= cap) {
         return MLT_OK;
     }
-    mlt__batch b = {p->metrics, p->n_metrics, p->params, p->n_params, p->tags, p->n_tags};
-    size_t msglen;
-    char *msg = mlt__fail_buf(&msglen);
-    mlt_err err = mlt__client_log_batch(&m->client, run->run_id, &b, deadline_ns, msg, msglen);
-    pending_drop(p, p->n_metrics - b.n_metrics, p->n_params - b.n_params, p->n_tags - b.n_tags);
-    if (err != MLT_OK && !mlt_err_is_retriable(err) && err != MLT_ERR_NOMEM) {
-        /* Find out how much the rejected request held and drop it, or every later call on this
-         * run would fail on the same entities. */
-        mlt__api_req r;
-        mlt__api_req_init(&r);
-        mlt__batch took;
-        mlt__batch rest = {p->metrics, p->n_metrics, p->params, p->n_params, p->tags, p->n_tags};
-        if (mlt__api_log_batch(&r, run->run_id, &rest, MLT__BATCH_MAX_BYTES, &took) == MLT_OK) {
-            size_t n = took.n_metrics + took.n_params + took.n_tags;
-            size_t used = strlen(msg);
-            snprintf(msg + used, msglen - used,
-                     " [%zu metrics, %zu params and %zu tags of run %s were not logged]",
-                     took.n_metrics, took.n_params, took.n_tags, run->run_id);
-            (void)n;
-            pending_drop(p, took.n_metrics, took.n_params, took.n_tags);
+    if (!o->queue_full_fail) {
+        int64_t deadline = mlt__mono_ns() + o->queue_block_ms * 1000000;
+        mlt__sender_notify(m->sender);
+        while (mlt__mono_ns() < deadline) {
+            mlt__sleep_ms(5);
+            if (mlt__journal_pending_bytes(m->journal) + len <= cap) {
+                return MLT_OK;
+            }
         }
-        mlt__api_req_free(&r);
+    }
+    return mlt__fail(MLT_ERR_QUEUE_FULL,
+                     "the queue holds %" PRIu64 " undelivered bytes, its cap (queue_max_bytes) "
+                     "is %" PRIu64 ": the call was not logged",
+                     mlt__journal_pending_bytes(m->journal), cap);
+}
+
+static mlt_err append(mlflow_cb *m, mlt__rec_type type, mlt__buf *b, bool capped)
+{
+    mlt_err err = b->oom ? mlt__fail(MLT_ERR_NOMEM, "out of memory") : MLT_OK;
+    if (err == MLT_OK && capped) {
+        err = make_room(m, b->len);
+    }
+    if (err == MLT_OK) {
+        err = mlt__journal_append(m->journal, type, b->data, b->len, NULL);
+    }
+    mlt__buf_free(b);
+    if (err == MLT_OK) {
+        mlt__sender_notify(m->sender);
     }
     return err;
-}
-
-static mlt_err resolve_experiment(mlflow_cb *m, char *msg, size_t msglen)
-{
-    if (m->experiment_id) {
-        return MLT_OK;
-    }
-    const mlt_options *o = mlt__tracker_options(m->tracker);
-    const char *name = mlt__opt_str(o, MLT__OPT_EXPERIMENT_NAME);
-    const char *id = mlt__opt_str(o, MLT__OPT_EXPERIMENT_ID);
-    char *resolved = NULL;
-    if (name) {
-        mlt_err err = mlt__client_experiment(&m->client, name, &resolved, msg, msglen);
-        if (err != MLT_OK) {
-            return err;
-        }
-        if (id && strcmp(id, resolved) != 0) {
-            mlt_err e = mlt__errf(msg, msglen, MLT_ERR_BAD_OPTION,
-                                  "experiment_id %s does not match experiment '%s' (id %s)", id,
-                                  name, resolved);
-            free(resolved);
-            return e;
-        }
-    } else {
-        resolved = mlt__strdup(id ? id : "0"); /* "0" is MLflow's Default experiment */
-        if (!resolved) {
-            return MLT_ERR_NOMEM;
-        }
-    }
-    m->experiment_id = resolved;
-    return mlt__tracker_set_experiment_id(m->tracker, resolved);
 }
 
 static mlt_err on_start(const mlt_run_info *info, void *ud)
 {
     mlflow_cb *m = ud;
-    size_t msglen;
-    char *msg = mlt__fail_buf(&msglen);
-    mlrun *run = calloc(1, sizeof *run);
-    if (!run) {
-        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
-    }
-    snprintf(run->key, sizeof run->key, "%s", info->run_key);
     pthread_mutex_lock(&m->lock);
-    mlt_err err = resolve_experiment(m, msg, msglen);
-    if (err == MLT_OK) {
-        mlt__kv tags[5];
-        size_t n = 0;
-        tags[n++] = (mlt__kv){"mlflow.user", m->user};
-        tags[n++] = (mlt__kv){"mlflow.source.name", m->program};
-        tags[n++] = (mlt__kv){"mlflow.source.type", "LOCAL"};
-        if (m->has_commit) {
-            tags[n++] = (mlt__kv){"mlflow.source.git.commit", m->commit};
+    mlt_err err = MLT_OK;
+    if (m->n_live == m->cap_live) {
+        size_t cap = m->cap_live ? m->cap_live * 2 : 8;
+        live_run *n = realloc(m->live, cap * sizeof *n);
+        if (!n) {
+            pthread_mutex_unlock(&m->lock);
+            return mlt__fail(MLT_ERR_NOMEM, "out of memory");
         }
-        if (info->parent_run_key) {
-            mlrun *parent = find_run(m, info->parent_run_key);
-            if (parent) {
-                tags[n++] = (mlt__kv){"mlflow.parentRunId", parent->run_id};
-            }
-        }
-        err = mlt__client_create_run(&m->client, m->experiment_id, info->run_key,
-                                     info->run_name, info->start_time_ms, tags, n, -1,
-                                     &run->run_id, msg, msglen);
+        m->live = n;
+        m->cap_live = cap;
     }
-    if (err == MLT_OK) {
-        err = mlt__run_set_id(info->run, run->run_id);
-    }
-    if (err == MLT_OK) {
-        run->next = m->runs;
-        m->runs = run;
-    } else {
-        free(run->run_id);
-        free(run);
-    }
+    uint32_t run_no = ++m->next_run_no;
+    live_run *l = &m->live[m->n_live++];
+    snprintf(l->key, sizeof l->key, "%s", info->run_key);
+    l->run_no = run_no;
+    l->run = info->run;
     pthread_mutex_unlock(&m->lock);
+
+    const char *keys[4] = {"mlflow.user", "mlflow.source.name", "mlflow.source.type"};
+    const char *values[4] = {m->user, m->program, "LOCAL"};
+    size_t n = 3;
+    if (m->has_commit) {
+        keys[n] = "mlflow.source.git.commit";
+        values[n++] = m->commit;
+    }
+    const char *exp_name = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_NAME);
+    const char *exp_id = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID);
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_create(&b, run_no, info->run_key, info->parent_run_key, info->run_name,
+                        exp_name, exp_id, info->start_time_ms, keys, values, n);
+    err = append(m, MLT__REC_CREATE, &b, false);
+    if (err != MLT_OK) {
+        pthread_mutex_lock(&m->lock);
+        live_run *gone = find_live(m, info->run_key);
+        if (gone) {
+            *gone = m->live[--m->n_live];
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
     return err;
 }
 
-/* Adds to a run's pending logs under the lock, sending a batch once a full one is held. */
-typedef enum { ADD_METRIC, ADD_PARAM, ADD_TAG } add_kind;
-
-static mlt_err add(mlflow_cb *m, const mlt_run_info *info, add_kind kind, const char *key,
-                   const char *value, double num, int64_t step, int64_t ts)
+static mlt_err kv(mlflow_cb *m, mlt__rec_type type, const mlt_run_info *info, const char *key,
+                  const char *value)
 {
-    pthread_mutex_lock(&m->lock);
-    mlt_err err = MLT_OK;
-    mlrun *run = find_run(m, info->run_key);
-    if (!run) {
-        err = mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", info->run_key);
-        goto out;
+    uint32_t run_no = run_no_of(m, info->run_key);
+    if (!run_no) {
+        return mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", info->run_key);
     }
-    pending *p = &run->p;
-    char *k = mlt__strdup(key);
-    char *v = value ? mlt__strdup(value) : NULL;
-    if (!k || (value && !v)) {
-        free(k);
-        free(v);
-        err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    bool ok = true;
-    switch (kind) {
-    case ADD_METRIC:
-        if ((ok = grow((void **)&p->metrics, &p->cap_metrics, p->n_metrics,
-                       sizeof *p->metrics))) {
-            p->metrics[p->n_metrics++] = (mlt__metric){k, num, ts, step};
-        }
-        break;
-    case ADD_PARAM:
-        if ((ok = grow((void **)&p->params, &p->cap_params, p->n_params, sizeof *p->params))) {
-            p->params[p->n_params++] = (mlt__kv){k, v};
-        }
-        break;
-    case ADD_TAG:
-        /* Last write wins: a pending tag with the same key takes the new value. */
-        for (size_t i = 0; i < p->n_tags; i++) {
-            if (strcmp(p->tags[i].key, k) == 0) {
-                free(k);
-                free((char *)p->tags[i].value);
-                p->tags[i].value = v;
-                goto sent;
-            }
-        }
-        if ((ok = grow((void **)&p->tags, &p->cap_tags, p->n_tags, sizeof *p->tags))) {
-            p->tags[p->n_tags++] = (mlt__kv){k, v};
-        }
-        break;
-    }
-    if (!ok) {
-        free(k);
-        free(v);
-        err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-sent:
-    if (p->n_metrics >= MLT__BATCH_MAX_METRICS || p->n_params >= MLT__BATCH_MAX_PARAMS ||
-        p->n_tags >= MLT__BATCH_MAX_TAGS || pending_count(p) >= MLT__BATCH_MAX_ENTITIES) {
-        err = send_pending(m, run, -1);
-    }
-out:
-    pthread_mutex_unlock(&m->lock);
-    return err;
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_kv(&b, run_no, key, value);
+    return append(m, type, &b, true);
 }
 
 static mlt_err on_param(const mlt_run_info *info, const char *key, const char *value, void *ud)
 {
-    return add(ud, info, ADD_PARAM, key, value, 0, 0, 0);
+    return kv(ud, MLT__REC_PARAM, info, key, value);
+}
+
+static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
+{
+    return kv(ud, MLT__REC_TAG, info, key, value);
 }
 
 static mlt_err on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
                          int64_t ts, void *ud)
 {
-    return add(ud, info, ADD_METRIC, key, NULL, value, step, ts);
-}
-
-static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
-{
-    return add(ud, info, ADD_TAG, key, value, 0, 0, 0);
+    mlflow_cb *m = ud;
+    uint32_t run_no = run_no_of(m, info->run_key);
+    if (!run_no) {
+        return mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", info->run_key);
+    }
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_metric(&b, run_no, key, value, ts, step);
+    return append(m, MLT__REC_METRIC, &b, true);
 }
 
 static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
@@ -327,58 +202,87 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     (void)duration_s;
     mlflow_cb *m = ud;
     pthread_mutex_lock(&m->lock);
-    mlt_err err = MLT_OK;
-    mlrun *run = find_run(m, info->run_key);
-    if (run) {
-        err = send_pending(m, run, -1);
-        char first[512];
-        snprintf(first, sizeof first, "%s", mlt_last_error());
-        size_t msglen;
-        char *msg = mlt__fail_buf(&msglen);
-        mlt_err uerr = mlt__client_end_run(&m->client, run->run_id, status, info->end_time_ms,
-                                           -1, msg, msglen);
-        if (err != MLT_OK) {
-            mlt__fail_set(first);
-        } else {
-            err = uerr;
-        }
-        remove_run(m, run);
+    live_run *l = find_live(m, info->run_key);
+    uint32_t run_no = l ? l->run_no : 0;
+    if (l) {
+        *l = m->live[--m->n_live]; /* the handle is freed after this callback */
     }
     pthread_mutex_unlock(&m->lock);
-    return err;
+    if (!run_no) {
+        return mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", info->run_key);
+    }
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_end(&b, run_no, (int)status, info->end_time_ms);
+    mlt_err err = append(m, MLT__REC_END, &b, false);
+    /* a run's end always reaches the disk */
+    return err == MLT_OK ? mlt__journal_sync(m->journal) : err;
 }
 
 static mlt_err on_flush(int timeout_ms, void *ud)
 {
     mlflow_cb *m = ud;
-    int64_t deadline = timeout_ms < 0 ? -1 : mlt__mono_ns() + (int64_t)timeout_ms * 1000000;
-    mlt_err first = MLT_OK;
-    char first_msg[512] = "";
-    pthread_mutex_lock(&m->lock);
-    for (mlrun *run = m->runs; run; run = run->next) {
-        mlt_err err = send_pending(m, run, deadline);
-        if (err != MLT_OK && first == MLT_OK) {
-            first = err;
-            snprintf(first_msg, sizeof first_msg, "%s", mlt_last_error());
-        }
-    }
-    pthread_mutex_unlock(&m->lock);
-    if (first != MLT_OK) {
-        mlt__fail_set(first_msg);
-    }
-    return first;
+    return mlt__sender_flush(m->sender, timeout_ms);
 }
 
 static void on_close(void *ud)
 {
     mlflow_cb *m = ud;
-    while (m->runs) {
-        remove_run(m, m->runs);
-    }
-    mlt__client_free(&m->client);
-    free(m->experiment_id);
+    m->tracker->sender = NULL;
+    mlt__sender_free(m->sender, 0);
+    free(m->live);
     pthread_mutex_destroy(&m->lock);
     free(m);
+}
+
+/* Opens the queue: a new journal for this tracker, and every journal whose owner died. */
+static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
+{
+    char qdir[PATH_MAX - 64], jdir[PATH_MAX];
+    mlt_err err = mlt__queue_dir(m->opts, qdir, sizeof qdir);
+    if (err != MLT_OK) {
+        return mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
+    }
+    char **dirs = NULL;
+    size_t n = 0;
+    err = mlt__queue_list(qdir, &dirs, &n);
+    for (size_t i = 0; err == MLT_OK && i < n; i++) {
+        mlt__journal *j;
+        mlt__recovery rec;
+        char msg[256];
+        mlt_err oerr = mlt__journal_open(&j, dirs[i], false, m->opts->fsync_mode, &rec, msg,
+                                         sizeof msg);
+        if (oerr == MLT_OK) {
+            if (rec.cut_bytes) {
+                mlt__log(&m->opts->logger, MLT_LOG_WARN,
+                         "journal %s: cut %" PRIu64 " bytes of a torn or corrupt tail (%s)",
+                         dirs[i], rec.cut_bytes, rec.why);
+            }
+            if (mlt__sender_add(m->sender, j, true) != MLT_OK) {
+                mlt__journal_close(j, false);
+            }
+        } else if (oerr != MLT_ERR_LOCKED) {
+            mlt__log(&m->opts->logger, MLT_LOG_WARN, "cannot take over journal: %s", msg);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(dirs[i]);
+    }
+    free(dirs);
+    char id[37];
+    mlt__uuid4(id);
+    int len = snprintf(jdir, sizeof jdir, "%s/j-%s", qdir, id);
+    if (len < 0 || (size_t)len >= sizeof jdir) {
+        return mlt__errf(errbuf, errlen, MLT_ERR_VALUE_TOO_LONG, "queue_dir is too long");
+    }
+    err = mlt__journal_create(&m->journal, jdir, m->opts->fsync_mode, errbuf, errlen);
+    if (err == MLT_OK) {
+        err = mlt__sender_add(m->sender, m->journal, false);
+        if (err != MLT_OK) {
+            mlt__journal_close(m->journal, true);
+        }
+    }
+    return err;
 }
 
 mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen)
@@ -396,13 +300,26 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
     if (!m) {
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
     }
-    mlt_err err = mlt__client_init(&m->client, o, errbuf, errlen);
+    m->tracker = tracker;
+    m->opts = o;
+    pthread_mutex_init(&m->lock, NULL);
+    mlt_err err = mlt__sender_new(&m->sender, o, errbuf, errlen);
+    if (err == MLT_OK) {
+        mlt__sender_on_run_id(m->sender, on_run_id, m);
+        err = open_queue(m, errbuf, errlen);
+    }
+    if (err == MLT_OK) {
+        err = mlt__sender_start(m->sender);
+        if (err != MLT_OK) {
+            mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
+        }
+    }
     if (err != MLT_OK) {
+        mlt__sender_free(m->sender, 0);
+        pthread_mutex_destroy(&m->lock);
         free(m);
         return err;
     }
-    m->tracker = tracker;
-    pthread_mutex_init(&m->lock, NULL);
     mlt__sys_user(m->user, sizeof m->user);
     mlt__sys_program(m->program, sizeof m->program);
     m->has_commit = mlt__sys_git_commit(m->program[0] ? m->program : ".", m->commit);
@@ -423,8 +340,10 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
     if (err != MLT_OK) {
         mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
         on_close(m);
+        return err;
     }
-    return err;
+    tracker->sender = m->sender;
+    return MLT_OK;
 }
 
 mlt_err mlt_tracker_from_env(mlt_tracker **out, char *errbuf, size_t errlen)

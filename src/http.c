@@ -48,6 +48,7 @@ double mlt__parse_retry_after(const char *v, int64_t now_ms)
 
 typedef struct curl_tr {
     CURL *h;
+    atomic_bool *abort;
     struct curl_slist *headers;
     char errbuf[CURL_ERROR_SIZE];
 } curl_tr;
@@ -81,6 +82,7 @@ static mlt_err curl_err_class(CURLcode rc)
 {
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT: return MLT_ERR_TIMEOUT;
+    case CURLE_ABORTED_BY_CALLBACK: return MLT_ERR_TIMEOUT; /* stopped at a deadline */
     case CURLE_OUT_OF_MEMORY: return MLT_ERR_NOMEM;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
@@ -135,6 +137,26 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     if (n && resp->errmsg[n - 1] == '\n') {
         resp->errmsg[n - 1] = '\0';
     }
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    const curl_tr *c = ud;
+    return c->abort && atomic_load(c->abort) ? 1 : 0;
+}
+
+static void curl_set_abort(void *self, atomic_bool *flag)
+{
+    curl_tr *c = self;
+    c->abort = flag;
+    curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, flag ? 0L : 1L);
 }
 
 static void curl_destroy(void *self)
@@ -219,6 +241,7 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
     }
     out->perform = curl_perform;
     out->destroy = curl_destroy;
+    out->set_abort = curl_set_abort;
     out->self = c;
     return MLT_OK;
 }

@@ -8,6 +8,8 @@
 #include "common.h"
 #include "options.h"
 
+#include <stdatomic.h>
+
 typedef struct mlt__http_request {
     const char *method; /* "GET" or "POST" */
     const char *url;    /* absolute */
@@ -33,6 +35,8 @@ typedef struct mlt__transport {
     void (*perform)(void *self, const mlt__http_request *req, mlt__http_response *resp);
     /* Releases self. */
     void (*destroy)(void *self);
+    /* Optional: abort a request in flight once *flag is set. */
+    void (*set_abort)(void *self, atomic_bool *flag);
     void *self;
 } mlt__transport;
 

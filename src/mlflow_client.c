@@ -220,11 +220,30 @@ static mlt_err find_by_key(mlt__client *c, const char *experiment_id, const char
     return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
 }
 
+void mlt__client_set_abort(mlt__client *c, atomic_bool *flag)
+{
+    if (c->tr.set_abort) {
+        c->tr.set_abort(c->tr.self, flag);
+    }
+}
+
 mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,
                                const char *run_name, int64_t start_time_ms, const mlt__kv *tags,
-                               size_t n_tags, int64_t deadline_ns, char **out_id, char *errbuf,
-                               size_t errlen)
+                               size_t n_tags, bool search_first, int64_t deadline_ns,
+                               char **out_id, char *errbuf, size_t errlen)
 {
+    if (search_first) {
+        mlt__api_answer found;
+        mlt__api_answer_init(&found);
+        mlt_err ferr = find_by_key(c, experiment_id, run_key, deadline_ns, out_id, &found);
+        if (ferr != MLT_OK && ferr != MLT_ERR_NOT_FOUND) {
+            mlt__errf(errbuf, errlen, ferr, "%s", found.msg);
+        }
+        mlt__api_answer_free(&found);
+        if (ferr != MLT_ERR_NOT_FOUND) {
+            return ferr;
+        }
+    }
     mlt__kv *all = malloc((n_tags + 1) * sizeof *all);
     if (!all) {
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");

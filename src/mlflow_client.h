@@ -10,6 +10,8 @@
 #include "http.h"
 #include "mlflow_api.h"
 
+#include <stdatomic.h>
+
 typedef struct mlt__client {
     mlt__transport tr;
     char *base; /* tracking URI without a trailing slash */
@@ -49,12 +51,16 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, 
 /*
  * Creates a run carrying the tag mltrack.client_run_key = run_key (added here). After an
  * ambiguous failure it searches for that key before creating again, so a run is never created
- * twice. *out_id is malloc'd.
+ * twice; with search_first (a replay, or after an earlier ambiguous attempt) it searches before
+ * the first create too. *out_id is malloc'd.
  */
 mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,
                                const char *run_name, int64_t start_time_ms, const mlt__kv *tags,
-                               size_t n_tags, int64_t deadline_ns, char **out_id, char *errbuf,
-                               size_t errlen);
+                               size_t n_tags, bool search_first, int64_t deadline_ns,
+                               char **out_id, char *errbuf, size_t errlen);
+
+/* Makes the transport abort a request in flight once *flag is set (NULL: never). */
+void mlt__client_set_abort(mlt__client *c, atomic_bool *flag);
 
 /* Sends everything in *batch through as many log-batch calls as the limits require. On return
  * *batch describes what was not sent (empty on success). */

@@ -13,13 +13,24 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { K_STRING, K_SECRET, K_URI, K_EXPERIMENT, K_BOOL, K_INT, K_SECONDS } opt_kind;
+typedef enum {
+    K_STRING,
+    K_SECRET,
+    K_URI,
+    K_EXPERIMENT,
+    K_BOOL,
+    K_INT,
+    K_SECONDS,
+    K_WORD
+} opt_kind;
 
 static const struct opt_def {
     const char *name;
     opt_kind kind;
     const char *env;
-    const char *def; /* default text, NULL for none */
+    const char *def;     /* default text, NULL for none */
+    long long min, max;  /* K_INT */
+    const char *words[4]; /* K_WORD: the accepted words; the value is the index */
 } defs[MLT__OPT_COUNT] = {
     [MLT__OPT_TRACKING_URI] = {"tracking_uri", K_URI, "MLFLOW_TRACKING_URI", NULL},
     [MLT__OPT_EXPERIMENT_NAME] = {"experiment_name", K_EXPERIMENT, "MLFLOW_EXPERIMENT_NAME",
@@ -33,15 +44,23 @@ static const struct opt_def {
                                NULL},
     [MLT__OPT_CLIENT_CERT_PATH] = {"client_cert_path", K_STRING,
                                    "MLFLOW_TRACKING_CLIENT_CERT_PATH", NULL},
-    [MLT__OPT_MAX_RETRIES] = {"max_retries", K_INT, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"},
+    [MLT__OPT_MAX_RETRIES] = {"max_retries", K_INT, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7", 0,
+                              100},
     [MLT__OPT_BACKOFF_FACTOR] = {"backoff_factor", K_SECONDS,
                                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"},
     [MLT__OPT_BACKOFF_JITTER] = {"backoff_jitter", K_SECONDS,
                                  "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "1"},
     [MLT__OPT_TIMEOUT] = {"timeout", K_SECONDS, "MLFLOW_HTTP_REQUEST_TIMEOUT", "120"},
+    [MLT__OPT_QUEUE_DIR] = {"queue_dir", K_STRING, "MLTRACK_QUEUE_DIR", NULL},
+    [MLT__OPT_FSYNC] = {"fsync", K_WORD, "MLTRACK_FSYNC", "interval", 0, 0,
+                        {"none", "interval", "always", NULL}},
+    [MLT__OPT_FSYNC_INTERVAL_MS] = {"fsync_interval_ms", K_INT, NULL, "100", 1, 60000},
+    [MLT__OPT_QUEUE_MAX_BYTES] = {"queue_max_bytes", K_INT, NULL, "1073741824", 4096,
+                                  (long long)1 << 50},
+    [MLT__OPT_QUEUE_FULL] = {"queue_full", K_WORD, NULL, "block", 0, 0, {"block", "fail", NULL}},
+    [MLT__OPT_QUEUE_BLOCK_MS] = {"queue_block_ms", K_INT, NULL, "1000", 0, 3600000},
 };
 
-#define MAX_RETRIES_LIMIT 100
 #define MAX_SECONDS 86400.0
 
 static int find_opt(const char *name)
@@ -101,7 +120,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
 {
     const struct opt_def *d = &defs[i];
     int b = 0;
-    long n = 0;
+    long long n = 0;
     double s = 0;
     char *end = NULL;
     mlt_err err;
@@ -137,11 +156,22 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
         break;
     case K_INT:
         errno = 0;
-        n = strtol(value, &end, 10);
-        if (errno || end == value || *end || n < 0 || n > MAX_RETRIES_LIMIT) {
+        n = strtoll(value, &end, 10);
+        if (errno || end == value || *end || n < d->min || n > d->max) {
             return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
-                             "option %s: '%s' is not an integer from 0 to %d", d->name, value,
-                             MAX_RETRIES_LIMIT);
+                             "option %s: '%s' is not an integer from %lld to %lld", d->name,
+                             value, d->min, d->max);
+        }
+        break;
+    case K_WORD:
+        for (n = 0; n < 4 && d->words[n] && strcmp(d->words[n], value) != 0; n++) {
+        }
+        if (n == 4 || !d->words[n]) {
+            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+                             "option %s: '%s' is not one of %s%s%s%s%s", d->name, value,
+                             d->words[0], d->words[1] ? ", " : "",
+                             d->words[1] ? d->words[1] : "", d->words[2] ? ", " : "",
+                             d->words[2] ? d->words[2] : "");
         }
         break;
     case K_SECONDS:
@@ -177,6 +207,11 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case MLT__OPT_BACKOFF_FACTOR: o->backoff_factor_s = s; break;
     case MLT__OPT_BACKOFF_JITTER: o->backoff_jitter_s = s; break;
     case MLT__OPT_TIMEOUT: o->timeout_s = s; break;
+    case MLT__OPT_FSYNC: o->fsync_mode = (int)n; break;
+    case MLT__OPT_FSYNC_INTERVAL_MS: o->fsync_interval_ms = n; break;
+    case MLT__OPT_QUEUE_MAX_BYTES: o->queue_max_bytes = n; break;
+    case MLT__OPT_QUEUE_FULL: o->queue_full_fail = (int)n; break;
+    case MLT__OPT_QUEUE_BLOCK_MS: o->queue_block_ms = n; break;
     default: break;
     }
     return MLT_OK;
@@ -227,7 +262,14 @@ mlt_options *mlt__options_dup(const mlt_options *src)
     o->backoff_factor_s = src->backoff_factor_s;
     o->backoff_jitter_s = src->backoff_jitter_s;
     o->timeout_s = src->timeout_s;
+    o->fsync_mode = src->fsync_mode;
+    o->fsync_interval_ms = src->fsync_interval_ms;
+    o->queue_max_bytes = src->queue_max_bytes;
+    o->queue_full_fail = src->queue_full_fail;
+    o->queue_block_ms = src->queue_block_ms;
     o->logger = src->logger;
+    o->delivery_fn = src->delivery_fn;
+    o->delivery_ud = src->delivery_ud;
     return o;
 }
 
@@ -262,7 +304,7 @@ mlt_err mlt_options_from_env(mlt_options *o, char *errbuf, size_t errlen)
         return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "options are required");
     }
     for (int i = 0; i < MLT__OPT_COUNT; i++) {
-        const char *v = getenv(defs[i].env);
+        const char *v = defs[i].env ? getenv(defs[i].env) : NULL;
         if (!v || !*v) {
             continue;
         }
@@ -376,5 +418,15 @@ mlt_err mlt_options_set_logger(mlt_options *o, mlt_log_fn fn, void *userdata)
     }
     o->logger.fn = fn;
     o->logger.userdata = userdata;
+    return MLT_OK;
+}
+
+mlt_err mlt_options_set_delivery_callback(mlt_options *o, mlt_delivery_fn fn, void *userdata)
+{
+    if (!o) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    o->delivery_fn = fn;
+    o->delivery_ud = userdata;
     return MLT_OK;
 }

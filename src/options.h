@@ -21,6 +21,12 @@ typedef enum mlt__opt {
     MLT__OPT_BACKOFF_FACTOR,
     MLT__OPT_BACKOFF_JITTER,
     MLT__OPT_TIMEOUT,
+    MLT__OPT_QUEUE_DIR,
+    MLT__OPT_FSYNC,
+    MLT__OPT_FSYNC_INTERVAL_MS,
+    MLT__OPT_QUEUE_MAX_BYTES,
+    MLT__OPT_QUEUE_FULL,
+    MLT__OPT_QUEUE_BLOCK_MS,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -32,7 +38,14 @@ struct mlt_options {
     double backoff_factor_s;
     double backoff_jitter_s;
     double timeout_s;
+    int fsync_mode; /* mlt__fsync_mode */
+    long long fsync_interval_ms;
+    long long queue_max_bytes;
+    int queue_full_fail; /* 1: fail with MLT_ERR_QUEUE_FULL, 0: block */
+    long long queue_block_ms;
     mlt__logger logger;
+    mlt_delivery_fn delivery_fn;
+    void *delivery_ud;
 };
 
 /* A deep copy of src (NULL: defaults). NULL when out of memory. */

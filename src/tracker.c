@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "tracker.h"
+#include "sender.h"
 #include "validate.h"
 
 #include <stdlib.h>
@@ -590,4 +591,17 @@ mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len)
     }
     pthread_mutex_unlock(&t->lock);
     return err;
+}
+
+mlt_err mlt_tracker_queue_stats(mlt_tracker *t, mlt_queue_stats *out)
+{
+    if (!t || !out) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    memset(out, 0, sizeof *out);
+    if (!t->sender) {
+        return mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback, so no queue");
+    }
+    mlt__sender_stats(t->sender, out);
+    return MLT_OK;
 }

@@ -30,6 +30,7 @@ struct mlt_tracker {
     char *experiment_id; /* resolved by the MLflow callback, for UI addresses */
     atomic_ullong errors; /* calls on the tracker or its runs that failed */
     char last_error[512]; /* the message of the latest of them (under lock) */
+    struct mlt__sender *sender; /* the MLflow callback's durable queue, if any */
 };
 
 typedef struct mlt__param_rec {

@@ -136,7 +136,7 @@ static void client_new(mlt__client *c, fake *f, int max_retries, double factor, 
     ck_assert_ptr_nonnull(o);
     ck_assert_int_eq(mlt_options_set_tracking_uri(o, BASE "/"), MLT_OK);
     ck_assert_int_eq(mlt_options_set_retries(o, max_retries, factor, jitter), MLT_OK);
-    mlt__transport tr = {fake_perform, fake_destroy, f};
+    mlt__transport tr = {.perform = fake_perform, .destroy = fake_destroy, .self = f};
     ck_assert_int_eq(mlt__client_init_with(c, o, tr), MLT_OK);
     mlt_options_free(o);
     c->sleep_fn = fake_sleep;
@@ -721,7 +721,8 @@ static const char *tag_value(const cJSON *body, const char *key)
 static mlt_err create_run(mlt__client *c, char **id, char *err, size_t errlen)
 {
     const mlt__kv tags[] = {{"mlflow.user", "alice"}, {"mlflow.source.type", "LOCAL"}};
-    return mlt__client_create_run(c, "5", RUN_KEY, "train", 1700000000123LL, tags, 2, -1, id, err,
+    return mlt__client_create_run(c, "5", RUN_KEY, "train", 1700000000123LL, tags, 2, false, -1,
+                                  id, err,
                                   errlen);
 }
 

@@ -118,6 +118,12 @@ START_TEST(options_set_every_option_by_name)
         {"backoff_factor", "0.5", "0.5"},
         {"backoff_jitter", "0", "0"},
         {"timeout", "2.5", "2.5"},
+        {"queue_dir", "/tmp/q", "/tmp/q"},
+        {"fsync", "always", "always"},
+        {"fsync_interval_ms", "250", "250"},
+        {"queue_max_bytes", "1048576", "1048576"},
+        {"queue_full", "fail", "fail"},
+        {"queue_block_ms", "0", "0"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();

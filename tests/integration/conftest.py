@@ -260,3 +260,99 @@ def unused_port():
 def valgrind():
     """True when the programs run under valgrind (MLTRACK_TEST_WRAPPER)."""
     return under_valgrind()
+
+
+# ---- MLflow servers of a test's own (the durable queue's tests stop and restart them) ----------
+
+QUEUE_PROGRAMS = ("tests/it_queue", "mltrack")
+
+
+class MlflowServer:
+    """A server of the test's own, driven by scripts/mlflow-server.sh: state in state_dir, on a
+    fixed port once known (a restart keeps the port and the sqlite data). Never the shared server
+    of the session (MLTRACK_TEST_TRACKING_URI)."""
+
+    def __init__(self, script, state_dir, port=None, extra_args=None):
+        self.script = script
+        self.state_dir = str(state_dir)
+        self.port = port
+        if extra_args is None:
+            extra_args = shlex.split(os.environ.get("MLTRACK_TEST_QUEUE_SERVER_ARGS", "--workers 1"))
+        self.extra_args = list(extra_args)
+        self.running = False
+
+    @property
+    def uri(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _env(self):
+        env = dict(os.environ)
+        bindir = os.path.dirname(sys.executable)
+        if not env.get("MLT_MLFLOW") and os.access(os.path.join(bindir, "mlflow"), os.X_OK):
+            env["MLT_MLFLOW"] = os.path.join(bindir, "mlflow")  # pytest runs in the server's venv
+        env.setdefault("MLT_PYTHON", sys.executable)
+        for var in ("no_proxy", "NO_PROXY"):
+            env[var] = "127.0.0.1,localhost" + ("," + env[var] if env.get(var) else "")
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        env.setdefault("DO_NOT_TRACK", "true")
+        return env
+
+    def start(self, timeout=240):
+        cmd = [self.script, "start", self.state_dir]
+        if self.port:
+            cmd.append(str(self.port))
+        cmd += ["--"] + self.extra_args
+        res = subprocess.run(cmd, env=self._env(), capture_output=True, text=True, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+        uri = res.stdout.strip().splitlines()[-1]
+        self.port = int(uri.rsplit(":", 1)[1])
+        self.running = True
+        return self
+
+    def stop(self, timeout=60):
+        res = subprocess.run([self.script, "stop", self.state_dir], env=self._env(),
+                             capture_output=True, text=True, timeout=timeout)
+        self.running = False
+        if res.returncode != 0:
+            raise RuntimeError(f"stopping the server of {self.state_dir} failed:\n{res.stderr}")
+
+
+@pytest.fixture
+def server_factory(src_dir, tmp_path_factory):
+    """server_factory(port=None, start=True) -> MlflowServer of the test's own; every server it
+    made is stopped when the test ends."""
+    made = []
+    script = os.path.join(src_dir, "scripts", "mlflow-server.sh")
+
+    def make(port=None, start=True):
+        srv = MlflowServer(script, tmp_path_factory.mktemp("mlflow-server"), port=port)
+        made.append(srv)
+        if start:
+            srv.start()
+        return srv
+
+    yield make
+    for srv in made:
+        try:
+            srv.stop()
+        except Exception as e:  # noqa: BLE001 - teardown goes on with the other servers
+            print(f"warning: {e}", file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def module_server(src_dir, tmp_path_factory):
+    """A server of the test module's own, started once for the module (never stopped by tests)."""
+    script = os.path.join(src_dir, "scripts", "mlflow-server.sh")
+    srv = MlflowServer(script, tmp_path_factory.mktemp("mlflow-module-server")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def queue_build_dir(build_dir):
+    """The build directory, with the durable queue's programs (tests/it_queue, mltrack) built."""
+    missing = [p for p in QUEUE_PROGRAMS if not os.access(os.path.join(build_dir, p), os.X_OK)]
+    if missing:
+        pytest.fail(f"programs missing in {build_dir}: {', '.join(missing)} (build them first)")
+    return build_dir

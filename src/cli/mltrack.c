@@ -1,0 +1,897 @@
+/*
+ * mltrack.c - the command-line tool: `mltrack sync` delivers the journals of the durable queue
+ * that no live process owns, `mltrack status` shows what the queue holds. Owns argument parsing,
+ * the progress bar, the stderr logger and the stable stdout summaries that tests parse.
+ */
+#include "config.h"
+
+#include "common.h"
+#include "journal.h"
+#include "options.h"
+#include "sender.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define EXIT_LEFT 1  /* something is left undelivered, or the queue cannot be read */
+#define EXIT_USAGE 2 /* bad command line or configuration */
+
+#define BAR_WIDTH 20
+#define BAR_PERIOD_NS 100000000LL  /* at most ~10 redraws a second */
+#define MAX_TIMEOUT_S 31536000.0   /* a year: keeps the deadline within int64 nanoseconds */
+#define MIN_SECRET 4               /* shorter secrets are not masked: that would garble text */
+
+/* The terminal side of the tool: who may write to stderr and whether a bar is on screen. */
+typedef struct cli {
+    bool verbose;
+    bool bar_enabled; /* stderr is a terminal */
+    bool bar_shown;   /* a bar line is on screen, not yet ended by a newline */
+    int64_t last_draw_ns;
+    pthread_mutex_t lock; /* serializes every write to stderr (the logger may run anywhere) */
+    const char *secrets[2]; /* token and password, borrowed from the options while they live */
+} cli;
+
+/* What the command line asked for. */
+typedef struct args {
+    const char *command; /* "sync" or "status" */
+    const char *queue;
+    const char *tracking_uri;
+    const char *timeout;
+} args;
+
+static const char usage_text[] =
+    "usage: mltrack [-v] <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  sync     deliver every journal of the queue that no running process owns\n"
+    "             --queue DIR          queue directory (default: $MLTRACK_QUEUE_DIR, else\n"
+    "                                  $XDG_STATE_HOME/mltrack/queue or "
+    "~/.local/state/mltrack/queue)\n"
+    "             --tracking-uri URL   MLflow tracking server (default: $MLFLOW_TRACKING_URI)\n"
+    "             --timeout SECONDS    give up after SECONDS (default: after the configured\n"
+    "                                  retries, $MLFLOW_HTTP_REQUEST_MAX_RETRIES)\n"
+    "  status   show each journal of the queue: owner, pending records, dead letters, runs\n"
+    "             --queue DIR          queue directory, as for sync\n"
+    "  help     show this help\n"
+    "\n"
+    "options:\n"
+    "  -v, --verbose   also print the library's debug and info messages\n"
+    "  -h, --help      show this help\n"
+    "      --version   print the version\n"
+    "\n"
+    "Flags take their value as `--queue DIR` or `--queue=DIR`. Other MLFLOW_* variables\n"
+    "(credentials, TLS, retries) are read from the environment.\n"
+    "\n"
+    "sync prints `runs created: N`, `points sent: N`, `rejected: N`, `left: N` and\n"
+    "`delivered everything` or `not delivered: REASON` on stdout.\n"
+    "exit status: 0 done; 1 records left undelivered (sync) or queue unreadable (status);\n"
+    "2 usage or configuration error.\n";
+
+/* ---- stderr: messages and the progress bar ---- */
+
+/* Ends the bar line so that a message starts on a clean line. Call with c->lock held. */
+static void bar_clear_locked(cli *c)
+{
+    if (c->bar_shown) {
+        fputs("\r\033[K", stderr);
+        c->bar_shown = false;
+    }
+}
+
+/*
+ * Appends msg to out with secrets masked: the user:password@ of any URL (library messages quote
+ * request URLs whole) and the literal token and password of the options.
+ */
+static void scrub_append(const cli *c, mlt__buf *out, const char *msg)
+{
+    const char *s = msg;
+    while (*s) {
+        bool masked = false;
+        for (size_t k = 0; k < sizeof c->secrets / sizeof c->secrets[0] && !masked; k++) {
+            const char *secret = c->secrets[k];
+            size_t n = secret ? strlen(secret) : 0;
+            if (n >= MIN_SECRET && strncmp(s, secret, n) == 0) {
+                mlt__buf_puts(out, "***");
+                s += n;
+                masked = true;
+            }
+        }
+        if (masked) {
+            continue;
+        }
+        if (strncmp(s, "://", 3) == 0) {
+            mlt__buf_append(out, s, 3);
+            s += 3;
+            size_t authority = strcspn(s, "/?# \t\r\n\"'");
+            const char *at = memrchr(s, '@', authority);
+            if (at) {
+                mlt__buf_puts(out, "***");
+                s = at; /* the '@' and the host stay */
+            }
+            continue;
+        }
+        mlt__buf_putc(out, *s++);
+    }
+}
+
+/* The message with its secrets masked, in a new string; NULL when out of memory. */
+static char *scrubbed(const cli *c, const char *msg)
+{
+    mlt__buf out;
+    mlt__buf_init(&out);
+    scrub_append(c, &out, msg);
+    if (!out.data && !out.oom) {
+        return mlt__strdup("");
+    }
+    return mlt__buf_steal(&out);
+}
+
+static void vsay(cli *c, const char *fmt, va_list ap)
+{
+    char stack[1024];
+    char *heap = NULL;
+    const char *msg = stack;
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(stack, sizeof stack, fmt, ap);
+    if (n < 0) {
+        msg = "(message could not be formatted)";
+    } else if ((size_t)n >= sizeof stack && (heap = malloc((size_t)n + 1)) != NULL) {
+        vsnprintf(heap, (size_t)n + 1, fmt, again);
+        msg = heap;
+    }
+    va_end(again);
+    char *clean = scrubbed(c, msg);
+    free(heap);
+
+    pthread_mutex_lock(&c->lock);
+    bar_clear_locked(c);
+    fputs("mltrack: ", stderr);
+    fputs(clean ? clean : "(out of memory)", stderr);
+    fputc('\n', stderr);
+    fflush(stderr);
+    pthread_mutex_unlock(&c->lock);
+    free(clean);
+}
+
+static void say(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
+/* One line on stderr, prefixed "mltrack: ", never drawn over the bar. */
+static void say(cli *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(c, fmt, ap);
+    va_end(ap);
+}
+
+static void verbose(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
+static void verbose(cli *c, const char *fmt, ...)
+{
+    if (!c->verbose) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(c, fmt, ap);
+    va_end(ap);
+}
+
+/* The library's diagnostics: warnings and errors always, the rest with -v. */
+static void log_to_stderr(int level, const char *message, void *userdata)
+{
+    cli *c = userdata;
+    if (level < MLT_LOG_WARN && !c->verbose) {
+        return;
+    }
+    const char *what = "";
+    if (level >= MLT_LOG_ERROR) {
+        what = "error: ";
+    } else if (level == MLT_LOG_WARN) {
+        what = "warning: ";
+    }
+    say(c, "%s%s", what, message);
+}
+
+static size_t terminal_columns(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1) {
+        return ws.ws_col;
+    }
+    return 80;
+}
+
+/* Redraws the bar in place; at most every BAR_PERIOD_NS unless final. */
+static void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
+{
+    if (!c->bar_enabled) {
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    int64_t now = mlt__mono_ns();
+    if (!final && c->bar_shown && now - c->last_draw_ns < BAR_PERIOD_NS) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    c->last_draw_ns = now;
+    size_t filled = BAR_WIDTH;
+    if (p->records_total > 0 && p->records_done < p->records_total) {
+        filled = (size_t)((double)p->records_done * BAR_WIDTH / (double)p->records_total);
+    }
+    char bar[BAR_WIDTH + 1];
+    for (size_t i = 0; i < BAR_WIDTH; i++) {
+        bar[i] = i < filled ? '#' : '.';
+    }
+    bar[BAR_WIDTH] = '\0';
+    char line[256];
+    int n = snprintf(line, sizeof line,
+                     "[%s] %" PRIu64 "/%" PRIu64 " records  runs %" PRIu64 "  points %" PRIu64
+                     "  rejected %" PRIu64,
+                     bar, p->records_done, p->records_total, p->runs_created, p->points_sent,
+                     p->rejected);
+    if (n < 0) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    /* A line longer than the terminal wraps, and \r would then redraw only its last part. */
+    size_t width = terminal_columns() - 1;
+    if (width < sizeof line && (size_t)n > width) {
+        line[width] = '\0';
+    }
+    fputs("\r", stderr);
+    fputs(line, stderr);
+    fputs("\033[K", stderr);
+    if (final) {
+        fputc('\n', stderr);
+    }
+    c->bar_shown = !final;
+    fflush(stderr);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- small helpers ---- */
+
+/* Whether a live process holds the journal's lock: 1 yes, 0 no, -1 unknown (errno set).
+ * A shared, non-blocking flock conflicts with the owner's exclusive one and is released at
+ * once; nothing is created or modified. */
+static int journal_owned(const char *journal_dir)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/lock", journal_dir);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+    if (fd < 0) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    int owned = 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+        owned = errno == EWOULDBLOCK ? 1 : -1;
+    }
+    int saved = errno;
+    close(fd); /* releases our shared lock, if we got it */
+    errno = saved;
+    return owned;
+}
+
+static uint64_t pending_records(mlt__journal *j)
+{
+    uint64_t last = mlt__journal_last_seq(j);
+    uint64_t acked = mlt__journal_acked_seq(j);
+    return last > acked ? last - acked : 0;
+}
+
+static const char *run_state_name(mlt__run_state state)
+{
+    switch (state) {
+    case MLT__RUN_OPEN: return "open";
+    case MLT__RUN_ENDED: return "ended";
+    case MLT__RUN_DEAD: return "dead";
+    }
+    return "unknown";
+}
+
+/* The detail of a failed call that takes no errbuf (mlt_last_error), else the code's text. */
+static const char *detail(mlt_err e)
+{
+    const char *msg = mlt_last_error();
+    return msg[0] ? msg : mlt_strerror(e);
+}
+
+static void free_list(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(list[i]);
+    }
+    free(list);
+}
+
+/* Frees the options of load_options() and forgets the secrets borrowed from them. */
+static void unload_options(cli *c, mlt_options *opts)
+{
+    c->secrets[0] = NULL;
+    c->secrets[1] = NULL;
+    mlt_options_free(opts);
+}
+
+/* Options from the environment, the logger, then the flags on top. EXIT_SUCCESS or EXIT_USAGE. */
+static int load_options(cli *c, const args *a, mlt_options **out)
+{
+    char err[512];
+    mlt_options *opts = mlt_options_new();
+    if (!opts) {
+        say(c, "out of memory");
+        return EXIT_USAGE;
+    }
+    if (mlt_options_set_logger(opts, log_to_stderr, c) != MLT_OK) {
+        say(c, "cannot set the logger");
+        mlt_options_free(opts);
+        return EXIT_USAGE;
+    }
+    if (mlt_options_from_env(opts, err, sizeof err) != MLT_OK) {
+        say(c, "%s", err);
+        mlt_options_free(opts);
+        return EXIT_USAGE;
+    }
+    /* Only the environment sets them: the flags below cannot change them. */
+    c->secrets[0] = mlt__opt_str(opts, MLT__OPT_TOKEN);
+    c->secrets[1] = mlt__opt_str(opts, MLT__OPT_PASSWORD);
+    const struct {
+        const char *flag;
+        const char *name;
+        const char *value;
+    } flags[] = {
+        {"--queue", "queue_dir", a->queue},
+        {"--tracking-uri", "tracking_uri", a->tracking_uri},
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (!flags[i].value) {
+            continue;
+        }
+        if (mlt_options_set(opts, flags[i].name, flags[i].value, err, sizeof err) != MLT_OK) {
+            say(c, "%s: %s", flags[i].flag, err);
+            unload_options(c, opts);
+            return EXIT_USAGE;
+        }
+    }
+    *out = opts;
+    return EXIT_SUCCESS;
+}
+
+/* ---- sync ---- */
+
+/* One journal sync opened and handed to the sender (borrowed until mlt__sender_free). */
+typedef struct handled {
+    mlt__journal *j;
+    uint64_t dead_before; /* dead letters it had before this sync */
+} handled;
+
+/* One `mltrack sync`: the journals it took, and those it could not. */
+typedef struct sync_job {
+    cli *c;
+    mlt__sender *sender;
+    handled *done;
+    size_t n_done;
+    uint64_t n_locked, locked_left; /* journals owned by a running process, their records */
+    uint64_t n_failed, failed_left; /* journals that could not be opened, their records */
+    mlt__sync_progress last;        /* the latest progress report */
+    bool reported;
+} sync_job;
+
+static void on_progress(const mlt__sync_progress *p, void *ud)
+{
+    sync_job *job = ud;
+    job->last = *p;
+    job->reported = true;
+    bar_draw(job->c, p, false);
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+static const char *plural(uint64_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+/* Parses --timeout into a monotonic deadline (-1 for none). */
+static int parse_deadline(cli *c, const char *text, int64_t *out)
+{
+    *out = -1;
+    if (!text) {
+        return EXIT_SUCCESS;
+    }
+    char *end = NULL;
+    errno = 0;
+    double s = strtod(text, &end);
+    if (errno || end == text || *end || !isfinite(s) || s < 0 || s > MAX_TIMEOUT_S) {
+        say(c, "--timeout: '%s' is not a number of seconds from 0 to %.0f", text, MAX_TIMEOUT_S);
+        return EXIT_USAGE;
+    }
+    *out = mlt__mono_ns() + (int64_t)(s * 1e9);
+    return EXIT_SUCCESS;
+}
+
+/* Pending records of a journal sync could not take: read without locking or cutting. */
+static bool peek_pending(const char *dir, uint64_t *out)
+{
+    mlt__journal *j = NULL;
+    mlt__recovery rec;
+    memset(&rec, 0, sizeof rec);
+    if (mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec, NULL, 0) != MLT_OK) {
+        return false;
+    }
+    *out = pending_records(j);
+    mlt__journal_close(j, false);
+    return true;
+}
+
+/* Opens one journal and hands it to the sender, or counts why it cannot. */
+static void sync_take(sync_job *job, const char *dir)
+{
+    cli *c = job->c;
+    char err[512] = "";
+    mlt__journal *j = NULL;
+    mlt__recovery rec;
+    uint64_t pending = 0;
+    memset(&rec, 0, sizeof rec);
+    mlt_err e = mlt__journal_open(&j, dir, false, MLT__FSYNC_ALWAYS, &rec, err, sizeof err);
+    if (rec.cut_bytes > 0) {
+        say(c, "journal %s: cut %" PRIu64 " bytes of a torn/corrupt tail: %s", dir, rec.cut_bytes,
+            rec.why);
+    }
+    if (e == MLT_ERR_LOCKED) {
+        if (peek_pending(dir, &pending)) {
+            job->n_locked++;
+            job->locked_left += pending;
+            verbose(c, "journal %s: owned by a running process, %" PRIu64 " records pending", dir,
+                    pending);
+        } else {
+            say(c, "journal %s: owned by a running process, and unreadable", dir);
+            job->n_failed++;
+        }
+        return;
+    }
+    if (e != MLT_OK) {
+        say(c, "journal %s: %s", dir, err[0] ? err : mlt_strerror(e));
+        job->n_failed++;
+        if (peek_pending(dir, &pending)) {
+            job->failed_left += pending;
+        }
+        return;
+    }
+    uint64_t dead_before = mlt__journal_dead_count(j);
+    pending = pending_records(j);
+    e = mlt__sender_add(job->sender, j, true);
+    if (e != MLT_OK) {
+        say(c, "journal %s: %s", dir, mlt_strerror(e));
+        job->n_failed++;
+        job->failed_left += pending;
+        mlt__journal_close(j, false); /* not taken: still ours */
+        return;
+    }
+    verbose(c, "journal %s: %" PRIu64 " records pending", dir, pending);
+    job->done[job->n_done].j = j;
+    job->done[job->n_done].dead_before = dead_before;
+    job->n_done++;
+}
+
+/* The last line of the summary: why something is left. */
+static void print_not_delivered(const sync_job *job, uint64_t handled_left, mlt_err drain_err,
+                                const char *drain_msg)
+{
+    mlt__buf why;
+    mlt__buf_init(&why);
+    if (handled_left > 0) {
+        mlt__buf_printf(&why, "%" PRIu64 " %s undelivered", handled_left,
+                        plural(handled_left, "record", "records"));
+        if (drain_err != MLT_OK) {
+            mlt__buf_puts(&why, " (");
+            scrub_append(job->c, &why, drain_msg[0] ? drain_msg : mlt_strerror(drain_err));
+            mlt__buf_puts(&why, ")");
+        }
+    }
+    if (job->locked_left > 0) {
+        mlt__buf_printf(&why, "%s%" PRIu64 " %s in %" PRIu64 " %s owned by a running process",
+                        why.len ? "; " : "", job->locked_left,
+                        plural(job->locked_left, "record", "records"), job->n_locked,
+                        plural(job->n_locked, "journal", "journals"));
+    }
+    if (job->n_failed > 0) {
+        mlt__buf_printf(&why, "%s%" PRIu64 " %s could not be opened", why.len ? "; " : "",
+                        job->n_failed, plural(job->n_failed, "journal", "journals"));
+    }
+    printf("not delivered: %s\n", why.oom || !why.data ? "out of memory" : why.data);
+    mlt__buf_free(&why);
+}
+
+/* Delivers the journals taken, prints the summary and frees the sender. Returns the exit
+ * status. */
+static int sync_deliver(sync_job *job, int64_t deadline_ns)
+{
+    cli *c = job->c;
+    mlt__sync_progress sum;
+    memset(&sum, 0, sizeof sum);
+    mlt_err drain_err = MLT_OK;
+    char drain_msg[512] = "";
+    if (job->n_done > 0) {
+        drain_err = mlt__sender_drain(job->sender, deadline_ns, on_progress, job, &sum,
+                                      drain_msg, sizeof drain_msg);
+        /* Both are running counts: the larger is right even if a failed drain left sum short. */
+        sum.runs_created = max_u64(sum.runs_created, job->last.runs_created);
+        sum.points_sent = max_u64(sum.points_sent, job->last.points_sent);
+        sum.rejected = max_u64(sum.rejected, job->last.rejected);
+        sum.records_done = max_u64(sum.records_done, job->last.records_done);
+        sum.records_total = max_u64(sum.records_total, job->last.records_total);
+        if (job->reported) {
+            bar_draw(c, &sum, true);
+        }
+    }
+
+    /* Read what is left before the sender closes (and may remove) the journals. */
+    uint64_t handled_left = 0;
+    mlt__buf dead;
+    mlt__buf_init(&dead);
+    for (size_t i = 0; i < job->n_done; i++) {
+        handled_left += pending_records(job->done[i].j);
+        if (mlt__journal_dead_count(job->done[i].j) > job->done[i].dead_before) {
+            mlt__buf_printf(&dead, "%s/dead.jsonl\n", mlt__journal_dir(job->done[i].j));
+        }
+    }
+    mlt__sender_free(job->sender, 0);
+    job->sender = NULL;
+
+    uint64_t left = handled_left + job->locked_left + job->failed_left;
+    printf("runs created: %" PRIu64 "\n", sum.runs_created);
+    printf("points sent: %" PRIu64 "\n", sum.points_sent);
+    printf("rejected: %" PRIu64 "\n", sum.rejected);
+    printf("left: %" PRIu64 "\n", left);
+    bool ok = left == 0 && job->n_failed == 0;
+    if (ok) {
+        printf("delivered everything\n");
+        if (drain_err != MLT_OK) {
+            say(c, "%s", drain_msg[0] ? drain_msg : mlt_strerror(drain_err));
+        }
+    } else {
+        print_not_delivered(job, handled_left, drain_err, drain_msg);
+    }
+    if (sum.rejected > 0 && dead.data) {
+        for (char *line = dead.data, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+            *nl = '\0';
+            printf("dead letters: %s\n", line);
+            if (access(line, F_OK) != 0) {
+                say(c, "warning: %s is gone", line);
+            }
+        }
+    }
+    mlt__buf_free(&dead);
+    if (fflush(stdout) != 0) {
+        say(c, "cannot write the summary: %s", strerror(errno));
+        return EXIT_LEFT;
+    }
+    return ok ? EXIT_SUCCESS : EXIT_LEFT;
+}
+
+static int cmd_sync(cli *c, const args *a)
+{
+    char err[512];
+    char queue[PATH_MAX];
+    int64_t deadline_ns = -1;
+    mlt_options *opts = NULL;
+
+    if (parse_deadline(c, a->timeout, &deadline_ns) != EXIT_SUCCESS) {
+        return EXIT_USAGE;
+    }
+    int rc = load_options(c, a, &opts);
+    if (rc != EXIT_SUCCESS) {
+        return rc;
+    }
+    const char *uri = mlt_options_get(opts, "tracking_uri");
+    if (!uri) {
+        say(c, "no tracking server: set MLFLOW_TRACKING_URI or give --tracking-uri URL");
+        unload_options(c, opts);
+        return EXIT_USAGE;
+    }
+    mlt__fail_clear();
+    mlt_err e = mlt__queue_dir(opts, queue, sizeof queue);
+    if (e != MLT_OK) {
+        say(c, "cannot find the queue directory: %s", detail(e));
+        unload_options(c, opts);
+        return EXIT_USAGE;
+    }
+    verbose(c, "syncing %s to %s", queue, uri); /* say() masks user:password@ */
+
+    char **list = NULL;
+    size_t n_list = 0;
+    mlt__fail_clear();
+    e = mlt__queue_list(queue, &list, &n_list);
+    if (e != MLT_OK) {
+        say(c, "cannot read the queue %s: %s", queue, detail(e));
+        free_list(list, n_list);
+        unload_options(c, opts);
+        return EXIT_LEFT;
+    }
+    if (n_list == 0) {
+        verbose(c, "no journal in %s", queue);
+    }
+
+    sync_job job;
+    memset(&job, 0, sizeof job);
+    job.c = c;
+    rc = EXIT_SUCCESS;
+    if (n_list > 0) {
+        job.done = calloc(n_list, sizeof *job.done);
+        e = job.done ? mlt__sender_new(&job.sender, opts, err, sizeof err)
+                     : mlt__errf(err, sizeof err, MLT_ERR_NOMEM, "out of memory");
+        if (e != MLT_OK) {
+            say(c, "%s", err);
+            rc = e == MLT_ERR_BAD_OPTION || e == MLT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_LEFT;
+        }
+    }
+    if (rc == EXIT_SUCCESS) {
+        for (size_t i = 0; i < n_list; i++) {
+            sync_take(&job, list[i]);
+        }
+        rc = sync_deliver(&job, deadline_ns);
+    }
+    free(job.done);
+    free_list(list, n_list);
+    unload_options(c, opts);
+    return rc;
+}
+
+/* ---- status ---- */
+
+typedef struct totals {
+    uint64_t journals, records, bytes, dead, unreadable;
+} totals;
+
+static void status_journal(const char *dir, totals *t)
+{
+    t->journals++;
+    int owned = journal_owned(dir);
+    const char *owner = owned > 0 ? "a running process" : owned == 0 ? "none" : "unknown";
+    int saved = errno;
+    printf("%s\n", dir);
+    if (owned < 0) {
+        printf("  owner: unknown (%s)\n", strerror(saved));
+    } else {
+        printf("  owner: %s\n", owner);
+    }
+
+    mlt__journal *j = NULL;
+    mlt__recovery rec;
+    char err[512] = "";
+    memset(&rec, 0, sizeof rec);
+    mlt_err e = mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec, err, sizeof err);
+    if (e != MLT_OK) {
+        printf("  error: %s\n", err[0] ? err : mlt_strerror(e));
+        t->unreadable++;
+        return;
+    }
+    uint64_t records = pending_records(j);
+    uint64_t bytes = mlt__journal_pending_bytes(j);
+    uint64_t dead = mlt__journal_dead_count(j);
+    printf("  pending: %" PRIu64 " records, %" PRIu64 " bytes\n", records, bytes);
+    printf("  dead letters: %" PRIu64 "\n", dead);
+    if (rec.cut_bytes > 0) {
+        /* A live writer's record in flight looks torn too: only a free journal gets cut. */
+        printf("  torn tail: %" PRIu64 " bytes (%s)%s\n", rec.cut_bytes, rec.why,
+               owned > 0 ? ", maybe a write in progress" : ", cut at the next sync");
+    }
+    size_t n_runs = 0;
+    const mlt__run_entry *runs = mlt__journal_runs(j, &n_runs);
+    for (size_t i = 0; runs && i < n_runs; i++) {
+        const char *id = runs[i].run_id ? runs[i].run_id : "(not created)";
+        printf("  run %s -> %s %s\n", runs[i].key, id, run_state_name(runs[i].state));
+    }
+    t->records += records;
+    t->bytes += bytes;
+    t->dead += dead;
+    mlt__journal_close(j, false);
+}
+
+static int cmd_status(cli *c, const args *a)
+{
+    char queue[PATH_MAX];
+    mlt_options *opts = NULL;
+    int rc = load_options(c, a, &opts);
+    if (rc != EXIT_SUCCESS) {
+        return rc;
+    }
+    mlt__fail_clear();
+    mlt_err e = mlt__queue_dir(opts, queue, sizeof queue);
+    unload_options(c, opts);
+    if (e != MLT_OK) {
+        say(c, "cannot find the queue directory: %s", detail(e));
+        return EXIT_USAGE;
+    }
+    struct stat sb;
+    if (stat(queue, &sb) != 0) {
+        if (errno == ENOENT) {
+            printf("no queue at %s\n", queue);
+            return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
+        }
+        say(c, "cannot read the queue %s: %s", queue, strerror(errno));
+        return EXIT_LEFT;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        say(c, "cannot read the queue %s: not a directory", queue);
+        return EXIT_LEFT;
+    }
+    char **list = NULL;
+    size_t n_list = 0;
+    mlt__fail_clear();
+    e = mlt__queue_list(queue, &list, &n_list);
+    if (e != MLT_OK) {
+        say(c, "cannot read the queue %s: %s", queue, detail(e));
+        free_list(list, n_list);
+        return EXIT_LEFT;
+    }
+    totals t;
+    memset(&t, 0, sizeof t);
+    for (size_t i = 0; i < n_list; i++) {
+        status_journal(list[i], &t);
+    }
+    free_list(list, n_list);
+    /* Fixed wording (no singular forms): scripts parse this line. */
+    printf("total: %" PRIu64 " journals, %" PRIu64 " records pending, %" PRIu64
+           " bytes pending, %" PRIu64 " dead letters\n",
+           t.journals, t.records, t.bytes, t.dead);
+    if (fflush(stdout) != 0) {
+        say(c, "cannot write the status: %s", strerror(errno));
+        return EXIT_LEFT;
+    }
+    return t.unreadable ? EXIT_LEFT : EXIT_SUCCESS;
+}
+
+/* ---- command line ---- */
+
+/*
+ * Matches argv[*i] against a flag taking a value, as `--flag VALUE` or `--flag=VALUE`.
+ * Returns 1 and sets *value (advancing *i past a separate value), 0 when it is another flag,
+ * -1 when the value is missing or empty.
+ */
+static int flag_value(cli *c, int argc, char **argv, int *i, const char *flag, const char **value)
+{
+    const char *arg = argv[*i];
+    size_t len = strlen(flag);
+    if (strncmp(arg, flag, len) != 0) {
+        return 0;
+    }
+    if (arg[len] == '=') {
+        *value = arg + len + 1;
+    } else if (arg[len] == '\0') {
+        if (*i + 1 >= argc) {
+            say(c, "%s needs a value", flag);
+            return -1;
+        }
+        *value = argv[++*i];
+    } else {
+        return 0;
+    }
+    if (**value == '\0') {
+        say(c, "%s needs a value", flag);
+        return -1;
+    }
+    return 1;
+}
+
+static int usage_error(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
+/* A complaint about the command line, then the usage, on stderr. */
+static int usage_error(cli *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(c, fmt, ap);
+    va_end(ap);
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+}
+
+/* Parses argv into a. Returns -1 to go on, else an exit status (help, version, usage error). */
+static int parse_args(cli *c, int argc, char **argv, args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            fputs(usage_text, stdout);
+            return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("mltrack %s\n", MLT_VERSION_STRING);
+            return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
+        }
+        if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) {
+            c->verbose = true;
+            continue;
+        }
+        if (arg[0] != '-') {
+            if (a->command) {
+                return usage_error(c, "unexpected argument '%s'", arg);
+            }
+            if (strcmp(arg, "help") == 0) {
+                fputs(usage_text, stdout);
+                return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
+            }
+            if (strcmp(arg, "sync") != 0 && strcmp(arg, "status") != 0) {
+                return usage_error(c, "unknown command '%s'", arg);
+            }
+            a->command = arg;
+            continue;
+        }
+        if (!a->command) {
+            return usage_error(c, "unknown option '%s' (give the command first)", arg);
+        }
+        bool is_sync = strcmp(a->command, "sync") == 0;
+        const struct {
+            const char *flag;
+            const char **value;
+            bool allowed;
+        } flags[] = {
+            {"--queue", &a->queue, true},
+            {"--tracking-uri", &a->tracking_uri, is_sync},
+            {"--timeout", &a->timeout, is_sync},
+        };
+        int matched = 0;
+        for (size_t k = 0; k < sizeof flags / sizeof flags[0] && !matched; k++) {
+            if (!flags[k].allowed) {
+                continue;
+            }
+            matched = flag_value(c, argc, argv, &i, flags[k].flag, flags[k].value);
+            if (matched < 0) {
+                fputs(usage_text, stderr);
+                return EXIT_USAGE;
+            }
+        }
+        if (!matched) {
+            return usage_error(c, "unknown option '%s'", arg);
+        }
+    }
+    if (!a->command) {
+        return usage_error(c, "%s", "no command given");
+    }
+    return -1;
+}
+
+/* The bar needs a terminal that understands \r and "erase to end of line". */
+static bool stderr_is_terminal(void)
+{
+    const char *term = getenv("TERM");
+    return isatty(STDERR_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0);
+}
+
+int main(int argc, char **argv)
+{
+    cli c = {.verbose = false,
+             .bar_enabled = stderr_is_terminal(),
+             .bar_shown = false,
+             .last_draw_ns = 0,
+             .lock = PTHREAD_MUTEX_INITIALIZER};
+    args a;
+    memset(&a, 0, sizeof a);
+    int rc = parse_args(&c, argc, argv, &a);
+    if (rc >= 0) {
+        return rc;
+    }
+    if (strcmp(a.command, "sync") == 0) {
+        return cmd_sync(&c, &a);
+    }
+    return cmd_status(&c, &a);
+}

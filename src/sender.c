@@ -1,0 +1,819 @@
+/*
+ * sender.c - delivery of journals to the MLflow server (see sender.h).
+ *
+ * Each journal is read in order from its cursor. A "unit" is what one step delivers: a run
+ * creation, a run end, or a window of consecutive log records (params, metrics, tags of any runs,
+ * up to one full log batch), grouped per run. A unit is acked only once all of it is delivered
+ * (or dead-lettered), so a crash replays at most the unit in flight: metrics come back as exact
+ * duplicates the server ignores, params with the same value, tags with the latest value, and a
+ * run creation is preceded by a search for the run's client key.
+ *
+ * Locks: s->mu guards stop/wake flags and the flush targets; the journals' own locks guard
+ * appends. No lock is held during a network call or a user callback.
+ */
+#include "config.h"
+
+#include "sender.h"
+
+#include "mlflow_client.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A log entity of a window, with its own copies of the strings. */
+typedef struct ent {
+    mlt__rec_type type;
+    uint32_t run_no;
+    char *key;
+    char *value;
+    double num;
+    int64_t ts, step;
+    uint64_t seq;
+} ent;
+
+typedef struct slot {
+    mlt__journal *j;
+    bool adopted;
+    uint64_t cursor; /* last record read */
+    /* the unit in flight */
+    ent *win;
+    size_t n_win, cap_win;
+    bool has_ctl;      /* a CREATE or END record follows the window */
+    mlt__rec ctl;      /* points into ctl_buf */
+    mlt__buf ctl_buf;
+    mlt__rec last;     /* the unit's last record (for the ack) */
+    bool have_unit;
+    bool create_ambiguous; /* a create of this unit may have reached the server */
+    uint64_t start_acked;  /* acked when added, for the counters */
+} slot;
+
+struct mlt__sender {
+    mlt_options *opts;
+    mlt__client client;
+    atomic_bool abort;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t wake_cv; /* the sender waits here */
+    pthread_cond_t done_cv; /* flushers wait here */
+    bool stop;
+    bool wake;
+    slot *slots;
+    size_t n_slots;
+    mlt__buf scratch;
+    char *exp_name; /* experiment cache: the last name resolved and its id */
+    char *exp_id;
+    mlt__run_id_fn on_run_id;
+    void *on_run_id_ud;
+    int failures;   /* consecutive retriable failures */
+    char last_error[1024];
+    /* counters */
+    _Atomic uint64_t sent, acknowledged, retried, rejected;
+    mlt__sync_progress prog;
+};
+
+#define WINDOW_MAX 1000 /* entities per unit: one full log batch */
+
+/* ---- construction ---- */
+
+mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf, size_t errlen)
+{
+    mlt__sender *s = calloc(1, sizeof *s);
+    if (!s || !(s->opts = mlt__options_dup(opts))) {
+        free(s);
+        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+    }
+    mlt_err err = mlt__client_init(&s->client, s->opts, errbuf, errlen);
+    if (err != MLT_OK) {
+        mlt_options_free(s->opts);
+        free(s);
+        return err;
+    }
+    /* The sender retries by itself, with its own waits that a stop interrupts. */
+    s->client.max_retries = 0;
+    atomic_init(&s->abort, false);
+    mlt__client_set_abort(&s->client, &s->abort);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake_cv, NULL);
+    pthread_cond_init(&s->done_cv, NULL);
+    mlt__buf_init(&s->scratch);
+    *out = s;
+    return MLT_OK;
+}
+
+mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
+{
+    pthread_mutex_lock(&s->mu);
+    slot *n = realloc(s->slots, (s->n_slots + 1) * sizeof *n);
+    if (!n) {
+        pthread_mutex_unlock(&s->mu);
+        return MLT_ERR_NOMEM;
+    }
+    s->slots = n;
+    slot *sl = &s->slots[s->n_slots++];
+    memset(sl, 0, sizeof *sl);
+    sl->j = j;
+    sl->adopted = adopted;
+    sl->cursor = mlt__journal_acked_seq(j);
+    sl->start_acked = sl->cursor;
+    mlt__buf_init(&sl->ctl_buf);
+    s->prog.records_total += mlt__journal_last_seq(j) - sl->cursor;
+    s->wake = true;
+    pthread_cond_signal(&s->wake_cv);
+    pthread_mutex_unlock(&s->mu);
+    return MLT_OK;
+}
+
+void mlt__sender_on_run_id(mlt__sender *s, mlt__run_id_fn fn, void *ud)
+{
+    s->on_run_id = fn;
+    s->on_run_id_ud = ud;
+}
+
+/* ---- helpers ---- */
+
+static void log_msg(mlt__sender *s, int level, const char *msg)
+{
+    mlt__log(&s->opts->logger, level, "%s", msg);
+}
+
+static void report(mlt__sender *s, mlt_op op, mlt_delivery_state state, const char *run_key,
+                   const char *run_id, const char *exp_id, uint32_t records, const char *msg)
+{
+    if (state == MLT_DELIVERY_ACKNOWLEDGED) {
+        atomic_fetch_add(&s->acknowledged, records);
+    } else {
+        atomic_fetch_add(&s->rejected, records);
+        s->prog.rejected += records;
+    }
+    s->prog.records_done += records;
+    if (!s->opts->delivery_fn) {
+        return;
+    }
+    mlt_delivery d = {op, state, run_key, run_id, exp_id, records, msg};
+    s->opts->delivery_fn(&d, s->opts->delivery_ud);
+}
+
+static void free_window(slot *sl)
+{
+    for (size_t i = 0; i < sl->n_win; i++) {
+        free(sl->win[i].key);
+        free(sl->win[i].value);
+    }
+    sl->n_win = 0;
+    sl->has_ctl = false;
+    sl->have_unit = false;
+    sl->create_ambiguous = false;
+}
+
+static const mlt__run_entry *run_by_key(mlt__journal *j, const char *key)
+{
+    size_t n;
+    const mlt__run_entry *runs = mlt__journal_runs(j, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(runs[i].key, key) == 0) {
+            return &runs[i];
+        }
+    }
+    return NULL;
+}
+
+/* Outcome of delivering part of a unit. */
+typedef enum { OK, RETRY, FATAL } outcome;
+
+static outcome retry_or_fatal(mlt__sender *s, mlt_err err, const char *msg)
+{
+    size_t n = strlen(msg);
+    n = n < sizeof s->last_error - 1 ? n : sizeof s->last_error - 1;
+    memcpy(s->last_error, msg, n);
+    s->last_error[n] = '\0';
+    return mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL ? RETRY : FATAL;
+}
+
+/* ---- reading a unit ---- */
+
+static mlt_err read_unit(mlt__sender *s, slot *sl)
+{
+    mlt__rec r;
+    for (;;) {
+        uint64_t c = sl->cursor;
+        mlt_err err = mlt__journal_next(sl->j, &c, sl->n_win ? &s->scratch : &sl->ctl_buf, &r);
+        if (err == MLT_ERR_NOT_FOUND) {
+            break;
+        }
+        if (err != MLT_OK) {
+            return err;
+        }
+        sl->cursor = c;
+        sl->last = r;
+        sl->have_unit = true;
+        if (r.type == MLT__REC_CREATE || r.type == MLT__REC_END) {
+            if (sl->n_win) {
+                /* the window's strings are copies; the control record lives in s->scratch:
+                 * move it to ctl_buf so the next read cannot overwrite it */
+                mlt__buf tmp = sl->ctl_buf;
+                sl->ctl_buf = s->scratch;
+                s->scratch = tmp;
+            }
+            sl->ctl = r;
+            sl->has_ctl = true;
+            break;
+        }
+        if (sl->n_win == sl->cap_win) {
+            size_t cap = sl->cap_win ? sl->cap_win * 2 : 64;
+            ent *n = realloc(sl->win, cap * sizeof *n);
+            if (!n) {
+                return MLT_ERR_NOMEM;
+            }
+            sl->win = n;
+            sl->cap_win = cap;
+        }
+        ent *e = &sl->win[sl->n_win];
+        *e = (ent){r.type, r.run_no, mlt__strdup(r.key),
+                   r.value ? mlt__strdup(r.value) : NULL, r.num, r.time_ms, r.step, r.seq};
+        if (!e->key || (r.value && !e->value)) {
+            free(e->key);
+            free(e->value);
+            return MLT_ERR_NOMEM;
+        }
+        sl->n_win++;
+        if (sl->n_win >= WINDOW_MAX) {
+            break;
+        }
+    }
+    return MLT_OK;
+}
+
+/* ---- delivering log windows ---- */
+
+static void dead_ent(mlt__sender *s, slot *sl, const ent *e, const char *answer)
+{
+    mlt__rec r = {0};
+    r.seq = e->seq;
+    r.type = e->type;
+    r.run_no = e->run_no;
+    r.key = e->key;
+    r.value = e->value;
+    r.num = e->num;
+    r.time_ms = e->ts;
+    r.step = e->step;
+    mlt__journal_dead_letter(sl->j, &r, answer);
+    const mlt__run_entry *re = mlt__journal_run(sl->j, e->run_no);
+    report(s, MLT_OP_LOG, MLT_DELIVERY_REJECTED, re ? re->key : "", re ? re->run_id : NULL,
+           re ? re->experiment_id : NULL, 1, answer);
+}
+
+/* Sends the entities ents[0..n) of one run (n small enough for one request or split by the
+ * client). A permanent rejection is narrowed down by halves to the entities the server refuses,
+ * which become dead letters; the rest lands. */
+static outcome send_ents(mlt__sender *s, slot *sl, const char *run_id, ent **ents, size_t n)
+{
+    mlt__metric *m = calloc(n ? n : 1, sizeof *m);
+    mlt__kv *p = calloc(n ? n : 1, sizeof *p);
+    mlt__kv *t = calloc(n ? n : 1, sizeof *t);
+    if (!m || !p || !t) {
+        free(m);
+        free(p);
+        free(t);
+        return retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+    }
+    size_t nm = 0, np = 0, nt = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ent *e = ents[i];
+        if (e->type == MLT__REC_METRIC) {
+            m[nm++] = (mlt__metric){e->key, e->num, e->ts, e->step};
+        } else if (e->type == MLT__REC_PARAM) {
+            p[np++] = (mlt__kv){e->key, e->value};
+        } else {
+            /* last write wins: a later value of the same tag replaces an earlier one */
+            size_t k = 0;
+            while (k < nt && strcmp(t[k].key, e->key) != 0) {
+                k++;
+            }
+            t[k] = (mlt__kv){e->key, e->value};
+            nt += k == nt;
+        }
+    }
+    mlt__batch b = {m, nm, p, np, t, nt};
+    char msg[1024];
+    atomic_fetch_add(&s->sent, n);
+    mlt_err err = mlt__client_log_batch(&s->client, run_id, &b, -1, msg, sizeof msg);
+    free(m);
+    free(p);
+    free(t);
+    if (err == MLT_OK) {
+        return OK;
+    }
+    if (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL || err == MLT_ERR_NOMEM) {
+        return retry_or_fatal(s, err, msg);
+    }
+    if (n == 1) {
+        dead_ent(s, sl, ents[0], msg);
+        return OK;
+    }
+    log_msg(s, MLT_LOG_WARN, msg);
+    outcome o = send_ents(s, sl, run_id, ents, n / 2);
+    return o == OK ? send_ents(s, sl, run_id, ents + n / 2, n - n / 2) : o;
+}
+
+static outcome deliver_window(mlt__sender *s, slot *sl)
+{
+    /* One run at a time, in the order the runs first appear in the window. */
+    while (sl->n_win) {
+        uint32_t run_no = sl->win[0].run_no;
+        ent **mine = malloc(sl->n_win * sizeof *mine);
+        if (!mine) {
+            return retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < sl->n_win; i++) {
+            if (sl->win[i].run_no == run_no) {
+                mine[n++] = &sl->win[i];
+            }
+        }
+        const mlt__run_entry *re = mlt__journal_run(sl->j, run_no);
+        outcome o = OK;
+        if (!re || !re->run_id) {
+            const char *why = !re                           ? "the run is unknown to the journal"
+                              : re->state == MLT__RUN_DEAD ? "the run could not be created"
+                                                           : "the run was not created";
+            for (size_t i = 0; i < n; i++) {
+                dead_ent(s, sl, mine[i], why);
+            }
+        } else {
+            uint64_t before = atomic_load(&s->rejected);
+            o = send_ents(s, sl, re->run_id, mine, n);
+            if (o == OK) {
+                uint64_t rej = atomic_load(&s->rejected) - before;
+                uint64_t points = 0;
+                for (size_t i = 0; i < n; i++) {
+                    points += mine[i]->type == MLT__REC_METRIC;
+                }
+                s->prog.points_sent += points > rej ? points - rej : 0;
+                report(s, MLT_OP_LOG, MLT_DELIVERY_ACKNOWLEDGED, re->key, re->run_id,
+                       re->experiment_id, (uint32_t)(n - rej), NULL);
+            }
+        }
+        free(mine);
+        if (o != OK) {
+            return o;
+        }
+        /* drop this run's entities from the window */
+        size_t k = 0;
+        for (size_t i = 0; i < sl->n_win; i++) {
+            if (sl->win[i].run_no == run_no) {
+                free(sl->win[i].key);
+                free(sl->win[i].value);
+            } else {
+                sl->win[k++] = sl->win[i];
+            }
+        }
+        sl->n_win = k;
+    }
+    return OK;
+}
+
+/* ---- runs ---- */
+
+static outcome resolve_experiment(mlt__sender *s, const mlt__rec *r, char **out_id)
+{
+    if (!r->experiment_name[0]) {
+        *out_id = mlt__strdup(r->experiment_id[0] ? r->experiment_id : "0");
+        return *out_id ? OK : retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+    }
+    if (s->exp_name && strcmp(s->exp_name, r->experiment_name) == 0) {
+        *out_id = mlt__strdup(s->exp_id);
+        return *out_id ? OK : retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+    }
+    char msg[1024];
+    char *id = NULL;
+    mlt_err err = mlt__client_experiment(&s->client, r->experiment_name, &id, msg, sizeof msg);
+    if (err != MLT_OK) {
+        return retry_or_fatal(s, err, msg);
+    }
+    if (r->experiment_id[0] && strcmp(r->experiment_id, id) != 0) {
+        snprintf(s->last_error, sizeof s->last_error,
+                 "experiment_id %s does not match experiment '%s' (id %s)", r->experiment_id,
+                 r->experiment_name, id);
+        free(id);
+        return FATAL;
+    }
+    free(s->exp_name);
+    free(s->exp_id);
+    s->exp_name = mlt__strdup(r->experiment_name);
+    s->exp_id = mlt__strdup(id);
+    *out_id = id;
+    return OK;
+}
+
+static outcome deliver_create(mlt__sender *s, slot *sl)
+{
+    const mlt__rec *r = &sl->ctl;
+    const mlt__run_entry *known = mlt__journal_run(sl->j, r->run_no);
+    if (known && known->run_id) {
+        return OK; /* created before a crash, and the mapping was made durable */
+    }
+    char *exp_id = NULL;
+    outcome o = resolve_experiment(s, r, &exp_id);
+    char *run_id = NULL;
+    char msg[1024] = "";
+    if (o == OK) {
+        mlt__kv tags[MLT__REC_MAX_TAGS + 1];
+        size_t n = 0;
+        for (size_t i = 0; i < r->n_tags; i++) {
+            tags[n++] = (mlt__kv){r->tag_keys[i], r->tag_values[i]};
+        }
+        if (r->parent_key[0]) {
+            const mlt__run_entry *parent = run_by_key(sl->j, r->parent_key);
+            if (parent && parent->run_id) {
+                tags[n++] = (mlt__kv){"mlflow.parentRunId", parent->run_id};
+            }
+        }
+        atomic_fetch_add(&s->sent, 1);
+        mlt_err err = mlt__client_create_run(&s->client, exp_id, r->key,
+                                             r->run_name[0] ? r->run_name : NULL, r->time_ms,
+                                             tags, n, sl->adopted || sl->create_ambiguous, -1,
+                                             &run_id, msg, sizeof msg);
+        if (err != MLT_OK) {
+            /* a failed attempt may have created the run: search first next time */
+            sl->create_ambiguous = true;
+            o = retry_or_fatal(s, err, msg);
+        }
+    }
+    if (o == RETRY) {
+        free(exp_id);
+        return RETRY;
+    }
+    mlt_err perr;
+    if (o == OK) {
+        perr = mlt__journal_put_run(sl->j, r->run_no, r->key, run_id, exp_id, MLT__RUN_OPEN);
+        if (perr == MLT_OK) {
+            s->prog.runs_created++;
+            report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_ACKNOWLEDGED, r->key, run_id, exp_id, 1,
+                   NULL);
+            if (s->on_run_id) {
+                s->on_run_id(r->key, run_id, exp_id, s->on_run_id_ud);
+            }
+        }
+    } else {
+        const char *why = msg[0] ? msg : s->last_error;
+        perr = mlt__journal_put_run(sl->j, r->run_no, r->key, NULL, exp_id, MLT__RUN_DEAD);
+        mlt__journal_dead_letter(sl->j, r, why);
+        report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_REJECTED, r->key, NULL, exp_id, 1, why);
+        log_msg(s, MLT_LOG_ERROR, why);
+    }
+    free(run_id);
+    free(exp_id);
+    /* the mapping must be durable before the create is acked */
+    return perr == MLT_OK ? OK : retry_or_fatal(s, perr, "cannot write the run map");
+}
+
+static outcome deliver_end(mlt__sender *s, slot *sl)
+{
+    const mlt__rec *r = &sl->ctl;
+    const mlt__run_entry *re = mlt__journal_run(sl->j, r->run_no);
+    if (!re || !re->run_id) {
+        const char *why = re ? "the run could not be created" : "the run is unknown";
+        mlt__journal_dead_letter(sl->j, r, why);
+        report(s, MLT_OP_END_RUN, MLT_DELIVERY_REJECTED, re ? re->key : "", NULL, NULL, 1, why);
+        return OK;
+    }
+    char msg[1024];
+    atomic_fetch_add(&s->sent, 1);
+    mlt_err err = mlt__client_end_run(&s->client, re->run_id, (mlt_run_status)r->status,
+                                      r->time_ms, -1, msg, sizeof msg);
+    if (err != MLT_OK && (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL)) {
+        return retry_or_fatal(s, err, msg);
+    }
+    char key[40], run_id[128], exp_id[128];
+    snprintf(key, sizeof key, "%s", re->key);
+    snprintf(run_id, sizeof run_id, "%s", re->run_id);
+    snprintf(exp_id, sizeof exp_id, "%s", re->experiment_id ? re->experiment_id : "");
+    if (err != MLT_OK) {
+        mlt__journal_dead_letter(sl->j, r, msg);
+        report(s, MLT_OP_END_RUN, MLT_DELIVERY_REJECTED, key, run_id, exp_id, 1, msg);
+    }
+    mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, key, NULL, NULL, MLT__RUN_ENDED);
+    if (err == MLT_OK) {
+        report(s, MLT_OP_END_RUN, MLT_DELIVERY_ACKNOWLEDGED, key, run_id, exp_id, 1, NULL);
+    }
+    return perr == MLT_OK ? OK : retry_or_fatal(s, perr, "cannot write the run map");
+}
+
+/* Delivers the next unit of a slot: OK (something or nothing done; *did says), RETRY, FATAL. */
+static outcome step(mlt__sender *s, slot *sl, bool *did)
+{
+    *did = false;
+    if (!sl->have_unit) {
+        mlt_err err = read_unit(s, sl);
+        if (err != MLT_OK) {
+            snprintf(s->last_error, sizeof s->last_error, "%s", mlt_last_error());
+            return err == MLT_ERR_NOMEM ? RETRY : FATAL;
+        }
+        if (!sl->have_unit) {
+            return OK;
+        }
+    }
+    outcome o = deliver_window(s, sl);
+    if (o == OK && sl->has_ctl) {
+        o = sl->ctl.type == MLT__REC_CREATE ? deliver_create(s, sl) : deliver_end(s, sl);
+    }
+    if (o != OK) {
+        return o;
+    }
+    mlt_err err = mlt__journal_ack(sl->j, &sl->last);
+    if (err != MLT_OK) {
+        snprintf(s->last_error, sizeof s->last_error, "%s", mlt_last_error());
+        return RETRY;
+    }
+    if (sl->has_ctl && sl->ctl.type == MLT__REC_CREATE) {
+        s->prog.records_done += 0; /* counted by report() */
+    }
+    free_window(sl);
+    *did = true;
+    return OK;
+}
+
+/* One pass over every journal. *did: progress was made; returns RETRY/FATAL on the first
+ * journal that could not go on (the others still got their turn). */
+static outcome pass(mlt__sender *s, bool *did)
+{
+    outcome worst = OK;
+    *did = false;
+    for (size_t i = 0; i < s->n_slots; i++) {
+        bool d = false;
+        outcome o;
+        do {
+            o = step(s, &s->slots[i], &d);
+            *did = *did || d;
+        } while (o == OK && d && !atomic_load(&s->abort));
+        if (o != OK && worst == OK) {
+            worst = o;
+        }
+    }
+    return worst;
+}
+
+static bool all_delivered(mlt__sender *s)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        if (mlt__journal_acked_seq(s->slots[i].j) < mlt__journal_last_seq(s->slots[i].j)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int64_t backoff_ms(mlt__sender *s)
+{
+    /* the outage probe: the failed unit is tried again, less often while it keeps failing */
+    double f = s->opts->backoff_factor_s > 0 ? s->opts->backoff_factor_s : 0.1;
+    double w = f * (double)(1u << (s->failures < 6 ? s->failures : 6));
+    if (w > 30) {
+        w = 30;
+    }
+    w += s->opts->backoff_jitter_s * mlt__rand01();
+    return (int64_t)(w * 1000);
+}
+
+/* ---- the thread ---- */
+
+static void timed_wait(mlt__sender *s, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop && !s->wake) {
+        if (pthread_cond_timedwait(&s->wake_cv, &s->mu, &ts) != 0) {
+            break;
+        }
+    }
+    s->wake = false;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sync_journals(mlt__sender *s)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        mlt__journal_sync(s->slots[i].j);
+    }
+}
+
+static void *run_thread(void *arg)
+{
+    mlt__sender *s = arg;
+    int64_t interval = s->opts->fsync_mode == MLT__FSYNC_INTERVAL ? s->opts->fsync_interval_ms
+                                                                  : 1000;
+    int64_t next_sync = mlt__mono_ns() / 1000000 + interval;
+    bool outage = false;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) {
+            break;
+        }
+        bool did = false;
+        outcome o = pass(s, &did);
+        int64_t now = mlt__mono_ns() / 1000000;
+        if (now >= next_sync) {
+            sync_journals(s); /* group commit of fsync=interval */
+            next_sync = now + interval;
+        }
+        if (did) {
+            pthread_mutex_lock(&s->mu);
+            pthread_cond_broadcast(&s->done_cv);
+            pthread_mutex_unlock(&s->mu);
+        }
+        if (o == RETRY) {
+            if (!outage) {
+                mlt__log(&s->opts->logger, MLT_LOG_WARN,
+                         "the tracking server cannot be reached (%s): logging goes on to the "
+                         "journal and is delivered when it is back",
+                         s->last_error);
+            }
+            outage = true;
+            s->failures++;
+            atomic_fetch_add(&s->retried, 1);
+            int64_t w = backoff_ms(s);
+            timed_wait(s, w < interval ? w : w);
+            continue;
+        }
+        if (outage) {
+            mlt__log(&s->opts->logger, MLT_LOG_INFO, "the tracking server is back");
+        }
+        outage = false;
+        s->failures = 0;
+        if (o == FATAL) {
+            mlt__log(&s->opts->logger, MLT_LOG_ERROR, "delivery stopped: %s", s->last_error);
+            timed_wait(s, 5000);
+            continue;
+        }
+        if (!did) {
+            int64_t left = next_sync - mlt__mono_ns() / 1000000;
+            timed_wait(s, left > 0 ? left : 1);
+        }
+    }
+    return NULL;
+}
+
+mlt_err mlt__sender_start(mlt__sender *s)
+{
+    if (pthread_create(&s->thread, NULL, run_thread, s) != 0) {
+        return mlt__fail(MLT_ERR_NOMEM, "cannot start the sender thread");
+    }
+    s->started = true;
+    return MLT_OK;
+}
+
+void mlt__sender_notify(mlt__sender *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->wake = true;
+    pthread_cond_signal(&s->wake_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
+{
+    sync_journals(s);
+    int64_t deadline = timeout_ms < 0 ? -1 : mlt__mono_ns() + (int64_t)timeout_ms * 1000000;
+    uint64_t *targets = calloc(s->n_slots ? s->n_slots : 1, sizeof *targets);
+    if (!targets) {
+        return MLT_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < s->n_slots; i++) {
+        targets[i] = mlt__journal_last_seq(s->slots[i].j);
+    }
+    mlt__sender_notify(s);
+    mlt_err err = MLT_OK;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        bool done = true;
+        for (size_t i = 0; i < s->n_slots && done; i++) {
+            done = mlt__journal_acked_seq(s->slots[i].j) >= targets[i];
+        }
+        if (done) {
+            break;
+        }
+        if (deadline >= 0 && mlt__mono_ns() >= deadline) {
+            err = mlt__fail(MLT_ERR_TIMEOUT, "not everything was delivered in %d ms%s%s",
+                            timeout_ms, s->last_error[0] ? ": " : "", s->last_error);
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ms = 50;
+        ts.tv_nsec += (long)ms * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->done_cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(targets);
+    return err;
+}
+
+mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
+                          void (*progress)(const mlt__sync_progress *p, void *ud), void *ud,
+                          mlt__sync_progress *summary, char *errbuf, size_t errlen)
+{
+    mlt_err err = MLT_OK;
+    int tries = 0;
+    for (;;) {
+        bool did = false;
+        outcome o = pass(s, &did);
+        if (progress) {
+            progress(&s->prog, ud);
+        }
+        if (o == OK && !did && all_delivered(s)) {
+            break;
+        }
+        if (o == FATAL) {
+            err = mlt__errf(errbuf, errlen, MLT_ERR_REJECTED, "%s", s->last_error);
+            break;
+        }
+        if (o == RETRY) {
+            s->failures++;
+            atomic_fetch_add(&s->retried, 1);
+            tries = did ? 0 : tries + 1;
+            int64_t w = backoff_ms(s);
+            bool out_of_time = deadline_ns >= 0 ? mlt__mono_ns() + w * 1000000 > deadline_ns
+                                                : tries > s->opts->max_retries;
+            if (out_of_time) {
+                err = mlt__errf(errbuf, errlen, MLT_ERR_NETWORK, "%s", s->last_error);
+                break;
+            }
+            mlt__log(&s->opts->logger, MLT_LOG_WARN, "%s (retrying in %.1f s)", s->last_error,
+                     (double)w / 1000.0);
+            mlt__sleep_ms(w);
+            continue;
+        }
+        s->failures = 0;
+        if (!did && !all_delivered(s)) {
+            err = mlt__errf(errbuf, errlen, MLT_ERR_STATE, "delivery made no progress");
+            break;
+        }
+    }
+    if (summary) {
+        *summary = s->prog;
+    }
+    return err;
+}
+
+void mlt__sender_stats(mlt__sender *s, mlt_queue_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < s->n_slots; i++) {
+        out->queued += mlt__journal_last_seq(s->slots[i].j) - s->slots[i].start_acked;
+        out->bytes_pending += mlt__journal_pending_bytes(s->slots[i].j);
+    }
+    out->sent = atomic_load(&s->sent);
+    out->acknowledged = atomic_load(&s->acknowledged);
+    out->retried = atomic_load(&s->retried);
+    out->rejected = atomic_load(&s->rejected);
+}
+
+void mlt__sender_free(mlt__sender *s, int timeout_ms)
+{
+    if (!s) {
+        return;
+    }
+    if (s->started) {
+        (void)timeout_ms; /* the abort flag ends a request in flight at once */
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        pthread_cond_signal(&s->wake_cv);
+        pthread_mutex_unlock(&s->mu);
+        atomic_store(&s->abort, true);
+        pthread_join(s->thread, NULL);
+    }
+    for (size_t i = 0; i < s->n_slots; i++) {
+        free_window(&s->slots[i]);
+        free(s->slots[i].win);
+        mlt__buf_free(&s->slots[i].ctl_buf);
+        mlt__journal_close(s->slots[i].j, true);
+    }
+    free(s->slots);
+    mlt__buf_free(&s->scratch);
+    mlt__client_free(&s->client);
+    free(s->exp_name);
+    free(s->exp_id);
+    mlt_options_free(s->opts);
+    pthread_cond_destroy(&s->wake_cv);
+    pthread_cond_destroy(&s->done_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}

@@ -1,0 +1,57 @@
+/*
+ * sender.h - delivers journals to the MLflow server: reads each journal from its acked cursor,
+ * creates runs (never twice), coalesces a run's logs into log batches, ends a run after its logs
+ * are acknowledged, retries what can be retried until told to stop, dead-letters what the server
+ * rejects for good, and acks what was delivered. Runs on its own thread for a tracker, or on the
+ * caller's thread for `mltrack sync`.
+ */
+#ifndef MLT_SENDER_H
+#define MLT_SENDER_H
+
+#include "journal.h"
+#include "options.h"
+
+typedef struct mlt__sender mlt__sender;
+
+/* Told when the server gave a run its id (sender thread). */
+typedef void (*mlt__run_id_fn)(const char *run_key, const char *run_id,
+                               const char *experiment_id, void *ud);
+
+mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf, size_t errlen);
+
+/* Hands a journal to the sender (owned from now on; closed by mlt__sender_free). */
+mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted);
+
+void mlt__sender_on_run_id(mlt__sender *s, mlt__run_id_fn fn, void *ud);
+
+/* Starts the background thread. */
+mlt_err mlt__sender_start(mlt__sender *s);
+
+/* Wakes the sender: new records were appended. Cheap; any thread. */
+void mlt__sender_notify(mlt__sender *s);
+
+/* Waits until every record appended before the call is acknowledged or rejected, or timeout_ms
+ * passes (MLT_ERR_TIMEOUT; < 0: no limit). Any thread but the sender's. */
+mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms);
+
+/* Delivers on the calling thread (no background thread) until every journal is delivered or a
+ * failure persists past deadline_ns (monotonic; < 0: retry max_retries times then stop).
+ * progress (may be NULL) is called after each step. */
+typedef struct mlt__sync_progress {
+    uint64_t records_total; /* unacked records when the sync began */
+    uint64_t records_done;  /* acked or rejected since */
+    uint64_t runs_created;
+    uint64_t points_sent;   /* metric points acknowledged */
+    uint64_t rejected;      /* records dead-lettered */
+} mlt__sync_progress;
+mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
+                          void (*progress)(const mlt__sync_progress *p, void *ud), void *ud,
+                          mlt__sync_progress *summary, char *errbuf, size_t errlen);
+
+void mlt__sender_stats(mlt__sender *s, mlt_queue_stats *out);
+
+/* Stops the thread within timeout_ms (an HTTP request in flight is aborted), closes every
+ * journal (what is unsent stays on disk; a delivered journal is removed) and frees. */
+void mlt__sender_free(mlt__sender *s, int timeout_ms);
+
+#endif
