@@ -150,7 +150,8 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
  * MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH,
  * MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
  * MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
- * MLFLOW_HTTP_REQUEST_TIMEOUT, and mltrack's own MLTRACK_QUEUE_DIR and MLTRACK_FSYNC. Unset or empty variables leave the option as it is.
+ * MLFLOW_HTTP_REQUEST_TIMEOUT, and mltrack's own MLTRACK_QUEUE_DIR and MLTRACK_FSYNC. Unset or
+ * empty variables leave the option as it is.
  * Returns the first error met (naming the variable in errbuf); options read before it are kept.
  * Reads the environment: do not call while another thread calls setenv().
  */
@@ -248,17 +249,21 @@ const char *mlt_run_status_name(mlt_run_status status);
 mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf, size_t errlen);
 
 /**
- * Delivers what the callbacks hold back (the MLflow callback batches a run's logs) and waits up to
- * timeout_ms (< 0: no limit). Returns MLT_OK, or the first error a callback reported.
- * Any thread.
+ * Makes the callbacks deliver what they hold and waits up to timeout_ms (< 0: no limit): for
+ * the MLflow callback, syncs the journal to disk and waits until everything logged before the
+ * call is delivered (acknowledged, or rejected into the dead-letter file). Returns MLT_OK,
+ * MLT_ERR_TIMEOUT when the deadline passed first (what is left stays queued), or the first error
+ * a callback reported. Any thread.
  */
 mlt_err mlt_tracker_flush(mlt_tracker *tracker, int timeout_ms);
 
 /**
  * Ends every run still open as KILLED (children first), flushes within timeout_ms, lets each
- * callback release its userdata (mlt_callbacks.on_close) and frees the tracker. NULL does
- * nothing and returns MLT_OK. Returns the first error met; the tracker is freed either way.
- * If it is the default tracker, the default is cleared.
+ * callback release its userdata (mlt_callbacks.on_close) and frees the tracker; returns within
+ * the deadline (a request in flight is aborted), and what is undelivered stays in the queue on
+ * disk for the next tracker on the same queue directory or `mltrack sync` (MLT_ERR_TIMEOUT).
+ * NULL does nothing and returns MLT_OK. Returns the first error met; the tracker is freed
+ * either way. If it is the default tracker, the default is cleared.
  */
 mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
 
@@ -297,8 +302,8 @@ unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_
  * Every callback's on_run_start is called; if one fails, the callbacks that had already seen
  * the start are told the run ended KILLED and the error is returned.
  * Returns MLT_ERR_INVALID_ARG, MLT_ERR_VALUE_TOO_LONG, MLT_ERR_INVALID_VALUE, MLT_ERR_NOMEM or a
- * callback's error (for MLflow: the server's answer). The run belongs to the caller until
- * mlt_run_end().
+ * callback's error (the MLflow callback only queues: no server answer fails a start). The run
+ * belongs to the caller until mlt_run_end().
  */
 mlt_err mlt_run_start(mlt_tracker *tracker, const char *run_name, mlt_run **out);
 
@@ -341,7 +346,8 @@ void mlt_run_fail(mlt_run *run);
 /** 1 if mlt_run_fail() was called on the run, else 0. */
 int mlt_run_failed(const mlt_run *run);
 
-/** The run's MLflow run id once the server has created it, else NULL. Owned by the run. */
+/** The run's MLflow run id once the sender has created the run on the server (see
+ *  mlt_tracker_flush()), else NULL. Owned by the run. */
 const char *mlt_run_id(const mlt_run *run);
 
 /** The client run key: a UUID made at mlt_run_start(), never NULL. Owned by the run. */
@@ -440,17 +446,22 @@ mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errb
                               size_t errlen);
 
 /**
- * Adds the MLflow callback, using the tracker's options (tracking_uri required). Each run
- * becomes REST calls: the experiment is got or created by name (once per tracker), runs/create
- * with the start time, run name and system tags (mlflow.user, mlflow.source.name,
- * mlflow.source.type, mlflow.source.git.commit in a git work tree, mlflow.parentRunId for child
- * runs, mltrack.client_run_key), params, metrics and tags through runs/log-batch, and
- * runs/update with the status and end time. Logs are batched per run and sent when a batch is
- * full, at run end and at mlt_tracker_flush(): an error the server returns for them comes back
- * from the call that sent them. Retriable failures are retried (max_retries, backoff).
- * This version sends on the calling thread.
- * Returns MLT_ERR_BAD_OPTION (no tracking_uri; message in errbuf) or as
- * mlt_tracker_add_callbacks().
+ * Adds the MLflow callback, using the tracker's options (tracking_uri required), with its
+ * durable queue: a journal of this tracker's own in queue_dir (created 0700), and a background
+ * sender thread. Every run event is appended to the journal (fsync per the fsync option) and the
+ * call returns; it never waits for the server, which may be absent. The sender delivers each run
+ * as REST calls: the experiment got or created by name, runs/create with the start time, run name
+ * and system tags (mlflow.user, mlflow.source.name, mlflow.source.type, mlflow.source.git.commit
+ * in a git work tree, mlflow.parentRunId for child runs, mltrack.client_run_key), params,
+ * metrics and tags coalesced into runs/log-batch calls, and runs/update with the status and end
+ * time once the run's logs are acknowledged. Retriable failures are retried with backoff for as
+ * long as the tracker lives; a run is never created twice. What the server refuses for good goes
+ * to the journal's dead.jsonl and to the delivery callback. Journals left by processes that
+ * died (their flock is free) are taken over and delivered too.
+ * Log calls fail with MLT_ERR_QUEUE_FULL at the queue_max_bytes cap (after waiting up to
+ * queue_block_ms with queue_full=block); a run's start and end are always queued.
+ * Returns MLT_ERR_BAD_OPTION (no tracking_uri; message in errbuf), MLT_ERR_IO (the queue
+ * directory cannot be written) or as mlt_tracker_add_callbacks().
  */
 mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen);
 
@@ -507,7 +518,8 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
 #if defined(__GNUC__) || defined(__clang__)
 /**
  * MLT_SCOPED_RUN(tracker, run, name);
- * A declaration: declares `mlt_run *run`, a run started now and ended when the variable goes out of scope, by
+ * A declaration: declares `mlt_run *run`, a run started now and ended when the variable goes out
+ * of scope, by
  * any exit of the enclosing block including `return` and `goto` (GCC/Clang cleanup attribute):
  * FINISHED, or FAILED if mlt_run_fail(run) was called. The run is active while in scope.
  */

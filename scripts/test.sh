@@ -38,6 +38,7 @@ mkdir -p "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}"
 BUILD_ROOT=$(cd "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}" && pwd -P)
 DEFAULT_DIR=$BUILD_ROOT/default
 ASAN_DIR=$BUILD_ROOT/asan
+TSAN_DIR=$BUILD_ROOT/tsan
 NPROC=$(nproc)
 SERVER_DIR=""
 
@@ -48,7 +49,7 @@ STAGE_NOTES=()
 declare -A RESULT_OF=()
 N_PASS=0
 N_FAIL=0
-TOTAL_STAGES=12
+TOTAL_STAGES=15
 STAGE_NO=0
 
 header() {
@@ -166,6 +167,21 @@ asan_integration() {
     integration "$ASAN_DIR"
 }
 
+tsan_env() {
+    # second_deadlock_stack helps reading reports; halt so that a race fails the stage
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+}
+
+tsan_unit() {
+    tsan_env
+    make_check "$TSAN_DIR" check
+}
+
+tsan_integration() {
+    tsan_env
+    integration "$TSAN_DIR"
+}
+
 valgrind_integration() {
     export MLTRACK_TEST_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --quiet \
@@ -227,6 +243,9 @@ if ((QUICK)); then
     skip asan-build "configure and build with ASan+UBSan" "--quick"
     skip asan-unit "unit tests under ASan+UBSan" "--quick"
     skip asan-integration "integration tests under ASan+UBSan" "--quick"
+    skip tsan-build "configure and build with ThreadSanitizer" "--quick"
+    skip tsan-unit "unit tests under ThreadSanitizer" "--quick"
+    skip tsan-integration "integration tests under ThreadSanitizer" "--quick"
     skip valgrind-unit "unit tests under valgrind" "--quick"
     skip valgrind-integration "integration tests under valgrind" "--quick"
     skip distcheck "make distcheck" "--quick"
@@ -235,6 +254,11 @@ else
         mlt_build "$ASAN_DIR" --enable-asan --enable-ubsan
     stage asan-unit "unit tests under ASan+UBSan: make check" "asan-build" asan_unit
     stage asan-integration "integration tests under ASan+UBSan" "asan-build server" asan_integration
+    stage tsan-build "configure and build with ThreadSanitizer in $TSAN_DIR" "" \
+        mlt_build "$TSAN_DIR" --enable-tsan
+    stage tsan-unit "unit tests under ThreadSanitizer: make check" "tsan-build" tsan_unit
+    stage tsan-integration "integration tests under ThreadSanitizer" "tsan-build server" \
+        tsan_integration
     stage valgrind-unit "unit tests under valgrind: make check-valgrind (default build)" "build" \
         make_check "$DEFAULT_DIR" check-valgrind
     stage valgrind-integration "integration tests under valgrind (default build)" "build server" \

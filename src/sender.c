@@ -504,6 +504,35 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
     return perr == MLT_OK ? OK : retry_or_fatal(s, perr, "cannot write the run map");
 }
 
+/* A journal taken over from a process that died ends with runs that never ended: once all its
+ * records are delivered, they end KILLED on the server (the process did die). */
+static outcome end_orphans(mlt__sender *s, slot *sl, bool *did)
+{
+    size_t n;
+    const mlt__run_entry *runs = mlt__journal_runs(sl->j, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (runs[i].state != MLT__RUN_OPEN || !runs[i].run_id) {
+            continue;
+        }
+        char key[40], run_id[128], msg[1024];
+        uint32_t run_no = runs[i].run_no;
+        snprintf(key, sizeof key, "%s", runs[i].key);
+        snprintf(run_id, sizeof run_id, "%s", runs[i].run_id);
+        atomic_fetch_add(&s->sent, 1);
+        mlt_err err = mlt__client_end_run(&s->client, run_id, MLT_RUN_KILLED, mlt__now_ms(), -1,
+                                          msg, sizeof msg);
+        if (err != MLT_OK && (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL)) {
+            return retry_or_fatal(s, err, msg);
+        }
+        if (mlt__journal_put_run(sl->j, run_no, key, NULL, NULL, MLT__RUN_ENDED) != MLT_OK) {
+            return retry_or_fatal(s, MLT_ERR_IO, "cannot write the run map");
+        }
+        *did = true;
+        return OK; /* the map changed under runs: one at a time */
+    }
+    return OK;
+}
+
 /* Delivers the next unit of a slot: OK (something or nothing done; *did says), RETRY, FATAL. */
 static outcome step(mlt__sender *s, slot *sl, bool *did)
 {
@@ -515,7 +544,7 @@ static outcome step(mlt__sender *s, slot *sl, bool *did)
             return err == MLT_ERR_NOMEM ? RETRY : FATAL;
         }
         if (!sl->have_unit) {
-            return OK;
+            return sl->adopted ? end_orphans(s, sl, did) : OK;
         }
     }
     outcome o = deliver_window(s, sl);
@@ -529,9 +558,6 @@ static outcome step(mlt__sender *s, slot *sl, bool *did)
     if (err != MLT_OK) {
         snprintf(s->last_error, sizeof s->last_error, "%s", mlt_last_error());
         return RETRY;
-    }
-    if (sl->has_ctl && sl->ctl.type == MLT__REC_CREATE) {
-        s->prog.records_done += 0; /* counted by report() */
     }
     free_window(sl);
     *did = true;

@@ -692,7 +692,7 @@ static void status_journal(const char *dir, totals *t)
     printf("  dead letters: %" PRIu64 "\n", dead);
     if (rec.cut_bytes > 0) {
         /* A live writer's record in flight looks torn too: only a free journal gets cut. */
-        printf("  torn tail: %" PRIu64 " bytes (%s)%s\n", rec.cut_bytes, rec.why,
+        printf("  torn/corrupt tail: %" PRIu64 " bytes (%s)%s\n", rec.cut_bytes, rec.why,
                owned > 0 ? ", maybe a write in progress" : ", cut at the next sync");
     }
     size_t n_runs = 0;
