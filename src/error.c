@@ -37,6 +37,9 @@ static const struct err_entry errors[] = {
     {MLT_ERR_PROTOCOL, "MLT_ERR_PROTOCOL", "unexpected answer from the tracking server", 0},
     {MLT_ERR_TLS, "MLT_ERR_TLS", "TLS error", 0},
     {MLT_ERR_CALLBACK, "MLT_ERR_CALLBACK", "a callback failed", 0},
+    {MLT_ERR_QUEUE_FULL, "MLT_ERR_QUEUE_FULL", "the durable queue is full", 0},
+    {MLT_ERR_CORRUPT, "MLT_ERR_CORRUPT", "a journal file is damaged", 0},
+    {MLT_ERR_LOCKED, "MLT_ERR_LOCKED", "owned by a running process", 0},
 };
 
 static const struct err_entry *find(mlt_err err)

@@ -25,6 +25,20 @@ void mlt__http_response_free(mlt__http_response *r)
     mlt__buf_free(&r->body);
 }
 
+void mlt__redact_url(const char *url, char *out, size_t len)
+{
+    /* user:password@ in the authority becomes ***@ */
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    const char *at = strchr(host, '@');
+    const char *slash = strchr(host, '/');
+    if (at && (!slash || at < slash)) {
+        snprintf(out, len, "%.*s***%s", (int)(host - url), url, at);
+    } else {
+        snprintf(out, len, "%s", url);
+    }
+}
+
 double mlt__parse_retry_after(const char *v, int64_t now_ms)
 {
     while (*v == ' ' || *v == '\t') {
@@ -119,8 +133,10 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     }
     if (rc == CURLE_WRITE_ERROR && resp->body.len + 1 > MLT__HTTP_MAX_BODY / 2) {
         resp->net_err = MLT_ERR_PROTOCOL;
-        snprintf(resp->errmsg, sizeof resp->errmsg, "answer from %s larger than %u bytes",
-                 req->url, MLT__HTTP_MAX_BODY);
+        char url[200];
+        mlt__redact_url(req->url, url, sizeof url);
+        snprintf(resp->errmsg, sizeof resp->errmsg, "answer from %s larger than %u bytes", url,
+                 MLT__HTTP_MAX_BODY);
         resp->maybe_sent = true;
         return;
     }
@@ -131,7 +147,9 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     resp->maybe_sent = rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST &&
                        rc != CURLE_COULDNT_RESOLVE_PROXY && req_size > 0;
     /* A long URL may cut the message: that only shortens what the user reads. */
-    int w = snprintf(resp->errmsg, sizeof resp->errmsg, "%s %s: %s", req->method, req->url,
+    char url[200];
+    mlt__redact_url(req->url, url, sizeof url);
+    int w = snprintf(resp->errmsg, sizeof resp->errmsg, "%s %s: %s", req->method, url,
                      c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
     size_t n = w < 0 ? 0 : strlen(resp->errmsg);
     if (n && resp->errmsg[n - 1] == '\n') {

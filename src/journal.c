@@ -274,7 +274,10 @@ static mlt_err take_lock(mlt__journal *j, bool create, char *errbuf, size_t errl
     if (path_in(j, "lock", path, sizeof path) != 0) {
         return mlt__errf(errbuf, errlen, MLT_ERR_IO, "journal path too long: %s", j->dir);
     }
-    j->lock_fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    /* O_CREAT on open too: a crash between mkdir and the lock's creation leaves an empty
+     * journal directory, which is adopted (and then removed) like any other. */
+    (void)create;
+    j->lock_fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0600);
     if (j->lock_fd < 0) {
         return sys_err(errbuf, errlen, "cannot open", path);
     }

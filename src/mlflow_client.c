@@ -27,6 +27,7 @@ mlt_err mlt__client_init_with(mlt__client *c, const mlt_options *o, mlt__transpo
     c->backoff_factor_s = o->backoff_factor_s;
     c->backoff_jitter_s = o->backoff_jitter_s;
     c->max_backoff_s = DEFAULT_MAX_BACKOFF_S;
+    c->last_retry_after_s = -1;
     c->logger = o->logger;
     return MLT_OK;
 }
@@ -107,8 +108,11 @@ mlt_err mlt__client_call(mlt__client *c, const mlt__api_req *r, bool retry_ambig
         mlt__api_answer_free(a);
         mlt__api_answer_init(a);
         if (once(c, r, a) == MLT_OK) {
+            c->last_retry_after_s = -1;
             return MLT_OK;
         }
+        c->last_retry_after_s = a->retry_after_s;
+        c->last_ambiguous = a->ambiguous;
         if (!a->retriable || (a->ambiguous && !retry_ambiguous) || attempt >= c->max_retries) {
             return a->err;
         }
@@ -225,6 +229,19 @@ void mlt__client_set_abort(mlt__client *c, atomic_bool *flag)
     if (c->tr.set_abort) {
         c->tr.set_abort(c->tr.self, flag);
     }
+}
+
+mlt_err mlt__client_find_run(mlt__client *c, const char *experiment_id, const char *run_key,
+                             char **out_id, char *errbuf, size_t errlen)
+{
+    mlt__api_answer a;
+    mlt__api_answer_init(&a);
+    mlt_err err = find_by_key(c, experiment_id, run_key, -1, out_id, &a);
+    if (err != MLT_OK && err != MLT_ERR_NOT_FOUND) {
+        mlt__errf(errbuf, errlen, err, "%s", a.msg);
+    }
+    mlt__api_answer_free(&a);
+    return err;
 }
 
 mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,

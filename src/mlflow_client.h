@@ -20,6 +20,8 @@ typedef struct mlt__client {
     double backoff_jitter_s;
     double max_backoff_s; /* cap of one wait (default 120 s) */
     mlt__logger logger;
+    double last_retry_after_s; /* Retry-After of the last failed answer, < 0 if none */
+    bool last_ambiguous;       /* the last failed request may have reached the server */
     /* Called instead of sleeping (tests); NULL: sleep. */
     void (*sleep_fn)(int64_t ms, void *ud);
     void *sleep_ud;
@@ -42,6 +44,11 @@ mlt_err mlt__client_call(mlt__client *c, const mlt__api_req *r, bool retry_ambig
 
 /* Wait before retry number n (1-based) after answer a, in ms. */
 int64_t mlt__client_backoff_ms(const mlt__client *c, int n, const mlt__api_answer *a);
+
+/* Looks for the run carrying tag mltrack.client_run_key = run_key: MLT_OK with *out_id
+ * (malloc'd), MLT_ERR_NOT_FOUND, or a failure (message in errbuf). */
+mlt_err mlt__client_find_run(mlt__client *c, const char *experiment_id, const char *run_key,
+                             char **out_id, char *errbuf, size_t errlen);
 
 /* Experiment id for name: get-by-name, create on 404, get again if the create raced. The
  * experiment must be active. *out_id is malloc'd. Messages in errbuf. */

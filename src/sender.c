@@ -48,6 +48,7 @@ typedef struct slot {
     mlt__rec last;     /* the unit's last record (for the ack) */
     bool have_unit;
     bool create_ambiguous; /* a create of this unit may have reached the server */
+    int64_t ambiguous_at_ns;
     uint64_t start_acked;  /* acked when added, for the counters */
 } slot;
 
@@ -73,10 +74,14 @@ struct mlt__sender {
     char last_error[1024];
     /* counters */
     _Atomic uint64_t sent, acknowledged, retried, rejected;
+    uint64_t rejected_points; /* metric records among the rejected (sender thread) */
     mlt__sync_progress prog;
 };
 
 #define WINDOW_MAX 1000 /* entities per unit: one full log batch */
+/* How long a run must stay absent from runs/search after an ambiguous create before it is
+ * created again: a server may still be working on the first request. */
+#define AMBIGUOUS_SETTLE_NS (5 * 1000000000LL)
 
 /* ---- construction ---- */
 
@@ -262,6 +267,9 @@ static void dead_ent(mlt__sender *s, slot *sl, const ent *e, const char *answer)
     r.time_ms = e->ts;
     r.step = e->step;
     mlt__journal_dead_letter(sl->j, &r, answer);
+    s->rejected_points += e->type == MLT__REC_METRIC;
+    mlt__log(&s->opts->logger, MLT_LOG_WARN, "rejected for good, kept in %s/dead.jsonl: %s",
+             mlt__journal_dir(sl->j), answer);
     const mlt__run_entry *re = mlt__journal_run(sl->j, e->run_no);
     report(s, MLT_OP_LOG, MLT_DELIVERY_REJECTED, re ? re->key : "", re ? re->run_id : NULL,
            re ? re->experiment_id : NULL, 1, answer);
@@ -315,7 +323,6 @@ static outcome send_ents(mlt__sender *s, slot *sl, const char *run_id, ent **ent
         dead_ent(s, sl, ents[0], msg);
         return OK;
     }
-    log_msg(s, MLT_LOG_WARN, msg);
     outcome o = send_ents(s, sl, run_id, ents, n / 2);
     return o == OK ? send_ents(s, sl, run_id, ents + n / 2, n - n / 2) : o;
 }
@@ -346,14 +353,16 @@ static outcome deliver_window(mlt__sender *s, slot *sl)
             }
         } else {
             uint64_t before = atomic_load(&s->rejected);
+            uint64_t before_points = s->rejected_points;
             o = send_ents(s, sl, re->run_id, mine, n);
             if (o == OK) {
                 uint64_t rej = atomic_load(&s->rejected) - before;
+                uint64_t rej_points = s->rejected_points - before_points;
                 uint64_t points = 0;
                 for (size_t i = 0; i < n; i++) {
                     points += mine[i]->type == MLT__REC_METRIC;
                 }
-                s->prog.points_sent += points > rej ? points - rej : 0;
+                s->prog.points_sent += points - rej_points;
                 report(s, MLT_OP_LOG, MLT_DELIVERY_ACKNOWLEDGED, re->key, re->run_id,
                        re->experiment_id, (uint32_t)(n - rej), NULL);
             }
@@ -433,14 +442,30 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
                 tags[n++] = (mlt__kv){"mlflow.parentRunId", parent->run_id};
             }
         }
-        atomic_fetch_add(&s->sent, 1);
-        mlt_err err = mlt__client_create_run(&s->client, exp_id, r->key,
-                                             r->run_name[0] ? r->run_name : NULL, r->time_ms,
-                                             tags, n, sl->adopted || sl->create_ambiguous, -1,
-                                             &run_id, msg, sizeof msg);
+        mlt_err err = MLT_ERR_NOT_FOUND;
+        if (sl->create_ambiguous) {
+            /* An earlier attempt may have created the run, and the server may still be at it:
+             * look for it, and create again only once it stayed absent for a while. */
+            err = mlt__client_find_run(&s->client, exp_id, r->key, &run_id, msg, sizeof msg);
+            if (err == MLT_ERR_NOT_FOUND &&
+                mlt__mono_ns() - sl->ambiguous_at_ns < AMBIGUOUS_SETTLE_NS) {
+                snprintf(msg, sizeof msg, "create run: waiting to see whether run %s was made",
+                         r->key);
+                err = MLT_ERR_TIMEOUT;
+            }
+        }
+        if (err == MLT_ERR_NOT_FOUND) {
+            atomic_fetch_add(&s->sent, 1);
+            err = mlt__client_create_run(&s->client, exp_id, r->key,
+                                         r->run_name[0] ? r->run_name : NULL, r->time_ms, tags,
+                                         n, sl->adopted, -1, &run_id, msg, sizeof msg);
+            if (err != MLT_OK && !sl->create_ambiguous && s->client.last_ambiguous) {
+                /* it may have reached the server: from now on, search before creating */
+                sl->create_ambiguous = true;
+                sl->ambiguous_at_ns = mlt__mono_ns();
+            }
+        }
         if (err != MLT_OK) {
-            /* a failed attempt may have created the run: search first next time */
-            sl->create_ambiguous = true;
             o = retry_or_fatal(s, err, msg);
         }
     }
@@ -564,9 +589,12 @@ static outcome step(mlt__sender *s, slot *sl, bool *did)
     return OK;
 }
 
+typedef void (*progress_fn)(const mlt__sync_progress *p, void *ud);
+
 /* One pass over every journal. *did: progress was made; returns RETRY/FATAL on the first
- * journal that could not go on (the others still got their turn). */
-static outcome pass(mlt__sender *s, bool *did)
+ * journal that could not go on (the others still got their turn). progress (may be NULL) is
+ * told after each step. */
+static outcome pass(mlt__sender *s, bool *did, progress_fn progress, void *ud)
 {
     outcome worst = OK;
     *did = false;
@@ -576,6 +604,9 @@ static outcome pass(mlt__sender *s, bool *did)
         do {
             o = step(s, &s->slots[i], &d);
             *did = *did || d;
+            if (d && progress) {
+                progress(&s->prog, ud);
+            }
         } while (o == OK && d && !atomic_load(&s->abort));
         if (o != OK && worst == OK) {
             worst = o;
@@ -603,12 +634,18 @@ static int64_t backoff_ms(mlt__sender *s)
         w = 30;
     }
     w += s->opts->backoff_jitter_s * mlt__rand01();
+    double ra = s->client.last_retry_after_s;
+    if (ra > w) {
+        w = ra < 300 ? ra : 300; /* the server asked for this much */
+    }
     return (int64_t)(w * 1000);
 }
 
 /* ---- the thread ---- */
 
-static void timed_wait(mlt__sender *s, int64_t ms)
+/* Waits ms, or less when stopped, or (with wake_ok) when new records arrive. A backoff after a
+ * failure ignores new records: they must not turn the outage probe into a hammering. */
+static void timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -619,12 +656,14 @@ static void timed_wait(mlt__sender *s, int64_t ms)
         ts.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&s->mu);
-    while (!s->stop && !s->wake) {
+    while (!s->stop && !(wake_ok && s->wake)) {
         if (pthread_cond_timedwait(&s->wake_cv, &s->mu, &ts) != 0) {
             break;
         }
     }
-    s->wake = false;
+    if (wake_ok) {
+        s->wake = false;
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -650,7 +689,7 @@ static void *run_thread(void *arg)
             break;
         }
         bool did = false;
-        outcome o = pass(s, &did);
+        outcome o = pass(s, &did, NULL, NULL);
         int64_t now = mlt__mono_ns() / 1000000;
         if (now >= next_sync) {
             sync_journals(s); /* group commit of fsync=interval */
@@ -671,8 +710,7 @@ static void *run_thread(void *arg)
             outage = true;
             s->failures++;
             atomic_fetch_add(&s->retried, 1);
-            int64_t w = backoff_ms(s);
-            timed_wait(s, w < interval ? w : w);
+            timed_wait(s, backoff_ms(s), false);
             continue;
         }
         if (outage) {
@@ -682,12 +720,12 @@ static void *run_thread(void *arg)
         s->failures = 0;
         if (o == FATAL) {
             mlt__log(&s->opts->logger, MLT_LOG_ERROR, "delivery stopped: %s", s->last_error);
-            timed_wait(s, 5000);
+            timed_wait(s, 5000, false);
             continue;
         }
         if (!did) {
             int64_t left = next_sync - mlt__mono_ns() / 1000000;
-            timed_wait(s, left > 0 ? left : 1);
+            timed_wait(s, left > 0 ? left : 1, true);
         }
     }
     return NULL;
@@ -752,15 +790,14 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
     return err;
 }
 
-mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
-                          void (*progress)(const mlt__sync_progress *p, void *ud), void *ud,
+mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progress, void *ud,
                           mlt__sync_progress *summary, char *errbuf, size_t errlen)
 {
     mlt_err err = MLT_OK;
     int tries = 0;
     for (;;) {
         bool did = false;
-        outcome o = pass(s, &did);
+        outcome o = pass(s, &did, progress, ud);
         if (progress) {
             progress(&s->prog, ud);
         }
@@ -776,9 +813,14 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
             atomic_fetch_add(&s->retried, 1);
             tries = did ? 0 : tries + 1;
             int64_t w = backoff_ms(s);
-            bool out_of_time = deadline_ns >= 0 ? mlt__mono_ns() + w * 1000000 > deadline_ns
-                                                : tries > s->opts->max_retries;
-            if (out_of_time) {
+            if (deadline_ns >= 0) {
+                int64_t left = (deadline_ns - mlt__mono_ns()) / 1000000;
+                if (left <= 0) {
+                    err = mlt__errf(errbuf, errlen, MLT_ERR_TIMEOUT, "%s", s->last_error);
+                    break;
+                }
+                w = w < left ? w : left; /* one more try at the deadline */
+            } else if (tries > s->opts->max_retries) {
                 err = mlt__errf(errbuf, errlen, MLT_ERR_NETWORK, "%s", s->last_error);
                 break;
             }

@@ -5,26 +5,48 @@
  *   it_client [--ledger PATH] SCENARIO [ARGS...]
  *
  * The tracker is configured from the MLflow environment variables (MLFLOW_TRACKING_URI,
- * MLFLOW_EXPERIMENT_NAME, ...) with mlt_options_from_env + mlt_tracker_new +
- * mlt_tracker_add_mlflow, or with mlt_tracker_from_env when MLTRACK_IT_SETUP=from_env.
+ * MLFLOW_EXPERIMENT_NAME, ..., and MLTRACK_QUEUE_DIR for the durable queue) with
+ * mlt_options_from_env + a delivery callback + mlt_tracker_new + mlt_tracker_add_mlflow, or with
+ * mlt_tracker_from_env (no delivery callback) when MLTRACK_IT_SETUP=from_env.
+ *
+ * The MLflow callback only appends to the durable queue; a sender thread delivers. So a run's id
+ * is known only once delivered: whenever it_client reads run ids (labels, "run id:" lines) it
+ * first calls mlt_tracker_flush(t, MLTRACK_IT_FLUSH_MS, default 60000), which returns MLT_OK once
+ * everything logged before it is delivered (acknowledged or rejected) and the ids of open runs are
+ * known. At the end it flushes once more (MLTRACK_IT_CLOSE_MS, default 60000), records the
+ * queue's counters and closes the tracker within MLTRACK_IT_CLOSE_MS.
  *
  * Everything it does is written to a LEDGER (PATH, else $MLTRACK_IT_LEDGER, else none), one JSON
  * object per line, with its own fprintf: floats as "%.17g" (always with a '.' or an exponent, so
  * -0.0 stays a float), NaN and +/-Inf as the strings "NaN", "Infinity", "-Infinity"; int64 in
  * decimal. Strings are written byte for byte (only '"', '\\' and control characters escaped), so a
  * reader decoding with errors="surrogateescape" gets back invalid UTF-8 too. Lines:
+ *   {"ev":"setup","how":"options"|"from_env","delivery_callback":0|1}
  *   {"ev":"options", ...}                       the options as read from the environment
  *   {"ev":"cb_start"|"cb_param"|"cb_metric"|"cb_tag"|"cb_end", ...}
  *                                               what a callback of our own saw (added after the
- *                                               MLflow callback, so run ids are known), with the
- *                                               timestamps the library stamped
- *   {"ev":"label","label":..,"run_key":..,"run_id":..}   a run of the scenario, by role
+ *                                               MLflow callback), with the timestamps the library
+ *                                               stamped; run_id is what mlt_run_id() said then
+ *                                               (null while the run is not delivered)
+ *   {"ev":"delivery","op":"create_run"|"log"|"end_run","state":"acknowledged"|"rejected",
+ *    "run_key":..,"run_id":..,"experiment_id":..,"records":N,"message":..}
+ *                                               each report of the delivery callback (sender
+ *                                               thread; options setup only)
+ *   {"ev":"label","label":..,"run_key":..,"run_id":..,"run_name":..,"flush":"MLT_OK"|..,
+ *    "flush_err":..}                            a run of the scenario, by role, with its id read
+ *                                               after a flush
+ *   {"ev":"flush","why":..,"rc":..,"err":..}     other flushes (before "run id:", the final one)
  *   {"ev":"call","op":..,"run_key":..,"rc":"MLT_OK"|..,"err":..}  each call and its result
- *   {"ev":"exit","code":N,"error_count":N}
+ *   {"ev":"stats","queued":N,"sent":N,"acknowledged":N,"retried":N,"rejected":N,
+ *    "bytes_pending":N}                         mlt_tracker_queue_stats after the final flush
+ *   {"ev":"close","rc":..,"err":..}              mlt_tracker_close's result
+ *   {"ev":"exit","code":N,"error_count":N,"failures":N,"rejected":N}
  *
- * Exit codes: 0 success; 1 a call that had to succeed failed (message on stderr); 2 the tracker
- * could not be set up; 3 the (first) run could not start; 64 usage. Errors are printed to stderr
- * as "it_client: ...: MLT_ERR_NAME: message".
+ * Exit codes: 0 success, everything delivered and nothing rejected; 1 a call that had to succeed
+ * failed (message on stderr); 2 the tracker could not be set up; 3 the (first) run could not
+ * start; 4 the server rejected records for good (dead letters); 5 not everything was delivered by
+ * the end of mlt_tracker_close (left in the queue for `mltrack sync`); 64 usage. Errors are
+ * printed to stderr as "it_client: ...: MLT_ERR_NAME: message".
  */
 #include <mltrack.h>
 
@@ -45,6 +67,8 @@
 #define EXIT_FAILED 1
 #define EXIT_SETUP 2
 #define EXIT_START 3
+#define EXIT_REJECTED 4
+#define EXIT_QUEUED 5
 #define EXIT_USAGE 64
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -232,21 +256,128 @@ static mlt_err cb_end(const mlt_run_info *info, mlt_run_status status, double du
     return led_end() ? MLT_OK : MLT_ERR_CALLBACK;
 }
 
-/* ---- recorded calls -------------------------------------------------------------------------- */
-
 /* The message of the call that just returned err, copied before any other mlt_ call. */
 static void take_error(mlt_err err, char *buf, size_t len)
 {
     snprintf(buf, len, "%s", err == MLT_OK ? "" : mlt_last_error());
 }
 
+/* ---- the delivery callback: what the sender thread delivered, and the server's answer ---------- */
+
+static atomic_ullong rejected_records; /* records the delivery callback saw rejected */
+
+static void on_delivery(const mlt_delivery *d, void *ud)
+{
+    (void)ud;
+    static const char *const ops[] = {"create_run", "log", "end_run"};
+    const char *op = (unsigned)d->op < sizeof ops / sizeof ops[0] ? ops[d->op] : "?";
+    if (d->state == MLT_DELIVERY_REJECTED) {
+        atomic_fetch_add(&rejected_records, d->records);
+    }
+    led_begin("delivery");
+    led_s("op", op);
+    led_s("state", d->state == MLT_DELIVERY_ACKNOWLEDGED ? "acknowledged"
+                   : d->state == MLT_DELIVERY_REJECTED   ? "rejected"
+                                                         : "?");
+    led_s("run_key", d->run_key);
+    led_s("run_id", d->run_id);
+    led_s("experiment_id", d->experiment_id);
+    led_i("records", d->records);
+    led_s("message", d->message);
+    led_end();
+}
+
+/* ---- flushes ------------------------------------------------------------------------------------ */
+
+/* A timeout in ms from the environment variable name (def when unset or empty). */
+static int env_ms(const char *name, int def)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        return def;
+    }
+    char *endp = NULL;
+    errno = 0;
+    long ms = strtol(v, &endp, 10);
+    if (errno || endp == v || *endp || ms < -1 || ms > INT_MAX) {
+        fprintf(stderr, "it_client: %s='%s' is not a timeout in ms; using %d\n", name, v, def);
+        return def;
+    }
+    return (int)ms;
+}
+
+static int flush_ms(void)
+{
+    return env_ms("MLTRACK_IT_FLUSH_MS", 60000);
+}
+
+static int close_ms(void)
+{
+    return env_ms("MLTRACK_IT_CLOSE_MS", 60000);
+}
+
+/* Records rejected by the server so far, as the delivery callback and the queue's counters say. */
+static unsigned long long rejected_so_far(mlt_tracker *t)
+{
+    mlt_queue_stats st;
+    unsigned long long n = atomic_load(&rejected_records);
+    if (mlt_tracker_queue_stats(t, &st) == MLT_OK && st.rejected > n) {
+        n = st.rejected;
+    }
+    return n;
+}
+
+/* mlt_tracker_flush with the message of its failure copied to msg. A result other than MLT_OK
+ * or MLT_ERR_TIMEOUT (no server: the data stays queued) is a failure of the test. */
+static mlt_err flush(mlt_tracker *t, int timeout_ms, char *msg, size_t len)
+{
+    mlt_err rc = mlt_tracker_flush(t, timeout_ms);
+    take_error(rc, msg, len);
+    if (rc != MLT_OK && rc != MLT_ERR_TIMEOUT) {
+        fail("mlt_tracker_flush: %s: %s", mlt_err_name(rc), msg);
+    }
+    return rc;
+}
+
+/* A flush recorded in the ledger as {"ev":"flush","why":why,...}. */
+static mlt_err flush_rec(mlt_tracker *t, int timeout_ms, const char *why)
+{
+    char msg[1024];
+    mlt_err rc = flush(t, timeout_ms, msg, sizeof msg);
+    led_begin("flush");
+    led_s("why", why);
+    led_s("rc", mlt_err_name(rc));
+    led_s("err", msg);
+    led_end();
+    return rc;
+}
+
+/* ---- recorded calls -------------------------------------------------------------------------- */
+
+/*
+ * Labels a run (open, so its handle is valid): flushes first, so that the id is known once the
+ * flush returns MLT_OK - unless the server rejected the run's creation (a dead letter). A flush
+ * that times out (no server) leaves the id null.
+ */
 static void record_label(mlt_run *run, const char *label)
 {
+    char msg[1024];
+    mlt_err rc = flush(mlt_run_tracker(run), flush_ms(), msg, sizeof msg);
+    const char *id = mlt_run_id(run);
+    char run_id[128];
+    snprintf(run_id, sizeof run_id, "%s", id ? id : "");
+    if (rc == MLT_OK && !id && rejected_so_far(mlt_run_tracker(run)) == 0) {
+        fail("run %s (%s): no run id after mlt_tracker_flush returned MLT_OK, and nothing was "
+             "rejected",
+             label, mlt_run_key(run));
+    }
     led_begin("label");
     led_s("label", label);
     led_s("run_key", mlt_run_key(run));
-    led_s("run_id", mlt_run_id(run));
+    led_s("run_id", id ? run_id : NULL);
     led_s("run_name", mlt_run_name(run));
+    led_s("flush", mlt_err_name(rc));
+    led_s("flush_err", msg);
     led_end();
 }
 
@@ -384,7 +515,7 @@ static void record_options(const mlt_options *o)
     static const char *const names[] = {
         "tracking_uri", "experiment_name", "experiment_id", "token",
         "username",     "password",        "max_retries",   "backoff_factor",
-        "backoff_jitter", "timeout",
+        "backoff_jitter", "timeout",    "queue_dir",     "fsync",
     };
     led_begin("options");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -415,6 +546,10 @@ static int setup(mlt_tracker **out)
                     err);
             return EXIT_SETUP;
         }
+        led_begin("setup");
+        led_s("how", "from_env");
+        led_i("delivery_callback", 0);
+        led_end();
     } else {
         mlt_options *o = mlt_options_new();
         if (!o) {
@@ -429,6 +564,16 @@ static int setup(mlt_tracker **out)
             return EXIT_SETUP;
         }
         mlt_options_set_logger(o, log_to_stderr, NULL);
+        rc = mlt_options_set_delivery_callback(o, on_delivery, NULL);
+        if (rc != MLT_OK) {
+            fprintf(stderr, "it_client: delivery callback failed: %s\n", mlt_err_name(rc));
+            mlt_options_free(o);
+            return EXIT_SETUP;
+        }
+        led_begin("setup");
+        led_s("how", "options");
+        led_i("delivery_callback", 1);
+        led_end();
         record_options(o);
         rc = mlt_tracker_new(&t, o, err, sizeof err);
         mlt_options_free(o);
@@ -529,12 +674,26 @@ static int sc_simple(mlt_tracker *t, int argc, char **argv)
     metric(run, "m", 1.5, 0, true);
     metric_at(run, "m", 2.5, 1, INT64_C(1700000000000), true);
     tag(run, "t", "x", true);
+    /* as the examples do: the id and the UI address once delivered, else the run key */
     char url[2048];
-    if (mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+    mlt_err rc = flush_rec(t, flush_ms(), "run url");
+    mlt_err urc = rc == MLT_OK ? mlt_run_ui_url(run, url, sizeof url) : MLT_ERR_STATE;
+    char msg[1024];
+    take_error(urc, msg, sizeof msg);
+    if (urc == MLT_OK) {
         printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
     } else {
-        fail("mlt_run_ui_url failed");
+        bool rejected = rejected_so_far(t) > 0;
+        printf("run key: %s (%s)\n", mlt_run_key(run),
+               rc != MLT_OK ? "queued: not delivered yet"
+               : rejected   ? "not created: rejected by the server"
+                            : "no run id after the flush");
+        if (rc == MLT_OK && !rejected) {
+            fail("mlt_run_ui_url failed after a flush although nothing was rejected: %s: %s",
+                 mlt_err_name(urc), msg);
+        }
     }
+    fflush(stdout);
     end(run, MLT_RUN_FINISHED, true);
     return 0;
 }
@@ -1094,7 +1253,8 @@ static int sc_close_open(mlt_tracker *t, int argc, char **argv)
     return 0; /* main closes the tracker with the three runs open */
 }
 
-/* offline: with no server, the work still runs (mlt_track, scopes, tracked functions). */
+/* offline: with no server, the work runs and is tracked all the same (mlt_track, scopes,
+ * tracked functions): the runs start locally and wait in the queue. */
 typedef struct offline_state {
     int called;
     int run_was_null;
@@ -1218,10 +1378,38 @@ int main(int argc, char **argv)
     if (code == 0) {
         code = sc->fn(t, argc - a - 1, argv + a + 1);
         unsigned long long errors = mlt_tracker_error_count(t);
-        mlt_err rc = mlt_tracker_close(t, 60000);
+        /* deliver what the scenario logged (runs it left open are ended at close) */
+        int ms = close_ms();
+        flush_rec(t, ms, "final");
+        mlt_queue_stats st;
+        mlt_err rc = mlt_tracker_queue_stats(t, &st);
         if (rc != MLT_OK) {
-            fprintf(stderr, "it_client: tracker close failed: %s: %s\n", mlt_err_name(rc),
-                    mlt_last_error());
+            fail("mlt_tracker_queue_stats: %s", mlt_err_name(rc));
+            memset(&st, 0, sizeof st);
+        }
+        led_begin("stats");
+        led_i("queued", (int64_t)st.queued);
+        led_i("sent", (int64_t)st.sent);
+        led_i("acknowledged", (int64_t)st.acknowledged);
+        led_i("retried", (int64_t)st.retried);
+        led_i("rejected", (int64_t)st.rejected);
+        led_i("bytes_pending", (int64_t)st.bytes_pending);
+        led_end();
+        unsigned long long rejected_before = rejected_so_far(t);
+        rc = mlt_tracker_close(t, ms);
+        char msg[1024];
+        take_error(rc, msg, sizeof msg);
+        led_begin("close");
+        led_s("rc", mlt_err_name(rc));
+        led_s("err", msg);
+        led_end();
+        /* the delivery callback also saw what close delivered */
+        unsigned long long rejected = atomic_load(&rejected_records);
+        if (rejected < rejected_before) {
+            rejected = rejected_before;
+        }
+        if (rc != MLT_OK && rc != MLT_ERR_TIMEOUT) {
+            fprintf(stderr, "it_client: tracker close failed: %s: %s\n", mlt_err_name(rc), msg);
             if (code == 0) {
                 code = EXIT_FAILED;
             }
@@ -1229,10 +1417,25 @@ int main(int argc, char **argv)
         if (code == 0 && atomic_load(&failures) > 0) {
             code = EXIT_FAILED;
         }
+        if (rejected > 0) {
+            fprintf(stderr, "it_client: the server rejected %llu records (dead letters in the "
+                            "queue)\n",
+                    rejected);
+            if (code == 0) {
+                code = EXIT_REJECTED;
+            }
+        }
+        if (rc == MLT_ERR_TIMEOUT) {
+            fprintf(stderr, "it_client: not delivered yet, left in the queue: %s\n", msg);
+            if (code == 0) {
+                code = EXIT_QUEUED;
+            }
+        }
         led_begin("exit");
         led_i("code", code);
         led_i("error_count", (int64_t)errors);
         led_i("failures", atomic_load(&failures));
+        led_i("rejected", (int64_t)rejected);
         led_end();
     }
     if (led && fclose(led) != 0) {

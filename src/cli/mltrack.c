@@ -662,6 +662,62 @@ typedef struct totals {
     uint64_t journals, records, bytes, dead, unreadable;
 } totals;
 
+/* A run whose create record waits in the journal: the run map has it only once sent. */
+typedef struct queued_run {
+    uint32_t run_no;
+    char *key;
+    bool ended; /* its end record waits too */
+} queued_run;
+
+/* Lists the runs of the unacked records that the run map does not know yet. */
+static void print_queued_runs(mlt__journal *j)
+{
+    queued_run *q = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t cursor = mlt__journal_acked_seq(j);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    bool oom = false;
+    while (!oom && mlt__journal_next(j, &cursor, &scratch, &r) == MLT_OK) {
+        if (r.type == MLT__REC_END) {
+            for (size_t i = 0; i < n; i++) {
+                q[i].ended = q[i].ended || q[i].run_no == r.run_no;
+            }
+            continue;
+        }
+        if (r.type != MLT__REC_CREATE || mlt__journal_run(j, r.run_no)) {
+            continue;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            queued_run *nq = realloc(q, ncap * sizeof *nq);
+            if (!nq) {
+                oom = true;
+                break;
+            }
+            q = nq;
+            cap = ncap;
+        }
+        q[n].run_no = r.run_no;
+        q[n].ended = false;
+        if (!(q[n].key = mlt__strdup(r.key))) {
+            oom = true;
+            break;
+        }
+        n++;
+    }
+    mlt__buf_free(&scratch);
+    for (size_t i = 0; i < n; i++) {
+        printf("  run %s -> (not created) %s\n", q[i].key, q[i].ended ? "ended" : "open");
+        free(q[i].key);
+    }
+    if (oom) {
+        printf("  runs: out of memory, list incomplete\n");
+    }
+    free(q);
+}
+
 static void status_journal(const char *dir, totals *t)
 {
     t->journals++;
@@ -701,6 +757,7 @@ static void status_journal(const char *dir, totals *t)
         const char *id = runs[i].run_id ? runs[i].run_id : "(not created)";
         printf("  run %s -> %s %s\n", runs[i].key, id, run_state_name(runs[i].state));
     }
+    print_queued_runs(j);
     t->records += records;
     t->bytes += bytes;
     t->dead += dead;

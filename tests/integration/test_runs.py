@@ -8,6 +8,16 @@ number of runs in the test's own experiment.
 it_client writes a ledger (JSON lines) of what it logged and what a callback of its own saw, with
 the timestamps the library stamped; the tests check the ledger against values they compute
 themselves, and the server against the ledger.
+
+The MLflow callback does not send: every event goes to a durable journal in the queue directory
+(MLTRACK_QUEUE_DIR) and a sender thread delivers it. So a run's server id is known only once the
+run is delivered: the tests find a ledger run on the server by its client run key (the tag
+mltrack.client_run_key), and check every run id the ledger saw (it_client reads ids after
+mlt_tracker_flush, and its delivery callback reports each one) against the server's. Every program
+run gets a queue directory of its own (the `programs` fixture below); a program that delivered
+everything leaves it empty. Calls the server rejects become dead letters (<queue>/j-*/dead.jsonl)
+and delivery callback reports; with no server the data stays queued, and `mltrack sync` delivers
+it later.
 """
 
 import ctypes
@@ -24,6 +34,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from conftest import slow_factor
 from mlflow_read import DBL_MAX, MlflowError
 
 if not os.environ.get("MLTRACK_TEST_TRACKING_URI"):
@@ -40,8 +51,118 @@ INT64_MIN = -(2**63)
 TWO53P1 = 2**53 + 1
 ULONG_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_ulong)) - 1
 
+CLIENT_KEY_TAG = "mltrack.client_run_key"
+
 # it_client's exit codes
-EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_START = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_START, EXIT_REJECTED, EXIT_QUEUED = 0, 1, 2, 3, 4, 5
+
+# What a dead letter says for the records of a run whose creation was rejected.
+RUN_NOT_CREATED = "the run could not be created"
+
+
+# ---- a queue directory of its own for every program run ------------------------------------------
+
+
+class QueuedPrograms:
+    """conftest's Programs with a fresh durable queue directory (MLTRACK_QUEUE_DIR, a subdirectory
+    of the test's tmp_path) for every program run, unless the caller names one. The Result of a
+    run, and the process of start(), carry it as .queue."""
+
+    def __init__(self, inner, root):
+        self._inner = inner
+        self._root = root
+        self._n = 0
+        self.build_dir = inner.build_dir
+        self.tracking_uri = inner.tracking_uri
+
+    def path(self, name):
+        return self._inner.path(name)
+
+    def env(self, extra=None):
+        return self._inner.env(extra)
+
+    def new_queue(self):
+        self._n += 1
+        return str(self._root / f"queue-{self._n:02d}")
+
+    def start(self, args, env=None, cwd=None):
+        env = dict(env or {})
+        if not env.get("MLTRACK_QUEUE_DIR"):
+            env["MLTRACK_QUEUE_DIR"] = self.new_queue()
+        proc = self._inner.start(args, env=env, cwd=cwd)
+        proc.queue = env["MLTRACK_QUEUE_DIR"]
+        return proc
+
+    def wait(self, proc, timeout=None):
+        res = self._inner.wait(proc, timeout=timeout)
+        res.queue = proc.queue
+        return res
+
+    def run(self, args, env=None, cwd=None, timeout=None):
+        return self.wait(self.start(args, env=env, cwd=cwd), timeout=timeout)
+
+
+@pytest.fixture
+def programs(programs, tmp_path):
+    """The session's programs, each run with a queue directory of its own."""
+    return QueuedPrograms(programs, tmp_path / "queues")
+
+
+def journal_dirs(queue):
+    if not os.path.isdir(queue):
+        return []
+    return sorted(os.path.join(queue, d) for d in os.listdir(queue) if d.startswith("j-"))
+
+
+def assert_queue_empty(res):
+    """A program that delivered everything (and had nothing rejected) leaves its queue directory
+    empty: the library made it (so MLTRACK_QUEUE_DIR was used) and removed its journal."""
+    assert os.path.isdir(res.queue), f"the queue directory {res.queue} was never made: {res!r}"
+    left = sorted(os.listdir(res.queue))
+    assert left == [], f"the queue {res.queue} of a fully delivered program holds {left}: {res!r}"
+
+
+def assert_queue_untouched(res):
+    """A program that failed before it had a tracker made no journal."""
+    assert journal_dirs(res.queue) == [], f"a journal in {res.queue}: {res!r}"
+
+
+def dead_letters(journal):
+    path = os.path.join(journal, "dead.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", "surrogateescape")
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+SYNC_LINES = [
+    ("runs_created", re.compile(r"^runs created: (\d+)$")),
+    ("points_sent", re.compile(r"^points sent: (\d+)$")),
+    ("rejected", re.compile(r"^rejected: (\d+)$")),
+    ("left", re.compile(r"^left: (\d+)$")),
+]
+
+
+def sync_queue(programs, res, tracking_uri):
+    """Delivers the queue a program left (res.queue) with `mltrack sync`; returns the summary
+    {runs_created, points_sent, rejected, left} after checking that everything was delivered and
+    the queue is empty again."""
+    sync = programs.run(
+        ["mltrack", "sync", "--queue", res.queue, "--tracking-uri", tracking_uri],
+        env={"MLTRACK_QUEUE_DIR": res.queue}, timeout=120,
+    )
+    assert sync.rc == 0, sync
+    lines = sync.stdout.splitlines()
+    assert len(lines) == 5, sync
+    out = {}
+    for line, (name, rx) in zip(lines, SYNC_LINES):
+        m = rx.match(line)
+        assert m, (line, sync)
+        out[name] = int(m.group(1))
+    assert lines[4] == "delivered everything", sync
+    assert_queue_empty(sync)
+    return out
 
 
 # ---- values --------------------------------------------------------------------------------------
@@ -96,7 +217,8 @@ def make_text(prefix, n_cp):
 
 
 class RunRec:
-    """One run as it_client's ledger callback saw it."""
+    """One run as it_client's ledger callback saw it. run_id is the server's id, set once the run
+    is found on the server by its client run key (check_experiment, find_run)."""
 
     def __init__(self, start):
         self.start = start
@@ -104,13 +226,28 @@ class RunRec:
         self.params = {}
         self.tags = {}
         self.metrics = defaultdict(list)  # key -> [(step, timestamp, value)]
-        self.labels = []
+        self.labels = []  # label events
+        self.deliveries = []  # delivery callback reports
+        self.n_tags = 0  # tag events (a tag set twice counts twice)
+        self.run_id = None
 
     key = property(lambda self: self.start["run_key"])
-    run_id = property(lambda self: self.start["run_id"])
     name = property(lambda self: self.start["run_name"])
     parent_key = property(lambda self: self.start["parent_run_key"])
     status = property(lambda self: self.end["status"] if self.end else None)
+
+    @property
+    def known_ids(self):
+        """Every run id the program saw for this run (callbacks, labels, delivery reports)."""
+        ids = {self.start["run_id"]}
+        ids |= {self.end["run_id"]} if self.end else set()
+        ids |= {e["run_id"] for e in self.labels} | {d["run_id"] for d in self.deliveries}
+        return ids - {None}
+
+    @property
+    def n_logged(self):
+        """Params, metric points and tags the callbacks saw (journal records of the run)."""
+        return len(self.params) + sum(len(p) for p in self.metrics.values()) + self.n_tags
 
 
 class Ledger:
@@ -130,6 +267,7 @@ class Ledger:
                 self.runs[k].params[e["key"]] = e["value"]
             elif ev == "cb_tag":
                 self.runs[k].tags[e["key"]] = e["value"]
+                self.runs[k].n_tags += 1
             elif ev == "cb_metric":
                 self.runs[k].metrics[e["key"]].append(
                     (e["step"], e["timestamp"], ledger_value(e["value"]))
@@ -138,7 +276,11 @@ class Ledger:
                 assert self.runs[k].end is None, f"run {k} ended twice"
                 self.runs[k].end = e
             elif ev == "label":
-                self.runs[k].labels.append(e["label"])
+                self.runs[k].labels.append(e)
+        # a delivery may be reported before the ledger callback saw the run start
+        for e in self.of("delivery"):
+            assert e["run_key"] in self.runs, f"delivery of a run not in the ledger: {e}"
+            self.runs[e["run_key"]].deliveries.append(e)
 
     def of(self, ev):
         return [e for e in self.events if e["ev"] == ev]
@@ -147,12 +289,17 @@ class Ledger:
         return [e for e in self.events if e["ev"] == "call" and e["op"] == op]
 
     def labelled(self, label):
-        found = [r for r in self.runs.values() if label in r.labels]
+        found = self.all_labelled(label)
         assert len(found) == 1, f"{len(found)} runs labelled {label!r}"
         return found[0]
 
     def all_labelled(self, label):
-        return [r for r in self.runs.values() if label in r.labels]
+        return [r for r in self.runs.values() if label in [e["label"] for e in r.labels]]
+
+    def named(self, name):
+        found = [r for r in self.runs.values() if r.name == name]
+        assert len(found) == 1, f"{len(found)} runs named {name!r}"
+        return found[0]
 
     @property
     def exit(self):
@@ -162,6 +309,21 @@ class Ledger:
     @property
     def options(self):
         (e,) = self.of("options")
+        return e
+
+    @property
+    def setup(self):
+        (e,) = self.of("setup")
+        return e
+
+    @property
+    def stats(self):
+        (e,) = self.of("stats")
+        return e
+
+    @property
+    def close(self):
+        (e,) = self.of("close")
         return e
 
 
@@ -248,11 +410,13 @@ def metric_table(metrics, conv=float):
 
 
 def check_run(reader, ledger, rec, ctx):
-    """The server's copy of a ledger run is exactly what the library was given."""
+    """The server's copy of a ledger run (found by its client run key) is exactly what the
+    library was given."""
     assert rec.end is not None, f"run {rec.name} ({rec.key}) never ended"
-    assert RUN_ID_RE.match(rec.run_id or ""), rec.start
+    assert RUN_ID_RE.match(rec.run_id or ""), (rec.run_id, rec.start)
+    assert rec.known_ids <= {rec.run_id}, f"the program saw other ids {rec.known_ids}: {rec.key}"
     snap = reader.snapshot(rec.run_id)
-    assert snap["run_id"] == rec.run_id == rec.end["run_id"]
+    assert snap["run_id"] == rec.run_id
     assert snap["run_name"] == rec.name
     assert snap["status"] == rec.end["status"]
     assert snap["start_time"] == rec.start["start_time"]
@@ -267,19 +431,131 @@ def check_run(reader, ledger, rec, ctx):
     return snap
 
 
+def runs_by_key(runs):
+    """{client run key: [server runs]} and [runs without the key tag]."""
+    by_key, untagged = defaultdict(list), []
+    for run in runs:
+        key = {t["key"]: t.get("value") for t in run.get("data", {}).get("tags", [])}.get(
+            CLIENT_KEY_TAG)
+        (by_key[key] if key else untagged).append(run)
+    return by_key, untagged
+
+
+def find_run(reader, experiment_id, rec):
+    """Finds a ledger run on the server by its client run key in an experiment that other runs
+    share (the Default one): exactly one run has it. Sets and returns rec.run_id."""
+    runs = reader.search_runs(experiment_id,
+                              filter_string=f"tags.`{CLIENT_KEY_TAG}` = '{rec.key}'")
+    assert len(runs) == 1, f"{len(runs)} runs with the client run key {rec.key}"
+    rec.run_id = runs[0]["info"]["run_id"]
+    return rec.run_id
+
+
 def check_experiment(reader, name, ledgers, ctx):
-    """The experiment holds exactly the ledgers' runs, each exactly as logged."""
+    """The experiment holds exactly the ledgers' runs, one server run per client run key and
+    nothing else, each exactly as logged."""
     exp, runs = reader.runs_of_experiment_named(name)
     assert exp is not None, f"experiment {name} was not created"
     assert exp["lifecycle_stage"] == "active"
     recs = [r for led in ledgers for r in led.runs.values()]
-    assert sorted(r["info"]["run_id"] for r in runs) == sorted(r.run_id for r in recs)
+    by_key, untagged = runs_by_key(runs)
+    assert not untagged, f"runs without the {CLIENT_KEY_TAG} tag: {untagged}"
+    assert {k: len(v) for k, v in by_key.items()} == {r.key: 1 for r in recs}, (
+        "the experiment does not hold exactly one run per ledger run"
+    )
+    for rec in recs:
+        rec.run_id = by_key[rec.key][0]["info"]["run_id"]
+    assert len({r.run_id for r in recs}) == len(recs)
     snaps = {}
     for led in ledgers:
         for rec in led.runs.values():
             snaps[rec.run_id] = check_run(reader, led, rec, ctx)
             assert snaps[rec.run_id]["experiment_id"] == exp["experiment_id"]
     return exp, snaps
+
+
+def check_delivered(res, led):
+    """An it_client run that delivered everything: every flush worked, every labelled run's id was
+    known after its flush, the delivery callback (when set) reported each run's creation, logs and
+    end acknowledged, nothing rejected, the queue's counters agree, and the queue is empty."""
+    assert led.exit["rejected"] == 0, res
+    for e in led.of("flush"):
+        assert e["rc"] == "MLT_OK", (e, res)
+    for rec in led.runs.values():
+        for e in rec.labels:
+            assert e["flush"] == "MLT_OK" and RUN_ID_RE.match(e["run_id"] or ""), (e, res)
+    st = led.stats
+    assert st["rejected"] == 0 and st["bytes_pending"] == 0, (st, res)
+    assert st["acknowledged"] == st["queued"] > 0, (st, res)
+    assert led.close["rc"] == "MLT_OK", res
+    if led.setup["delivery_callback"]:
+        for rec in led.runs.values():
+            ds = rec.deliveries
+            assert all(d["state"] == "acknowledged" and d["message"] is None for d in ds), ds
+            creates = [d for d in ds if d["op"] == "create_run"]
+            ends = [d for d in ds if d["op"] == "end_run"]
+            logs = [d for d in ds if d["op"] == "log"]
+            assert len(creates) == 1 and len(ends) == 1, (rec.name, ds)
+            assert creates[0]["records"] == ends[0]["records"] == 1, ds
+            assert RUN_ID_RE.match(creates[0]["run_id"] or ""), ds
+            assert {d["run_id"] for d in ds} == {creates[0]["run_id"]}, ds
+            assert len({d["experiment_id"] for d in ds}) == 1, ds
+            # every param, metric point and tag went in an acknowledged log batch
+            assert sum(d["records"] for d in logs) == rec.n_logged, (rec.name, ds)
+    assert_queue_empty(res)
+
+
+def check_rejected_run(res, led, what, sent):
+    """it_client `simple` whose run the server refused to create: the run started and was logged
+    locally (every call MLT_OK), its creation was rejected with the server's answer (what(msg)
+    checks it), every record of the run is a dead letter (the other ones saying the run could not
+    be created), the delivery callback reported each, and no run id ever became known; a final
+    answer is not retried, and `sent` requests reached the server. Returns the answer."""
+    assert res.rc == EXIT_REJECTED, res
+    assert "rejected 6 records" in res.stderr, res
+    check_calls(led)
+    assert [c["rc"] for c in led.events if c["ev"] == "call"] == ["MLT_OK"] * 6
+    assert led.exit["error_count"] == 0 and led.exit["failures"] == 0
+    (rec,) = led.runs.values()
+    assert rec.status == "FINISHED"
+    assert rec.known_ids == set()
+    (label,) = rec.labels
+    assert label["flush"] == "MLT_OK" and label["run_id"] is None, label
+    assert [e["rc"] for e in led.of("flush")] == ["MLT_OK", "MLT_OK"]
+    assert f"run key: {rec.key} (not created: rejected by the server)\n" in res.stdout, res
+    assert "run id:" not in res.stdout, res
+
+    ds = rec.deliveries
+    assert all(d["state"] == "rejected" and d["run_id"] is None for d in ds), ds
+    assert ds[0]["op"] == "create_run" and ds[0]["records"] == 1, ds
+    answer = ds[0]["message"]
+    what(answer)
+    assert [d["op"] for d in ds[1:]] == ["log"] * 4 + ["end_run"], ds
+    assert all(d["message"] == RUN_NOT_CREATED for d in ds[1:]), ds
+    assert sum(d["records"] for d in ds) == 6 == led.exit["rejected"]
+    assert led.stats == {"ev": "stats", "queued": 6, "sent": sent, "acknowledged": 0,
+                         "retried": 0, "rejected": 6, "bytes_pending": 0}
+    assert led.close["rc"] == "MLT_OK"
+
+    # the journal stays, with one dead letter per record of the run, as logged
+    (journal,) = journal_dirs(res.queue)
+    dead = dead_letters(journal)
+    assert [d["seq"] for d in dead] == list(range(1, 7)), dead
+    assert {d["run_key"] for d in dead} == {rec.key}, dead
+    assert dead[0]["type"] == "create_run" and dead[0]["answer"] == answer, dead[0]
+    rest = [{k: v for k, v in d.items() if k not in ("seq", "run_key")} for d in dead[1:]]
+    (_s0, ts0, _v0), (_s1, ts1, _v1) = rec.metrics["m"]
+    assert rest == [
+        {"type": "param", "key": "p", "value": "v", "answer": RUN_NOT_CREATED},
+        {"type": "metric", "key": "m", "value": 1.5, "timestamp": ts0, "step": 0,
+         "answer": RUN_NOT_CREATED},
+        {"type": "metric", "key": "m", "value": 2.5, "timestamp": ts1, "step": 1,
+         "answer": RUN_NOT_CREATED},
+        {"type": "tag", "key": "t", "value": "x", "answer": RUN_NOT_CREATED},
+        {"type": "end_run", "answer": RUN_NOT_CREATED},
+    ], dead
+    assert ts1 == 1700000000000
+    return answer
 
 
 # ---- running it_client ---------------------------------------------------------------------------
@@ -300,18 +576,12 @@ def client(programs, reader, ledger_path, exp_name, server_keeps_negative_zero, 
         if expect == EXIT_OK:
             assert led.exit["code"] == 0 and led.exit["failures"] == 0, res
             check_calls(led)
+            check_delivered(res, led)
         ctx = Ctx(programs, "it_client", extra, server_keeps_negative_zero,
                   {head0, git_head(programs.path("it_client"))})
         return res, led, ctx
 
     return run
-
-
-def start_failure(res):
-    """(error name, message) from it_client's 'run start failed: NAME: message' line."""
-    m = re.search(r"it_client: run start failed: (MLT_\w+): (.*)", res.stderr)
-    assert m, res
-    return m.group(1), m.group(2)
 
 
 # ==== 1. the examples =============================================================================
@@ -355,8 +625,8 @@ EXAMPLES = {
 
 @pytest.fixture
 def example(programs, reader, exp_name, tmp_path, git_head, tracking_uri):
-    """example(name) runs an example in a fresh working directory and checks its one run against
-    the server; returns (result, snapshot, experiment, cwd)."""
+    """example(name) runs an example in a fresh working directory (and queue directory) and checks
+    its one run against the server; returns (result, snapshot, experiment, cwd)."""
 
     def run(name):
         params, exact, unknown = EXAMPLES[name]
@@ -367,6 +637,9 @@ def example(programs, reader, exp_name, tmp_path, git_head, tracking_uri):
         head0 = git_head(programs.path(name))
         res = programs.run([name], env=env, cwd=str(cwd))
         assert res.rc == 0, res
+        # delivered within the example's own deadlines: nothing left queued, nothing rejected
+        assert "not delivered" not in res.stdout + res.stderr, res
+        assert_queue_empty(res)
         ctx = Ctx(programs, name, env, True, {head0, git_head(programs.path(name))})
 
         exp, runs = reader.runs_of_experiment_named(exp_name)
@@ -375,6 +648,7 @@ def example(programs, reader, exp_name, tmp_path, git_head, tracking_uri):
         run_id = runs[0]["info"]["run_id"]
         snap = reader.snapshot(run_id)
 
+        # printed once the run was delivered (train_model: from its delivery callback)
         ids = re.findall(r"^run id: (\S+)$", res.stdout, re.M)
         urls = re.findall(r"^run url: (\S+)$", res.stdout, re.M)
         assert ids == [run_id], res
@@ -428,7 +702,10 @@ def test_example_train_jsonl(example):
         assert e["run_key"] == run_key and e["run_name"] == "train_jsonl", e
     (start,) = [e for e in events if e["event"] == "run_start"]
     (end,) = [e for e in events if e["event"] == "run_end"]
-    assert start["run_id"] == end["run_id"] == snap["run_id"]
+    # at its start the run is only queued: its id is there only if the sender was quicker than
+    # the JSON lines callback; the example flushes before the run ends, so the end has it
+    assert start.get("run_id", snap["run_id"]) == snap["run_id"], start
+    assert end["run_id"] == snap["run_id"]
     assert start["start_time"] == end["start_time"] == snap["start_time"]
     assert end["end_time"] == snap["end_time"]
     assert end["status"] == snap["status"] == "FINISHED"
@@ -448,9 +725,11 @@ def test_example_train_callbacks(example):
     losses = train_callbacks_losses()
     out = res.stdout
     run_key = snap["tags"]["mltrack.client_run_key"]
-    assert (
-        f"[mltrack] run 'train_callbacks' started (key {run_key}, id {snap['run_id']})\n" in out
-    ), out
+    # the run id is known at the start only if the sender was quicker than the print callback
+    started = re.findall(
+        r"^\[mltrack\] run 'train_callbacks' started \(key ([^,)]+)(?:, id (\w+))?\)$", out, re.M)
+    assert len(started) == 1, out
+    assert started[0][0] == run_key and started[0][1] in ("", snap["run_id"]), out
     assert "[mltrack] run 'train_callbacks' param epochs=15\n" in out
     assert "[mltrack] run 'train_callbacks' param lr=0.01\n" in out
     printed = re.findall(r"^\[mltrack\] run 'train_callbacks' metric loss=(\S+) step=(\d+)$",
@@ -467,16 +746,45 @@ def test_example_train_callbacks(example):
     ), out
 
 
+# The journal records of each example's one run: create, params, metric points, tags, end.
+EXAMPLE_RECORDS = {
+    "train_model": Counter({"create_run": 1, "param": 2, "metric": 12, "end_run": 1}),
+    "train_jsonl": Counter({"create_run": 1, "param": 1, "metric": 20, "end_run": 1}),
+    "train_callbacks": Counter({"create_run": 1, "param": 2, "metric": 15, "end_run": 1}),
+}
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_exits_nonzero_when_tracking_fails(name, programs, reader, exp_name):
-    """An example whose run cannot start (its experiment was deleted) must say why and exit
-    nonzero, and log nothing."""
+    """An example whose run the server refuses (its experiment was deleted) must exit nonzero
+    and log nothing on the server; the refusal, with the server's reason, is in the queue's dead
+    letters (and, for train_model, on stderr from its delivery callback)."""
     exp_id = reader.create_experiment(exp_name)
     reader.delete_experiment(exp_id)
+    t0 = time.monotonic()
     res = programs.run([name], env={"MLFLOW_EXPERIMENT_NAME": exp_name}, timeout=60)
-    assert res.rc not in (0, None), f"{name} exited 0 although no run could start: {res!r}"
-    assert "deleted" in res.stderr, f"{name} does not say the experiment is deleted: {res!r}"
+    elapsed = time.monotonic() - t0
+    assert res.rc == 1, f"{name} did not exit 1 although the server refused its run: {res!r}"
     assert reader.search_runs(exp_id) == []
+    assert "run id:" not in res.stdout, res
+    # a final answer is not retried: the example does not wait out its 5 s deadlines
+    assert elapsed < 4 * slow_factor(), f"took {elapsed:.1f} s: was a final answer retried?"
+
+    (journal,) = journal_dirs(res.queue)
+    dead = dead_letters(journal)
+    assert Counter(d["type"] for d in dead) == EXAMPLE_RECORDS[name], dead
+    create = dead[0]
+    assert create["type"] == "create_run", dead
+    assert "deleted" in create["answer"] and exp_name in create["answer"], create
+    assert {d["run_key"] for d in dead} == {create["run_key"]} and UUID_RE.match(create["run_key"])
+    assert all(d["answer"] == RUN_NOT_CREATED for d in dead[1:]), dead
+    if name == "train_model":
+        refused = re.findall(r"^train_model: the server refused: (.*)$", res.stderr, re.M)
+        assert refused == [create["answer"]] + [RUN_NOT_CREATED] * (len(dead) - 1), res
+    else:
+        # counted before the close delivers the run's end (the example flushed before it)
+        refused = re.findall(rf"^{name}: the server refused (\d+) records", res.stderr, re.M)
+        assert refused in ([str(len(dead) - 1)], [str(len(dead))]), res
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -487,6 +795,7 @@ def test_example_bad_env(name, programs, reader, exp_name):
     assert res.rc == 2, res
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in res.stderr, res
     assert reader.get_experiment_by_name(exp_name) is None
+    assert_queue_untouched(res)
 
 
 # ==== 2. exact values ==============================================================================
@@ -765,23 +1074,25 @@ def test_bad_input(client, reader, exp_name):
 
 
 def test_deleted_experiment(programs, reader, exp_name, ledger_path):
+    """The run starts locally; the server refuses its creation (the experiment is deleted): the
+    refusal, with the server's reason, becomes a dead letter and a delivery report, quickly (a
+    final answer is not retried), and nothing lands on the server."""
     exp_id = reader.create_experiment(exp_name)
     reader.delete_experiment(exp_id)
     t0 = time.monotonic()
     res = programs.run(["it_client", "--ledger", ledger_path, "simple"],
                        env={"MLFLOW_EXPERIMENT_NAME": exp_name}, timeout=60)
     elapsed = time.monotonic() - t0
-    assert res.rc == EXIT_START, res
-    name, msg = start_failure(res)
-    assert name in ("MLT_ERR_REJECTED", "MLT_ERR_NOT_FOUND"), res
-    assert "deleted" in msg and exp_name in msg, msg
+    led = Ledger(ledger_path)
+
+    def what(msg):
+        assert "deleted" in msg and exp_name in msg and f"id {exp_id}" in msg, msg
+
+    check_rejected_run(res, led, what, sent=0)  # the experiment lookup refused it: no runs/create
     # a final answer is not retried (7 retries with the default backoff would take minutes)
     limit = 30 * (10 if os.environ.get("MLTRACK_TEST_WRAPPER") else 1)
     assert elapsed < limit, f"took {elapsed:.1f} s: was a final answer retried?"
     assert reader.search_runs(exp_id) == []
-    led = Ledger(ledger_path)
-    assert led.runs == {}
-    assert led.calls("start")[0]["rc"] == name
 
 
 def test_nonexistent_experiment_id(programs, reader, ledger_path):
@@ -795,33 +1106,77 @@ def test_nonexistent_experiment_id(programs, reader, ledger_path):
 
     res = programs.run(["it_client", "--ledger", ledger_path, "simple"],
                        env={"MLFLOW_EXPERIMENT_ID": "987654"}, timeout=60)
-    assert res.rc == EXIT_START, res
-    name, msg = start_failure(res)
-    assert name == "MLT_ERR_NOT_FOUND", res
-    assert "987654" in msg, msg
-    assert Ledger(ledger_path).runs == {}
+    led = Ledger(ledger_path)
+
+    def what(msg):
+        assert "987654" in msg and "RESOURCE_DOES_NOT_EXIST" in msg, msg
+
+    check_rejected_run(res, led, what, sent=1)  # one runs/create, answered 404, not retried
+    with pytest.raises(MlflowError):
+        reader.get_experiment("987654")
 
 
 # ==== 8. no server =================================================================================
 
 
 @pytest.mark.parametrize("with_name", [True, False], ids=["experiment_name", "experiment_id"])
-def test_server_not_there(with_name, programs, unused_port, exp_name, ledger_path):
+def test_server_not_there(with_name, programs, reader, unused_port, exp_name, ledger_path,
+                          tracking_uri, server_keeps_negative_zero, git_head):
+    """No server: the run starts and is logged locally (every call MLT_OK), the flushes and the
+    close time out (saying why) and the data stays queued; `mltrack sync` then delivers it, and
+    the server holds exactly what was logged."""
     uri = f"http://127.0.0.1:{unused_port}"
     env = {
         "MLFLOW_TRACKING_URI": uri,
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.1",
         "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+        "MLTRACK_IT_FLUSH_MS": "500",
+        "MLTRACK_IT_CLOSE_MS": "1000",
     }
     if with_name:
         env["MLFLOW_EXPERIMENT_NAME"] = exp_name
+    head0 = git_head(programs.path("it_client"))
     res = programs.run(["it_client", "--ledger", ledger_path, "simple"], env=env, timeout=60)
-    assert res.rc == EXIT_START, res
-    name, msg = start_failure(res)
-    assert name == "MLT_ERR_NETWORK", res
-    assert uri in msg, msg
-    assert Ledger(ledger_path).runs == {}
+    assert res.rc == EXIT_QUEUED, res
+    # the program waits for the server no longer than its flush and close deadlines
+    assert res.elapsed < 3.0 + 5 * slow_factor(), f"it_client took {res.elapsed:.1f} s: {res!r}"
+    led = Ledger(ledger_path)
+    check_calls(led)
+    assert [c["rc"] for c in led.events if c["ev"] == "call"] == ["MLT_OK"] * 6
+    # the tracker counts the two flushes that timed out before it was asked (label, run url)
+    assert (led.exit["error_count"], led.exit["failures"], led.exit["rejected"]) == (2, 0, 0)
+    (rec,) = led.runs.values()
+    assert rec.name == "simple" and rec.status == "FINISHED"
+    assert rec.known_ids == set() and led.of("delivery") == []
+    (label,) = rec.labels
+    flushes = [label["flush"]] + [e["rc"] for e in led.of("flush")]
+    assert flushes == ["MLT_ERR_TIMEOUT"] * 3, led.events
+    for msg in [label["flush_err"]] + [e["err"] for e in led.of("flush")] + [led.close["err"]]:
+        assert uri in msg, msg  # the reason: the server cannot be reached
+    assert led.close["rc"] == "MLT_ERR_TIMEOUT"
+    st = led.stats
+    assert (st["queued"], st["acknowledged"], st["rejected"]) == (6, 0, 0), st
+    assert st["bytes_pending"] > 0, st
+    assert f"run key: {rec.key} (queued: not delivered yet)\n" in res.stdout, res
+    assert "run id:" not in res.stdout, res
+    (journal,) = journal_dirs(res.queue)
+    assert dead_letters(journal) == []
+
+    summary = sync_queue(programs, res, tracking_uri)
+    assert summary == {"runs_created": 1, "points_sent": 2, "rejected": 0, "left": 0}, summary
+    ctx = Ctx(programs, "it_client", env, server_keeps_negative_zero,
+              {head0, git_head(programs.path("it_client"))})
+    if with_name:
+        _exp, snaps = check_experiment(reader, exp_name, [led], ctx)
+        assert len(snaps) == 1
+    else:
+        find_run(reader, "0", rec)  # the Default experiment, shared with other runs
+        snap = check_run(reader, led, rec, ctx)
+        assert snap["experiment_id"] == "0"
+    snap = reader.snapshot(rec.run_id)
+    assert snap["params"] == {"p": "v"} and snap["tags"]["t"] == "x"
+    assert [(s, t, v) for (s, t, v) in snap["metrics"]["m"] if s == 1] == [(1, 1700000000000, 2.5)]
 
 
 # ==== 9. concurrency ===============================================================================
@@ -837,9 +1192,11 @@ def test_two_processes_same_new_experiment(attempt, programs, reader, exp_name, 
     results = [programs.wait(p) for p in procs]
     for res in results:
         assert res.rc == 0, res
+    assert results[0].queue != results[1].queue
     leds = [Ledger(p) for p in ledgers]
-    for led in leds:
+    for res, led in zip(results, leds):
         check_calls(led)
+        check_delivered(res, led)
     ctx = Ctx(programs, "it_client", env, server_keeps_negative_zero,
               {head0, git_head(programs.path("it_client"))})
     exp, snaps = check_experiment(reader, exp_name, leds, ctx)
@@ -920,6 +1277,7 @@ def test_env_invalid_retries(setup, programs, reader, exp_name, ledger_path):
     assert "MLT_ERR_BAD_OPTION" in res.stderr, res
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in res.stderr and "abc" in res.stderr, res
     assert reader.get_experiment_by_name(exp_name) is None
+    assert_queue_untouched(res)
 
 
 # ==== more: strings, open runs at close, no server, experiment names =============================
@@ -964,32 +1322,64 @@ def test_close_with_open_runs(client, reader, exp_name):
     assert snaps[other.run_id]["params"] == {"p": "1"}
 
 
-def test_offline_work_still_runs(programs, unused_port, ledger_path):
-    """No server: mlt_track's fn, a MLT_WITH_RUN block and an MLT_TRACKED body all still run
-    (with a NULL run), and mlt_last_error() says why tracking failed: the server's URL."""
+def test_offline_work_still_runs(programs, reader, unused_port, exp_name, ledger_path,
+                                 tracking_uri, server_keeps_negative_zero, git_head):
+    """No server: mlt_track's fn, a MLT_WITH_RUN block and an MLT_TRACKED body all run, and are
+    tracked all the same: each gets its run (not NULL), every call succeeds, and the runs wait in
+    the queue until `mltrack sync` delivers them exactly as logged."""
     uri = f"http://127.0.0.1:{unused_port}"
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": exp_name,
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+           "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLTRACK_IT_CLOSE_MS": "1000"}
+    head0 = git_head(programs.path("it_client"))
     res = programs.run(["it_client", "--ledger", ledger_path, "offline"], env=env, timeout=60)
-    assert res.rc == 0, res
+    assert res.rc == EXIT_QUEUED, res
+    assert res.elapsed < 2.0 + 5 * slow_factor(), f"it_client took {res.elapsed:.1f} s: {res!r}"
     led = Ledger(ledger_path)
-    assert led.runs == {}
+    check_calls(led)
     (track,) = led.of("offline_track")
-    assert track["rc"] == "MLT_ERR_NETWORK" and uri in track["err"], track
-    assert (track["called"], track["run_was_null"], track["fn_result"]) == (1, 1, 7)
+    assert (track["rc"], track["err"]) == ("MLT_OK", ""), track
+    assert (track["called"], track["run_was_null"], track["fn_result"]) == (1, 0, 7)
     (scope,) = led.of("offline_scope")
-    assert scope["run_was_null"] == 1 and uri in scope["err"], scope
+    assert (scope["run_was_null"], scope["err"]) == (0, ""), scope
     assert led.of("offline_scope_after")[0]["ran"] == 1
     (body,) = led.of("offline_tracked_body")
-    assert body == {"ev": "offline_tracked_body", "v": 21, "run_was_null": 1}
+    assert body == {"ev": "offline_tracked_body", "v": 21, "run_was_null": 0}
     (tracked,) = led.of("offline_tracked")
-    assert tracked["result"] == 42
-    assert led.exit["error_count"] >= 3
-    # the cause, not a follow-up failure of the macro's own param logging on the NULL run
-    assert uri in tracked["err"], (
-        "after an MLT_TRACKED function whose run could not start, mlt_last_error() is "
-        f"{tracked['err']!r} instead of the reason the run did not start"
-    )
+    assert (tracked["result"], tracked["err"]) == (42, ""), tracked
+    assert led.exit["error_count"] == 0 and led.exit["failures"] == 0 and led.exit["rejected"] == 0
+
+    # the three runs, as the callbacks saw them
+    assert len(led.runs) == 3
+    track_run, scope_run, tracked_run = (
+        led.named(n) for n in ("offline_track", "offline_scope", "offline_tracked"))
+    assert (track_run.status, scope_run.status, tracked_run.status) == (
+        "FAILED", "FINISHED", "FINISHED")  # fn returned 7: FAILED
+    assert track_run.params == {"p": "1"} and track_run.tags == {"mltrack.return_code": "7"}
+    assert set(track_run.metrics) == {"duration_s"}
+    assert (scope_run.params, scope_run.tags, dict(scope_run.metrics)) == ({}, {}, {})
+    assert tracked_run.params == {"v": "21"} and tracked_run.tags == {}
+    assert set(tracked_run.metrics) == {"result", "duration_s"}
+    assert [(s, v) for (s, _t, v) in tracked_run.metrics["result"]] == [(0, 42.0)]
+    assert all(r.known_ids == set() and r.parent_key is None for r in led.runs.values())
+
+    # nothing reached a server: all of it is queued
+    assert led.of("delivery") == []
+    assert [e["rc"] for e in led.of("flush")] == ["MLT_ERR_TIMEOUT"]
+    assert led.close["rc"] == "MLT_ERR_TIMEOUT" and uri in led.close["err"], led.close
+    st = led.stats
+    assert (st["queued"], st["acknowledged"], st["rejected"]) == (12, 0, 0), st
+    (journal,) = journal_dirs(res.queue)
+    assert dead_letters(journal) == []
+
+    summary = sync_queue(programs, res, tracking_uri)
+    assert summary == {"runs_created": 3, "points_sent": 3, "rejected": 0, "left": 0}, summary
+    ctx = Ctx(programs, "it_client", env, server_keeps_negative_zero,
+              {head0, git_head(programs.path("it_client"))})
+    _exp, snaps = check_experiment(reader, exp_name, [led], ctx)
+    assert sorted((s["run_name"], s["status"]) for s in snaps.values()) == [
+        ("offline_scope", "FINISHED"), ("offline_track", "FAILED"),
+        ("offline_tracked", "FINISHED")]
 
 
 def test_experiment_name_needing_url_encoding(client, reader, exp_name, tmp_path):
@@ -1013,13 +1403,16 @@ def test_experiment_name_and_id(client, reader, exp_name, tmp_path):
     exp, snaps = check_experiment(reader, exp_name, [led], ctx)
     assert exp["experiment_id"] == exp_id and len(snaps) == 1
 
+    # the mismatch is found when the run is delivered: the server's experiment of that name has
+    # another id, so the run's creation is refused (a dead letter) and nothing lands
     path = str(tmp_path / "mismatch.jsonl")
-    res, led2, _ = client("simple", env={"MLFLOW_EXPERIMENT_ID": "987654"}, expect=EXIT_START,
-                          ledger=path)
-    name, msg = start_failure(res)
-    assert name == "MLT_ERR_BAD_OPTION", res
-    assert "987654" in msg and exp_id in msg, msg
-    assert led2.runs == {}
+    res, led2, _ = client("simple", env={"MLFLOW_EXPERIMENT_ID": "987654"},
+                          expect=EXIT_REJECTED, ledger=path)
+
+    def what(msg):
+        assert "987654" in msg and f"id {exp_id}" in msg and exp_name in msg, msg
+
+    check_rejected_run(res, led2, what, sent=0)  # refused before any runs/create
     assert len(reader.search_runs(exp_id)) == 1
 
 

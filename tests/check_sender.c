@@ -1,0 +1,1026 @@
+/*
+ * check_sender.c - unit tests of src/sender.c: mlt__sender_drain over journals written here,
+ * against a scripted MLflow server on loopback. The sender builds its own libcurl client in
+ * mlt__sender_new and has no seam to put a fake transport in its place, so the fake is an HTTP
+ * server thread in this program: it records every request (method, path, body) and answers like
+ * MLflow, with failures on demand. Checks the exact requests, the acks, the run map, and the
+ * bisection of a rejected batch into dead letters.
+ */
+#include "testutil.h"
+
+#include "common.h"
+#include "journal.h"
+#include "options.h"
+#include "record.h"
+#include "sender.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- a scripted MLflow server on loopback --------------------------------------------------- */
+
+#define MAX_REQS 512
+#define MAX_ACCEPTED 4096
+
+typedef struct req {
+    char method[8];
+    char path[512];
+    char *body;
+} req;
+
+typedef struct server {
+    int lfd;
+    int port;
+    pthread_t thread;
+    atomic_bool stop;
+    pthread_mutex_t mu;
+    req reqs[MAX_REQS];
+    size_t n_reqs;
+    /* what the server took: "metric:<key>", "param:<key>", "tag:<key>=<value>" per entity of
+     * every log batch answered 200 */
+    char *accepted[MAX_ACCEPTED];
+    size_t n_accepted;
+    size_t n_log_batches;
+    int next_run;
+    /* behaviour */
+    const char *poison;         /* a log batch holding an entity with this key: HTTP 400 */
+    size_t fail_log_batch_at;   /* this log batch (1-based) answers 503 once; 0: none */
+    long log_batch_status;      /* every log batch answers this (with log_batch_body); 0: no */
+    const char *log_batch_body;
+    long create_status;         /* runs/create answers this (with create_body); 0: normally */
+    const char *create_body;
+    const char *search_body;    /* runs/search answer; NULL: no runs */
+    long all_status;            /* every request answers this; 0: no */
+    int delay_ms;               /* each answer waits this long first */
+} server;
+
+static void add_accepted(server *s, const char *what)
+{
+    if (s->n_accepted < MAX_ACCEPTED) {
+        s->accepted[s->n_accepted++] = strdup(what);
+    }
+}
+
+static void accept_batch(server *s, const cJSON *body)
+{
+    static const char *const arrays[] = {"metrics", "params", "tags"};
+    for (size_t a = 0; a < 3; a++) {
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(body, arrays[a]);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, arr)
+        {
+            const cJSON *k = cJSON_GetObjectItemCaseSensitive(e, "key");
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "value");
+            char line[512];
+            if (a == 2) {
+                snprintf(line, sizeof line, "tag:%s=%s", cJSON_IsString(k) ? k->valuestring : "?",
+                         cJSON_IsString(v) ? v->valuestring : "?");
+            } else {
+                snprintf(line, sizeof line, "%s:%s", a == 0 ? "metric" : "param",
+                         cJSON_IsString(k) ? k->valuestring : "?");
+            }
+            add_accepted(s, line);
+        }
+    }
+}
+
+static bool batch_has_key(const cJSON *body, const char *key)
+{
+    static const char *const arrays[] = {"metrics", "params", "tags"};
+    for (size_t a = 0; a < 3; a++) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(body, arrays[a]))
+        {
+            const cJSON *k = cJSON_GetObjectItemCaseSensitive(e, "key");
+            if (cJSON_IsString(k) && strcmp(k->valuestring, key) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static const char *const E400 =
+    "{\"error_code\":\"INVALID_PARAMETER_VALUE\",\"message\":\"bad entity\"}";
+static const char *const E503 =
+    "{\"error_code\":\"TEMPORARILY_UNAVAILABLE\",\"message\":\"try later\"}";
+
+/* Decides the answer to one request (server thread, under s->mu). */
+static long answer(server *s, const char *method, const char *path, const char *body,
+                   mlt__buf *out)
+{
+    if (s->all_status) {
+        mlt__buf_puts(out, E503);
+        return s->all_status;
+    }
+    if (strcmp(method, "GET") == 0 &&
+        strncmp(path, "/api/2.0/mlflow/experiments/get-by-name?", 40) == 0) {
+        mlt__buf_puts(out, "{\"experiment\":{\"experiment_id\":\"7\",\"name\":\"exp\","
+                           "\"lifecycle_stage\":\"active\"}}");
+        return 200;
+    }
+    if (strcmp(path, "/api/2.0/mlflow/runs/create") == 0) {
+        if (s->create_status) {
+            mlt__buf_puts(out, s->create_body);
+            return s->create_status;
+        }
+        mlt__buf_printf(out, "{\"run\":{\"info\":{\"run_id\":\"run-%d\",\"experiment_id\":\"7\"}}}",
+                        ++s->next_run);
+        return 200;
+    }
+    if (strcmp(path, "/api/2.0/mlflow/runs/search") == 0) {
+        mlt__buf_puts(out, s->search_body ? s->search_body : "{}");
+        return 200;
+    }
+    if (strcmp(path, "/api/2.0/mlflow/runs/update") == 0) {
+        mlt__buf_puts(out, "{\"run_info\":{}}");
+        return 200;
+    }
+    if (strcmp(path, "/api/2.0/mlflow/runs/log-batch") == 0) {
+        s->n_log_batches++;
+        if (s->log_batch_status) {
+            mlt__buf_puts(out, s->log_batch_body);
+            return s->log_batch_status;
+        }
+        if (s->fail_log_batch_at == s->n_log_batches) {
+            mlt__buf_puts(out, E503);
+            return 503;
+        }
+        cJSON *j = cJSON_Parse(body ? body : "");
+        if (!j) {
+            mlt__buf_puts(out, "{\"error_code\":\"BAD_REQUEST\",\"message\":\"not JSON\"}");
+            return 400;
+        }
+        long st = 200;
+        if (s->poison && batch_has_key(j, s->poison)) {
+            mlt__buf_puts(out, E400);
+            st = 400;
+        } else {
+            accept_batch(s, j);
+            mlt__buf_puts(out, "{}");
+        }
+        cJSON_Delete(j);
+        return st;
+    }
+    mlt__buf_puts(out, "{\"error_code\":\"ENDPOINT_NOT_FOUND\",\"message\":\"no\"}");
+    return 404;
+}
+
+static bool send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0) {
+            return false;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* Serves the requests of one keep-alive connection. */
+static void serve(server *s, int fd)
+{
+    mlt__buf in;
+    mlt__buf_init(&in);
+    bool continued = false;
+    while (!atomic_load(&s->stop)) {
+        char *end = in.data ? strstr(in.data, "\r\n\r\n") : NULL;
+        size_t need = 0, head = 0;
+        if (end) {
+            head = (size_t)(end - in.data) + 4;
+            const char *cl = strcasestr(in.data, "\r\ncontent-length:");
+            if (cl && cl < end) {
+                need = (size_t)strtoul(cl + 17, NULL, 10);
+            }
+            if (in.len < head + need && !continued && strcasestr(in.data, "100-continue")) {
+                send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                continued = true;
+            }
+        }
+        if (!end || in.len < head + need) {
+            struct pollfd p = {fd, POLLIN, 0};
+            if (poll(&p, 1, 20) <= 0) {
+                continue;
+            }
+            char buf[65536];
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n <= 0) {
+                break;
+            }
+            mlt__buf_append(&in, buf, (size_t)n);
+            continue;
+        }
+        char method[8] = "", path[512] = "";
+        sscanf(in.data, "%7s %511s", method, path);
+        char *body = need ? strndup(in.data + head, need) : NULL;
+        for (int waited = 0; waited < s->delay_ms && !atomic_load(&s->stop); waited += 10) {
+            usleep(10000);
+        }
+        mlt__buf out;
+        mlt__buf_init(&out);
+        pthread_mutex_lock(&s->mu);
+        if (s->n_reqs < MAX_REQS) {
+            req *r = &s->reqs[s->n_reqs++];
+            snprintf(r->method, sizeof r->method, "%s", method);
+            snprintf(r->path, sizeof r->path, "%s", path);
+            r->body = body ? strdup(body) : NULL;
+        }
+        long status = answer(s, method, path, body, &out);
+        pthread_mutex_unlock(&s->mu);
+        free(body);
+        char hdr[256];
+        int hl = snprintf(hdr, sizeof hdr,
+                          "HTTP/1.1 %ld X\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\n\r\n",
+                          status, out.len);
+        bool ok = send_all(fd, hdr, (size_t)hl) && send_all(fd, out.data ? out.data : "", out.len);
+        mlt__buf_free(&out);
+        size_t used = head + need;
+        memmove(in.data, in.data + used, in.len - used);
+        in.len -= used;
+        in.data[in.len] = '\0';
+        continued = false;
+        if (!ok) {
+            break;
+        }
+    }
+    mlt__buf_free(&in);
+}
+
+static void *server_main(void *arg)
+{
+    server *s = arg;
+    while (!atomic_load(&s->stop)) {
+        struct pollfd p = {s->lfd, POLLIN, 0};
+        if (poll(&p, 1, 20) <= 0) {
+            continue;
+        }
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd >= 0) {
+            serve(s, fd);
+            close(fd);
+        }
+    }
+    return NULL;
+}
+
+static server *server_start(void)
+{
+    server *s = calloc(1, sizeof *s);
+    ck_assert_ptr_nonnull(s);
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(s->lfd, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(s->lfd, 8), 0);
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(getsockname(s->lfd, (struct sockaddr *)&a, &len), 0);
+    s->port = ntohs(a.sin_port);
+    atomic_init(&s->stop, false);
+    pthread_mutex_init(&s->mu, NULL);
+    ck_assert_int_eq(pthread_create(&s->thread, NULL, server_main, s), 0);
+    return s;
+}
+
+static void server_stop(server *s)
+{
+    atomic_store(&s->stop, true);
+    pthread_join(s->thread, NULL);
+    close(s->lfd);
+    for (size_t i = 0; i < s->n_reqs; i++) {
+        free(s->reqs[i].body);
+    }
+    for (size_t i = 0; i < s->n_accepted; i++) {
+        free(s->accepted[i]);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* How many times the server took entity what ("metric:loss"...). */
+static size_t taken(server *s, const char *what)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_accepted; i++) {
+        n += strcmp(s->accepted[i], what) == 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static void dump_reqs(server *s)
+{
+    for (size_t i = 0; i < s->n_reqs; i++) {
+        fprintf(stderr, "  %zu: %s %s %s\n", i, s->reqs[i].method, s->reqs[i].path,
+                s->reqs[i].body ? s->reqs[i].body : "");
+    }
+}
+
+/* Request i is method path (path after /api/2.0/mlflow/); returns its body parsed (caller
+ * deletes; NULL for a GET). */
+static cJSON *expect_req(server *s, size_t i, const char *method, const char *path)
+{
+    if (i >= s->n_reqs) {
+        dump_reqs(s);
+    }
+    ck_assert_msg(i < s->n_reqs, "request %zu missing (%zu made)", i, s->n_reqs);
+    char want[600];
+    snprintf(want, sizeof want, "/api/2.0/mlflow/%s", path);
+    if (strcmp(s->reqs[i].method, method) || strcmp(s->reqs[i].path, want)) {
+        dump_reqs(s);
+    }
+    ck_assert_str_eq(s->reqs[i].method, method);
+    ck_assert_str_eq(s->reqs[i].path, want);
+    if (!s->reqs[i].body) {
+        return NULL;
+    }
+    cJSON *j = cJSON_Parse(s->reqs[i].body);
+    ck_assert_msg(j != NULL, "request %zu body is not JSON: %s", i, s->reqs[i].body);
+    return j;
+}
+
+static const char *jstr(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    ck_assert_msg(cJSON_IsString(v), "%s is not a string", name);
+    return v->valuestring;
+}
+
+static double jnum(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", name);
+    return v->valuedouble;
+}
+
+static int jlen(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
+}
+
+/* The value of tag key in the array "tags" of o, NULL if absent. */
+static const char *tag_of(const cJSON *o, const char *key)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(o, "tags"))
+    {
+        if (strcmp(jstr(e, "key"), key) == 0) {
+            return jstr(e, "value");
+        }
+    }
+    return NULL;
+}
+
+/* ---- fixtures ------------------------------------------------------------------------------- */
+
+#define DIR_LEN 512
+#define K1 "11111111-2222-4333-8444-555555555555"
+#define K2 "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+
+typedef struct fixture {
+    char tmp[DIR_LEN];
+    char dir[DIR_LEN + 16];
+    server *srv;
+    mlt__journal *j;
+    mlt__sender *s;
+} fixture;
+
+static void make_tmpdir(char *out, size_t len)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(out, len, "%s/mlt-sender-XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
+static void remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        ck_assert_ptr_nonnull(d);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                char sub[PATH_MAX];
+                snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+                remove_tree(sub);
+            }
+        }
+        closedir(d);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+static bool dir_exists(const char *dir)
+{
+    struct stat st;
+    return stat(dir, &st) == 0;
+}
+
+static void fixture_init(fixture *f)
+{
+    memset(f, 0, sizeof *f);
+    make_tmpdir(f->tmp, sizeof f->tmp);
+    snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
+    f->srv = server_start();
+    char err[256] = "";
+    ck_assert_int_eq(mlt__journal_create(&f->j, f->dir, MLT__FSYNC_NONE, err, sizeof err),
+                     MLT_OK);
+}
+
+/* The sender over the fixture's journal (handed over: f->j stays valid until sender_free). */
+static void sender_new(fixture *f, bool adopted, int max_retries)
+{
+    mlt_options *o = mlt_options_new();
+    ck_assert_ptr_nonnull(o);
+    char uri[64];
+    snprintf(uri, sizeof uri, "http://127.0.0.1:%d", f->srv->port);
+    ck_assert_int_eq(mlt_options_set_tracking_uri(o, uri), MLT_OK);
+    ck_assert_int_eq(mlt_options_set_retries(o, max_retries, 0.001, 0), MLT_OK);
+    ck_assert_int_eq(mlt_options_set_timeout(o, 10), MLT_OK);
+    char err[256] = "";
+    mlt_err e = mlt__sender_new(&f->s, o, err, sizeof err);
+    ck_assert_msg(e == MLT_OK, "sender: %s", err);
+    mlt_options_free(o);
+    ck_assert_int_eq(mlt__sender_add(f->s, f->j, adopted), MLT_OK);
+}
+
+static mlt_err drain(fixture *f, mlt__sync_progress *sum)
+{
+    char err[512] = "";
+    memset(sum, 0, sizeof *sum);
+    return mlt__sender_drain(f->s, mlt__mono_ns() + 20 * 1000000000LL, NULL, NULL, sum, err,
+                             sizeof err);
+}
+
+static void fixture_done(fixture *f)
+{
+    if (f->s) {
+        mlt__sender_free(f->s, 1000); /* closes the journal */
+    } else {
+        mlt__journal_close(f->j, false);
+    }
+    server_stop(f->srv);
+    remove_tree(f->tmp);
+}
+
+static void put_create(mlt__journal *j, uint32_t run_no, const char *key, const char *exp_name)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    const char *tk[1] = {"team"}, *tv[1] = {"a"};
+    mlt__rec_put_create(&b, run_no, key, "", "train", exp_name, "", 1000, tk, tv, 1);
+    ck_assert_int_eq(mlt__journal_append(j, MLT__REC_CREATE, b.data, b.len, NULL), MLT_OK);
+    mlt__buf_free(&b);
+}
+
+static void put_kv(mlt__journal *j, mlt__rec_type t, uint32_t run_no, const char *k,
+                   const char *v)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_kv(&b, run_no, k, v);
+    ck_assert_int_eq(mlt__journal_append(j, t, b.data, b.len, NULL), MLT_OK);
+    mlt__buf_free(&b);
+}
+
+static void put_metric(mlt__journal *j, uint32_t run_no, const char *k, double v, int64_t ts,
+                       int64_t step)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_metric(&b, run_no, k, v, ts, step);
+    ck_assert_int_eq(mlt__journal_append(j, MLT__REC_METRIC, b.data, b.len, NULL), MLT_OK);
+    mlt__buf_free(&b);
+}
+
+static void put_end(mlt__journal *j, uint32_t run_no, int status, int64_t t)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_end(&b, run_no, status, t);
+    ck_assert_int_eq(mlt__journal_append(j, MLT__REC_END, b.data, b.len, NULL), MLT_OK);
+    mlt__buf_free(&b);
+}
+
+/* The lines of the journal's dead.jsonl parsed (count in *n; caller deletes each, frees). */
+static cJSON **dead_letters(const char *dir, size_t *n)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/dead.jsonl", dir);
+    *n = 0;
+    cJSON **out = calloc(256, sizeof *out);
+    ck_assert_ptr_nonnull(out);
+    FILE *fp = fopen(p, "r");
+    if (!fp) {
+        return out;
+    }
+    char line[8192];
+    while (fgets(line, sizeof line, fp) && *n < 256) {
+        out[*n] = cJSON_Parse(line);
+        ck_assert_msg(out[*n] != NULL, "dead letter is not JSON: %s", line);
+        (*n)++;
+    }
+    fclose(fp);
+    return out;
+}
+
+static void free_letters(cJSON **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        cJSON_Delete(l[i]);
+    }
+    free(l);
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+START_TEST(sender_drain_delivers_a_run_in_order)
+{
+    fixture f;
+    fixture_init(&f);
+    put_create(f.j, 1, K1, "exp");
+    put_kv(f.j, MLT__REC_PARAM, 1, "lr", "0.1");
+    put_metric(f.j, 1, "loss", 0.5, 1001, 0);
+    put_kv(f.j, MLT__REC_TAG, 1, "phase", "warmup");
+    put_metric(f.j, 1, "loss", 0.25, 1002, 1);
+    put_kv(f.j, MLT__REC_TAG, 1, "phase", "train"); /* last write wins */
+    put_end(f.j, 1, MLT_RUN_FINISHED, 2000);
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+
+    server *s = f.srv;
+    cJSON *b = expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp");
+    ck_assert_ptr_null(b);
+    b = expect_req(s, 1, "POST", "runs/create");
+    ck_assert_str_eq(jstr(b, "experiment_id"), "7");
+    ck_assert_str_eq(jstr(b, "run_name"), "train");
+    ck_assert(jnum(b, "start_time") == 1000);
+    ck_assert_str_eq(tag_of(b, "mltrack.client_run_key"), K1);
+    ck_assert_str_eq(tag_of(b, "team"), "a");
+    cJSON_Delete(b);
+    b = expect_req(s, 2, "POST", "runs/log-batch");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
+    ck_assert_int_eq(jlen(b, "metrics"), 2);
+    ck_assert_int_eq(jlen(b, "params"), 1);
+    ck_assert_int_eq(jlen(b, "tags"), 1);
+    const cJSON *m0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(b, "metrics"), 0);
+    ck_assert_str_eq(jstr(m0, "key"), "loss");
+    ck_assert(jnum(m0, "value") == 0.5);
+    ck_assert(jnum(m0, "timestamp") == 1001);
+    ck_assert(jnum(m0, "step") == 0);
+    ck_assert_str_eq(tag_of(b, "phase"), "train");
+    cJSON_Delete(b);
+    b = expect_req(s, 3, "POST", "runs/update");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(jstr(b, "status"), "FINISHED");
+    ck_assert(jnum(b, "end_time") == 2000);
+    cJSON_Delete(b);
+    ck_assert_uint_eq(s->n_reqs, 4);
+
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 7);
+    ck_assert_uint_eq(mlt__journal_pending_bytes(f.j), 0);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 0);
+    const mlt__run_entry *e = mlt__journal_run(f.j, 1);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(e->key, K1);
+    ck_assert_str_eq(e->run_id, "run-1");
+    ck_assert_str_eq(e->experiment_id, "7");
+    ck_assert_int_eq(e->state, MLT__RUN_ENDED);
+    ck_assert_uint_eq(sum.records_total, 7);
+    ck_assert_uint_eq(sum.records_done, 7);
+    ck_assert_uint_eq(sum.runs_created, 1);
+    ck_assert_uint_eq(sum.points_sent, 2);
+    ck_assert_uint_eq(sum.rejected, 0);
+    mlt__sender_free(f.s, 1000);
+    f.s = NULL;
+    f.j = NULL;
+    ck_assert(!dir_exists(f.dir)); /* delivered: removed */
+    server_stop(f.srv);
+    remove_tree(f.tmp);
+}
+END_TEST
+
+START_TEST(sender_keeps_runs_apart_and_ends_a_run_after_its_logs)
+{
+    fixture f;
+    fixture_init(&f);
+    put_create(f.j, 1, K1, "exp");
+    put_create(f.j, 2, K2, "exp");
+    put_metric(f.j, 1, "a", 1, 10, 0);
+    put_metric(f.j, 2, "b", 2, 11, 0);
+    put_metric(f.j, 1, "c", 3, 12, 0);
+    put_end(f.j, 1, MLT_RUN_FAILED, 20);
+    put_end(f.j, 2, MLT_RUN_KILLED, 21);
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    cJSON_Delete(expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp"));
+    cJSON_Delete(expect_req(s, 1, "POST", "runs/create"));
+    cJSON_Delete(expect_req(s, 2, "POST", "runs/create")); /* the experiment is cached */
+    cJSON *b = expect_req(s, 3, "POST", "runs/log-batch");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
+    ck_assert_int_eq(jlen(b, "metrics"), 2);
+    cJSON_Delete(b);
+    b = expect_req(s, 4, "POST", "runs/log-batch");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-2");
+    ck_assert_int_eq(jlen(b, "metrics"), 1);
+    cJSON_Delete(b);
+    b = expect_req(s, 5, "POST", "runs/update");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(jstr(b, "status"), "FAILED");
+    cJSON_Delete(b);
+    b = expect_req(s, 6, "POST", "runs/update");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-2");
+    ck_assert_str_eq(jstr(b, "status"), "KILLED");
+    cJSON_Delete(b);
+    ck_assert_uint_eq(s->n_reqs, 7);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 7);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_replays_a_created_run_without_creating_it_again)
+{
+    fixture f;
+    fixture_init(&f);
+    /* the run was created and mapped, then the process died before the ack */
+    ck_assert_int_eq(mlt__journal_put_run(f.j, 1, K1, "run-9", "7", MLT__RUN_OPEN), MLT_OK);
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    put_end(f.j, 1, MLT_RUN_FINISHED, 20);
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    cJSON *b = expect_req(s, 0, "POST", "runs/log-batch");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-9");
+    cJSON_Delete(b);
+    cJSON_Delete(expect_req(s, 1, "POST", "runs/update"));
+    ck_assert_uint_eq(s->n_reqs, 2);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_adopted_journal_searches_before_creating_and_ends_orphans_killed)
+{
+    fixture f;
+    fixture_init(&f);
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    /* no END: the owner died */
+    sender_new(&f, true, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    cJSON_Delete(expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp"));
+    cJSON *b = expect_req(s, 1, "POST", "runs/search");
+    ck_assert_ptr_nonnull(strstr(jstr(b, "filter"), K1));
+    cJSON_Delete(b);
+    cJSON_Delete(expect_req(s, 2, "POST", "runs/create"));
+    cJSON_Delete(expect_req(s, 3, "POST", "runs/log-batch"));
+    b = expect_req(s, 4, "POST", "runs/update");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(jstr(b, "status"), "KILLED");
+    cJSON_Delete(b);
+    ck_assert_uint_eq(s->n_reqs, 5);
+    ck_assert_int_eq(mlt__journal_run(f.j, 1)->state, MLT__RUN_ENDED);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_adopted_journal_finds_a_run_created_before_the_crash)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->search_body = "{\"runs\":[{\"info\":{\"run_id\":\"run-found\"}}]}";
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    put_end(f.j, 1, MLT_RUN_FINISHED, 20);
+    sender_new(&f, true, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    cJSON_Delete(expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp"));
+    cJSON_Delete(expect_req(s, 1, "POST", "runs/search"));
+    cJSON *b = expect_req(s, 2, "POST", "runs/log-batch");
+    ck_assert_str_eq(jstr(b, "run_id"), "run-found");
+    cJSON_Delete(b);
+    cJSON_Delete(expect_req(s, 3, "POST", "runs/update"));
+    ck_assert_uint_eq(s->n_reqs, 4);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_bisects_a_rejected_batch_down_to_the_bad_record)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->poison = "bad";
+    put_create(f.j, 1, K1, "exp");
+    static const char *const keys[] = {"m0", "m1", "m2", "m3", "m4", "bad", "m6", "m7"};
+    for (int i = 0; i < 8; i++) {
+        put_metric(f.j, 1, keys[i], i, 100 + i, i);
+    }
+    put_end(f.j, 1, MLT_RUN_FINISHED, 200);
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    for (int i = 0; i < 8; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "metric:%s", keys[i]);
+        ck_assert_msg(taken(f.srv, what) == (i == 5 ? 0u : 1u), "%s taken %zu times", what,
+                      taken(f.srv, what));
+    }
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 1);
+    size_t n;
+    cJSON **l = dead_letters(f.dir, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(jstr(l[0], "type"), "metric");
+    ck_assert_str_eq(jstr(l[0], "key"), "bad");
+    ck_assert_str_eq(jstr(l[0], "run_key"), K1);
+    ck_assert(jnum(l[0], "seq") == 7);
+    ck_assert_ptr_nonnull(strstr(jstr(l[0], "answer"), "bad entity"));
+    free_letters(l, n);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 10);
+    ck_assert_uint_eq(sum.rejected, 1);
+    ck_assert_uint_eq(sum.points_sent, 7);
+    ck_assert_uint_eq(sum.records_done, 10);
+    ck_assert_int_eq(mlt__journal_run(f.j, 1)->state, MLT__RUN_ENDED);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_retry_during_bisection_dead_letters_once)
+{
+    /* The batch is rejected, the bisection dead-letters the bad record, then the server is
+     * briefly away (503): the retried unit must not dead-letter the same record again. */
+    fixture f;
+    fixture_init(&f);
+    f.srv->poison = "bad";
+    f.srv->fail_log_batch_at = 5; /* 8 -> 4 -> 2 -> [bad] dead -> [m1]: 503 */
+    put_create(f.j, 1, K1, "exp");
+    static const char *const keys[] = {"bad", "m1", "m2", "m3", "m4", "m5", "m6", "m7"};
+    for (int i = 0; i < 8; i++) {
+        put_metric(f.j, 1, keys[i], i, 100 + i, i);
+    }
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    size_t dead = (size_t)mlt__journal_dead_count(f.j);
+    uint64_t rejected = sum.rejected;
+    for (int i = 1; i < 8; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "metric:%s", keys[i]);
+        ck_assert_uint_ge(taken(f.srv, what), 1);
+    }
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 9);
+    fixture_done(&f);
+    ck_assert_msg(dead == 1, "the bad record was dead-lettered %zu times", dead);
+    ck_assert_uint_eq(rejected, 1);
+}
+END_TEST
+
+START_TEST(sender_dead_letters_the_records_of_a_run_the_server_refuses_to_create)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->create_status = 400;
+    f.srv->create_body = E400;
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    put_kv(f.j, MLT__REC_PARAM, 1, "lr", "0.1");
+    put_end(f.j, 1, MLT_RUN_FINISHED, 20);
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    cJSON_Delete(expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp"));
+    cJSON_Delete(expect_req(s, 1, "POST", "runs/create"));
+    ck_assert_uint_eq(s->n_reqs, 2); /* no log batch, no update for a run that is not */
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 4);
+    size_t n;
+    cJSON **l = dead_letters(f.dir, &n);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_str_eq(jstr(l[0], "type"), "create_run");
+    ck_assert_ptr_nonnull(strstr(jstr(l[0], "answer"), "bad entity"));
+    ck_assert_str_eq(jstr(l[3], "type"), "end_run");
+    free_letters(l, n);
+    const mlt__run_entry *e = mlt__journal_run(f.j, 1);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_ptr_null(e->run_id);
+    ck_assert_int_eq(e->state, MLT__RUN_DEAD);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 4);
+    ck_assert_uint_eq(sum.rejected, 4);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_gives_up_without_acking_while_the_server_is_down)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->all_status = 503;
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    sender_new(&f, false, 2);
+    char err[512] = "";
+    mlt__sync_progress sum;
+    mlt_err e = mlt__sender_drain(f.s, -1, NULL, NULL, &sum, err, sizeof err);
+    ck_assert_int_ne(e, MLT_OK);
+    ck_assert(err[0] != '\0');
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 0);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 0);
+    ck_assert_ptr_null(mlt__journal_run(f.j, 1));
+    ck_assert_uint_ge(f.srv->n_reqs, 3); /* tried, then tried again */
+    /* back: the next drain delivers everything */
+    f.srv->all_status = 0;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 2);
+    ck_assert_uint_eq(taken(f.srv, "metric:loss"), 1);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_does_not_dead_letter_logs_when_the_server_refuses_the_credentials)
+{
+    /* 401/403 say nothing about the records: they must stay queued for a fixed token, not be
+     * bisected one by one into dead letters. */
+    fixture f;
+    fixture_init(&f);
+    f.srv->log_batch_status = 401;
+    f.srv->log_batch_body = "{\"error_code\":\"UNAUTHENTICATED\",\"message\":\"token expired\"}";
+    put_create(f.j, 1, K1, "exp");
+    for (int i = 0; i < 4; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "m%d", i);
+        put_metric(f.j, 1, k, i, 10 + i, i);
+    }
+    sender_new(&f, false, 1);
+    mlt__sync_progress sum;
+    mlt_err e = drain(&f, &sum);
+    uint64_t dead = mlt__journal_dead_count(f.j), acked = mlt__journal_acked_seq(f.j);
+    size_t batches = f.srv->n_log_batches;
+    fixture_done(&f);
+    ck_assert_msg(dead == 0, "%" PRIu64 " records dead-lettered for a 401 (%zu log batches)",
+                  dead, batches);
+    ck_assert_uint_eq(acked, 1); /* the create only */
+    ck_assert_msg(batches <= 3, "%zu log batches sent for a 401", batches);
+    ck_assert_int_ne(e, MLT_OK);
+}
+END_TEST
+
+START_TEST(sender_does_not_kill_a_run_when_the_server_refuses_the_credentials)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->create_status = 403;
+    f.srv->create_body = "{\"error_code\":\"PERMISSION_DENIED\",\"message\":\"no access\"}";
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    sender_new(&f, false, 1);
+    mlt__sync_progress sum;
+    mlt_err e = drain(&f, &sum);
+    uint64_t dead = mlt__journal_dead_count(f.j), acked = mlt__journal_acked_seq(f.j);
+    const mlt__run_entry *re = mlt__journal_run(f.j, 1);
+    int state = re ? (int)re->state : -1;
+    fixture_done(&f);
+    ck_assert_msg(dead == 0, "%" PRIu64 " records dead-lettered for a 403 (run state %d)", dead,
+                  state);
+    ck_assert_int_ne(state, MLT__RUN_DEAD);
+    ck_assert_uint_eq(acked, 0);
+    ck_assert_int_ne(e, MLT_OK);
+}
+END_TEST
+
+START_TEST(sender_thread_delivers_concurrent_appends_and_flush_waits_for_them)
+{
+    fixture f;
+    fixture_init(&f);
+    sender_new(&f, false, 3);
+    ck_assert_int_eq(mlt__sender_start(f.s), MLT_OK);
+    put_create(f.j, 1, K1, "exp");
+    mlt__sender_notify(f.s);
+    for (int i = 0; i < 3000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "m%d", i % 50);
+        put_metric(f.j, 1, k, i, 1000 + i, i);
+        if (i % 100 == 0) {
+            mlt__sender_notify(f.s);
+        }
+    }
+    put_end(f.j, 1, MLT_RUN_FINISHED, 9000);
+    ck_assert_int_eq(mlt__sender_flush(f.s, 20000), MLT_OK);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 3002);
+    size_t points = 0;
+    for (int i = 0; i < 50; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "metric:m%d", i);
+        points += taken(f.srv, what);
+    }
+    ck_assert_uint_eq(points, 3000);
+    mlt_queue_stats st;
+    mlt__sender_stats(f.s, &st);
+    ck_assert_uint_eq(st.bytes_pending, 0);
+    ck_assert_uint_eq(st.rejected, 0);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_flush_times_out_while_the_server_is_down)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->all_status = 503;
+    put_create(f.j, 1, K1, "exp");
+    sender_new(&f, false, 3);
+    ck_assert_int_eq(mlt__sender_start(f.s), MLT_OK);
+    int64_t t0 = mlt__mono_ns();
+    ck_assert_int_eq(mlt__sender_flush(f.s, 300), MLT_ERR_TIMEOUT);
+    int64_t took_ms = (mlt__mono_ns() - t0) / 1000000;
+    ck_assert_int_ge(took_ms, 290);
+    ck_assert_int_lt(took_ms, 5000);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 0);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_free_aborts_a_request_in_flight)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->delay_ms = 10000;
+    put_create(f.j, 1, K1, "exp");
+    sender_new(&f, false, 3);
+    ck_assert_int_eq(mlt__sender_start(f.s), MLT_OK);
+    for (int i = 0; i < 200; i++) { /* until the request is at the server */
+        pthread_mutex_lock(&f.srv->mu);
+        size_t n = f.srv->n_reqs;
+        pthread_mutex_unlock(&f.srv->mu);
+        if (n) {
+            break;
+        }
+        usleep(10000);
+    }
+    int64_t t0 = mlt__mono_ns();
+    mlt__sender_free(f.s, 500);
+    int64_t took_ms = (mlt__mono_ns() - t0) / 1000000;
+    f.s = NULL;
+    f.j = NULL;
+    ck_assert_msg(took_ms < 3000, "free took %lld ms", (long long)took_ms);
+    ck_assert(dir_exists(f.dir)); /* undelivered: stays */
+    server_stop(f.srv);
+    remove_tree(f.tmp);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("sender");
+    MLT_ADD_TEST(s, sender_drain_delivers_a_run_in_order);
+    MLT_ADD_TEST(s, sender_keeps_runs_apart_and_ends_a_run_after_its_logs);
+    MLT_ADD_TEST(s, sender_replays_a_created_run_without_creating_it_again);
+    MLT_ADD_TEST(s, sender_adopted_journal_searches_before_creating_and_ends_orphans_killed);
+    MLT_ADD_TEST(s, sender_adopted_journal_finds_a_run_created_before_the_crash);
+    MLT_ADD_TEST(s, sender_bisects_a_rejected_batch_down_to_the_bad_record);
+    MLT_ADD_TEST(s, sender_retry_during_bisection_dead_letters_once);
+    MLT_ADD_TEST(s, sender_dead_letters_the_records_of_a_run_the_server_refuses_to_create);
+    MLT_ADD_TEST(s, sender_gives_up_without_acking_while_the_server_is_down);
+    MLT_ADD_TEST(s, sender_does_not_dead_letter_logs_when_the_server_refuses_the_credentials);
+    MLT_ADD_TEST(s, sender_does_not_kill_a_run_when_the_server_refuses_the_credentials);
+    MLT_ADD_TEST(s, sender_thread_delivers_concurrent_appends_and_flush_waits_for_them);
+    MLT_ADD_TEST(s, sender_flush_times_out_while_the_server_is_down);
+    MLT_ADD_TEST(s, sender_free_aborts_a_request_in_flight);
+    return mlt_test_run_suite(s);
+}
