@@ -315,8 +315,19 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
     }
     mlt_err err = MLT_OK;
-    if (mkdirs(dir) != MLT_OK) {
+    char parent[PATH_MAX];
+    int n = snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = FITS(n, sizeof parent) ? strrchr(parent, '/') : NULL;
+    if (slash && slash != parent) {
+        *slash = '\0';
+    }
+    /* the journal's own directory must be new: never write over another journal */
+    if (!slash || mkdirs(parent) != MLT_OK || mkdir(dir, 0700) != 0) {
+        bool exists = errno == EEXIST;
         err = sys_err(errbuf, errlen, "cannot create the journal directory", dir);
+        if (exists && take_lock(j, false, errbuf, errlen) == MLT_ERR_LOCKED) {
+            err = MLT_ERR_LOCKED;
+        }
     } else if ((err = take_lock(j, true, errbuf, errlen)) == MLT_OK) {
         if (replace_file(j, "acked", "0\n", 2) != MLT_OK ||
             replace_file(j, "runs", "", 0) != MLT_OK) {
@@ -1006,7 +1017,20 @@ mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char 
         }
     }
     mlt__buf_puts(&b, ",\"answer\":");
-    mlt__json_str(&b, answer ? answer : "");
+    /* answers may have been cut to a buffer inside a UTF-8 character: keep the file UTF-8 */
+    size_t keep = answer ? strlen(answer) : 0;
+    size_t i = keep;
+    while (i > 0 && keep - i < 4 && ((unsigned char)answer[i - 1] & 0xC0) == 0x80) {
+        i--;
+    }
+    if (i > 0 && (unsigned char)answer[i - 1] >= 0xC0) {
+        unsigned char lead = (unsigned char)answer[i - 1];
+        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (keep - (i - 1) < need) {
+            keep = i - 1; /* drop the incomplete last character */
+        }
+    }
+    mlt__json_strn(&b, answer ? answer : "", keep);
     mlt__buf_puts(&b, "}\n");
     char path[PATH_MAX];
     mlt_err err = MLT_OK;
