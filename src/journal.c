@@ -103,6 +103,9 @@ struct mlt__journal {
 
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
 
+static mlt_err put_run(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
+                       const char *experiment_id, mlt__run_state state);
+
 static mlt_err sys_err(char *errbuf, size_t errlen, const char *what, const char *path)
 {
     int e = errno;
@@ -318,11 +321,16 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
     char parent[PATH_MAX];
     int n = snprintf(parent, sizeof parent, "%s", dir);
     char *slash = FITS(n, sizeof parent) ? strrchr(parent, '/') : NULL;
-    if (slash && slash != parent) {
+    if (!slash) {
+        snprintf(parent, sizeof parent, ".");
+    } else if (slash == parent) {
+        parent[1] = '\0'; /* "/" */
+    } else {
         *slash = '\0';
     }
+    errno = FITS(n, sizeof parent) ? 0 : ENAMETOOLONG;
     /* the journal's own directory must be new: never write over another journal */
-    if (!slash || mkdirs(parent) != MLT_OK || mkdir(dir, 0700) != 0) {
+    if (errno || mkdirs(parent) != MLT_OK || mkdir(dir, 0700) != 0) {
         bool exists = errno == EEXIST;
         err = sys_err(errbuf, errlen, "cannot create the journal directory", dir);
         if (exists && take_lock(j, false, errbuf, errlen) == MLT_ERR_LOCKED) {
@@ -518,8 +526,8 @@ static mlt_err load_runs(mlt__journal *j)
             mlt__run_state st = strcmp(state, "ended") == 0  ? MLT__RUN_ENDED
                                 : strcmp(state, "dead") == 0 ? MLT__RUN_DEAD
                                                              : MLT__RUN_OPEN;
-            err = mlt__journal_put_run(j, run_no, key, strcmp(id, "-") ? id : NULL,
-                                       strcmp(exp, "-") ? exp : NULL, st);
+            err = put_run(j, run_no, key, strcmp(id, "-") ? id : NULL,
+                          strcmp(exp, "-") ? exp : NULL, st);
         }
         line = nl ? nl + 1 : NULL;
     }
@@ -812,7 +820,10 @@ mlt_err mlt__journal_sync(mlt__journal *j)
 static int open_read_seg(mlt__journal *j, size_t i)
 {
     char name[64], path[PATH_MAX];
-    seg_name(j->segs[i].first_seq, name);
+    pthread_mutex_lock(&j->mu); /* an append may move the segment list */
+    uint64_t first = j->segs[i].first_seq;
+    pthread_mutex_unlock(&j->mu);
+    seg_name(first, name);
     if (path_in(j, name, path, sizeof path) != 0) {
         return -1;
     }
@@ -842,7 +853,9 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
         if (n_segs == 0 || open_read_seg(j, 0) != 0) {
             return MLT_ERR_IO;
         }
+        pthread_mutex_lock(&j->mu);
         j->rseq = j->segs[0].first_seq - 1;
+        pthread_mutex_unlock(&j->mu);
         j->rpos = atomic_load(&j->acked_pos);
         while (j->rseq < *cursor) {
             mlt__rec skip;
@@ -876,14 +889,19 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
             r->size = size;
             r->end_pos = j->rpos + size;
             mlt_err err = mlt__rec_decode((mlt__rec_type)type, scratch->data, plen, r);
-            if (err != MLT_OK) {
-                return mlt__fail(err, "journal %s: record %" PRIu64 " does not decode", j->dir,
-                                 seq);
-            }
+            /* A record that checks out but does not decode is consumed all the same: the caller
+             * can set it aside and go on. */
             j->roff += size;
             j->rpos += size;
             j->rseq = seq;
             *cursor = seq;
+            if (err != MLT_OK) {
+                r->seq = seq;
+                r->size = size;
+                r->end_pos = j->rpos;
+                return mlt__fail(err, "journal %s: record %" PRIu64 " does not decode", j->dir,
+                                 seq);
+            }
             return MLT_OK;
         }
         if (!has_next || open_read_seg(j, j->rseg + 1) != 0) {
@@ -962,6 +980,14 @@ mlt_err mlt__journal_put_run(mlt__journal *j, uint32_t run_no, const char *key,
                              const char *run_id, const char *experiment_id,
                              mlt__run_state state)
 {
+    mlt_err err = put_run(j, run_no, key, run_id, experiment_id, state);
+    return err != MLT_OK || j->read_only ? err : save_runs(j);
+}
+
+/* Adds or updates an entry in memory. */
+static mlt_err put_run(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
+                       const char *experiment_id, mlt__run_state state)
+{
     mlt__run_entry *e = mlt__journal_run(j, run_no);
     if (!e) {
         if (j->n_runs == j->cap_runs) {
@@ -990,7 +1016,7 @@ mlt_err mlt__journal_put_run(mlt__journal *j, uint32_t run_no, const char *key,
     if ((run_id && !e->run_id) || (experiment_id && !e->experiment_id)) {
         return MLT_ERR_NOMEM;
     }
-    return j->read_only ? MLT_OK : save_runs(j);
+    return MLT_OK;
 }
 
 /* ---- dead letters ---- */

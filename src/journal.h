@@ -75,7 +75,9 @@ uint64_t mlt__journal_pending_bytes(mlt__journal *j);
 /*
  * Reads the next record after *cursor (a sequence number; start from the acked one) into r,
  * whose strings point into *scratch (kept until the next call with it). Returns MLT_OK,
- * MLT_ERR_NOT_FOUND when no record follows, MLT_ERR_IO / MLT_ERR_CORRUPT.
+ * MLT_ERR_NOT_FOUND when no record follows, MLT_ERR_IO, or MLT_ERR_CORRUPT: a frame that does
+ * not read back (the cursor stays), or one whose checksum holds but whose payload does not
+ * decode (consumed: the cursor and r->seq/end_pos name it, so it can be set aside).
  */
 mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, mlt__rec *r);
 

@@ -33,6 +33,7 @@ typedef struct ent {
     double num;
     int64_t ts, step;
     uint64_t seq;
+    bool done; /* delivered or dead-lettered: not sent again if the unit is retried */
 } ent;
 
 typedef struct slot {
@@ -187,16 +188,22 @@ static const mlt__run_entry *run_by_key(mlt__journal *j, const char *key)
     return NULL;
 }
 
-/* Outcome of delivering part of a unit. */
-typedef enum { OK, RETRY, FATAL } outcome;
+/* Outcome of delivering part of a unit: done; try again after a backoff; the server refused
+ * this record for good (a dead letter); or delivery cannot go on (credentials, TLS,
+ * configuration: nothing is dead-lettered, the unit waits). */
+typedef enum { OK, RETRY, DEAD, FATAL } outcome;
 
-static outcome retry_or_fatal(mlt__sender *s, mlt_err err, const char *msg)
+static outcome classify(mlt__sender *s, mlt_err err, const char *msg)
 {
     size_t n = strlen(msg);
     n = n < sizeof s->last_error - 1 ? n : sizeof s->last_error - 1;
     memcpy(s->last_error, msg, n);
     s->last_error[n] = '\0';
-    return mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL ? RETRY : FATAL;
+    if (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL || err == MLT_ERR_NOMEM ||
+        err == MLT_ERR_IO) {
+        return RETRY;
+    }
+    return err == MLT_ERR_REJECTED || err == MLT_ERR_NOT_FOUND ? DEAD : FATAL;
 }
 
 /* ---- reading a unit ---- */
@@ -209,6 +216,17 @@ static mlt_err read_unit(mlt__sender *s, slot *sl)
         mlt_err err = mlt__journal_next(sl->j, &c, sl->n_win ? &s->scratch : &sl->ctl_buf, &r);
         if (err == MLT_ERR_NOT_FOUND) {
             break;
+        }
+        if (err == MLT_ERR_CORRUPT && c > sl->cursor) {
+            /* checksummed but undecodable: set it aside and go on */
+            mlt__rec bad = {.seq = r.seq, .end_pos = r.end_pos, .size = r.size, .key = ""};
+            mlt__journal_dead_letter(sl->j, &bad, "the record could not be decoded");
+            report(s, MLT_OP_LOG, MLT_DELIVERY_REJECTED, "", NULL, NULL, 1,
+                   "the record could not be decoded");
+            sl->cursor = c;
+            sl->last = bad;
+            sl->have_unit = true;
+            continue;
         }
         if (err != MLT_OK) {
             return err;
@@ -238,8 +256,9 @@ static mlt_err read_unit(mlt__sender *s, slot *sl)
             sl->cap_win = cap;
         }
         ent *e = &sl->win[sl->n_win];
-        *e = (ent){r.type, r.run_no, mlt__strdup(r.key),
-                   r.value ? mlt__strdup(r.value) : NULL, r.num, r.time_ms, r.step, r.seq};
+        *e = (ent){r.type,    r.run_no, mlt__strdup(r.key), r.value ? mlt__strdup(r.value) : NULL,
+                   r.num,     r.time_ms, r.step,             r.seq,
+                   false};
         if (!e->key || (r.value && !e->value)) {
             free(e->key);
             free(e->value);
@@ -287,7 +306,7 @@ static outcome send_ents(mlt__sender *s, slot *sl, const char *run_id, ent **ent
         free(m);
         free(p);
         free(t);
-        return retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+        return classify(s, MLT_ERR_NOMEM, "out of memory");
     }
     size_t nm = 0, np = 0, nt = 0;
     for (size_t i = 0; i < n; i++) {
@@ -314,13 +333,18 @@ static outcome send_ents(mlt__sender *s, slot *sl, const char *run_id, ent **ent
     free(p);
     free(t);
     if (err == MLT_OK) {
+        for (size_t i = 0; i < n; i++) {
+            ents[i]->done = true;
+        }
         return OK;
     }
-    if (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL || err == MLT_ERR_NOMEM) {
-        return retry_or_fatal(s, err, msg);
+    outcome c = classify(s, err, msg);
+    if (c != DEAD) {
+        return c;
     }
     if (n == 1) {
         dead_ent(s, sl, ents[0], msg);
+        ents[0]->done = true;
         return OK;
     }
     outcome o = send_ents(s, sl, run_id, ents, n / 2);
@@ -334,11 +358,11 @@ static outcome deliver_window(mlt__sender *s, slot *sl)
         uint32_t run_no = sl->win[0].run_no;
         ent **mine = malloc(sl->n_win * sizeof *mine);
         if (!mine) {
-            return retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+            return classify(s, MLT_ERR_NOMEM, "out of memory");
         }
         size_t n = 0;
         for (size_t i = 0; i < sl->n_win; i++) {
-            if (sl->win[i].run_no == run_no) {
+            if (sl->win[i].run_no == run_no && !sl->win[i].done) {
                 mine[n++] = &sl->win[i];
             }
         }
@@ -350,6 +374,7 @@ static outcome deliver_window(mlt__sender *s, slot *sl)
                                                            : "the run was not created";
             for (size_t i = 0; i < n; i++) {
                 dead_ent(s, sl, mine[i], why);
+                mine[i]->done = true;
             }
         } else {
             uint64_t before = atomic_load(&s->rejected);
@@ -392,24 +417,24 @@ static outcome resolve_experiment(mlt__sender *s, const mlt__rec *r, char **out_
 {
     if (!r->experiment_name[0]) {
         *out_id = mlt__strdup(r->experiment_id[0] ? r->experiment_id : "0");
-        return *out_id ? OK : retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+        return *out_id ? OK : classify(s, MLT_ERR_NOMEM, "out of memory");
     }
     if (s->exp_name && strcmp(s->exp_name, r->experiment_name) == 0) {
         *out_id = mlt__strdup(s->exp_id);
-        return *out_id ? OK : retry_or_fatal(s, MLT_ERR_NOMEM, "out of memory");
+        return *out_id ? OK : classify(s, MLT_ERR_NOMEM, "out of memory");
     }
     char msg[1024];
     char *id = NULL;
     mlt_err err = mlt__client_experiment(&s->client, r->experiment_name, &id, msg, sizeof msg);
     if (err != MLT_OK) {
-        return retry_or_fatal(s, err, msg);
+        return classify(s, err, msg);
     }
     if (r->experiment_id[0] && strcmp(r->experiment_id, id) != 0) {
         snprintf(s->last_error, sizeof s->last_error,
                  "experiment_id %s does not match experiment '%s' (id %s)", r->experiment_id,
                  r->experiment_name, id);
         free(id);
-        return FATAL;
+        return DEAD;
     }
     free(s->exp_name);
     free(s->exp_id);
@@ -466,12 +491,13 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
             }
         }
         if (err != MLT_OK) {
-            o = retry_or_fatal(s, err, msg);
+            o = classify(s, err, msg);
         }
     }
-    if (o == RETRY) {
+    if (o == RETRY || o == FATAL) {
         free(exp_id);
-        return RETRY;
+        free(run_id);
+        return o;
     }
     mlt_err perr;
     if (o == OK) {
@@ -494,7 +520,7 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
     free(run_id);
     free(exp_id);
     /* the mapping must be durable before the create is acked */
-    return perr == MLT_OK ? OK : retry_or_fatal(s, perr, "cannot write the run map");
+    return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
 }
 
 static outcome deliver_end(mlt__sender *s, slot *sl)
@@ -511,8 +537,8 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
     atomic_fetch_add(&s->sent, 1);
     mlt_err err = mlt__client_end_run(&s->client, re->run_id, (mlt_run_status)r->status,
                                       r->time_ms, -1, msg, sizeof msg);
-    if (err != MLT_OK && (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL)) {
-        return retry_or_fatal(s, err, msg);
+    if (err != MLT_OK && classify(s, err, msg) != DEAD) {
+        return classify(s, err, msg);
     }
     char key[40], run_id[128], exp_id[128];
     snprintf(key, sizeof key, "%s", re->key);
@@ -526,7 +552,7 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
     if (err == MLT_OK) {
         report(s, MLT_OP_END_RUN, MLT_DELIVERY_ACKNOWLEDGED, key, run_id, exp_id, 1, NULL);
     }
-    return perr == MLT_OK ? OK : retry_or_fatal(s, perr, "cannot write the run map");
+    return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
 }
 
 /* A journal taken over from a process that died ends with runs that never ended: once all its
@@ -546,11 +572,11 @@ static outcome end_orphans(mlt__sender *s, slot *sl, bool *did)
         atomic_fetch_add(&s->sent, 1);
         mlt_err err = mlt__client_end_run(&s->client, run_id, MLT_RUN_KILLED, mlt__now_ms(), -1,
                                           msg, sizeof msg);
-        if (err != MLT_OK && (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL)) {
-            return retry_or_fatal(s, err, msg);
+        if (err != MLT_OK && classify(s, err, msg) != DEAD) {
+            return classify(s, err, msg);
         }
         if (mlt__journal_put_run(sl->j, run_no, key, NULL, NULL, MLT__RUN_ENDED) != MLT_OK) {
-            return retry_or_fatal(s, MLT_ERR_IO, "cannot write the run map");
+            return classify(s, MLT_ERR_IO, "cannot write the run map");
         }
         *did = true;
         return OK; /* the map changed under runs: one at a time */

@@ -871,6 +871,29 @@ START_TEST(journal_create_makes_missing_parent_directories)
 }
 END_TEST
 
+START_TEST(journal_create_takes_a_relative_directory)
+{
+    fixture f;
+    fixture_init(&f);
+    char cwd[PATH_MAX];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(chdir(f.tmp), 0);
+    mlt__journal *j = NULL, *k = NULL;
+    char err1[256] = "", err2[256] = "";
+    mlt_err e1 = mlt__journal_create(&j, "j-rel", MLT__FSYNC_NONE, err1, sizeof err1);
+    mlt_err e2 = mlt__journal_create(&k, "sub/j-rel", MLT__FSYNC_NONE, err2, sizeof err2);
+    mlt__journal_close(j, false);
+    mlt__journal_close(k, false);
+    ck_assert_int_eq(chdir(cwd), 0);
+    bool made1 = exists(f.tmp, "j-rel/" "seg-00000000000000000001.log");
+    bool made2 = exists(f.tmp, "sub/j-rel/" "seg-00000000000000000001.log");
+    fixture_done(&f);
+    ck_assert_msg(e1 == MLT_OK && made1, "create(\"j-rel\"): %s (%s)", mlt_strerror(e1), err1);
+    ck_assert_msg(e2 == MLT_OK && made2, "create(\"sub/j-rel\"): %s (%s)", mlt_strerror(e2),
+                  err2);
+}
+END_TEST
+
 START_TEST(journal_create_refuses_an_existing_journal)
 {
     /* "Creates a new journal directory": a journal already there (its owner gone) holds
@@ -1711,7 +1734,8 @@ END_TEST
 START_TEST(journal_next_reports_a_checksummed_record_that_does_not_decode)
 {
     /* A frame whose CRC holds but whose payload is no record (a writer bug, or a newer
-     * version's type): next says MLT_ERR_CORRUPT, as documented, and does not skip it. */
+     * version's type): next says MLT_ERR_CORRUPT and consumes it (the cursor moves past it,
+     * r->seq names it), so that the sender can set it aside and go on. */
     fixture f;
     fixture_init(&f);
     static const uint64_t segs[][2] = {{1, 2}};
@@ -1736,9 +1760,12 @@ START_TEST(journal_next_reports_a_checksummed_record_that_does_not_decode)
     mlt__buf_init(&scratch);
     mlt__rec r;
     ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_CORRUPT);
-    ck_assert_uint_eq(c, 2);
+    ck_assert_uint_eq(c, 3);
+    ck_assert_uint_eq(r.seq, 3);
     ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_CORRUPT);
-    ck_assert_uint_eq(c, 2);
+    ck_assert_uint_eq(c, 4);
+    ck_assert_uint_eq(r.seq, 4);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_NOT_FOUND);
     mlt__buf_free(&scratch);
     mlt__journal_close(j, false);
     fixture_done(&f);
@@ -2549,6 +2576,7 @@ int main(void)
     MLT_ADD_TEST(s, record_decode_survives_random_bytes);
     MLT_ADD_TEST(s, journal_create_makes_private_files_and_a_first_segment);
     MLT_ADD_TEST(s, journal_create_makes_missing_parent_directories);
+    MLT_ADD_TEST(s, journal_create_takes_a_relative_directory);
     MLT_ADD_TEST(s, journal_create_refuses_an_existing_journal);
     MLT_ADD_TEST(s, journal_appends_read_back_in_order);
     MLT_ADD_TEST(s, journal_segment_bytes_match_the_frame_format);

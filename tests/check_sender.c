@@ -65,6 +65,7 @@ typedef struct server {
     long log_batch_status;      /* every log batch answers this (with log_batch_body); 0: no */
     const char *log_batch_body;
     long create_status;         /* runs/create answers this (with create_body); 0: normally */
+    int create_failures;        /* the first runs/create calls answer 503 */
     const char *create_body;
     const char *search_body;    /* runs/search answer; NULL: no runs */
     long all_status;            /* every request answers this; 0: no */
@@ -140,6 +141,11 @@ static long answer(server *s, const char *method, const char *path, const char *
         if (s->create_status) {
             mlt__buf_puts(out, s->create_body);
             return s->create_status;
+        }
+        if (s->create_failures > 0) {
+            s->create_failures--;
+            mlt__buf_puts(out, E503);
+            return 503;
         }
         mlt__buf_printf(out, "{\"run\":{\"info\":{\"run_id\":\"run-%d\",\"experiment_id\":\"7\"}}}",
                         ++s->next_run);
@@ -924,6 +930,67 @@ START_TEST(sender_does_not_kill_a_run_when_the_server_refuses_the_credentials)
 }
 END_TEST
 
+START_TEST(sender_counts_metric_points_apart_from_rejected_params)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->poison = "bad_param";
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    put_metric(f.j, 1, "loss", 2, 11, 1);
+    put_kv(f.j, MLT__REC_PARAM, 1, "bad_param", "x");
+    put_kv(f.j, MLT__REC_PARAM, 1, "good_param", "y");
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(taken(f.srv, "metric:loss"), 2);
+    ck_assert_uint_eq(taken(f.srv, "param:good_param"), 1);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 1);
+    ck_assert_uint_eq(sum.rejected, 1);
+    ck_assert_uint_eq(sum.records_done, 5);
+    uint64_t points = sum.points_sent;
+    fixture_done(&f);
+    /* both metric points landed; the rejected record was a param */
+    ck_assert_uint_eq(points, 2);
+}
+END_TEST
+
+START_TEST(sender_creates_a_run_once_after_an_ambiguous_failure)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->create_failures = 1;
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    put_end(f.j, 1, MLT_RUN_FINISHED, 20);
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    size_t creates = 0, searches = 0, first_search = SIZE_MAX, second_create = SIZE_MAX;
+    for (size_t i = 0; i < s->n_reqs; i++) {
+        if (strstr(s->reqs[i].path, "runs/create")) {
+            if (++creates == 2) {
+                second_create = i;
+            }
+        } else if (strstr(s->reqs[i].path, "runs/search")) {
+            searches++;
+            if (first_search == SIZE_MAX) {
+                first_search = i;
+            }
+        }
+    }
+    ck_assert_uint_eq(creates, 2); /* the failed one, then one that worked */
+    ck_assert_uint_ge(searches, 1);
+    ck_assert_uint_lt(first_search, second_create); /* looked before creating again */
+    ck_assert_uint_eq(s->next_run, 1);
+    ck_assert_str_eq(mlt__journal_run(f.j, 1)->run_id, "run-1");
+    ck_assert_uint_eq(taken(s, "metric:loss"), 1);
+    ck_assert_uint_eq(sum.runs_created, 1);
+    fixture_done(&f);
+}
+END_TEST
+
 START_TEST(sender_thread_delivers_concurrent_appends_and_flush_waits_for_them)
 {
     fixture f;
@@ -1019,6 +1086,8 @@ int main(void)
     MLT_ADD_TEST(s, sender_gives_up_without_acking_while_the_server_is_down);
     MLT_ADD_TEST(s, sender_does_not_dead_letter_logs_when_the_server_refuses_the_credentials);
     MLT_ADD_TEST(s, sender_does_not_kill_a_run_when_the_server_refuses_the_credentials);
+    MLT_ADD_TEST(s, sender_counts_metric_points_apart_from_rejected_params);
+    MLT_ADD_TEST(s, sender_creates_a_run_once_after_an_ambiguous_failure);
     MLT_ADD_TEST(s, sender_thread_delivers_concurrent_appends_and_flush_waits_for_them);
     MLT_ADD_TEST(s, sender_flush_times_out_while_the_server_is_down);
     MLT_ADD_TEST(s, sender_free_aborts_a_request_in_flight);

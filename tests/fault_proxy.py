@@ -4,6 +4,9 @@ It sits between the library and the REAL server (both on 127.0.0.1) and, per req
 contains a given substring, can:
 
   pass          forward the request, return the answer (what every other request gets)
+  pass_close    as pass, then close the connection ("Connection: close"): the client's next
+                request goes on a fresh connection (libcurl resends a request by itself only on a
+                reused one)
   cut_before    close the client's connection without forwarding (the server did NOT act)
   cut_after     forward, read the whole answer, then close the client's connection without a
                 byte of it (the server DID act: an ambiguous failure)
@@ -43,7 +46,7 @@ import threading
 import time
 
 LOOPBACK = "127.0.0.1"
-ACTIONS = ("pass", "cut_before", "cut_after", "delay", "garble", "status")
+ACTIONS = ("pass", "pass_close", "cut_before", "cut_after", "delay", "garble", "status")
 MAX_HEAD = 64 * 1024
 GARBLED = b'{"run": {"info": {"run_id": "\x00\xff garbled by fault_proxy'
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
@@ -422,9 +425,11 @@ class FaultProxy:
                     rh = _without(rh, "Content-Encoding")
                     status = 200
                 rh = _without(rh, "Connection", "Keep-Alive")
+                if action == "pass_close":
+                    rh.append(("Connection", "close"))
                 client.sendall(_serialize(start, rh, rbody))
                 self._done(entry, action, status)
-                if (_header(headers, "Connection") or "").lower() == "close":
+                if action == "pass_close" or (_header(headers, "Connection") or "").lower() == "close":
                     return
         except (OSError, HttpError):
             return

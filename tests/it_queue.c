@@ -47,6 +47,9 @@
  *       create_run, log or end_run; STATE acknowledged or rejected; MESSAGE on one line
  *   started NAME RUN_KEY RUN_ID|-                            right after mlt_run_start()
  *   flush ERR_NAME ELAPSED_MS / close ERR_NAME ELAPSED_MS
+ *   stats queued=N sent=N acknowledged=N retried=N rejected=N bytes_pending=N
+ *                                                            mlt_tracker_queue_stats() just
+ *                                                            before the close
  *   failures N
  *
  * Exit: 0 when every logging call returned MLT_OK (whether or not anything reached a server: a
@@ -696,8 +699,17 @@ int main(int argc, char **argv)
             complain("--hold: %s did not appear within 600 s", c.hold);
         }
     }
+    mlt_queue_stats st;
+    mlt_err rc = mlt_tracker_queue_stats(t, &st);
+    if (rc == MLT_OK) {
+        say("stats queued=%" PRIu64 " sent=%" PRIu64 " acknowledged=%" PRIu64 " retried=%" PRIu64
+            " rejected=%" PRIu64 " bytes_pending=%" PRIu64 "\n",
+            st.queued, st.sent, st.acknowledged, st.retried, st.rejected, st.bytes_pending);
+    } else {
+        say("stats %s\n", mlt_err_name(rc));
+    }
     int64_t t0 = now_ms();
-    mlt_err rc = mlt_tracker_close(t, (int)c.close_ms);
+    rc = mlt_tracker_close(t, (int)c.close_ms);
     say("close %s %" PRId64 "\n", mlt_err_name(rc), now_ms() - t0);
     say("failures %lu\n", failures);
     if (ledger_fd >= 0) {

@@ -148,6 +148,7 @@ def run_view(reader, run):
     """A comparable dict of a run (from runs/search data plus full metric histories)."""
     info = run["info"]
     return {
+        "run_id": info.get("run_id"),
         "run_name": info.get("run_name"),
         "status": info.get("status"),
         "start_time": info.get("start_time"),
@@ -228,7 +229,7 @@ def parse_sync(res):
 def parse_it_queue(res):
     """it_queue's stdout: {"started": [(name, key, id)], "delivered": [dicts], "flush": (err, ms),
     "close": (err, ms)}."""
-    out = {"started": [], "delivered": [], "flush": None, "close": None}
+    out = {"started": [], "delivered": [], "flush": None, "close": None, "stats": None}
     for line in res.stdout.splitlines():
         parts = line.split(" ")
         if parts[0] == "started":
@@ -241,7 +242,21 @@ def parse_it_queue(res):
             })
         elif parts[0] in ("flush", "close"):
             out[parts[0]] = (parts[1], int(parts[2]))
+        elif parts[0] == "stats" and len(parts) > 2:
+            out["stats"] = {k: int(v) for k, v in (p.split("=") for p in parts[1:])}
     return out
+
+
+def assert_all_acknowledged(out, n_records, res, *, retried=None):
+    """mlt_tracker_queue_stats() before close: n_records queued, all acknowledged, none left."""
+    st = out["stats"]
+    assert st is not None, f"no queue stats: {res!r}"
+    assert st["queued"] == n_records, f"queued {st['queued']} != {n_records} calls: {st}"
+    assert st["acknowledged"] == n_records and st["rejected"] == 0, st
+    assert st["bytes_pending"] == 0, st
+    assert st["sent"] >= st["acknowledged"], st
+    if retried:
+        assert st["retried"] >= 1, f"no retry counted after a fault: {st}"
 
 
 def journal_dirs(queue):
@@ -344,6 +359,10 @@ def test_offline_program_then_sync_delivers_exactly_once(queue_for, unused_port,
     assert not out["delivered"], f"delivered with no server? {res!r}"
     entries = read_ledger(ledger)
     assert len(entries) == 3 * (1 + 3 + 2 + 500 + 5 + 1 + 1), "ledger size"
+    st = out["stats"]
+    assert st is not None, res
+    assert st["queued"] == len(entries) and st["acknowledged"] == 0 and st["rejected"] == 0, st
+    assert st["bytes_pending"] > 0, st
     runs = expected_runs(entries)
     assert len(runs) == 3
 
@@ -433,6 +452,59 @@ def test_sync_leaves_the_journal_of_a_live_process_alone(queue_for, unused_port,
                                 expected_runs(read_ledger(ledger)))
 
 
+def test_flush_times_out_and_sync_exit_codes_with_no_server(queue_for, unused_port):
+    """With no server: mlt_tracker_flush(t, 700) returns MLT_ERR_TIMEOUT within its deadline;
+    `mltrack sync` exits 1 with everything left; usage errors exit 2."""
+    q = queue_for(f"http://127.0.0.1:{unused_port}")
+    ledger = str(q.tmp / "ledger.jsonl")
+    res = q.it_queue(["--ledger", ledger, "--flush-ms", "700", "--close-ms", "300",
+                      "log", "1", "10"], timeout=60)
+    assert res.rc == 0, res
+    out = parse_it_queue(res)
+    assert out["flush"] is not None and out["flush"][0] == "MLT_ERR_TIMEOUT", res
+    assert 700 <= out["flush"][1] <= 700 + 500 * slow_factor(), res
+    assert out["close"] is not None and out["close"][1] <= 300 + 500 * slow_factor(), res
+    entries = read_ledger(ledger)
+
+    res = q.programs.run(["mltrack", "sync", "--queue", q.dir, "--timeout", "3"],
+                         env=q.env(), timeout=120)
+    s = parse_sync(res)
+    assert res.rc == 1, f"sync with nothing delivered must exit 1: {res!r}"
+    assert not s["delivered"] and s["reason"], res
+    assert (s["runs_created"], s["points_sent"], s["rejected"]) == (0, 0, 0), res
+    assert s["left"] == len(entries), f"left: {s['left']} != {len(entries)} records: {res!r}"
+    assert res.elapsed < 3 + 10 * slow_factor(), f"sync --timeout 3 took {res.elapsed:.1f} s"
+
+    for args in (["sync", "--bogus"], ["frobnicate"], ["sync", "--queue"], []):
+        res = q.programs.run(["mltrack"] + args, env=q.env(), timeout=60)
+        assert res.rc == 2, f"mltrack {' '.join(args)}: usage error must exit 2: {res!r}"
+
+
+@pytest.mark.parametrize("mode", ["none", "interval", "always"])
+def test_every_fsync_mode_delivers_exactly(queue_for, module_server, mode):
+    q = queue_for(module_server.uri)
+    ledger = str(q.tmp / "ledger.jsonl")
+    res = q.it_queue(["--ledger", ledger, "--flush-ms", "60000", "log", "2", "40"],
+                     env={"MLTRACK_FSYNC": mode}, timeout=120)
+    assert res.rc == 0, res
+    out = parse_it_queue(res)
+    assert out["flush"] and out["flush"][0] == "MLT_OK", res
+    assert_all_acknowledged(out, len(read_ledger(ledger)), res)
+    views = assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name,
+                                       expected_runs(read_ledger(ledger)))
+    # the delivery callback told each run's id, the server's own
+    ids = {d["run_key"]: d["run_id"] for d in out["delivered"] if d["op"] == "create_run"}
+    assert ids == {k: v["run_id"] for k, v in views.items()}, (ids, res)
+
+
+def test_bad_fsync_mode_is_refused(queue_for, unused_port):
+    q = queue_for(f"http://127.0.0.1:{unused_port}")
+    res = q.it_queue(["log", "1", "1"], env={"MLTRACK_FSYNC": "sometimes"}, timeout=60)
+    assert res.rc == 2, f"MLTRACK_FSYNC=sometimes must fail the setup: {res!r}"
+    assert "MLTRACK_FSYNC" in res.stderr, res
+    assert not journal_dirs(q.dir), "a journal was made by a tracker that failed to set up"
+
+
 # ---- (b) the example program with no server --------------------------------------------------------
 
 
@@ -494,6 +566,7 @@ def test_server_restart_mid_run_library_reconnects_alone(queue_for, server_facto
     out = parse_it_queue(res)
     assert out["flush"] and out["flush"][0] == "MLT_OK", f"flush did not deliver: {res!r}"
     assert not [d for d in out["delivered"] if d["state"] != "acknowledged"], res
+    assert_all_acknowledged(out, len(read_ledger(ledger)), res, retried=True)
     runs = expected_runs(read_ledger(ledger))
     assert_server_holds_exactly(reader, q.exp_name, runs)
     (key,) = runs
@@ -778,6 +851,9 @@ def test_rejected_record_goes_to_dead_letters_and_the_run_still_lands(queue_for,
     assert len(rejected) == 1, f"delivery callback rejections: {rejected}: {res!r}"
     assert rejected[0]["op"] == "log" and rejected[0]["run_id"] == run_id, rejected
     assert rejected[0]["records"] == 1, rejected
+    st = out["stats"]
+    assert st and st["rejected"] == 1 and st["acknowledged"] == st["queued"] - 1, st
+    assert st["queued"] == len(read_ledger(ledger)) and st["bytes_pending"] == 0, st
     assert ("INVALID_PARAMETER_VALUE" in rejected[0]["message"]
             or "Changing param values" in rejected[0]["message"]), rejected
 
@@ -810,23 +886,48 @@ def proxy(module_server):
                       f"{e['status']}")
 
 
-def log_through_proxy(q, proxy, points=50, extra_env=None, flush_ms=60000):
+def log_through_proxy(q, proxy, points=50, extra_env=None, flush_ms=60000, fault=True):
     ledger = str(q.tmp / "ledger.jsonl")
     res = q.it_queue(["--ledger", ledger, "--flush-ms", str(flush_ms), "--close-ms", "5000",
                       "log", "1", str(points)], env=extra_env, uri=proxy.uri, timeout=180)
     assert res.rc == 0, res
     out = parse_it_queue(res)
     assert out["flush"] and out["flush"][0] == "MLT_OK", f"not delivered: {res!r}\n{proxy.requests()}"
+    assert_all_acknowledged(out, len(read_ledger(ledger)), res, retried=fault)
     return res, out, expected_runs(read_ledger(ledger))
 
 
 def test_proxy_cut_after_runs_create_makes_one_run(queue_for, module_server, proxy):
+    """The first runs/create reaches the server (which makes the run) and the connection is cut
+    before the answer: exactly one run with the client run key in the end. The request goes on the
+    connection that resolved the experiment: on a REUSED connection that dies without an answer,
+    libcurl itself resends the request on a fresh one ("Connection died, retrying a fresh
+    connect") before the library sees any failure, so the library must keep libcurl from
+    resending its non-idempotent runs/create (or never reuse a connection for it)."""
     q = queue_for(proxy.uri)
     rule = proxy.add_rule("runs/create", "cut_after", count=1)
-    res, out, runs = log_through_proxy(q, proxy)
+    res, out, runs = log_through_proxy(q, proxy, fault=False)
     assert rule.applied == 1, proxy.requests()
     reader = MlflowReader(module_server.uri)
     assert_server_holds_exactly(reader, q.exp_name, runs)
+    assert out["stats"]["retried"] >= 1, f"the cut create was not seen as a failure: {res!r}"
+    cut_at = [e for e in proxy.requests("runs/create") if e["action"] == "cut_after"][0]["t"]
+    assert [e for e in proxy.requests("runs/search") if e["t"] > cut_at], (
+        "no runs/search by the client run key after the ambiguous create"
+    )
+
+
+def test_proxy_cut_after_runs_create_on_a_fresh_connection_makes_one_run(queue_for, module_server,
+                                                                          proxy):
+    """As above, with runs/create on a fresh connection (the proxy closes the connection after
+    each experiments/ answer), where libcurl does not resend by itself: the sender sees the
+    failure, and searches by the client run key before creating again."""
+    q = queue_for(proxy.uri)
+    proxy.add_rule("experiments/", "pass_close", count=None)
+    rule = proxy.add_rule("runs/create", "cut_after", count=1)
+    res, out, runs = log_through_proxy(q, proxy)
+    assert rule.applied == 1, proxy.requests()
+    assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
     cut_at = [e for e in proxy.requests("runs/create") if e["action"] == "cut_after"][0]["t"]
     assert [e for e in proxy.requests("runs/search") if e["t"] > cut_at], (
         "no runs/search by the client run key after the ambiguous create"
@@ -836,7 +937,7 @@ def test_proxy_cut_after_runs_create_makes_one_run(queue_for, module_server, pro
 def test_proxy_cut_before_runs_create_makes_one_run(queue_for, module_server, proxy):
     q = queue_for(proxy.uri)
     rule = proxy.add_rule("runs/create", "cut_before", count=1)
-    res, out, runs = log_through_proxy(q, proxy)
+    res, out, runs = log_through_proxy(q, proxy, fault=False)
     assert rule.applied == 1
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
 
@@ -900,6 +1001,7 @@ def test_proxy_outage_is_probed_with_backoff_not_hammered(queue_for, module_serv
     assert outage.applied <= 20, (
         f"{outage.applied} requests in a 4 s outage: the sender does not back off"
     )
+    assert_all_acknowledged(out, len(read_ledger(ledger)), res, retried=True)
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name,
                                 expected_runs(read_ledger(ledger)))
 
