@@ -193,12 +193,20 @@ static const mlt__run_entry *run_by_key(mlt__journal *j, const char *key)
  * configuration: nothing is dead-lettered, the unit waits). */
 typedef enum { OK, RETRY, DEAD, FATAL } outcome;
 
-static outcome classify(mlt__sender *s, mlt_err err, const char *msg)
+/* Keeps msg as the last failure (read by flushing threads under s->mu). */
+static void set_error(mlt__sender *s, const char *msg)
 {
     size_t n = strlen(msg);
     n = n < sizeof s->last_error - 1 ? n : sizeof s->last_error - 1;
+    pthread_mutex_lock(&s->mu);
     memcpy(s->last_error, msg, n);
     s->last_error[n] = '\0';
+    pthread_mutex_unlock(&s->mu);
+}
+
+static outcome classify(mlt__sender *s, mlt_err err, const char *msg)
+{
+    set_error(s, msg);
     if (mlt_err_is_retriable(err) || err == MLT_ERR_PROTOCOL || err == MLT_ERR_NOMEM ||
         err == MLT_ERR_IO) {
         return RETRY;
@@ -430,9 +438,10 @@ static outcome resolve_experiment(mlt__sender *s, const mlt__rec *r, char **out_
         return classify(s, err, msg);
     }
     if (r->experiment_id[0] && strcmp(r->experiment_id, id) != 0) {
-        snprintf(s->last_error, sizeof s->last_error,
-                 "experiment_id %s does not match experiment '%s' (id %s)", r->experiment_id,
-                 r->experiment_name, id);
+        char msg[512];
+        snprintf(msg, sizeof msg, "experiment_id %s does not match experiment '%s' (id %s)",
+                 r->experiment_id, r->experiment_name, id);
+        set_error(s, msg);
         free(id);
         return DEAD;
     }
@@ -591,7 +600,7 @@ static outcome step(mlt__sender *s, slot *sl, bool *did)
     if (!sl->have_unit) {
         mlt_err err = read_unit(s, sl);
         if (err != MLT_OK) {
-            snprintf(s->last_error, sizeof s->last_error, "%s", mlt_last_error());
+            set_error(s, mlt_last_error());
             return err == MLT_ERR_NOMEM ? RETRY : FATAL;
         }
         if (!sl->have_unit) {
@@ -607,7 +616,7 @@ static outcome step(mlt__sender *s, slot *sl, bool *did)
     }
     mlt_err err = mlt__journal_ack(sl->j, &sl->last);
     if (err != MLT_OK) {
-        snprintf(s->last_error, sizeof s->last_error, "%s", mlt_last_error());
+        set_error(s, mlt_last_error());
         return RETRY;
     }
     free_window(sl);
