@@ -438,10 +438,10 @@ static outcome resolve_experiment(mlt__sender *s, const mlt__rec *r, char **out_
         return classify(s, err, msg);
     }
     if (r->experiment_id[0] && strcmp(r->experiment_id, id) != 0) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "experiment_id %s does not match experiment '%s' (id %s)",
+        char why[512];
+        snprintf(why, sizeof why, "experiment_id %s does not match experiment '%s' (id %s)",
                  r->experiment_id, r->experiment_name, id);
-        set_error(s, msg);
+        set_error(s, why);
         free(id);
         return DEAD;
     }
