@@ -438,22 +438,23 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The segment file names of dir, sorted (so by first seq). */
-static mlt_err list_segments(const char *dir, char ***out, size_t *n)
+/* The names in dir that keep() accepts, sorted; as dir/name with full. A missing dir (with
+ * missing_ok) has none. */
+static mlt_err list_names(const char *dir, bool (*keep)(const char *name), bool full,
+                          bool missing_ok, char ***out, size_t *n)
 {
     *out = NULL;
     *n = 0;
     DIR *d = opendir(dir);
     if (!d) {
-        return MLT_ERR_IO;
+        return missing_ok && errno == ENOENT ? MLT_OK : MLT_ERR_IO;
     }
     char **names = NULL;
     size_t cap = 0;
     struct dirent *e;
     mlt_err err = MLT_OK;
     while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (strncmp(e->d_name, "seg-", 4) != 0 || l != 28 || strcmp(e->d_name + 24, ".log")) {
+        if (!keep(e->d_name)) {
             continue;
         }
         if (*n == cap) {
@@ -465,7 +466,8 @@ static mlt_err list_segments(const char *dir, char ***out, size_t *n)
             }
             names = nn;
         }
-        if (!(names[*n] = mlt__strdup(e->d_name))) {
+        names[*n] = full ? mlt__aprintf("%s/%s", dir, e->d_name) : mlt__strdup(e->d_name);
+        if (!names[*n]) {
             err = MLT_ERR_NOMEM;
             break;
         }
@@ -477,6 +479,22 @@ static mlt_err list_segments(const char *dir, char ***out, size_t *n)
     }
     *out = names;
     return err;
+}
+
+static bool is_segment(const char *name)
+{
+    return strncmp(name, "seg-", 4) == 0 && strlen(name) == 28 && strcmp(name + 24, ".log") == 0;
+}
+
+static bool is_journal(const char *name)
+{
+    return strncmp(name, "j-", 2) == 0;
+}
+
+/* The segment file names of dir, sorted (so by first seq). */
+static mlt_err list_segments(const char *dir, char ***out, size_t *n)
+{
+    return list_names(dir, is_segment, false, false, out, n);
 }
 
 static void free_names(char **names, size_t n)
@@ -1157,41 +1175,7 @@ mlt_err mlt__queue_dir(const mlt_options *o, char *out, size_t len)
 
 mlt_err mlt__queue_list(const char *queue_dir, char ***out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
-    DIR *d = opendir(queue_dir);
-    if (!d) {
-        return errno == ENOENT ? MLT_OK
-                               : mlt__fail(MLT_ERR_IO, "cannot read %s: %s", queue_dir,
-                                           strerror(errno));
-    }
-    char **names = NULL;
-    size_t cap = 0;
-    mlt_err err = MLT_OK;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, "j-", 2) != 0) {
-            continue;
-        }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 8;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn) {
-                err = MLT_ERR_NOMEM;
-                break;
-            }
-            names = nn;
-        }
-        if (!(names[*n] = mlt__aprintf("%s/%s", queue_dir, e->d_name))) {
-            err = MLT_ERR_NOMEM;
-            break;
-        }
-        (*n)++;
-    }
-    closedir(d);
-    if (*n > 1) {
-        qsort(names, *n, sizeof *names, cmp_str);
-    }
-    *out = names;
-    return err;
+    mlt_err err = list_names(queue_dir, is_journal, true, true, out, n);
+    return err == MLT_ERR_IO ? mlt__fail(err, "cannot read %s: %s", queue_dir, strerror(errno))
+                             : err;
 }
