@@ -126,6 +126,9 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     } else {
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
+    /* libcurl silently sends a request again when a reused connection turns out dead; for a
+     * request that is not idempotent that would be a second run, so it gets a fresh one. */
+    curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, req->not_idempotent ? 1L : 0L);
     CURLcode rc = curl_easy_perform(h);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -141,11 +144,10 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
         return;
     }
     resp->net_err = curl_err_class(rc);
-    /* Nothing reached the server if the connection never came up. */
-    long req_size = 0;
-    curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &req_size);
+    /* Nothing reached the server only if the connection never came up; anything else may
+     * have (a cut after sending, a timeout while the server works). */
     resp->maybe_sent = rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST &&
-                       rc != CURLE_COULDNT_RESOLVE_PROXY && req_size > 0;
+                       rc != CURLE_COULDNT_RESOLVE_PROXY;
     /* A long URL may cut the message: that only shortens what the user reads. */
     char url[200];
     mlt__redact_url(req->url, url, sizeof url);

@@ -15,6 +15,7 @@ typedef struct mlt__http_request {
     const char *url;    /* absolute */
     const char *body;   /* POST body (JSON), NULL for GET */
     size_t body_len;
+    bool not_idempotent; /* sending it twice has an effect (runs/create): never resent */
 } mlt__http_request;
 
 typedef struct mlt__http_response {

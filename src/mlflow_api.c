@@ -113,6 +113,7 @@ mlt_err mlt__api_create_run(mlt__api_req *r, const char *experiment_id, const ch
 {
     r->method = "POST";
     r->what = "create run";
+    r->not_idempotent = true;
     snprintf(r->path, sizeof r->path, "runs/create");
     mlt__buf *b = &r->body;
     mlt__buf_puts(b, "{\"experiment_id\":");

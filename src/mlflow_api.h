@@ -25,6 +25,7 @@ typedef struct mlt__api_req {
     char path[3200];    /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
     mlt__buf body;      /* JSON for POST */
     const char *what;   /* short description for messages, e.g. "create run" */
+    bool not_idempotent; /* a second copy would have an effect (runs/create) */
 } mlt__api_req;
 
 void mlt__api_req_init(mlt__api_req *r);

@@ -91,6 +91,7 @@ static mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__api_answer *a)
         .url = url,
         .body = r->body.data,
         .body_len = r->body.len,
+        .not_idempotent = r->not_idempotent,
     };
     mlt__http_response resp;
     mlt__http_response_init(&resp);

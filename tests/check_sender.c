@@ -202,7 +202,7 @@ static bool send_all(int fd, const char *p, size_t n)
     return true;
 }
 
-/* Serves the requests of one keep-alive connection. */
+/* Serves the request of one connection (then closes it). */
 static void serve(server *s, int fd)
 {
     mlt__buf in;
@@ -256,7 +256,7 @@ static void serve(server *s, int fd)
         char hdr[256];
         int hl = snprintf(hdr, sizeof hdr,
                           "HTTP/1.1 %ld X\r\nContent-Type: application/json\r\n"
-                          "Content-Length: %zu\r\n\r\n",
+                          "Connection: close\r\nContent-Length: %zu\r\n\r\n",
                           status, out.len);
         bool ok = send_all(fd, hdr, (size_t)hl) && send_all(fd, out.data ? out.data : "", out.len);
         mlt__buf_free(&out);
@@ -265,9 +265,10 @@ static void serve(server *s, int fd)
         in.len -= used;
         in.data[in.len] = '\0';
         continued = false;
-        if (!ok) {
-            break;
-        }
+        /* One request per connection: this server serves one connection at a time, and the
+         * client opens a fresh one for requests it must never send twice (runs/create). */
+        (void)ok;
+        break;
     }
     mlt__buf_free(&in);
 }

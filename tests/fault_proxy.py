@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 proxy on loopback that makes the faults a real MLflow server cannot make on demand.
+"""A small HTTP/1.1 proxy on loopback: the faults a real MLflow server cannot make on demand.
 
 It sits between the library and the REAL server (both on 127.0.0.1) and, per request whose path
 contains a given substring, can:
@@ -429,7 +429,8 @@ class FaultProxy:
                     rh.append(("Connection", "close"))
                 client.sendall(_serialize(start, rh, rbody))
                 self._done(entry, action, status)
-                if action == "pass_close" or (_header(headers, "Connection") or "").lower() == "close":
+                client_close = (_header(headers, "Connection") or "").lower() == "close"
+                if action == "pass_close" or client_close:
                     return
         except (OSError, HttpError):
             return

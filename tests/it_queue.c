@@ -26,6 +26,7 @@
  *   --delay-ms N      sleep N ms after each metric point
  *   --hold FILE       after the work (and the flush), create FILE.ready and wait until FILE exists
  *                     before closing
+ *   --verbose         the library's diagnostics (mlt_options_set_logger) on stderr, one a line
  *   --from-env        set up with mlt_tracker_from_env() (no delivery callback) instead of
  *                     mlt_options_from_env() + delivery callback + mlt_tracker_new() +
  *                     mlt_tracker_add_mlflow()
@@ -83,7 +84,7 @@
 #define IT_PRINTF(f, a)
 #endif
 
-/* ---- output without stdio buffers -------------------------------------------------------------- */
+/* ---- output without stdio buffers ------------------------------------------------------------ */
 
 static void write_all(int fd, const char *buf, size_t len)
 {
@@ -202,7 +203,7 @@ static void complain(const char *fmt, ...)
     }
 }
 
-/* ---- the ledger -------------------------------------------------------------------------------- */
+/* ---- the ledger ------------------------------------------------------------------------------ */
 
 static int ledger_fd = -1;
 
@@ -224,7 +225,7 @@ static void led_head(line *l, const char *kind, mlt_run *run)
     l_jstr(l, mlt_run_key(run));
 }
 
-/* ---- what our own callback saw (the caller's thread: the callbacks run on it) ------------------ */
+/* ---- what our own callback saw (the caller's thread: the callbacks run on it) ---------------- */
 
 static _Thread_local int64_t seen_start_ms = -1;
 static _Thread_local int64_t seen_end_ms = -1;
@@ -253,7 +254,7 @@ static mlt_err cb_end(const mlt_run_info *info, mlt_run_status status, double du
     return MLT_OK;
 }
 
-/* ---- the delivery callback (sender thread) ------------------------------------------------------ */
+/* ---- the delivery callback (sender thread) --------------------------------------------------- */
 
 static void on_delivery(const mlt_delivery *d, void *ud)
 {
@@ -276,7 +277,22 @@ static void on_delivery(const mlt_delivery *d, void *ud)
     out_line(&l);
 }
 
-/* ---- logging calls, each recorded in the ledger once it returned MLT_OK ------------------------- */
+/* ---- the library's diagnostics (--verbose) ----------------------------------------------------- */
+
+static void on_log(int level, const char *message, void *ud)
+{
+    (void)ud;
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    line l = {.len = 0};
+    l_cat(&l, "it_queue: library ");
+    l_cat(&l, level >= 0 && level <= 3 ? names[level] : "?");
+    l_cat(&l, ": ");
+    l_oneline(&l, message);
+    l_cat(&l, "\n");
+    write_all(STDERR_FILENO, l.buf, l.len);
+}
+
+/* ---- logging calls, each recorded in the ledger once it returned MLT_OK ---------------------- */
 
 static unsigned long failures;
 
@@ -369,7 +385,7 @@ static void end_run(mlt_run *run)
     led_write(&l);
 }
 
-/* ---- the deterministic points (test_queue.py computes the same) -------------------------------- */
+/* ---- the deterministic points (test_queue.py computes the same) ------------------------------ */
 
 /* Point i of run r: key "loss" for even i, "acc" for odd i, step i / 2. */
 static double it_value(long r, long i)
@@ -386,7 +402,7 @@ static const char *it_key(long i)
     return i % 2 == 0 ? "loss" : "acc";
 }
 
-/* ---- small helpers ----------------------------------------------------------------------------- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 
 static bool parse_long(const char *s, long min, long max, long *out)
 {
@@ -447,7 +463,7 @@ static void touch(const char *path)
     }
 }
 
-/* ---- the commands ------------------------------------------------------------------------------ */
+/* ---- the commands ---------------------------------------------------------------------------- */
 
 typedef struct config {
     long close_ms;
@@ -455,6 +471,7 @@ typedef struct config {
     long delay_ms;
     const char *hold;
     bool from_env;
+    bool verbose;
 } config;
 
 static void cmd_log(mlt_tracker *t, const config *c, long runs, long points)
@@ -537,7 +554,7 @@ static void cmd_pause_between(mlt_tracker *t, const char *file)
     end_run(run);
 }
 
-/* ---- setup ------------------------------------------------------------------------------------- */
+/* ---- setup ----------------------------------------------------------------------------------- */
 
 static mlt_tracker *setup(const config *c)
 {
@@ -561,6 +578,12 @@ static mlt_tracker *setup(const config *c)
             rc = mlt_options_set_delivery_callback(o, on_delivery, NULL);
             if (rc != MLT_OK) {
                 snprintf(err, sizeof err, "mlt_options_set_delivery_callback failed");
+            }
+        }
+        if (rc == MLT_OK && c->verbose) {
+            rc = mlt_options_set_logger(o, on_log, NULL);
+            if (rc != MLT_OK) {
+                snprintf(err, sizeof err, "mlt_options_set_logger failed");
             }
         }
         if (rc == MLT_OK) {
@@ -596,14 +619,14 @@ static mlt_tracker *setup(const config *c)
 static int usage(void)
 {
     complain("usage: it_queue [--ledger PATH] [--close-ms N] [--flush-ms N] [--delay-ms N] "
-             "[--hold FILE] [--from-env] (log RUNS POINTS | forever TAG [POINTS_PER_RUN] | "
+             "[--hold FILE] [--verbose] [--from-env] (log RUNS POINTS | forever TAG [POINTS_PER_RUN] | "
              "pause-between FILE)");
     return EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
 {
-    config c = {.close_ms = 5000, .flush_ms = -1, .delay_ms = 0, .hold = NULL, .from_env = false};
+    config c = {.close_ms = 5000, .flush_ms = -1, .delay_ms = 0, .hold = NULL};
     const char *ledger = getenv("IT_QUEUE_LEDGER");
     const char *env_close = getenv("IT_QUEUE_CLOSE_MS");
     if (env_close && *env_close && !parse_long(env_close, -1, 3600000, &c.close_ms)) {
@@ -614,6 +637,10 @@ int main(int argc, char **argv)
         const char *opt = argv[a];
         if (strcmp(opt, "--from-env") == 0) {
             c.from_env = true;
+            continue;
+        }
+        if (strcmp(opt, "--verbose") == 0) {
+            c.verbose = true;
             continue;
         }
         if (a + 1 >= argc) {
@@ -652,7 +679,8 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "forever") == 0) {
         n2 = 60;
-        if (argc - a < 1 || argc - a > 2 || (argc - a == 2 && !parse_long(argv[a + 1], 1, 1000000, &n2))) {
+        if (argc - a < 1 || argc - a > 2 ||
+            (argc - a == 2 && !parse_long(argv[a + 1], 1, 1000000, &n2))) {
             return usage();
         }
     } else if (strcmp(cmd, "pause-between") == 0) {

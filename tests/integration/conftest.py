@@ -277,7 +277,8 @@ class MlflowServer:
         self.state_dir = str(state_dir)
         self.port = port
         if extra_args is None:
-            extra_args = shlex.split(os.environ.get("MLTRACK_TEST_QUEUE_SERVER_ARGS", "--workers 1"))
+            extra_args = shlex.split(
+                os.environ.get("MLTRACK_TEST_QUEUE_SERVER_ARGS", "--workers 1"))
         self.extra_args = list(extra_args)
         self.running = False
 
