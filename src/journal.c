@@ -109,8 +109,7 @@ static mlt_err put_run(mlt__journal *j, uint32_t run_no, const char *key, const 
 static mlt_err sys_err(char *errbuf, size_t errlen, const char *what, const char *path)
 {
     int e = errno;
-    return mlt__errf(errbuf, errlen, e == ENOSPC ? MLT_ERR_IO : MLT_ERR_IO, "%s %s: %s", what,
-                     path, strerror(e));
+    return mlt__errf(errbuf, errlen, MLT_ERR_IO, "%s %s: %s", what, path, strerror(e));
 }
 
 static int path_in(const mlt__journal *j, const char *name, char *out, size_t len)
@@ -271,7 +270,7 @@ static void free_journal(mlt__journal *j)
 }
 
 /* Takes the journal's flock: MLT_ERR_LOCKED when a live process holds it. */
-static mlt_err take_lock(mlt__journal *j, bool create, char *errbuf, size_t errlen)
+static mlt_err take_lock(mlt__journal *j, char *errbuf, size_t errlen)
 {
     char path[PATH_MAX];
     if (path_in(j, "lock", path, sizeof path) != 0) {
@@ -279,7 +278,6 @@ static mlt_err take_lock(mlt__journal *j, bool create, char *errbuf, size_t errl
     }
     /* O_CREAT on open too: a crash between mkdir and the lock's creation leaves an empty
      * journal directory, which is adopted (and then removed) like any other. */
-    (void)create;
     j->lock_fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0600);
     if (j->lock_fd < 0) {
         return sys_err(errbuf, errlen, "cannot open", path);
@@ -333,10 +331,10 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
     if (errno || mkdirs(parent) != MLT_OK || mkdir(dir, 0700) != 0) {
         bool exists = errno == EEXIST;
         err = sys_err(errbuf, errlen, "cannot create the journal directory", dir);
-        if (exists && take_lock(j, false, errbuf, errlen) == MLT_ERR_LOCKED) {
+        if (exists && take_lock(j, errbuf, errlen) == MLT_ERR_LOCKED) {
             err = MLT_ERR_LOCKED;
         }
-    } else if ((err = take_lock(j, true, errbuf, errlen)) == MLT_OK) {
+    } else if ((err = take_lock(j, errbuf, errlen)) == MLT_OK) {
         if (replace_file(j, "acked", "0\n", 2) != MLT_OK ||
             replace_file(j, "runs", "", 0) != MLT_OK) {
             err = sys_err(errbuf, errlen, "cannot write the state of journal", dir);
@@ -687,7 +685,7 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
     if (!j) {
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
     }
-    mlt_err err = read_only ? MLT_OK : take_lock(j, false, errbuf, errlen);
+    mlt_err err = read_only ? MLT_OK : take_lock(j, errbuf, errlen);
     if (err == MLT_OK) {
         mlt__buf b;
         mlt__buf_init(&b);

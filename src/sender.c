@@ -895,7 +895,7 @@ void mlt__sender_free(mlt__sender *s, int timeout_ms)
         return;
     }
     if (s->started) {
-        (void)timeout_ms; /* the abort flag ends a request in flight at once */
+        (void)timeout_ms; /* always met: the abort flag ends a request in flight at once */
         pthread_mutex_lock(&s->mu);
         s->stop = true;
         pthread_cond_signal(&s->wake_cv);
