@@ -328,6 +328,28 @@ mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step
 mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t step,
                           int64_t timestamp_ms);
 
+/**
+ * A pre-registered metric key: mlt_metric_key() validates and interns the key once, and
+ * mlt_log_metric_key() then logs with no key check at all (the cheapest way to log in a hot
+ * loop). The handle belongs to the tracker: it stays valid until mlt_tracker_close() and must
+ * not be freed. Any thread may register and use handles.
+ */
+typedef struct mlt_key mlt_key;
+
+/**
+ * Registers key on the tracker and sets *out to its handle (the same handle for the same key).
+ * Returns MLT_ERR_INVALID_ARG (NULL argument), MLT_ERR_INVALID_KEY / MLT_ERR_VALUE_TOO_LONG (the
+ * key breaks MLflow's rules; the message names the rule), MLT_ERR_NOMEM. *out is untouched on
+ * error.
+ */
+mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **out);
+
+/**
+ * As mlt_log_metric(), with a handle from mlt_metric_key() on the run's tracker.
+ * Returns MLT_ERR_INVALID_ARG for NULL or a handle of another tracker, or a callback's error.
+ */
+mlt_err mlt_log_metric_key(mlt_run *run, const mlt_key *key, double value, int64_t step);
+
 /** Sets a tag (last write wins). value is at most 8000 characters. Errors as mlt_log_param(). */
 mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value);
 
