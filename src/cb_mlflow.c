@@ -370,7 +370,9 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
         .on_flush = on_flush,
         .on_close = on_close,
     };
-    err = mlt__tracker_add_internal(tracker, &cb, m, fast_metric, on_key);
+    /* fsync=always: every point goes through fast_metric, which syncs */
+    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring, m->cap};
+    err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {
         mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
         on_close(m);

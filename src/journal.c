@@ -177,6 +177,7 @@ struct mlt__journal {
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
 
 static void stop_writer(mlt__journal *j);
+static bool tsc_usable(void);
 static mlt_err open_keys(mlt__journal *j);
 static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen);
 
@@ -448,6 +449,8 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
             char why[120];
             if (ring_map(j, why, sizeof why) != MLT_OK) {
                 err = sys_err(errbuf, errlen, "cannot create the ring of", dir);
+            } else {
+                j->ring.tsc = tsc_usable();
             }
         }
     }
@@ -661,8 +664,89 @@ static mlt_err decode_point(const mlt__journal *j, const unsigned char *p, size_
     return MLT_OK;
 }
 
+/* ---- the TSC clock of the ring ---- */
+
+static inline uint64_t read_tsc(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_ia32_rdtsc();
+#else
+    return 0;
+#endif
+}
+
+/* Is the TSC the kernel's clocksource (so constant, and in step across CPUs)? */
+static bool tsc_usable(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (getenv("MLTRACK_NO_TSC")) {
+        return false;
+    }
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
+    char name[32] = "";
+    if (f) {
+        if (!fgets(name, sizeof name, f)) {
+            name[0] = '\0';
+        }
+        fclose(f);
+    }
+    return strcmp(name, "tsc\n") == 0;
+#else
+    return false;
+#endif
+}
+
+/* One reading of both clocks. */
+static void clock_pair(uint64_t *tsc, int64_t *ns)
+{
+    struct timespec ts;
+    uint64_t a = read_tsc();
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t b = read_tsc();
+    *tsc = a + (b - a) / 2;
+    *ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sets the ring's TSC scale: two readings about a millisecond apart. */
+static void calibrate(mlt__ring_hdr *h)
+{
+    uint64_t t0, t1;
+    int64_t n0, n1;
+    clock_pair(&t0, &n0);
+    do {
+        clock_pair(&t1, &n1);
+    } while (n1 - n0 < 1000000 && n1 >= n0);
+    h->ns_per_tick = t1 > t0 && n1 > n0 ? (double)(n1 - n0) / (double)(t1 - t0) : 1.0;
+    h->anchor_tsc = t1;
+    h->anchor_ns = n1;
+}
+
+/* A fresh anchor before a drain; the scale is refined over the time since the last one. */
+static void reanchor(mlt__ring_hdr *h)
+{
+    uint64_t t;
+    int64_t n;
+    clock_pair(&t, &n);
+    if (n - h->anchor_ns < 5000000 || t <= h->anchor_tsc) {
+        return;
+    }
+    double rate = (double)(n - h->anchor_ns) / (double)(t - h->anchor_tsc);
+    if (rate > h->ns_per_tick * 0.99 && rate < h->ns_per_tick * 1.01) {
+        h->ns_per_tick = rate; /* else the wall clock was stepped: keep the scale */
+    }
+    h->anchor_tsc = t;
+    h->anchor_ns = n;
+}
+
+static int64_t tsc_to_ms(const mlt__ring_hdr *h, uint64_t tsc)
+{
+    double ns = (double)h->anchor_ns + (double)(int64_t)(tsc - h->anchor_tsc) * h->ns_per_tick;
+    return ns > 0 && ns < 9e18 ? (int64_t)(ns / 1e6) : h->anchor_ns / 1000000;
+}
+
 /* Appends the frame of one POINT (ticket < 0: none) to b; b->oom on failure. */
-static void put_point_frame(mlt__buf *b, uint64_t seq, const mlt__ring_slot *s, int64_t ticket)
+static void put_point_frame(mlt__buf *b, uint64_t seq, const mlt__ring_slot *s, int64_t ticket,
+                            const mlt__ring_hdr *h)
 {
     if (!mlt__buf_reserve(b, MLT__FRAME_HEADER + 48)) {
         return;
@@ -673,13 +757,14 @@ static void put_point_frame(mlt__buf *b, uint64_t seq, const mlt__ring_slot *s, 
     if (ticket >= 0) {
         p = put_varint(p, (uint64_t)ticket);
     }
-    p = put_varint(p, s->key_id);
+    p = put_varint(p, s->key_id & ~MLT__RING_MS);
+    int64_t ts = s->key_id & MLT__RING_MS ? s->ts : tsc_to_ms(h, (uint64_t)s->ts);
     uint64_t bits;
     memcpy(&bits, &s->value, sizeof bits);
     for (int i = 0; i < 8; i++) {
         *p++ = (unsigned char)(bits >> (8 * i));
     }
-    p = put_varint(p, (uint64_t)s->ts);
+    p = put_varint(p, (uint64_t)ts);
     p = put_varint(p, ((uint64_t)s->step << 1) ^ (uint64_t)(s->step >> 63));
     uint32_t len = (uint32_t)(p - f - MLT__FRAME_HEADER);
     f[0] = (unsigned char)len;
@@ -854,6 +939,7 @@ static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen)
         h->slots = MLT__RING_SLOTS;
         atomic_store(&h->head, 0);
         atomic_store(&h->tail, 0);
+        calibrate(h);
     }
     j->ring.hdr = h;
     j->ring.slots = (mlt__ring_slot *)((char *)map + sizeof(mlt__ring_hdr));
@@ -891,6 +977,9 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
             return mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
                              strerror(errno));
         }
+        if (r->tsc) {
+            reanchor(r->hdr);
+        }
         mlt__buf_reset(&j->group);
         uint64_t t = tail, seq = j->last_seq, n = 0;
         bool mark = true;
@@ -904,7 +993,7 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
                 mark = true;
                 continue;
             }
-            put_point_frame(&j->group, ++seq, sl, mark ? (int64_t)t : -1);
+            put_point_frame(&j->group, ++seq, sl, mark ? (int64_t)t : -1, r->hdr);
             mark = false;
             n++;
         }
@@ -1019,11 +1108,15 @@ mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double va
     for (;;) {
         uint64_t t = atomic_load_explicit(&h->head, memory_order_relaxed);
         while (t - atomic_load_explicit(&h->tail, memory_order_acquire) < MLT__RING_SLOTS) {
-            if (atomic_compare_exchange_weak_explicit(&h->head, &t, t + 1, memory_order_relaxed,
-                                                      memory_order_relaxed)) {
-                mlt__ring_fill(r, t, run_no, key_id, value, ts, step);
+            (void)t;
+            int rc = mlt__ring_try(r, run_no, key_id, value, ts, step);
+            if (rc >= 0) {
+                if (rc > 0) {
+                    mlt__ring_wake(r);
+                }
                 return MLT_OK;
             }
+            t = atomic_load_explicit(&h->head, memory_order_relaxed);
         }
         if (mlt__mono_ns() >= deadline) {
             char werr[256];

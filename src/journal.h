@@ -57,17 +57,24 @@ typedef struct mlt__journal mlt__journal;
 typedef struct mlt__ring_slot {
     _Atomic uint64_t stamp; /* ticket + 1 once the slot holds the ticket's point */
     uint32_t run_no;
-    uint32_t key_id;
+    uint32_t key_id;        /* | MLT__RING_MS when ts is in ms, else ts is a TSC reading */
     double value;
     int64_t ts;
     int64_t step;
 } mlt__ring_slot;
 
+#define MLT__RING_MS 0x80000000u
+
 /* The ring file's first page. */
 typedef struct mlt__ring_hdr {
     char magic[8];
     uint32_t slot_size, slots;
-    char pad0[48];
+    /* TSC -> wall clock (written by the drainer; read when a dead process's ring is saved):
+     * ns = anchor_ns + (tsc - anchor_tsc) * ns_per_tick */
+    uint64_t anchor_tsc;
+    int64_t anchor_ns;
+    double ns_per_tick;
+    char pad0[24];
     _Atomic uint64_t head; /* next ticket to hand out */
     char pad1[56];
     _Atomic uint64_t tail; /* every ticket below is in the segments */
@@ -78,6 +85,7 @@ typedef struct mlt__ring {
     mlt__ring_hdr *hdr;
     mlt__ring_slot *slots;
     atomic_int idle;       /* the writer sleeps until woken */
+    bool tsc;              /* the hot path stamps points with the TSC (see mlt__ring_now) */
     int full_block_ms;     /* a full ring: how long a put waits for room (0: not at all) */
     _Atomic uint64_t pending; /* undelivered bytes in the segments (mlt__journal_pending_bytes) */
     struct mlt__journal *j;
@@ -88,10 +96,33 @@ mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double va
                        int64_t step);
 void mlt__ring_wake(mlt__ring *r);
 
-/* Writes ticket t's slot (the ticket is ours) and publishes it. */
-static inline void mlt__ring_fill(mlt__ring *r, uint64_t t, uint32_t run_no, uint32_t key_id,
-                                  double value, int64_t ts, int64_t step)
+/* The hot path stamps a point with the TSC when r->tsc (x86-64, TSC the kernel's clocksource);
+ * the drainer turns the reading into ms by two clock readings around it, so the time is the
+ * call's. Otherwise points carry ms, with MLT__RING_MS set in their key id. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MLT__HAVE_TSC 1
+static inline int64_t mlt__tsc(void)
 {
+    return (int64_t)__builtin_ia32_rdtsc();
+}
+#endif
+
+/*
+ * Tries to put one point in the ring: lock-free, no syscall. Returns 0 when it is in, 1 when
+ * it is in and the writer sleeps (call mlt__ring_wake), -1 when the ring is full (nothing was
+ * put: call mlt__ring_full). Any thread.
+ */
+static inline int mlt__ring_try(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value,
+                                int64_t ts, int64_t step)
+{
+    mlt__ring_hdr *h = r->hdr;
+    uint64_t t = atomic_load_explicit(&h->head, memory_order_relaxed);
+    do {
+        if (t - atomic_load_explicit(&h->tail, memory_order_acquire) >= MLT__RING_SLOTS) {
+            return -1;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&h->head, &t, t + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
     mlt__ring_slot *s = &r->slots[t & (MLT__RING_SLOTS - 1)];
     s->run_no = run_no;
     s->key_id = key_id;
@@ -101,26 +132,19 @@ static inline void mlt__ring_fill(mlt__ring *r, uint64_t t, uint32_t run_no, uin
     /* seq_cst: the writer sets idle and then looks at the ring; we publish and then look at
      * idle; one of the two sees the other. */
     atomic_store_explicit(&s->stamp, t + 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&r->idle, memory_order_seq_cst)) {
-        mlt__ring_wake(r);
-    }
+    return atomic_load_explicit(&r->idle, memory_order_seq_cst) != 0;
 }
 
-/* Puts one point in the ring: lock-free, no syscall unless the ring is full or the writer
- * sleeps. Any thread. Returns MLT_OK, or MLT_ERR_QUEUE_FULL / MLT_ERR_STATE from the slow path. */
+/* Puts one point in the ring, waiting for room as r->full_block_ms says. Returns MLT_OK, or
+ * MLT_ERR_QUEUE_FULL when the ring stayed full. Any thread. */
 static inline mlt_err mlt__ring_put(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value,
                                     int64_t ts, int64_t step)
 {
-    mlt__ring_hdr *h = r->hdr;
-    uint64_t t = atomic_load_explicit(&h->head, memory_order_relaxed);
-    do {
-        if (t - atomic_load_explicit(&h->tail, memory_order_acquire) >= MLT__RING_SLOTS) {
-            return mlt__ring_full(r, run_no, key_id, value, ts, step);
-        }
-    } while (!atomic_compare_exchange_weak_explicit(&h->head, &t, t + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
-    mlt__ring_fill(r, t, run_no, key_id, value, ts, step);
-    return MLT_OK;
+    int rc = mlt__ring_try(r, run_no, key_id, value, ts, step);
+    if (rc > 0) {
+        mlt__ring_wake(r);
+    }
+    return rc < 0 ? mlt__ring_full(r, run_no, key_id, value, ts, step) : MLT_OK;
 }
 
 /* The journal's ring (NULL for a read-only journal). */

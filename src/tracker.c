@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "tracker.h"
+#include "journal.h"
 #include "sender.h"
 #include "validate.h"
 
@@ -43,8 +44,13 @@ const mlt_options *mlt__tracker_options(const mlt_tracker *t)
 }
 
 mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void *userdata,
-                                  mlt__fast_metric_fn fast_metric, mlt__key_fn on_key)
+                                  const mlt__sink_ext *ext)
 {
+    static const mlt__sink_ext none;
+    if (!ext) {
+        ext = &none;
+    }
+    mlt__key_fn on_key = ext->on_key;
     if (!t || !cb) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker and callbacks are required");
     }
@@ -74,10 +80,13 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
             err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
         } else {
             t->cbs = n;
-            t->cbs[t->n_cbs] = (mlt__cb_entry){*cb, userdata, fast_metric, on_key};
+            t->cbs[t->n_cbs] = (mlt__cb_entry){*cb, userdata, *ext};
             t->n_cbs++;
-            t->fast_metric = t->n_cbs == 1 ? fast_metric : NULL;
-            t->fast_ud = t->n_cbs == 1 ? userdata : NULL;
+            bool alone = t->n_cbs == 1;
+            t->ring = alone ? ext->ring : NULL;
+            t->ring_cap = alone ? ext->ring_cap : 0;
+            t->fast_metric = alone ? ext->fast_metric : NULL;
+            t->fast_ud = alone ? userdata : NULL;
         }
     }
     pthread_mutex_unlock(&t->lock);
@@ -87,7 +96,7 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
 
 mlt_err mlt_tracker_add_callbacks(mlt_tracker *t, const mlt_callbacks *cb, void *userdata)
 {
-    return mlt__tracker_add_internal(t, cb, userdata, NULL, NULL);
+    return mlt__tracker_add_internal(t, cb, userdata, NULL);
 }
 
 mlt_err mlt__tracker_set_experiment_id(mlt_tracker *t, const char *id)
@@ -542,8 +551,8 @@ static mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
                 atomic_init(&k->next, atomic_load_explicit(bucket, memory_order_relaxed));
                 pthread_mutex_lock(&t->lock);
                 for (size_t i = 0; i < t->n_cbs && err == MLT_OK; i++) {
-                    if (t->cbs[i].on_key) {
-                        err = t->cbs[i].on_key(t->cbs[i].userdata, k);
+                    if (t->cbs[i].ext.on_key) {
+                        err = t->cbs[i].ext.on_key(t->cbs[i].userdata, k);
                     }
                 }
                 pthread_mutex_unlock(&t->lock);
@@ -581,19 +590,23 @@ mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **ou
     return counted(tracker, err);
 }
 
-/* Every callback, for a tracker that has more than the one fast sink. */
+/* Every callback, when the ring cannot take the point directly. */
 static mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value, int64_t step,
                                int64_t ts)
 {
+    mlt_tracker *t = run->tracker;
+    if (t->fast_metric) {
+        mlt_err err = t->fast_metric(t->fast_ud, run, k, value, step, ts);
+        return err == MLT_OK ? MLT_OK : counted(t, err);
+    }
     first_err fe = {MLT_OK, ""};
     mlt_run_info info;
     bool have_info = false;
-    const mlt_tracker *t = run->tracker;
     for (size_t i = 0; i < t->n_cbs; i++) {
         const mlt__cb_entry *e = &t->cbs[i];
         mlt__fail_clear();
-        if (e->fast_metric) {
-            note_err(&fe, e->fast_metric(e->userdata, run, k, value, step, ts),
+        if (e->ext.fast_metric) {
+            note_err(&fe, e->ext.fast_metric(e->userdata, run, k, value, step, ts),
                      "on_metric failed");
         } else if (e->cb.on_metric) {
             if (!have_info) {
@@ -611,11 +624,46 @@ static inline mlt_err log_metric_k(mlt_run *run, const mlt_key *k, double value,
                                    int64_t ts)
 {
     mlt_tracker *t = run->tracker;
-    if (t->fast_metric) {
-        mlt_err err = t->fast_metric(t->fast_ud, run, k, value, step, ts);
+    mlt__ring *r = t->ring;
+    if (r && atomic_load_explicit(&r->pending, memory_order_relaxed) < t->ring_cap) {
+        mlt_err err = mlt__ring_put(r, run->sink_run_no, k->id | MLT__RING_MS, value, ts, step);
         return err == MLT_OK ? MLT_OK : counted(t, err);
     }
     return dispatch_metric(run, k, value, step, ts);
+}
+
+/* The hot path's slow ends, out of line so that the hot path itself needs no stack frame. */
+static __attribute__((noinline)) mlt_err ring_slow(mlt_run *run, int rc, uint32_t key_id,
+                                                   double value, int64_t ts, int64_t step)
+{
+    mlt_tracker *t = run->tracker;
+    if (rc > 0) {
+        mlt__ring_wake(t->ring);
+        return MLT_OK;
+    }
+    mlt_err err = mlt__ring_full(t->ring, run->sink_run_no, key_id, value, ts, step);
+    return err == MLT_OK ? MLT_OK : counted(t, err);
+}
+
+static __attribute__((noinline)) mlt_err log_metric_now_slow(mlt_run *run, const mlt_key *k,
+                                                             double value, int64_t step)
+{
+    return log_metric_k(run, k, value, step, mlt__now_ms());
+}
+
+/* As log_metric_k, stamped now: the hot path. */
+static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double value, int64_t step)
+{
+#ifdef MLT__HAVE_TSC
+    mlt_tracker *t = run->tracker;
+    mlt__ring *r = t->ring;
+    if (r && r->tsc && atomic_load_explicit(&r->pending, memory_order_relaxed) < t->ring_cap) {
+        int64_t ts = mlt__tsc();
+        int rc = mlt__ring_try(r, run->sink_run_no, k->id, value, ts, step);
+        return rc == 0 ? MLT_OK : ring_slow(run, rc, k->id, value, ts, step);
+    }
+#endif
+    return log_metric_now_slow(run, k, value, step);
 }
 
 /* A key not seen at this address yet, or bad arguments: validate, register, log. */
@@ -657,7 +705,7 @@ mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step
 {
     const mlt_key *k;
     if (run && key && (k = cached_key(run->tracker, key))) {
-        return log_metric_k(run, k, value, step, mlt__now_ms());
+        return log_metric_now(run, k, value, step);
     }
     return log_metric_slow(run, key, value, step, mlt__now_ms());
 }
@@ -673,7 +721,7 @@ mlt_err mlt_log_metric_key(mlt_run *run, const mlt_key *key, double value, int64
                                                "metric key '%s' belongs to another tracker",
                                                key->name));
     }
-    return log_metric_k(run, key, value, step, mlt__now_ms());
+    return log_metric_now(run, key, value, step);
 }
 
 mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value)

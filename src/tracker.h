@@ -15,17 +15,23 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* Hooks of the built-in sinks beyond mlt_callbacks: a metric with its registered key (taking
- * over on_metric), and every key registered on the tracker (before any point names it). */
+/* Hooks of the built-in sinks beyond mlt_callbacks. */
 typedef mlt_err (*mlt__fast_metric_fn)(void *ud, mlt_run *run, const mlt_key *key, double value,
                                        int64_t step, int64_t timestamp_ms);
 typedef mlt_err (*mlt__key_fn)(void *ud, const mlt_key *key);
 
+/* What a built-in sink adds to mlt_callbacks. */
+typedef struct mlt__sink_ext {
+    mlt__fast_metric_fn fast_metric; /* a metric with its registered key (over on_metric) */
+    mlt__key_fn on_key;              /* every key registered, before a point names it */
+    struct mlt__ring *ring;          /* points go straight into this ring while... */
+    uint64_t ring_cap;               /* ...its undelivered bytes are below this */
+} mlt__sink_ext;
+
 typedef struct mlt__cb_entry {
     mlt_callbacks cb;
     void *userdata;
-    mlt__fast_metric_fn fast_metric;
-    mlt__key_fn on_key;
+    mlt__sink_ext ext;
 } mlt__cb_entry;
 
 /* A registered metric key: validated once, numbered densely from 0 per tracker, kept until the
@@ -59,7 +65,9 @@ struct mlt_tracker {
     _Atomic(mlt_key *) key_cache[MLT__KEY_CACHE];
     mlt_key *all_keys;
     uint32_t n_keys;
-    /* set when the only callback has a fast_metric hook: the hot path calls it directly */
+    /* the only callback's extension, if it has one: the hot path uses it directly */
+    struct mlt__ring *ring;
+    uint64_t ring_cap;
     mlt__fast_metric_fn fast_metric;
     void *fast_ud;
 };
@@ -87,10 +95,10 @@ struct mlt_run {
     uint32_t sink_run_no; /* the MLflow callback's number for the run (set at its start) */
 };
 
-/* Registers a built-in sink: callbacks plus the internal hooks (either may be NULL); on_key is
- * told at once of the keys registered so far. */
+/* Registers a built-in sink: callbacks plus its extension (NULL: none); ext->on_key is told at
+ * once of the keys registered so far. */
 mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void *userdata,
-                                  mlt__fast_metric_fn fast_metric, mlt__key_fn on_key);
+                                  const mlt__sink_ext *ext);
 
 /* Fills info from run. */
 void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_key);
