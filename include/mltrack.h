@@ -137,6 +137,9 @@ void mlt_options_free(mlt_options *opts);
  *   queue_max_bytes     cap of undelivered journal bytes (default 1073741824, 1 GiB).
  *   queue_full          block (default) or fail: what a log call does at the cap.
  *   queue_block_ms      how long "block" waits before failing with MLT_ERR_QUEUE_FULL (1000).
+ *   linger_ms           MLTRACK_LINGER_MS: how long the sender lets new records gather before
+ *                       it sends, so that log batches fill (20; 0 sends at once; a flush never
+ *                       waits for it).
  *
  * Returns MLT_OK, MLT_ERR_UNKNOWN_OPTION, MLT_ERR_BAD_OPTION, MLT_ERR_VALUE_TOO_LONG or
  * MLT_ERR_NOMEM, with a message in errbuf. On failure the option keeps its previous value.
