@@ -323,7 +323,12 @@ mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value);
 
 /**
  * Logs a metric point stamped with the current time. NaN and +/-Inf are allowed. step is any
- * int64. Errors as mlt_log_param(), plus a callback's error.
+ * int64. Any thread (calls on one run from several threads are fine). Errors as
+ * mlt_log_param(), plus a callback's error; with the MLflow callback, MLT_ERR_QUEUE_FULL (see
+ * mlt_tracker_add_mlflow).
+ * Cost: a key is checked once per tracker and remembered; when the MLflow callback is the only
+ * one, the point is written into the queue's in-memory ring with no lock and no system call
+ * (the journal's writer thread moves it to disk).
  */
 mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step);
 
