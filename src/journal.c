@@ -1094,6 +1094,40 @@ static mlt_err ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, s
     return MLT_OK;
 }
 
+/* Read-only open: counts the points a ring holds past what the segments hold (status). */
+static void ring_count(mlt__journal *j, mlt__recovery *rec)
+{
+    char path[PATH_MAX];
+    int fd = path_in(j, "ring", path, sizeof path) == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_size != RING_BYTES) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    void *map = mmap(NULL, RING_BYTES, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        return;
+    }
+    mlt__ring_hdr *h = map; /* read only: the mapping is PROT_READ */
+    mlt__ring_slot *slots = (mlt__ring_slot *)((char *)map + sizeof *h);
+    if (memcmp(h->magic, MLT__RING_MAGIC, 8) == 0) {
+        uint64_t head = atomic_load(&h->head), start = atomic_load(&h->tail);
+        if (j->ring_seen_set && j->ring_seen > start) {
+            start = j->ring_seen;
+        }
+        if (head > start && head - start > MLT__RING_SLOTS) {
+            start = head - MLT__RING_SLOTS;
+        }
+        for (uint64_t t = start; t < head; t++) {
+            rec->ring_points += atomic_load(&slots[t % MLT__RING_SLOTS].stamp) == t + 1;
+        }
+    }
+    munmap(map, RING_BYTES);
+}
+
 mlt__ring *mlt__journal_ring(mlt__journal *j)
 {
     return j->ring.hdr ? &j->ring : NULL;
@@ -1539,6 +1573,8 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
     }
     if (err == MLT_OK && !read_only) {
         err = ring_recover(j, rec, errbuf, errlen);
+    } else if (err == MLT_OK) {
+        ring_count(j, rec);
     }
     if (err != MLT_OK) {
         free_journal(j);
