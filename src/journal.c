@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "journal.h"
+#include "http.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -172,6 +173,7 @@ struct mlt__journal {
     void *on_write_ud;
     int interval_ms;
     char werr[256];      /* the writer's last failure */
+    char *target;        /* the tracking URI it is for (credentials removed), or NULL */
 };
 
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
@@ -356,6 +358,7 @@ static void free_journal(mlt__journal *j)
         close(j->keys_fd);
     }
     free(j->rb.data);
+    free(j->target);
     mlt__buf_free(&j->group);
     pthread_cond_destroy(&j->wcv);
     pthread_mutex_destroy(&j->wmu);
@@ -1569,6 +1572,15 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
         err = sys_err(errbuf, errlen, "cannot read the metric keys of", dir);
     }
     if (err == MLT_OK) {
+        mlt__buf b;
+        mlt__buf_init(&b);
+        if (read_small_file(j, "target", &b) == MLT_OK && b.len && !b.oom) {
+            b.data[strcspn(b.data, "\n")] = '\0';
+            j->target = mlt__strdup(b.data);
+        }
+        mlt__buf_free(&b);
+    }
+    if (err == MLT_OK) {
         err = scan(j, rec, errbuf, errlen);
     }
     if (err == MLT_OK && !read_only) {
@@ -1871,6 +1883,60 @@ mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last)
     }
     pthread_mutex_unlock(&j->mu);
     return MLT_OK;
+}
+
+/* ---- the target ---- */
+
+/* The URI without user:password@ and without trailing slashes, for comparing and storing. */
+static char *plain_uri(const char *uri)
+{
+    char out[2048];
+    mlt__redact_url(uri, out, sizeof out);
+    /* mlt__redact_url writes "***@" for credentials: drop them altogether */
+    char *at = strstr(out, "***@"), *scheme = strstr(out, "://");
+    if (at && scheme && at > scheme) {
+        memmove(scheme + 3, at + 4, strlen(at + 4) + 1);
+    }
+    size_t n = strlen(out);
+    while (n > 0 && out[n - 1] == '/') {
+        out[--n] = '\0';
+    }
+    return mlt__strdup(out);
+}
+
+mlt_err mlt__journal_set_target(mlt__journal *j, const char *uri)
+{
+    char *t = plain_uri(uri);
+    if (!t) {
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    char *line = mlt__aprintf("%s\n", t);
+    mlt_err err = line ? replace_file(j, "target", line, strlen(line)) : MLT_ERR_NOMEM;
+    free(line);
+    if (err != MLT_OK) {
+        free(t);
+        return mlt__fail(err, "cannot record the target of journal %s: %s", j->dir,
+                         strerror(errno));
+    }
+    free(j->target);
+    j->target = t;
+    return MLT_OK;
+}
+
+const char *mlt__journal_target(const mlt__journal *j)
+{
+    return j->target;
+}
+
+bool mlt__journal_is_for(const mlt__journal *j, const char *uri)
+{
+    if (!j->target) {
+        return true;
+    }
+    char *t = plain_uri(uri);
+    bool same = t && strcmp(t, j->target) == 0;
+    free(t);
+    return same;
 }
 
 /* ---- run map ---- */
