@@ -73,9 +73,10 @@ typedef struct mlt__ring_hdr {
     /* TSC -> wall clock (written by the drainer; read when a dead process's ring is saved):
      * ns = anchor_ns + (tsc - anchor_tsc) * ns_per_tick */
     uint64_t anchor_tsc;
-    int64_t anchor_ns;
+    int64_t anchor_ns;   /* CLOCK_REALTIME at anchor_tsc */
     double ns_per_tick;
-    char pad0[24];
+    int64_t anchor_mono; /* CLOCK_MONOTONIC_RAW at anchor_tsc: the scale is measured on it */
+    char pad0[16];
     _Atomic uint64_t head; /* next ticket to hand out */
     char pad1[56];
     _Atomic uint64_t tail; /* every ticket below is in the segments */
