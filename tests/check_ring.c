@@ -83,39 +83,6 @@ static bool under_valgrind(void)
 #endif
 }
 
-static void make_tmpdir(char *out, size_t len)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(out, len, "%s/mlt-ring-XXXXXX", base && *base ? base : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(out));
-}
-
-/* Removes path and everything under it. */
-static void remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        return;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        ck_assert_ptr_nonnull(d);
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-                continue;
-            }
-            char sub[PATH_MAX];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            remove_tree(sub);
-        }
-        closedir(d);
-        ck_assert_int_eq(rmdir(path), 0);
-    } else {
-        ck_assert_int_eq(unlink(path), 0);
-    }
-}
-
 static void path_of(char *out, const char *dir, const char *name)
 {
     int n = snprintf(out, PATH_MAX, "%s/%s", dir, name);
@@ -166,13 +133,13 @@ typedef struct fixture {
 
 static void fixture_init(fixture *f)
 {
-    make_tmpdir(f->tmp, sizeof f->tmp);
+    mlt_test_tmpdir(f->tmp, sizeof f->tmp, "ring");
     snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
 }
 
 static void fixture_done(fixture *f)
 {
-    remove_tree(f->tmp);
+    mlt_test_remove_tree(f->tmp);
 }
 
 static mlt__journal *create_j(const char *dir)
@@ -1651,7 +1618,7 @@ static void only_journal(const char *qdir, char *out, size_t len)
 START_TEST(metric_keys_through_the_public_api_into_the_mlflow_journal)
 {
     char tmp[DIR_LEN], qdir[DIR_LEN + 16];
-    make_tmpdir(tmp, sizeof tmp);
+    mlt_test_tmpdir(tmp, sizeof tmp, "ring");
     snprintf(qdir, sizeof qdir, "%s/queue", tmp);
     mlt_options *o = mlt_options_new();
     ck_assert_ptr_nonnull(o);
@@ -1765,7 +1732,7 @@ START_TEST(metric_keys_through_the_public_api_into_the_mlflow_journal)
     mlt__buf_free(&scratch);
     mlt__journal_close(j, false);
     free(want);
-    remove_tree(tmp);
+    mlt_test_remove_tree(tmp);
 }
 END_TEST
 
