@@ -158,6 +158,7 @@ struct mlt__journal {
     char **key_pages[KEY_PAGES];
     int keys_fd;
     size_t keys_good_len; /* bytes of whole lines in the keys file */
+    bool keys_dirty;      /* keys written since the last sync */
     bool acked_dirty;    /* the acked cursor was replaced without a sync */
     /* the ring, its writer thread, and where the segments' tickets end (found at open) */
     mlt__ring ring;
@@ -903,10 +904,11 @@ mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key)
         err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    /* On disk before any point names it: a key is written once, so it is synced at once. */
+    /* In the file before any point names it; durable with fsync=always at once, else at the
+     * next sync, which syncs the keys before the segment. */
     size_t n = strlen(line);
     if (write_all(j->keys_fd, line, n) != 0 ||
-        (j->mode != MLT__FSYNC_NONE && fdatasync(j->keys_fd) != 0)) {
+        (j->mode == MLT__FSYNC_ALWAYS && fdatasync(j->keys_fd) != 0)) {
         int e = errno;
         if (ftruncate(j->keys_fd, (off_t)j->keys_good_len) != 0) {
             /* cut at the next open */
@@ -915,6 +917,7 @@ mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key)
                         strerror(e));
     } else {
         j->keys_good_len += n;
+        j->keys_dirty = j->mode != MLT__FSYNC_ALWAYS;
     }
     free(line);
     if (err == MLT_OK) {
@@ -1270,7 +1273,7 @@ static void *writer_main(void *arg)
         }
         bool wrote = j->last_seq != before;
         int64_t now = mlt__mono_ns() / 1000000, sync_in = 1000;
-        if (j->mode == MLT__FSYNC_INTERVAL && (j->dirty || j->acked_dirty)) {
+        if (j->mode == MLT__FSYNC_INTERVAL && (j->dirty || j->acked_dirty || j->keys_dirty)) {
             if (now - last_sync >= j->interval_ms) {
                 if (sync_locked(j) != MLT_OK) {
                     snprintf(j->werr, sizeof j->werr, "%s", mlt_last_error());
@@ -1748,9 +1751,17 @@ out:
     return err;
 }
 
-/* Makes what was written durable: the segment, then the acked cursor (caller holds mu). */
+/* Makes what was written durable: the keys, the segment, then the acked cursor (caller holds
+ * mu). */
 static mlt_err sync_locked(mlt__journal *j)
 {
+    if (j->keys_dirty && j->keys_fd >= 0) { /* before the points that name them */
+        if (fdatasync(j->keys_fd) != 0) {
+            return mlt__fail(MLT_ERR_IO, "cannot sync the keys of journal %s: %s", j->dir,
+                             strerror(errno));
+        }
+        j->keys_dirty = false;
+    }
     if (j->dirty && j->wfd >= 0) {
         if (fdatasync(j->wfd) != 0) {
             return mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
