@@ -320,13 +320,6 @@ char *mlt__fail_buf(size_t *len)
 
 /* ---- clocks ---- */
 
-int64_t mlt__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t mlt__mono_ns(void)
 {
     struct timespec ts;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MLT__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -66,7 +67,13 @@ void mlt__fail_clear(void);
 char *mlt__fail_buf(size_t *len); /* the thread's buffer, to format into directly */
 
 /* ---- clocks ---- */
-int64_t mlt__now_ms(void);        /* wall clock, ms since the epoch */
+/* wall clock, ms since the epoch (inline: the metric hot path stamps every point) */
+static inline int64_t mlt__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 int64_t mlt__mono_ns(void);       /* monotonic */
 void mlt__sleep_ms(int64_t ms);
 

@@ -21,17 +21,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- CRC32C ---- */
 
 static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+static void crc_hw_detect(void);
 
 static void crc_init(void)
 {
+    crc_hw_detect();
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) {
@@ -47,9 +52,45 @@ static void crc_init(void)
     }
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_CRC_HW 1
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const void *data,
+                                                         size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t c = ~crc;
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        len -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len--) {
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    }
+    return ~c32;
+}
+static int crc_hw_ok;
+#endif
+
+static void crc_hw_detect(void)
+{
+#ifdef HAVE_CRC_HW
+    __builtin_cpu_init();
+    crc_hw_ok = __builtin_cpu_supports("sse4.2") && !getenv("MLTRACK_NO_CRC_HW");
+#endif
+}
+
 uint32_t mlt__crc32c(uint32_t crc, const void *data, size_t len)
 {
     pthread_once(&crc_once, crc_init);
+#ifdef HAVE_CRC_HW
+    if (crc_hw_ok) {
+        return crc_hw(crc, data, len);
+    }
+#endif
     const unsigned char *p = data;
     crc = ~crc;
     while (len >= 8) { /* slicing by 8 */
@@ -68,6 +109,17 @@ uint32_t mlt__crc32c(uint32_t crc, const void *data, size_t len)
 }
 
 /* ---- structure ---- */
+
+#define KEY_PAGE 4096
+#define KEY_PAGES 4096 /* 16M keys */
+#define RB_WINDOW (256u << 10)
+
+/* A read window on one file: bytes [off, off + len) of it. */
+typedef struct rbuf {
+    unsigned char *data;
+    uint64_t off;
+    size_t len, cap;
+} rbuf;
 
 typedef struct segment {
     uint64_t first_seq;
@@ -95,13 +147,39 @@ struct mlt__journal {
     uint64_t rseq; /* last record read */
     uint64_t roff; /* offset in segment rseg after it */
     uint64_t rpos; /* position after it */
+    rbuf rb;       /* the reader's window on segment rseg */
     /* run map and dead letters */
     mlt__run_entry *runs;
     size_t n_runs, cap_runs;
     uint64_t dead;
+    /* metric keys by id: pages of KEY_PAGE names, never moved (read without the lock by the
+     * reader, which only meets an id after its key was put) */
+    char **key_pages[KEY_PAGES];
+    int keys_fd;
+    bool keys_dirty;
+    /* the ring, its writer thread, and where the segments' tickets end (found at open) */
+    mlt__ring ring;
+    size_t ring_len;
+    uint64_t ring_seen;  /* first ticket not yet in the segments, per the segments */
+    bool ring_seen_set;
+    mlt__buf group;      /* the writer's scratch */
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t wmu; /* guards wstop and the writer's sleep */
+    pthread_cond_t wcv;
+    bool wstop;
+    void (*on_write)(void *ud);
+    void *on_write_ud;
+    int interval_ms;
+    char werr[256];      /* the writer's last failure */
 };
 
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
+
+static void stop_writer(mlt__journal *j);
+static bool tsc_usable(void);
+static mlt_err open_keys(mlt__journal *j);
+static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen);
 
 static mlt_err put_run(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
                        const char *experiment_id, mlt__run_state state);
@@ -239,7 +317,13 @@ static mlt__journal *alloc_journal(const char *dir, bool read_only, mlt__fsync_m
     j->wfd = -1;
     j->rfd = -1;
     j->rseg = SIZE_MAX;
+    j->keys_fd = -1;
     pthread_mutex_init(&j->mu, NULL);
+    pthread_mutex_init(&j->wmu, NULL);
+    pthread_cond_init(&j->wcv, NULL);
+    atomic_init(&j->ring.idle, 0);
+    atomic_init(&j->ring.pending, 0);
+    mlt__buf_init(&j->group);
     mlt__buf_init(&j->frame);
     atomic_init(&j->acked_seq, 0);
     atomic_init(&j->acked_pos, 0);
@@ -248,6 +332,25 @@ static mlt__journal *alloc_journal(const char *dir, bool read_only, mlt__fsync_m
 
 static void free_journal(mlt__journal *j)
 {
+    stop_writer(j);
+    if (j->ring.hdr) {
+        munmap(j->ring.hdr, j->ring_len);
+    }
+    for (size_t p = 0; p < KEY_PAGES; p++) {
+        if (j->key_pages[p]) {
+            for (size_t i = 0; i < KEY_PAGE; i++) {
+                free(j->key_pages[p][i]);
+            }
+            free(j->key_pages[p]);
+        }
+    }
+    if (j->keys_fd >= 0) {
+        close(j->keys_fd);
+    }
+    free(j->rb.data);
+    mlt__buf_free(&j->group);
+    pthread_cond_destroy(&j->wcv);
+    pthread_mutex_destroy(&j->wmu);
     if (j->wfd >= 0) {
         close(j->wfd);
     }
@@ -340,6 +443,15 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
             err = sys_err(errbuf, errlen, "cannot write the state of journal", dir);
         } else if ((err = open_new_segment(j, 1)) != MLT_OK) {
             err = sys_err(errbuf, errlen, "cannot create a segment in", dir);
+        } else if (open_keys(j) != MLT_OK) {
+            err = sys_err(errbuf, errlen, "cannot create the metric keys of", dir);
+        } else {
+            char why[120];
+            if (ring_map(j, why, sizeof why) != MLT_OK) {
+                err = sys_err(errbuf, errlen, "cannot create the ring of", dir);
+            } else {
+                j->ring.tsc = tsc_usable();
+            }
         }
     }
     if (err != MLT_OK) {
@@ -380,19 +492,55 @@ static uint64_t le64(const unsigned char *p)
     return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
 }
 
-/*
- * Reads and checks the frame at off of fd (file size fsize): fills *seq, *type and the payload
- * into scratch. Returns 0, or -1 with why set when the frame is torn or corrupt.
- */
-static int read_frame(int fd, uint64_t off, uint64_t fsize, mlt__buf *scratch, uint64_t *seq,
-                      uint8_t *type, uint32_t *plen, char *why, size_t whylen)
+/* The n bytes at off of fd (whose size is fsize), through the window rb: NULL if unreadable. */
+static const unsigned char *rb_at(rbuf *rb, int fd, uint64_t off, size_t n, uint64_t fsize)
 {
-    unsigned char h[MLT__FRAME_HEADER];
+    if (off >= rb->off && off + n <= rb->off + rb->len) {
+        return rb->data + (off - rb->off);
+    }
+    size_t want = n > RB_WINDOW ? n : RB_WINDOW;
+    if (off + want > fsize) {
+        want = (size_t)(fsize - off);
+    }
+    if (want < n) {
+        return NULL;
+    }
+    if (rb->cap < want) {
+        unsigned char *d = realloc(rb->data, want);
+        if (!d) {
+            return NULL;
+        }
+        rb->data = d;
+        rb->cap = want;
+    }
+    rb->len = 0;
+    if (read_at(fd, rb->data, want, off) != 0) {
+        return NULL;
+    }
+    rb->off = off;
+    rb->len = want;
+    return rb->data;
+}
+
+static void rb_reset(rbuf *rb)
+{
+    rb->off = 0;
+    rb->len = 0;
+}
+
+/*
+ * Reads and checks the frame at off of fd (file size fsize) through rb: fills *seq, *type and
+ * the payload into scratch. Returns 0, or -1 with why set when the frame is torn or corrupt.
+ */
+static int read_frame(rbuf *rb, int fd, uint64_t off, uint64_t fsize, mlt__buf *scratch,
+                      uint64_t *seq, uint8_t *type, uint32_t *plen, char *why, size_t whylen)
+{
     if (off + MLT__FRAME_HEADER > fsize) {
         snprintf(why, whylen, "torn frame header at offset %" PRIu64, off);
         return -1;
     }
-    if (read_at(fd, h, sizeof h, off) != 0) {
+    const unsigned char *h = rb_at(rb, fd, off, MLT__FRAME_HEADER, fsize);
+    if (!h) {
         snprintf(why, whylen, "unreadable frame at offset %" PRIu64, off);
         return -1;
     }
@@ -406,15 +554,17 @@ static int read_frame(int fd, uint64_t off, uint64_t fsize, mlt__buf *scratch, u
                  off, len);
         return -1;
     }
+    h = rb_at(rb, fd, off, MLT__FRAME_HEADER + (size_t)len, fsize);
     mlt__buf_reset(scratch);
+    if (!h) {
+        snprintf(why, whylen, "unreadable frame at offset %" PRIu64, off);
+        return -1;
+    }
     if (!mlt__buf_reserve(scratch, len)) {
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    if (len && read_at(fd, scratch->data, len, off + MLT__FRAME_HEADER) != 0) {
-        snprintf(why, whylen, "unreadable frame at offset %" PRIu64, off);
-        return -1;
-    }
+    memcpy(scratch->data, h + MLT__FRAME_HEADER, len);
     scratch->len = len;
     scratch->data[len] = '\0';
     uint32_t crc = mlt__crc32c(0, h + 8, 9);
@@ -427,6 +577,673 @@ static int read_frame(int fd, uint64_t off, uint64_t fsize, mlt__buf *scratch, u
     *type = h[16];
     *plen = len;
     return 0;
+}
+
+/* ---- POINT records ----
+ * Payload: varint (run_no << 1 | has_ticket), [varint ticket: the ring ticket of this point,
+ * on the first point of each group], varint key id, u64 value bits, varint timestamp, varint
+ * zigzag step. */
+
+static unsigned char *put_varint(unsigned char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (unsigned char)v;
+    return p;
+}
+
+static bool get_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        unsigned char c = *(*p)++;
+        x |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+static const char *key_name(const mlt__journal *j, uint64_t id)
+{
+    if (id >= (uint64_t)KEY_PAGE * KEY_PAGES) {
+        return NULL;
+    }
+    char **page = j->key_pages[id / KEY_PAGE];
+    return page ? page[id % KEY_PAGE] : NULL;
+}
+
+/* Where the ring ticket count stands after a POINT record read at open. */
+static void note_ticket(mlt__journal *j, const unsigned char *p, size_t len)
+{
+    uint64_t head, ticket;
+    const unsigned char *end = p + len;
+    if (!get_varint(&p, end, &head)) {
+        return;
+    }
+    if (head & 1) {
+        if (get_varint(&p, end, &ticket)) {
+            j->ring_seen = ticket + 1;
+            j->ring_seen_set = true;
+        }
+    } else if (j->ring_seen_set) {
+        j->ring_seen++;
+    }
+}
+
+static mlt_err decode_point(const mlt__journal *j, const unsigned char *p, size_t len,
+                            mlt__rec *out)
+{
+    uint64_t seq = out->seq, end_pos = out->end_pos;
+    uint32_t size = out->size;
+    memset(out, 0, sizeof *out);
+    out->seq = seq;
+    out->end_pos = end_pos;
+    out->size = size;
+    out->type = MLT__REC_METRIC;
+    const unsigned char *end = p + len;
+    uint64_t head, ticket, id, ts, zz;
+    if (!get_varint(&p, end, &head) || ((head & 1) && !get_varint(&p, end, &ticket)) ||
+        !get_varint(&p, end, &id) || end - p < 8) {
+        return MLT_ERR_CORRUPT;
+    }
+    uint64_t bits = le64(p);
+    p += 8;
+    if (!get_varint(&p, end, &ts) || !get_varint(&p, end, &zz) || p != end ||
+        head >> 1 > UINT32_MAX || !(out->key = key_name(j, id))) {
+        return MLT_ERR_CORRUPT;
+    }
+    out->run_no = (uint32_t)(head >> 1);
+    memcpy(&out->num, &bits, sizeof bits);
+    out->time_ms = (int64_t)ts;
+    out->step = (int64_t)((zz >> 1) ^ -(zz & 1));
+    return MLT_OK;
+}
+
+/* ---- the TSC clock of the ring ---- */
+
+static inline uint64_t read_tsc(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_ia32_rdtsc();
+#else
+    return 0;
+#endif
+}
+
+/* Is the TSC the kernel's clocksource (so constant, and in step across CPUs)? */
+static bool tsc_usable(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (getenv("MLTRACK_NO_TSC")) {
+        return false;
+    }
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
+    char name[32] = "";
+    if (f) {
+        if (!fgets(name, sizeof name, f)) {
+            name[0] = '\0';
+        }
+        fclose(f);
+    }
+    return strcmp(name, "tsc\n") == 0;
+#else
+    return false;
+#endif
+}
+
+/* One reading of both clocks. */
+static void clock_pair(uint64_t *tsc, int64_t *ns)
+{
+    struct timespec ts;
+    uint64_t a = read_tsc();
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t b = read_tsc();
+    *tsc = a + (b - a) / 2;
+    *ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sets the ring's TSC scale: two readings about a millisecond apart. */
+static void calibrate(mlt__ring_hdr *h)
+{
+    uint64_t t0, t1;
+    int64_t n0, n1;
+    clock_pair(&t0, &n0);
+    do {
+        clock_pair(&t1, &n1);
+    } while (n1 - n0 < 1000000 && n1 >= n0);
+    h->ns_per_tick = t1 > t0 && n1 > n0 ? (double)(n1 - n0) / (double)(t1 - t0) : 1.0;
+    h->anchor_tsc = t1;
+    h->anchor_ns = n1;
+}
+
+/* A fresh anchor before a drain; the scale is refined over the time since the last one. */
+static void reanchor(mlt__ring_hdr *h)
+{
+    uint64_t t;
+    int64_t n;
+    clock_pair(&t, &n);
+    if (n - h->anchor_ns < 5000000 || t <= h->anchor_tsc) {
+        return;
+    }
+    double rate = (double)(n - h->anchor_ns) / (double)(t - h->anchor_tsc);
+    if (rate > h->ns_per_tick * 0.99 && rate < h->ns_per_tick * 1.01) {
+        h->ns_per_tick = rate; /* else the wall clock was stepped: keep the scale */
+    }
+    h->anchor_tsc = t;
+    h->anchor_ns = n;
+}
+
+static int64_t tsc_to_ms(const mlt__ring_hdr *h, uint64_t tsc)
+{
+    double ns = (double)h->anchor_ns + (double)(int64_t)(tsc - h->anchor_tsc) * h->ns_per_tick;
+    return ns > 0 && ns < 9e18 ? (int64_t)(ns / 1e6) : h->anchor_ns / 1000000;
+}
+
+/* Appends the frame of one POINT (ticket < 0: none) to b; b->oom on failure. */
+static void put_point_frame(mlt__buf *b, uint64_t seq, const mlt__ring_slot *s, int64_t ticket,
+                            const mlt__ring_hdr *h)
+{
+    if (!mlt__buf_reserve(b, MLT__FRAME_HEADER + 48)) {
+        return;
+    }
+    unsigned char *f = (unsigned char *)b->data + b->len;
+    unsigned char *p = f + MLT__FRAME_HEADER;
+    p = put_varint(p, (uint64_t)s->run_no << 1 | (ticket >= 0));
+    if (ticket >= 0) {
+        p = put_varint(p, (uint64_t)ticket);
+    }
+    p = put_varint(p, s->key_id & ~MLT__RING_MS);
+    int64_t ts = s->key_id & MLT__RING_MS ? s->ts : tsc_to_ms(h, (uint64_t)s->ts);
+    uint64_t bits;
+    memcpy(&bits, &s->value, sizeof bits);
+    for (int i = 0; i < 8; i++) {
+        *p++ = (unsigned char)(bits >> (8 * i));
+    }
+    p = put_varint(p, (uint64_t)ts);
+    p = put_varint(p, ((uint64_t)s->step << 1) ^ (uint64_t)(s->step >> 63));
+    uint32_t len = (uint32_t)(p - f - MLT__FRAME_HEADER);
+    f[0] = (unsigned char)len;
+    f[1] = (unsigned char)(len >> 8);
+    f[2] = (unsigned char)(len >> 16);
+    f[3] = (unsigned char)(len >> 24);
+    for (int i = 0; i < 8; i++) {
+        f[8 + i] = (unsigned char)(seq >> (8 * i));
+    }
+    f[16] = MLT__REC_POINT;
+    uint32_t crc = mlt__crc32c(mlt__crc32c(0, f + 8, 9), f + MLT__FRAME_HEADER, len);
+    f[4] = (unsigned char)crc;
+    f[5] = (unsigned char)(crc >> 8);
+    f[6] = (unsigned char)(crc >> 16);
+    f[7] = (unsigned char)(crc >> 24);
+    b->len += (size_t)(p - f);
+}
+
+/* ---- metric keys ---- */
+
+static mlt_err read_small_file(const mlt__journal *j, const char *name, mlt__buf *out);
+
+/* Records id -> key in memory (the caller holds mu or owns j alone). */
+static mlt_err remember_key(mlt__journal *j, uint64_t id, const char *key)
+{
+    if (id >= (uint64_t)KEY_PAGE * KEY_PAGES) {
+        return mlt__fail(MLT_ERR_VALUE_TOO_LONG, "more than %u metric keys in one journal",
+                         KEY_PAGE * KEY_PAGES);
+    }
+    char ***page = &j->key_pages[id / KEY_PAGE];
+    if (!*page && !(*page = calloc(KEY_PAGE, sizeof **page))) {
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    char *copy = (*page)[id % KEY_PAGE] ? NULL : mlt__strdup(key);
+    if (!(*page)[id % KEY_PAGE] && !copy) {
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    if (copy) {
+        (*page)[id % KEY_PAGE] = copy;
+    }
+    return MLT_OK;
+}
+
+static mlt_err load_keys(mlt__journal *j)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt_err err = read_small_file(j, "keys", &b);
+    if (err == MLT_ERR_NOT_FOUND) {
+        err = MLT_OK;
+    }
+    for (char *line = b.data; err == MLT_OK && line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (!nl) {
+            break; /* a torn last line: its key was never used */
+        }
+        *nl = '\0';
+        char *sp = strchr(line, ' ');
+        if (sp) {
+            *sp = '\0';
+            err = remember_key(j, strtoull(line, NULL, 10), sp + 1);
+        }
+        line = nl + 1;
+    }
+    mlt__buf_free(&b);
+    return err;
+}
+
+static mlt_err open_keys(mlt__journal *j)
+{
+    char path[PATH_MAX];
+    if (path_in(j, "keys", path, sizeof path) != 0) {
+        return MLT_ERR_IO;
+    }
+    j->keys_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    return j->keys_fd >= 0 ? MLT_OK : MLT_ERR_IO;
+}
+
+mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key)
+{
+    pthread_mutex_lock(&j->mu);
+    mlt_err err = MLT_OK;
+    if (key_name(j, id)) {
+        goto out;
+    }
+    if (j->keys_fd < 0 && open_keys(j) != MLT_OK) {
+        err = mlt__fail(MLT_ERR_IO, "cannot open the keys of journal %s: %s", j->dir,
+                        strerror(errno));
+        goto out;
+    }
+    char *line = mlt__aprintf("%" PRIu32 " %s\n", id, key);
+    if (!line) {
+        err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* On disk before any point names it: a key is written once, so it is synced at once. */
+    if (write_all(j->keys_fd, line, strlen(line)) != 0 ||
+        (j->mode != MLT__FSYNC_NONE && fdatasync(j->keys_fd) != 0)) {
+        err = mlt__fail(MLT_ERR_IO, "cannot record a metric key in journal %s: %s", j->dir,
+                        strerror(errno));
+    }
+    free(line);
+    if (err == MLT_OK) {
+        err = remember_key(j, id, key);
+    }
+out:
+    pthread_mutex_unlock(&j->mu);
+    return err;
+}
+
+/* ---- the ring ---- */
+
+#define RING_BYTES (sizeof(mlt__ring_hdr) + (size_t)MLT__RING_SLOTS * sizeof(mlt__ring_slot))
+#define GROUP_MAX 8192 /* points per write */
+
+_Static_assert(sizeof(mlt__ring_hdr) == 4096, "the ring header is one page");
+_Static_assert(sizeof(mlt__ring_slot) == 40, "ring slots are 40 bytes");
+
+/* Maps dir/ring, creating or re-initializing it when missing or unusable (why says so). */
+static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen)
+{
+    char path[PATH_MAX];
+    if (path_in(j, "ring", path, sizeof path) != 0) {
+        return MLT_ERR_IO;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return MLT_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return MLT_ERR_IO;
+    }
+    bool fresh = st.st_size == 0;
+    if (!fresh && (uint64_t)st.st_size != RING_BYTES) {
+        snprintf(why, whylen, "ring file of %lld bytes, %zu expected: started afresh",
+                 (long long)st.st_size, RING_BYTES);
+        fresh = ftruncate(fd, 0) == 0;
+        if (!fresh) {
+            close(fd);
+            return MLT_ERR_IO;
+        }
+    }
+    if (fresh) {
+        /* Blocks reserved now: a store into a hole of a full disk would be a SIGBUS. */
+        int e = posix_fallocate(fd, 0, (off_t)RING_BYTES);
+        if (e == EOPNOTSUPP || e == EINVAL) {
+            e = ftruncate(fd, (off_t)RING_BYTES) == 0 ? 0 : errno;
+        }
+        if (e != 0) {
+            close(fd);
+            errno = e;
+            return MLT_ERR_IO;
+        }
+    }
+    void *map = mmap(NULL, RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        return MLT_ERR_IO;
+    }
+    mlt__ring_hdr *h = map;
+    if (!fresh && (memcmp(h->magic, MLT__RING_MAGIC, 8) != 0 ||
+                   h->slot_size != sizeof(mlt__ring_slot) || h->slots != MLT__RING_SLOTS)) {
+        snprintf(why, whylen, "ring file with a bad header: started afresh");
+        fresh = true;
+        memset(map, 0, RING_BYTES);
+    }
+    if (fresh) {
+        memcpy(h->magic, MLT__RING_MAGIC, 8);
+        h->slot_size = sizeof(mlt__ring_slot);
+        h->slots = MLT__RING_SLOTS;
+        atomic_store(&h->head, 0);
+        atomic_store(&h->tail, 0);
+        calibrate(h);
+    }
+    j->ring.hdr = h;
+    j->ring.slots = (mlt__ring_slot *)((char *)map + sizeof(mlt__ring_hdr));
+    j->ring.j = j;
+    j->ring_len = RING_BYTES;
+    return MLT_OK;
+}
+
+static void update_pending(mlt__journal *j)
+{
+    uint64_t acked = atomic_load(&j->acked_pos);
+    atomic_store_explicit(&j->ring.pending, j->end_pos > acked ? j->end_pos - acked : 0,
+                          memory_order_relaxed);
+}
+
+/*
+ * Moves the ring's points into the segments, a group per write (caller holds mu). Stops at a
+ * slot still being written, unless skip_holes (at open: a slot a dead thread never finished is
+ * skipped; *holes counts them).
+ */
+static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, uint64_t *holes)
+{
+    mlt__ring *r = &j->ring;
+    if (!r->hdr || j->wfd < 0) {
+        return MLT_OK;
+    }
+    for (;;) {
+        uint64_t tail = atomic_load_explicit(&r->hdr->tail, memory_order_relaxed);
+        uint64_t head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+        if (tail == head) {
+            return MLT_OK;
+        }
+        if (j->segs[j->n_segs - 1].size >= MLT__SEGMENT_BYTES &&
+            open_new_segment(j, j->last_seq + 1) != MLT_OK) {
+            return mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
+                             strerror(errno));
+        }
+        if (r->tsc) {
+            reanchor(r->hdr);
+        }
+        mlt__buf_reset(&j->group);
+        uint64_t t = tail, seq = j->last_seq, n = 0;
+        bool mark = true;
+        for (; t < head && n < GROUP_MAX; t++) {
+            const mlt__ring_slot *sl = &r->slots[t & (MLT__RING_SLOTS - 1)];
+            if (atomic_load_explicit(&sl->stamp, memory_order_acquire) != t + 1) {
+                if (!skip_holes) {
+                    break;
+                }
+                (*holes)++;
+                mark = true;
+                continue;
+            }
+            put_point_frame(&j->group, ++seq, sl, mark ? (int64_t)t : -1, r->hdr);
+            mark = false;
+            n++;
+        }
+        if (j->group.oom) {
+            return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+        }
+        if (n) {
+            off_t before = lseek(j->wfd, 0, SEEK_END);
+            if (write_all(j->wfd, j->group.data, j->group.len) != 0) {
+                int e = errno;
+                if (before >= 0 && ftruncate(j->wfd, before) != 0) {
+                    /* a torn group is cut at the next open */
+                }
+                return mlt__fail(MLT_ERR_IO, "cannot append to journal %s: %s", j->dir,
+                                 strerror(e));
+            }
+            j->dirty = true;
+            j->segs[j->n_segs - 1].size += j->group.len;
+            j->last_seq = seq;
+            j->end_pos += j->group.len;
+            if (moved) {
+                *moved += n;
+            }
+        }
+        if (t == tail) {
+            return MLT_OK; /* the next slot is still being written */
+        }
+        atomic_store_explicit(&r->hdr->tail, t, memory_order_release);
+        update_pending(j);
+    }
+}
+
+/* Opens the last segment for appends (an adopted journal, whose ring holds points). */
+static mlt_err ensure_wfd(mlt__journal *j)
+{
+    if (j->wfd >= 0) {
+        return MLT_OK;
+    }
+    if (j->n_segs == 0) {
+        return open_new_segment(j, j->last_seq + 1);
+    }
+    char name[64], path[PATH_MAX];
+    seg_name(j->segs[j->n_segs - 1].first_seq, name);
+    if (path_in(j, name, path, sizeof path) != 0) {
+        return MLT_ERR_IO;
+    }
+    j->wfd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    return j->wfd >= 0 ? MLT_OK : MLT_ERR_IO;
+}
+
+/* At open: moves into the segments what a dead process left in its ring, past what the
+ * segments already hold. */
+static mlt_err ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t errlen)
+{
+    char why[120] = "";
+    if (ring_map(j, why, sizeof why) != MLT_OK) {
+        return sys_err(errbuf, errlen, "cannot map the ring of", j->dir);
+    }
+    if (why[0] && !rec->why[0]) {
+        snprintf(rec->why, sizeof rec->why, "%s", why);
+    }
+    mlt__ring_hdr *h = j->ring.hdr;
+    uint64_t head = atomic_load(&h->head), start = atomic_load(&h->tail);
+    if (j->ring_seen_set && j->ring_seen > start) {
+        start = j->ring_seen;
+    }
+    if (head < start) {
+        head = start;
+    }
+    if (head - start > MLT__RING_SLOTS) {
+        start = head - MLT__RING_SLOTS; /* cannot be: what a ring can hold at most */
+    }
+    atomic_store(&h->tail, start);
+    atomic_store(&h->head, head);
+    if (head == start) {
+        return MLT_OK;
+    }
+    uint64_t holes = 0;
+    mlt_err err = ensure_wfd(j);
+    if (err != MLT_OK) {
+        return sys_err(errbuf, errlen, "cannot append to", j->dir);
+    }
+    err = drain_locked(j, true, &rec->ring_points, &holes);
+    if (err == MLT_OK && j->dirty && fdatasync(j->wfd) == 0) {
+        j->dirty = false;
+    }
+    if (err != MLT_OK) {
+        return mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
+    }
+    return MLT_OK;
+}
+
+mlt__ring *mlt__journal_ring(mlt__journal *j)
+{
+    return j->ring.hdr ? &j->ring : NULL;
+}
+
+void mlt__ring_wake(mlt__ring *r)
+{
+    mlt__journal *j = r->j;
+    pthread_mutex_lock(&j->wmu);
+    atomic_store(&r->idle, 0);
+    pthread_cond_signal(&j->wcv);
+    pthread_mutex_unlock(&j->wmu);
+}
+
+mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value, int64_t ts,
+                       int64_t step)
+{
+    int64_t deadline = mlt__mono_ns() + (int64_t)r->full_block_ms * 1000000;
+    mlt__ring_hdr *h = r->hdr;
+    for (;;) {
+        uint64_t t = atomic_load_explicit(&h->head, memory_order_relaxed);
+        while (t - atomic_load_explicit(&h->tail, memory_order_acquire) < MLT__RING_SLOTS) {
+            (void)t;
+            int rc = mlt__ring_try(r, run_no, key_id, value, ts, step);
+            if (rc >= 0) {
+                if (rc > 0) {
+                    mlt__ring_wake(r);
+                }
+                return MLT_OK;
+            }
+            t = atomic_load_explicit(&h->head, memory_order_relaxed);
+        }
+        if (mlt__mono_ns() >= deadline) {
+            char werr[256];
+            pthread_mutex_lock(&r->j->mu);
+            snprintf(werr, sizeof werr, "%s", r->j->werr[0] ? r->j->werr : "no error seen");
+            pthread_mutex_unlock(&r->j->mu);
+            return mlt__fail(MLT_ERR_QUEUE_FULL,
+                             "the journal's writer is %u points behind (the disk is slow or "
+                             "failing: %s): the point was not logged",
+                             MLT__RING_SLOTS, werr);
+        }
+        mlt__ring_wake(r);
+        struct timespec d = {0, 200000};
+        nanosleep(&d, NULL);
+    }
+}
+
+mlt_err mlt__journal_drain(mlt__journal *j)
+{
+    pthread_mutex_lock(&j->mu);
+    mlt_err err = drain_locked(j, false, NULL, NULL);
+    pthread_mutex_unlock(&j->mu);
+    return err;
+}
+
+/* Is the slot at the ring's tail ready? */
+static bool ring_ready(mlt__ring *r)
+{
+    uint64_t t = atomic_load(&r->hdr->tail);
+    return atomic_load(&r->slots[t & (MLT__RING_SLOTS - 1)].stamp) == t + 1;
+}
+
+static void timed_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
+#define WRITER_POLL_MS 2   /* between groups while points keep coming */
+#define WRITER_IDLE_POLLS 5 /* empty polls before the writer sleeps until woken */
+
+static void *writer_main(void *arg)
+{
+    mlt__journal *j = arg;
+    mlt__ring *r = &j->ring;
+    int empty = 0;
+    int64_t last_sync = mlt__mono_ns() / 1000000;
+    pthread_mutex_lock(&j->wmu);
+    while (!j->wstop) {
+        pthread_mutex_unlock(&j->wmu);
+        pthread_mutex_lock(&j->mu);
+        uint64_t before = j->last_seq;
+        mlt_err err = drain_locked(j, false, NULL, NULL);
+        if (err != MLT_OK) {
+            snprintf(j->werr, sizeof j->werr, "%s", mlt_last_error());
+        }
+        bool wrote = j->last_seq != before;
+        int64_t now = mlt__mono_ns() / 1000000, sync_in = 1000;
+        if (j->mode == MLT__FSYNC_INTERVAL && j->dirty) {
+            if (now - last_sync >= j->interval_ms) {
+                if (fdatasync(j->wfd) == 0) {
+                    j->dirty = false;
+                }
+                last_sync = now;
+            } else {
+                sync_in = j->interval_ms - (now - last_sync);
+            }
+        }
+        pthread_mutex_unlock(&j->mu);
+        if (wrote && j->on_write) {
+            j->on_write(j->on_write_ud);
+        }
+        empty = wrote ? 0 : empty + 1;
+        pthread_mutex_lock(&j->wmu);
+        if (j->wstop) {
+            break;
+        }
+        if (err == MLT_OK && empty < WRITER_IDLE_POLLS) {
+            timed_wait_ms(&j->wcv, &j->wmu, WRITER_POLL_MS);
+            continue;
+        }
+        atomic_store(&r->idle, 1);
+        if (err == MLT_OK && ring_ready(r)) {
+            atomic_store(&r->idle, 0);
+            continue;
+        }
+        timed_wait_ms(&j->wcv, &j->wmu, err != MLT_OK ? 100 : sync_in);
+        atomic_store(&r->idle, 0);
+    }
+    pthread_mutex_unlock(&j->wmu);
+    return NULL;
+}
+
+mlt_err mlt__journal_start_writer(mlt__journal *j, void (*on_write)(void *ud), void *ud,
+                                  int interval_ms)
+{
+    if (!j->ring.hdr || j->writer_started) {
+        return mlt__fail(MLT_ERR_STATE, "journal %s has no ring to write", j->dir);
+    }
+    j->on_write = on_write;
+    j->on_write_ud = ud;
+    j->interval_ms = interval_ms > 0 ? interval_ms : 100;
+    if (pthread_create(&j->writer, NULL, writer_main, j) != 0) {
+        return mlt__fail(MLT_ERR_NOMEM, "cannot start the journal's writer thread");
+    }
+    j->writer_started = true;
+    return MLT_OK;
+}
+
+static void stop_writer(mlt__journal *j)
+{
+    if (!j->writer_started) {
+        return;
+    }
+    pthread_mutex_lock(&j->wmu);
+    j->wstop = true;
+    pthread_cond_signal(&j->wcv);
+    pthread_mutex_unlock(&j->wmu);
+    pthread_join(j->writer, NULL);
+    j->writer_started = false;
 }
 
 /* ---- open and recovery ---- */
@@ -580,6 +1397,7 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
     }
     mlt__buf scratch;
     mlt__buf_init(&scratch);
+    rbuf rb = {0};
     uint64_t acked = atomic_load(&j->acked_seq);
     uint64_t pos = 0, expect = 0;
     bool cut = false;
@@ -636,7 +1454,7 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
             uint8_t type;
             uint32_t plen;
             char why[120] = "";
-            if (read_frame(fd, off, fsize, &scratch, &seq, &type, &plen, why, sizeof why) != 0 ||
+            if (read_frame(&rb, fd, off, fsize, &scratch, &seq, &type, &plen, why, sizeof why) != 0 ||
                 seq != expect) {
                 if (!why[0]) {
                     snprintf(why, sizeof why, "sequence %" PRIu64 " where %" PRIu64 " was due",
@@ -652,6 +1470,9 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
                 break;
             }
             uint64_t size = MLT__FRAME_HEADER + (uint64_t)plen;
+            if (type == MLT__REC_POINT) {
+                note_ticket(j, (const unsigned char *)scratch.data, plen);
+            }
             if (seq > acked) {
                 if (!rec->first_seq) {
                     rec->first_seq = seq;
@@ -664,8 +1485,10 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
             expect = seq + 1;
         }
         close(fd);
+        rb_reset(&rb);
         err = add_segment(j, first, fsize);
     }
+    free(rb.data);
     mlt__buf_free(&scratch);
     free_names(names, n);
     rec->last_seq = j->last_seq;
@@ -700,8 +1523,14 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
     if (err == MLT_OK && load_runs(j) != MLT_OK) {
         err = sys_err(errbuf, errlen, "cannot read the run map of", dir);
     }
+    if (err == MLT_OK && load_keys(j) != MLT_OK) {
+        err = sys_err(errbuf, errlen, "cannot read the metric keys of", dir);
+    }
     if (err == MLT_OK) {
         err = scan(j, rec, errbuf, errlen);
+    }
+    if (err == MLT_OK && !read_only) {
+        err = ring_recover(j, rec, errbuf, errlen);
     }
     if (err != MLT_OK) {
         free_journal(j);
@@ -768,6 +1597,10 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
         err = mlt__fail(MLT_ERR_STATE, "journal %s does not take appends", j->dir);
         goto out;
     }
+    /* the ring's points were made before this record */
+    if ((err = drain_locked(j, false, NULL, NULL)) != MLT_OK) {
+        goto out;
+    }
     if (j->segs[j->n_segs - 1].size >= MLT__SEGMENT_BYTES &&
         open_new_segment(j, j->last_seq + 1) != MLT_OK) {
         err = mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
@@ -807,6 +1640,7 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
     j->segs[j->n_segs - 1].size += j->frame.len;
     j->last_seq = seq;
     j->end_pos += j->frame.len;
+    update_pending(j);
     if (seq_out) {
         *seq_out = seq;
     }
@@ -818,8 +1652,8 @@ out:
 mlt_err mlt__journal_sync(mlt__journal *j)
 {
     pthread_mutex_lock(&j->mu);
-    mlt_err err = MLT_OK;
-    if (j->dirty && j->wfd >= 0) {
+    mlt_err err = drain_locked(j, false, NULL, NULL);
+    if (err == MLT_OK && j->dirty && j->wfd >= 0) {
         if (fdatasync(j->wfd) != 0) {
             err = mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
         } else {
@@ -847,6 +1681,7 @@ static int open_read_seg(mlt__journal *j, size_t i)
         close(j->rfd);
     }
     j->rfd = open(path, O_RDONLY | O_CLOEXEC);
+    rb_reset(&j->rb);
     j->rseg = i;
     j->roff = 8;
     return j->rfd >= 0 ? 0 : -1;
@@ -895,7 +1730,7 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
             uint8_t type;
             uint32_t plen;
             char why[120];
-            if (read_frame(j->rfd, j->roff, seg_size, scratch, &seq, &type, &plen, why,
+            if (read_frame(&j->rb, j->rfd, j->roff, seg_size, scratch, &seq, &type, &plen, why,
                            sizeof why) != 0 ||
                 seq != j->rseq + 1) {
                 return mlt__fail(MLT_ERR_CORRUPT, "journal %s: %s", j->dir, why);
@@ -904,7 +1739,9 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
             r->seq = seq;
             r->size = size;
             r->end_pos = j->rpos + size;
-            mlt_err err = mlt__rec_decode((mlt__rec_type)type, scratch->data, plen, r);
+            mlt_err err = type == MLT__REC_POINT
+                              ? decode_point(j, (const unsigned char *)scratch->data, plen, r)
+                              : mlt__rec_decode((mlt__rec_type)type, scratch->data, plen, r);
             /* A record that checks out but does not decode is consumed all the same: the caller
              * can set it aside and go on. */
             j->roff += size;
@@ -936,6 +1773,9 @@ mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last)
     }
     atomic_store(&j->acked_seq, last->seq);
     atomic_store(&j->acked_pos, last->end_pos);
+    pthread_mutex_lock(&j->mu);
+    update_pending(j);
+    pthread_mutex_unlock(&j->mu);
     /* Delete segments that hold only acked records (never the one being appended to, nor the
      * one being read). */
     pthread_mutex_lock(&j->mu);
@@ -1143,6 +1983,7 @@ void mlt__journal_close(mlt__journal *j, bool remove_if_done)
     if (!j) {
         return;
     }
+    stop_writer(j);
     if (!j->read_only) {
         mlt__journal_sync(j);
         if (remove_if_done && all_done(j)) {

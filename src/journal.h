@@ -10,6 +10,17 @@
  *   runs                 "<run_no> <run key> <run id|-> <experiment id|-> <state>\n" lines
  *                        (atomic replace); state is open, ended or dead
  *   dead.jsonl           records the server rejected for good, with its answer (appended)
+ *   keys                 "<id> <metric key>\n" lines: the keys that POINT records name by id
+ *   ring                 the metric ring (below), mapped shared: survives the process's crash
+ *
+ * Metric points take a lock-free path: the application thread writes a fixed-size slot of the
+ * ring (mlt__ring_put, no syscall, no lock) and the journal's writer thread moves the ring into
+ * the segments in groups (one write(2) per group) as compact POINT records, each naming its key
+ * by id. Every other record is appended under the journal lock after the ring is drained, so a
+ * run's records keep the order they were made in. The ring is a file mapped MAP_SHARED: when
+ * the process dies, what it had put in the ring is still in the page cache, and the next open
+ * moves it into the segments (POINT records carry the ring ticket of the first point of each
+ * group, so nothing is moved twice).
  */
 #ifndef MLT_JOURNAL_H
 #define MLT_JOURNAL_H
@@ -18,6 +29,7 @@
 #include "options.h"
 #include "record.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 typedef enum mlt__fsync_mode {
@@ -31,7 +43,125 @@ typedef enum mlt__fsync_mode {
 #define MLT__SEGMENT_MAGIC "MLTJRNL1"  /* 8 bytes at the start of every segment */
 #define MLT__SEGMENT_BYTES (64u << 20) /* a new segment starts past this size */
 
+/* Record types of the journal only (record.h has the others): a metric point whose key is
+ * named by id (decoded as MLT__REC_METRIC). */
+#define MLT__REC_POINT 6
+
+
 typedef struct mlt__journal mlt__journal;
+
+/* ---- the metric ring ---- */
+#define MLT__RING_MAGIC "MLTRING1"
+#define MLT__RING_SLOTS 65536u /* a power of two */
+
+typedef struct mlt__ring_slot {
+    _Atomic uint64_t stamp; /* ticket + 1 once the slot holds the ticket's point */
+    uint32_t run_no;
+    uint32_t key_id;        /* | MLT__RING_MS when ts is in ms, else ts is a TSC reading */
+    double value;
+    int64_t ts;
+    int64_t step;
+} mlt__ring_slot;
+
+#define MLT__RING_MS 0x80000000u
+
+/* The ring file's first page. */
+typedef struct mlt__ring_hdr {
+    char magic[8];
+    uint32_t slot_size, slots;
+    /* TSC -> wall clock (written by the drainer; read when a dead process's ring is saved):
+     * ns = anchor_ns + (tsc - anchor_tsc) * ns_per_tick */
+    uint64_t anchor_tsc;
+    int64_t anchor_ns;
+    double ns_per_tick;
+    char pad0[24];
+    _Atomic uint64_t head; /* next ticket to hand out */
+    char pad1[56];
+    _Atomic uint64_t tail; /* every ticket below is in the segments */
+    char pad2[4096 - 136];
+} mlt__ring_hdr;
+
+typedef struct mlt__ring {
+    mlt__ring_hdr *hdr;
+    mlt__ring_slot *slots;
+    atomic_int idle;       /* the writer sleeps until woken */
+    bool tsc;              /* the hot path stamps points with the TSC (see mlt__ring_now) */
+    int full_block_ms;     /* a full ring: how long a put waits for room (0: not at all) */
+    _Atomic uint64_t pending; /* undelivered bytes in the segments (mlt__journal_pending_bytes) */
+    struct mlt__journal *j;
+} mlt__ring;
+
+/* The slow paths of mlt__ring_put (journal.c). */
+mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value, int64_t ts,
+                       int64_t step);
+void mlt__ring_wake(mlt__ring *r);
+
+/* The hot path stamps a point with the TSC when r->tsc (x86-64, TSC the kernel's clocksource);
+ * the drainer turns the reading into ms by two clock readings around it, so the time is the
+ * call's. Otherwise points carry ms, with MLT__RING_MS set in their key id. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MLT__HAVE_TSC 1
+static inline int64_t mlt__tsc(void)
+{
+    return (int64_t)__builtin_ia32_rdtsc();
+}
+#endif
+
+/*
+ * Tries to put one point in the ring: lock-free, no syscall. Returns 0 when it is in, 1 when
+ * it is in and the writer sleeps (call mlt__ring_wake), -1 when the ring is full (nothing was
+ * put: call mlt__ring_full). Any thread.
+ */
+static inline int mlt__ring_try(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value,
+                                int64_t ts, int64_t step)
+{
+    mlt__ring_hdr *h = r->hdr;
+    uint64_t t = atomic_load_explicit(&h->head, memory_order_relaxed);
+    do {
+        if (t - atomic_load_explicit(&h->tail, memory_order_acquire) >= MLT__RING_SLOTS) {
+            return -1;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&h->head, &t, t + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    mlt__ring_slot *s = &r->slots[t & (MLT__RING_SLOTS - 1)];
+    s->run_no = run_no;
+    s->key_id = key_id;
+    s->value = value;
+    s->ts = ts;
+    s->step = step;
+    /* seq_cst: the writer sets idle and then looks at the ring; we publish and then look at
+     * idle; one of the two sees the other. */
+    atomic_store_explicit(&s->stamp, t + 1, memory_order_seq_cst);
+    return atomic_load_explicit(&r->idle, memory_order_seq_cst) != 0;
+}
+
+/* Puts one point in the ring, waiting for room as r->full_block_ms says. Returns MLT_OK, or
+ * MLT_ERR_QUEUE_FULL when the ring stayed full. Any thread. */
+static inline mlt_err mlt__ring_put(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value,
+                                    int64_t ts, int64_t step)
+{
+    int rc = mlt__ring_try(r, run_no, key_id, value, ts, step);
+    if (rc > 0) {
+        mlt__ring_wake(r);
+    }
+    return rc < 0 ? mlt__ring_full(r, run_no, key_id, value, ts, step) : MLT_OK;
+}
+
+/* The journal's ring (NULL for a read-only journal). */
+mlt__ring *mlt__journal_ring(mlt__journal *j);
+
+/* Starts the writer thread that moves the ring into the segments; on_write(ud) is called on it
+ * after each group. With fsync=interval it also syncs every interval_ms. */
+mlt_err mlt__journal_start_writer(mlt__journal *j, void (*on_write)(void *ud), void *ud,
+                                  int interval_ms);
+
+/* Moves every point in the ring into the segments now (one write). Thread-safe. */
+mlt_err mlt__journal_drain(mlt__journal *j);
+
+/* Records a metric key's id (before any point names it). Ids are small and dense; the same id
+ * twice is a no-op. Thread-safe. */
+mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key);
+
 
 /* What opening found: a torn or corrupt tail that was cut. */
 typedef struct mlt__recovery {
@@ -39,6 +169,7 @@ typedef struct mlt__recovery {
     uint64_t cut_bytes;   /* bytes cut from the tail (0 when clean) */
     uint64_t first_seq;   /* first unacked record, 0 if none */
     uint64_t last_seq;    /* last valid record, 0 if none */
+    uint64_t ring_points; /* points moved from the ring into the segments */
     char why[160];        /* what was wrong at the cut */
 } mlt__recovery;
 
@@ -63,7 +194,8 @@ const char *mlt__journal_dir(const mlt__journal *j);
 mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload,
                             size_t len, uint64_t *seq_out);
 
-/* Makes every appended record durable (fdatasync) if any is not yet. Thread-safe. */
+/* Drains the ring, then makes every appended record durable (fdatasync) if any is not yet.
+ * Thread-safe. */
 mlt_err mlt__journal_sync(mlt__journal *j);
 
 /* Sequence numbers: the last appended, the last acked. Thread-safe. */

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "tracker.h"
+#include "journal.h"
 #include "sender.h"
 #include "validate.h"
 
@@ -30,6 +31,7 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_init(&t->keys_lock, NULL);
     atomic_init(&t->started, false);
     atomic_init(&t->errors, 0);
     *out = t;
@@ -41,8 +43,14 @@ const mlt_options *mlt__tracker_options(const mlt_tracker *t)
     return t->opts;
 }
 
-mlt_err mlt_tracker_add_callbacks(mlt_tracker *t, const mlt_callbacks *cb, void *userdata)
+mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void *userdata,
+                                  const mlt__sink_ext *ext)
 {
+    static const mlt__sink_ext none;
+    if (!ext) {
+        ext = &none;
+    }
+    mlt__key_fn on_key = ext->on_key;
     if (!t || !cb) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker and callbacks are required");
     }
@@ -50,9 +58,21 @@ mlt_err mlt_tracker_add_callbacks(mlt_tracker *t, const mlt_callbacks *cb, void 
         return mlt__fail(MLT_ERR_INVALID_ARG, "callbacks version %d is not supported (want %d)",
                          cb->version, MLT_CALLBACKS_VERSION);
     }
-    pthread_mutex_lock(&t->lock);
+    pthread_mutex_lock(&t->keys_lock);
     mlt_err err = MLT_OK;
-    if (atomic_load(&t->started)) {
+    /* the keys registered so far, oldest first (the list is newest first) */
+    for (uint32_t id = 0; on_key && id < t->n_keys && err == MLT_OK; id++) {
+        for (const mlt_key *k = t->all_keys; k; k = k->all_next) {
+            if (k->id == id) {
+                err = on_key(userdata, k);
+                break;
+            }
+        }
+    }
+    pthread_mutex_lock(&t->lock);
+    if (err != MLT_OK) {
+        /* as reported */
+    } else if (atomic_load(&t->started)) {
         err = mlt__fail(MLT_ERR_STATE, "callbacks must be added before the first run starts");
     } else {
         mlt__cb_entry *n = realloc(t->cbs, (t->n_cbs + 1) * sizeof *n);
@@ -60,13 +80,23 @@ mlt_err mlt_tracker_add_callbacks(mlt_tracker *t, const mlt_callbacks *cb, void 
             err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
         } else {
             t->cbs = n;
-            t->cbs[t->n_cbs].cb = *cb;
-            t->cbs[t->n_cbs].userdata = userdata;
+            t->cbs[t->n_cbs] = (mlt__cb_entry){*cb, userdata, *ext};
             t->n_cbs++;
+            bool alone = t->n_cbs == 1;
+            t->ring = alone ? ext->ring : NULL;
+            t->ring_cap = alone ? ext->ring_cap : 0;
+            t->fast_metric = alone ? ext->fast_metric : NULL;
+            t->fast_ud = alone ? userdata : NULL;
         }
     }
     pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&t->keys_lock);
     return err;
+}
+
+mlt_err mlt_tracker_add_callbacks(mlt_tracker *t, const mlt_callbacks *cb, void *userdata)
+{
+    return mlt__tracker_add_internal(t, cb, userdata, NULL);
 }
 
 mlt_err mlt__tracker_set_experiment_id(mlt_tracker *t, const char *id)
@@ -170,6 +200,11 @@ mlt_err mlt_tracker_close(mlt_tracker *t, int timeout_ms)
     free(t->cbs);
     free(t->experiment_id);
     mlt_options_free(t->opts);
+    for (mlt_key *k = t->all_keys, *next; k; k = next) {
+        next = k->all_next;
+        free(k);
+    }
+    pthread_mutex_destroy(&t->keys_lock);
     pthread_mutex_destroy(&t->lock);
     free(t);
     return finish_err(&fe);
@@ -457,26 +492,236 @@ mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value)
     return counted(run->tracker, finish_err(&fe));
 }
 
-mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t step,
-                          int64_t timestamp_ms)
+/* ---- metric keys and the metric hot path ---- */
+
+static uint32_t key_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h;
+}
+
+static inline _Atomic(mlt_key *) *cache_slot(mlt_tracker *t, const char *key)
+{
+    uintptr_t a = (uintptr_t)key;
+    return &t->key_cache[((a >> 3) ^ (a >> 13)) & (MLT__KEY_CACHE - 1)];
+}
+
+/* The registered key whose name the caller's string last was at this address, if it still is. */
+static inline const mlt_key *cached_key(mlt_tracker *t, const char *key)
+{
+    const mlt_key *k = atomic_load_explicit(cache_slot(t, key), memory_order_acquire);
+    return k && strcmp(k->name, key) == 0 ? k : NULL;
+}
+
+static mlt_key *find_key(mlt_tracker *t, const char *key, uint32_t h)
+{
+    mlt_key *k = atomic_load_explicit(&t->key_buckets[h & (MLT__KEY_BUCKETS - 1)],
+                                      memory_order_acquire);
+    for (; k; k = atomic_load_explicit(&k->next, memory_order_acquire)) {
+        if (k->hash == h && strcmp(k->name, key) == 0) {
+            return k;
+        }
+    }
+    return NULL;
+}
+
+/* The key registered for a valid key name, registering it (and telling the sinks) if new. */
+static mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
+{
+    uint32_t h = key_hash(key);
+    mlt_key *k = find_key(t, key, h);
+    mlt_err err = MLT_OK;
+    if (!k) {
+        pthread_mutex_lock(&t->keys_lock);
+        k = find_key(t, key, h);
+        if (!k) {
+            size_t len = strlen(key);
+            k = malloc(sizeof *k + len + 1);
+            if (!k) {
+                err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+            } else {
+                k->tracker = t;
+                k->id = t->n_keys;
+                k->hash = h;
+                memcpy(k->name, key, len + 1);
+                _Atomic(mlt_key *) *bucket = &t->key_buckets[h & (MLT__KEY_BUCKETS - 1)];
+                atomic_init(&k->next, atomic_load_explicit(bucket, memory_order_relaxed));
+                pthread_mutex_lock(&t->lock);
+                for (size_t i = 0; i < t->n_cbs && err == MLT_OK; i++) {
+                    if (t->cbs[i].ext.on_key) {
+                        err = t->cbs[i].ext.on_key(t->cbs[i].userdata, k);
+                    }
+                }
+                pthread_mutex_unlock(&t->lock);
+                if (err != MLT_OK) {
+                    free(k);
+                    k = NULL;
+                } else {
+                    t->n_keys++;
+                    k->all_next = t->all_keys;
+                    t->all_keys = k;
+                    atomic_store_explicit(bucket, k, memory_order_release);
+                }
+            }
+        }
+        pthread_mutex_unlock(&t->keys_lock);
+    }
+    if (k) {
+        atomic_store_explicit(cache_slot(t, key), k, memory_order_release);
+        *out = k;
+    }
+    return err;
+}
+
+mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **out)
+{
+    if (!tracker || !out) {
+        return counted(tracker, mlt__fail(MLT_ERR_INVALID_ARG, "tracker and out are required"));
+    }
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    mlt_err err = mlt__validate_key(MLT__METRIC, key, msg, len);
+    if (err == MLT_OK) {
+        err = intern_key(tracker, key, out);
+    }
+    return counted(tracker, err);
+}
+
+/* Every callback, when the ring cannot take the point directly. */
+static mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value, int64_t step,
+                               int64_t ts)
+{
+    mlt_tracker *t = run->tracker;
+    if (t->fast_metric) {
+        mlt_err err = t->fast_metric(t->fast_ud, run, k, value, step, ts);
+        return err == MLT_OK ? MLT_OK : counted(t, err);
+    }
+    first_err fe = {MLT_OK, ""};
+    mlt_run_info info;
+    bool have_info = false;
+    for (size_t i = 0; i < t->n_cbs; i++) {
+        const mlt__cb_entry *e = &t->cbs[i];
+        mlt__fail_clear();
+        if (e->ext.fast_metric) {
+            note_err(&fe, e->ext.fast_metric(e->userdata, run, k, value, step, ts),
+                     "on_metric failed");
+        } else if (e->cb.on_metric) {
+            if (!have_info) {
+                mlt__run_info(run, &info, parent_key(run));
+                have_info = true;
+            }
+            note_err(&fe, e->cb.on_metric(&info, k->name, value, step, ts, e->userdata),
+                     "on_metric failed");
+        }
+    }
+    return counted(run->tracker, finish_err(&fe));
+}
+
+static inline mlt_err log_metric_k(mlt_run *run, const mlt_key *k, double value, int64_t step,
+                                   int64_t ts)
+{
+    mlt_tracker *t = run->tracker;
+    mlt__ring *r = t->ring;
+    if (r && atomic_load_explicit(&r->pending, memory_order_relaxed) < t->ring_cap) {
+        mlt_err err = mlt__ring_put(r, run->sink_run_no, k->id | MLT__RING_MS, value, ts, step);
+        return err == MLT_OK ? MLT_OK : counted(t, err);
+    }
+    return dispatch_metric(run, k, value, step, ts);
+}
+
+/* The hot path's slow ends, out of line so that the hot path itself needs no stack frame. */
+static __attribute__((noinline)) mlt_err ring_slow(mlt_run *run, int rc, uint32_t key_id,
+                                                   double value, int64_t ts, int64_t step)
+{
+    mlt_tracker *t = run->tracker;
+    if (rc > 0) {
+        mlt__ring_wake(t->ring);
+        return MLT_OK;
+    }
+    mlt_err err = mlt__ring_full(t->ring, run->sink_run_no, key_id, value, ts, step);
+    return err == MLT_OK ? MLT_OK : counted(t, err);
+}
+
+static __attribute__((noinline)) mlt_err log_metric_now_slow(mlt_run *run, const mlt_key *k,
+                                                             double value, int64_t step)
+{
+    return log_metric_k(run, k, value, step, mlt__now_ms());
+}
+
+/* As log_metric_k, stamped now: the hot path. */
+static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double value, int64_t step)
+{
+#ifdef MLT__HAVE_TSC
+    mlt_tracker *t = run->tracker;
+    mlt__ring *r = t->ring;
+    if (r && r->tsc && atomic_load_explicit(&r->pending, memory_order_relaxed) < t->ring_cap) {
+        int64_t ts = mlt__tsc();
+        int rc = mlt__ring_try(r, run->sink_run_no, k->id, value, ts, step);
+        return rc == 0 ? MLT_OK : ring_slow(run, rc, k->id, value, ts, step);
+    }
+#endif
+    return log_metric_now_slow(run, k, value, step);
+}
+
+/* A key not seen at this address yet, or bad arguments: validate, register, log. */
+static mlt_err log_metric_slow(mlt_run *run, const char *key, double value, int64_t step,
+                               int64_t ts)
 {
     mlt_err err = check_entry(run, MLT__METRIC, key, NULL);
     if (err != MLT_OK) {
         return err;
     }
-    char ts_msg[128];
-    err = mlt__validate_timestamp(timestamp_ms, ts_msg, sizeof ts_msg);
+    const mlt_key *k;
+    err = intern_key(run->tracker, key, &k);
     if (err != MLT_OK) {
-        return counted(run->tracker, mlt__fail(err, "metric '%s': %s", key, ts_msg));
+        return counted(run->tracker, err);
     }
-    first_err fe = {MLT_OK, ""};
-    DISPATCH(run, &fe, on_metric, key, value, step, timestamp_ms);
-    return counted(run->tracker, finish_err(&fe));
+    return log_metric_k(run, k, value, step, ts);
+}
+
+mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t step,
+                          int64_t timestamp_ms)
+{
+    if (timestamp_ms < 0) {
+        char ts_msg[128];
+        mlt_err err = check_entry(run, MLT__METRIC, key, NULL);
+        if (err == MLT_OK) {
+            err = mlt__validate_timestamp(timestamp_ms, ts_msg, sizeof ts_msg);
+            err = counted(run->tracker, mlt__fail(err, "metric '%s': %s", key, ts_msg));
+        }
+        return err;
+    }
+    const mlt_key *k;
+    if (run && key && (k = cached_key(run->tracker, key))) {
+        return log_metric_k(run, k, value, step, timestamp_ms);
+    }
+    return log_metric_slow(run, key, value, step, timestamp_ms);
 }
 
 mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step)
 {
-    return mlt_log_metric_at(run, key, value, step, mlt__now_ms());
+    const mlt_key *k;
+    if (run && key && (k = cached_key(run->tracker, key))) {
+        return log_metric_now(run, k, value, step);
+    }
+    return log_metric_slow(run, key, value, step, mlt__now_ms());
+}
+
+mlt_err mlt_log_metric_key(mlt_run *run, const mlt_key *key, double value, int64_t step)
+{
+    if (!run || !key) {
+        return counted(run ? run->tracker : NULL,
+                       mlt__fail(MLT_ERR_INVALID_ARG, "run and key are required"));
+    }
+    if (key->tracker != run->tracker) {
+        return counted(run->tracker, mlt__fail(MLT_ERR_INVALID_ARG,
+                                               "metric key '%s' belongs to another tracker",
+                                               key->name));
+    }
+    return log_metric_now(run, key, value, step);
 }
 
 mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value)

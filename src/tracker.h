@@ -15,10 +15,38 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+/* Hooks of the built-in sinks beyond mlt_callbacks. */
+typedef mlt_err (*mlt__fast_metric_fn)(void *ud, mlt_run *run, const mlt_key *key, double value,
+                                       int64_t step, int64_t timestamp_ms);
+typedef mlt_err (*mlt__key_fn)(void *ud, const mlt_key *key);
+
+/* What a built-in sink adds to mlt_callbacks. */
+typedef struct mlt__sink_ext {
+    mlt__fast_metric_fn fast_metric; /* a metric with its registered key (over on_metric) */
+    mlt__key_fn on_key;              /* every key registered, before a point names it */
+    struct mlt__ring *ring;          /* points go straight into this ring while... */
+    uint64_t ring_cap;               /* ...its undelivered bytes are below this */
+} mlt__sink_ext;
+
 typedef struct mlt__cb_entry {
     mlt_callbacks cb;
     void *userdata;
+    mlt__sink_ext ext;
 } mlt__cb_entry;
+
+/* A registered metric key: validated once, numbered densely from 0 per tracker, kept until the
+ * tracker is closed. */
+struct mlt_key {
+    const mlt_tracker *tracker;
+    uint32_t id;
+    uint32_t hash;
+    _Atomic(mlt_key *) next; /* in its bucket */
+    mlt_key *all_next;
+    char name[];
+};
+
+#define MLT__KEY_BUCKETS 4096 /* the keys by content */
+#define MLT__KEY_CACHE 1024   /* the keys by the address of the caller's string */
 
 struct mlt_tracker {
     mlt_options *opts; /* owned copy */
@@ -31,6 +59,17 @@ struct mlt_tracker {
     atomic_ullong errors; /* calls on the tracker or its runs that failed */
     char last_error[512]; /* the message of the latest of them (under lock) */
     struct mlt__sender *sender; /* the MLflow callback's durable queue, if any */
+    /* metric keys: read lock-free, inserted under keys_lock (taken before lock) */
+    pthread_mutex_t keys_lock;
+    _Atomic(mlt_key *) key_buckets[MLT__KEY_BUCKETS];
+    _Atomic(mlt_key *) key_cache[MLT__KEY_CACHE];
+    mlt_key *all_keys;
+    uint32_t n_keys;
+    /* the only callback's extension, if it has one: the hot path uses it directly */
+    struct mlt__ring *ring;
+    uint64_t ring_cap;
+    mlt__fast_metric_fn fast_metric;
+    void *fast_ud;
 };
 
 typedef struct mlt__param_rec {
@@ -53,7 +92,13 @@ struct mlt_run {
     mlt__param_rec *params;
     size_t n_params, cap_params;
     mlt_run *active_prev; /* this thread's previously active run, while active */
+    uint32_t sink_run_no; /* the MLflow callback's number for the run (set at its start) */
 };
+
+/* Registers a built-in sink: callbacks plus its extension (NULL: none); ext->on_key is told at
+ * once of the keys registered so far. */
+mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void *userdata,
+                                  const mlt__sink_ext *ext);
 
 /* Fills info from run. */
 void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_key);

@@ -826,7 +826,7 @@ START_TEST(journal_create_makes_private_files_and_a_first_segment)
     umask(old);
     ck_assert_str_eq(mlt__journal_dir(j), f.dir);
     char *names = listing(f.dir);
-    ck_assert_str_eq(names, "acked lock runs seg-00000000000000000001.log");
+    ck_assert_str_eq(names, "acked keys lock ring runs seg-00000000000000000001.log");
     free(names);
     ck_assert_uint_eq(mode_of(f.dir, NULL), 0700);
     ck_assert_uint_eq(mode_of(f.dir, "lock"), 0600);
