@@ -4,11 +4,13 @@
  * sender delivering in the background as it would in a real training job.
  *
  *   w2_overhead --variant none|string|handle [--steps 2000] [--metrics 100] [--step-us 1000]
- *               [--uri URI --experiment NAME --queue DIR]
+ *               [--uri URI --experiment NAME --queue DIR] [--no-flush]
  *
  * none logs nothing and sets up no tracker; string logs with mlt_log_metric(), handle with
  * mlt_log_metric_key() (keys and values as in W1). Only the loop is timed; afterwards the run is
- * ended and flushed (untimed) so that bench.py can check the server. Prints one JSON line:
+ * ended and flushed (untimed) so that bench.py can check the server; with --no-flush (for a
+ * closed port: no server competing for the CPU) it is closed at once instead, the journal left
+ * undelivered. Prints one JSON line:
  * variant, steps, points, seconds, us_per_step, run_id, rejected, flush.
  */
 #include "bench_tracker.h"
@@ -25,9 +27,12 @@ int main(int argc, char **argv)
     const char *variant = NULL;
     long long steps = 2000, step_us = 1000;
     int nkeys = 100;
+    bool flush = true;
     for (int i = 1; i < argc; i++) {
         if (bench_conf_arg(&c, argc, argv, &i)) {
             continue;
+        } else if (strcmp(argv[i], "--no-flush") == 0) {
+            flush = false;
         } else if (strcmp(argv[i], "--variant") == 0) {
             variant = bench_optarg(argc, argv, &i);
         } else if (strcmp(argv[i], "--steps") == 0) {
@@ -88,9 +93,10 @@ int main(int argc, char **argv)
         if (mlt_run_end(run, MLT_RUN_FINISHED) != MLT_OK) {
             bench_die("mlt_run_end: %s", mlt_last_error());
         }
-        flushed = mlt_tracker_flush(t, -1);
+        flushed = flush ? mlt_tracker_flush(t, -1) : MLT_OK;
         bench_run_id(run_id, sizeof run_id, &rejected);
-        closed = mlt_tracker_close(t, 10000);
+        closed = mlt_tracker_close(t, flush ? 10000 : 0);
+        closed = !flush && closed == MLT_ERR_TIMEOUT ? MLT_OK : closed; /* left on disk */
     }
     printf("{\"variant\":\"%s\",\"steps\":%lld,\"points\":%lld,\"seconds\":%.6f,"
            "\"us_per_step\":%.3f,\"run_id\":\"%s\",\"rejected\":%llu,\"flush\":\"%s\","
