@@ -232,8 +232,8 @@ mlt_venv_vars # the stage ran in a subshell: set MLT_PYTHON/MLT_MLFLOW here too
 
 stage build "configure and build (default) in $DEFAULT_DIR" "" mlt_build "$DEFAULT_DIR"
 stage unit "unit tests: make check (default build)" "build" make_check "$DEFAULT_DIR" check
-stage hotpath "callgrind instruction count per mlt_log_metric within 5% of bench/hotpath-baseline.txt" \
-    "build" hotpath_gate
+stage hotpath "callgrind instructions per mlt_log_metric(_key) call within 5% of \
+bench/hotpath-baseline.txt" "build" hotpath_gate
 
 SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-test-server.XXXXXX")
 stage server "start a local MLflow server (state in $SERVER_DIR)" "venv" start_server
