@@ -5,8 +5,10 @@
 #   a local MLflow server (sqlite, --workers 1) of its own on 127.0.0.1, then bench/bench.py: each
 #   workload's variants side by side in every round, the server's contents checked after each, and
 #   a table of medians, ratios and targets on stdout (raw results in BUILD_ROOT/bench/results.json).
-# Usage: scripts/bench.sh [--rounds N] [--quick] [--only W1,W2,W3,W4,MEM,HOTPATH] [--write-baseline]
+# Usage: scripts/bench.sh [--rounds N] [--w4-rounds N] [--quick] [--only W1,W2,W3,W4,MEM,HOTPATH]
+#                         [--write-baseline]
 #   --rounds N        rounds of W1-W3 (default 3; 1 with --quick)
+#   --w4-rounds N     rounds of W4, each a replay of 1M points at the server's pace (default 1)
 #   --quick           fewer points (a smoke test, about 2 minutes)
 #   --only LIST       only these workloads (comma-separated)
 #   --write-baseline  write the measured hot-path counts to bench/hotpath-baseline.txt
@@ -19,7 +21,7 @@ SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 source "$SCRIPTS/lib.sh"
 
 usage() {
-    sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     exit "${1:-0}"
 }
 
@@ -27,9 +29,9 @@ BENCH_ARGS=()
 ONLY=""
 while (($# > 0)); do
     case $1 in
-    --rounds)
-        [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || mlt_die "--rounds needs a positive number" || exit 2
-        BENCH_ARGS+=(--rounds "$2")
+    --rounds | --w4-rounds)
+        [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || mlt_die "$1 needs a positive number" || exit 2
+        BENCH_ARGS+=("$1" "$2")
         shift
         ;;
     --quick | --write-baseline) BENCH_ARGS+=("$1") ;;
