@@ -3,6 +3,7 @@
 
     bench.py run --uri URI --build DIR [--rounds N] [--quick] [--only W1,W2,...] [--out FILE]
     bench.py hotpath --build DIR [--check PCT] [--write-baseline] [--baseline FILE]
+    bench.py report RESULTS.json          (the table again, from a run's raw results)
     bench.py py-client VARIANT --uri URI --experiment NAME --steps N      (internal)
 
 Workloads (every variant of a workload is measured in each round, side by side):
@@ -93,11 +94,13 @@ def py_client(variant, uri, experiment, steps):
         mlflow.end_run()
     t1 = time.perf_counter()
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/self/status") as f:  # VmHWM: ru_maxrss would include the parent's (exec)
+        hwm = [int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")]
     points = steps * KEYS
     print(json.dumps({"variant": variant, "points": points, "seconds": t1 - t0,
                       "cpu_s": ru.ru_utime + ru.ru_stime,
                       "cpu_us_per_point": (ru.ru_utime + ru.ru_stime) * 1e6 / points,
-                      "max_rss_kb": ru.ru_maxrss, "run_id": run_id}))
+                      "max_rss_kb": hwm[0] if hwm else ru.ru_maxrss, "run_id": run_id}))
 
 
 PY_ENV = {
@@ -187,15 +190,22 @@ def verify(rest, experiment, steps, run_id=None):
         return f"run {rid} has {len(keys)} metric keys, expected {len(want_keys)}"
     with concurrent.futures.ThreadPoolExecutor(4) as pool:  # the server answers 2-3 at a time
         histories = pool.map(lambda k: rest.history(rid, key_name(k)), range(len(want_keys)))
-    for k, history in enumerate(histories):
-        got = [(int(m.get("step", 0)), m.get("value")) for m in history]
-        if len(got) != steps:
-            return f"{key_name(k)}: {len(got)} points, expected {steps}"
-        want = {s: value(s, k) for s in range(steps)}
-        for s, v in got:
-            if s not in want or not isinstance(v, (int, float)) or float(v) != want[s]:
-                return f"{key_name(k)} step {s}: value {v!r}, expected {want.get(s)!r}"
-            del want[s]  # a step seen twice then fails as unexpected
+        for k, history in enumerate(histories):  # as they come: 1M points would not be small
+            err = check_history(k, history, steps)
+            if err:
+                return err
+    return None
+
+
+def check_history(k, history, steps):
+    if len(history) != steps:
+        return f"{key_name(k)}: {len(history)} points, expected {steps}"
+    want = {s: value(s, k) for s in range(steps)}
+    for m in history:
+        s, v = int(m.get("step", 0)), m.get("value")
+        if s not in want or not isinstance(v, (int, float)) or float(v) != want[s]:
+            return f"{key_name(k)} step {s}: value {v!r}, expected {want.get(s)!r}"
+        del want[s]  # a step seen twice then fails as unexpected
     return None
 
 
@@ -476,7 +486,7 @@ def check_hotpath(args):
 
 
 def med(rows, f):
-    vals = [f(r) for r in rows if r.get("ok")]
+    vals = [v for v in (f(r) for r in rows if r.get("ok")) if v is not None]
     return (statistics.median(vals), min(vals), max(vals)) if vals else (None, None, None)
 
 
@@ -638,6 +648,12 @@ class Report:
         return "\n\n".join(parts)
 
 
+def header(meta):
+    return (f"\nmltrack benchmarks: {meta['rounds']} round(s)"
+            f"{' (--quick)' if meta['quick'] else ''}, {meta['seconds']:.0f} s, "
+            f"{meta['cpus']} CPUs, {meta['started']}, server {meta['uri']}\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -659,6 +675,8 @@ def main():
     h.add_argument("--check", type=float, default=5.0, help="allowed difference, percent")
     h.add_argument("--baseline", default=BASELINE)
     h.add_argument("--write-baseline", action="store_true")
+    t = sub.add_parser("report")
+    t.add_argument("results")
     p = sub.add_parser("py-client")
     p.add_argument("variant", choices=sorted(PY_ENV))
     p.add_argument("--uri", required=True)
@@ -671,6 +689,12 @@ def main():
         return 0
     if args.cmd == "hotpath":
         return check_hotpath(args)
+    if args.cmd == "report":
+        with open(args.results) as f:
+            raw = json.load(f)
+        print(header(raw["meta"]))
+        print(Report(raw["results"]).render())
+        return 1 if raw["meta"]["failures"] else 0
 
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
@@ -687,8 +711,7 @@ def main():
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
-    print(f"\nmltrack benchmarks: {args.rounds} round(s){' (--quick)' if args.quick else ''}, "
-          f"{meta['seconds']:.0f} s, server {args.uri}\n")
+    print(header(meta))
     print(Report(results).render())
     if bench.failures:
         print(f"\n{bench.failures} variant run(s) FAILED (crashed or the server's contents were "
