@@ -137,6 +137,9 @@ void mlt_options_free(mlt_options *opts);
  *   queue_max_bytes     cap of undelivered journal bytes (default 1073741824, 1 GiB).
  *   queue_full          block (default) or fail: what a log call does at the cap.
  *   queue_block_ms      how long "block" waits before failing with MLT_ERR_QUEUE_FULL (1000).
+ *   linger_ms           MLTRACK_LINGER_MS: how long the sender lets new records gather before
+ *                       it sends, so that log batches fill (20; 0 sends at once; a flush never
+ *                       waits for it).
  *
  * Returns MLT_OK, MLT_ERR_UNKNOWN_OPTION, MLT_ERR_BAD_OPTION, MLT_ERR_VALUE_TOO_LONG or
  * MLT_ERR_NOMEM, with a message in errbuf. On failure the option keeps its previous value.
@@ -320,7 +323,12 @@ mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value);
 
 /**
  * Logs a metric point stamped with the current time. NaN and +/-Inf are allowed. step is any
- * int64. Errors as mlt_log_param(), plus a callback's error.
+ * int64. Any thread (calls on one run from several threads are fine). Errors as
+ * mlt_log_param(), plus a callback's error; with the MLflow callback, MLT_ERR_QUEUE_FULL (see
+ * mlt_tracker_add_mlflow).
+ * Cost: a key is checked once per tracker and remembered; when the MLflow callback is the only
+ * one, the point is written into the queue's in-memory ring with no lock and no system call
+ * (the journal's writer thread moves it to disk).
  */
 mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step);
 

@@ -197,7 +197,8 @@ static mlt_err fast_metric(void *ud, mlt_run *run, const mlt_key *key, double va
             return err;
         }
     }
-    mlt_err err = mlt__ring_put(m->ring, run->sink_run_no, key->id, value, ts, step);
+    mlt_err err =
+        mlt__ring_put(m->ring, run->sink_run_no, key->id | MLT__RING_MS, value, ts, step);
     if (err == MLT_OK && m->sync_always) {
         err = mlt__journal_sync(m->journal);
     }

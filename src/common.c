@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -175,27 +176,44 @@ void mlt__json_str(mlt__buf *b, const char *s)
 
 void mlt__json_i64(mlt__buf *b, int64_t v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%" PRId64, v);
-    mlt__buf_append(b, tmp, (size_t)n);
+    char tmp[24], *p = tmp + sizeof tmp;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) {
+        *--p = '-';
+    }
+    mlt__buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
-/* Round-tripping is monotonic in the precision (more correctly rounded digits still read back
- * to the same value), so the shortest precision is found by bisection over [1, max]. */
+/*
+ * Round-tripping is monotonic in the precision (more correctly rounded digits still read back
+ * to the same value), and %g drops trailing zeros: the first precision that reads back gives
+ * the shortest form. A value that reads back from 15 digits (most of what people log, and
+ * every value with fewer digits) is found with one try; the others need 16 or 17 digits.
+ */
 int mlt__fmt_double(char *out, size_t len, double v)
 {
-    int lo = 1, hi = 17;
     char tmp[40];
+    /* A normal double is within 2^-53 of any decimal that reads back as it, less than half a
+     * unit of the 15th digit: so that decimal is its 15-digit rounding. Not so for subnormals
+     * (fewer bits), whose shortest precision is found by bisection over [1, 17]. */
+    int lo = fabs(v) < DBL_MIN ? 1 : 15, hi = 17, printed = 0;
     while (lo < hi) {
-        int mid = (lo + hi) / 2;
+        int mid = lo == 15 ? 15 : (lo + hi) / 2;
         snprintf(tmp, sizeof tmp, "%.*g", mid, v);
+        printed = mid;
         if (strtod(tmp, NULL) == v) {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
-    snprintf(tmp, sizeof tmp, "%.*g", lo, v);
+    if (printed != lo) {
+        snprintf(tmp, sizeof tmp, "%.*g", lo, v);
+    }
     /* %g turns 100 into "1e+02" when 1 digit is enough; an integer below 1e16 reads better in
      * full, as Python's repr writes it. */
     if (strchr(tmp, 'e') && fabs(v) >= 1 && fabs(v) < 1e16) {

@@ -8,10 +8,14 @@
 
 #include <curl/curl.h>
 #include <ctype.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 void mlt__http_response_init(mlt__http_response *r)
 {
@@ -62,6 +66,7 @@ double mlt__parse_retry_after(const char *v, int64_t now_ms)
 
 typedef struct curl_tr {
     CURL *h;
+    curl_socket_t fds[4]; /* the handle's open sockets (see quickack) */
     atomic_bool *abort;
     struct curl_slist *headers;
     char errbuf[CURL_ERROR_SIZE];
@@ -78,10 +83,26 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     return r->body.oom ? 0 : len;
 }
 
+typedef struct head_ctx {
+    mlt__http_response *resp;
+    curl_tr *c;
+} head_ctx;
+
+static void quickack(curl_socket_t fd);
+
 static size_t on_header(char *data, size_t size, size_t n, void *ud)
 {
-    mlt__http_response *r = ud;
+    head_ctx *ctx = ud;
+    mlt__http_response *r = ctx->resp;
     size_t len = size * n;
+    if (len == 2 && data[0] == '\r' && data[1] == '\n') {
+        /* the head is in: acknowledge it now (see quickack); the handle's other sockets are
+         * idle, where the option does nothing */
+        for (size_t i = 0; i < sizeof ctx->c->fds / sizeof ctx->c->fds[0]; i++) {
+            quickack(ctx->c->fds[i]);
+        }
+        return len;
+    }
     static const char name[] = "retry-after:";
     if (len > sizeof name - 1 && len < 256 && strncasecmp(data, name, sizeof name - 1) == 0) {
         char v[256];
@@ -111,6 +132,50 @@ static mlt_err curl_err_class(CURLcode rc)
     }
 }
 
+/*
+ * Servers that write an answer's head and body in two sends without TCP_NODELAY (uvicorn, the
+ * MLflow server's) hold the body until the head is acknowledged, and a kept-alive connection
+ * delays its acknowledgements by up to 40 ms: every request would wait that long. Setting
+ * TCP_QUICKACK sends a pending acknowledgement at once: done when the head has been read.
+ */
+static void quickack(curl_socket_t fd)
+{
+#ifdef TCP_QUICKACK
+    if (fd != CURL_SOCKET_BAD) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    }
+#else
+    (void)fd;
+#endif
+}
+
+/* The handle's sockets are made and closed here, so that quickack can reach them. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    curl_tr *c = ud;
+    (void)purpose;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    for (size_t i = 0; fd != CURL_SOCKET_BAD && i < sizeof c->fds / sizeof c->fds[0]; i++) {
+        if (c->fds[i] == CURL_SOCKET_BAD) {
+            c->fds[i] = fd;
+            break;
+        }
+    }
+    return fd;
+}
+
+static int close_socket(void *ud, curl_socket_t fd)
+{
+    curl_tr *c = ud;
+    for (size_t i = 0; i < sizeof c->fds / sizeof c->fds[0]; i++) {
+        if (c->fds[i] == fd) {
+            c->fds[i] = CURL_SOCKET_BAD;
+        }
+    }
+    return close(fd);
+}
+
 static void curl_perform(void *self, const mlt__http_request *req, mlt__http_response *resp)
 {
     curl_tr *c = self;
@@ -118,7 +183,8 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     c->errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, req->url);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
+    head_ctx hc = {resp, c};
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
     if (strcmp(req->method, "POST") == 0) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
@@ -129,6 +195,7 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     /* libcurl silently sends a request again when a reused connection turns out dead; for a
      * request that is not idempotent that would be a second run, so it gets a fresh one. */
     curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, req->not_idempotent ? 1L : 0L);
+    curl_easy_setopt(h, CURLOPT_FORBID_REUSE, req->not_idempotent ? 1L : 0L);
     CURLcode rc = curl_easy_perform(h);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
@@ -206,6 +273,9 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
                          curl_easy_strerror(global_rc));
     }
     curl_tr *c = calloc(1, sizeof *c);
+    for (size_t i = 0; c && i < sizeof c->fds / sizeof c->fds[0]; i++) {
+        c->fds[i] = CURL_SOCKET_BAD;
+    }
     if (!c || !(c->h = curl_easy_init())) {
         free(c);
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
@@ -241,6 +311,10 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, c);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, c);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -156,7 +156,7 @@ struct mlt__journal {
      * reader, which only meets an id after its key was put) */
     char **key_pages[KEY_PAGES];
     int keys_fd;
-    bool keys_dirty;
+    bool acked_dirty;    /* the acked cursor was replaced without a sync */
     /* the ring, its writer thread, and where the segments' tickets end (found at open) */
     mlt__ring ring;
     size_t ring_len;
@@ -177,6 +177,7 @@ struct mlt__journal {
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
 
 static void stop_writer(mlt__journal *j);
+static mlt_err sync_locked(mlt__journal *j);
 static bool tsc_usable(void);
 static mlt_err open_keys(mlt__journal *j);
 static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen);
@@ -229,9 +230,10 @@ static int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-/* Replaces dir/name with data: temp file, fsync, rename, fsync the directory. */
-static mlt_err replace_file(const mlt__journal *j, const char *name, const char *data,
-                            size_t len)
+/* Replaces dir/name with data: temp file, fsync, rename, fsync the directory (without sync:
+ * temp file and rename only, atomic but not yet durable). */
+static mlt_err replace_file_opt(const mlt__journal *j, const char *name, const char *data,
+                                size_t len, bool sync)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 8];
     if (path_in(j, name, path, sizeof path) != 0) {
@@ -245,16 +247,22 @@ static mlt_err replace_file(const mlt__journal *j, const char *name, const char 
     if (fd < 0) {
         return MLT_ERR_IO;
     }
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (write_all(fd, data, len) != 0 || (sync && fsync(fd) != 0)) {
         close(fd);
         unlink(tmp);
         return MLT_ERR_IO;
     }
     close(fd);
-    if (rename(tmp, path) != 0 || fsync_dir(j->dir) != 0) {
+    if (rename(tmp, path) != 0 || (sync && fsync_dir(j->dir) != 0)) {
         return MLT_ERR_IO;
     }
     return MLT_OK;
+}
+
+static mlt_err replace_file(const mlt__journal *j, const char *name, const char *data,
+                            size_t len)
+{
+    return replace_file_opt(j, name, data, len, true);
 }
 
 static mlt_err add_segment(mlt__journal *j, uint64_t first_seq, uint64_t size)
@@ -1086,6 +1094,40 @@ static mlt_err ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, s
     return MLT_OK;
 }
 
+/* Read-only open: counts the points a ring holds past what the segments hold (status). */
+static void ring_count(mlt__journal *j, mlt__recovery *rec)
+{
+    char path[PATH_MAX];
+    int fd = path_in(j, "ring", path, sizeof path) == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_size != RING_BYTES) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    void *map = mmap(NULL, RING_BYTES, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        return;
+    }
+    mlt__ring_hdr *h = map; /* read only: the mapping is PROT_READ */
+    mlt__ring_slot *slots = (mlt__ring_slot *)((char *)map + sizeof *h);
+    if (memcmp(h->magic, MLT__RING_MAGIC, 8) == 0) {
+        uint64_t head = atomic_load(&h->head), start = atomic_load(&h->tail);
+        if (j->ring_seen_set && j->ring_seen > start) {
+            start = j->ring_seen;
+        }
+        if (head > start && head - start > MLT__RING_SLOTS) {
+            start = head - MLT__RING_SLOTS;
+        }
+        for (uint64_t t = start; t < head; t++) {
+            rec->ring_points += atomic_load(&slots[t % MLT__RING_SLOTS].stamp) == t + 1;
+        }
+    }
+    munmap(map, RING_BYTES);
+}
+
 mlt__ring *mlt__journal_ring(mlt__journal *j)
 {
     return j->ring.hdr ? &j->ring : NULL;
@@ -1182,10 +1224,10 @@ static void *writer_main(void *arg)
         }
         bool wrote = j->last_seq != before;
         int64_t now = mlt__mono_ns() / 1000000, sync_in = 1000;
-        if (j->mode == MLT__FSYNC_INTERVAL && j->dirty) {
+        if (j->mode == MLT__FSYNC_INTERVAL && (j->dirty || j->acked_dirty)) {
             if (now - last_sync >= j->interval_ms) {
-                if (fdatasync(j->wfd) == 0) {
-                    j->dirty = false;
+                if (sync_locked(j) != MLT_OK) {
+                    snprintf(j->werr, sizeof j->werr, "%s", mlt_last_error());
                 }
                 last_sync = now;
             } else {
@@ -1531,6 +1573,8 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
     }
     if (err == MLT_OK && !read_only) {
         err = ring_recover(j, rec, errbuf, errlen);
+    } else if (err == MLT_OK) {
+        ring_count(j, rec);
     }
     if (err != MLT_OK) {
         free_journal(j);
@@ -1649,16 +1693,38 @@ out:
     return err;
 }
 
+/* Makes what was written durable: the segment, then the acked cursor (caller holds mu). */
+static mlt_err sync_locked(mlt__journal *j)
+{
+    if (j->dirty && j->wfd >= 0) {
+        if (fdatasync(j->wfd) != 0) {
+            return mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
+        }
+        j->dirty = false;
+    }
+    if (j->acked_dirty) {
+        char path[PATH_MAX];
+        int fd = path_in(j, "acked", path, sizeof path) == 0 ? open(path, O_RDONLY | O_CLOEXEC)
+                                                             : -1;
+        int rc = fd >= 0 ? fsync(fd) : -1;
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (rc != 0 || fsync_dir(j->dir) != 0) {
+            return mlt__fail(MLT_ERR_IO, "cannot sync the acked cursor of %s: %s", j->dir,
+                             strerror(errno));
+        }
+        j->acked_dirty = false;
+    }
+    return MLT_OK;
+}
+
 mlt_err mlt__journal_sync(mlt__journal *j)
 {
     pthread_mutex_lock(&j->mu);
     mlt_err err = drain_locked(j, false, NULL, NULL);
-    if (err == MLT_OK && j->dirty && j->wfd >= 0) {
-        if (fdatasync(j->wfd) != 0) {
-            err = mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
-        } else {
-            j->dirty = false;
-        }
+    if (err == MLT_OK) {
+        err = sync_locked(j);
     }
     pthread_mutex_unlock(&j->mu);
     return err;
@@ -1767,7 +1833,16 @@ mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last)
 {
     char text[32];
     int n = snprintf(text, sizeof text, "%" PRIu64 "\n", last->seq);
-    mlt_err err = replace_file(j, "acked", text, (size_t)n);
+    /* With fsync=always the cursor is durable at once; otherwise it is made durable with the
+     * next sync (a power failure may then send again what the last interval delivered: the
+     * same points, which MLflow keeps once). A crash of the process loses nothing either way. */
+    bool now = j->mode == MLT__FSYNC_ALWAYS;
+    mlt_err err = replace_file_opt(j, "acked", text, (size_t)n, now);
+    if (err == MLT_OK && !now) {
+        pthread_mutex_lock(&j->mu);
+        j->acked_dirty = true;
+        pthread_mutex_unlock(&j->mu);
+    }
     if (err != MLT_OK) {
         return mlt__fail(err, "cannot record delivery in %s: %s", j->dir, strerror(errno));
     }

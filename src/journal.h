@@ -169,7 +169,8 @@ typedef struct mlt__recovery {
     uint64_t cut_bytes;   /* bytes cut from the tail (0 when clean) */
     uint64_t first_seq;   /* first unacked record, 0 if none */
     uint64_t last_seq;    /* last valid record, 0 if none */
-    uint64_t ring_points; /* points moved from the ring into the segments */
+    uint64_t ring_points; /* points moved from the ring into the segments (read-only: points
+                           * the ring holds that no segment does yet) */
     char why[160];        /* what was wrong at the cut */
 } mlt__recovery;
 

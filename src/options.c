@@ -59,6 +59,7 @@ static const struct opt_def {
                                   (long long)1 << 50},
     [MLT__OPT_QUEUE_FULL] = {"queue_full", K_WORD, NULL, "block", 0, 0, {"block", "fail", NULL}},
     [MLT__OPT_QUEUE_BLOCK_MS] = {"queue_block_ms", K_INT, NULL, "1000", 0, 3600000},
+    [MLT__OPT_LINGER_MS] = {"linger_ms", K_INT, "MLTRACK_LINGER_MS", "20", 0, 10000},
 };
 
 #define MAX_SECONDS 86400.0
@@ -212,6 +213,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case MLT__OPT_QUEUE_MAX_BYTES: o->queue_max_bytes = n; break;
     case MLT__OPT_QUEUE_FULL: o->queue_full_fail = (int)n; break;
     case MLT__OPT_QUEUE_BLOCK_MS: o->queue_block_ms = n; break;
+    case MLT__OPT_LINGER_MS: o->linger_ms = n; break;
     default: break;
     }
     return MLT_OK;
@@ -267,6 +269,7 @@ mlt_options *mlt__options_dup(const mlt_options *src)
     o->queue_max_bytes = src->queue_max_bytes;
     o->queue_full_fail = src->queue_full_fail;
     o->queue_block_ms = src->queue_block_ms;
+    o->linger_ms = src->linger_ms;
     o->logger = src->logger;
     o->delivery_fn = src->delivery_fn;
     o->delivery_ud = src->delivery_ud;

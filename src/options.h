@@ -27,6 +27,7 @@ typedef enum mlt__opt {
     MLT__OPT_QUEUE_MAX_BYTES,
     MLT__OPT_QUEUE_FULL,
     MLT__OPT_QUEUE_BLOCK_MS,
+    MLT__OPT_LINGER_MS,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -43,6 +44,7 @@ struct mlt_options {
     long long queue_max_bytes;
     int queue_full_fail; /* 1: fail with MLT_ERR_QUEUE_FULL, 0: block */
     long long queue_block_ms;
+    long long linger_ms;
     mlt__logger logger;
     mlt_delivery_fn delivery_fn;
     void *delivery_ud;

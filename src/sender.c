@@ -64,6 +64,7 @@ struct mlt__sender {
     pthread_cond_t done_cv; /* flushers wait here */
     bool stop;
     bool wake;
+    int flushing; /* flushes waiting: no lingering */
     slot *slots;
     size_t n_slots;
     mlt__buf scratch;
@@ -678,28 +679,55 @@ static int64_t backoff_ms(mlt__sender *s)
 
 /* ---- the thread ---- */
 
-/* Waits ms, or less when stopped, or (with wake_ok) when new records arrive. A backoff after a
- * failure ignores new records: they must not turn the outage probe into a hammering. */
-static void timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
+static void deadline_in(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+/* After new records woke an idle sender: lets more gather for linger_ms, so that a batch
+ * fills, unless a flush or a stop wants it now. */
+static void linger(mlt__sender *s)
+{
+    if (s->opts->linger_ms <= 0) {
+        return;
+    }
+    struct timespec ts;
+    deadline_in(&ts, s->opts->linger_ms);
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop && !s->flushing) {
+        if (pthread_cond_timedwait(&s->wake_cv, &s->mu, &ts) != 0) {
+            break;
+        }
+    }
+    s->wake = false;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Waits ms, or less when stopped, or (with wake_ok) when new records arrive: returns whether
+ * they did. A backoff after a failure ignores new records: they must not turn the outage
+ * probe into a hammering. */
+static bool timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    deadline_in(&ts, ms);
     pthread_mutex_lock(&s->mu);
     while (!s->stop && !(wake_ok && s->wake)) {
         if (pthread_cond_timedwait(&s->wake_cv, &s->mu, &ts) != 0) {
             break;
         }
     }
+    bool woken = wake_ok && s->wake && !s->flushing;
     if (wake_ok) {
         s->wake = false;
     }
     pthread_mutex_unlock(&s->mu);
+    return woken;
 }
 
 static void sync_journals(mlt__sender *s)
@@ -760,7 +788,9 @@ static void *run_thread(void *arg)
         }
         if (!did) {
             int64_t left = next_sync - mlt__mono_ns() / 1000000;
-            timed_wait(s, left > 0 ? left : 1, true);
+            if (timed_wait(s, left > 0 ? left : 1, true)) {
+                linger(s);
+            }
         }
     }
     return NULL;
@@ -785,10 +815,16 @@ void mlt__sender_notify(mlt__sender *s)
 
 mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
 {
+    pthread_mutex_lock(&s->mu);
+    s->flushing++;
+    pthread_mutex_unlock(&s->mu);
     sync_journals(s);
     int64_t deadline = timeout_ms < 0 ? -1 : mlt__mono_ns() + (int64_t)timeout_ms * 1000000;
     uint64_t *targets = calloc(s->n_slots ? s->n_slots : 1, sizeof *targets);
     if (!targets) {
+        pthread_mutex_lock(&s->mu);
+        s->flushing--;
+        pthread_mutex_unlock(&s->mu);
         return MLT_ERR_NOMEM;
     }
     for (size_t i = 0; i < s->n_slots; i++) {
@@ -820,6 +856,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         }
         pthread_cond_timedwait(&s->done_cv, &s->mu, &ts);
     }
+    s->flushing--;
     pthread_mutex_unlock(&s->mu);
     free(targets);
     return err;

@@ -124,6 +124,7 @@ START_TEST(options_set_every_option_by_name)
         {"queue_max_bytes", "1048576", "1048576"},
         {"queue_full", "fail", "fail"},
         {"queue_block_ms", "0", "0"},
+        {"linger_ms", "5", "5"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();

@@ -456,6 +456,10 @@ static void sync_take(sync_job *job, const char *dir)
         say(c, "journal %s: cut %" PRIu64 " bytes of a torn/corrupt tail: %s", dir, rec.cut_bytes,
             rec.why);
     }
+    if (rec.ring_points > 0) {
+        verbose(c, "journal %s: %" PRIu64 " points its process left in memory were saved", dir,
+                rec.ring_points);
+    }
     if (e == MLT_ERR_LOCKED) {
         if (peek_pending(dir, &pending)) {
             job->n_locked++;
@@ -745,6 +749,10 @@ static void status_journal(const char *dir, totals *t)
     uint64_t bytes = mlt__journal_pending_bytes(j);
     uint64_t dead = mlt__journal_dead_count(j);
     printf("  pending: %" PRIu64 " records, %" PRIu64 " bytes\n", records, bytes);
+    if (rec.ring_points > 0) {
+        printf("  in memory (saved when the journal is next opened): %" PRIu64 " points\n",
+               rec.ring_points);
+    }
     printf("  dead letters: %" PRIu64 "\n", dead);
     if (rec.cut_bytes > 0) {
         /* A live writer's record in flight looks torn too: only a free journal gets cut. */
