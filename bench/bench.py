@@ -46,6 +46,7 @@ API = "/api/2.0/mlflow/"
 HISTORY_PAGE = 25000
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(SRC, "bench", "hotpath-baseline.txt")
+SETTLE_S = 1.0  # before each measurement: the server finishes what the previous one left it
 HOTPATH_FUNCS = {"string": "mlt_log_metric", "handle": "mlt_log_metric_key"}
 
 
@@ -261,6 +262,7 @@ class Bench:
 
     def record(self, workload, variant, rnd, fn):
         """Runs one measurement fn() -> (result dict, verification error or None)."""
+        time.sleep(SETTLE_S)
         t = time.monotonic()
         try:
             res, err = fn()
