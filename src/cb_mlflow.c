@@ -273,6 +273,15 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
         char msg[256];
         mlt_err oerr = mlt__journal_open(&j, dirs[i], false, m->opts->fsync_mode, &rec, msg,
                                          sizeof msg);
+        const char *uri = mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI);
+        if (oerr == MLT_OK && !mlt__journal_is_for(j, uri)) {
+            /* another server's: left for a tracker of that server, or mltrack sync */
+            mlt__log(&m->opts->logger, MLT_LOG_INFO,
+                     "journal %s is for %s, not this tracker's server: left alone", dirs[i],
+                     mlt__journal_target(j));
+            mlt__journal_close(j, false);
+            continue;
+        }
         if (oerr == MLT_OK) {
             if (rec.cut_bytes) {
                 mlt__log(&m->opts->logger, MLT_LOG_WARN,
@@ -303,6 +312,12 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
     }
     err = mlt__journal_create(&m->journal, jdir, m->opts->fsync_mode, errbuf, errlen);
     if (err != MLT_OK) {
+        return err;
+    }
+    err = mlt__journal_set_target(m->journal, mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI));
+    if (err != MLT_OK) {
+        mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
+        mlt__journal_close(m->journal, true);
         return err;
     }
     m->ring = mlt__journal_ring(m->journal);

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "journal.h"
+#include "http.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -156,6 +157,7 @@ struct mlt__journal {
      * reader, which only meets an id after its key was put) */
     char **key_pages[KEY_PAGES];
     int keys_fd;
+    size_t keys_good_len; /* bytes of whole lines in the keys file */
     bool acked_dirty;    /* the acked cursor was replaced without a sync */
     /* the ring, its writer thread, and where the segments' tickets end (found at open) */
     mlt__ring ring;
@@ -172,6 +174,7 @@ struct mlt__journal {
     void *on_write_ud;
     int interval_ms;
     char werr[256];      /* the writer's last failure */
+    char *target;        /* the tracking URI it is for (credentials removed), or NULL */
 };
 
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
@@ -180,6 +183,7 @@ static void stop_writer(mlt__journal *j);
 static mlt_err sync_locked(mlt__journal *j);
 static bool tsc_usable(void);
 static mlt_err open_keys(mlt__journal *j);
+static mlt_err ensure_wfd(mlt__journal *j);
 static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen);
 
 static mlt_err put_run(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
@@ -356,6 +360,7 @@ static void free_journal(mlt__journal *j)
         close(j->keys_fd);
     }
     free(j->rb.data);
+    free(j->target);
     mlt__buf_free(&j->group);
     pthread_cond_destroy(&j->wcv);
     pthread_mutex_destroy(&j->wmu);
@@ -704,46 +709,58 @@ static bool tsc_usable(void)
 #endif
 }
 
-/* One reading of both clocks. */
-static void clock_pair(uint64_t *tsc, int64_t *ns)
+/* One reading of the TSC and of both clocks: the tightest of a few tries, so that a thread
+ * preempted in the middle of one does not skew it. */
+static void clock_pair(uint64_t *tsc, int64_t *real_ns, int64_t *mono_ns)
 {
-    struct timespec ts;
-    uint64_t a = read_tsc();
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t b = read_tsc();
-    *tsc = a + (b - a) / 2;
-    *ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 8; i++) {
+        struct timespec r, m;
+        uint64_t a = read_tsc();
+        clock_gettime(CLOCK_REALTIME, &r);
+        clock_gettime(CLOCK_MONOTONIC_RAW, &m);
+        uint64_t b = read_tsc();
+        if (b - a < best) {
+            best = b - a;
+            *tsc = a + (b - a) / 2;
+            *real_ns = (int64_t)r.tv_sec * 1000000000 + r.tv_nsec;
+            *mono_ns = (int64_t)m.tv_sec * 1000000000 + m.tv_nsec;
+        }
+    }
 }
 
-/* Sets the ring's TSC scale: two readings about a millisecond apart. */
+/* Sets the ring's TSC scale: two readings a millisecond apart (refined at every drain). */
 static void calibrate(mlt__ring_hdr *h)
 {
     uint64_t t0, t1;
-    int64_t n0, n1;
-    clock_pair(&t0, &n0);
+    int64_t r0, r1, m0, m1;
+    clock_pair(&t0, &r0, &m0);
     do {
-        clock_pair(&t1, &n1);
-    } while (n1 - n0 < 1000000 && n1 >= n0);
-    h->ns_per_tick = t1 > t0 && n1 > n0 ? (double)(n1 - n0) / (double)(t1 - t0) : 1.0;
+        clock_pair(&t1, &r1, &m1);
+    } while (m1 - m0 < 1000000);
+    h->ns_per_tick = t1 > t0 ? (double)(m1 - m0) / (double)(t1 - t0) : 1.0;
     h->anchor_tsc = t1;
-    h->anchor_ns = n1;
+    h->anchor_ns = r1;
+    h->anchor_mono = m1;
 }
 
-/* A fresh anchor before a drain; the scale is refined over the time since the last one. */
+/*
+ * A fresh anchor before a drain, and the scale measured again over the time since the last
+ * one (on the raw monotonic clock: neither a step nor a slew of the wall clock skews it). The
+ * wall clock is read anew at each anchor, so a step of it shows from the next drain on.
+ */
 static void reanchor(mlt__ring_hdr *h)
 {
     uint64_t t;
-    int64_t n;
-    clock_pair(&t, &n);
-    if (n - h->anchor_ns < 5000000 || t <= h->anchor_tsc) {
+    int64_t r, m;
+    clock_pair(&t, &r, &m);
+    if (m - h->anchor_mono < 5000000 || t <= h->anchor_tsc) {
         return;
     }
-    double rate = (double)(n - h->anchor_ns) / (double)(t - h->anchor_tsc);
-    if (rate > h->ns_per_tick * 0.99 && rate < h->ns_per_tick * 1.01) {
-        h->ns_per_tick = rate; /* else the wall clock was stepped: keep the scale */
-    }
+    h->ns_per_tick = (double)(m - h->anchor_mono) / (double)(t - h->anchor_tsc);
     h->anchor_tsc = t;
-    h->anchor_ns = n;
+    h->anchor_ns = r;
+    h->anchor_mono = m;
 }
 
 static int64_t tsc_to_ms(const mlt__ring_hdr *h, uint64_t tsc)
@@ -824,16 +841,23 @@ static mlt_err load_keys(mlt__journal *j)
     if (err == MLT_ERR_NOT_FOUND) {
         err = MLT_OK;
     }
+    j->keys_good_len = 0;
     for (char *line = b.data; err == MLT_OK && line && *line;) {
         char *nl = strchr(line, '\n');
         if (!nl) {
-            break; /* a torn last line: its key was never used */
+            break; /* a torn last line (cut when the file is next appended to): never used */
         }
         *nl = '\0';
-        char *sp = strchr(line, ' ');
+        j->keys_good_len = (size_t)(nl + 1 - b.data);
+        char *sp = strchr(line, ' '), *end;
         if (sp) {
             *sp = '\0';
-            err = remember_key(j, strtoull(line, NULL, 10), sp + 1);
+            errno = 0;
+            unsigned long long id = strtoull(line, &end, 10);
+            /* a line that does not parse names no key: points naming it will not decode */
+            if (!errno && end != line && !*end && id < (unsigned long long)KEY_PAGE * KEY_PAGES) {
+                err = remember_key(j, id, sp + 1);
+            }
         }
         line = nl + 1;
     }
@@ -848,6 +872,12 @@ static mlt_err open_keys(mlt__journal *j)
         return MLT_ERR_IO;
     }
     j->keys_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    struct stat st;
+    if (j->keys_fd >= 0 && fstat(j->keys_fd, &st) == 0 && (size_t)st.st_size > j->keys_good_len &&
+        ftruncate(j->keys_fd, (off_t)j->keys_good_len) != 0) {
+        close(j->keys_fd); /* a torn last line must not prefix the next one */
+        j->keys_fd = -1;
+    }
     return j->keys_fd >= 0 ? MLT_OK : MLT_ERR_IO;
 }
 
@@ -856,6 +886,11 @@ mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key)
     pthread_mutex_lock(&j->mu);
     mlt_err err = MLT_OK;
     if (key_name(j, id)) {
+        goto out;
+    }
+    if (id >= (uint64_t)KEY_PAGE * KEY_PAGES) {
+        err = mlt__fail(MLT_ERR_VALUE_TOO_LONG, "more than %u metric keys in one journal",
+                        KEY_PAGE * KEY_PAGES);
         goto out;
     }
     if (j->keys_fd < 0 && open_keys(j) != MLT_OK) {
@@ -869,10 +904,17 @@ mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key)
         goto out;
     }
     /* On disk before any point names it: a key is written once, so it is synced at once. */
-    if (write_all(j->keys_fd, line, strlen(line)) != 0 ||
+    size_t n = strlen(line);
+    if (write_all(j->keys_fd, line, n) != 0 ||
         (j->mode != MLT__FSYNC_NONE && fdatasync(j->keys_fd) != 0)) {
+        int e = errno;
+        if (ftruncate(j->keys_fd, (off_t)j->keys_good_len) != 0) {
+            /* cut at the next open */
+        }
         err = mlt__fail(MLT_ERR_IO, "cannot record a metric key in journal %s: %s", j->dir,
-                        strerror(errno));
+                        strerror(e));
+    } else {
+        j->keys_good_len += n;
     }
     free(line);
     if (err == MLT_OK) {
@@ -971,8 +1013,12 @@ static void update_pending(mlt__journal *j)
 static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, uint64_t *holes)
 {
     mlt__ring *r = &j->ring;
-    if (!r->hdr || j->wfd < 0) {
+    if (!r->hdr || j->read_only) {
         return MLT_OK;
+    }
+    if (j->wfd < 0 && atomic_load(&r->hdr->head) != atomic_load(&r->hdr->tail) &&
+        ensure_wfd(j) != MLT_OK) {
+        return mlt__fail(MLT_ERR_IO, "cannot append to journal %s: %s", j->dir, strerror(errno));
     }
     for (;;) {
         uint64_t tail = atomic_load_explicit(&r->hdr->tail, memory_order_relaxed);
@@ -1569,6 +1615,15 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
         err = sys_err(errbuf, errlen, "cannot read the metric keys of", dir);
     }
     if (err == MLT_OK) {
+        mlt__buf b;
+        mlt__buf_init(&b);
+        if (read_small_file(j, "target", &b) == MLT_OK && b.len && !b.oom) {
+            b.data[strcspn(b.data, "\n")] = '\0';
+            j->target = mlt__strdup(b.data);
+        }
+        mlt__buf_free(&b);
+    }
+    if (err == MLT_OK) {
         err = scan(j, rec, errbuf, errlen);
     }
     if (err == MLT_OK && !read_only) {
@@ -1871,6 +1926,60 @@ mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last)
     }
     pthread_mutex_unlock(&j->mu);
     return MLT_OK;
+}
+
+/* ---- the target ---- */
+
+/* The URI without user:password@ and without trailing slashes, for comparing and storing. */
+static char *plain_uri(const char *uri)
+{
+    char out[2048];
+    mlt__redact_url(uri, out, sizeof out);
+    /* mlt__redact_url writes "***@" for credentials: drop them altogether */
+    char *at = strstr(out, "***@"), *scheme = strstr(out, "://");
+    if (at && scheme && at > scheme) {
+        memmove(scheme + 3, at + 4, strlen(at + 4) + 1);
+    }
+    size_t n = strlen(out);
+    while (n > 0 && out[n - 1] == '/') {
+        out[--n] = '\0';
+    }
+    return mlt__strdup(out);
+}
+
+mlt_err mlt__journal_set_target(mlt__journal *j, const char *uri)
+{
+    char *t = plain_uri(uri);
+    if (!t) {
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    char *line = mlt__aprintf("%s\n", t);
+    mlt_err err = line ? replace_file(j, "target", line, strlen(line)) : MLT_ERR_NOMEM;
+    free(line);
+    if (err != MLT_OK) {
+        free(t);
+        return mlt__fail(err, "cannot record the target of journal %s: %s", j->dir,
+                         strerror(errno));
+    }
+    free(j->target);
+    j->target = t;
+    return MLT_OK;
+}
+
+const char *mlt__journal_target(const mlt__journal *j)
+{
+    return j->target;
+}
+
+bool mlt__journal_is_for(const mlt__journal *j, const char *uri)
+{
+    if (!j->target) {
+        return true;
+    }
+    char *t = plain_uri(uri);
+    bool same = t && strcmp(t, j->target) == 0;
+    free(t);
+    return same;
 }
 
 /* ---- run map ---- */

@@ -11,6 +11,7 @@
  *                        (atomic replace); state is open, ended or dead
  *   dead.jsonl           records the server rejected for good, with its answer (appended)
  *   keys                 "<id> <metric key>\n" lines: the keys that POINT records name by id
+ *   target               the tracking URI the journal is for (credentials removed)
  *   ring                 the metric ring (below), mapped shared: survives the process's crash
  *
  * Metric points take a lock-free path: the application thread writes a fixed-size slot of the
@@ -72,9 +73,10 @@ typedef struct mlt__ring_hdr {
     /* TSC -> wall clock (written by the drainer; read when a dead process's ring is saved):
      * ns = anchor_ns + (tsc - anchor_tsc) * ns_per_tick */
     uint64_t anchor_tsc;
-    int64_t anchor_ns;
+    int64_t anchor_ns;   /* CLOCK_REALTIME at anchor_tsc */
     double ns_per_tick;
-    char pad0[24];
+    int64_t anchor_mono; /* CLOCK_MONOTONIC_RAW at anchor_tsc: the scale is measured on it */
+    char pad0[16];
     _Atomic uint64_t head; /* next ticket to hand out */
     char pad1[56];
     _Atomic uint64_t tail; /* every ticket below is in the segments */
@@ -218,6 +220,15 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
  * delivered: durable (atomic replace of `acked`), then segments that hold only acked records
  * are deleted. */
 mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last);
+
+/* Records the tracking URI the journal is written for (uri is stored with any user:password@
+ * removed). Durable when it returns. */
+mlt_err mlt__journal_set_target(mlt__journal *j, const char *uri);
+/* The tracking URI the journal is for (credentials removed), NULL when it does not say (a
+ * journal of an older mltrack). */
+const char *mlt__journal_target(const mlt__journal *j);
+/* Whether the journal is for uri (or does not say). */
+bool mlt__journal_is_for(const mlt__journal *j, const char *uri);
 
 /* ---- the run map ---- */
 typedef enum mlt__run_state { MLT__RUN_OPEN, MLT__RUN_ENDED, MLT__RUN_DEAD } mlt__run_state;

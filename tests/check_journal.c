@@ -47,39 +47,6 @@
 
 static const char SEG1[] = "seg-00000000000000000001.log";
 
-static void make_tmpdir(char *out, size_t len)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(out, len, "%s/mlt-journal-XXXXXX", base && *base ? base : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(out));
-}
-
-/* Removes path and everything under it. */
-static void remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        return;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        ck_assert_ptr_nonnull(d);
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-                continue;
-            }
-            char sub[PATH_MAX];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            remove_tree(sub);
-        }
-        closedir(d);
-        ck_assert_int_eq(rmdir(path), 0);
-    } else {
-        ck_assert_int_eq(unlink(path), 0);
-    }
-}
-
 static void path_of(char *out, const char *dir, const char *name)
 {
     int n = snprintf(out, PATH_MAX, "%s/%s", dir, name);
@@ -298,13 +265,13 @@ typedef struct fixture {
 
 static void fixture_init(fixture *f)
 {
-    make_tmpdir(f->tmp, sizeof f->tmp);
+    mlt_test_tmpdir(f->tmp, sizeof f->tmp, "journal");
     snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
 }
 
 static void fixture_done(fixture *f)
 {
-    remove_tree(f->tmp);
+    mlt_test_remove_tree(f->tmp);
 }
 
 static mlt__journal *create_j(const char *dir, mlt__fsync_mode mode)
@@ -1432,7 +1399,7 @@ START_TEST(journal_cuts_a_torn_frame_header)
         expect_cut(f.dir, 4, h, "torn");
         ck_assert_uint_eq((size_t)file_size(f.dir, SEG1), offs[4]);
         /* put the tail back for the next size: rebuild */
-        remove_tree(f.dir);
+        mlt_test_remove_tree(f.dir);
         journal_of(f.dir, 5, offs);
     }
     fixture_done(&f);
@@ -1453,7 +1420,7 @@ START_TEST(journal_cuts_a_torn_payload)
         truncate_to(f.dir, SEG1, (off_t)(offs[4] + keeps[i]));
         expect_cut(f.dir, 4, keeps[i], "torn");
         ck_assert_uint_eq((size_t)file_size(f.dir, SEG1), offs[4]);
-        remove_tree(f.dir);
+        mlt_test_remove_tree(f.dir);
         journal_of(f.dir, 5, offs);
     }
     /* cut at a frame boundary: nothing to cut */
@@ -2409,13 +2376,13 @@ START_TEST(journal_close_keeps_a_journal_with_work_left)
     mlt__journal_close(j, true);
     ck_assert(exists(f.dir, "dead.jsonl"));
     ck_assert(exists(f.dir, "lock"));
-    remove_tree(f.dir);
+    mlt_test_remove_tree(f.dir);
     /* an open run */
     j = delivered_journal(f.dir);
     ck_assert_int_eq(mlt__journal_put_run(j, 2, "k2", "rid2", "0", MLT__RUN_OPEN), MLT_OK);
     mlt__journal_close(j, true);
     ck_assert(exists(f.dir, "runs"));
-    remove_tree(f.dir);
+    mlt_test_remove_tree(f.dir);
     /* unacked records */
     j = delivered_journal(f.dir);
     append_param(j, 3);
@@ -2427,7 +2394,7 @@ START_TEST(journal_close_keeps_a_journal_with_work_left)
     mlt__journal_close(j, true);
     ck_assert(exists(f.dir, SEG1));
     /* a read-only journal never removes */
-    remove_tree(f.dir);
+    mlt_test_remove_tree(f.dir);
     j = delivered_journal(f.dir);
     mlt__journal_close(j, false);
     j = open_j(f.dir, true, NULL);
@@ -2442,7 +2409,7 @@ END_TEST
 START_TEST(queue_list_lists_journal_directories_sorted)
 {
     char tmp[DIR_LEN];
-    make_tmpdir(tmp, sizeof tmp);
+    mlt_test_tmpdir(tmp, sizeof tmp, "journal");
     char **dirs = (char **)1;
     size_t n = 99;
     char missing[DIR_LEN + 16];
@@ -2482,7 +2449,7 @@ START_TEST(queue_list_lists_journal_directories_sorted)
         free(dirs[i]);
     }
     free(dirs);
-    remove_tree(tmp);
+    mlt_test_remove_tree(tmp);
 }
 END_TEST
 

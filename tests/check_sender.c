@@ -416,37 +416,6 @@ typedef struct fixture {
     mlt__sender *s;
 } fixture;
 
-static void make_tmpdir(char *out, size_t len)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(out, len, "%s/mlt-sender-XXXXXX", base && *base ? base : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(out));
-}
-
-static void remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        return;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        ck_assert_ptr_nonnull(d);
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                char sub[PATH_MAX];
-                snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-                remove_tree(sub);
-            }
-        }
-        closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 static bool dir_exists(const char *dir)
 {
     struct stat st;
@@ -456,7 +425,7 @@ static bool dir_exists(const char *dir)
 static void fixture_init(fixture *f)
 {
     memset(f, 0, sizeof *f);
-    make_tmpdir(f->tmp, sizeof f->tmp);
+    mlt_test_tmpdir(f->tmp, sizeof f->tmp, "sender");
     snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
     f->srv = server_start();
     char err[256] = "";
@@ -497,7 +466,7 @@ static void fixture_done(fixture *f)
         mlt__journal_close(f->j, false);
     }
     server_stop(f->srv);
-    remove_tree(f->tmp);
+    mlt_test_remove_tree(f->tmp);
 }
 
 static void put_create(mlt__journal *j, uint32_t run_no, const char *key, const char *exp_name)
@@ -634,7 +603,7 @@ START_TEST(sender_drain_delivers_a_run_in_order)
     f.j = NULL;
     ck_assert(!dir_exists(f.dir)); /* delivered: removed */
     server_stop(f.srv);
-    remove_tree(f.tmp);
+    mlt_test_remove_tree(f.tmp);
 }
 END_TEST
 
@@ -1069,7 +1038,7 @@ START_TEST(sender_free_aborts_a_request_in_flight)
     ck_assert_msg(took_ms < 3000, "free took %lld ms", (long long)took_ms);
     ck_assert(dir_exists(f.dir)); /* undelivered: stays */
     server_stop(f.srv);
-    remove_tree(f.tmp);
+    mlt_test_remove_tree(f.tmp);
 }
 END_TEST
 

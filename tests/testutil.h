@@ -3,8 +3,13 @@
 #define MLT_TESTUTIL_H
 
 #include <check.h>
+#include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Runs one suite; returns the process exit status. CK_FORK=no is honoured by Check itself. */
 static inline int mlt_test_run_suite(Suite *s)
@@ -24,5 +29,39 @@ static inline int mlt_test_run_suite(Suite *s)
         tcase_add_test(tc_, fn);                                                                 \
         suite_add_tcase((suite), tc_);                                                           \
     } while (0)
+
+/* Makes a fresh directory $TMPDIR/mlt-<tag>-XXXXXX (or under /tmp) into out. */
+static inline void mlt_test_tmpdir(char *out, size_t len, const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(out, len, "%s/mlt-%s-XXXXXX", base && *base ? base : "/tmp", tag);
+    ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
+/* Removes path and everything under it (nothing if it does not exist). */
+static inline void mlt_test_remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        ck_assert_ptr_nonnull(d);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+                continue;
+            }
+            char sub[PATH_MAX];
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            mlt_test_remove_tree(sub);
+        }
+        closedir(d);
+        ck_assert_int_eq(rmdir(path), 0);
+    } else {
+        ck_assert_int_eq(unlink(path), 0);
+    }
+}
 
 #endif

@@ -389,6 +389,7 @@ typedef struct sync_job {
     uint64_t n_locked, locked_left; /* journals owned by a running process, their records */
     uint64_t n_failed, failed_left; /* journals that could not be opened, their records */
     mlt__sync_progress last;        /* the latest progress report */
+    const char *uri;                /* where sync delivers */
     bool reported;
 } sync_job;
 
@@ -479,6 +480,10 @@ static void sync_take(sync_job *job, const char *dir)
             job->failed_left += pending;
         }
         return;
+    }
+    if (!mlt__journal_is_for(j, job->uri)) {
+        say(c, "journal %s was written for %s: delivering it to %s", dir, mlt__journal_target(j),
+            job->uri);
     }
     uint64_t dead_before = mlt__journal_dead_count(j);
     pending = pending_records(j);
@@ -638,6 +643,7 @@ static int cmd_sync(cli *c, const args *a)
     sync_job job;
     memset(&job, 0, sizeof job);
     job.c = c;
+    job.uri = uri;
     rc = EXIT_SUCCESS;
     if (n_list > 0) {
         job.done = calloc(n_list, sizeof *job.done);

@@ -416,16 +416,18 @@ def test_status_lists_an_undelivered_journal(queue_for, unused_port):
         )
 
 
-def test_next_tracker_takes_over_a_dead_journal(queue_for, unused_port, module_server):
-    """A journal left by a program that ended with no server is delivered by the next program
-    that opens the same queue directory (its flush waits for it too), without mltrack sync."""
-    q = queue_for(f"http://127.0.0.1:{unused_port}")
+def test_next_tracker_takes_over_a_dead_journal(queue_for, module_server, proxy):
+    """A journal left by a program that ended while its server could not be reached is delivered
+    by the next program of the same server that opens the same queue directory (its flush waits
+    for it too), without mltrack sync."""
+    q = queue_for(proxy.uri)
     first, second = str(q.tmp / "ledger-1.jsonl"), str(q.tmp / "ledger-2.jsonl")
+    proxy.add_rule("/api/", "cut_before", count=None)  # the server is out of reach
     res = q.it_queue(["--ledger", first, "--close-ms", "300", "log", "2", "50"], timeout=60)
     assert res.rc == 0, res
     assert len(journal_dirs(q.dir)) == 1
-    res = q.it_queue(["--ledger", second, "--flush-ms", "60000", "log", "1", "30"],
-                     uri=module_server.uri, timeout=120)
+    proxy.clear_rules()
+    res = q.it_queue(["--ledger", second, "--flush-ms", "60000", "log", "1", "30"], timeout=120)
     assert res.rc == 0, res
     out = parse_it_queue(res)
     assert out["flush"] and out["flush"][0] == "MLT_OK", res
@@ -434,6 +436,32 @@ def test_next_tracker_takes_over_a_dead_journal(queue_for, unused_port, module_s
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
     st = q.status()
     assert "0 records pending" in st.stdout, st
+
+
+def test_a_tracker_leaves_another_servers_journal_alone(queue_for, unused_port, module_server):
+    """A journal records the server it was written for: a tracker of another server does not
+    deliver it there; mltrack sync does when told to, and says so."""
+    q = queue_for(f"http://user:secret@127.0.0.1:{unused_port}/")
+    first, second = str(q.tmp / "ledger-1.jsonl"), str(q.tmp / "ledger-2.jsonl")
+    res = q.it_queue(["--ledger", first, "--close-ms", "300", "log", "1", "20"], timeout=60)
+    assert res.rc == 0, res
+    [journal] = journal_dirs(q.dir)
+    with open(os.path.join(q.dir, journal, "target")) as f:
+        assert f.read() == f"http://127.0.0.1:{unused_port}\n"  # no credentials on disk
+    res = q.it_queue(["--ledger", second, "--flush-ms", "60000", "log", "1", "10"],
+                     uri=module_server.uri, timeout=120)
+    assert res.rc == 0, res
+    out = parse_it_queue(res)
+    assert out["flush"] and out["flush"][0] == "MLT_OK", res
+    reader = MlflowReader(module_server.uri)
+    assert_server_holds_exactly(reader, q.exp_name, expected_runs(read_ledger(second)))
+    assert journal in journal_dirs(q.dir), "the other server's journal is gone"
+    res, s = q.sync(uri=module_server.uri)
+    said = res.stdout + res.stderr
+    assert f"was written for http://127.0.0.1:{unused_port}: delivering it to" in said, res
+    assert "secret" not in said, res
+    assert_server_holds_exactly(reader, q.exp_name,
+                                expected_runs(read_ledger(first) + read_ledger(second)))
 
 
 def test_sync_leaves_the_journal_of_a_live_process_alone(queue_for, unused_port, module_server):
