@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of mltrack on a fresh machine, from any directory:
 #   Debian packages and a Python venv with the pinned MLflow server (installed if missing), a normal
-#   build with its unit tests, integration tests against a real local MLflow server, the same under
-#   AddressSanitizer+UBSan and under valgrind, and `make distcheck`.
+#   build with its unit tests and a callgrind gate on the logging hot path, integration tests
+#   against a real local MLflow server, the same under AddressSanitizer+UBSan and under valgrind,
+#   and `make distcheck`.
 # Usage: scripts/test.sh [--quick]
 #   --quick              skip the sanitizer, valgrind and distcheck stages
 # Environment:
@@ -23,7 +24,7 @@ for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
     -h | --help)
-        sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *)
@@ -49,7 +50,7 @@ STAGE_NOTES=()
 declare -A RESULT_OF=()
 N_PASS=0
 N_FAIL=0
-TOTAL_STAGES=15
+TOTAL_STAGES=16
 STAGE_NO=0
 
 header() {
@@ -189,6 +190,11 @@ valgrind_integration() {
     integration "$DEFAULT_DIR"
 }
 
+hotpath_gate() {
+    make -C "$DEFAULT_DIR" bench/hotpath
+    "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" hotpath --build "$DEFAULT_DIR" --check 5
+}
+
 distcheck() {
     make -C "$DEFAULT_DIR" -j"$NPROC" distcheck \
         DISTCHECK_CONFIGURE_FLAGS="${DISTCHECK_CONFIGURE_FLAGS:---enable-werror}"
@@ -226,6 +232,8 @@ mlt_venv_vars # the stage ran in a subshell: set MLT_PYTHON/MLT_MLFLOW here too
 
 stage build "configure and build (default) in $DEFAULT_DIR" "" mlt_build "$DEFAULT_DIR"
 stage unit "unit tests: make check (default build)" "build" make_check "$DEFAULT_DIR" check
+stage hotpath "callgrind instructions per mlt_log_metric(_key) call within 5% of \
+bench/hotpath-baseline.txt" "build" hotpath_gate
 
 SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-test-server.XXXXXX")
 stage server "start a local MLflow server (state in $SERVER_DIR)" "venv" start_server

@@ -1,0 +1,726 @@
+#!/usr/bin/env python3
+"""The benchmark suite of mltrack (issue 4), run by scripts/bench.sh against a local MLflow server.
+
+    bench.py run --uri URI --build DIR [--rounds N] [--quick] [--only W1,W2,...] [--out FILE]
+    bench.py hotpath --build DIR [--check PCT] [--write-baseline] [--baseline FILE]
+    bench.py report RESULTS.json          (the table again, from a run's raw results)
+    bench.py py-client VARIANT --uri URI --experiment NAME --steps N      (internal)
+
+Workloads (every variant of a workload is measured in each round, side by side):
+  W1  delivery: one run, 100 keys x 1000 steps, from the first call until the server acknowledged
+      everything: mltrack (string keys, handles), the official Python client (synchronous
+      log_metric on a 2000-point subset, async logging as configured by default and with 1 s
+      buffering, MlflowClient.log_batch of 1000 metrics) and the ceiling: libcurl posting
+      pre-serialized 1000-metric log-batch bodies on one keep-alive connection.
+  W2  training-loop overhead: 1 ms busy steps with 100 metrics a step, without and with logging.
+  W3  offline append, no server: 1M points, fsync=interval and fsync=always.
+  W4  replay: `mltrack sync` of W3's fsync=interval backlog.
+  MEM peak RSS of W1-style logging at 100k and at 1M points.
+  HOT callgrind instructions per mlt_log_metric / mlt_log_metric_key call.
+
+After each variant the server's contents are read back with urllib alone (neither mlflow nor
+libmltrack): the experiment holds exactly one run, and each key's full history is exactly the
+expected (step, value) set, every value compared bit for bit. A variant that fails this is FAIL in
+the table and makes the exit status 1. Missing a performance target is reported, not an error.
+
+Standard library only, except `py-client`, which imports mlflow (run it with the venv's python).
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+KEYS = 100
+API = "/api/2.0/mlflow/"
+HISTORY_PAGE = 25000
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE = os.path.join(SRC, "bench", "hotpath-baseline.txt")
+SETTLE_S = 1.0  # before each measurement: the server finishes what the previous one left it
+HOTPATH_FUNCS = {"string": "mlt_log_metric", "handle": "mlt_log_metric_key"}
+
+
+def key_name(k):
+    return f"metric_{k:03d}"
+
+
+def value(step, k):
+    """Key k's value at step: the same binary64 operations as bench_value() in bench_util.h."""
+    return step * 0.001 + k
+
+
+# ---- the official Python client (runs in a fresh interpreter per variant and round) ----------
+
+
+def py_client(variant, uri, experiment, steps):
+    import resource
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    mlflow.set_tracking_uri(uri)
+    exp_id = mlflow.set_experiment(experiment).experiment_id
+    t0 = time.perf_counter()
+    if variant == "python-log-batch":
+        client = MlflowClient(uri)
+        run_id = client.create_run(exp_id).info.run_id
+        batch = []
+        for s in range(steps):
+            for k in range(KEYS):
+                batch.append(Metric(key_name(k), value(s, k), int(time.time() * 1000), s))
+                if len(batch) == 1000:
+                    client.log_batch(run_id, metrics=batch)
+                    batch = []
+        if batch:
+            client.log_batch(run_id, metrics=batch)
+        client.set_terminated(run_id)
+    else:
+        run_id = mlflow.start_run().info.run_id
+        for s in range(steps):
+            for k in range(KEYS):
+                mlflow.log_metric(key_name(k), value(s, k), step=s)
+        if variant != "python-sync":
+            mlflow.flush_async_logging()
+        mlflow.end_run()
+    t1 = time.perf_counter()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/self/status") as f:  # VmHWM: ru_maxrss would include the parent's (exec)
+        hwm = [int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")]
+    points = steps * KEYS
+    print(json.dumps({"variant": variant, "points": points, "seconds": t1 - t0,
+                      "cpu_s": ru.ru_utime + ru.ru_stime,
+                      "cpu_us_per_point": (ru.ru_utime + ru.ru_stime) * 1e6 / points,
+                      "max_rss_kb": hwm[0] if hwm else ru.ru_maxrss, "run_id": run_id}))
+
+
+PY_ENV = {
+    "python-sync": {"MLFLOW_ENABLE_ASYNC_LOGGING": "false"},
+    "python-async": {"MLFLOW_ENABLE_ASYNC_LOGGING": "true"},
+    "python-async-buf1s": {"MLFLOW_ENABLE_ASYNC_LOGGING": "true",
+                           "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1"},
+    "python-log-batch": {"MLFLOW_ENABLE_ASYNC_LOGGING": "false"},
+}
+
+
+# ---- reading the server back -------------------------------------------------------------------
+
+
+class Rest:
+    def __init__(self, uri):
+        self.uri = uri.rstrip("/")
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method, path, query=None, body=None):
+        url = self.uri + API + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with self.opener.open(req, timeout=120) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{method} {path}: HTTP {e.code}: {e.read()[:300]!r}") from None
+
+    def experiment_id(self, name):
+        try:
+            ans = self.call("GET", "experiments/get-by-name", {"experiment_name": name})
+            return ans["experiment"]["experiment_id"]
+        except RuntimeError:
+            return None
+
+    def create_run(self, experiment):
+        exp_id = self.call("POST", "experiments/create", body={"name": experiment})
+        ans = self.call("POST", "runs/create",
+                        body={"experiment_id": exp_id["experiment_id"],
+                              "start_time": int(time.time() * 1000)})
+        return ans["run"]["info"]["run_id"]
+
+    def runs(self, exp_id):
+        runs, token = [], None
+        while True:
+            body = {"experiment_ids": [exp_id], "run_view_type": "ALL", "max_results": 1000}
+            if token:
+                body["page_token"] = token
+            ans = self.call("POST", "runs/search", body=body)
+            runs += ans.get("runs", [])
+            token = ans.get("next_page_token")
+            if not token:
+                return runs
+
+    def history(self, run_id, key):
+        points, token = [], None
+        while True:
+            q = {"run_id": run_id, "metric_key": key, "max_results": HISTORY_PAGE}
+            if token:
+                q["page_token"] = token
+            ans = self.call("GET", "metrics/get-history", q)
+            points += ans.get("metrics", [])
+            token = ans.get("next_page_token")
+            if not token:
+                return points
+
+
+def verify(rest, experiment, steps, run_id=None):
+    """None if the experiment holds exactly one run (run_id if given) whose metrics are exactly
+    the keys metric_000.. with steps 0..steps-1 and their values; else what is wrong."""
+    exp_id = rest.experiment_id(experiment)
+    if exp_id is None:
+        return f"no experiment {experiment}"
+    runs = rest.runs(exp_id)
+    if len(runs) != 1:
+        return f"{len(runs)} runs in experiment {experiment}, expected 1"
+    rid = runs[0]["info"]["run_id"]
+    if run_id and rid != run_id:
+        return f"run {rid} is not the run {run_id} the variant reported"
+    keys = sorted({m["key"] for m in runs[0].get("data", {}).get("metrics", [])})
+    want_keys = [key_name(k) for k in range(KEYS)] if steps > 0 else []
+    if keys != want_keys:
+        return f"run {rid} has {len(keys)} metric keys, expected {len(want_keys)}"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # the server answers 2-3 at a time
+        histories = pool.map(lambda k: rest.history(rid, key_name(k)), range(len(want_keys)))
+        for k, history in enumerate(histories):  # as they come: 1M points would not be small
+            err = check_history(k, history, steps)
+            if err:
+                return err
+    return None
+
+
+def check_history(k, history, steps):
+    if len(history) != steps:
+        return f"{key_name(k)}: {len(history)} points, expected {steps}"
+    want = {s: value(s, k) for s in range(steps)}
+    for m in history:
+        s, v = int(m.get("step", 0)), m.get("value")
+        if s not in want or not isinstance(v, (int, float)) or float(v) != want[s]:
+            return f"{key_name(k)} step {s}: value {v!r}, expected {want.get(s)!r}"
+        del want[s]  # a step seen twice then fails as unexpected
+    return None
+
+
+# ---- running the programs ----------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_json(cmd, env=None, timeout=1800):
+    """Runs cmd, returns the JSON object of its last stdout line (with "exit" set)."""
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{os.path.basename(cmd[0])} exit {proc.returncode}: "
+                           f"{proc.stderr.strip()[-500:]}")
+    res = json.loads(lines[-1])
+    res["exit"] = proc.returncode
+    if proc.returncode != 0:
+        res["stderr"] = proc.stderr.strip()[-500:]
+    return res
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.rest = Rest(args.uri)
+        self.prog = lambda name: os.path.join(args.build, "bench", name)
+        self.session = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        self.work = tempfile.mkdtemp(prefix="work-", dir=args.work)
+        self.results = {}
+        self.failures = 0
+        q = args.quick
+        self.w1_steps = 100 if q else 1000
+        self.sync_steps = 5 if q else 20  # python-sync and python-async: one request a point
+        self.w2_steps = 300 if q else 1000
+        self.w3_points = 100_000 if q else 1_000_000
+        self.w3_always_s = 3.0 if q else 15.0
+        self.mem_steps = (self.w1_steps, self.w1_steps * 10)
+        self.hot_calls = 20_000 if q else 100_000
+
+    def name(self, *parts):
+        return "-".join(["bench", self.session, *[str(p) for p in parts]])
+
+    def queue(self, *parts):
+        d = os.path.join(self.work, "-".join(str(p) for p in parts))
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def record(self, workload, variant, rnd, fn):
+        """Runs one measurement fn() -> (result dict, verification error or None)."""
+        time.sleep(SETTLE_S)
+        t = time.monotonic()
+        try:
+            res, err = fn()
+        except Exception as e:  # noqa: BLE001 - a crash is a FAIL row, never a silent skip
+            res, err = {"variant": variant}, f"crashed: {e}"
+        if err is None and res.get("exit", 0) != 0:
+            err = f"exit {res['exit']}: {res.get('stderr', '')}"
+        res["ok"] = err is None
+        res["error"] = err
+        res["round"] = rnd
+        self.results.setdefault(workload, {}).setdefault(variant, []).append(res)
+        if err is not None:
+            self.failures += 1
+        status = "ok" if err is None else f"FAIL: {err}"
+        rate = f"{res['points'] / res['seconds']:,.0f} points/s" \
+            if res.get("points") and res.get("seconds") else ""
+        print(f"  {workload} {variant} round {rnd}: {res.get('seconds', 0):.2f} s {rate} "
+              f"[{time.monotonic() - t:.0f} s with checks] {status}", file=sys.stderr, flush=True)
+        return res
+
+    # ---- W1 ----
+    def w1_mltrack(self, rnd, handles, steps=None, tag="w1"):
+        steps = steps or self.w1_steps
+        exp = self.name(tag, "mltrack", "handle" if handles else "string", rnd, steps)
+        cmd = [self.prog("w1_mltrack"), "--uri", self.args.uri, "--experiment", exp,
+               "--queue", self.queue(tag, rnd, handles, steps), "--steps", str(steps)]
+        res = run_json(cmd + (["--handles"] if handles else []))
+        return res, verify(self.rest, exp, steps, res.get("run_id") or None)
+
+    def w1_curl(self, rnd):
+        exp = self.name("w1", "curl", rnd)
+        run_id = self.rest.create_run(exp)
+        res = run_json([self.prog("w1_curl"), "--uri", self.args.uri, "--run-id", run_id,
+                        "--steps", str(self.w1_steps)])
+        return res, verify(self.rest, exp, self.w1_steps, run_id)
+
+    def w1_python(self, rnd, variant):
+        exp = self.name("w1", variant, rnd)
+        steps = self.sync_steps if variant in ("python-sync", "python-async") else self.w1_steps
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_ASYNC_")}
+        env.update(PY_ENV[variant], MLFLOW_TRACKING_URI=self.args.uri)
+        res = run_json([self.args.python, os.path.abspath(__file__), "py-client", variant,
+                        "--uri", self.args.uri, "--experiment", exp, "--steps", str(steps)],
+                       env=env)
+        return res, verify(self.rest, exp, steps, res.get("run_id"))
+
+    def w1(self, rnd):
+        variants = [("mltrack-string", lambda: self.w1_mltrack(rnd, False)),
+                    ("mltrack-handle", lambda: self.w1_mltrack(rnd, True)),
+                    ("curl-ceiling", lambda: self.w1_curl(rnd))]
+        variants += [(v, lambda v=v: self.w1_python(rnd, v)) for v in PY_ENV]
+        k = rnd % len(variants)  # rotate the order from round to round
+        for variant, fn in variants[k:] + variants[:k]:
+            self.record("W1", variant, rnd, fn)
+
+    # ---- W2 ----
+    def w2(self, rnd):
+        """none, string and handle log to the live server (its CPU use competes with the loop on
+        a small machine); the -offline variants log to a closed port: the library alone."""
+        variants = ["none", "string", "handle", "string-offline", "handle-offline"]
+        k = rnd % len(variants)
+        for v in variants[k:] + variants[:k]:
+            def fn(v=v):
+                exp = self.name("w2", v, rnd)
+                mode, offline = v.split("-")[0], v.endswith("-offline")
+                cmd = [self.prog("w2_overhead"), "--variant", mode, "--steps",
+                       str(self.w2_steps)]
+                if mode != "none":
+                    uri = f"http://127.0.0.1:{free_port()}" if offline else self.args.uri
+                    cmd += ["--uri", uri, "--experiment", exp, "--queue", self.queue("w2", v, rnd)]
+                    cmd += ["--no-flush"] if offline else []
+                res = run_json(cmd)
+                res["variant"] = v
+                check = mode != "none" and not offline
+                return res, verify(self.rest, exp, self.w2_steps, res["run_id"]) if check else None
+            self.record("W2", v, rnd, fn)
+
+    # ---- W3 + W4 ----
+    def w3(self, rnd, also_w4):
+        closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        for fsync in ("interval", "always"):
+            exp = self.name("w3", fsync, rnd)
+            q = self.queue("w3", fsync, rnd)
+            cmd = [self.prog("w3_offline"), "--uri", closed, "--experiment", exp, "--queue", q,
+                   "--fsync", fsync, "--points", str(self.w3_points)]
+            if fsync == "always":
+                cmd += ["--max-seconds", str(self.w3_always_s)]
+            res = self.record("W3", f"fsync={fsync}", rnd, lambda cmd=cmd: (run_json(cmd), None))
+            if fsync == "interval" and also_w4 and res["ok"]:
+                self.record("W4", "mltrack sync", rnd,
+                            lambda: self.w4(q, exp, res["points"] // KEYS))
+            shutil.rmtree(q, ignore_errors=True)
+
+    def w4(self, queue, exp, steps):
+        env = dict(os.environ, MLTRACK_QUEUE_DIR=queue)
+        t0 = time.perf_counter()
+        proc = subprocess.run([os.path.join(self.args.build, "mltrack"), "sync",
+                               "--tracking-uri", self.args.uri], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        secs = time.perf_counter() - t0
+        res = {"variant": "mltrack sync", "points": steps * KEYS, "seconds": secs,
+               "exit": proc.returncode, "summary": proc.stdout.strip().splitlines()[-4:]}
+        if proc.returncode != 0:
+            res["stderr"] = (proc.stdout + proc.stderr).strip()[-500:]
+        return res, verify(self.rest, exp, steps)
+
+    # ---- memory ----
+    def mem(self):
+        short, long = self.mem_steps
+        w1 = [r for r in self.results.get("W1", {}).get("mltrack-string", []) if r["ok"]]
+        if w1:  # W1's own runs are the short reference
+            self.results.setdefault("MEM", {})[f"{short * KEYS} points"] = w1
+        else:
+            self.record("MEM", f"{short * KEYS} points", 0,
+                        lambda: self.w1_mltrack(0, False, short, "mem"))
+        self.record("MEM", f"{long * KEYS} points", 0,
+                    lambda: self.w1_mltrack(0, False, long, "mem"))
+
+    # ---- the whole suite ----
+    def run(self):
+        only = set(self.args.only.upper().split(",")) if self.args.only else None
+        want = lambda w: only is None or w in only  # noqa: E731
+        for rnd in range(self.args.rounds):
+            print(f"== round {rnd + 1}/{self.args.rounds}", file=sys.stderr, flush=True)
+            if want("W1"):
+                self.w1(rnd)
+            if want("W2"):
+                self.w2(rnd)
+            if want("W3") or want("W4"):
+                self.w3(rnd, want("W4") and rnd < self.args.w4_rounds)
+        if want("MEM"):
+            self.mem()
+        if want("HOTPATH") or want("HOT"):
+            hot = hotpath(self.args.build, self.hot_calls, self.work)
+            self.results["HOT"] = hot
+            if self.args.write_baseline:
+                write_baseline(hot)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return self.results
+
+
+# ---- callgrind ----------------------------------------------------------------------------------
+
+
+def hotpath(build, calls, work):
+    """Instructions per call of mlt_log_metric (string key) and mlt_log_metric_key (handle)."""
+    out = {}
+    closed = f"http://127.0.0.1:{free_port()}"
+    for mode, func in HOTPATH_FUNCS.items():
+        d = tempfile.mkdtemp(prefix="hotpath-", dir=work)
+        cg = os.path.join(d, "callgrind.out")
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}",
+               "--collect-atstart=no", f"--toggle-collect={func}",
+               os.path.join(build, "bench", "hotpath"), "--mode", mode, "--uri", closed,
+               "--queue", os.path.join(d, "queue"), "--calls", str(calls)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"callgrind {mode}: exit {proc.returncode}: {proc.stderr[-800:]}")
+        total = None
+        with open(cg) as f:
+            for line in f:
+                if line.startswith(("totals:", "summary:")):
+                    total = int(line.split()[1])
+                    if line.startswith("totals:"):
+                        break
+        if total is None:
+            raise RuntimeError(f"no totals in {cg}")
+        out[mode] = {"function": func, "calls": calls, "instructions": total,
+                     "per_call": total / calls}
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def read_baseline(path=BASELINE):
+    base = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split("#", 1)[0].split()
+            if len(parts) == 2:
+                base[parts[0]] = float(parts[1])
+    return base
+
+
+def write_baseline(hot, path=BASELINE):
+    with open(path, "w") as f:
+        f.write("# Callgrind instructions per call of the hot path (bench/hotpath.c, 100k calls,\n"
+                "# the MLflow callback's durable queue, server unreachable), measured on the\n"
+                "# default build (configure's default CFLAGS, -g -O2). The 'hotpath' stage of\n"
+                "# scripts/test.sh fails when a count moves more than 5% away from these.\n"
+                "# Regenerate (after a deliberate change): scripts/bench.sh --only hotpath "
+                "--write-baseline\n")
+        for mode in HOTPATH_FUNCS:
+            f.write(f"{mode} {hot[mode]['per_call']:.1f}\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def check_hotpath(args):
+    work = tempfile.mkdtemp(prefix="hotpath-")
+    try:
+        hot = hotpath(args.build, args.calls, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.write_baseline:
+        write_baseline(hot, args.baseline)
+        return 0
+    base = read_baseline(args.baseline)
+    bad = 0
+    for mode, h in hot.items():
+        b = base.get(mode)
+        if b is None:
+            print(f"{h['function']}: {h['per_call']:.1f} instructions/call, no baseline")
+            bad += 1
+            continue
+        diff = (h["per_call"] - b) / b * 100
+        ok = abs(diff) <= args.check
+        bad += not ok
+        print(f"{h['function']:<20} {h['per_call']:10.1f} instructions/call, baseline {b:.1f}, "
+              f"{diff:+.2f}% (limit +/-{args.check:g}%) {'ok' if ok else 'OUT OF RANGE'}")
+    return 1 if bad else 0
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+def med(rows, f):
+    vals = [v for v in (f(r) for r in rows if r.get("ok")) if v is not None]
+    return (statistics.median(vals), min(vals), max(vals)) if vals else (None, None, None)
+
+
+def rate(r):
+    return r["points"] / r["seconds"]
+
+
+def fmt(v, spec=",.0f"):
+    return "-" if v is None else format(v, spec)
+
+
+class Report:
+    def __init__(self, results):
+        self.r = results
+        self.targets = []  # (what, measured text, target text, PASS/MISS/n/a)
+
+    def target(self, what, measured, ok, target_text, spec=".2f", unit="x"):
+        verdict = "n/a" if measured is None or ok is None else ("PASS" if ok else "MISS")
+        self.targets.append((what, "-" if measured is None else f"{measured:{spec}}{unit}",
+                             target_text, verdict))
+
+    @staticmethod
+    def table(head, rows):
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+        line = lambda cells: "  ".join(  # noqa: E731
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in
+            enumerate(zip(cells, widths)))
+        return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+    def verified(self, rows):
+        n_ok = sum(1 for r in rows if r.get("ok"))
+        return f"{n_ok}/{len(rows)}" + ("" if n_ok == len(rows) else " FAIL")
+
+    def w1(self):
+        w = self.r.get("W1")
+        if not w:
+            return ""
+        ref = {m: med(w.get(m, []), rate)[0] for m in ("mltrack-string", "mltrack-handle")}
+        rows = []
+        for v, rs in w.items():
+            m, lo, hi = med(rs, rate)
+            cpu = med(rs, lambda r: r.get("cpu_us_per_point"))[0]
+            ratios = [fmt(ref[x] / m if ref[x] and m else None, ".2f") for x in ref]
+            rows.append([v, rs[0].get("points", "-"), fmt(m), fmt(lo), fmt(hi),
+                         fmt(cpu, ".2f"), *ratios, self.verified(rs)])
+        out = self.table(["W1 delivery", "points", "median pts/s", "min", "max", "cpu us/pt",
+                          "string/x", "handle/x", "verified"], rows)
+        for mode, r in ref.items():
+            def vs(other, factor, mode=mode, r=r):
+                m = med(w.get(other, []), rate)[0]
+                x = r / m if r and m else None
+                self.target(f"W1 {mode} vs {other}", x, None if x is None else x >= factor,
+                            f">= {factor:g}x")
+            vs("curl-ceiling", 0.9)
+            vs("python-sync", 30)
+            vs("python-log-batch", 1)
+        return out
+
+    def w2(self):
+        w = self.r.get("W2")
+        if not w:
+            return ""
+        base = med(w.get("none", []), lambda r: r["seconds"])[0]
+        rows = []
+        for v, rs in w.items():
+            m, lo, hi = med(rs, lambda r: r["seconds"])
+            per = med(rs, lambda r: r["us_per_step"])[0]
+            ov = (m - base) / base * 100 if base and m and v != "none" else None
+            rows.append([v, rs[0].get("steps", "-"), fmt(m, ".3f"), fmt(lo, ".3f"),
+                         fmt(hi, ".3f"), fmt(per, ".1f"), fmt(ov, "+.2f"),
+                         "no server" if (v.endswith("-offline") or v == "none") and
+                         all(r.get("ok") for r in rs) else self.verified(rs)])
+            if v != "none":
+                self.target(f"W2 overhead, {v} keys", ov, None if ov is None else ov <= 1.0,
+                            "<= 1%", "+.2f", "%")
+        return self.table(["W2 1 ms step + 100 metrics", "steps", "median s", "min", "max",
+                           "us/step", "overhead %", "verified"], rows) + (
+            "\n(-offline: tracking URI a closed port, so no server shares the CPU; the others "
+            "deliver to the local server while the loop runs)")
+
+    def w3(self):
+        w = self.r.get("W3")
+        if not w:
+            return ""
+        rows = []
+        for v, rs in w.items():
+            m, lo, hi = med(rs, lambda r: r["points_per_s"])
+            bpp = med(rs, lambda r: r["bytes_per_point"])[2]  # the worst round
+            rss = med(rs, lambda r: r["max_rss_kb"] / 1024)[2]
+            pts = sorted({r.get("points") for r in rs if r.get("ok")})
+            rows.append([v, ",".join(str(p) for p in pts) or "-", fmt(m), fmt(lo), fmt(hi),
+                         fmt(bpp, ".1f"), fmt(rss, ".1f"), self.verified(rs)])
+            if v == "fsync=interval":
+                self.target("W3 fsync=interval points/s", m, None if m is None else m >= 1e6,
+                            ">= 1,000,000/s", ",.0f", "")
+            self.target(f"W3 {v} bytes on disk per point", bpp, None if bpp is None else
+                        bpp <= 48, "<= 48 B", ".1f", " B")
+            self.target(f"W3 {v} peak RSS", rss, None if rss is None else rss <= 32,
+                        "<= 32 MiB", ".1f", " MiB")
+        out = self.table(["W3 offline append", "points", "median pts/s", "min", "max",
+                          "B/point (max)", "RSS MiB (max)", "verified"], rows)
+        if "fsync=always" in w:
+            out += ("\n(fsync=always logs for at most a fixed time: the points column is what "
+                    "it logged)")
+        return out
+
+    def w4(self):
+        w = self.r.get("W4")
+        if not w:
+            return ""
+        w1 = med(self.r.get("W1", {}).get("mltrack-string", []), rate)[0]
+        rows = []
+        for v, rs in w.items():
+            m, lo, hi = med(rs, rate)
+            x = m / w1 if m and w1 else None
+            rows.append([v, rs[0].get("points", "-"), fmt(m), fmt(lo), fmt(hi),
+                         fmt(w1), fmt(x, ".2f"), self.verified(rs)])
+            self.target("W4 sync rate vs W1 mltrack-string", x, None if x is None else x >= 0.9,
+                        ">= 0.9x")
+        return self.table(["W4 replay", "points", "median pts/s", "min", "max",
+                           "W1 mltrack pts/s", "ratio", "verified"], rows)
+
+    def mem(self):
+        w = self.r.get("MEM")
+        if not w:
+            return ""
+        rows, rss = [], []
+        for v, rs in w.items():
+            rss.append(med(rs, lambda r: r["max_rss_kb"] / 1024)[2])  # the worst round
+            rows.append([v, len(rs), fmt(rss[-1], ".1f"), fmt(med(rs, rate)[0]),
+                         self.verified(rs)])
+        if len(rss) == 2:
+            x = rss[1] / rss[0] if None not in rss else None
+            self.target("MEM peak RSS, 10x longer run / shorter", x,
+                        None if x is None else x <= 1.10, "<= 1.10x (flat)")
+        return self.table(["MEM W1-style, string keys", "runs", "peak RSS MiB (max)", "pts/s",
+                           "verified"], rows)
+
+    def hot(self):
+        h = self.r.get("HOT")
+        if not h:
+            return ""
+        try:
+            base = read_baseline()
+        except OSError:
+            base = {}
+        rows = []
+        for mode, x in h.items():
+            b = base.get(mode)
+            rows.append([x["function"], f"{x['calls']:,}", f"{x['per_call']:.1f}",
+                         fmt(b, ".1f"), fmt((x["per_call"] - b) / b * 100 if b else None, "+.2f")])
+        return self.table(["HOT callgrind", "calls", "instr/call", "baseline", "diff %"], rows)
+
+    def render(self):
+        parts = [p for p in (self.w1(), self.w2(), self.w3(), self.w4(), self.mem(), self.hot())
+                 if p]
+        if self.targets:
+            parts.append(self.table(["target", "measured", "target", "verdict"], self.targets))
+        return "\n\n".join(parts)
+
+
+def header(meta):
+    return (f"\nmltrack benchmarks: {meta['rounds']} round(s)"
+            f"{' (--quick)' if meta['quick'] else ''}, {meta['seconds']:.0f} s, "
+            f"{meta['cpus']} CPUs, {meta['started']}, server {meta['uri']}\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--uri", required=True)
+    r.add_argument("--build", required=True)
+    r.add_argument("--python", default=sys.executable, help="python with mlflow installed")
+    r.add_argument("--rounds", type=int, default=None)
+    r.add_argument("--quick", action="store_true")
+    r.add_argument("--only", default="", help="W1,W2,W3,W4,MEM,HOTPATH")
+    r.add_argument("--out", default=None, help="raw results as JSON")
+    r.add_argument("--work", default=None, help="scratch directory for queues")
+    r.add_argument("--w4-rounds", type=int, default=1,
+                   help="rounds that replay W3's backlog (1M points each, minutes apiece)")
+    r.add_argument("--write-baseline", action="store_true")
+    h = sub.add_parser("hotpath")
+    h.add_argument("--build", required=True)
+    h.add_argument("--calls", type=int, default=100_000)
+    h.add_argument("--check", type=float, default=5.0, help="allowed difference, percent")
+    h.add_argument("--baseline", default=BASELINE)
+    h.add_argument("--write-baseline", action="store_true")
+    t = sub.add_parser("report")
+    t.add_argument("results")
+    p = sub.add_parser("py-client")
+    p.add_argument("variant", choices=sorted(PY_ENV))
+    p.add_argument("--uri", required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    args = ap.parse_args()
+
+    if args.cmd == "py-client":
+        py_client(args.variant, args.uri, args.experiment, args.steps)
+        return 0
+    if args.cmd == "hotpath":
+        return check_hotpath(args)
+    if args.cmd == "report":
+        with open(args.results) as f:
+            raw = json.load(f)
+        print(header(raw["meta"]))
+        print(Report(raw["results"]).render())
+        return 1 if raw["meta"]["failures"] else 0
+
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    args.work = args.work or os.path.join(args.build, "bench-work")
+    os.makedirs(args.work, exist_ok=True)
+    bench = Bench(args)
+    started = time.time()
+    results = bench.run()
+    meta = {"uri": args.uri, "rounds": args.rounds, "quick": args.quick, "only": args.only,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "seconds": time.time() - started, "host": os.uname().nodename,
+            "cpus": os.cpu_count(), "failures": bench.failures}
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+    print(header(meta))
+    print(Report(results).render())
+    if bench.failures:
+        print(f"\n{bench.failures} variant run(s) FAILED (crashed or the server's contents were "
+              f"not exactly the points logged)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

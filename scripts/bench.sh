@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs mltrack's benchmark suite (bench/, issue 4) on a fresh machine, from any directory:
+#   Debian packages and the Python venv with the pinned MLflow (installed if missing), an optimized
+#   build in BUILD_ROOT/bench (configure's default CFLAGS, -g -O2, no sanitizers) with `make bench`,
+#   a local MLflow server (sqlite, --workers 1) of its own on 127.0.0.1, then bench/bench.py: each
+#   workload's variants side by side in every round, the server's contents checked after each, and
+#   a table of medians, ratios and targets on stdout (raw results in BUILD_ROOT/bench/results.json).
+# Usage: scripts/bench.sh [--rounds N] [--w4-rounds N] [--quick] [--only W1,W2,W3,W4,MEM,HOTPATH]
+#                         [--write-baseline]
+#   --rounds N        rounds of W1-W3 (default 3; 1 with --quick)
+#   --w4-rounds N     rounds of W4, each a replay of 1M points at the server's pace (default 1)
+#   --quick           fewer points (a smoke test, about 2 minutes)
+#   --only LIST       only these workloads (comma-separated)
+#   --write-baseline  write the measured hot-path counts to bench/hotpath-baseline.txt
+# Environment: MLTRACK_SKIP_DEPS=1, MLTRACK_BUILD_ROOT, MLTRACK_VENV (as for scripts/test.sh).
+# Exit status: 0 unless a variant crashed or the server did not hold exactly the points logged;
+# a missed performance target is reported in the table, not an error.
+set -euo pipefail
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=scripts/lib.sh
+source "$SCRIPTS/lib.sh"
+
+usage() {
+    sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    exit "${1:-0}"
+}
+
+BENCH_ARGS=()
+ONLY=""
+while (($# > 0)); do
+    case $1 in
+    --rounds | --w4-rounds)
+        [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || mlt_die "$1 needs a positive number" || exit 2
+        BENCH_ARGS+=("$1" "$2")
+        shift
+        ;;
+    --quick | --write-baseline) BENCH_ARGS+=("$1") ;;
+    --only)
+        [[ -n ${2:-} ]] || mlt_die "--only needs a list, e.g. W1,W3" || exit 2
+        ONLY=$2
+        BENCH_ARGS+=(--only "$2")
+        shift
+        ;;
+    -h | --help) usage 0 ;;
+    *)
+        echo "unknown argument: $1 (try --help)" >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+mlt_local_env
+mkdir -p "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}"
+BUILD_ROOT=$(cd "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}" && pwd -P)
+BUILD_DIR=$BUILD_ROOT/bench
+SERVER_DIR=""
+
+cleanup() {
+    local rc=$?
+    if [[ -n $SERVER_DIR ]]; then
+        "$SCRIPTS/mlflow-server.sh" stop "$SERVER_DIR" >&2 || true
+        cp "$SERVER_DIR/server.log" "$BUILD_DIR/mlflow-server.log" 2>/dev/null || true
+        rm -rf "$SERVER_DIR"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ ${MLTRACK_SKIP_DEPS:-0} != 1 ]]; then
+    mlt_install_deps
+fi
+mlt_venv
+mlt_build "$BUILD_DIR" >&2
+make -C "$BUILD_DIR" -j"$(nproc)" bench >&2
+
+# Only the hot path needs no server.
+URI_ARGS=(--uri "http://127.0.0.1:1")
+if [[ ${ONLY^^} != HOTPATH && ${ONLY^^} != HOT ]]; then
+    SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-bench-server.XXXXXX")
+    URI=$("$SCRIPTS/mlflow-server.sh" start "$SERVER_DIR" -- --workers 1)
+    URI_ARGS=(--uri "$URI")
+fi
+
+"$MLT_PYTHON" "$MLT_SRC/bench/bench.py" run "${URI_ARGS[@]}" --build "$BUILD_DIR" \
+    --python "$MLT_PYTHON" --out "$BUILD_DIR/results.json" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}
