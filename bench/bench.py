@@ -250,7 +250,9 @@ class Bench:
         self.w3_points = 100_000 if q else 1_000_000
         self.w3_always_s = 3.0 if q else 15.0
         self.mem_steps = (self.w1_steps, self.w1_steps * 10)
-        self.hot_calls = 20_000 if q else 100_000
+        # fewer calls than the ring has slots (65536): a full ring's wait would make the count
+        # depend on the writer thread's timing
+        self.hot_calls = 20_000 if q else 50_000
 
     def name(self, *parts):
         return "-".join(["bench", self.session, *[str(p) for p in parts]])
@@ -448,7 +450,7 @@ def read_baseline(path=BASELINE):
 
 def write_baseline(hot, path=BASELINE):
     with open(path, "w") as f:
-        f.write("# Callgrind instructions per call of the hot path (bench/hotpath.c, 100k calls,\n"
+        f.write("# Callgrind instructions per call of the hot path (bench/hotpath.c, 50k calls,\n"
                 "# the MLflow callback's durable queue, server unreachable), measured on the\n"
                 "# default build (configure's default CFLAGS, -g -O2). The 'hotpath' stage of\n"
                 "# scripts/test.sh fails when a count moves more than 5% away from these.\n"
@@ -673,7 +675,7 @@ def main():
     r.add_argument("--write-baseline", action="store_true")
     h = sub.add_parser("hotpath")
     h.add_argument("--build", required=True)
-    h.add_argument("--calls", type=int, default=100_000)
+    h.add_argument("--calls", type=int, default=50_000)
     h.add_argument("--check", type=float, default=5.0, help="allowed difference, percent")
     h.add_argument("--baseline", default=BASELINE)
     h.add_argument("--write-baseline", action="store_true")
