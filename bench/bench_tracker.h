@@ -113,4 +113,32 @@ static inline void bench_keys(mlt_tracker *t, int n, char (*names)[BENCH_KEY_LEN
     }
 }
 
+/* Room for n keys' names and handles, n from option opt (1-1000, else exits). */
+static inline void bench_key_arrays(int n, const char *opt, char (**names)[BENCH_KEY_LEN],
+                                    const mlt_key ***handles)
+{
+    if (n < 1 || n > 1000) {
+        bench_die("%s must be 1-1000", opt);
+    }
+    *names = calloc((size_t)n, BENCH_KEY_LEN);
+    *handles = calloc((size_t)n, sizeof **handles);
+    if (*names == NULL || *handles == NULL) {
+        bench_die("out of memory");
+    }
+}
+
+/* Logs step s of the n keys, by handle or by name (the measured loop); exits on an error. */
+static inline void bench_log_step(mlt_run *run, int64_t s, int n,
+                                  char (*names)[BENCH_KEY_LEN], const mlt_key **handles,
+                                  bool by_handle)
+{
+    for (int k = 0; k < n; k++) {
+        mlt_err e = by_handle ? mlt_log_metric_key(run, handles[k], bench_value(s, k), s)
+                              : mlt_log_metric(run, names[k], bench_value(s, k), s);
+        if (e != MLT_OK) {
+            bench_die("log %s step %" PRId64 ": %s", names[k], s, mlt_last_error());
+        }
+    }
+}
+
 #endif /* MLT_BENCH_TRACKER_H */

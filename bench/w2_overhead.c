@@ -50,15 +50,10 @@ int main(int argc, char **argv)
                             strcmp(variant, "handle") != 0)) {
         bench_die("--variant none|string|handle is required");
     }
-    if (nkeys < 1 || nkeys > 1000) {
-        bench_die("--metrics must be 1-1000");
-    }
     bool logging = strcmp(variant, "none") != 0, handles = strcmp(variant, "handle") == 0;
-    char(*names)[BENCH_KEY_LEN] = calloc((size_t)nkeys, BENCH_KEY_LEN);
-    const mlt_key **keys = calloc((size_t)nkeys, sizeof *keys);
-    if (names == NULL || keys == NULL) {
-        bench_die("out of memory");
-    }
+    char(*names)[BENCH_KEY_LEN];
+    const mlt_key **keys;
+    bench_key_arrays(nkeys, "--metrics", &names, &keys);
     mlt_tracker *t = NULL;
     mlt_run *run = NULL;
     if (logging) {
@@ -76,13 +71,7 @@ int main(int argc, char **argv)
         if (!logging) {
             continue;
         }
-        for (int k = 0; k < nkeys; k++) {
-            mlt_err e = handles ? mlt_log_metric_key(run, keys[k], bench_value(s, k), s)
-                                : mlt_log_metric(run, names[k], bench_value(s, k), s);
-            if (e != MLT_OK) {
-                bench_die("log %s step %" PRId64 ": %s", names[k], s, mlt_last_error());
-            }
-        }
+        bench_log_step(run, s, nkeys, names, keys, handles);
     }
     double t1 = bench_now();
 

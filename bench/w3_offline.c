@@ -54,14 +54,9 @@ int main(int argc, char **argv)
             return BENCH_EXIT_USAGE;
         }
     }
-    if (nkeys < 1 || nkeys > 1000) {
-        bench_die("--keys must be 1-1000");
-    }
-    char(*names)[BENCH_KEY_LEN] = calloc((size_t)nkeys, BENCH_KEY_LEN);
-    const mlt_key **keys = calloc((size_t)nkeys, sizeof *keys);
-    if (names == NULL || keys == NULL) {
-        bench_die("out of memory");
-    }
+    char(*names)[BENCH_KEY_LEN];
+    const mlt_key **keys;
+    bench_key_arrays(nkeys, "--keys", &names, &keys);
     mlt_tracker *t = bench_tracker(&c);
 
     long long steps = points / nkeys, done = 0;
@@ -72,13 +67,7 @@ int main(int argc, char **argv)
     }
     bench_keys(t, nkeys, names, handles ? keys : NULL);
     for (int64_t s = 0; s < steps; s++) {
-        for (int k = 0; k < nkeys; k++) {
-            mlt_err e = handles ? mlt_log_metric_key(run, keys[k], bench_value(s, k), s)
-                                : mlt_log_metric(run, names[k], bench_value(s, k), s);
-            if (e != MLT_OK) {
-                bench_die("log %s step %" PRId64 ": %s", names[k], s, mlt_last_error());
-            }
-        }
+        bench_log_step(run, s, nkeys, names, keys, handles);
         done += nkeys;
         if (max_s > 0 && bench_now() - t0 > max_s) {
             break;

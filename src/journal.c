@@ -652,13 +652,7 @@ static void note_ticket(mlt__journal *j, const unsigned char *p, size_t len)
 static mlt_err decode_point(const mlt__journal *j, const unsigned char *p, size_t len,
                             mlt__rec *out)
 {
-    uint64_t seq = out->seq, end_pos = out->end_pos;
-    uint32_t size = out->size;
-    memset(out, 0, sizeof *out);
-    out->seq = seq;
-    out->end_pos = end_pos;
-    out->size = size;
-    out->type = MLT__REC_METRIC;
+    mlt__rec_clear(out, MLT__REC_METRIC);
     const unsigned char *end = p + len;
     uint64_t head, ticket, id, ts, zz;
     if (!get_varint(&p, end, &head) || ((head & 1) && !get_varint(&p, end, &ticket)) ||
@@ -1001,11 +995,44 @@ static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen)
     return MLT_OK;
 }
 
+/* Recounts the undelivered bytes (caller holds mu or owns j alone): the one count, read by
+ * mlt__journal_pending_bytes and by the hot path for the queue's cap. */
 static void update_pending(mlt__journal *j)
 {
     uint64_t acked = atomic_load(&j->acked_pos);
     atomic_store_explicit(&j->ring.pending, j->end_pos > acked ? j->end_pos - acked : 0,
                           memory_order_relaxed);
+}
+
+/* Starts a new segment when the last one is full (caller holds mu). */
+static mlt_err roll_segment(mlt__journal *j)
+{
+    if (j->segs[j->n_segs - 1].size >= MLT__SEGMENT_BYTES &&
+        open_new_segment(j, j->last_seq + 1) != MLT_OK) {
+        return mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
+                         strerror(errno));
+    }
+    return MLT_OK;
+}
+
+/* Appends whole frames, the last of them numbered last_seq, in one write (caller holds mu): a
+ * crash leaves at most one torn frame, at the tail, and a failed write is cut back. */
+static mlt_err write_frames(mlt__journal *j, const mlt__buf *frames, uint64_t last_seq)
+{
+    off_t before = lseek(j->wfd, 0, SEEK_END);
+    if (write_all(j->wfd, frames->data, frames->len) != 0) {
+        int e = errno;
+        if (before >= 0 && ftruncate(j->wfd, before) != 0) {
+            /* the torn frame is cut at the next open */
+        }
+        return mlt__fail(MLT_ERR_IO, "cannot append to journal %s: %s", j->dir, strerror(e));
+    }
+    j->dirty = true;
+    j->segs[j->n_segs - 1].size += frames->len;
+    j->last_seq = last_seq;
+    j->end_pos += frames->len;
+    update_pending(j);
+    return MLT_OK;
 }
 
 /*
@@ -1029,10 +1056,9 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
         if (tail == head) {
             return MLT_OK;
         }
-        if (j->segs[j->n_segs - 1].size >= MLT__SEGMENT_BYTES &&
-            open_new_segment(j, j->last_seq + 1) != MLT_OK) {
-            return mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
-                             strerror(errno));
+        mlt_err err = roll_segment(j);
+        if (err != MLT_OK) {
+            return err;
         }
         if (r->tsc) {
             reanchor(r->hdr);
@@ -1058,19 +1084,9 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
             return mlt__fail(MLT_ERR_NOMEM, "out of memory");
         }
         if (n) {
-            off_t before = lseek(j->wfd, 0, SEEK_END);
-            if (write_all(j->wfd, j->group.data, j->group.len) != 0) {
-                int e = errno;
-                if (before >= 0 && ftruncate(j->wfd, before) != 0) {
-                    /* a torn group is cut at the next open */
-                }
-                return mlt__fail(MLT_ERR_IO, "cannot append to journal %s: %s", j->dir,
-                                 strerror(e));
+            if ((err = write_frames(j, &j->group, seq)) != MLT_OK) {
+                return err;
             }
-            j->dirty = true;
-            j->segs[j->n_segs - 1].size += j->group.len;
-            j->last_seq = seq;
-            j->end_pos += j->group.len;
             if (moved) {
                 *moved += n;
             }
@@ -1079,7 +1095,6 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
             return MLT_OK; /* the next slot is still being written */
         }
         atomic_store_explicit(&r->hdr->tail, t, memory_order_release);
-        update_pending(j);
     }
 }
 
@@ -1195,19 +1210,13 @@ mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double va
                        int64_t step)
 {
     int64_t deadline = mlt__mono_ns() + (int64_t)r->full_block_ms * 1000000;
-    mlt__ring_hdr *h = r->hdr;
     for (;;) {
-        uint64_t t = atomic_load_explicit(&h->head, memory_order_relaxed);
-        while (t - atomic_load_explicit(&h->tail, memory_order_acquire) < MLT__RING_SLOTS) {
-            (void)t;
-            int rc = mlt__ring_try(r, run_no, key_id, value, ts, step);
-            if (rc >= 0) {
-                if (rc > 0) {
-                    mlt__ring_wake(r);
-                }
-                return MLT_OK;
+        int rc = mlt__ring_try(r, run_no, key_id, value, ts, step);
+        if (rc >= 0) {
+            if (rc > 0) {
+                mlt__ring_wake(r);
             }
-            t = atomic_load_explicit(&h->head, memory_order_relaxed);
+            return MLT_OK;
         }
         if (mlt__mono_ns() >= deadline) {
             char werr[256];
@@ -1643,6 +1652,7 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
         j->last_seq = acked; /* every segment was delivered and deleted */
     }
     j->dead = count_lines(j, "dead.jsonl");
+    update_pending(j);
     j->rseq = acked;
     j->rseg = SIZE_MAX;
     *out = j;
@@ -1669,11 +1679,7 @@ uint64_t mlt__journal_acked_seq(mlt__journal *j)
 
 uint64_t mlt__journal_pending_bytes(mlt__journal *j)
 {
-    pthread_mutex_lock(&j->mu);
-    uint64_t end = j->end_pos;
-    pthread_mutex_unlock(&j->mu);
-    uint64_t acked = atomic_load(&j->acked_pos);
-    return end > acked ? end - acked : 0;
+    return atomic_load_explicit(&j->ring.pending, memory_order_relaxed);
 }
 
 /* ---- appending ---- */
@@ -1703,10 +1709,7 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
     if ((err = drain_locked(j, false, NULL, NULL)) != MLT_OK) {
         goto out;
     }
-    if (j->segs[j->n_segs - 1].size >= MLT__SEGMENT_BYTES &&
-        open_new_segment(j, j->last_seq + 1) != MLT_OK) {
-        err = mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
-                        strerror(errno));
+    if ((err = roll_segment(j)) != MLT_OK) {
         goto out;
     }
     uint64_t seq = j->last_seq + 1;
@@ -1724,25 +1727,16 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
         err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
         goto out;
     }
-    /* One write per frame: a crash leaves at most one torn frame, at the tail. */
-    off_t before = lseek(j->wfd, 0, SEEK_END);
-    if (write_all(j->wfd, j->frame.data, j->frame.len) != 0) {
-        int e = errno;
-        if (before >= 0 && ftruncate(j->wfd, before) != 0) {
-            /* the torn frame will be cut at the next open */
+    if ((err = write_frames(j, &j->frame, seq)) != MLT_OK) {
+        goto out;
+    }
+    if (j->mode == MLT__FSYNC_ALWAYS) {
+        if (fdatasync(j->wfd) != 0) {
+            err = mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
+            goto out;
         }
-        err = mlt__fail(MLT_ERR_IO, "cannot append to journal %s: %s", j->dir, strerror(e));
-        goto out;
+        j->dirty = false;
     }
-    if (j->mode == MLT__FSYNC_ALWAYS && fdatasync(j->wfd) != 0) {
-        err = mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
-        goto out;
-    }
-    j->dirty = j->mode != MLT__FSYNC_ALWAYS;
-    j->segs[j->n_segs - 1].size += j->frame.len;
-    j->last_seq = seq;
-    j->end_pos += j->frame.len;
-    update_pending(j);
     if (seq_out) {
         *seq_out = seq;
     }

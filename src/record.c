@@ -121,16 +121,21 @@ static const char *get_str(reader *r)
     return s;
 }
 
+void mlt__rec_clear(mlt__rec *r, mlt__rec_type type)
+{
+    uint64_t seq = r->seq, end_pos = r->end_pos;
+    uint32_t size = r->size;
+    memset(r, 0, sizeof *r);
+    r->seq = seq;
+    r->end_pos = end_pos;
+    r->size = size;
+    r->type = type;
+}
+
 mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len, mlt__rec *out)
 {
     reader r = {payload, len, false};
-    uint64_t seq = out->seq, end_pos = out->end_pos;
-    uint32_t size = out->size;
-    memset(out, 0, sizeof *out);
-    out->seq = seq;
-    out->end_pos = end_pos;
-    out->size = size;
-    out->type = type;
+    mlt__rec_clear(out, type);
     out->run_no = get_u32(&r);
     switch (type) {
     case MLT__REC_CREATE: {

@@ -53,6 +53,9 @@ void mlt__rec_put_metric(mlt__buf *b, uint32_t run_no, const char *key, double v
                          int64_t timestamp_ms, int64_t step);
 void mlt__rec_put_end(mlt__buf *b, uint32_t run_no, int status, int64_t end_ms);
 
+/* Clears r for a record of the given type, keeping where it is (seq, end_pos, size). */
+void mlt__rec_clear(mlt__rec *r, mlt__rec_type type);
+
 /* Decodes a payload of the given type into r (r->seq is left to the caller). Returns MLT_OK or
  * MLT_ERR_CORRUPT when the payload does not parse. The payload must outlive r. */
 mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len, mlt__rec *r);
