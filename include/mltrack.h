@@ -140,6 +140,20 @@ void mlt_options_free(mlt_options *opts);
  *   linger_ms           MLTRACK_LINGER_MS: how long the sender lets new records gather before
  *                       it sends, so that log batches fill (20; 0 sends at once; a flush never
  *                       waits for it).
+ *   run_id              MLFLOW_RUN_ID: the server id of an existing run. Every top-level run
+ *                       the tracker starts then logs into that run instead of creating one (as
+ *                       the Python client resumes it); see mlt_run_start().
+ *   run_key             MLTRACK_RUN_KEY: the client run key of a run another process started
+ *                       (`mltrack run` exports it); like run_id, and usable before the run
+ *                       exists on the server: the sender finds it by its key once it is there.
+ *                       Both: 1 to 64 letters, digits, '_' or '-'.
+ *   system_metrics      MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, "true"/"false" (default false):
+ *                       log the machine's CPU and memory use into every top-level run under
+ *                       MLflow's names (system/cpu_utilization_percentage,
+ *                       system/system_memory_usage_megabytes,
+ *                       system/system_memory_usage_percentage), steps 0, 1, 2, ...
+ *   system_metrics_interval  MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL: seconds between two
+ *                       samples (default 10, above 0).
  *
  * Returns MLT_OK, MLT_ERR_UNKNOWN_OPTION, MLT_ERR_BAD_OPTION, MLT_ERR_VALUE_TOO_LONG or
  * MLT_ERR_NOMEM, with a message in errbuf. On failure the option keeps its previous value.

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
+#define RUNREF_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
 typedef enum {
     K_STRING,
     K_SECRET,
@@ -21,7 +23,8 @@ typedef enum {
     K_BOOL,
     K_INT,
     K_SECONDS,
-    K_WORD
+    K_WORD,
+    K_RUNREF /* a run id or client run key: 1 to 64 of [A-Za-z0-9_-] */
 } opt_kind;
 
 static const struct opt_def {
@@ -60,6 +63,12 @@ static const struct opt_def {
     [MLT__OPT_QUEUE_FULL] = {"queue_full", K_WORD, NULL, "block", 0, 0, {"block", "fail", NULL}},
     [MLT__OPT_QUEUE_BLOCK_MS] = {"queue_block_ms", K_INT, NULL, "1000", 0, 3600000},
     [MLT__OPT_LINGER_MS] = {"linger_ms", K_INT, "MLTRACK_LINGER_MS", "20", 0, 10000},
+    [MLT__OPT_RUN_ID] = {"run_id", K_RUNREF, "MLFLOW_RUN_ID", NULL},
+    [MLT__OPT_RUN_KEY] = {"run_key", K_RUNREF, "MLTRACK_RUN_KEY", NULL},
+    [MLT__OPT_SYSTEM_METRICS] = {"system_metrics", K_BOOL, "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
+                                 "false"},
+    [MLT__OPT_SYSTEM_METRICS_INTERVAL] = {"system_metrics_interval", K_SECONDS,
+                                          "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "10"},
 };
 
 #define MAX_SECONDS 86400.0
@@ -164,6 +173,15 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
                              value, d->min, d->max);
         }
         break;
+    case K_RUNREF:
+        n = (long long)strlen(value);
+        if (n < 1 || n > 64 || strspn(value, RUNREF_CHARS) != (size_t)n) {
+            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+                             "option %s: '%.80s' is not a run reference (1 to 64 letters, "
+                             "digits, '_' or '-')",
+                             d->name, value);
+        }
+        break;
     case K_WORD:
         for (n = 0; n < 4 && d->words[n] && strcmp(d->words[n], value) != 0; n++) {
         }
@@ -182,10 +200,12 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
             errno = 0; /* underflow to a tiny value: still a number of seconds */
         }
         if (errno || end == value || *end || !isfinite(s) || s < 0 || s > MAX_SECONDS ||
-            (i == MLT__OPT_TIMEOUT && s <= 0)) {
+            ((i == MLT__OPT_TIMEOUT || i == MLT__OPT_SYSTEM_METRICS_INTERVAL) && s <= 0)) {
             return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
                              "option %s: '%s' is not a number of seconds %s %g", d->name, value,
-                             i == MLT__OPT_TIMEOUT ? "above 0 and up to" : "from 0 to",
+                             i == MLT__OPT_TIMEOUT || i == MLT__OPT_SYSTEM_METRICS_INTERVAL
+                                 ? "above 0 and up to"
+                                 : "from 0 to",
                              MAX_SECONDS);
         }
         break;
@@ -214,6 +234,8 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case MLT__OPT_QUEUE_FULL: o->queue_full_fail = (int)n; break;
     case MLT__OPT_QUEUE_BLOCK_MS: o->queue_block_ms = n; break;
     case MLT__OPT_LINGER_MS: o->linger_ms = n; break;
+    case MLT__OPT_SYSTEM_METRICS: o->system_metrics = b; break;
+    case MLT__OPT_SYSTEM_METRICS_INTERVAL: o->system_metrics_interval_s = s; break;
     default: break;
     }
     return MLT_OK;

@@ -28,6 +28,10 @@ typedef enum mlt__opt {
     MLT__OPT_QUEUE_FULL,
     MLT__OPT_QUEUE_BLOCK_MS,
     MLT__OPT_LINGER_MS,
+    MLT__OPT_RUN_ID,
+    MLT__OPT_RUN_KEY,
+    MLT__OPT_SYSTEM_METRICS,
+    MLT__OPT_SYSTEM_METRICS_INTERVAL,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -45,6 +49,8 @@ struct mlt_options {
     int queue_full_fail; /* 1: fail with MLT_ERR_QUEUE_FULL, 0: block */
     long long queue_block_ms;
     long long linger_ms;
+    int system_metrics;
+    double system_metrics_interval_s;
     mlt__logger logger;
     mlt_delivery_fn delivery_fn;
     void *delivery_ud;

@@ -29,6 +29,10 @@ static const struct {
     {"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "backoff_factor"},
     {"MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "backoff_jitter"},
     {"MLFLOW_HTTP_REQUEST_TIMEOUT", "timeout"},
+    {"MLFLOW_RUN_ID", "run_id"},
+    {"MLTRACK_RUN_KEY", "run_key"},
+    {"MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "system_metrics"},
+    {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "system_metrics_interval"},
 };
 #define N_ENV (sizeof env_vars / sizeof env_vars[0])
 
@@ -125,6 +129,10 @@ START_TEST(options_set_every_option_by_name)
         {"queue_full", "fail", "fail"},
         {"queue_block_ms", "0", "0"},
         {"linger_ms", "5", "5"},
+        {"run_id", "0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"},
+        {"run_key", "6f1c2e4a-0b7d-4e2a-9c3f-1a2b3c4d5e6f", "6f1c2e4a-0b7d-4e2a-9c3f-1a2b3c4d5e6f"},
+        {"system_metrics", "true", "true"},
+        {"system_metrics_interval", "0.5", "0.5"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();
@@ -557,6 +565,10 @@ START_TEST(from_env_reads_every_mlflow_variable)
         {"0.25", "0.25"},
         {"0.5", "0.5"},
         {"30", "30"},
+        {"a1b2c3", "a1b2c3"},
+        {"key-1_x", "key-1_x"},
+        {"true", "true"},
+        {"2.5", "2.5"},
     };
     clear_mlflow_env();
     for (size_t i = 0; i < N_ENV; i++) {
@@ -577,6 +589,8 @@ START_TEST(from_env_reads_every_mlflow_variable)
     ck_assert_double_eq(o->backoff_factor_s, 0.25);
     ck_assert_double_eq(o->backoff_jitter_s, 0.5);
     ck_assert_double_eq(o->timeout_s, 30.0);
+    ck_assert_int_eq(o->system_metrics, 1);
+    ck_assert_double_eq(o->system_metrics_interval_s, 2.5);
     mlt_options_free(o);
 }
 END_TEST
@@ -651,6 +665,11 @@ START_TEST(from_env_invalid_value_fails_naming_the_variable)
         {"MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "abc"},
         {"MLFLOW_HTTP_REQUEST_TIMEOUT", "0"},
         {"MLFLOW_TRACKING_INSECURE_TLS", "maybe"},
+        {"MLFLOW_RUN_ID", "abc'def"},
+        {"MLTRACK_RUN_KEY", "a b"},
+        {"MLTRACK_RUN_KEY", "0123456789012345678901234567890123456789012345678901234567890123x"},
+        {"MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "yes please"},
+        {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clear_mlflow_env();
