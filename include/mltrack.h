@@ -146,7 +146,7 @@ void mlt_options_free(mlt_options *opts);
  *   run_key             MLTRACK_RUN_KEY: the client run key of a run another process started
  *                       (`mltrack run` exports it); like run_id, and usable before the run
  *                       exists on the server: the sender finds it by its key once it is there.
- *                       Both: 1 to 64 letters, digits, '_' or '-'.
+ *                       Letters, digits, '_' or '-': up to 64 for run_id, 36 for run_key.
  *   system_metrics      MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, "true"/"false" (default false):
  *                       log the machine's CPU and memory use into every top-level run under
  *                       MLflow's names (system/cpu_utilization_percentage,
@@ -321,6 +321,13 @@ unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_
  * Returns MLT_ERR_INVALID_ARG, MLT_ERR_VALUE_TOO_LONG, MLT_ERR_INVALID_VALUE, MLT_ERR_NOMEM or a
  * callback's error (the MLflow callback only queues: no server answer fails a start). The run
  * belongs to the caller until mlt_run_end().
+ *
+ * When the options name a run (run_id, MLFLOW_RUN_ID; run_key, MLTRACK_RUN_KEY), as in a
+ * program started by `mltrack run`, a top-level run is not created: it is that run, attached.
+ * run_name is then ignored, mlt_run_key() is the given key and mlt_run_id() the given id (or the
+ * one the sender finds by the key). The MLflow callback logs into it but never ends it:
+ * mlt_run_end() ends it for the callbacks only, and the process that started it sets its status.
+ * Child runs of an attached run are created as usual, with it as their parent.
  */
 mlt_err mlt_run_start(mlt_tracker *tracker, const char *run_name, mlt_run **out);
 

@@ -66,7 +66,9 @@ static void on_run_id(const char *run_key, const char *run_id, const char *exper
                       void *ud)
 {
     mlflow_cb *m = ud;
-    mlt__tracker_set_experiment_id(m->tracker, experiment_id);
+    if (experiment_id) {
+        mlt__tracker_set_experiment_id(m->tracker, experiment_id);
+    }
     pthread_mutex_lock(&m->lock);
     live_run *l = find_live(m, run_key);
     if (l) {
@@ -138,6 +140,18 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
     info->run->sink_run_no = run_no;
     pthread_mutex_unlock(&m->lock);
 
+    const char *exp_name = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_NAME);
+    const char *exp_id = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID);
+    mlt__buf b;
+    mlt__buf_init(&b);
+    if (info->run->attached) {
+        /* another process's run: logged into, never created (its owner tagged it) */
+        mlt__rec_put_attach(&b, run_no, info->run_key, mlt__opt_str(m->opts, MLT__OPT_RUN_ID),
+                            exp_name, exp_id);
+        err = append(m, MLT__REC_ATTACH, &b, false);
+        goto out;
+    }
+
     const char *keys[4] = {"mlflow.user", "mlflow.source.name", "mlflow.source.type"};
     const char *values[4] = {m->user, m->program, "LOCAL"};
     size_t n = 3;
@@ -145,13 +159,10 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
         keys[n] = "mlflow.source.git.commit";
         values[n++] = m->commit;
     }
-    const char *exp_name = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_NAME);
-    const char *exp_id = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID);
-    mlt__buf b;
-    mlt__buf_init(&b);
     mlt__rec_put_create(&b, run_no, info->run_key, info->parent_run_key, info->run_name,
                         exp_name, exp_id, info->start_time_ms, keys, values, n);
     err = append(m, MLT__REC_CREATE, &b, false);
+out:
     if (err != MLT_OK) {
         pthread_mutex_lock(&m->lock);
         live_run *gone = find_live(m, info->run_key);
@@ -225,6 +236,9 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     pthread_mutex_unlock(&m->lock);
     if (!run_no) {
         return mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", info->run_key);
+    }
+    if (info->run->attached) {
+        return MLT_OK; /* its owner ends it */
     }
     mlt__buf b;
     mlt__buf_init(&b);

@@ -1456,9 +1456,10 @@ static mlt_err load_runs(mlt__journal *j)
         unsigned run_no;
         char key[40], id[128], exp[128], state[16];
         if (sscanf(line, "%u %39s %127s %127s %15s", &run_no, key, id, exp, state) == 5) {
-            mlt__run_state st = strcmp(state, "ended") == 0  ? MLT__RUN_ENDED
-                                : strcmp(state, "dead") == 0 ? MLT__RUN_DEAD
-                                                             : MLT__RUN_OPEN;
+            mlt__run_state st = strcmp(state, "ended") == 0      ? MLT__RUN_ENDED
+                                : strcmp(state, "dead") == 0     ? MLT__RUN_DEAD
+                                : strcmp(state, "attached") == 0 ? MLT__RUN_ATTACHED
+                                                                 : MLT__RUN_OPEN;
             err = put_run(j, run_no, key, strcmp(id, "-") ? id : NULL,
                           strcmp(exp, "-") ? exp : NULL, st);
         }
@@ -2007,7 +2008,7 @@ const mlt__run_entry *mlt__journal_runs(mlt__journal *j, size_t *n)
 
 static mlt_err save_runs(mlt__journal *j)
 {
-    static const char *const states[] = {"open", "ended", "dead"};
+    static const char *const states[] = {"open", "ended", "dead", "attached"};
     mlt__buf b;
     mlt__buf_init(&b);
     for (size_t i = 0; i < j->n_runs; i++) {
@@ -2068,13 +2069,16 @@ static mlt_err put_run(mlt__journal *j, uint32_t run_no, const char *key, const 
 
 mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char *answer)
 {
-    static const char *const types[] = {"?", "create_run", "param", "metric", "tag", "end_run"};
+    static const char *const types[] = {"?",   "create_run", "param", "metric",
+                                        "tag", "end_run",    "metric", "attach_run"};
     const mlt__run_entry *e = mlt__journal_run(j, r->run_no);
     mlt__buf b;
     mlt__buf_init(&b);
     mlt__buf_printf(&b, "{\"seq\":%" PRIu64 ",\"type\":\"%s\",\"run_key\":", r->seq,
-                    r->type <= MLT__REC_END ? types[r->type] : "?");
-    mlt__json_str(&b, r->type == MLT__REC_CREATE ? r->key : e ? e->key : "");
+                    r->type <= MLT__REC_ATTACH ? types[r->type] : "?");
+    mlt__json_str(&b, r->type == MLT__REC_CREATE || r->type == MLT__REC_ATTACH ? r->key
+                      : e                                                      ? e->key
+                                                                               : "");
     if (r->type == MLT__REC_PARAM || r->type == MLT__REC_TAG || r->type == MLT__REC_METRIC) {
         mlt__buf_puts(&b, ",\"key\":");
         mlt__json_str(&b, r->key);

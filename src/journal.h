@@ -231,7 +231,14 @@ const char *mlt__journal_target(const mlt__journal *j);
 bool mlt__journal_is_for(const mlt__journal *j, const char *uri);
 
 /* ---- the run map ---- */
-typedef enum mlt__run_state { MLT__RUN_OPEN, MLT__RUN_ENDED, MLT__RUN_DEAD } mlt__run_state;
+/* ATTACHED: a run of another process this journal logs into; its owner ends it, so it is
+ * never ended from here (not even as an orphan). */
+typedef enum mlt__run_state {
+    MLT__RUN_OPEN,
+    MLT__RUN_ENDED,
+    MLT__RUN_DEAD,
+    MLT__RUN_ATTACHED
+} mlt__run_state;
 
 typedef struct mlt__run_entry {
     uint32_t run_no;

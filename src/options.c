@@ -24,7 +24,7 @@ typedef enum {
     K_INT,
     K_SECONDS,
     K_WORD,
-    K_RUNREF /* a run id or client run key: 1 to 64 of [A-Za-z0-9_-] */
+    K_RUNREF /* a run id or client run key: min to max of [A-Za-z0-9_-] */
 } opt_kind;
 
 static const struct opt_def {
@@ -63,8 +63,8 @@ static const struct opt_def {
     [MLT__OPT_QUEUE_FULL] = {"queue_full", K_WORD, NULL, "block", 0, 0, {"block", "fail", NULL}},
     [MLT__OPT_QUEUE_BLOCK_MS] = {"queue_block_ms", K_INT, NULL, "1000", 0, 3600000},
     [MLT__OPT_LINGER_MS] = {"linger_ms", K_INT, "MLTRACK_LINGER_MS", "20", 0, 10000},
-    [MLT__OPT_RUN_ID] = {"run_id", K_RUNREF, "MLFLOW_RUN_ID", NULL},
-    [MLT__OPT_RUN_KEY] = {"run_key", K_RUNREF, "MLTRACK_RUN_KEY", NULL},
+    [MLT__OPT_RUN_ID] = {"run_id", K_RUNREF, "MLFLOW_RUN_ID", NULL, 1, 64},
+    [MLT__OPT_RUN_KEY] = {"run_key", K_RUNREF, "MLTRACK_RUN_KEY", NULL, 1, 36},
     [MLT__OPT_SYSTEM_METRICS] = {"system_metrics", K_BOOL, "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
                                  "false"},
     [MLT__OPT_SYSTEM_METRICS_INTERVAL] = {"system_metrics_interval", K_SECONDS,
@@ -175,11 +175,11 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
         break;
     case K_RUNREF:
         n = (long long)strlen(value);
-        if (n < 1 || n > 64 || strspn(value, RUNREF_CHARS) != (size_t)n) {
+        if (n < d->min || n > d->max || strspn(value, RUNREF_CHARS) != (size_t)n) {
             return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
-                             "option %s: '%.80s' is not a run reference (1 to 64 letters, "
+                             "option %s: '%.80s' is not a run reference (1 to %lld letters, "
                              "digits, '_' or '-')",
-                             d->name, value);
+                             d->name, value, d->max);
         }
         break;
     case K_WORD:
@@ -275,26 +275,17 @@ mlt_options *mlt__options_dup(const mlt_options *src)
     }
     for (int i = 0; i < MLT__OPT_COUNT; i++) {
         free(o->text[i]);
+    }
+    *o = *src; /* every typed value, the logger and the delivery callback */
+    for (int i = 0; i < MLT__OPT_COUNT; i++) {
         o->text[i] = NULL;
+    }
+    for (int i = 0; i < MLT__OPT_COUNT; i++) {
         if (src->text[i] && !(o->text[i] = mlt__strdup(src->text[i]))) {
             mlt_options_free(o);
             return NULL;
         }
     }
-    o->insecure_tls = src->insecure_tls;
-    o->max_retries = src->max_retries;
-    o->backoff_factor_s = src->backoff_factor_s;
-    o->backoff_jitter_s = src->backoff_jitter_s;
-    o->timeout_s = src->timeout_s;
-    o->fsync_mode = src->fsync_mode;
-    o->fsync_interval_ms = src->fsync_interval_ms;
-    o->queue_max_bytes = src->queue_max_bytes;
-    o->queue_full_fail = src->queue_full_fail;
-    o->queue_block_ms = src->queue_block_ms;
-    o->linger_ms = src->linger_ms;
-    o->logger = src->logger;
-    o->delivery_fn = src->delivery_fn;
-    o->delivery_ud = src->delivery_ud;
     return o;
 }
 

@@ -73,6 +73,16 @@ void mlt__rec_put_metric(mlt__buf *b, uint32_t run_no, const char *key, double v
     put_u64(b, (uint64_t)step);
 }
 
+void mlt__rec_put_attach(mlt__buf *b, uint32_t run_no, const char *run_key, const char *run_id,
+                         const char *experiment_name, const char *experiment_id)
+{
+    put_u32(b, run_no);
+    put_str(b, run_key);
+    put_str(b, run_id);
+    put_str(b, experiment_name);
+    put_str(b, experiment_id);
+}
+
 void mlt__rec_put_end(mlt__buf *b, uint32_t run_no, int status, int64_t end_ms)
 {
     put_u32(b, run_no);
@@ -156,6 +166,12 @@ mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len, mlt
         }
         break;
     }
+    case MLT__REC_ATTACH:
+        out->key = get_str(&r);
+        out->run_id = get_str(&r);
+        out->experiment_name = get_str(&r);
+        out->experiment_id = get_str(&r);
+        break;
     case MLT__REC_PARAM:
     case MLT__REC_TAG:
         out->key = get_str(&r);

@@ -243,7 +243,7 @@ static mlt_err read_unit(mlt__sender *s, slot *sl)
         sl->cursor = c;
         sl->last = r;
         sl->have_unit = true;
-        if (r.type == MLT__REC_CREATE || r.type == MLT__REC_END) {
+        if (r.type == MLT__REC_CREATE || r.type == MLT__REC_END || r.type == MLT__REC_ATTACH) {
             if (sl->n_win) {
                 /* the window's strings are copies; the control record lives in s->scratch:
                  * move it to ctl_buf so the next read cannot overwrite it */
@@ -533,6 +533,59 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
     return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
 }
 
+/* A run another process started (MLFLOW_RUN_ID / MLTRACK_RUN_KEY): its id is given, or it is
+ * looked up by its client key, waiting (with the usual backoff) while it is not on the server
+ * yet: its owner's journal may not be delivered. Never created, never ended from here. */
+static outcome deliver_attach(mlt__sender *s, slot *sl)
+{
+    const mlt__rec *r = &sl->ctl;
+    const mlt__run_entry *known = mlt__journal_run(sl->j, r->run_no);
+    if (known && known->run_id) {
+        return OK;
+    }
+    char *exp_id = NULL;
+    char *run_id = NULL;
+    outcome o = OK;
+    if (r->run_id[0]) {
+        run_id = mlt__strdup(r->run_id);
+        if (r->experiment_id[0] && !r->experiment_name[0]) {
+            exp_id = mlt__strdup(r->experiment_id);
+        }
+        if (!run_id) {
+            o = classify(s, MLT_ERR_NOMEM, "out of memory");
+        }
+    } else {
+        o = resolve_experiment(s, r, &exp_id);
+        char msg[1024] = "";
+        mlt_err err = o == OK ? mlt__client_find_run(&s->client, exp_id, r->key, &run_id, msg,
+                                                     sizeof msg)
+                              : MLT_OK;
+        if (err == MLT_ERR_NOT_FOUND) {
+            snprintf(msg, sizeof msg,
+                     "run %s is not on the server yet (experiment %s): waiting for the process "
+                     "that started it to deliver it",
+                     r->key, exp_id);
+            set_error(s, msg);
+            o = RETRY;
+        } else if (err != MLT_OK) {
+            o = classify(s, err, msg);
+        }
+    }
+    if (o != OK) {
+        free(exp_id);
+        free(run_id);
+        return o;
+    }
+    mlt_err perr =
+        mlt__journal_put_run(sl->j, r->run_no, r->key, run_id, exp_id, MLT__RUN_ATTACHED);
+    if (perr == MLT_OK && s->on_run_id) {
+        s->on_run_id(r->key, run_id, exp_id, s->on_run_id_ud);
+    }
+    free(run_id);
+    free(exp_id);
+    return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
+}
+
 static outcome deliver_end(mlt__sender *s, slot *sl)
 {
     const mlt__rec *r = &sl->ctl;
@@ -610,7 +663,9 @@ static outcome step(mlt__sender *s, slot *sl, bool *did)
     }
     outcome o = deliver_window(s, sl);
     if (o == OK && sl->has_ctl) {
-        o = sl->ctl.type == MLT__REC_CREATE ? deliver_create(s, sl) : deliver_end(s, sl);
+        o = sl->ctl.type == MLT__REC_CREATE   ? deliver_create(s, sl)
+            : sl->ctl.type == MLT__REC_ATTACH ? deliver_attach(s, sl)
+                                              : deliver_end(s, sl);
     }
     if (o != OK) {
         return o;

@@ -1,5 +1,6 @@
 /*
- * sysinfo.c - the user, the program path and the git commit, for MLflow's system tags.
+ * sysinfo.c - the user, the program path and the git commit, for MLflow's system tags; the
+ * machine's CPU and memory use, for its system metrics.
  */
 #include "config.h"
 
@@ -183,4 +184,59 @@ int mlt__sys_git_commit(const char *path, char out[41])
         return 0;
     }
     return resolve_ref(git_dir, head + 5, out) || resolve_ref(common, head + 5, out);
+}
+
+int mlt__sys_cpu_times(uint64_t *busy, uint64_t *total)
+{
+    char line[512];
+    if (!read_line("/proc/stat", line, sizeof line) || strncmp(line, "cpu ", 4) != 0) {
+        return 0;
+    }
+    /* user nice system idle iowait irq softirq steal (guest times are within user/nice) */
+    unsigned long long v[8] = {0};
+    int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                   &v[3], &v[4], &v[5], &v[6], &v[7]);
+    if (n < 4) {
+        return 0;
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < 8; i++) {
+        sum += v[i];
+    }
+    *total = sum;
+    *busy = sum - v[3] - v[4];
+    return 1;
+}
+
+int mlt__sys_memory(uint64_t *used, uint64_t *total)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f) {
+        return 0;
+    }
+    static const char *const names[] = {"MemTotal:", "MemFree:", "Buffers:", "Cached:",
+                                        "SReclaimable:"};
+    unsigned long long kb[5] = {0};
+    int seen = 0;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        for (int i = 0; i < 5; i++) {
+            size_t n = strlen(names[i]);
+            if (strncmp(line, names[i], n) == 0 && sscanf(line + n, "%llu", &kb[i]) == 1) {
+                seen |= 1 << i;
+            }
+        }
+    }
+    fclose(f);
+    if ((seen & 3) != 3 || kb[0] == 0) {
+        return 0;
+    }
+    unsigned long long cached = kb[2] + kb[3] + kb[4];
+    unsigned long long free_kb = kb[1];
+    unsigned long long used_kb = kb[0] > free_kb + cached ? kb[0] - free_kb - cached
+                                 : kb[0] > free_kb        ? kb[0] - free_kb
+                                                          : 0;
+    *used = (uint64_t)used_kb * 1024;
+    *total = (uint64_t)kb[0] * 1024;
+    return 1;
 }

@@ -6,6 +6,7 @@
 #define MLT_SYSINFO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The login name ($USER, $LOGNAME, then the password database); "unknown" if none. */
 void mlt__sys_user(char *out, size_t len);
@@ -20,5 +21,14 @@ void mlt__sys_program(char *out, size_t len);
  * commit.
  */
 int mlt__sys_git_commit(const char *path, char out[41]);
+
+/* The machine's cumulative CPU time from /proc/stat, in clock ticks: *busy (all but idle and
+ * iowait) and *total. Returns 1, or 0 when it cannot be read. */
+int mlt__sys_cpu_times(uint64_t *busy, uint64_t *total);
+
+/* The machine's memory from /proc/meminfo in bytes: *used as psutil counts it (MemTotal -
+ * MemFree - Buffers - Cached - SReclaimable; MemTotal - MemFree if that is negative) and
+ * *total. Returns 1, or 0 when it cannot be read. */
+int mlt__sys_memory(uint64_t *used, uint64_t *total);
 
 #endif

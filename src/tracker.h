@@ -70,6 +70,13 @@ struct mlt_tracker {
     uint64_t ring_cap;
     mlt__fast_metric_fn fast_metric;
     void *fast_ud;
+    /* system metrics (option system_metrics): a sampler thread logs into the top-level runs;
+     * sys_lock is held while it does, and by mlt_run_end() while it unlinks such a run */
+    bool sys_started;
+    bool sys_stop; /* under sys_lock */
+    pthread_t sys_thread;
+    pthread_mutex_t sys_lock;
+    pthread_cond_t sys_cv;
 };
 
 typedef struct mlt__param_rec {
@@ -93,6 +100,8 @@ struct mlt_run {
     size_t n_params, cap_params;
     mlt_run *active_prev; /* this thread's previously active run, while active */
     uint32_t sink_run_no; /* the MLflow callback's number for the run (set at its start) */
+    bool attached;        /* the run of the options' run_id/run_key, another process's */
+    int64_t sys_step;     /* the next step of its system metrics */
 };
 
 /* Registers a built-in sink: callbacks plus its extension (NULL: none); ext->on_key is told at

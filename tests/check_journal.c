@@ -622,13 +622,22 @@ static void sample_payload(mlt__rec_type t, mlt__buf *b)
     case MLT__REC_END:
         mlt__rec_put_end(b, 1, MLT_RUN_FINISHED, 2000);
         break;
+    case MLT__REC_ATTACH:
+        mlt__rec_put_attach(b, 1, "key", "0123abcd", "exp", "7");
+        break;
     }
     ck_assert(!b->oom);
 }
 
+/* Every record type of record.h. */
+static const mlt__rec_type rec_types[] = {MLT__REC_CREATE, MLT__REC_PARAM, MLT__REC_METRIC,
+                                          MLT__REC_TAG, MLT__REC_END, MLT__REC_ATTACH};
+#define N_REC_TYPES (sizeof rec_types / sizeof rec_types[0])
+
 START_TEST(record_truncated_payloads_are_corrupt)
 {
-    for (int t = MLT__REC_CREATE; t <= MLT__REC_END; t++) {
+    for (size_t ti = 0; ti < N_REC_TYPES; ti++) {
+        mlt__rec_type t = rec_types[ti];
         mlt__buf b;
         mlt__buf_init(&b);
         sample_payload((mlt__rec_type)t, &b);
@@ -652,7 +661,8 @@ END_TEST
 
 START_TEST(record_trailing_garbage_is_corrupt)
 {
-    for (int t = MLT__REC_CREATE; t <= MLT__REC_END; t++) {
+    for (size_t ti = 0; ti < N_REC_TYPES; ti++) {
+        mlt__rec_type t = rec_types[ti];
         mlt__buf b;
         mlt__buf_init(&b);
         sample_payload((mlt__rec_type)t, &b);
@@ -677,6 +687,22 @@ START_TEST(record_unknown_types_are_corrupt)
     ck_assert_int_eq(mlt__rec_decode((mlt__rec_type)0, b.data, b.len, &r), MLT_ERR_CORRUPT);
     ck_assert_int_eq(mlt__rec_decode((mlt__rec_type)6, b.data, b.len, &r), MLT_ERR_CORRUPT);
     ck_assert_int_eq(mlt__rec_decode((mlt__rec_type)255, b.data, b.len, &r), MLT_ERR_CORRUPT);
+    mlt__buf_free(&b);
+}
+END_TEST
+
+START_TEST(record_attach_round_trips)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_attach(&b, 9, "the-key", "", "exp name", "");
+    mlt__rec r;
+    ck_assert_int_eq(mlt__rec_decode(MLT__REC_ATTACH, b.data, b.len, &r), MLT_OK);
+    ck_assert_uint_eq(r.run_no, 9);
+    ck_assert_str_eq(r.key, "the-key");
+    ck_assert_str_eq(r.run_id, "");
+    ck_assert_str_eq(r.experiment_name, "exp name");
+    ck_assert_str_eq(r.experiment_id, "");
     mlt__buf_free(&b);
 }
 END_TEST
@@ -2539,6 +2565,7 @@ int main(void)
     MLT_ADD_TEST(s, record_truncated_payloads_are_corrupt);
     MLT_ADD_TEST(s, record_trailing_garbage_is_corrupt);
     MLT_ADD_TEST(s, record_unknown_types_are_corrupt);
+    MLT_ADD_TEST(s, record_attach_round_trips);
     MLT_ADD_TEST(s, record_malformed_strings_are_corrupt);
     MLT_ADD_TEST(s, record_decode_survives_random_bytes);
     MLT_ADD_TEST(s, journal_create_makes_private_files_and_a_first_segment);

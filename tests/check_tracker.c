@@ -2670,6 +2670,134 @@ START_TEST(active_run_is_per_thread)
 }
 END_TEST
 
+/* ---- runs of another process (run_id / run_key) and system metrics ---- */
+
+/* A fixture whose tracker is made with the given option name/value pairs (NULL-terminated). */
+static void fx_init_opts(fixture *fx, const char *const *kv)
+{
+    memset(fx, 0, sizeof *fx);
+    pthread_mutex_init(&fx->log.lock, NULL);
+    mlt_options *o = mlt_options_new();
+    char err[256] = "";
+    for (size_t i = 0; kv[i]; i += 2) {
+        ck_assert_msg(mlt_options_set(o, kv[i], kv[i + 1], err, sizeof err) == MLT_OK, "%s", err);
+    }
+    ck_assert_msg(mlt_tracker_new(&fx->t, o, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_options_free(o);
+    fx->rec[0].log = &fx->log;
+    ck_assert_int_eq(mlt_tracker_add_callbacks(fx->t, &rec_callbacks, &fx->rec[0]), MLT_OK);
+}
+
+START_TEST(run_key_option_attaches_top_level_runs_only)
+{
+    static const char *const kv[] = {"run_key", "wrapper-key-1", "run_id", "abc123", NULL};
+    fixture fx;
+    fx_init_opts(&fx, kv);
+    mlt_run *run, *again, *child;
+    ck_assert_int_eq(mlt_run_start(fx.t, "ignored", &run), MLT_OK);
+    ck_assert_str_eq(mlt_run_key(run), "wrapper-key-1");
+    ck_assert_str_eq(mlt_run_id(run), "abc123");
+    ck_assert_int_eq(mlt_run_start_child(run, "child", &child), MLT_OK);
+    ck_assert(is_uuid4(mlt_run_key(child)));
+    ck_assert_ptr_null(mlt_run_id(child));
+    ck_assert_str_eq(get_ev(&fx, 0, EV_START, mlt_run_key(child), 0)->parent_key,
+                     "wrapper-key-1");
+    ck_assert_int_eq(mlt_run_end(child, MLT_RUN_FINISHED), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    /* every top-level run is that run, as the Python client resumes MLFLOW_RUN_ID each time */
+    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &again), MLT_OK);
+    ck_assert_str_eq(mlt_run_key(again), "wrapper-key-1");
+    ck_assert_int_eq(mlt_run_end(again, MLT_RUN_FINISHED), MLT_OK);
+    fx_free(&fx);
+}
+END_TEST
+
+START_TEST(run_id_option_alone_attaches_with_a_fresh_key)
+{
+    static const char *const kv[] = {"run_id", "0123456789abcdef0123456789abcdef", NULL};
+    fixture fx;
+    fx_init_opts(&fx, kv);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &run), MLT_OK);
+    ck_assert(is_uuid4(mlt_run_key(run)));
+    ck_assert_str_eq(mlt_run_id(run), "0123456789abcdef0123456789abcdef");
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    fx_free(&fx);
+}
+END_TEST
+
+/* The points of one system metric seen by the recorder for run_key, in order. */
+static size_t sys_points(const fixture *fx, const char *run_key, const char *name,
+                         double *values, int64_t *steps, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < fx->log.n; i++) {
+        const event *e = &fx->log.ev[i];
+        if (e->kind == EV_METRIC && strcmp(e->run_key, run_key) == 0 &&
+            strcmp(e->key, name) == 0 && n < cap) {
+            values[n] = e->number;
+            steps[n++] = e->step;
+        }
+    }
+    return n;
+}
+
+START_TEST(system_metrics_are_logged_under_mlflow_names_at_steps_0_1_2)
+{
+    static const char *const kv[] = {"system_metrics", "true", "system_metrics_interval", "0.05",
+                                     NULL};
+    fixture fx;
+    fx_init_opts(&fx, kv);
+    mlt_run *run, *child;
+    ck_assert_int_eq(mlt_run_start(fx.t, "sys", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(run, "child", &child), MLT_OK);
+    usleep(400 * 1000);
+    keybuf k = key_of(run);
+    keybuf ck = key_of(child);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    /* nothing is logged after the end: the end waited for the sampler */
+    size_t ended_at = fx.log.n;
+    usleep(150 * 1000);
+    ck_assert_uint_eq(fx.log.n, ended_at);
+
+    static const char *const names[] = {"system/cpu_utilization_percentage",
+                                        "system/system_memory_usage_megabytes",
+                                        "system/system_memory_usage_percentage"};
+    double v[64];
+    int64_t st[64];
+    size_t n0 = sys_points(&fx, k.s, names[0], v, st, 64);
+    ck_assert_msg(n0 >= 3, "only %zu samples in 400 ms at 50 ms", n0);
+    for (size_t m = 0; m < 3; m++) {
+        size_t n = sys_points(&fx, k.s, names[m], v, st, 64);
+        ck_assert_uint_eq(n, n0);
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_int_eq(st[i], (int64_t)i);
+            ck_assert_msg(v[i] >= 0 && (m == 1 || v[i] <= 100.0), "%s = %g", names[m], v[i]);
+        }
+        if (m > 0) {
+            ck_assert(v[0] > 0); /* some memory is in use */
+        }
+        ck_assert_uint_eq(sys_points(&fx, ck.s, names[m], v, st, 64), 0); /* children: none */
+    }
+    fx_free(&fx);
+}
+END_TEST
+
+START_TEST(system_metrics_skip_attached_runs)
+{
+    static const char *const kv[] = {"system_metrics", "true", "system_metrics_interval", "0.02",
+                                     "run_key", "someone-elses", NULL};
+    fixture fx;
+    fx_init_opts(&fx, kv);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &run), MLT_OK);
+    usleep(150 * 1000);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    ck_assert_uint_eq(count_ev(&fx, 0, EV_METRIC), 0);
+    fx_free(&fx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tracker");
@@ -2701,6 +2829,10 @@ int main(void)
     MLT_ADD_TEST(s, run_fail_then_finished_ends_failed);
     MLT_ADD_TEST(s, run_end_status_failed_and_killed_pass_through);
     MLT_ADD_TEST(s, run_status_names_are_mlflow_names);
+    MLT_ADD_TEST(s, run_key_option_attaches_top_level_runs_only);
+    MLT_ADD_TEST(s, run_id_option_alone_attaches_with_a_fresh_key);
+    MLT_ADD_TEST(s, system_metrics_are_logged_under_mlflow_names_at_steps_0_1_2);
+    MLT_ADD_TEST(s, system_metrics_skip_attached_runs);
     /* failing callbacks */
     MLT_ADD_TEST(s, failing_run_start_returns_error_and_kills_for_earlier_callbacks);
     MLT_ADD_TEST(s, failing_run_start_leaves_callback_message);

@@ -301,6 +301,7 @@ static const char *run_state_name(mlt__run_state state)
     case MLT__RUN_OPEN: return "open";
     case MLT__RUN_ENDED: return "ended";
     case MLT__RUN_DEAD: return "dead";
+    case MLT__RUN_ATTACHED: return "attached";
     }
     return "unknown";
 }
