@@ -386,10 +386,17 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
         return err;
     }
     mlt__sys_user(m->user, sizeof m->user);
-    mlt__sys_program(m->program, sizeof m->program);
-    m->has_commit = mlt__sys_git_commit(m->program[0] ? m->program : ".", m->commit);
-    if (!m->has_commit) {
+    const char *source = mlt__tracker_source(tracker);
+    if (source) {
+        /* a wrapper (mltrack run) names the program it runs; the commit is the directory's */
+        snprintf(m->program, sizeof m->program, "%s", source);
         m->has_commit = mlt__sys_git_commit(".", m->commit);
+    } else {
+        mlt__sys_program(m->program, sizeof m->program);
+        m->has_commit = mlt__sys_git_commit(m->program[0] ? m->program : ".", m->commit);
+        if (!m->has_commit) {
+            m->has_commit = mlt__sys_git_commit(".", m->commit);
+        }
     }
     static const mlt_callbacks cb = {
         .version = MLT_CALLBACKS_VERSION,

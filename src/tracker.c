@@ -162,6 +162,22 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
     return MLT_OK;
 }
 
+mlt_err mlt__tracker_set_source(mlt_tracker *t, const char *program)
+{
+    char *copy = mlt__strdup(program);
+    if (!copy) {
+        return MLT_ERR_NOMEM;
+    }
+    free(t->source);
+    t->source = copy;
+    return MLT_OK;
+}
+
+const char *mlt__tracker_source(const mlt_tracker *t)
+{
+    return t->source;
+}
+
 const mlt_options *mlt__tracker_options(const mlt_tracker *t)
 {
     return t->opts;
@@ -324,6 +340,7 @@ mlt_err mlt_tracker_close(mlt_tracker *t, int timeout_ms)
     atomic_compare_exchange_strong(&default_tracker, &expected, NULL);
     free(t->cbs);
     free(t->experiment_id);
+    free(t->source);
     mlt_options_free(t->opts);
     for (mlt_key *k = t->all_keys, *next; k; k = next) {
         next = k->all_next;

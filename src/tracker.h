@@ -72,6 +72,7 @@ struct mlt_tracker {
     void *fast_ud;
     /* system metrics (option system_metrics): a sampler thread logs into the top-level runs;
      * sys_lock is held while it does, and by mlt_run_end() while it unlinks such a run */
+    char *source; /* mlflow.source.name for the MLflow callback, when set (mltrack run) */
     bool sys_started;
     bool sys_stop; /* under sys_lock */
     pthread_t sys_thread;
@@ -117,6 +118,11 @@ mlt_err mlt__run_set_id(mlt_run *run, const char *run_id);
 
 /* Records the experiment id the tracker logs into (copied). */
 mlt_err mlt__tracker_set_experiment_id(mlt_tracker *t, const char *id);
+
+/* Sets what the MLflow callback added after this call tags as mlflow.source.name (copied), with
+ * the git commit of the current directory: for a wrapper that runs another program. */
+mlt_err mlt__tracker_set_source(mlt_tracker *t, const char *program);
+const char *mlt__tracker_source(const mlt_tracker *t);
 
 /* The tracker's options (read-only). */
 const mlt_options *mlt__tracker_options(const mlt_tracker *t);

@@ -1,15 +1,17 @@
 /*
- * mltrack.c - the command-line tool: `mltrack sync` delivers the journals of the durable queue
- * that no live process owns, `mltrack status` shows what the queue holds. Owns argument parsing,
- * the progress bar, the stderr logger and the stable stdout summaries that tests parse.
+ * mltrack.c - the command-line tool: argument parsing and help for every command (run.c has
+ * `mltrack run` and the log commands), `mltrack sync`, which delivers the journals of the
+ * durable queue that no live process owns, and `mltrack status`, which shows what the queue
+ * holds. Owns the progress bar, the stderr logger and the stable stdout summaries tests parse.
  */
 #include "config.h"
 
-#include "common.h"
+#include "cli.h"
 #include "journal.h"
 #include "options.h"
 #include "sender.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -25,59 +27,106 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define EXIT_LEFT 1  /* something is left undelivered, or the queue cannot be read */
-#define EXIT_USAGE 2 /* bad command line or configuration */
-
 #define BAR_WIDTH 20
 #define BAR_PERIOD_NS 100000000LL  /* at most ~10 redraws a second */
 #define MAX_TIMEOUT_S 31536000.0   /* a year: keeps the deadline within int64 nanoseconds */
 #define MIN_SECRET 4               /* shorter secrets are not masked: that would garble text */
 
-/* The terminal side of the tool: who may write to stderr and whether a bar is on screen. */
-typedef struct cli {
-    bool verbose;
-    bool bar_enabled; /* stderr is a terminal */
-    bool bar_shown;   /* a bar line is on screen, not yet ended by a newline */
-    int64_t last_draw_ns;
-    pthread_mutex_t lock; /* serializes every write to stderr (the logger may run anywhere) */
-    const char *secrets[2]; /* token and password, borrowed from the options while they live */
-} cli;
+/* ---- help ---- */
 
-/* What the command line asked for. */
-typedef struct args {
-    const char *command; /* "sync" or "status" */
-    const char *queue;
-    const char *tracking_uri;
-    const char *timeout;
-} args;
+#define CONN_HELP                                                                                \
+    "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"             \
+    "                         $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue)\n" \
+    "  --tracking-uri URL     MLflow tracking server (default: $MLFLOW_TRACKING_URI)\n"
 
 static const char usage_text[] =
-    "usage: mltrack [-v] <command> [options]\n"
+    "usage: mltrack [-v] COMMAND [OPTIONS]\n"
+    "\n"
+    "Tracks runs in MLflow through a durable local queue: nothing waits for the server, and\n"
+    "nothing is lost when it is away.\n"
     "\n"
     "commands:\n"
-    "  sync     deliver every journal of the queue that no running process owns\n"
-    "             --queue DIR          queue directory (default: $MLTRACK_QUEUE_DIR, else\n"
-    "                                  $XDG_STATE_HOME/mltrack/queue or "
-    "~/.local/state/mltrack/queue)\n"
-    "             --tracking-uri URL   MLflow tracking server (default: $MLFLOW_TRACKING_URI)\n"
-    "             --timeout SECONDS    give up after SECONDS (default: after the configured\n"
-    "                                  retries, $MLFLOW_HTTP_REQUEST_MAX_RETRIES)\n"
-    "  status   show each journal of the queue: owner, pending records, dead letters, runs\n"
-    "             --queue DIR          queue directory, as for sync\n"
-    "  help     show this help\n"
+    "  run          run a command as an MLflow run (params, tags, metrics it prints, outcome)\n"
+    "  log-metric   log a metric point into the current run (MLFLOW_RUN_ID / MLTRACK_RUN_KEY)\n"
+    "  log-param    log a param into the current run\n"
+    "  set-tag      set a tag on the current run\n"
+    "  sync         deliver every journal of the queue that no running process owns\n"
+    "  status       show each journal of the queue: owner, pending records, dead letters, runs\n"
+    "  help [CMD]   show this help, or a command's\n"
     "\n"
     "options:\n"
     "  -v, --verbose   also print the library's debug and info messages\n"
-    "  -h, --help      show this help\n"
+    "  -h, --help      show this help (`mltrack CMD --help`: a command's)\n"
     "      --version   print the version\n"
     "\n"
-    "Flags take their value as `--queue DIR` or `--queue=DIR`. Other MLFLOW_* variables\n"
-    "(credentials, TLS, retries) are read from the environment.\n"
-    "\n"
-    "sync prints `runs created: N`, `points sent: N`, `rejected: N`, `left: N` and\n"
-    "`delivered everything` or `not delivered: REASON` on stdout.\n"
+    "The MLFLOW_* variables of the Python client are honoured (tracking URI, experiment,\n"
+    "credentials, TLS, retries); see mltrack(1).\n"
     "exit status: 0 done; 1 records left undelivered (sync) or queue unreadable (status);\n"
-    "2 usage or configuration error.\n";
+    "2 usage or configuration error; run: the command's own status.\n";
+
+static const char run_help[] =
+    "usage: mltrack run [OPTIONS] [--] CMD [ARG]...\n"
+    "\n"
+    "Runs CMD as an MLflow run, through the queue (it works with the server away). The run is\n"
+    "tagged with the command line (mltrack.command), the host, the working directory and, in a\n"
+    "git work tree, the commit. CMD gets MLFLOW_TRACKING_URI, MLTRACK_RUN_KEY and, once the\n"
+    "server made the run, MLFLOW_RUN_ID, so that libmltrack or the Python client in CMD logs\n"
+    "into the same run.\n"
+    "\n"
+    "Every byte CMD writes to stdout is passed through; lines in this protocol are also logged:\n"
+    "  mltrack:metric KEY=VALUE [KEY=VALUE]... [step=N]   (without step: 0, 1, 2... per key)\n"
+    "  mltrack:param KEY=VALUE...\n"
+    "  mltrack:tag KEY=VALUE...\n"
+    "Values may be double-quoted (\\\" \\\\ \\n \\t). A malformed line is reported on stderr and\n"
+    "ignored. CMD's stdout is a pipe: flush each line (stdbuf -oL, PYTHONUNBUFFERED=1).\n"
+    "\n"
+    "The run ends FINISHED when CMD exits 0, FAILED on another status, KILLED when a signal\n"
+    "ends it. SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to CMD. mltrack exits with\n"
+    "CMD's status (128+N for signal N; 127: not found, 126: cannot run).\n"
+    "\n"
+    "options:\n"
+    "  --experiment NAME      experiment (default: $MLFLOW_EXPERIMENT_NAME, else Default)\n"
+    "  --run-name NAME        the run's name (default: the server picks one)\n"
+    "  --param K=V            log a param (repeatable)\n"
+    "  --tag K=V              set a tag (repeatable)\n"
+    "  --system-metrics       log CPU and memory use (system/...) every 10 s\n"
+    "  --system-metrics-interval SECONDS   the sampling interval (implies --system-metrics)\n"
+    "  --timeout SECONDS      how long to wait for delivery once CMD is done (default 10);\n"
+    "                         what is left stays queued for the next mltrack or `mltrack sync`\n" CONN_HELP;
+
+static const char log_help[] =
+    "usage: mltrack log-metric KEY VALUE [--step N] [OPTIONS]\n"
+    "       mltrack log-param KEY VALUE [OPTIONS]\n"
+    "       mltrack set-tag KEY VALUE [OPTIONS]\n"
+    "\n"
+    "Logs into the run named by MLFLOW_RUN_ID or MLTRACK_RUN_KEY (set by `mltrack run` for the\n"
+    "command it runs), through the queue: the record is on disk when the command returns.\n"
+    "log-metric without --step logs at step 0.\n"
+    "\n"
+    "options:\n"
+    "  --step N               the metric's step (log-metric)\n"
+    "  --timeout SECONDS      how long to try delivering before leaving the record queued for\n"
+    "                         the next mltrack or `mltrack sync` (default 2)\n" CONN_HELP;
+
+static const char sync_help[] =
+    "usage: mltrack sync [OPTIONS]\n"
+    "\n"
+    "Delivers every journal of the queue that no running process owns. Prints\n"
+    "`runs created: N`, `points sent: N`, `rejected: N`, `left: N`, then `delivered everything`\n"
+    "or `not delivered: REASON` on stdout. Exits 0 only when everything is delivered.\n"
+    "\n"
+    "options:\n"
+    "  --timeout SECONDS      give up after SECONDS (default: after the configured retries,\n"
+    "                         $MLFLOW_HTTP_REQUEST_MAX_RETRIES)\n" CONN_HELP;
+
+static const char status_help[] =
+    "usage: mltrack status [--queue DIR]\n"
+    "\n"
+    "Shows each journal of the queue: its owner, pending records, dead letters and runs.\n"
+    "\n"
+    "options:\n"
+    "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"
+    "                         $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue)\n";
 
 /* ---- stderr: messages and the progress bar ---- */
 
@@ -166,9 +215,7 @@ static void vsay(cli *c, const char *fmt, va_list ap)
     free(clean);
 }
 
-static void say(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
-/* One line on stderr, prefixed "mltrack: ", never drawn over the bar. */
-static void say(cli *c, const char *fmt, ...)
+void say(cli *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -176,8 +223,7 @@ static void say(cli *c, const char *fmt, ...)
     va_end(ap);
 }
 
-static void verbose(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
-static void verbose(cli *c, const char *fmt, ...)
+void verbose(cli *c, const char *fmt, ...)
 {
     if (!c->verbose) {
         return;
@@ -321,16 +367,14 @@ static void free_list(char **list, size_t n)
     free(list);
 }
 
-/* Frees the options of load_options() and forgets the secrets borrowed from them. */
-static void unload_options(cli *c, mlt_options *opts)
+void unload_options(cli *c, mlt_options *opts)
 {
     c->secrets[0] = NULL;
     c->secrets[1] = NULL;
     mlt_options_free(opts);
 }
 
-/* Options from the environment, the logger, then the flags on top. EXIT_SUCCESS or EXIT_USAGE. */
-static int load_options(cli *c, const args *a, mlt_options **out)
+int load_options(cli *c, const args *a, mlt_options **out)
 {
     char err[512];
     mlt_options *opts = mlt_options_new();
@@ -358,6 +402,9 @@ static int load_options(cli *c, const args *a, mlt_options **out)
     } flags[] = {
         {"--queue", "queue_dir", a->queue},
         {"--tracking-uri", "tracking_uri", a->tracking_uri},
+        {"--experiment", "experiment_name", a->experiment},
+        {"--system-metrics", "system_metrics", a->system_metrics ? "true" : NULL},
+        {"--system-metrics-interval", "system_metrics_interval", a->system_metrics_interval},
     };
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (!flags[i].value) {
@@ -412,13 +459,9 @@ static const char *plural(uint64_t n, const char *one, const char *many)
     return n == 1 ? one : many;
 }
 
-/* Parses --timeout into a monotonic deadline (-1 for none). */
-static int parse_deadline(cli *c, const char *text, int64_t *out)
+/* Parses --timeout SECONDS. EXIT_SUCCESS or EXIT_USAGE (said). */
+static int parse_seconds(cli *c, const char *text, double *out)
 {
-    *out = -1;
-    if (!text) {
-        return EXIT_SUCCESS;
-    }
     char *end = NULL;
     errno = 0;
     double s = strtod(text, &end);
@@ -426,7 +469,34 @@ static int parse_deadline(cli *c, const char *text, int64_t *out)
         say(c, "--timeout: '%s' is not a number of seconds from 0 to %.0f", text, MAX_TIMEOUT_S);
         return EXIT_USAGE;
     }
-    *out = mlt__mono_ns() + (int64_t)(s * 1e9);
+    *out = s;
+    return EXIT_SUCCESS;
+}
+
+/* Parses --timeout into a monotonic deadline (-1 for none). */
+static int parse_deadline(cli *c, const char *text, int64_t *out)
+{
+    *out = -1;
+    double s;
+    if (text && parse_seconds(c, text, &s) != EXIT_SUCCESS) {
+        return EXIT_USAGE;
+    }
+    if (text) {
+        *out = mlt__mono_ns() + (int64_t)(s * 1e9);
+    }
+    return EXIT_SUCCESS;
+}
+
+int parse_timeout_ms(cli *c, const char *text, int def_ms, int *out)
+{
+    *out = def_ms;
+    double s;
+    if (text && parse_seconds(c, text, &s) != EXIT_SUCCESS) {
+        return EXIT_USAGE;
+    }
+    if (text) {
+        *out = s * 1000.0 >= (double)INT_MAX ? INT_MAX : (int)(s * 1000.0);
+    }
     return EXIT_SUCCESS;
 }
 
@@ -835,12 +905,15 @@ static int cmd_status(cli *c, const args *a)
 
 /* ---- command line ---- */
 
+/* What is wrong with the flag that parsing stopped at. */
+static char flag_problem[256];
+
 /*
  * Matches argv[*i] against a flag taking a value, as `--flag VALUE` or `--flag=VALUE`.
  * Returns 1 and sets *value (advancing *i past a separate value), 0 when it is another flag,
- * -1 when the value is missing or empty.
+ * -1 when the value is missing or empty (flag_problem says so).
  */
-static int flag_value(cli *c, int argc, char **argv, int *i, const char *flag, const char **value)
+static int flag_value(int argc, char **argv, int *i, const char *flag, const char **value)
 {
     const char *arg = argv[*i];
     size_t len = strlen(flag);
@@ -851,7 +924,7 @@ static int flag_value(cli *c, int argc, char **argv, int *i, const char *flag, c
         *value = arg + len + 1;
     } else if (arg[len] == '\0') {
         if (*i + 1 >= argc) {
-            say(c, "%s needs a value", flag);
+            snprintf(flag_problem, sizeof flag_problem, "%s needs a value", flag);
             return -1;
         }
         *value = argv[++*i];
@@ -859,86 +932,229 @@ static int flag_value(cli *c, int argc, char **argv, int *i, const char *flag, c
         return 0;
     }
     if (**value == '\0') {
-        say(c, "%s needs a value", flag);
+        snprintf(flag_problem, sizeof flag_problem, "%s needs a value", flag);
         return -1;
     }
     return 1;
 }
 
-static int usage_error(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
-/* A complaint about the command line, then the usage, on stderr. */
-static int usage_error(cli *c, const char *fmt, ...)
+/* Flags a command takes. */
+enum {
+    F_QUEUE = 1 << 0,
+    F_URI = 1 << 1,
+    F_TIMEOUT = 1 << 2,
+    F_RUN = 1 << 3,  /* --experiment, --run-name, --param, --tag, --system-metrics[-interval] */
+    F_STEP = 1 << 4, /* --step */
+};
+
+typedef struct command {
+    const char *name;
+    unsigned flags;
+    int n_args; /* positional arguments (-1: a command to run) */
+    const char *help;
+    int (*fn)(cli *c, const args *a);
+} command;
+
+static int cmd_status_main(cli *c, const args *a);
+static int cmd_sync_main(cli *c, const args *a);
+
+static const command commands[] = {
+    {"run", F_QUEUE | F_URI | F_TIMEOUT | F_RUN, -1, run_help, cmd_run},
+    {"log-metric", F_QUEUE | F_URI | F_TIMEOUT | F_STEP, 2, log_help, cmd_log},
+    {"log-param", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
+    {"set-tag", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
+    {"sync", F_QUEUE | F_URI | F_TIMEOUT, 0, sync_help, cmd_sync_main},
+    {"status", F_QUEUE, 0, status_help, cmd_status_main},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const command *find_command(const char *name)
 {
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(commands[i].name, name) == 0) {
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
+
+static int print_help(const char *text)
+{
+    fputs(text, stdout);
+    return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
+}
+
+static int usage_error(cli *c, const command *cmd, const char *fmt, ...) MLT__PRINTF(3, 4);
+/* One line on stderr: what is wrong, and where the help is. */
+static int usage_error(cli *c, const command *cmd, const char *fmt, ...)
+{
+    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsay(c, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fputs(usage_text, stderr);
+    say(c, "%s (see `mltrack %s%s--help`)", msg, cmd ? cmd->name : "", cmd ? " " : "");
     return EXIT_USAGE;
 }
 
-/* Parses argv into a. Returns -1 to go on, else an exit status (help, version, usage error). */
-static int parse_args(cli *c, int argc, char **argv, args *a)
+/* A value that starts with '-' but is a number (log-metric loss -0.5) is not a flag. */
+static bool looks_negative_number(const char *arg)
 {
+    return arg[0] == '-' && (isdigit((unsigned char)arg[1]) || arg[1] == '.' ||
+                             strncmp(arg + 1, "inf", 3) == 0 || strncmp(arg + 1, "nan", 3) == 0);
+}
+
+/* Appends to a list of borrowed strings. false when out of memory. */
+static bool push(const char ***list, size_t *n, const char *item)
+{
+    const char **grown = realloc(*list, (*n + 1) * sizeof *grown);
+    if (!grown) {
+        return false;
+    }
+    grown[(*n)++] = item;
+    *list = grown;
+    return true;
+}
+
+/* One flag of cmd at argv[*i]: 1 taken, 0 not a flag of cmd, -1 error (flag_problem). */
+static int command_flag(const command *cmd, int argc, char **argv, int *i, args *a)
+{
+    const struct {
+        const char *flag;
+        unsigned needs;
+        const char **value;
+    } valued[] = {
+        {"--queue", F_QUEUE, &a->queue},
+        {"--tracking-uri", F_URI, &a->tracking_uri},
+        {"--timeout", F_TIMEOUT, &a->timeout},
+        {"--experiment", F_RUN, &a->experiment},
+        {"--run-name", F_RUN, &a->run_name},
+        {"--system-metrics-interval", F_RUN, &a->system_metrics_interval},
+        {"--step", F_STEP, &a->step},
+    };
+    for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) {
+        if (!(cmd->flags & valued[k].needs)) {
+            continue;
+        }
+        int m = flag_value(argc, argv, i, valued[k].flag, valued[k].value);
+        if (m != 0) {
+            return m;
+        }
+    }
+    if (cmd->flags & F_RUN) {
+        if (strcmp(argv[*i], "--system-metrics") == 0) {
+            a->system_metrics = true;
+            return 1;
+        }
+        const char *kv = NULL;
+        const char ***list = NULL;
+        size_t *n = NULL;
+        int m = flag_value(argc, argv, i, "--param", &kv);
+        if (m > 0) {
+            list = &a->params;
+            n = &a->n_params;
+        } else if (m == 0 && (m = flag_value(argc, argv, i, "--tag", &kv)) > 0) {
+            list = &a->tags;
+            n = &a->n_tags;
+        }
+        if (m < 0) {
+            return -1;
+        }
+        if (m > 0) {
+            if (!strchr(kv, '=') || kv[0] == '=') {
+                snprintf(flag_problem, sizeof flag_problem, "%s: '%.200s' is not K=V",
+                         list == &a->params ? "--param" : "--tag", kv);
+                return -1;
+            }
+            if (!push(list, n, kv)) {
+                snprintf(flag_problem, sizeof flag_problem, "out of memory");
+                return -1;
+            }
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Parses argv into a. Returns -1 to go on, else an exit status (help, version, usage error). */
+static int parse_args(cli *c, int argc, char **argv, args *a, const command **out)
+{
+    const command *cmd = NULL;
+    int n_pos = 0;
+    bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-            fputs(usage_text, stdout);
-            return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
+        bool is_flag = !options_done && arg[0] == '-' && arg[1] != '\0' &&
+                       !(cmd && cmd->n_args > 0 && looks_negative_number(arg));
+        if (is_flag && strcmp(arg, "--") == 0) {
+            if (!cmd) {
+                return usage_error(c, NULL, "'--' before a command");
+            }
+            options_done = true;
+            continue;
         }
-        if (strcmp(arg, "--version") == 0) {
+        if (is_flag && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)) {
+            return print_help(cmd ? cmd->help : usage_text);
+        }
+        if (is_flag && strcmp(arg, "--version") == 0) {
             printf("mltrack %s\n", MLT_VERSION_STRING);
             return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
         }
-        if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) {
+        if (is_flag && (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0)) {
             c->verbose = true;
             continue;
         }
-        if (arg[0] != '-') {
-            if (a->command) {
-                return usage_error(c, "unexpected argument '%s'", arg);
+        if (is_flag) {
+            if (!cmd) {
+                return usage_error(c, NULL, "unknown option '%s' (give the command first)", arg);
             }
-            if (strcmp(arg, "help") == 0) {
-                fputs(usage_text, stdout);
-                return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
+            int m = command_flag(cmd, argc, argv, &i, a);
+            if (m < 0) {
+                return usage_error(c, cmd, "%s", flag_problem);
             }
-            if (strcmp(arg, "sync") != 0 && strcmp(arg, "status") != 0) {
-                return usage_error(c, "unknown command '%s'", arg);
+            if (m == 0) {
+                return usage_error(c, cmd, "unknown option '%s' for %s", arg, cmd->name);
             }
-            a->command = arg;
             continue;
         }
-        if (!a->command) {
-            return usage_error(c, "unknown option '%s' (give the command first)", arg);
-        }
-        bool is_sync = strcmp(a->command, "sync") == 0;
-        const struct {
-            const char *flag;
-            const char **value;
-            bool allowed;
-        } flags[] = {
-            {"--queue", &a->queue, true},
-            {"--tracking-uri", &a->tracking_uri, is_sync},
-            {"--timeout", &a->timeout, is_sync},
-        };
-        int matched = 0;
-        for (size_t k = 0; k < sizeof flags / sizeof flags[0] && !matched; k++) {
-            if (!flags[k].allowed) {
-                continue;
+        if (!cmd) {
+            if (strcmp(arg, "help") == 0) {
+                const command *about = i + 1 < argc ? find_command(argv[i + 1]) : NULL;
+                if (i + 1 < argc && !about) {
+                    return usage_error(c, NULL, "no command '%s'", argv[i + 1]);
+                }
+                return print_help(about ? about->help : usage_text);
             }
-            matched = flag_value(c, argc, argv, &i, flags[k].flag, flags[k].value);
-            if (matched < 0) {
-                fputs(usage_text, stderr);
-                return EXIT_USAGE;
+            cmd = find_command(arg);
+            if (!cmd) {
+                return usage_error(c, NULL, "unknown command '%s'", arg);
             }
+            a->command = cmd->name;
+            continue;
         }
-        if (!matched) {
-            return usage_error(c, "unknown option '%s'", arg);
+        if (cmd->n_args < 0) {
+            a->cmd = &argv[i]; /* the rest is the command to run, with its own options */
+            break;
+        }
+        if (n_pos >= cmd->n_args) {
+            return usage_error(c, cmd, "unexpected argument '%s'", arg);
+        }
+        if (n_pos++ == 0) {
+            a->key = arg;
+        } else {
+            a->value = arg;
         }
     }
-    if (!a->command) {
-        return usage_error(c, "%s", "no command given");
+    if (!cmd) {
+        return usage_error(c, NULL, "no command given");
     }
+    if (cmd->n_args < 0 && !a->cmd) {
+        return usage_error(c, cmd, "no command to run");
+    }
+    if (cmd->n_args > 0 && n_pos < cmd->n_args) {
+        return usage_error(c, cmd, "%s needs KEY and VALUE", cmd->name);
+    }
+    *out = cmd;
     return -1;
 }
 
@@ -947,6 +1163,16 @@ static bool stderr_is_terminal(void)
 {
     const char *term = getenv("TERM");
     return isatty(STDERR_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0);
+}
+
+static int cmd_status_main(cli *c, const args *a)
+{
+    return cmd_status(c, a);
+}
+
+static int cmd_sync_main(cli *c, const args *a)
+{
+    return cmd_sync(c, a);
 }
 
 int main(int argc, char **argv)
@@ -958,12 +1184,12 @@ int main(int argc, char **argv)
              .lock = PTHREAD_MUTEX_INITIALIZER};
     args a;
     memset(&a, 0, sizeof a);
-    int rc = parse_args(&c, argc, argv, &a);
-    if (rc >= 0) {
-        return rc;
+    const command *cmd = NULL;
+    int rc = parse_args(&c, argc, argv, &a, &cmd);
+    if (rc < 0) {
+        rc = cmd->fn(&c, &a);
     }
-    if (strcmp(a.command, "sync") == 0) {
-        return cmd_sync(&c, &a);
-    }
-    return cmd_status(&c, &a);
+    free(a.params);
+    free(a.tags);
+    return rc;
 }

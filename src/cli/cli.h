@@ -1,0 +1,65 @@
+/*
+ * cli.h - what the commands of the mltrack tool share: the terminal (stderr messages with
+ * secrets masked), the parsed command line, loading options, and the commands themselves.
+ */
+#ifndef MLT_CLI_H
+#define MLT_CLI_H
+
+#include "common.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#define EXIT_LEFT 1  /* something is left undelivered, or the queue cannot be read */
+#define EXIT_USAGE 2 /* bad command line or configuration */
+
+/* The terminal side of the tool: who may write to stderr and whether a bar is on screen. */
+typedef struct cli {
+    bool verbose;
+    bool bar_enabled; /* stderr is a terminal */
+    bool bar_shown;   /* a bar line is on screen, not yet ended by a newline */
+    int64_t last_draw_ns;
+    pthread_mutex_t lock; /* serializes every write to stderr (the logger may run anywhere) */
+    const char *secrets[2]; /* token and password, borrowed from the options while they live */
+} cli;
+
+/* What the command line asked for. */
+typedef struct args {
+    const char *command;
+    const char *queue;
+    const char *tracking_uri;
+    const char *timeout;
+    /* run */
+    const char *experiment;
+    const char *run_name;
+    const char **params; /* "K=V", borrowed from argv */
+    size_t n_params;
+    const char **tags;
+    size_t n_tags;
+    bool system_metrics;
+    const char *system_metrics_interval;
+    char **cmd; /* the command to run: NULL-terminated, inside argv */
+    /* log-metric, log-param, set-tag */
+    const char *key;
+    const char *value;
+    const char *step;
+} args;
+
+/* One line on stderr, prefixed "mltrack: ", never drawn over the bar; secrets masked. */
+void say(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
+/* The same, only with -v. */
+void verbose(cli *c, const char *fmt, ...) MLT__PRINTF(2, 3);
+
+/* Options from the environment, the logger, then the flags on top (--queue, --tracking-uri,
+ * and for run --experiment and the system metrics flags). EXIT_SUCCESS or EXIT_USAGE (said). */
+int load_options(cli *c, const args *a, mlt_options **out);
+/* Frees the options of load_options() and forgets the secrets borrowed from them. */
+void unload_options(cli *c, mlt_options *opts);
+/* Parses --timeout SECONDS into milliseconds (def_ms when not given). EXIT_SUCCESS or
+ * EXIT_USAGE (said). */
+int parse_timeout_ms(cli *c, const char *text, int def_ms, int *out);
+
+int cmd_run(cli *c, const args *a);
+int cmd_log(cli *c, const args *a); /* log-metric, log-param, set-tag */
+
+#endif

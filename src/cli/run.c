@@ -1,0 +1,799 @@
+/*
+ * run.c - `mltrack run`, the decorator for whole processes: a command becomes an MLflow run
+ * (through the durable queue), with the metrics, params and tags it prints in the line protocol
+ * (protocol.h) and its outcome; and `mltrack log-metric | log-param | set-tag`, which log into
+ * the run a wrapper exported (MLFLOW_RUN_ID / MLTRACK_RUN_KEY) from a shell script.
+ *
+ * The child gets a new environment array (the tracker's threads may read the environment, so
+ * it is never changed with setenv); its stdout is a pipe that this process copies byte for byte
+ * to its own stdout while it reads the protocol lines.
+ */
+#include "config.h"
+
+#include "cli.h"
+#include "protocol.h"
+#include "tracker.h"
+#include "validate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define RUN_ID_WAIT_MS 3000   /* how long the child's start waits for the server's run id */
+#define RUN_CLOSE_MS 10000    /* default --timeout of run: delivery after the child is done */
+#define LOG_CLOSE_MS 2000     /* default --timeout of the log commands */
+#define PATIENCE_MS 1000      /* retrying without progress this long: the server is away */
+#define MAX_REPORTS 10        /* malformed lines reported one by one; the rest counted */
+
+/* ---- waiting for delivery, briefly ---- */
+
+typedef enum settle_goal { SETTLE_RUN_ID, SETTLE_FLUSHED } settle_goal;
+
+/*
+ * Waits up to timeout_ms for the goal (the run's server id; everything delivered), giving up
+ * early when the sender keeps retrying without an acknowledgement for PATIENCE_MS (the server
+ * is away: what is queued stays queued). Returns true when the goal was met.
+ */
+static bool settle(mlt_tracker *t, mlt_run *run, settle_goal goal, int timeout_ms)
+{
+    int64_t start = mlt__mono_ns();
+    int64_t deadline = start + (int64_t)timeout_ms * 1000000;
+    mlt_queue_stats st0;
+    if (mlt_tracker_queue_stats(t, &st0) != MLT_OK) {
+        return false;
+    }
+    uint64_t acked = st0.acknowledged;
+    int64_t progress_at = start;
+    for (;;) {
+        if (goal == SETTLE_RUN_ID ? mlt_run_id(run) != NULL
+                                  : mlt_tracker_flush(t, 20) == MLT_OK) {
+            return true;
+        }
+        int64_t now = mlt__mono_ns();
+        mlt_queue_stats st;
+        if (now >= deadline || mlt_tracker_queue_stats(t, &st) != MLT_OK) {
+            return false;
+        }
+        if (st.acknowledged != acked) {
+            acked = st.acknowledged;
+            progress_at = now;
+        }
+        if (st.retried > st0.retried && now - progress_at >= (int64_t)PATIENCE_MS * 1000000) {
+            return false;
+        }
+        if (goal == SETTLE_RUN_ID) {
+            mlt__sleep_ms(5);
+        }
+    }
+}
+
+/* What the delivery callback saw (sender thread), read after the wait. */
+typedef struct seen {
+    pthread_mutex_t lock;
+    char experiment_id[64];
+    char rejected[512]; /* the first refusal */
+    unsigned n_rejected;
+} seen;
+
+static void on_delivery(const mlt_delivery *d, void *ud)
+{
+    seen *s = ud;
+    pthread_mutex_lock(&s->lock);
+    if (d->state == MLT_DELIVERY_REJECTED) {
+        if (s->n_rejected++ == 0) {
+            snprintf(s->rejected, sizeof s->rejected, "%s", d->message ? d->message : "");
+        }
+    } else if (d->op == MLT_OP_CREATE_RUN && d->experiment_id) {
+        snprintf(s->experiment_id, sizeof s->experiment_id, "%s", d->experiment_id);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Options, a tracker with the MLflow callback (source: the program run, if any). */
+static int open_tracker(cli *c, const args *a, seen *s, const char *source, mlt_tracker **out,
+                        mlt_options **opts_out)
+{
+    mlt_options *opts = NULL;
+    int rc = load_options(c, a, &opts);
+    if (rc != EXIT_SUCCESS) {
+        return rc;
+    }
+    char err[512];
+    mlt_tracker *t = NULL;
+    mlt_err e = mlt_options_set_delivery_callback(opts, on_delivery, s);
+    if (e == MLT_OK) {
+        e = mlt_tracker_new(&t, opts, err, sizeof err);
+    } else {
+        snprintf(err, sizeof err, "%s", mlt_strerror(e));
+    }
+    if (e == MLT_OK && source && mlt__tracker_set_source(t, source) != MLT_OK) {
+        e = MLT_ERR_NOMEM;
+        snprintf(err, sizeof err, "out of memory");
+    }
+    if (e == MLT_OK) {
+        e = mlt_tracker_add_mlflow(t, err, sizeof err);
+    }
+    if (e != MLT_OK) {
+        say(c, "%s", err);
+        mlt_tracker_close(t, 0);
+        unload_options(c, opts);
+        return EXIT_USAGE;
+    }
+    *out = t;
+    *opts_out = opts;
+    return EXIT_SUCCESS;
+}
+
+/* After the wait: what is left is on disk; says so (and why) on stderr. */
+static void report_left(cli *c, mlt_tracker *t)
+{
+    mlt_queue_stats st;
+    if (mlt_tracker_queue_stats(t, &st) == MLT_OK && st.bytes_pending > 0) {
+        say(c, "not delivered yet (the server did not take it in time): it stays queued, and "
+               "the next mltrack process or `mltrack sync` delivers it");
+    }
+}
+
+/* ---- log-metric, log-param, set-tag ---- */
+
+static bool parse_number(const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end || strpbrk(text, "xX") || (errno == ERANGE && isinf(v))) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool parse_step(const char *text, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end || errno) {
+        return false;
+    }
+    *out = (int64_t)v;
+    return true;
+}
+
+int cmd_log(cli *c, const args *a)
+{
+    bool metric = strcmp(a->command, "log-metric") == 0;
+    double number = 0;
+    int64_t step = 0;
+    if (metric && !parse_number(a->value, &number)) {
+        say(c, "log-metric: '%s' is not a number (see `mltrack log-metric --help`)", a->value);
+        return EXIT_USAGE;
+    }
+    if (a->step && !parse_step(a->step, &step)) {
+        say(c, "--step: '%s' is not an integer (see `mltrack log-metric --help`)", a->step);
+        return EXIT_USAGE;
+    }
+    int timeout_ms;
+    if (parse_timeout_ms(c, a->timeout, LOG_CLOSE_MS, &timeout_ms) != EXIT_SUCCESS) {
+        return EXIT_USAGE;
+    }
+    seen s = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    mlt_options *opts = NULL;
+    mlt_tracker *t = NULL;
+    int rc = EXIT_SUCCESS;
+    if (!getenv("MLFLOW_RUN_ID") && !getenv("MLTRACK_RUN_KEY")) {
+        say(c, "%s: no run to log into: MLFLOW_RUN_ID or MLTRACK_RUN_KEY must be set (`mltrack "
+               "run` sets them for the command it runs)",
+            a->command);
+        return EXIT_USAGE;
+    }
+    rc = open_tracker(c, a, &s, NULL, &t, &opts);
+    if (rc != EXIT_SUCCESS) {
+        return rc;
+    }
+    mlt_run *run = NULL;
+    mlt_err e = mlt_run_start(t, NULL, &run);
+    if (e == MLT_OK) {
+        e = metric ? mlt_log_metric(run, a->key, number, step)
+            : strcmp(a->command, "log-param") == 0 ? mlt_log_param(run, a->key, a->value)
+                                                   : mlt_set_tag(run, a->key, a->value);
+        if (e != MLT_OK) {
+            say(c, "%s: %s", a->command, mlt_last_error());
+            rc = EXIT_USAGE;
+        }
+        mlt_run_end(run, MLT_RUN_FINISHED); /* an attached run: its owner ends it */
+    } else {
+        say(c, "%s: %s", a->command, mlt_last_error());
+        rc = EXIT_LEFT;
+    }
+    if (rc == EXIT_SUCCESS && !settle(t, NULL, SETTLE_FLUSHED, timeout_ms)) {
+        report_left(c, t);
+    }
+    pthread_mutex_lock(&s.lock);
+    if (s.n_rejected) {
+        say(c, "%s: the server refused it: %s", a->command, s.rejected);
+        rc = EXIT_LEFT;
+    }
+    pthread_mutex_unlock(&s.lock);
+    mlt_tracker_close(t, 0);
+    unload_options(c, opts);
+    return rc;
+}
+
+/* ---- run: the child's stdout ---- */
+
+/* The steps given to the metrics of lines without step=: 0, 1, 2... per key. */
+typedef struct auto_step {
+    char *key;
+    int64_t next;
+} auto_step;
+
+typedef struct reader {
+    cli *c;
+    mlt_run *run;
+    mlt_proto_splitter split;
+    mlt_proto_line line;
+    auto_step *steps;
+    size_t n_steps, cap_steps;
+    uint64_t malformed;
+    bool out_broken; /* our stdout is gone: no more passing through */
+} reader;
+
+static int64_t *step_slot(reader *r, const char *key)
+{
+    for (size_t i = 0; i < r->n_steps; i++) {
+        if (strcmp(r->steps[i].key, key) == 0) {
+            return &r->steps[i].next;
+        }
+    }
+    if (r->n_steps == r->cap_steps) {
+        size_t cap = r->cap_steps ? r->cap_steps * 2 : 16;
+        auto_step *n = realloc(r->steps, cap * sizeof *n);
+        if (!n) {
+            return NULL;
+        }
+        r->steps = n;
+        r->cap_steps = cap;
+    }
+    char *copy = mlt__strdup(key);
+    if (!copy) {
+        return NULL;
+    }
+    r->steps[r->n_steps] = (auto_step){copy, 0};
+    return &r->steps[r->n_steps++].next;
+}
+
+static void malformed(reader *r, uint64_t line_no, const char *why)
+{
+    if (++r->malformed <= MAX_REPORTS) {
+        say(r->c, "stdout line %" PRIu64 ": %s: ignored%s", line_no, why,
+            r->malformed == MAX_REPORTS ? " (further malformed lines are only counted)" : "");
+    }
+}
+
+/* Logs one parsed line. Returns NULL, or why it was refused (nothing of it was logged when
+ * the first pair was refused; pairs are logged in order). */
+static const char *log_line(reader *r, const mlt_proto_line *l)
+{
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    /* check every pair first, so that a line is logged whole or not at all */
+    for (size_t i = 0; i < l->n_pairs; i++) {
+        const mlt_proto_pair *p = &l->pairs[i];
+        mlt__kind kind = l->kind == MLT_PROTO_METRIC  ? MLT__METRIC
+                             : l->kind == MLT_PROTO_PARAM ? MLT__PARAM
+                                                          : MLT__TAG;
+        mlt_err e = mlt__validate_key(kind, p->key, msg, len);
+        if (e == MLT_OK && l->kind == MLT_PROTO_PARAM) {
+            e = mlt__validate_param_value(p->key, p->value, msg, len);
+        } else if (e == MLT_OK && l->kind == MLT_PROTO_TAG) {
+            e = mlt__validate_tag_value(p->key, p->value, msg, len);
+        }
+        if (e != MLT_OK) {
+            return mlt_last_error();
+        }
+    }
+    for (size_t i = 0; i < l->n_pairs; i++) {
+        const mlt_proto_pair *p = &l->pairs[i];
+        mlt_err e;
+        if (l->kind == MLT_PROTO_METRIC) {
+            int64_t *next = step_slot(r, p->key);
+            if (!next) {
+                return "out of memory";
+            }
+            int64_t step = l->has_step ? l->step : *next;
+            if (step >= *next && step < INT64_MAX) {
+                *next = step + 1;
+            }
+            e = mlt_log_metric(r->run, p->key, p->number, step);
+        } else if (l->kind == MLT_PROTO_PARAM) {
+            e = mlt_log_param(r->run, p->key, p->value);
+        } else {
+            e = mlt_set_tag(r->run, p->key, p->value);
+        }
+        if (e != MLT_OK) {
+            return mlt_last_error();
+        }
+    }
+    return NULL;
+}
+
+static void on_line(char *text, size_t len, bool too_long, uint64_t line_no, void *ud)
+{
+    reader *r = ud;
+    if (too_long) {
+        char why[64];
+        snprintf(why, sizeof why, "a protocol line longer than %u bytes", MLT_PROTO_MAX_LINE);
+        malformed(r, line_no, why);
+        return;
+    }
+    char why[256];
+    int rc = mlt_proto_parse(text, len, &r->line, why, sizeof why);
+    if (rc < 0) {
+        malformed(r, line_no, why);
+    } else if (rc > 0) {
+        const char *refused = log_line(r, &r->line);
+        if (refused) {
+            malformed(r, line_no, refused);
+        }
+    }
+}
+
+/* Copies all of buf to fd. false when fd is gone (EPIPE and the like). */
+static bool write_all(int fd, const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN) {
+                struct pollfd p = {fd, POLLOUT, 0};
+                poll(&p, 1, 100);
+                continue;
+            }
+            return false;
+        }
+        buf += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* ---- run: the child ---- */
+
+static volatile sig_atomic_t child_pid;
+static volatile sig_atomic_t pending_signal;
+
+/* SIGINT/SIGTERM/SIGHUP/SIGQUIT: passed on to the child, unless the terminal sent it (then the
+ * child, in the same foreground process group, got it too). */
+static void forward_signal(int sig, siginfo_t *info, void *uctx)
+{
+    (void)uctx;
+    if (info && info->si_code > 0) {
+        return; /* from the kernel: the terminal's ^C or ^\, seen by the whole group */
+    }
+    if (child_pid > 0) {
+        kill((pid_t)child_pid, sig);
+    } else {
+        pending_signal = sig;
+    }
+}
+
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+#define N_FORWARDED (sizeof forwarded / sizeof forwarded[0])
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = forward_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < N_FORWARDED; i++) {
+        sigaction(forwarded[i], &sa, NULL);
+    }
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout is seen as EPIPE */
+}
+
+/* The child's environment: ours without the variables we set, then ours. */
+typedef struct env_list {
+    char **v;
+    size_t n, cap;
+} env_list;
+
+/* Appends NAME=VALUE (value NULL: entry is already NAME=VALUE). */
+static bool env_add(env_list *e, const char *name, const char *value)
+{
+    if (e->n + 2 > e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 64;
+        char **grown = realloc(e->v, cap * sizeof *grown);
+        if (!grown) {
+            return false;
+        }
+        e->v = grown;
+        e->cap = cap;
+    }
+    char *item = NULL;
+    if (!value) {
+        item = mlt__strdup(name);
+    } else {
+        size_t len = strlen(name) + 1 + strlen(value) + 1;
+        if ((item = malloc(len)) != NULL) {
+            snprintf(item, len, "%s=%s", name, value);
+        }
+    }
+    if (!item) {
+        return false;
+    }
+    e->v[e->n++] = item;
+    e->v[e->n] = NULL;
+    return true;
+}
+
+static void env_free(env_list *e)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        free(e->v[i]);
+    }
+    free(e->v);
+}
+
+static const char *const exported[] = {"MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLTRACK_RUN_KEY",
+                                       "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
+                                       "MLTRACK_QUEUE_DIR"};
+#define N_EXPORTED (sizeof exported / sizeof exported[0])
+
+static bool build_env(env_list *e, const mlt_options *opts, mlt_run *run, const seen *s)
+{
+    for (char **p = environ; p && *p; p++) {
+        bool ours = false;
+        for (size_t k = 0; k < N_EXPORTED && !ours; k++) {
+            size_t n = strlen(exported[k]);
+            ours = strncmp(*p, exported[k], n) == 0 && (*p)[n] == '=';
+        }
+        if (!ours && !env_add(e, *p, NULL)) {
+            return false;
+        }
+    }
+    const char *values[N_EXPORTED] = {
+        mlt_options_get(opts, "tracking_uri"),
+        mlt_run_id(run),
+        mlt_run_key(run),
+        mlt_options_get(opts, "experiment_name"),
+        s->experiment_id[0] ? s->experiment_id : NULL,
+        mlt_options_get(opts, "queue_dir"),
+    };
+    for (size_t k = 0; k < N_EXPORTED; k++) {
+        if (values[k] && !env_add(e, exported[k], values[k])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The command line as a shell would read it back (each word quoted when it needs it). */
+static void quote_command(mlt__buf *b, char **cmd)
+{
+    for (size_t i = 0; cmd[i]; i++) {
+        if (i) {
+            mlt__buf_putc(b, ' ');
+        }
+        const char *w = cmd[i];
+        bool plain = *w && strspn(w, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789_-+=./:,@%") == strlen(w);
+        if (plain) {
+            mlt__buf_puts(b, w);
+            continue;
+        }
+        mlt__buf_putc(b, '\'');
+        for (; *w; w++) {
+            if (*w == '\'') {
+                mlt__buf_puts(b, "'\\''");
+            } else {
+                mlt__buf_putc(b, *w);
+            }
+        }
+        mlt__buf_putc(b, '\'');
+    }
+}
+
+/* Tags the run with what was run and where; params and tags of the command line. */
+static int describe_run(cli *c, const args *a, mlt_run *run)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    quote_command(&b, a->cmd);
+    if (b.oom) {
+        say(c, "out of memory");
+        return EXIT_USAGE;
+    }
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    if (mlt__validate_tag_value("mltrack.command", b.data, msg, len) != MLT_OK) {
+        /* longer than a tag can be: cut where the server's limit allows, and say so */
+        const char *mark = " ...(cut: the command line is longer than a tag can hold)";
+        size_t keep = MLT__MAX_TAG_VALUE - strlen(mark) - 4;
+        while (keep > 0 && ((unsigned char)b.data[keep] & 0xC0) == 0x80) {
+            keep--;
+        }
+        b.len = keep;
+        mlt__buf_puts(&b, mark);
+        say(c, "the command line is longer than a tag can hold: mltrack.command keeps its first "
+               "%zu bytes",
+            keep);
+    }
+    char host[256] = "", cwd[PATH_MAX] = "";
+    gethostname(host, sizeof host - 1);
+    if (!getcwd(cwd, sizeof cwd)) {
+        cwd[0] = '\0';
+    }
+    struct {
+        const char *k, *v;
+    } tags[] = {{"mltrack.command", b.data}, {"mltrack.host", host}, {"mltrack.cwd", cwd}};
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        if (tags[i].v[0] && mlt_set_tag(run, tags[i].k, tags[i].v) != MLT_OK) {
+            say(c, "tag %s: %s", tags[i].k, mlt_last_error());
+        }
+    }
+    mlt__buf_free(&b);
+    for (int pass = 0; pass < 2; pass++) {
+        const char **list = pass ? a->tags : a->params;
+        size_t n = pass ? a->n_tags : a->n_params;
+        for (size_t i = 0; i < n; i++) {
+            const char *eq = strchr(list[i], '=');
+            char key[512];
+            if ((size_t)(eq - list[i]) >= sizeof key) {
+                say(c, "%s: the key of '%.60s...' is too long", pass ? "--tag" : "--param",
+                    list[i]);
+                return EXIT_USAGE;
+            }
+            snprintf(key, sizeof key, "%.*s", (int)(eq - list[i]), list[i]);
+            mlt_err e = pass ? mlt_set_tag(run, key, eq + 1) : mlt_log_param(run, key, eq + 1);
+            if (e != MLT_OK) {
+                say(c, "%s %s: %s", pass ? "--tag" : "--param", list[i], mlt_last_error());
+                return EXIT_USAGE;
+            }
+        }
+    }
+    return EXIT_SUCCESS;
+}
+
+/* Checks the --param/--tag pairs before anything starts: a usage error makes no run. */
+static int check_pairs(cli *c, const args *a)
+{
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    for (int pass = 0; pass < 2; pass++) {
+        const char **list = pass ? a->tags : a->params;
+        size_t n = pass ? a->n_tags : a->n_params;
+        for (size_t i = 0; i < n; i++) {
+            const char *eq = strchr(list[i], '=');
+            char key[512];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - list[i]), list[i]);
+            mlt_err e = mlt__validate_key(pass ? MLT__TAG : MLT__PARAM, key, msg, len);
+            if (e == MLT_OK) {
+                e = pass ? mlt__validate_tag_value(key, eq + 1, msg, len)
+                         : mlt__validate_param_value(key, eq + 1, msg, len);
+            }
+            if (e != MLT_OK || (size_t)(eq - list[i]) >= sizeof key) {
+                say(c, "%s %.300s: %s (see `mltrack run --help`)", pass ? "--tag" : "--param",
+                    list[i], e != MLT_OK ? msg : "the key is too long");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    return EXIT_SUCCESS;
+}
+
+/* Starts the child with its stdout on a pipe. Returns 0, or the exit status to give up with
+ * (127 not found, 126 cannot run; said). */
+static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
+    posix_spawnattr_init(&attr);
+    sigset_t def, none;
+    sigemptyset(&def);
+    sigemptyset(&none);
+    for (size_t i = 0; i < N_FORWARDED; i++) {
+        sigaddset(&def, forwarded[i]);
+    }
+    sigaddset(&def, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attr, &def);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    int err = posix_spawnp(pid, cmd[0], &fa, &attr, cmd, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (err == 0) {
+        return 0;
+    }
+    say(c, "%s: %s", cmd[0], err == ENOENT ? "command not found" : strerror(err));
+    return err == ENOENT ? 127 : 126;
+}
+
+/* Copies the child's stdout through and reads its protocol lines until it is done; waits for
+ * it. Returns its wait status. */
+static int pump(reader *r, int in_fd, pid_t pid)
+{
+    char buf[65536];
+    int status = 0;
+    bool exited = false;
+    bool open = true;
+    while (open) {
+        struct pollfd p = {in_fd, POLLIN, 0};
+        int ready = poll(&p, 1, exited ? 0 : 200);
+        if (ready > 0) {
+            ssize_t n = read(in_fd, buf, sizeof buf);
+            if (n > 0) {
+                if (!r->out_broken && !write_all(STDOUT_FILENO, buf, (size_t)n)) {
+                    r->out_broken = true; /* the child will see its stdout closed too */
+                    open = false;
+                }
+                mlt_proto_feed(&r->split, buf, (size_t)n, on_line, r);
+            } else if (n == 0 || errno != EINTR) {
+                open = false;
+            }
+        } else if (ready == 0 && exited) {
+            open = false; /* done, and a descendant holding the pipe is not waited for */
+        }
+        if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
+            exited = true;
+        }
+    }
+    mlt_proto_finish(&r->split, on_line, r);
+    while (!exited) {
+        if (waitpid(pid, &status, 0) == pid) {
+            exited = true;
+        } else if (errno != EINTR) {
+            break;
+        }
+    }
+    return status;
+}
+
+static void free_reader(reader *r)
+{
+    mlt_proto_splitter_free(&r->split);
+    mlt_proto_line_free(&r->line);
+    for (size_t i = 0; i < r->n_steps; i++) {
+        free(r->steps[i].key);
+    }
+    free(r->steps);
+}
+
+int cmd_run(cli *c, const args *a)
+{
+    int timeout_ms;
+    int rc = parse_timeout_ms(c, a->timeout, RUN_CLOSE_MS, &timeout_ms);
+    if (rc != EXIT_SUCCESS || (rc = check_pairs(c, a)) != EXIT_SUCCESS) {
+        return rc;
+    }
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    if (a->run_name && mlt__validate_run_name(a->run_name, msg, len) != MLT_OK) {
+        say(c, "--run-name: %s (see `mltrack run --help`)", msg);
+        return EXIT_USAGE;
+    }
+    args with_sys = *a;
+    with_sys.system_metrics = a->system_metrics || a->system_metrics_interval;
+    seen s = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    mlt_options *opts = NULL;
+    mlt_tracker *t = NULL;
+    rc = open_tracker(c, &with_sys, &s, a->cmd[0], &t, &opts);
+    if (rc != EXIT_SUCCESS) {
+        return rc;
+    }
+    /* Inside another `mltrack run` (its run in the environment), this run is a child of it. */
+    mlt_run *outer = NULL, *run = NULL;
+    bool nested = mlt_options_get(opts, "run_id") || mlt_options_get(opts, "run_key");
+    mlt_err e = nested ? mlt_run_start(t, NULL, &outer) : MLT_OK;
+    if (e == MLT_OK) {
+        e = nested ? mlt_run_start_child(outer, a->run_name, &run)
+                   : mlt_run_start(t, a->run_name, &run);
+    }
+    if (e != MLT_OK) {
+        say(c, "cannot start the run: %s", mlt_last_error());
+        mlt_tracker_close(t, 0);
+        unload_options(c, opts);
+        return EXIT_USAGE;
+    }
+    rc = describe_run(c, a, run);
+    if (rc != EXIT_SUCCESS) {
+        mlt_run_end(run, MLT_RUN_KILLED);
+        mlt_tracker_close(t, 0);
+        unload_options(c, opts);
+        return rc;
+    }
+    /* The child is told the run id when the server makes the run soon enough. */
+    settle(t, run, SETTLE_RUN_ID, RUN_ID_WAIT_MS);
+    env_list env = {0};
+    int fds[2] = {-1, -1};
+    pthread_mutex_lock(&s.lock);
+    bool env_ok = build_env(&env, opts, run, &s);
+    pthread_mutex_unlock(&s.lock);
+    pid_t pid = 0;
+    if (!env_ok) {
+        say(c, "out of memory");
+        rc = 126;
+    } else if (pipe2(fds, O_CLOEXEC) != 0) {
+        say(c, "cannot make a pipe: %s", strerror(errno));
+        rc = 126;
+    } else {
+        install_signals();
+        rc = spawn_child(c, a->cmd, env.v, fds[1], &pid);
+        close(fds[1]);
+    }
+    env_free(&env);
+    mlt_run_status status = MLT_RUN_FAILED;
+    char outcome[32] = "";
+    const char *outcome_key = "mltrack.exit_code";
+    if (rc == 0) {
+        child_pid = pid;
+        if (pending_signal) {
+            kill(pid, pending_signal);
+        }
+        reader r = {.c = c, .run = run};
+        int ws = pump(&r, fds[0], pid);
+        child_pid = 0;
+        if (WIFSIGNALED(ws)) {
+            status = MLT_RUN_KILLED;
+            rc = 128 + WTERMSIG(ws);
+            outcome_key = "mltrack.signal";
+            snprintf(outcome, sizeof outcome, "%s", sigabbrev_np(WTERMSIG(ws))
+                                                        ? sigabbrev_np(WTERMSIG(ws))
+                                                        : "?");
+            if (strcmp(outcome, "?") != 0) {
+                memmove(outcome + 3, outcome, strlen(outcome) + 1);
+                memcpy(outcome, "SIG", 3);
+            }
+        } else {
+            rc = WEXITSTATUS(ws);
+            status = rc == 0 ? MLT_RUN_FINISHED : MLT_RUN_FAILED;
+            snprintf(outcome, sizeof outcome, "%d", rc);
+        }
+        if (r.malformed > MAX_REPORTS) {
+            say(c, "%" PRIu64 " malformed protocol lines were ignored in all", r.malformed);
+        }
+        free_reader(&r);
+    } else {
+        snprintf(outcome, sizeof outcome, "%d", rc);
+    }
+    if (fds[0] >= 0) {
+        close(fds[0]);
+    }
+    mlt_set_tag(run, outcome_key, outcome);
+    mlt_run_end(run, status);
+    if (outer) {
+        mlt_run_end(outer, MLT_RUN_FINISHED); /* attached: its owner ends it */
+    }
+    if (!settle(t, NULL, SETTLE_FLUSHED, timeout_ms)) {
+        report_left(c, t);
+    }
+    pthread_mutex_lock(&s.lock);
+    if (s.n_rejected) {
+        say(c, "the server refused %u operation%s of this run; the first: %s", s.n_rejected,
+            s.n_rejected == 1 ? "" : "s", s.rejected);
+    }
+    pthread_mutex_unlock(&s.lock);
+    mlt_tracker_close(t, 0);
+    unload_options(c, opts);
+    return rc;
+}
