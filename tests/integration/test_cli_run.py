@@ -1,0 +1,258 @@
+"""`mltrack run`, `mltrack log-metric | log-param | set-tag` and the CLI's help and usage errors,
+against a real MLflow server; what landed is read back with mlflow_read (plain urllib)."""
+
+import os
+import shlex
+import signal
+import sys
+import time
+
+import pytest
+
+from conftest import Programs, slow_factor, under_valgrind
+from mlflow_read import MlflowReader
+
+FAST_RETRY = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+}
+
+
+class Cli:
+    """The mltrack CLI of one test: its own queue directory and experiment, aimed at uri."""
+
+    def __init__(self, build_dir, tmp_path, exp_name, uri):
+        self.programs = Programs(build_dir, uri)
+        self.mltrack = self.programs.path("mltrack")
+        self.queue = str(tmp_path / "queue")
+        self.exp_name = exp_name
+        self.uri = uri
+        self.reader = MlflowReader(uri)
+
+    def env(self, extra=None):
+        env = {"MLTRACK_QUEUE_DIR": self.queue, "MLTRACK_RUN_KEY": None}
+        env.update(FAST_RETRY)
+        env.update(extra or {})
+        return env
+
+    def run(self, args, env=None, timeout=120):
+        return self.programs.run(["mltrack"] + list(args), env=self.env(env), timeout=timeout)
+
+    def start(self, args, env=None):
+        return self.programs.start(["mltrack"] + list(args), env=self.env(env))
+
+    def wrap(self, script, *flags, env=None, timeout=120):
+        """mltrack run --experiment EXP FLAGS -- sh -c SCRIPT"""
+        return self.run(["run", "--experiment", self.exp_name, *flags, "--", "sh", "-c", script],
+                        env=env, timeout=timeout)
+
+    def the_run(self, name=None):
+        _, runs = self.reader.runs_of_experiment_named(self.exp_name)
+        if name is not None:
+            runs = [r for r in runs if r["info"].get("run_name") == name]
+        assert len(runs) == 1, f"expected one run{' named ' + name if name else ''}: {runs}"
+        return runs[0]
+
+    def history(self, run, key):
+        return [(p["value"], p["step"]) for p in
+                self.reader.metric_history(run["info"]["run_id"], key)]
+
+
+@pytest.fixture
+def cli(build_dir, tmp_path, exp_name, tracking_uri):
+    if not os.access(os.path.join(build_dir, "mltrack"), os.X_OK):
+        pytest.fail(f"{build_dir}/mltrack is missing: run `make` first")
+    return Cli(build_dir, tmp_path, exp_name, tracking_uri)
+
+
+def tags_of(run):
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def params_of(run):
+    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
+
+
+def test_wrapped_shell_exiting_3_is_a_failed_run_with_its_two_points(cli):
+    """The issue's check: sh -c printing two metric lines and exiting 3 makes a FAILED run with
+    those two points, and mltrack run exits 3; stdout passes through byte for byte."""
+    script = ("echo 'mltrack:metric loss=0.75 step=0'; echo before; "
+              "echo 'mltrack:metric loss=0.5 step=1'; printf 'no newline at the end'; exit 3")
+    res = cli.wrap(script, "--run-name", "exit3", "--param", "lr=0.01", "--tag", "team=vision")
+    assert res.rc == 3, res
+    assert res.stdout == ("mltrack:metric loss=0.75 step=0\nbefore\n"
+                          "mltrack:metric loss=0.5 step=1\nno newline at the end"), res
+    run = cli.the_run("exit3")
+    assert run["info"]["status"] == "FAILED", run
+    assert cli.history(run, "loss") == [(0.75, 0), (0.5, 1)]
+    assert params_of(run) == {"lr": "0.01"}
+    tags = tags_of(run)
+    assert tags["team"] == "vision"
+    assert tags["mltrack.exit_code"] == "3"
+    assert shlex.split(tags["mltrack.command"]) == ["sh", "-c", script], tags
+    assert tags["mltrack.cwd"] == os.getcwd()
+    assert tags["mltrack.host"] == os.uname().nodename
+    assert tags["mlflow.source.name"] == "sh"
+    assert tags["mltrack.client_run_key"], tags
+
+
+def test_protocol_lines_quotes_steps_and_malformed_lines(cli):
+    lines = [
+        "mltrack:param optimizer=adam note=\"two words\"",
+        'mltrack:tag stage="fine tune" quote="say \\"hi\\""',
+        "mltrack:metric acc=0.5 loss=2",       # auto steps: 0
+        "mltrack:metric acc=0.625",            # 1
+        "mltrack:metric acc=0.75 step=10",     # explicit
+        "mltrack:metric acc=0.875",            # 11: after the explicit one
+        "mltrack:metric acc=abc",              # malformed: not a number
+        "mltrack:metric step=3",               # malformed: no pair
+        "mltrack:frobnicate x=1",              # malformed: unknown verb
+        "mltrack:metric good=1 bad",           # malformed: all or nothing
+        "mltrack:metric bad//key=1",           # refused by MLflow's key rules
+        "not mltrack:metric x=1",              # not a protocol line
+        "  mltrack:metric x=1",                # not either: the prefix starts the line
+    ]
+    script = "; ".join("printf '%s\\n' " + shlex.quote(line) for line in lines)
+    script += r"; printf 'bytes \001\377 pass\r\n'"
+    res = cli.wrap(script, "--run-name", "proto")
+    assert res.rc == 0, res
+    # every byte passes through (the harness decodes stdout with errors="replace")
+    assert res.stdout == "\n".join(lines) + "\nbytes \x01\ufffd pass\r\n", res
+    reported = [ln for ln in res.stderr.splitlines() if "ignored" in ln]
+    assert len(reported) == 5, f"each malformed line reported once: {res.stderr}"
+    for n in (7, 8, 9, 10, 11):
+        assert sum(f"stdout line {n}:" in ln for ln in reported) == 1, (n, res.stderr)
+    run = cli.the_run("proto")
+    assert run["info"]["status"] == "FINISHED"
+    assert params_of(run) == {"optimizer": "adam", "note": "two words"}
+    tags = tags_of(run)
+    assert (tags["stage"], tags["quote"]) == ("fine tune", 'say "hi"')
+    assert cli.history(run, "acc") == [(0.5, 0), (0.625, 1), (0.75, 10), (0.875, 11)]
+    assert cli.history(run, "loss") == [(2.0, 0)]
+    assert sorted(m["key"] for m in run["data"].get("metrics", [])) == ["acc", "loss"]
+
+
+def test_children_log_into_the_same_run(cli, build_dir):
+    """libmltrack (examples/train_model: its MLT_TRACKED run attaches), `mltrack log-metric`
+    and the official Python client all log into the wrapper's run, which ends FINISHED once."""
+    train = os.path.join(build_dir, "examples", "train_model")
+    py = ("import mlflow; mlflow.start_run(); mlflow.log_metric('from_python', 1.5, step=4); "
+          "mlflow.end_run()")
+    script = (f"test -n \"$MLFLOW_RUN_ID\" || exit 9; {shlex.quote(train)} >/dev/null || exit 8; "
+              f"{shlex.quote(cli.mltrack)} log-metric from_shell -2.5 --step 7 || exit 7; "
+              f"{shlex.quote(cli.mltrack)} log-param shell_param 'a b' || exit 6; "
+              f"{shlex.quote(cli.mltrack)} set-tag shell_tag yes || exit 5; "
+              f"{shlex.quote(sys.executable)} -c {shlex.quote(py)} || exit 4")
+    # the Python client reads the backoff factor as an integer
+    res = cli.wrap(script, "--run-name", "family", env={"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"},
+                   timeout=300)
+    assert res.rc == 0, res
+    run = cli.the_run("family")  # one run: nobody made a second one
+    assert run["info"]["status"] == "FINISHED"
+    assert cli.history(run, "from_shell") == [(-2.5, 7)]
+    assert cli.history(run, "from_python") == [(1.5, 4)]
+    assert [v for v, _ in cli.history(run, "accuracy")] != [], run
+    assert cli.history(run, "accuracy") == [(v, i) for i, (v, _) in
+                                            enumerate(cli.history(run, "accuracy"))]
+    params = params_of(run)
+    assert params["shell_param"] == "a b"
+    assert (params["epochs"], params["learning_rate"]) == ("10", "0.01")
+    assert tags_of(run)["shell_tag"] == "yes"
+
+
+def test_signal_to_mltrack_reaches_the_child_and_the_run_ends_killed(cli):
+    proc = cli.start(["run", "--experiment", cli.exp_name, "--run-name", "sig", "--",
+                      "sh", "-c", "echo ready; exec sleep 60"])
+    deadline = time.monotonic() + 60 * slow_factor()
+    line = b""
+    while not line.endswith(b"ready\n") and time.monotonic() < deadline:
+        line += proc.stdout.read(1)
+    assert line.endswith(b"ready\n"), line
+    proc.send_signal(signal.SIGTERM)
+    res = cli.programs.wait(proc, timeout=60)
+    assert res.rc == 128 + signal.SIGTERM, res
+    run = cli.the_run("sig")
+    assert run["info"]["status"] == "KILLED"
+    assert tags_of(run)["mltrack.signal"] == "SIGTERM"
+
+
+def test_command_not_found_is_127_and_a_failed_run(cli):
+    res = cli.run(["run", "--experiment", cli.exp_name, "--run-name", "nf", "--",
+                   "/nonexistent/program"])
+    assert res.rc == 127, res
+    assert "command not found" in res.stderr
+    run = cli.the_run("nf")
+    assert run["info"]["status"] == "FAILED"
+    assert tags_of(run)["mltrack.exit_code"] == "127"
+
+
+def test_nested_mltrack_run_is_a_child_run(cli):
+    inner = f"{shlex.quote(cli.mltrack)} run --run-name inner -- true"
+    res = cli.wrap(inner, "--run-name", "outer")
+    assert res.rc == 0, res
+    outer = cli.the_run("outer")
+    inner_run = cli.the_run("inner")
+    assert tags_of(inner_run)["mlflow.parentRunId"] == outer["info"]["run_id"]
+    assert inner_run["info"]["status"] == outer["info"]["status"] == "FINISHED"
+
+
+def test_system_metrics_under_mlflow_names(cli):
+    res = cli.wrap("sleep 1.3", "--run-name", "sys", "--system-metrics-interval", "0.25")
+    assert res.rc == 0, res
+    run = cli.the_run("sys")
+    for name in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+                 "system/system_memory_usage_percentage"):
+        h = cli.history(run, name)
+        assert len(h) >= 2, (name, h)
+        assert [s for _, s in h] == list(range(len(h))), (name, h)
+        assert all(v >= 0 for v, _ in h), (name, h)
+
+
+def test_offline_run_and_log_metric_then_sync_delivers_once(cli, build_dir, tmp_path,
+                                                            unused_port, server_factory):
+    """With the server away the child gets only MLTRACK_RUN_KEY; log-metric queues a point for
+    a run that does not exist yet; `mltrack sync` later makes the run once, with every point."""
+    off = Cli(build_dir, tmp_path, cli.exp_name, f"http://127.0.0.1:{unused_port}")
+    script = (f"test -z \"$MLFLOW_RUN_ID\" && test -n \"$MLTRACK_RUN_KEY\" || exit 9; "
+              f"{shlex.quote(off.mltrack)} log-metric late 0.25 --step 3 || exit 7; "
+              "echo 'mltrack:metric loss=1'")
+    res = off.run(["run", "--experiment", off.exp_name, "--run-name", "offline", "--timeout",
+                   "1", "--", "sh", "-c", script], timeout=120)
+    assert res.rc == 0, res
+    assert "stays queued" in res.stderr, res
+    srv = server_factory(port=unused_port)
+    res = off.run(["sync", "--tracking-uri", srv.uri, "--timeout", "120"], timeout=300)
+    assert res.rc == 0 and "delivered everything" in res.stdout, res
+    run = off.the_run("offline")
+    assert run["info"]["status"] == "FINISHED"
+    assert off.history(run, "late") == [(0.25, 3)]
+    assert off.history(run, "loss") == [(1.0, 0)]
+    res = off.run(["sync", "--tracking-uri", srv.uri], timeout=120)
+    assert res.rc == 0, res
+    _, runs = off.reader.runs_of_experiment_named(off.exp_name)
+    assert len(runs) == 1, runs
+
+
+def test_log_commands_need_a_run_and_usage_errors_are_one_line(cli):
+    res = cli.run(["log-metric", "x", "1"], env={"MLFLOW_RUN_ID": None})
+    assert res.rc == 2 and "MLFLOW_RUN_ID or MLTRACK_RUN_KEY" in res.stderr, res
+    bad = [
+        ["run"], ["run", "--param", "novalue", "--", "true"], ["run", "--bogus", "--", "true"],
+        ["log-metric", "x"], ["log-metric", "x", "abc"], ["log-param", "k", "v", "extra"],
+        ["frobnicate"], [], ["sync", "--queue"], ["log-metric", "x", "1", "--step", "1.5"],
+        ["run", "--param", "bad//key=1", "--", "true"],
+    ]
+    for args in bad:
+        res = cli.run(args, env={"MLFLOW_RUN_ID": "0" * 32})
+        assert res.rc == 2, f"mltrack {args}: {res!r}"
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, f"mltrack {args}: one line wanted: {res.stderr!r}"
+        assert lines[0].startswith("mltrack: "), lines
+    _, runs = cli.reader.runs_of_experiment_named(cli.exp_name)
+    assert runs == [], "a usage error must not make a run"
+    for args in (["--help"], ["help"], ["help", "run"], ["run", "--help"],
+                 ["log-metric", "--help"], ["sync", "--help"], ["status", "--help"]):
+        res = cli.run(args)
+        assert res.rc == 0 and res.stdout.startswith("usage: mltrack"), (args, res)
+
