@@ -273,7 +273,7 @@ void mlt_proto_feed(mlt_proto_splitter *s, const char *data, size_t n, mlt_proto
         if (!s->skipping) {
             /* decide as soon as the prefix can be compared */
             size_t have = s->len;
-            if (have < PREFIX_LEN) {
+            if (have < PREFIX_LEN && !s->too_long) {
                 size_t cmp = chunk < PREFIX_LEN - have ? chunk : PREFIX_LEN - have;
                 if (memcmp(data, MLT_PROTO_PREFIX + have, cmp) != 0 || (nl && have + cmp < PREFIX_LEN)) {
                     s->skipping = true;
