@@ -5,6 +5,7 @@
     bench.py hotpath --build DIR [--check PCT] [--write-baseline] [--baseline FILE]
     bench.py report RESULTS.json          (the table again, from a run's raw results)
     bench.py py-client VARIANT --uri URI --experiment NAME --steps N      (internal)
+    bench.py cli --build DIR [--uri URI] [--rounds N]   (`mltrack run`: pass-through, protocol)
 
 Workloads (every variant of a workload is measured in each round, side by side):
   W1  delivery: one run, 100 keys x 1000 steps, from the first call until the server acknowledged
@@ -17,6 +18,9 @@ Workloads (every variant of a workload is measured in each round, side by side):
   W4  replay: `mltrack sync` of W3's fsync=interval backlog.
   MEM peak RSS of W1-style logging at 100k and at 1M points.
   HOT callgrind instructions per mlt_log_metric / mlt_log_metric_key call.
+  CLI `mltrack run` (its own subcommand): the child's stdout passed through (MiB/s, against the
+      same command without mltrack), protocol lines taken (1M `mltrack:metric` lines into the
+      queue, no server), and the time `mltrack run -- true` takes with the server up and away.
 
 After each variant the server's contents are read back with urllib alone (neither mlflow nor
 libmltrack): the experiment holds exactly one run, and each key's full history is exactly the
@@ -697,6 +701,80 @@ def header(meta):
             f"{meta['cpus']} CPUs, {meta['started']}, server {meta['uri']}\n")
 
 
+# ---- CLI: `mltrack run` ----------------------------------------------------------------------
+
+
+def timed(cmd, env, stdout=subprocess.DEVNULL):
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=1800)
+    return time.perf_counter() - t0, res
+
+
+def child_seconds(cmd, env):
+    """Runs a shell pipeline whose child reports on stderr how long it took to write its output
+    (`elapsed NS`): the time the reader, mltrack run or cat, let it take."""
+    res = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         timeout=1800, text=True)
+    assert res.returncode == 0, res.stderr
+    ns = [int(ln.split()[1]) for ln in res.stderr.splitlines() if ln.startswith("elapsed ")]
+    assert ns, res.stderr
+    return ns[-1] / 1e9
+
+
+def cli_bench(args):
+    """Figures of `mltrack run`: how long the child takes to write its stdout through it (against
+    a plain pipe into cat), and how long `mltrack run -- true` takes."""
+    mltrack = os.path.join(args.build, "mltrack")
+    work = tempfile.mkdtemp(prefix="mltrack-bench-cli-")
+    away = f"http://127.0.0.1:{free_port()}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLTRACK_"))}
+    base.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"})
+    size = args.mib << 20
+    lines = args.lines
+    awk = ("awk 'BEGIN { for (i = 0; i < %d; i++) printf \"mltrack:metric loss=%%.6f\\n\", "
+           "i / %d }'" % (lines, lines))
+    inner = {"bytes": f"head -c {size} /dev/zero", "protocol": awk}
+    rows = {k: [] for k in ("bytes/pipe", "bytes/mltrack", "protocol/pipe", "protocol/mltrack",
+                            "start_away", "start_up")}
+    try:
+        for rnd in range(args.rounds):
+            env = dict(base, MLFLOW_TRACKING_URI=away, MLTRACK_QUEUE_DIR=f"{work}/q{rnd}")
+            for what, cmd in inner.items():
+                script = f"t0=$(date +%s%N); {cmd}; echo elapsed $(($(date +%s%N) - t0)) >&2"
+                rows[f"{what}/pipe"].append(child_seconds(
+                    ["sh", "-c", f"( {script} ) | cat > /dev/null"], env))
+                rows[f"{what}/mltrack"].append(child_seconds(
+                    [mltrack, "run", "--timeout", "0", "--", "sh", "-c", script], env))
+            st = subprocess.run([mltrack, "status"], env=env, capture_output=True, text=True)
+            total = [ln for ln in st.stdout.splitlines() if ln.startswith("total:")]
+            records = int(total[0].split(",")[1].split()[0]) if total else -1
+            assert records >= lines, f"the queue holds {records} records, not {lines}+"
+            rows["start_away"].append(timed([mltrack, "run", "--timeout", "0", "--", "true"],
+                                            env)[0])
+            if args.uri:
+                env_up = dict(base, MLFLOW_TRACKING_URI=args.uri,
+                              MLTRACK_QUEUE_DIR=f"{work}/up{rnd}")
+                dt, res = timed([mltrack, "run", "--", "true"], env_up)
+                assert res.returncode == 0 and not res.stderr, res.stderr
+                rows["start_up"].append(dt)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    md = {k: statistics.median(v) for k, v in rows.items() if v}
+    mib = size / (1 << 20)
+    print(f"mltrack run, medians of {args.rounds} rounds ({os.cpu_count()} CPUs); the child's own "
+          f"time to write its stdout, into a pipe read by cat or by mltrack run:")
+    print(f"  {mib:,.0f} MiB of bytes:  pipe {mib / md['bytes/pipe']:,.0f} MiB/s, mltrack run "
+          f"{mib / md['bytes/mltrack']:,.0f} MiB/s ({md['bytes/mltrack'] / md['bytes/pipe']:.2f}x "
+          f"the time)")
+    print(f"  {lines:,} metric lines: pipe {lines / md['protocol/pipe']:,.0f} lines/s, mltrack "
+          f"run {lines / md['protocol/mltrack']:,.0f} lines/s, each logged into the queue "
+          f"({md['protocol/mltrack'] / md['protocol/pipe']:.2f}x the time)")
+    print(f"  `mltrack run -- true`, whole: {md['start_away'] * 1000:,.0f} ms with the server away"
+          + (f", {md['start_up'] * 1000:,.0f} ms with it up (run created, its id exported, the "
+             f"run ended and delivered)" if "start_up" in md else ""))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -725,8 +803,16 @@ def main():
     p.add_argument("--uri", required=True)
     p.add_argument("--experiment", required=True)
     p.add_argument("--steps", type=int, required=True)
+    c = sub.add_parser("cli")
+    c.add_argument("--build", required=True)
+    c.add_argument("--uri", default=None, help="a running server, for the start-up time")
+    c.add_argument("--rounds", type=int, default=3)
+    c.add_argument("--mib", type=int, default=512)
+    c.add_argument("--lines", type=int, default=1_000_000)
     args = ap.parse_args()
 
+    if args.cmd == "cli":
+        return cli_bench(args)
     if args.cmd == "py-client":
         py_client(args.variant, args.uri, args.experiment, args.steps)
         return 0

@@ -5,12 +5,12 @@
 #   a local MLflow server (sqlite, --workers 1) of its own on 127.0.0.1, then bench/bench.py: each
 #   workload's variants side by side in every round, the server's contents checked after each, and
 #   a table of medians, ratios and targets on stdout (raw results in BUILD_ROOT/bench/results.json).
-# Usage: scripts/bench.sh [--rounds N] [--w4-rounds N] [--quick] [--only W1,W2,W3,W4,MEM,HOTPATH]
+# Usage: scripts/bench.sh [--rounds N] [--w4-rounds N] [--quick] [--only W1,W2,W3,W4,MEM,HOTPATH,CLI]
 #                         [--write-baseline]
 #   --rounds N        rounds of W1-W3 (default 3; 1 with --quick)
 #   --w4-rounds N     rounds of W4, each a replay of 1M points at the server's pace (default 1)
 #   --quick           fewer points (a smoke test, about 2 minutes)
-#   --only LIST       only these workloads (comma-separated)
+#   --only LIST       only these workloads (comma-separated; CLI: `mltrack run`'s figures)
 #   --write-baseline  write the measured hot-path counts to bench/hotpath-baseline.txt
 # Environment: MLTRACK_SKIP_DEPS=1, MLTRACK_BUILD_ROOT, MLTRACK_VENV (as for scripts/test.sh).
 # Exit status: 0 unless a variant crashed or the server did not hold exactly the points logged;
@@ -84,5 +84,15 @@ if [[ ${ONLY^^} != HOTPATH && ${ONLY^^} != HOT ]]; then
     URI_ARGS=(--uri "$URI")
 fi
 
-"$MLT_PYTHON" "$MLT_SRC/bench/bench.py" run "${URI_ARGS[@]}" --build "$BUILD_DIR" \
-    --python "$MLT_PYTHON" --out "$BUILD_DIR/results.json" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}
+rc=0
+if [[ ${ONLY^^} != CLI ]]; then
+    "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" run "${URI_ARGS[@]}" --build "$BUILD_DIR" \
+        --python "$MLT_PYTHON" --out "$BUILD_DIR/results.json" \
+        ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || rc=$?
+fi
+# `mltrack run`: its own figures (pass-through, protocol lines, start-up)
+if [[ -z $ONLY || ,${ONLY^^}, == *,CLI,* ]]; then
+    echo
+    "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" cli "${URI_ARGS[@]}" --build "$BUILD_DIR" || rc=$?
+fi
+exit "$rc"

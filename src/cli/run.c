@@ -35,7 +35,7 @@ extern char **environ;
 #define RUN_ID_WAIT_MS 10000  /* how long the child's start may wait for the server's run id */
 #define RUN_CLOSE_MS 10000    /* default --timeout of run: delivery after the child is done */
 #define LOG_CLOSE_MS 2000     /* default --timeout of the log commands */
-#define PATIENCE_MS 1000      /* retrying without progress this long: the server is away */
+#define PATIENCE_MS 250       /* retrying without progress this long: the server is away */
 #define MAX_REPORTS 10        /* malformed lines reported one by one; the rest counted */
 
 /* ---- waiting for delivery, briefly ---- */
