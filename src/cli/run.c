@@ -512,6 +512,45 @@ static void quote_command(mlt__buf *b, char **cmd)
     }
 }
 
+/* The --param and --tag pairs of the command line: checked (run NULL: before anything starts,
+ * so that a usage error makes no run), or logged into run. EXIT_SUCCESS or EXIT_USAGE (said). */
+static int pairs(cli *c, const args *a, mlt_run *run)
+{
+    size_t len;
+    char *msg = mlt__fail_buf(&len);
+    for (int pass = 0; pass < 2; pass++) {
+        const char **list = pass ? a->tags : a->params;
+        size_t n = pass ? a->n_tags : a->n_params;
+        const char *flag = pass ? "--tag" : "--param";
+        for (size_t i = 0; i < n; i++) {
+            const char *eq = strchr(list[i], '=');
+            char key[512];
+            if ((size_t)(eq - list[i]) >= sizeof key) {
+                say(c, "%s %.60s...: the key is too long (see `mltrack run --help`)", flag,
+                    list[i]);
+                return EXIT_USAGE;
+            }
+            snprintf(key, sizeof key, "%.*s", (int)(eq - list[i]), list[i]);
+            mlt_err e;
+            if (run) {
+                e = pass ? mlt_set_tag(run, key, eq + 1) : mlt_log_param(run, key, eq + 1);
+            } else {
+                e = mlt__validate_key(pass ? MLT__TAG : MLT__PARAM, key, msg, len);
+                if (e == MLT_OK) {
+                    e = pass ? mlt__validate_tag_value(key, eq + 1, msg, len)
+                             : mlt__validate_param_value(key, eq + 1, msg, len);
+                }
+            }
+            if (e != MLT_OK) {
+                say(c, "%s %.300s: %s (see `mltrack run --help`)", flag, list[i],
+                    mlt_last_error());
+                return EXIT_USAGE;
+            }
+        }
+    }
+    return EXIT_SUCCESS;
+}
+
 /* Tags the run with what was run and where; params and tags of the command line. */
 static int describe_run(cli *c, const args *a, mlt_run *run)
 {
@@ -551,53 +590,7 @@ static int describe_run(cli *c, const args *a, mlt_run *run)
         }
     }
     mlt__buf_free(&b);
-    for (int pass = 0; pass < 2; pass++) {
-        const char **list = pass ? a->tags : a->params;
-        size_t n = pass ? a->n_tags : a->n_params;
-        for (size_t i = 0; i < n; i++) {
-            const char *eq = strchr(list[i], '=');
-            char key[512];
-            if ((size_t)(eq - list[i]) >= sizeof key) {
-                say(c, "%s: the key of '%.60s...' is too long", pass ? "--tag" : "--param",
-                    list[i]);
-                return EXIT_USAGE;
-            }
-            snprintf(key, sizeof key, "%.*s", (int)(eq - list[i]), list[i]);
-            mlt_err e = pass ? mlt_set_tag(run, key, eq + 1) : mlt_log_param(run, key, eq + 1);
-            if (e != MLT_OK) {
-                say(c, "%s %s: %s", pass ? "--tag" : "--param", list[i], mlt_last_error());
-                return EXIT_USAGE;
-            }
-        }
-    }
-    return EXIT_SUCCESS;
-}
-
-/* Checks the --param/--tag pairs before anything starts: a usage error makes no run. */
-static int check_pairs(cli *c, const args *a)
-{
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    for (int pass = 0; pass < 2; pass++) {
-        const char **list = pass ? a->tags : a->params;
-        size_t n = pass ? a->n_tags : a->n_params;
-        for (size_t i = 0; i < n; i++) {
-            const char *eq = strchr(list[i], '=');
-            char key[512];
-            snprintf(key, sizeof key, "%.*s", (int)(eq - list[i]), list[i]);
-            mlt_err e = mlt__validate_key(pass ? MLT__TAG : MLT__PARAM, key, msg, len);
-            if (e == MLT_OK) {
-                e = pass ? mlt__validate_tag_value(key, eq + 1, msg, len)
-                         : mlt__validate_param_value(key, eq + 1, msg, len);
-            }
-            if (e != MLT_OK || (size_t)(eq - list[i]) >= sizeof key) {
-                say(c, "%s %.300s: %s (see `mltrack run --help`)", pass ? "--tag" : "--param",
-                    list[i], e != MLT_OK ? msg : "the key is too long");
-                return EXIT_USAGE;
-            }
-        }
-    }
-    return EXIT_SUCCESS;
+    return pairs(c, a, run);
 }
 
 /* Starts the child with its stdout on a pipe. Returns 0, or the exit status to give up with
@@ -683,7 +676,7 @@ int cmd_run(cli *c, const args *a)
 {
     int timeout_ms;
     int rc = parse_timeout_ms(c, a->timeout, RUN_CLOSE_MS, &timeout_ms);
-    if (rc != EXIT_SUCCESS || (rc = check_pairs(c, a)) != EXIT_SUCCESS) {
+    if (rc != EXIT_SUCCESS || (rc = pairs(c, a, NULL)) != EXIT_SUCCESS) {
         return rc;
     }
     size_t len;
