@@ -9,7 +9,13 @@ MLT_MLFLOW_VERSION=3.17.2
 
 # Debian packages needed to build, test and demo (checked one by one, installed only if missing).
 MLT_DEB_PACKAGES=(build-essential autoconf automake libtool pkg-config libcurl4-openssl-dev
-    libcjson-dev check valgrind python3 python3-venv curl jq git)
+    libcjson-dev check valgrind python3 python3-venv curl jq git man-db groff-base)
+
+# The UI check (scripts/check-ui.sh) only: Debian's Chromium and its WebDriver (same version, from
+# the same source package), a font for the screenshot, and Selenium from PyPI in the venv.
+MLT_UI_DEB_PACKAGES=(chromium chromium-driver fonts-liberation)
+# Pinned to 4.51.0: 4.52.0 needs a certifi release that the package index used here lacks.
+MLT_SELENIUM_VERSION=4.51.0
 
 # The source tree: the parent of the directory holding this file.
 MLT_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -31,12 +37,22 @@ mlt_local_env() {
 
 # Install the Debian packages that are missing; does nothing (fast) when all are present.
 mlt_install_deps() {
+    mlt_install_debs "${MLT_DEB_PACKAGES[@]}"
+}
+
+# The same for the UI check's packages.
+mlt_install_ui_deps() {
+    mlt_install_debs "${MLT_UI_DEB_PACKAGES[@]}"
+}
+
+# mlt_install_debs PACKAGE...: install those of the Debian packages that are missing.
+mlt_install_debs() {
     local p status missing=()
     command -v dpkg-query >/dev/null 2>&1 || {
-        mlt_die "dpkg-query not found: install by hand: ${MLT_DEB_PACKAGES[*]}"
+        mlt_die "dpkg-query not found: install by hand: $*"
         return 1
     }
-    for p in "${MLT_DEB_PACKAGES[@]}"; do
+    for p in "$@"; do
         status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
         [[ $status == "install ok installed" ]] || missing+=("$p")
     done
@@ -56,7 +72,7 @@ mlt_install_deps() {
     mlt_log "installing missing Debian packages: ${missing[*]}"
     ${sudo[@]+"${sudo[@]}"} apt-get update || return 1
     ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${MLT_DEB_PACKAGES[@]}" || return 1
+        apt-get install -y --no-install-recommends "$@" || return 1
 }
 
 # Where the virtual environment lives (outside the source tree).
@@ -108,6 +124,23 @@ mlt_venv() {
     ) || return 1
 }
 
+# Make sure the venv (mlt_venv) also has selenium==$MLT_SELENIUM_VERSION, for the UI check.
+mlt_venv_ui() {
+    mlt_venv || return 1
+    (
+        exec 9>"$MLT_VENV.lock"
+        flock 9
+        if "$MLT_PYTHON" -c 'import selenium,sys; sys.exit(selenium.__version__!=sys.argv[1])' \
+            "$MLT_SELENIUM_VERSION" >/dev/null 2>&1; then
+            mlt_log "Python venv: selenium $MLT_SELENIUM_VERSION present"
+            exit 0
+        fi
+        mlt_log "installing selenium==$MLT_SELENIUM_VERSION into $MLT_VENV"
+        "$MLT_PYTHON" -m pip install -q --disable-pip-version-check \
+            "selenium==$MLT_SELENIUM_VERSION" || exit 1
+    ) || return 1
+}
+
 # Run autoreconf -fi in the source tree if configure is missing or older than its inputs.
 mlt_autoreconf() {
     (
@@ -154,4 +187,22 @@ s = socket.socket()
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])
 s.close()'
+}
+
+# For the check scripts run by hand: when MLTRACK_TEST_TRACKING_URI is unset, start a private MLflow
+# server in a temporary directory (MLT_OWN_SERVER_DIR) and export its URI; mlt_own_server_stop
+# (call it from the script's EXIT trap) stops it and removes its state. Needs mlt_venv_vars.
+MLT_OWN_SERVER_DIR=""
+mlt_own_server() {
+    [[ -n ${MLTRACK_TEST_TRACKING_URI:-} ]] && return 0
+    MLT_OWN_SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-check-server.XXXXXX") || return 1
+    MLTRACK_TEST_TRACKING_URI=$("$MLT_SRC/scripts/mlflow-server.sh" start "$MLT_OWN_SERVER_DIR") ||
+        return 1
+    export MLTRACK_TEST_TRACKING_URI
+}
+mlt_own_server_stop() {
+    [[ -n $MLT_OWN_SERVER_DIR ]] || return 0
+    "$MLT_SRC/scripts/mlflow-server.sh" stop "$MLT_OWN_SERVER_DIR" || true
+    rm -rf "$MLT_OWN_SERVER_DIR"
+    MLT_OWN_SERVER_DIR=""
 }

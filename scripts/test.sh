@@ -2,13 +2,15 @@
 # Runs every test of mltrack on a fresh machine, from any directory:
 #   Debian packages and a Python venv with the pinned MLflow server (installed if missing), a normal
 #   build with its unit tests and a callgrind gate on the logging hot path, integration tests
-#   against a real local MLflow server, the same under AddressSanitizer+UBSan and under valgrind,
-#   and `make distcheck`.
+#   against a real local MLflow server, an install into a temporary prefix used through pkg-config,
+#   the run page in the MLflow UI checked in headless Chromium, the same tests under
+#   AddressSanitizer+UBSan and under valgrind, and `make distcheck`.
 # Usage: scripts/test.sh [--quick]
 #   --quick              skip the sanitizer, valgrind and distcheck stages
 # Environment:
 #   MLTRACK_SKIP_DEPS=1  do not check/install Debian packages
-#   MLTRACK_BUILD_ROOT   where the build directories go (default: SRC/build; default/ and asan/)
+#   MLTRACK_BUILD_ROOT   where the build directories go (default: SRC/build; default/, asan/, ...,
+#                        install-build/, install-prefix/, and ui/run-page.png, the UI's screenshot)
 #   MLTRACK_VENV         the Python venv (default: ${XDG_CACHE_HOME:-~/.cache}/mltrack/venv)
 #   MLTRACK_SERVER_ARGS  extra `mlflow server` arguments, split on spaces (e.g. "--workers 2")
 #   DISTCHECK_CONFIGURE_FLAGS  configure flags for distcheck (default: --enable-werror)
@@ -24,7 +26,7 @@ for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
     -h | --help)
-        sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *)
@@ -50,7 +52,7 @@ STAGE_NOTES=()
 declare -A RESULT_OF=()
 N_PASS=0
 N_FAIL=0
-TOTAL_STAGES=16
+TOTAL_STAGES=18
 STAGE_NO=0
 
 header() {
@@ -190,6 +192,16 @@ valgrind_integration() {
     integration "$DEFAULT_DIR"
 }
 
+install_check() {
+    ensure_server
+    MLTRACK_BUILD_ROOT=$BUILD_ROOT "$SCRIPTS/check-install.sh"
+}
+
+ui_check() {
+    ensure_server
+    MLTRACK_BUILD_ROOT=$BUILD_ROOT "$SCRIPTS/check-ui.sh"
+}
+
 hotpath_gate() {
     make -C "$DEFAULT_DIR" bench/hotpath
     "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" hotpath --build "$DEFAULT_DIR" --check 5
@@ -246,6 +258,10 @@ export MLTRACK_TEST_TRACKING_URI MLTRACK_TEST_SERVER_DIR=$SERVER_DIR
 
 stage integration "integration tests: make check-integration (default build)" "build server" \
     integration "$DEFAULT_DIR"
+stage install "make install into a temporary prefix; a program built with pkg-config against it \
+logs a run" "build server" install_check
+stage ui "the run page in the MLflow UI, in headless Chromium (screenshot in $BUILD_ROOT/ui)" \
+    "build server" ui_check
 
 if ((QUICK)); then
     skip asan-build "configure and build with ASan+UBSan" "--quick"

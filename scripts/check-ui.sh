@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Logs a run and looks at it in the MLflow UI the way a person would: headless Chromium (Debian's
+# chromium and chromium-driver, installed when missing) driven by tests/ui/check_ui.py (Selenium,
+# pinned in scripts/lib.sh) opens URI/#/experiments/EXP/runs/RUN, waits for the page to render and
+# checks that its text shows the run name, a param's key and value and the metric's key; it saves a
+# full-page screenshot to BUILD_ROOT/ui/run-page.png and prints its path.
+# Usage: scripts/check-ui.sh [CHECK_UI ARGS...]
+#   extra arguments go to tests/ui/check_ui.py, e.g. `--param not_logged=1 --timeout 20` (must fail)
+# Environment:
+#   MLTRACK_TEST_TRACKING_URI  the MLflow server (scripts/test.sh sets it); unset: a private server
+#                              is started for the check and stopped after it
+#   MLTRACK_BUILD_ROOT         build root (default: SRC/build): the programs come from its default/
+#                              build (made if missing); the screenshot goes to its ui/
+#   MLTRACK_SKIP_DEPS=1        do not install the Debian packages (chromium, chromium-driver)
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+mlt_local_env
+mkdir -p "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}"
+BUILD_ROOT=$(cd "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}" && pwd -P)
+BUILD_DIR=$BUILD_ROOT/default
+UI_DIR=$BUILD_ROOT/ui
+SCREENSHOT=$UI_DIR/run-page.png
+WORK=""
+
+cleanup() {
+    local rc=$?
+    mlt_own_server_stop
+    [[ -n $WORK ]] && rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+fail() {
+    mlt_die "UI check: $*" || true
+    exit 1
+}
+
+# log_run: logs one run into a fresh experiment of $MLTRACK_TEST_TRACKING_URI and sets what the
+# page must show: RUN_URL, RUN_NAME, PARAM_KEY, PARAM_VALUE, METRIC_KEY. examples/train_model logs
+# the params epochs=10 and learning_rate=0.01, "accuracy" over 10 steps and the system tags.
+# (To be swapped for `mltrack run` with mltrack:metric lines once the CLI has it.)
+log_run() {
+    local exp_name out
+    exp_name="ui-check-$(date +%s)-$$"
+    out=$(env -u MLFLOW_EXPERIMENT_ID -u MLFLOW_RUN_ID -u MLTRACK_RUN_KEY \
+        MLFLOW_TRACKING_URI="$MLTRACK_TEST_TRACKING_URI" MLFLOW_EXPERIMENT_NAME="$exp_name" \
+        MLTRACK_QUEUE_DIR="$WORK/queue" timeout 120 "$BUILD_DIR/examples/train_model") ||
+        fail "examples/train_model failed (exit $?): $out"
+    printf '%s\n' "$out"
+    RUN_URL=$(sed -n 's/^run url: //p' <<<"$out")
+    [[ -n $RUN_URL ]] || fail "examples/train_model printed no run url"
+    RUN_NAME=train_model PARAM_KEY=learning_rate PARAM_VALUE=0.01 METRIC_KEY=accuracy
+}
+
+if [[ ${MLTRACK_SKIP_DEPS:-0} == 1 ]]; then
+    for f in /usr/bin/chromium /usr/bin/chromedriver; do
+        [[ -x $f ]] || fail "$f is missing (MLTRACK_SKIP_DEPS=1: install ${MLT_UI_DEB_PACKAGES[*]})"
+    done
+else
+    mlt_install_ui_deps
+fi
+mlt_venv_ui
+mlt_venv_vars
+mlt_own_server
+[[ -x $BUILD_DIR/examples/train_model ]] || mlt_build "$BUILD_DIR"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-ui-check.XXXXXX")
+log_run
+mkdir -p "$UI_DIR"
+rm -f "$SCREENSHOT"
+rc=0
+"$MLT_PYTHON" -B "$MLT_SRC/tests/ui/check_ui.py" --url "$RUN_URL" --run-name "$RUN_NAME" \
+    --param "$PARAM_KEY=$PARAM_VALUE" --metric "$METRIC_KEY" --screenshot "$SCREENSHOT" "$@" ||
+    rc=$?
+case $rc in
+0) ;;
+1) fail "the run page does not show what was logged (see above; screenshot: $SCREENSHOT)" ;;
+*) fail "tests/ui/check_ui.py could not check the page (exit $rc)" ;;
+esac
+echo "UI check passed; screenshot: $SCREENSHOT"

@@ -1,0 +1,181 @@
+"""Opens a run's page of the MLflow UI in headless Chromium and checks what a person would see.
+
+Debian's Chromium (/usr/bin/chromium) driven through Debian's chromedriver (/usr/bin/chromedriver)
+with Selenium: nothing is downloaded (the driver's path is given, so Selenium Manager never runs)
+and the browser resolves no host name, so it reaches nothing but the loopback server.
+
+It waits until the page's rendered text (innerText: what is laid out, not the DOM's hidden parts,
+nor the REST API) shows the run name as a heading, each --param's key and value as cells of one
+table row, each --metric key as a cell and each --tag key somewhere; then saves a full-page
+screenshot. Exit status 0 when everything was
+seen, 1 otherwise (the message names what is missing; the screenshot is saved either way), 2 when
+the browser cannot be started.
+
+  python tests/ui/check_ui.py --url URL --run-name NAME [--param KEY=VALUE]... [--metric KEY]...
+                              [--tag KEY]... --screenshot FILE [--timeout SECONDS]
+"""
+
+import argparse
+import base64
+import os
+import re
+import sys
+import tempfile
+import time
+
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WINDOW = (1440, 1000)
+MAX_HEIGHT = 8000  # a full-page screenshot is cut there
+
+# The rendered text of the page's headings (the run page shows the run name as one) and of the rows
+# of its tables (params, metrics), each row's cells separated by tabs or newlines.
+HEADINGS_JS = """
+return Array.from(document.querySelectorAll('h1, h2, h3, [role="heading"]'))
+    .map(h => h.innerText.trim()).filter(t => t);
+"""
+ROWS_JS = """
+return Array.from(document.querySelectorAll('tr, [role="row"]'))
+    .map(r => r.innerText).filter(t => t && t.trim());
+"""
+
+# The height the page needs: the document's, or that of its tallest scrolling element (the MLflow
+# UI keeps the document at the window's height and scrolls a content pane inside it).
+HEIGHT_JS = """
+let h = document.documentElement.scrollHeight;
+for (const el of document.querySelectorAll('*')) {
+    const extra = el.scrollHeight - el.clientHeight;
+    if (extra > 1 && /(auto|scroll)/.test(getComputedStyle(el).overflowY)) {
+        h = Math.max(h, window.innerHeight + extra);
+    }
+}
+return h;
+"""
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", required=True, help="the run's page: URI/#/experiments/E/runs/R")
+    ap.add_argument("--run-name", required=True)
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--metric", action="append", default=[], metavar="KEY")
+    ap.add_argument("--tag", action="append", default=[], metavar="KEY")
+    ap.add_argument("--screenshot", required=True, metavar="FILE")
+    ap.add_argument("--timeout", type=float, default=90.0, help="for the page to show everything")
+    args = ap.parse_args()
+    for p in args.param:
+        if "=" not in p:
+            ap.error(f"--param {p!r}: want KEY=VALUE")
+    return args
+
+
+def start_browser(profile_dir):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",  # Chromium's sandbox cannot run as root
+        "--disable-dev-shm-usage",  # containers have a small /dev/shm
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={profile_dir}",
+        "--no-first-run",
+        "--no-default-browser-check",
+        # only the loopback server: no proxy, no name resolution, no background traffic
+        "--no-proxy-server",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-default-apps",
+        "--disable-domain-reliability",
+        "--disable-extensions",
+        "--disable-sync",
+        "--metrics-recording-only",
+    ):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def missing_items(driver, args):
+    """What the page does not show yet, as readable phrases ([] when everything is there)."""
+    text = driver.execute_script("return document.body ? document.body.innerText : '';") or ""
+    headings = driver.execute_script(HEADINGS_JS) or []
+    rows = [
+        [c.strip() for c in re.split(r"[\t\n]+", r)] for r in driver.execute_script(ROWS_JS) or []
+    ]
+    missing = []
+    if args.run_name not in headings:
+        missing.append(f"run name {args.run_name!r} (as a heading; headings: {headings})")
+    for p in args.param:
+        key, value = p.split("=", 1)
+        if not any(key in cells and value in cells for cells in rows):
+            missing.append(f"param {key!r} with value {value!r} (in one table row)")
+    for key in args.metric:
+        if not any(key in cells for cells in rows):
+            missing.append(f"metric {key!r} (in a table row)")
+    for key in args.tag:
+        if key not in text:
+            missing.append(f"tag {key!r}")
+    return missing
+
+
+def full_page_screenshot(driver, path):
+    """The whole page, not only the window: the window is made as tall as the content."""
+    height = min(int(driver.execute_script(HEIGHT_JS) or WINDOW[1]), MAX_HEIGHT)
+    if height > WINDOW[1]:
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WINDOW[0], "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        time.sleep(1.0)  # let the page lay itself out at the new size
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(shot["data"]))
+    return height
+
+
+def main():
+    args = parse_args()
+    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager never runs; belt and braces
+    os.makedirs(os.path.dirname(os.path.abspath(args.screenshot)), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mltrack-ui-profile.") as profile:
+        try:
+            driver = start_browser(profile)
+        except WebDriverException as e:
+            print(f"check_ui: cannot start {CHROMIUM} through {CHROMEDRIVER}: {e.msg}",
+                  file=sys.stderr)
+            return 2
+        try:
+            driver.set_page_load_timeout(args.timeout)
+            print(f"check_ui: opening {args.url}")
+            driver.get(args.url)
+            deadline = time.monotonic() + args.timeout
+            while True:
+                missing = missing_items(driver, args)
+                if not missing or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if not missing:
+                time.sleep(1.0)  # the charts and icons finish drawing after the text
+            title = driver.title
+            height = full_page_screenshot(driver, args.screenshot)
+        finally:
+            driver.quit()
+    print(f"check_ui: screenshot ({WINDOW[0]}x{height}): {os.path.abspath(args.screenshot)}")
+    if missing:
+        print(f"check_ui: FAIL: after {args.timeout:g} s the run page ({title!r}) does not show: "
+              + "; ".join(missing), file=sys.stderr)
+        return 1
+    print(f"check_ui: the run page ({title!r}) shows the run name {args.run_name!r}, the params "
+          f"{', '.join(args.param) or '(none asked)'}, the metrics "
+          f"{', '.join(args.metric) or '(none asked)'} and the tags "
+          f"{', '.join(args.tag) or '(none asked)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
