@@ -2,8 +2,9 @@
 # Logs a run and looks at it in the MLflow UI the way a person would: headless Chromium (Debian's
 # chromium and chromium-driver, installed when missing) driven by tests/ui/check_ui.py (Selenium,
 # pinned in scripts/lib.sh) opens URI/#/experiments/EXP/runs/RUN, waits for the page to render and
-# checks that its text shows the run name, a param's key and value and the metric's key; it saves a
-# full-page screenshot to BUILD_ROOT/ui/run-page.png and prints its path.
+# checks that its text shows the run name, a param's key and value, the metric's key and a tag; it
+# saves a full-page screenshot to BUILD_ROOT/ui/run-page.png and prints its path. The run is logged
+# by `mltrack run`.
 # Usage: scripts/check-ui.sh [CHECK_UI ARGS...]
 #   extra arguments go to tests/ui/check_ui.py, e.g. `--param not_logged=1 --timeout 20` (must fail)
 # Environment:
@@ -37,21 +38,24 @@ fail() {
     exit 1
 }
 
-# log_run: logs one run into a fresh experiment of $MLTRACK_TEST_TRACKING_URI and sets what the
-# page must show: RUN_URL, RUN_NAME, PARAM_KEY, PARAM_VALUE, METRIC_KEY. examples/train_model logs
-# the params epochs=10 and learning_rate=0.01, "accuracy" over 10 steps and the system tags.
-# (To be swapped for `mltrack run` with mltrack:metric lines once the CLI has it.)
+# log_run: logs one run into a fresh experiment of $MLTRACK_TEST_TRACKING_URI with `mltrack run`
+# (a param and a tag from its flags, "loss" over 5 steps from the child's mltrack:metric lines) and
+# sets what the page must show: RUN_URL, RUN_NAME, PARAM_KEY, PARAM_VALUE, METRIC_KEY, TAG_KEY.
 log_run() {
     local exp_name out
     exp_name="ui-check-$(date +%s)-$$"
+    # shellcheck disable=SC2016 # the child expands them
     out=$(env -u MLFLOW_EXPERIMENT_ID -u MLFLOW_RUN_ID -u MLTRACK_RUN_KEY \
-        MLFLOW_TRACKING_URI="$MLTRACK_TEST_TRACKING_URI" MLFLOW_EXPERIMENT_NAME="$exp_name" \
-        MLTRACK_QUEUE_DIR="$WORK/queue" timeout 120 "$BUILD_DIR/examples/train_model") ||
-        fail "examples/train_model failed (exit $?): $out"
+        MLFLOW_TRACKING_URI="$MLTRACK_TEST_TRACKING_URI" MLTRACK_QUEUE_DIR="$WORK/queue" \
+        timeout 120 "$BUILD_DIR/mltrack" run --experiment "$exp_name" --run-name ui-check-run \
+        --param learning_rate=0.01 --tag owner=ui-check -- sh -c '
+            for step in 0 1 2 3 4; do echo "mltrack:metric loss=0.$((9 - step)) step=$step"; done
+            echo "run url: $MLFLOW_TRACKING_URI/#/experiments/$MLFLOW_EXPERIMENT_ID/runs/$MLFLOW_RUN_ID"
+        ') || fail "mltrack run failed (exit $?): $out"
     printf '%s\n' "$out"
     RUN_URL=$(sed -n 's/^run url: //p' <<<"$out")
-    [[ -n $RUN_URL ]] || fail "examples/train_model printed no run url"
-    RUN_NAME=train_model PARAM_KEY=learning_rate PARAM_VALUE=0.01 METRIC_KEY=accuracy
+    [[ $RUN_URL == */experiments/?*/runs/?* ]] || fail "mltrack run gave no run id in time: $out"
+    RUN_NAME=ui-check-run PARAM_KEY=learning_rate PARAM_VALUE=0.01 METRIC_KEY=loss TAG_KEY=owner
 }
 
 if [[ ${MLTRACK_SKIP_DEPS:-0} == 1 ]]; then
@@ -64,7 +68,7 @@ fi
 mlt_venv_ui
 mlt_venv_vars
 mlt_own_server
-[[ -x $BUILD_DIR/examples/train_model ]] || mlt_build "$BUILD_DIR"
+[[ -x $BUILD_DIR/mltrack ]] || mlt_build "$BUILD_DIR"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-ui-check.XXXXXX")
 log_run
@@ -72,7 +76,8 @@ mkdir -p "$UI_DIR"
 rm -f "$SCREENSHOT"
 rc=0
 "$MLT_PYTHON" -B "$MLT_SRC/tests/ui/check_ui.py" --url "$RUN_URL" --run-name "$RUN_NAME" \
-    --param "$PARAM_KEY=$PARAM_VALUE" --metric "$METRIC_KEY" --screenshot "$SCREENSHOT" "$@" ||
+    --param "$PARAM_KEY=$PARAM_VALUE" --metric "$METRIC_KEY" --tag "$TAG_KEY" \
+    --screenshot "$SCREENSHOT" "$@" ||
     rc=$?
 case $rc in
 0) ;;
