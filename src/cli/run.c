@@ -38,6 +38,61 @@ extern char **environ;
 #define PATIENCE_MS 250       /* retrying without progress this long: the server is away */
 #define MAX_REPORTS 10        /* malformed lines reported one by one; the rest counted */
 
+/* ---- signals ---- */
+
+/* Where `mltrack run` is: before the child starts, while it runs, after it ended. The signal
+ * handler acts on it, so that a signal is never lost nor sent twice. */
+enum { BEFORE_CHILD, CHILD_RUNS, CHILD_DONE };
+static volatile sig_atomic_t phase = BEFORE_CHILD;
+static volatile sig_atomic_t child_pid;
+static volatile sig_atomic_t pending_signal; /* before the child: it will not be started */
+static volatile sig_atomic_t stop_waiting;   /* after the child: stop waiting for delivery */
+
+/*
+ * SIGINT/SIGTERM/SIGHUP/SIGQUIT. While the child runs, passed on to it, unless the kernel sent
+ * it (the terminal's ^C or ^\ reach the whole foreground process group, the child included).
+ * Before it starts, the child is not started; after it ended, delivery is not waited for
+ * (what is left stays queued).
+ */
+static void on_signal(int sig, siginfo_t *info, void *uctx)
+{
+    (void)uctx;
+    if (phase == BEFORE_CHILD) {
+        pending_signal = sig;
+    } else if (phase == CHILD_DONE) {
+        stop_waiting = 1;
+    } else if (!(info && info->si_code > 0) && child_pid > 0) {
+        kill((pid_t)child_pid, sig);
+    }
+}
+
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+#define N_FORWARDED (sizeof forwarded / sizeof forwarded[0])
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < N_FORWARDED; i++) {
+        sigaction(forwarded[i], &sa, NULL);
+    }
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout is seen as EPIPE */
+}
+
+/* "SIGTERM" for SIGTERM, "signal 77" when it has no name. */
+static void signal_name(int sig, char *out, size_t len)
+{
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev) {
+        snprintf(out, len, "SIG%s", abbrev);
+    } else {
+        snprintf(out, len, "signal %d", sig);
+    }
+}
+
 /* ---- waiting for delivery, briefly ---- */
 
 typedef enum settle_goal { SETTLE_RUN_ID, SETTLE_FLUSHED } settle_goal;
@@ -58,6 +113,9 @@ static bool settle(mlt_tracker *t, mlt_run *run, settle_goal goal, int timeout_m
     uint64_t acked = st0.acknowledged;
     int64_t progress_at = start;
     for (;;) {
+        if (pending_signal || stop_waiting) {
+            return false; /* interrupted (mltrack run) */
+        }
         if (goal == SETTLE_RUN_ID ? mlt_run_id(run) != NULL
                                   : mlt_tracker_flush(t, 20) == MLT_OK) {
             return true;
@@ -376,40 +434,6 @@ static bool write_all(int fd, const char *buf, size_t n)
 
 /* ---- run: the child ---- */
 
-static volatile sig_atomic_t child_pid;
-static volatile sig_atomic_t pending_signal;
-
-/* SIGINT/SIGTERM/SIGHUP/SIGQUIT: passed on to the child, unless the terminal sent it (then the
- * child, in the same foreground process group, got it too). */
-static void forward_signal(int sig, siginfo_t *info, void *uctx)
-{
-    (void)uctx;
-    if (info && info->si_code > 0) {
-        return; /* from the kernel: the terminal's ^C or ^\, seen by the whole group */
-    }
-    if (child_pid > 0) {
-        kill((pid_t)child_pid, sig);
-    } else {
-        pending_signal = sig;
-    }
-}
-
-static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-#define N_FORWARDED (sizeof forwarded / sizeof forwarded[0])
-
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = forward_signal;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < N_FORWARDED; i++) {
-        sigaction(forwarded[i], &sa, NULL);
-    }
-    signal(SIGPIPE, SIG_IGN); /* a closed stdout is seen as EPIPE */
-}
-
 /* The child's environment: ours without the variables we set, then ours. */
 typedef struct env_list {
     char **v;
@@ -715,6 +739,7 @@ int cmd_run(cli *c, const args *a)
         unload_options(c, opts);
         return rc;
     }
+    install_signals();
     /* The child is told the run id when the server makes the run soon enough. */
     settle(t, run, SETTLE_RUN_ID, RUN_ID_WAIT_MS);
     env_list env = {0};
@@ -723,25 +748,31 @@ int cmd_run(cli *c, const args *a)
     bool env_ok = build_env(&env, opts, run, &s);
     pthread_mutex_unlock(&s.lock);
     pid_t pid = 0;
-    if (!env_ok) {
+    mlt_run_status status = MLT_RUN_FAILED;
+    char outcome[32] = "";
+    const char *outcome_key = "mltrack.exit_code";
+    if (pending_signal) {
+        rc = 128 + pending_signal; /* interrupted before the command started: it never will */
+        status = MLT_RUN_KILLED;
+        outcome_key = "mltrack.signal";
+        signal_name(pending_signal, outcome, sizeof outcome);
+        say(c, "%s before %s started: not started", outcome, a->cmd[0]);
+    } else if (!env_ok) {
         say(c, "out of memory");
         rc = 126;
     } else if (pipe2(fds, O_CLOEXEC) != 0) {
         say(c, "cannot make a pipe: %s", strerror(errno));
         rc = 126;
     } else {
-        install_signals();
         rc = spawn_child(c, a->cmd, env.v, fds[1], &pid);
         close(fds[1]);
     }
     env_free(&env);
-    mlt_run_status status = MLT_RUN_FAILED;
-    char outcome[32] = "";
-    const char *outcome_key = "mltrack.exit_code";
     if (rc == 0) {
         child_pid = pid;
+        phase = CHILD_RUNS;
         if (pending_signal) {
-            kill(pid, pending_signal);
+            kill(pid, pending_signal); /* it came while the child was being started */
         }
         reader r = {.c = c, .run = run};
         int ws = pump(&r, fds[0], pid);
@@ -750,13 +781,7 @@ int cmd_run(cli *c, const args *a)
             status = MLT_RUN_KILLED;
             rc = 128 + WTERMSIG(ws);
             outcome_key = "mltrack.signal";
-            snprintf(outcome, sizeof outcome, "%s", sigabbrev_np(WTERMSIG(ws))
-                                                        ? sigabbrev_np(WTERMSIG(ws))
-                                                        : "?");
-            if (strcmp(outcome, "?") != 0) {
-                memmove(outcome + 3, outcome, strlen(outcome) + 1);
-                memcpy(outcome, "SIG", 3);
-            }
+            signal_name(WTERMSIG(ws), outcome, sizeof outcome);
         } else {
             rc = WEXITSTATUS(ws);
             status = rc == 0 ? MLT_RUN_FINISHED : MLT_RUN_FAILED;
@@ -766,9 +791,10 @@ int cmd_run(cli *c, const args *a)
             say(c, "%" PRIu64 " malformed protocol lines were ignored in all", r.malformed);
         }
         free_reader(&r);
-    } else {
+    } else if (!outcome[0]) {
         snprintf(outcome, sizeof outcome, "%d", rc);
     }
+    phase = CHILD_DONE;
     if (fds[0] >= 0) {
         close(fds[0]);
     }

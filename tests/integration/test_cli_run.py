@@ -4,6 +4,7 @@ against a real MLflow server; what landed is read back with mlflow_read (plain u
 import os
 import shlex
 import signal
+import socket
 import sys
 import time
 
@@ -175,6 +176,30 @@ def test_signal_to_mltrack_reaches_the_child_and_the_run_ends_killed(cli):
     run = cli.the_run("sig")
     assert run["info"]["status"] == "KILLED"
     assert tags_of(run)["mltrack.signal"] == "SIGTERM"
+
+
+def test_signal_while_waiting_for_the_run_id_starts_nothing(build_dir, tmp_path, exp_name):
+    """A server that takes the connection and never answers: mltrack waits for the run id; a
+    SIGTERM then means the command is never started, and mltrack exits 143 at once."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    hole.settimeout(60 * slow_factor())
+    try:
+        c = Cli(build_dir, tmp_path, exp_name, f"http://127.0.0.1:{hole.getsockname()[1]}")
+        marker = tmp_path / "started"
+        proc = c.start(["run", "--", "sh", "-c", f"touch {shlex.quote(str(marker))}"],
+                       env={"MLFLOW_HTTP_REQUEST_TIMEOUT": "300"})
+        conn, _ = hole.accept()  # the run's create is in flight: mltrack waits for its id
+        proc.send_signal(signal.SIGTERM)
+        res = c.programs.wait(proc, timeout=60)
+        conn.close()
+    finally:
+        hole.close()
+    assert res.rc == 128 + signal.SIGTERM, res
+    assert "not started" in res.stderr, res
+    assert not marker.exists(), "the command ran after all"
+    assert res.elapsed < 10 * slow_factor(), res
 
 
 def test_command_not_found_is_127_and_a_failed_run(cli):
