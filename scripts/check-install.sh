@@ -19,25 +19,9 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-mlt_local_env
-mkdir -p "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}"
-BUILD_ROOT=$(cd "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}" && pwd -P)
+mlt_check_setup "install check"
 BUILD_DIR=$BUILD_ROOT/install-build
 PREFIX=$BUILD_ROOT/install-prefix
-WORK=""
-
-cleanup() {
-    local rc=$?
-    mlt_own_server_stop
-    [[ -n $WORK ]] && rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-
-fail() {
-    mlt_die "install check: $*" || true
-    exit 1
-}
 
 mlt_venv_vars
 [[ -x $MLT_PYTHON ]] || mlt_venv
@@ -48,34 +32,34 @@ URI=${MLTRACK_TEST_TRACKING_URI%/}
 mlt_build "$BUILD_DIR" --prefix="$PREFIX"
 rm -rf "$PREFIX"
 make -C "$BUILD_DIR" install >"$BUILD_DIR/install.log" 2>&1 ||
-    { tail -n 40 "$BUILD_DIR/install.log" >&2; fail "make install failed (log: $BUILD_DIR/install.log)"; }
+    { tail -n 40 "$BUILD_DIR/install.log" >&2; mlt_fail "make install failed (log: $BUILD_DIR/install.log)"; }
 echo "installed into $PREFIX"
 
 # ---- what is installed ----
 for f in bin/mltrack include/mltrack.h lib/pkgconfig/mltrack.pc share/man/man1/mltrack.1; do
-    [[ -f $PREFIX/$f ]] || fail "$PREFIX/$f is not installed"
+    [[ -f $PREFIX/$f ]] || mlt_fail "$PREFIX/$f is not installed"
     echo "ok: $f"
 done
-compgen -G "$PREFIX/lib/libmltrack.so*" >/dev/null || fail "no $PREFIX/lib/libmltrack.so*"
+compgen -G "$PREFIX/lib/libmltrack.so*" >/dev/null || mlt_fail "no $PREFIX/lib/libmltrack.so*"
 
 version=$("$PREFIX/bin/mltrack" --version) ||
-    fail "$PREFIX/bin/mltrack --version failed"
-[[ -n $version ]] || fail "mltrack --version printed nothing"
+    mlt_fail "$PREFIX/bin/mltrack --version failed"
+[[ -n $version ]] || mlt_fail "mltrack --version printed nothing"
 echo "ok: mltrack --version: $version"
 
 export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
-pcver=$(pkg-config --modversion mltrack) || fail "pkg-config does not find mltrack in $PKG_CONFIG_PATH"
-[[ $version == *"$pcver"* ]] || fail "mltrack --version ($version) does not name the .pc version $pcver"
+pcver=$(pkg-config --modversion mltrack) || mlt_fail "pkg-config does not find mltrack in $PKG_CONFIG_PATH"
+[[ $version == *"$pcver"* ]] || mlt_fail "mltrack --version ($version) does not name the .pc version $pcver"
 echo "ok: pkg-config --modversion mltrack: $pcver"
 
 page=$PREFIX/share/man/man1/mltrack.1
-found=$(MANPATH=$PREFIX/share/man man -w mltrack) || fail "man -w mltrack finds no page under $PREFIX"
-[[ $found == "$page"* ]] || fail "man -w mltrack found $found, not $page"
-warnings=$(groff -ww -man -z "$page" 2>&1) || fail "groff failed on $page: $warnings"
-[[ -z $warnings ]] || fail "groff warns on $page:"$'\n'"$warnings"
-rendered=$(MANWIDTH=80 man --warnings -l "$page" 2>"$BUILD_DIR/man.err") || fail "man -l $page failed"
-[[ ! -s $BUILD_DIR/man.err ]] || fail "man -l $page warns:"$'\n'"$(<"$BUILD_DIR/man.err")"
-grep -q '^SYNOPSIS' <<<"$rendered" || fail "man -l $page rendered no SYNOPSIS"
+found=$(MANPATH=$PREFIX/share/man man -w mltrack) || mlt_fail "man -w mltrack finds no page under $PREFIX"
+[[ $found == "$page"* ]] || mlt_fail "man -w mltrack found $found, not $page"
+warnings=$(groff -ww -man -z "$page" 2>&1) || mlt_fail "groff failed on $page: $warnings"
+[[ -z $warnings ]] || mlt_fail "groff warns on $page:"$'\n'"$warnings"
+rendered=$(MANWIDTH=80 man --warnings -l "$page" 2>"$BUILD_DIR/man.err") || mlt_fail "man -l $page failed"
+[[ ! -s $BUILD_DIR/man.err ]] || mlt_fail "man -l $page warns:"$'\n'"$(<"$BUILD_DIR/man.err")"
+grep -q '^SYNOPSIS' <<<"$rendered" || mlt_fail "man -l $page rendered no SYNOPSIS"
 echo "ok: man page found by man -w, renders with no warning ($(wc -l <<<"$rendered") lines)"
 
 # ---- a program built against the installed package, outside the tree ----
@@ -83,9 +67,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/mltrack-install-check.XXXXXX")
 cp "$MLT_SRC/examples/train_model.c" "$WORK/prog.c"
 cd "$WORK"
 # shellcheck disable=SC2046 # the flags are meant to be split
-cc prog.c $(pkg-config --cflags --libs mltrack) || fail "cc prog.c \$(pkg-config --cflags --libs mltrack) failed"
+cc prog.c $(pkg-config --cflags --libs mltrack) || mlt_fail "cc prog.c \$(pkg-config --cflags --libs mltrack) failed"
 lib=$(LD_LIBRARY_PATH=$PREFIX/lib ldd ./a.out | awk '$1 ~ /^libmltrack\.so/ { print $3 }')
-[[ $lib == "$PREFIX/lib/"* ]] || fail "a.out loads libmltrack from '$lib', not from $PREFIX/lib"
+[[ $lib == "$PREFIX/lib/"* ]] || mlt_fail "a.out loads libmltrack from '$lib', not from $PREFIX/lib"
 echo "ok: cc prog.c \$(pkg-config --cflags --libs mltrack); a.out loads $lib"
 
 exp_name="install-check-$(date +%s)-$$"
@@ -98,9 +82,9 @@ rc=$?
 set -e
 cat "$WORK/out.txt"
 cat "$WORK/err.txt" >&2
-((rc == 0)) || fail "a.out exited $rc"
+((rc == 0)) || mlt_fail "a.out exited $rc"
 run_id=$(sed -n 's/^run id: //p' "$WORK/out.txt")
-[[ -n $run_id ]] || fail "a.out printed no run id"
+[[ -n $run_id ]] || mlt_fail "a.out printed no run id"
 
 # ---- read the run back, independently of the library ----
 "$MLT_PYTHON" -B - "$MLT_SRC/tests/integration" "$URI" "$exp_name" "$run_id" <<'EOF'

@@ -17,26 +17,10 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-mlt_local_env
-mkdir -p "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}"
-BUILD_ROOT=$(cd "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}" && pwd -P)
+mlt_check_setup "UI check"
 BUILD_DIR=$BUILD_ROOT/default
 UI_DIR=$BUILD_ROOT/ui
 SCREENSHOT=$UI_DIR/run-page.png
-WORK=""
-
-cleanup() {
-    local rc=$?
-    mlt_own_server_stop
-    [[ -n $WORK ]] && rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-
-fail() {
-    mlt_die "UI check: $*" || true
-    exit 1
-}
 
 # log_run: logs one run into a fresh experiment of $MLTRACK_TEST_TRACKING_URI with `mltrack run`
 # (a param and a tag from its flags, "loss" over 5 steps from the child's mltrack:metric lines) and
@@ -51,16 +35,16 @@ log_run() {
         --param learning_rate=0.01 --tag owner=ui-check -- sh -c '
             for step in 0 1 2 3 4; do echo "mltrack:metric loss=0.$((9 - step)) step=$step"; done
             echo "run url: $MLFLOW_TRACKING_URI/#/experiments/$MLFLOW_EXPERIMENT_ID/runs/$MLFLOW_RUN_ID"
-        ') || fail "mltrack run failed (exit $?): $out"
+        ') || mlt_fail "mltrack run failed (exit $?): $out"
     printf '%s\n' "$out"
     RUN_URL=$(sed -n 's/^run url: //p' <<<"$out")
-    [[ $RUN_URL == */experiments/?*/runs/?* ]] || fail "mltrack run gave no run id in time: $out"
+    [[ $RUN_URL == */experiments/?*/runs/?* ]] || mlt_fail "mltrack run gave no run id in time: $out"
     RUN_NAME=ui-check-run PARAM_KEY=learning_rate PARAM_VALUE=0.01 METRIC_KEY=loss TAG_KEY=owner
 }
 
 if [[ ${MLTRACK_SKIP_DEPS:-0} == 1 ]]; then
     for f in /usr/bin/chromium /usr/bin/chromedriver; do
-        [[ -x $f ]] || fail "$f is missing (MLTRACK_SKIP_DEPS=1: install ${MLT_UI_DEB_PACKAGES[*]})"
+        [[ -x $f ]] || mlt_fail "$f is missing (MLTRACK_SKIP_DEPS=1: install ${MLT_UI_DEB_PACKAGES[*]})"
     done
 else
     mlt_install_ui_deps
@@ -81,7 +65,7 @@ rc=0
     rc=$?
 case $rc in
 0) ;;
-1) fail "the run page does not show what was logged (see above; screenshot: $SCREENSHOT)" ;;
-*) fail "tests/ui/check_ui.py could not check the page (exit $rc)" ;;
+1) mlt_fail "the run page does not show what was logged (see above; screenshot: $SCREENSHOT)" ;;
+*) mlt_fail "tests/ui/check_ui.py could not check the page (exit $rc)" ;;
 esac
 echo "UI check passed; screenshot: $SCREENSHOT"

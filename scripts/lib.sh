@@ -206,3 +206,27 @@ mlt_own_server_stop() {
     rm -rf "$MLT_OWN_SERVER_DIR"
     MLT_OWN_SERVER_DIR=""
 }
+
+# mlt_check_setup LABEL: the start of a check script (scripts/check-*.sh): BUILD_ROOT (made if
+# missing), WORK (a scratch directory the script may set, removed at exit), the private server of
+# mlt_own_server stopped at exit, and mlt_fail MESSAGE, which says "LABEL: MESSAGE" and exits 1.
+mlt_check_setup() {
+    MLT_CHECK_LABEL=$1
+    mlt_local_env
+    mkdir -p "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}"
+    BUILD_ROOT=$(cd "${MLTRACK_BUILD_ROOT:-$MLT_SRC/build}" && pwd -P)
+    WORK=""
+    trap mlt_check_cleanup EXIT
+}
+mlt_check_cleanup() {
+    local rc=$?
+    mlt_own_server_stop
+    if [[ -n $WORK ]]; then
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+mlt_fail() {
+    mlt_die "$MLT_CHECK_LABEL: $*" || true
+    exit 1
+}
