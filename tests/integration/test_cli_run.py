@@ -162,7 +162,8 @@ def test_children_log_into_the_same_run(cli, build_dir):
     assert tags_of(run)["shell_tag"] == "yes"
 
 
-def test_signal_to_mltrack_reaches_the_child_and_the_run_ends_killed(cli):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_mltrack_reaches_the_child_and_the_run_ends_killed(cli, sig):
     proc = cli.start(["run", "--experiment", cli.exp_name, "--run-name", "sig", "--",
                       "sh", "-c", "echo ready; exec sleep 60"])
     deadline = time.monotonic() + 60 * slow_factor()
@@ -170,12 +171,12 @@ def test_signal_to_mltrack_reaches_the_child_and_the_run_ends_killed(cli):
     while not line.endswith(b"ready\n") and time.monotonic() < deadline:
         line += proc.stdout.read(1)
     assert line.endswith(b"ready\n"), line
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)  # from another process, as kill(1) sends it: mltrack passes it on
     res = cli.programs.wait(proc, timeout=60)
-    assert res.rc == 128 + signal.SIGTERM, res
+    assert res.rc == 128 + sig, res
     run = cli.the_run("sig")
     assert run["info"]["status"] == "KILLED"
-    assert tags_of(run)["mltrack.signal"] == "SIGTERM"
+    assert tags_of(run)["mltrack.signal"] == signal.Signals(sig).name
 
 
 def test_signal_while_waiting_for_the_run_id_starts_nothing(build_dir, tmp_path, exp_name):
