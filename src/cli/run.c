@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -619,8 +620,51 @@ static int describe_run(cli *c, const args *a, mlt_run *run)
 
 /* Starts the child with its stdout on a pipe. Returns 0, or the exit status to give up with
  * (127 not found, 126 cannot run; said). */
+/* Finds the program as execvp would (PATH, or a name with a '/'), into out. Returns 0, ENOENT
+ * or EACCES (found, but not an executable file). Done before spawning, so that a missing command
+ * is told apart from one that exits 127 in every setting (valgrind's fork cannot report the
+ * exec's failure). */
+static int find_program(const char *name, char *out, size_t len)
+{
+    struct stat st;
+    if (strchr(name, '/')) {
+        snprintf(out, len, "%s", name);
+        if (stat(name, &st) != 0) {
+            return ENOENT;
+        }
+        return S_ISREG(st.st_mode) && access(name, X_OK) == 0 ? 0 : EACCES;
+    }
+    const char *path = getenv("PATH");
+    if (!path || !*path) {
+        path = "/bin:/usr/bin";
+    }
+    int err = ENOENT;
+    for (const char *p = path;; p++) {
+        const char *end = strchrnul(p, ':');
+        int n = end == p ? snprintf(out, len, "%s", name)
+                         : snprintf(out, len, "%.*s/%s", (int)(end - p), p, name);
+        if (n > 0 && (size_t)n < len && stat(out, &st) == 0) {
+            if (S_ISREG(st.st_mode) && access(out, X_OK) == 0) {
+                return 0;
+            }
+            err = EACCES;
+        }
+        if (!*end) {
+            break;
+        }
+        p = end;
+    }
+    return err;
+}
+
 static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, pid_t *pid)
 {
+    char program[PATH_MAX];
+    int err = find_program(cmd[0], program, sizeof program);
+    if (err != 0) {
+        say(c, "%s: %s", cmd[0], err == ENOENT ? "command not found" : strerror(err));
+        return err == ENOENT ? 127 : 126;
+    }
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
@@ -636,7 +680,7 @@ static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, pid_t *pid)
     posix_spawnattr_setsigdefault(&attr, &def);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    int err = posix_spawnp(pid, cmd[0], &fa, &attr, cmd, envp);
+    err = posix_spawnp(pid, program, &fa, &attr, cmd, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (err == 0) {

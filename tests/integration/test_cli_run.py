@@ -203,7 +203,7 @@ def test_signal_while_waiting_for_the_run_id_starts_nothing(build_dir, tmp_path,
     assert res.elapsed < 10 * slow_factor(), res
 
 
-def test_command_not_found_is_127_and_a_failed_run(cli):
+def test_command_not_found_is_127_not_executable_126_and_a_failed_run(cli):
     res = cli.run(["run", "--experiment", cli.exp_name, "--run-name", "nf", "--",
                    "/nonexistent/program"])
     assert res.rc == 127, res
@@ -211,6 +211,10 @@ def test_command_not_found_is_127_and_a_failed_run(cli):
     run = cli.the_run("nf")
     assert run["info"]["status"] == "FAILED"
     assert tags_of(run)["mltrack.exit_code"] == "127"
+    res = cli.run(["run", "--experiment", cli.exp_name, "--run-name", "noexec", "--",
+                   "/etc/passwd"])
+    assert res.rc == 126 and "Permission denied" in res.stderr, res
+    assert tags_of(cli.the_run("noexec"))["mltrack.exit_code"] == "126"
 
 
 def test_nested_mltrack_run_is_a_child_run(cli):
