@@ -1,16 +1,24 @@
 /*
- * check_limits.c - resources over a process's life: 1000 trackers opened, used and closed in turn
- * (their server away, so every piece is made: journal, ring, writer and sender threads, curl
- * handles) leave no file descriptor and no thread behind. MLT_TEST_CYCLES sets the count
- * (make check-valgrind uses fewer; leaks of memory are valgrind's to find).
+ * check_limits.c - resources over a process's life.
+ * - 1000 trackers opened, used and closed in turn (their server away, so every piece is made:
+ *   journal, ring, writer and sender threads, curl handles) leave no file descriptor and no
+ *   thread behind. MLT_TEST_CYCLES sets the count (make check-valgrind uses fewer; leaks of
+ *   memory are valgrind's to find).
+ * - A full disk (a file size cap, RLIMIT_FSIZE, which any process may set on itself): calls fail
+ *   with the writer's reason, nothing journaled is lost or doubled, and logging resumes when
+ *   room comes back.
  */
 #include "config.h"
 
 #include "testutil.h"
 
+#include "journal.h"
 #include "mltrack.h"
 
 #include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <time.h>
 
 /* Entries of a /proc directory (file descriptors, threads), "." and ".." aside. */
 static int count_entries(const char *dir)
@@ -83,6 +91,131 @@ START_TEST(a_thousand_tracker_lives_leave_no_fd_and_no_thread)
 }
 END_TEST
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The only journal directory under queue. */
+static void journal_dir(const char *queue, char *out, size_t len)
+{
+    char **dirs = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(mlt__queue_list(queue, &dirs, &n), MLT_OK);
+    ck_assert_uint_eq(n, 1);
+    snprintf(out, len, "%s", dirs[0]);
+    free(dirs[0]);
+    free(dirs);
+}
+
+#define FULL_POINTS 100000 /* about 3.7 MB of journal: well past the 1 MiB cap */
+#define AFTER_POINTS 1000
+
+START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
+{
+    signal(SIGXFSZ, SIG_IGN); /* past the cap a write fails with EFBIG instead */
+    char queue[PATH_MAX], err[256] = "";
+    mlt_test_tmpdir(queue, sizeof queue, "full");
+    mlt_options *o = mlt_options_new();
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err),
+                     MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", queue, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_full", "fail", err, sizeof err), MLT_OK);
+    mlt_tracker *t = NULL;
+    ck_assert_msg(mlt_tracker_new(&t, o, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_options_free(o);
+    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_run *run = NULL;
+    ck_assert_int_eq(mlt_run_start(t, "full", &run), MLT_OK);
+    ck_assert_int_eq(mlt_log_param(run, "before", "1"), MLT_OK);
+
+    /* the disk fills: no file of the queue may grow past 1 MiB */
+    struct rlimit old, cap;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    cap = old;
+    cap.rlim_cur = 1 << 20;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &cap), 0);
+    static bool ok[FULL_POINTS + AFTER_POINTS];
+    int failed = 0;
+    char first_failure[512] = "";
+    for (int i = 0; i < FULL_POINTS; i++) {
+        mlt_err rc = mlt_log_metric(run, "m", (double)i, i);
+        ok[i] = rc == MLT_OK;
+        if (!ok[i] && failed++ == 0) {
+            snprintf(first_failure, sizeof first_failure, "%s: %s", mlt_err_name(rc),
+                     mlt_last_error());
+        }
+    }
+    mlt_err during = mlt_log_param(run, "during", "1");
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0); /* room comes back */
+
+    ck_assert_msg(failed > 0, "the cap was never reached");
+    ck_assert_msg(strstr(first_failure, "MLT_ERR_QUEUE_FULL") &&
+                      strstr(first_failure, "File too large"),
+                  "the failure does not say why: %s", first_failure);
+    ck_assert_int_ne(during, MLT_OK);
+
+    /* logging resumes: the writer retries and drains the ring */
+    int64_t until = now_ms() + 10000;
+    mlt_err rc;
+    while ((rc = mlt_log_metric(run, "m", (double)FULL_POINTS, FULL_POINTS)) != MLT_OK &&
+           now_ms() < until) {
+        usleep(20 * 1000);
+    }
+    ck_assert_msg(rc == MLT_OK, "logging did not resume: %s", mlt_last_error());
+    ok[FULL_POINTS] = true;
+    for (int i = FULL_POINTS + 1; i < FULL_POINTS + AFTER_POINTS; i++) {
+        ck_assert_int_eq(mlt_log_metric(run, "m", (double)i, i), MLT_OK);
+        ok[i] = true;
+    }
+    ck_assert_int_eq(mlt_log_param(run, "after", "1"), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    mlt_tracker_close(t, 0); /* the server is away: everything stays queued */
+
+    /* every point whose call returned MLT_OK is journaled once, and no other */
+    char dir[PATH_MAX];
+    journal_dir(queue, dir, sizeof dir);
+    mlt__journal *j = NULL;
+    mlt__recovery recov;
+    ck_assert_int_eq(mlt__journal_open(&j, dir, false, MLT__FSYNC_NONE, &recov, err, sizeof err),
+                     MLT_OK);
+    static unsigned char seen[FULL_POINTS + AFTER_POINTS];
+    memset(seen, 0, sizeof seen);
+    bool params[3] = {false, false, false};
+    int ended = 0;
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    uint64_t cursor = 0;
+    mlt__rec r;
+    while ((rc = mlt__journal_next(j, &cursor, &scratch, &r)) == MLT_OK) {
+        if (r.type == MLT__REC_METRIC) {
+            ck_assert_str_eq(r.key, "m");
+            int i = (int)r.num;
+            ck_assert(i >= 0 && i < FULL_POINTS + AFTER_POINTS && r.step == i);
+            ck_assert_msg(ok[i], "point %d was journaled though its call failed", i);
+            ck_assert_msg(seen[i]++ == 0, "point %d journaled twice", i);
+        } else if (r.type == MLT__REC_PARAM) {
+            params[0] |= strcmp(r.key, "before") == 0;
+            params[1] |= strcmp(r.key, "during") == 0;
+            params[2] |= strcmp(r.key, "after") == 0;
+        } else if (r.type == MLT__REC_END) {
+            ended++;
+        }
+    }
+    ck_assert_int_eq(rc, MLT_ERR_NOT_FOUND);
+    for (int i = 0; i < FULL_POINTS + AFTER_POINTS; i++) {
+        ck_assert_msg(!ok[i] || seen[i] == 1, "point %d was logged but is not in the journal", i);
+    }
+    ck_assert(params[0] && !params[1] && params[2]);
+    ck_assert_int_eq(ended, 1);
+    mlt__buf_free(&scratch);
+    mlt__journal_close(j, false);
+    mlt_test_remove_tree(queue);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limits");
@@ -90,5 +223,6 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, a_thousand_tracker_lives_leave_no_fd_and_no_thread);
     suite_add_tcase(s, tc);
+    MLT_ADD_TEST(s, a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes);
     return mlt_test_run_suite(s);
 }
