@@ -135,7 +135,9 @@ void mlt_options_free(mlt_options *opts);
  *   fsync               none, interval (default) or always: when journal appends reach the disk.
  *   fsync_interval_ms   group commit period of fsync=interval (default 100).
  *   queue_max_bytes     cap of undelivered journal bytes (default 1073741824, 1 GiB).
- *   queue_full          block (default) or fail: what a log call does at the cap.
+ *   queue_full          block (default) or fail: what a log call does at the cap. (A point
+ *                       that finds the ring full, its writer behind, waits for it at least 1 s
+ *                       either way; with fail, not when the writer cannot write: disk full.)
  *   queue_block_ms      how long "block" waits before failing with MLT_ERR_QUEUE_FULL (1000).
  *   linger_ms           MLTRACK_LINGER_MS: how long the sender lets new records gather before
  *                       it sends, so that log batches fill (20; 0 sends at once; a flush never
@@ -243,7 +245,8 @@ typedef struct mlt_queue_stats {
     uint64_t queued;        /**< records appended to the journal */
     uint64_t sent;          /**< records sent to the server (a retry counts again) */
     uint64_t acknowledged;  /**< records the server acknowledged */
-    uint64_t retried;       /**< requests retried after a retriable failure */
+    uint64_t retried;       /**< requests tried again after a failure (the server away, a
+                                 TLS or credential refusal) */
     uint64_t rejected;      /**< records rejected for good (dead letters) */
     uint64_t bytes_pending; /**< journal bytes not yet acknowledged */
 } mlt_queue_stats;

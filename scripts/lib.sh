@@ -8,8 +8,10 @@
 MLT_MLFLOW_VERSION=3.17.2
 
 # Debian packages needed to build, test and demo (checked one by one, installed only if missing).
+# (nginx-light and openssl: the TLS terminator and the test CA of tests/integration/test_tls.py)
 MLT_DEB_PACKAGES=(build-essential autoconf automake libtool pkg-config libcurl4-openssl-dev
-    libcjson-dev check valgrind python3 python3-venv curl jq git man-db groff-base)
+    libcjson-dev check valgrind python3 python3-venv curl jq git man-db groff-base nginx-light
+    openssl)
 
 # The UI check (scripts/check-ui.sh) only: Debian's Chromium and its WebDriver (same version, from
 # the same source package), a font for the screenshot, and Selenium from PyPI in the venv.

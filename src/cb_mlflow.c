@@ -41,6 +41,8 @@ typedef struct mlflow_cb {
     int has_commit;
 } mlflow_cb;
 
+#define RING_WAIT_MS 1000 /* the least a put waits for the journal's writer to drain the ring */
+
 static live_run *find_live(mlflow_cb *m, const char *key)
 {
     for (size_t i = 0; i < m->n_live; i++) {
@@ -335,7 +337,11 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
         return err;
     }
     m->ring = mlt__journal_ring(m->journal);
-    m->ring->full_block_ms = m->opts->queue_full_fail ? 0 : (int)m->opts->queue_block_ms;
+    /* A full ring is not a full queue: the writer is only behind, and every put waits for it
+     * (at least RING_WAIT_MS), unless the policy is fail and the writer cannot write. */
+    m->ring->full_block_ms = m->opts->queue_block_ms > RING_WAIT_MS ? (int)m->opts->queue_block_ms
+                                                                    : RING_WAIT_MS;
+    m->ring->full_fail_fast = m->opts->queue_full_fail;
     m->cap = (uint64_t)m->opts->queue_max_bytes;
     m->sync_always = m->opts->fsync_mode == MLT__FSYNC_ALWAYS;
     err = mlt__journal_start_writer(m->journal, notify_sender, m->sender,

@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -151,6 +152,9 @@ static void quickack(curl_socket_t fd)
 }
 
 /* The handle's sockets are made and closed here, so that quickack can reach them. */
+/* The warning that certificate verification is off is given once a process. */
+static atomic_flag insecure_said = ATOMIC_FLAG_INIT;
+
 static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
     curl_tr *c = ud;
@@ -324,6 +328,12 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
     if (o->insecure_tls) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+        const char *uri = mlt__opt_str(o, MLT__OPT_TRACKING_URI);
+        if (uri && strncmp(uri, "https:", 6) == 0 && !atomic_flag_test_and_set(&insecure_said)) {
+            mlt__log(&o->logger, MLT_LOG_WARN,
+                     "TLS certificate verification is off (insecure_tls, "
+                     "MLFLOW_TRACKING_INSECURE_TLS): the tracking server is not authenticated");
+        }
     }
     const char *ca = mlt__opt_str(o, MLT__OPT_CA_CERT_PATH);
     if (ca) {

@@ -335,6 +335,7 @@ static mlt__journal *alloc_journal(const char *dir, bool read_only, mlt__fsync_m
     pthread_mutex_init(&j->wmu, NULL);
     pthread_cond_init(&j->wcv, NULL);
     atomic_init(&j->ring.idle, 0);
+    atomic_init(&j->ring.writer_failing, false);
     atomic_init(&j->ring.pending, 0);
     mlt__buf_init(&j->group);
     mlt__buf_init(&j->frame);
@@ -1218,15 +1219,17 @@ mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double va
             }
             return MLT_OK;
         }
-        if (mlt__mono_ns() >= deadline) {
+        bool failing = atomic_load(&r->writer_failing);
+        if (mlt__mono_ns() >= deadline || (failing && r->full_fail_fast)) {
             char werr[256];
             pthread_mutex_lock(&r->j->mu);
             snprintf(werr, sizeof werr, "%s", r->j->werr[0] ? r->j->werr : "no error seen");
             pthread_mutex_unlock(&r->j->mu);
             return mlt__fail(MLT_ERR_QUEUE_FULL,
-                             "the journal's writer is %u points behind (the disk is slow or "
-                             "failing: %s): the point was not logged",
-                             MLT__RING_SLOTS, werr);
+                             "the journal's writer is %u points behind (%s: %s): the point "
+                             "was not logged",
+                             MLT__RING_SLOTS, failing ? "it cannot write" : "the disk is slow",
+                             werr);
         }
         mlt__ring_wake(r);
         struct timespec d = {0, 200000};
@@ -1277,10 +1280,14 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&j->mu);
         uint64_t before = j->last_seq;
         mlt_err err = drain_locked(j, false, NULL, NULL);
+        bool wrote = j->last_seq != before;
         if (err != MLT_OK) {
             snprintf(j->werr, sizeof j->werr, "%s", mlt_last_error());
+            atomic_store(&r->writer_failing, true);
+        } else if (wrote || !ring_ready(r)) {
+            j->werr[0] = '\0'; /* it writes again (space came back) */
+            atomic_store(&r->writer_failing, false);
         }
-        bool wrote = j->last_seq != before;
         int64_t now = mlt__mono_ns() / 1000000, sync_in = 1000;
         if (j->mode == MLT__FSYNC_INTERVAL && (j->dirty || j->acked_dirty || j->keys_dirty)) {
             if (now - last_sync >= j->interval_ms) {

@@ -88,7 +88,9 @@ typedef struct mlt__ring {
     mlt__ring_slot *slots;
     atomic_int idle;       /* the writer sleeps until woken */
     bool tsc;              /* the hot path stamps points with the TSC (see mlt__ring_now) */
-    int full_block_ms;     /* a full ring: how long a put waits for room (0: not at all) */
+    int full_block_ms;     /* a full ring: how long a put waits for the writer to make room */
+    bool full_fail_fast;   /* ...unless the writer is failing: then it fails at once */
+    atomic_bool writer_failing; /* the writer's last drain failed (werr says why) */
     _Atomic uint64_t pending; /* undelivered bytes in the segments (mlt__journal_pending_bytes) */
     struct mlt__journal *j;
 } mlt__ring;
@@ -137,8 +139,8 @@ static inline int mlt__ring_try(mlt__ring *r, uint32_t run_no, uint32_t key_id, 
     return atomic_load_explicit(&r->idle, memory_order_seq_cst) != 0;
 }
 
-/* Puts one point in the ring, waiting for room as r->full_block_ms says. Returns MLT_OK, or
- * MLT_ERR_QUEUE_FULL when the ring stayed full. Any thread. */
+/* Puts one point in the ring, waiting for room as r->full_block_ms and r->full_fail_fast say.
+ * Returns MLT_OK, or MLT_ERR_QUEUE_FULL when the ring stayed full. Any thread. */
 static inline mlt_err mlt__ring_put(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value,
                                     int64_t ts, int64_t step)
 {

@@ -838,6 +838,7 @@ static void *run_thread(void *arg)
         s->failures = 0;
         if (o == FATAL) {
             mlt__log(&s->opts->logger, MLT_LOG_ERROR, "delivery stopped: %s", s->last_error);
+            atomic_fetch_add(&s->retried, 1); /* it is tried again in 5 s */
             timed_wait(s, 5000, false);
             continue;
         }
