@@ -15,6 +15,10 @@
  *       program (mlt_log_metric_at, as in log), "acc" points by the library (mlt_log_metric, the
  *       ledger gets the timestamp from a callback of our own); params lr, proc, run_index; tags
  *       kind, run_index, progress (every 10 points); each run ends FINISHED.
+ *   it_queue [OPTIONS] threads THREADS POINTS
+ *       Starts run "shared"; THREADS threads at once each start run "own-K", then log POINTS
+ *       points into "shared" under key "tK" and POINTS into their own run under "m" (step i, value
+ *       it_value(K, i), stamped by the library), end their run; then "shared" ends.
  *   it_queue [OPTIONS] pause-between FILE
  *       Starts run "pause", logs param lr=0.01 and metric m (step 0), waits until FILE exists,
  *       then logs param p=2, metrics m steps 1..10, tag after=yes and ends the run FINISHED.
@@ -62,7 +66,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -294,7 +300,7 @@ static void on_log(int level, const char *message, void *ud)
 
 /* ---- logging calls, each recorded in the ledger once it returned MLT_OK ---------------------- */
 
-static unsigned long failures;
+static _Atomic unsigned long failures;
 
 static void call_failed(const char *what, mlt_run *run, const char *key, mlt_err rc)
 {
@@ -616,11 +622,66 @@ static mlt_tracker *setup(const config *c)
     return t;
 }
 
+typedef struct worker {
+    pthread_t thread;
+    mlt_tracker *t;
+    mlt_run *shared;
+    long k, points;
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    char name[32], key[32];
+    snprintf(name, sizeof name, "own-%ld", w->k);
+    snprintf(key, sizeof key, "t%ld", w->k);
+    mlt_run *own = start_run(w->t, name);
+    for (long i = 0; i < w->points; i++) {
+        metric(w->shared, key, it_value(w->k, i), i, -1, w->k, i);
+        if (own) {
+            metric(own, "m", it_value(w->k, i), i, -1, w->k, i);
+        }
+    }
+    if (own) {
+        end_run(own);
+    }
+    return NULL;
+}
+
+static void cmd_threads(mlt_tracker *t, long threads, long points)
+{
+    mlt_run *shared = start_run(t, "shared");
+    if (!shared) {
+        return;
+    }
+    worker *w = calloc((size_t)threads, sizeof *w);
+    if (!w) {
+        complain("out of memory");
+        failures++;
+        end_run(shared);
+        return;
+    }
+    for (long k = 0; k < threads; k++) {
+        w[k] = (worker){.t = t, .shared = shared, .k = k, .points = points};
+        if (pthread_create(&w[k].thread, NULL, worker_main, &w[k]) != 0) {
+            complain("cannot start thread %ld", k);
+            failures++;
+            threads = k;
+            break;
+        }
+    }
+    for (long k = 0; k < threads; k++) {
+        pthread_join(w[k].thread, NULL);
+    }
+    free(w);
+    end_run(shared);
+}
+
 static int usage(void)
 {
     complain("usage: it_queue [--ledger PATH] [--close-ms N] [--flush-ms N] [--delay-ms N] "
              "[--hold FILE] [--verbose] [--from-env] (log RUNS POINTS | forever TAG [POINTS_PER_RUN] | "
-             "pause-between FILE)");
+             "threads THREADS POINTS | pause-between FILE)");
     return EXIT_USAGE;
 }
 
@@ -683,6 +744,11 @@ int main(int argc, char **argv)
             (argc - a == 2 && !parse_long(argv[a + 1], 1, 1000000, &n2))) {
             return usage();
         }
+    } else if (strcmp(cmd, "threads") == 0) {
+        if (argc - a != 2 || !parse_long(argv[a], 1, 64, &n1) ||
+            !parse_long(argv[a + 1], 0, 10000000, &n2)) {
+            return usage();
+        }
     } else if (strcmp(cmd, "pause-between") == 0) {
         if (argc - a != 1) {
             return usage();
@@ -710,6 +776,8 @@ int main(int argc, char **argv)
         cmd_log(t, &c, n1, n2);
     } else if (strcmp(cmd, "forever") == 0) {
         cmd_forever(t, &c, argv[a], n2);
+    } else if (strcmp(cmd, "threads") == 0) {
+        cmd_threads(t, n1, n2);
     } else {
         cmd_pause_between(t, argv[a]);
     }
@@ -739,7 +807,7 @@ int main(int argc, char **argv)
     int64_t t0 = now_ms();
     rc = mlt_tracker_close(t, (int)c.close_ms);
     say("close %s %" PRId64 "\n", mlt_err_name(rc), now_ms() - t0);
-    say("failures %lu\n", failures);
+    say("failures %lu\n", (unsigned long)failures);
     if (ledger_fd >= 0) {
         close(ledger_fd);
     }

@@ -1094,3 +1094,25 @@ def test_proxy_close_deadline_while_the_answer_is_held(queue_for, module_server,
     res, s = q.sync(uri=module_server.uri)
     assert s["rejected"] == 0 and s["left"] == 0, res
     assert_server_holds_exactly(reader, q.exp_name, expected_runs(read_ledger(ledger)))
+
+
+# ---- threads ------------------------------------------------------------------------------------
+
+
+def test_eight_threads_into_one_run_and_their_own_lose_and_double_nothing(queue_for,
+                                                                          module_server):
+    """8 threads log at once into one shared run (a key each) and into a run of their own; the
+    server holds every point once, per the ledger of calls that returned MLT_OK."""
+    q = queue_for(module_server.uri)
+    ledger = str(q.tmp / "ledger.jsonl")
+    threads, points = 8, 2000
+    res = q.it_queue(["--ledger", ledger, "--flush-ms", "300000", "threads", str(threads),
+                      str(points)], timeout=900)
+    assert res.rc == 0, res
+    out = parse_it_queue(res)
+    assert out["flush"] is not None and out["flush"][0] == "MLT_OK", res
+    entries = read_ledger(ledger)
+    assert sum(e["kind"] == "metric" for e in entries) == 2 * threads * points, res
+    runs = expected_runs(entries)
+    assert len(runs) == threads + 1, sorted(r for r in runs)
+    assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
