@@ -265,6 +265,12 @@ const char *mlt_run_status_name(mlt_run_status status);
  * Creates a tracker from a copy of opts (NULL: all defaults). A new tracker has no callbacks:
  * add them with mlt_tracker_add_callbacks() or the mlt_tracker_add_* helpers before the first run.
  * Returns MLT_ERR_INVALID_ARG, MLT_ERR_BAD_OPTION or MLT_ERR_NOMEM with a message in errbuf.
+ *
+ * Threads: every call on a tracker and its runs may come from any thread, at once.
+ * fork(): the child's copies of the trackers (and their runs and keys) are cut off: every call on
+ * them fails at once with MLT_ERR_STATE, without taking a lock a parent thread may have held,
+ * and mlt_tracker_close() on them does nothing. They stay the parent's, whose journal is left
+ * untouched. The child may exec, exit, or make trackers of its own (with mlt_tracker_new).
  */
 mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf, size_t errlen);
 

@@ -250,6 +250,12 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     return err == MLT_OK ? mlt__journal_sync(m->journal) : err;
 }
 
+static void on_fork_child(void *ud)
+{
+    mlflow_cb *m = ud;
+    mlt__journal_forget_after_fork(m->journal);
+}
+
 static mlt_err on_flush(int timeout_ms, void *ud)
 {
     mlflow_cb *m = ud;
@@ -414,7 +420,8 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
         .on_close = on_close,
     };
     /* fsync=always: every point goes through fast_metric, which syncs */
-    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring, m->cap};
+    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring, m->cap,
+                               on_fork_child};
     err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {
         mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());

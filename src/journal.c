@@ -2178,6 +2178,14 @@ static void remove_dir(mlt__journal *j)
     rmdir(j->dir);
 }
 
+void mlt__journal_forget_after_fork(mlt__journal *j)
+{
+    if (j && j->lock_fd >= 0) {
+        close(j->lock_fd); /* the flock is the open file's: the parent's descriptor keeps it */
+        j->lock_fd = -1;
+    }
+}
+
 void mlt__journal_close(mlt__journal *j, bool remove_if_done)
 {
     if (!j) {

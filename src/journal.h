@@ -194,6 +194,11 @@ void mlt__journal_close(mlt__journal *j, bool remove_if_done);
 
 const char *mlt__journal_dir(const mlt__journal *j);
 
+/* In a forked child that will not use the journal: drops the child's hold on the journal's lock
+ * (the parent keeps its own), so that the journal is adopted once the parent is gone even while
+ * the child lives on. Takes no lock. */
+void mlt__journal_forget_after_fork(mlt__journal *j);
+
 /* Appends one record; *seq_out (may be NULL) gets its sequence number. Thread-safe. With
  * fsync=always the record is on disk when this returns. */
 mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload,

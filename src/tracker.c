@@ -21,6 +21,80 @@ static _Atomic(mlt_tracker *) default_tracker;
 
 /* ---- tracker ---- */
 
+/* ---- fork ---- */
+
+/* Every live tracker, so that a forked child can disable its copies. The prepare handler takes
+ * the lock, so no other thread holds it at the fork. */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static mlt_tracker *registry;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&registry_mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* In the child, the only thread: its copies of the trackers would share the parent's journal,
+ * ring and locks (held, maybe, by threads the child does not have), so they are cut off. */
+static void fork_child(void)
+{
+    for (mlt_tracker *t = registry; t; t = t->reg_next) {
+        t->forked = true;
+        t->ring = NULL; /* the hot path takes the slow path, which refuses */
+        t->fast_metric = NULL;
+        for (size_t i = 0; i < t->n_cbs; i++) {
+            if (t->cbs[i].ext.on_fork_child) {
+                t->cbs[i].ext.on_fork_child(t->cbs[i].userdata);
+            }
+        }
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void register_tracker(mlt_tracker *t)
+{
+    pthread_once(&atfork_once, install_atfork);
+    pthread_mutex_lock(&registry_mu);
+    t->reg_next = registry;
+    if (registry) {
+        registry->reg_prev = t;
+    }
+    registry = t;
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void unregister_tracker(mlt_tracker *t)
+{
+    pthread_mutex_lock(&registry_mu);
+    if (t->reg_prev) {
+        t->reg_prev->reg_next = t->reg_next;
+    } else if (registry == t) {
+        registry = t->reg_next;
+    }
+    if (t->reg_next) {
+        t->reg_next->reg_prev = t->reg_prev;
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* What every call on a forked child's copy of a tracker returns: no lock is taken (a lock may be
+ * held by a thread the child does not have), nothing is counted. */
+static mlt_err forked_err(void)
+{
+    return mlt__fail(MLT_ERR_STATE, "this tracker belongs to the parent process: a forked child "
+                                    "cannot use it (it may make a tracker of its own)");
+}
+
 /* ---- system metrics ---- */
 
 /* MLflow's names (mlflow/system_metrics), so that the UI shows them on its system metrics tab. */
@@ -151,6 +225,7 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
     pthread_cond_init(&t->sys_cv, NULL);
     atomic_init(&t->started, false);
     atomic_init(&t->errors, 0);
+    register_tracker(t);
     if (t->opts->system_metrics) {
         mlt_err err = sys_start(t, errbuf, errlen);
         if (err != MLT_OK) {
@@ -274,7 +349,7 @@ static void note_err(first_err *fe, mlt_err err, const char *what)
 /* Counts a failed call against the tracker. */
 static mlt_err counted(mlt_tracker *t, mlt_err err)
 {
-    if (err != MLT_OK && t) {
+    if (err != MLT_OK && t && !t->forked) {
         pthread_mutex_lock(&t->lock);
         atomic_fetch_add(&t->errors, 1);
         snprintf(t->last_error, sizeof t->last_error, "%s: %s", mlt_err_name(err),
@@ -296,6 +371,9 @@ mlt_err mlt_tracker_flush(mlt_tracker *t, int timeout_ms)
 {
     if (!t) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker is required");
+    }
+    if (t->forked) {
+        return forked_err();
     }
     int64_t deadline = timeout_ms < 0 ? -1 : mlt__mono_ns() + (int64_t)timeout_ms * 1000000;
     first_err fe = {MLT_OK, ""};
@@ -319,6 +397,10 @@ mlt_err mlt_tracker_close(mlt_tracker *t, int timeout_ms)
     if (!t) {
         return MLT_OK;
     }
+    if (t->forked) {
+        return forked_err(); /* the parent's to close; the child's copy is left as it is */
+    }
+    unregister_tracker(t);
     sys_stop(t);
     first_err fe = {MLT_OK, ""};
     for (;;) {
@@ -373,6 +455,12 @@ unsigned long long mlt_tracker_last_error(mlt_tracker *t, char *buf, size_t len)
 {
     if (!t) {
         return 0;
+    }
+    if (t->forked) {
+        if (buf && len) {
+            snprintf(buf, len, "MLT_ERR_STATE: %s", mlt_strerror(MLT_ERR_STATE));
+        }
+        return atomic_load(&t->errors);
     }
     pthread_mutex_lock(&t->lock);
     unsigned long long n = atomic_load(&t->errors);
@@ -453,6 +541,9 @@ static mlt_err start_run(mlt_tracker *t, mlt_run *parent, const char *name, mlt_
 {
     if (!out) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "out is required");
+    }
+    if (t->forked) {
+        return forked_err();
     }
     size_t len;
     char *msg = mlt__fail_buf(&len);
@@ -618,6 +709,9 @@ static mlt_err check_entry(mlt_run *run, mlt__kind kind, const char *key, const 
         return mlt__fail(MLT_ERR_INVALID_ARG, "run is required (%s '%s')", calls[kind],
                          key ? key : "(null)");
     }
+    if (run->tracker->forked) {
+        return forked_err();
+    }
     size_t len;
     char *msg = mlt__fail_buf(&len);
     mlt_err err = mlt__validate_key(kind, key, msg, len);
@@ -736,6 +830,9 @@ mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **ou
     if (!tracker || !out) {
         return counted(tracker, mlt__fail(MLT_ERR_INVALID_ARG, "tracker and out are required"));
     }
+    if (tracker->forked) {
+        return forked_err();
+    }
     size_t len;
     char *msg = mlt__fail_buf(&len);
     mlt_err err = mlt__validate_key(MLT__METRIC, key, msg, len);
@@ -750,6 +847,9 @@ static mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value, int
                                int64_t ts)
 {
     mlt_tracker *t = run->tracker;
+    if (t->forked) {
+        return forked_err();
+    }
     if (t->fast_metric) {
         mlt_err err = t->fast_metric(t->fast_ud, run, k, value, step, ts);
         return err == MLT_OK ? MLT_OK : counted(t, err);
@@ -894,6 +994,9 @@ mlt_err mlt_run_end(mlt_run *run, mlt_run_status status)
 {
     if (!run) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "run is required");
+    }
+    if (run->tracker->forked) {
+        return forked_err(); /* the parent's run: left as it is */
     }
     if (status != MLT_RUN_FINISHED && status != MLT_RUN_FAILED && status != MLT_RUN_KILLED) {
         status = MLT_RUN_FAILED;

@@ -26,6 +26,8 @@ typedef struct mlt__sink_ext {
     mlt__key_fn on_key;              /* every key registered, before a point names it */
     struct mlt__ring *ring;          /* points go straight into this ring while... */
     uint64_t ring_cap;               /* ...its undelivered bytes are below this */
+    void (*on_fork_child)(void *ud); /* in a forked child, which will never use the sink: let go
+                                      * of what the parent must keep alone (no lock, no malloc) */
 } mlt__sink_ext;
 
 typedef struct mlt__cb_entry {
@@ -73,6 +75,8 @@ struct mlt_tracker {
     /* system metrics (option system_metrics): a sampler thread logs into the top-level runs;
      * sys_lock is held while it does, and by mlt_run_end() while it unlinks such a run */
     char *source; /* mlflow.source.name for the MLflow callback, when set (mltrack run) */
+    bool forked;  /* this is a forked child's copy: every call fails (see mlt_tracker_new) */
+    mlt_tracker *reg_prev, *reg_next; /* every live tracker, for the fork handlers */
     bool sys_started;
     bool sys_stop; /* under sys_lock */
     pthread_t sys_thread;

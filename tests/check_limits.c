@@ -7,6 +7,9 @@
  * - A full disk (a file size cap, RLIMIT_FSIZE, which any process may set on itself): calls fail
  *   with the writer's reason, nothing journaled is lost or doubled, and logging resumes when
  *   room comes back.
+ * - fork() while threads log: the child's copies of the trackers refuse every call at once
+ *   (MLT_ERR_STATE, no hang on a lock a parent thread held), the child may make a tracker of its
+ *   own, and the parent's journal holds only the parent's points.
  */
 #include "config.h"
 
@@ -16,7 +19,10 @@
 #include "mltrack.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -216,6 +222,153 @@ START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
 }
 END_TEST
 
+/* A tracker aimed at a refused port, queue in dir. */
+static mlt_tracker *away_tracker(const char *dir)
+{
+    char err[256] = "";
+    mlt_options *o = mlt_options_new();
+    if (!o || mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err) ||
+        mlt_options_set(o, "queue_dir", dir, err, sizeof err)) {
+        mlt_options_free(o);
+        return NULL;
+    }
+    mlt_tracker *t = NULL;
+    if (mlt_tracker_new(&t, o, err, sizeof err) != MLT_OK ||
+        mlt_tracker_add_mlflow(t, err, sizeof err) != MLT_OK) {
+        mlt_tracker_close(t, 0);
+        t = NULL;
+    }
+    mlt_options_free(o);
+    return t;
+}
+
+typedef struct logger_arg {
+    mlt_run *run;
+    atomic_bool stop;
+    long ok;
+} logger_arg;
+
+static void *logger_main(void *arg)
+{
+    logger_arg *a = arg;
+    for (long i = 0; !atomic_load(&a->stop); i++) {
+        a->ok += mlt_log_metric(a->run, "m", (double)i, i) == MLT_OK;
+        if (i % 64 == 0) {
+            mlt_set_tag(a->run, "progress", "x"); /* journal appends: its lock taken often */
+        }
+    }
+    return NULL;
+}
+
+/* In the child: every call on the parent's tracker fails at once; a tracker of its own works.
+ * Returns the exit status: 0, or the number of the first check that failed. */
+static int child_checks(mlt_tracker *t, mlt_run *run, const mlt_key *k, const char *own_dir)
+{
+    mlt_run *r2 = NULL;
+    const mlt_key *k2 = NULL;
+    const mlt_err got[] = {
+        mlt_log_metric(run, "m", 1.0, 1),
+        mlt_log_metric_key(run, k, 1.0, 1),
+        mlt_log_metric_at(run, "m", 1.0, 1, 5),
+        mlt_log_param(run, "child", "1"),
+        mlt_set_tag(run, "child", "1"),
+        mlt_metric_key(t, "other", &k2),
+        mlt_run_start(t, "child", &r2),
+        mlt_tracker_flush(t, 1000),
+        mlt_run_end(run, MLT_RUN_FINISHED),
+        mlt_tracker_close(t, 1000),
+    };
+    for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) {
+        if (got[i] != MLT_ERR_STATE) {
+            return (int)i + 1;
+        }
+    }
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* the sanitizers' runtimes cannot allocate or start threads in a child forked while other
+     * threads ran (ASan's allocator locks, TSan refuses): the child's own tracker is for the
+     * plain build and valgrind */
+    (void)own_dir;
+    return 0;
+#endif
+    mlt_tracker *own = away_tracker(own_dir);
+    mlt_run *mine = NULL;
+    if (!own || mlt_run_start(own, "child's own", &mine) != MLT_OK ||
+        mlt_log_metric(mine, "c", 1.0, 0) != MLT_OK || mlt_run_end(mine, 0) != MLT_OK) {
+        return 50;
+    }
+    mlt_err rc = mlt_tracker_close(own, 0);
+    return rc == MLT_OK || rc == MLT_ERR_TIMEOUT ? 0 : 51;
+}
+
+START_TEST(a_forked_child_is_refused_the_parents_tracker_and_never_hangs)
+{
+    char queue[PATH_MAX], own[PATH_MAX];
+    mlt_test_tmpdir(queue, sizeof queue, "fork");
+    mlt_test_tmpdir(own, sizeof own, "fork-child");
+    mlt_tracker *t = away_tracker(queue);
+    ck_assert_ptr_nonnull(t);
+    mlt_run *run = NULL;
+    const mlt_key *k = NULL;
+    ck_assert_int_eq(mlt_run_start(t, "parent", &run), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(t, "m", &k), MLT_OK);
+    logger_arg la = {.run = run, .ok = 0};
+    atomic_init(&la.stop, false);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, logger_main, &la), 0);
+    for (int n = 0; n < 20; n++) {
+        usleep(5000);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            alarm(20); /* a hang ends the child by SIGALRM, which the parent sees */
+            char code[16];
+            snprintf(code, sizeof code, "exit %d", child_checks(t, run, k, own));
+            /* what a child may do: exec (valgrind then checks no leak in the parent's image,
+             * whose threads' buffers the child sees as lost) */
+            execl("/bin/sh", "sh", "-c", code, (char *)NULL);
+            _exit(99);
+        }
+        int status = 0;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status), "fork %d: the child died of signal %d (a hang?)", n,
+                      WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        ck_assert_msg(WEXITSTATUS(status) == 0, "fork %d: check %d failed in the child", n,
+                      WEXITSTATUS(status));
+    }
+    atomic_store(&la.stop, true);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    mlt_tracker_close(t, 0);
+
+    /* the parent's journal: its points only, every one of them */
+    char dir[PATH_MAX], err[256];
+    journal_dir(queue, dir, sizeof dir);
+    mlt__journal *j = NULL;
+    mlt__recovery recov;
+    ck_assert_int_eq(mlt__journal_open(&j, dir, false, MLT__FSYNC_NONE, &recov, err, sizeof err),
+                     MLT_OK);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    uint64_t cursor = 0;
+    mlt__rec r;
+    long points = 0;
+    mlt_err rc;
+    while ((rc = mlt__journal_next(j, &cursor, &scratch, &r)) == MLT_OK) {
+        if (r.type == MLT__REC_METRIC) {
+            ck_assert_str_eq(r.key, "m");
+            points++;
+        }
+        ck_assert(r.type != MLT__REC_PARAM); /* the child's param never got in */
+    }
+    ck_assert_int_eq(rc, MLT_ERR_NOT_FOUND);
+    ck_assert_int_eq(points, la.ok);
+    mlt__buf_free(&scratch);
+    mlt__journal_close(j, false);
+    mlt_test_remove_tree(queue);
+    mlt_test_remove_tree(own);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limits");
@@ -224,5 +377,6 @@ int main(void)
     tcase_add_test(tc, a_thousand_tracker_lives_leave_no_fd_and_no_thread);
     suite_add_tcase(s, tc);
     MLT_ADD_TEST(s, a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes);
+    MLT_ADD_TEST(s, a_forked_child_is_refused_the_parents_tracker_and_never_hangs);
     return mlt_test_run_suite(s);
 }
