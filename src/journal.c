@@ -930,6 +930,13 @@ out:
 _Static_assert(sizeof(mlt__ring_hdr) == 4096, "the ring header is one page");
 _Static_assert(sizeof(mlt__ring_slot) == 40, "ring slots are 40 bytes");
 
+/* Whether a ring file's header is one this build uses (else the ring is started afresh). */
+static bool ring_header_ok(const mlt__ring_hdr *h)
+{
+    return memcmp(h->magic, MLT__RING_MAGIC, 8) == 0 && h->slot_size == sizeof(mlt__ring_slot) &&
+           h->slots == MLT__RING_SLOTS;
+}
+
 /* Maps dir/ring, creating or re-initializing it when missing or unusable (why says so). */
 static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen)
 {
@@ -974,8 +981,7 @@ static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen)
         return MLT_ERR_IO;
     }
     mlt__ring_hdr *h = map;
-    if (!fresh && (memcmp(h->magic, MLT__RING_MAGIC, 8) != 0 ||
-                   h->slot_size != sizeof(mlt__ring_slot) || h->slots != MLT__RING_SLOTS)) {
+    if (!fresh && !ring_header_ok(h)) {
         snprintf(why, whylen, "ring file with a bad header: started afresh");
         fresh = true;
         memset(map, 0, RING_BYTES);
@@ -1177,7 +1183,7 @@ static void ring_count(mlt__journal *j, mlt__recovery *rec)
     }
     mlt__ring_hdr *h = map; /* read only: the mapping is PROT_READ */
     mlt__ring_slot *slots = (mlt__ring_slot *)((char *)map + sizeof *h);
-    if (memcmp(h->magic, MLT__RING_MAGIC, 8) == 0) {
+    if (ring_header_ok(h)) { /* else the next open starts the ring afresh: no point is saved */
         uint64_t head = atomic_load(&h->head), start = atomic_load(&h->tail);
         if (j->ring_seen_set && j->ring_seen > start) {
             start = j->ring_seen;

@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -915,6 +916,38 @@ START_TEST(a_ring_file_of_the_wrong_size_is_started_afresh)
 }
 END_TEST
 
+START_TEST(status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh)
+{
+    /* found by fuzzing: a ring with the right magic but slots of another size was counted by
+     * a read-only open (mltrack status said the points would be saved), while the next
+     * read-write open starts such a ring afresh and saves none */
+    fixture f;
+    fixture_init(&f);
+    dead_args a = {8, 2000, 700, 0};
+    run_child(child_puts_and_dies, f.dir, &a);
+    ck_assert_uint_eq(status_of(f.dir).ring_points, a.n2);
+    char path[PATH_MAX];
+    path_of(path, f.dir, "ring");
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    uint32_t slot_size = sizeof(mlt__ring_slot) + 8;
+    ck_assert_int_eq(pwrite(fd, &slot_size, sizeof slot_size, offsetof(mlt__ring_hdr, slot_size)),
+                     (ssize_t)sizeof slot_size);
+    close(fd);
+
+    mlt__recovery st = status_of(f.dir);
+    ck_assert_uint_eq(st.records, a.n1);
+    ck_assert_uint_eq(st.ring_points, 0);
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.records, a.n1);
+    ck_assert_uint_eq(rec.ring_points, st.ring_points);
+    ck_assert_ptr_nonnull(strstr(rec.why, "ring"));
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
 START_TEST(a_point_put_into_an_adopted_journal_is_drained_or_refused)
 {
     /* mlt__journal_open gives a ring to a journal it adopts (mlt__journal_ring is NULL only for
@@ -1747,6 +1780,7 @@ int main(void)
     MLT_ADD_TEST(s, crash_in_the_middle_of_a_group_write_moves_each_point_once);
     MLT_ADD_TEST(s, a_slot_a_dead_thread_never_finished_is_skipped);
     MLT_ADD_TEST(s, a_ring_file_of_the_wrong_size_is_started_afresh);
+    MLT_ADD_TEST(s, status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh);
     MLT_ADD_TEST(s, a_point_put_into_an_adopted_journal_is_drained_or_refused);
     MLT_ADD_TEST(s, tsc_stamps_become_the_calls_ms);
     MLT_ADD_TEST(s, tsc_stamps_of_a_dead_process_become_the_calls_ms);
