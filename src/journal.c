@@ -1402,9 +1402,17 @@ static mlt_err list_names(const char *dir, bool (*keep)(const char *name), bool 
     return err;
 }
 
+/* Only the names seg_name() gives are segments: the reader, the appender and acks find a
+ * segment again by the name of its number, so "seg-+000...1.log" or a number past 64 bits would
+ * name another file (or none). Other names are foreign files, left alone. */
 static bool is_segment(const char *name)
 {
-    return strncmp(name, "seg-", 4) == 0 && strlen(name) == 28 && strcmp(name + 24, ".log") == 0;
+    if (strncmp(name, "seg-", 4) != 0 || strlen(name) != 28) {
+        return false;
+    }
+    char canonical[64];
+    seg_name(strtoull(name + 4, NULL, 10), canonical);
+    return strcmp(name, canonical) == 0;
 }
 
 static bool is_journal(const char *name)

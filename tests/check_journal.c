@@ -1723,6 +1723,39 @@ START_TEST(journal_cuts_a_segment_without_magic)
 }
 END_TEST
 
+START_TEST(journal_ignores_files_named_like_segments_but_not_by_their_number)
+{
+    /* found by fuzzing: "seg-+0000000000000000001.log" (or a number past 64 bits, or another
+     * spelling of it) passed for a segment; the reader and the appender find a segment by the
+     * name of its number, so they read another file or none (MLT_ERR_IO), and a copy that sorts
+     * first made the real segment look like one that does not follow on: it was cut */
+    static const char *const strays[] = {"seg-+0000000000000000001.log",
+                                         "seg- 0000000000000000001.log",
+                                         "seg-0000000000000000001x.log",
+                                         "seg-99999999999999999999.log"};
+    for (size_t i = 0; i < sizeof strays / sizeof strays[0]; i++) {
+        fixture f;
+        fixture_init(&f);
+        size_t offs[4];
+        journal_of(f.dir, 3, offs);
+        size_t len;
+        unsigned char *seg = slurp(f.dir, SEG1, &len);
+        spit(f.dir, strays[i], seg, len);
+        free(seg);
+        expect_cut(f.dir, 3, 0, NULL);
+        mlt__recovery rec;
+        mlt__journal *j = open_j(f.dir, true, &rec);
+        ck_assert_uint_eq(rec.records, 3);
+        uint64_t c = 0;
+        expect_params(j, &c, 1, 3, NULL);
+        mlt__journal_close(j, false);
+        ck_assert(exists(f.dir, SEG1));
+        ck_assert(exists(f.dir, strays[i]));
+        fixture_done(&f);
+    }
+}
+END_TEST
+
 /* Appends PARAM "big<n>" = value as record n; returns its frame size. */
 START_TEST(journal_next_reports_a_checksummed_record_that_does_not_decode)
 {
@@ -2594,6 +2627,7 @@ int main(void)
     MLT_ADD_TEST(s, journal_cut_in_a_middle_segment_drops_every_later_segment);
     MLT_ADD_TEST(s, journal_cuts_a_segment_that_does_not_follow_on);
     MLT_ADD_TEST(s, journal_cuts_a_segment_without_magic);
+    MLT_ADD_TEST(s, journal_ignores_files_named_like_segments_but_not_by_their_number);
     MLT_ADD_TEST(s, journal_next_reports_a_checksummed_record_that_does_not_decode);
     MLT_ADD_TEST(s, journal_rotates_segments_past_the_segment_size);
     MLT_ADD_TEST(s, journal_takes_the_largest_record_and_refuses_a_larger_one);
