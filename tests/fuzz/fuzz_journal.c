@@ -7,7 +7,9 @@
  * (a file's content ends where "\n==" starts the next one). NAME is any file name (printable, no
  * '/'): seg-<20 digits>.log, acked, runs, keys, target, dead.jsonl, ring, or anything else.
  * "ring*" writes the ring file at its full size from a short description: up to 4096 bytes of
- * header, then groups of a 2-byte slot index (little-endian) and a 40-byte slot.
+ * header, then groups of a 2-byte slot index (little-endian) and a 40-byte slot. A NAME ending in
+ * '!' is written without the '!', with the checksum of each whole frame made right (a segment's
+ * frames start after its 8-byte magic), so that mutated payloads get past the checksum.
  *
  * Each input is written into a fresh directory, then opened the ways mltrack does: read-only and
  * read to the end (mltrack status, sync's peek; nothing may change), read-write and read to the
@@ -138,6 +140,34 @@ static void write_ring(const uint8_t *data, size_t len)
     close(fd);
 }
 
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A copy of a segment's bytes with the checksum of every whole frame made right (caller frees). */
+static uint8_t *with_good_crcs(const uint8_t *data, size_t len)
+{
+    uint8_t *c = malloc(len ? len : 1);
+    FUZZ_CHECK(c != NULL);
+    if (len) {
+        memcpy(c, data, len);
+    }
+    for (size_t off = 8; off + MLT__FRAME_HEADER <= len;) {
+        uint8_t *f = c + off;
+        uint32_t plen = get_le32(f);
+        if (plen > len - off - MLT__FRAME_HEADER) {
+            break;
+        }
+        uint32_t crc = mlt__crc32c(mlt__crc32c(0, f + 8, 9), f + MLT__FRAME_HEADER, plen);
+        for (int i = 0; i < 4; i++) {
+            f[4 + i] = (uint8_t)(crc >> (8 * i));
+        }
+        off += MLT__FRAME_HEADER + (size_t)plen;
+    }
+    return c;
+}
+
 /* Writes the files of the input into jdir (made fresh). */
 static void write_input(const uint8_t *data, size_t size)
 {
@@ -162,6 +192,13 @@ static void write_input(const uint8_t *data, size_t size)
         size_t content_len = nl ? n - name_len - 1 : 0;
         if (strcmp(name, "ring*") == 0) {
             write_ring(content, content_len);
+        } else if (name_len > 1 && name[name_len - 1] == '!') {
+            name[name_len - 1] = '\0';
+            if (good_name(name)) {
+                uint8_t *fixed = with_good_crcs(content, content_len);
+                write_file(name, fixed, content_len);
+                free(fixed);
+            }
         } else if (good_name(name)) {
             write_file(name, content, content_len);
         }
@@ -293,10 +330,11 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
     mlt__rec last;
     bool have_last = false;
     out->n = 0;
+    mlt_err err = MLT_ERR_NOT_FOUND;
     for (int i = 0; i < MAX_READS; i++) {
         uint64_t c = cursor;
         mlt__rec r;
-        mlt_err err = mlt__journal_next(j, &c, &scratch, &r);
+        err = mlt__journal_next(j, &c, &scratch, &r);
         if (err == MLT_ERR_CORRUPT && c > cursor) {
             FUZZ_CHECK(r.seq == c);
             mlt__rec bad = {.seq = r.seq, .end_pos = r.end_pos, .size = r.size, .key = ""};
@@ -329,6 +367,8 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
         last = r;
         have_last = true;
     }
+    /* what the open kept reads back to the end: no I/O error, no frame that does not read back */
+    FUZZ_CHECK(err == MLT_ERR_NOT_FOUND || err == MLT_OK);
     if (deliver && have_last) {
         mlt__journal_ack(j, &last);
     }

@@ -120,6 +120,8 @@ static file *last_segment(jdir *d)
     return last;
 }
 
+static bool fix_crcs; /* pack names segments NAME! (fuzz_journal makes their checksums right) */
+
 /* Writes d as one fuzz_journal input, OUTDIR/NAME. A full-size ring is written in the short
  * "ring*" form: its header, then the slots in use. */
 static void pack(const jdir *d, const char *name)
@@ -154,7 +156,8 @@ static void pack(const jdir *d, const char *name)
                 fprintf(stderr, "warning: %s of %s holds a separator\n", f->name, name);
             }
         }
-        fprintf(out, "==%s\n", f->name);
+        bool seg = strncmp(f->name, "seg-", 4) == 0;
+        fprintf(out, "==%s%s\n", f->name, fix_crcs && seg ? "!" : "");
         fwrite(f->data, 1, f->len, out);
     }
     REQUIRE(fclose(out) == 0);
@@ -302,7 +305,14 @@ int main(int argc, char **argv)
     seg->len = full;
     seg->data[ends[nf - 3] + 20] ^= 0x40; /* a payload byte of the second last record */
     pack(&d, "flipped-byte");
+    /* the same, with checksums that hold: the record does not decode */
+    fix_crcs = true;
+    pack(&d, "flipped-byte-good-crc");
+    fix_crcs = false;
     seg->data[ends[nf - 3] + 20] ^= 0x40;
+    fix_crcs = true;
+    pack(&d, "closed-two-runs-good-crc");
+    fix_crcs = false;
 
     /* split in two segments at a frame boundary; then one that does not follow on */
     {
