@@ -1552,9 +1552,14 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
             }
             continue;
         }
-        if (expect && first != expect) {
-            snprintf(rec->why, sizeof rec->why, "%s: expected a segment starting at %" PRIu64,
-                     names[i], expect);
+        /* numbers run from 1: 0 is "nothing acked", and a record 0 could never be acked */
+        if (first == 0 || (expect && first != expect)) {
+            if (first == 0) {
+                snprintf(rec->why, sizeof rec->why, "%s: sequence numbers start at 1", names[i]);
+            } else {
+                snprintf(rec->why, sizeof rec->why,
+                         "%s: expected a segment starting at %" PRIu64, names[i], expect);
+            }
             cut = true;
             rec->cut_bytes += fsize;
             close(fd);
@@ -1570,7 +1575,7 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
             uint32_t plen;
             char why[120] = "";
             if (read_frame(&rb, fd, off, fsize, &scratch, &seq, &type, &plen, why, sizeof why) != 0 ||
-                seq != expect) {
+                seq != expect || seq == 0) { /* 0: past the last number */
                 if (!why[0]) {
                     snprintf(why, sizeof why, "sequence %" PRIu64 " where %" PRIu64 " was due",
                              seq, expect);

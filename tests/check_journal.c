@@ -1756,6 +1756,72 @@ START_TEST(journal_ignores_files_named_like_segments_but_not_by_their_number)
 }
 END_TEST
 
+START_TEST(journal_cuts_records_numbered_zero)
+{
+    /* found with fuzz_journal: a segment named 0 (records 0, 1, ...), or records running past
+     * 2^64 - 1 back to 0, were kept; record 0 read back with the cursor staying at 0, and as
+     * "acked 0" means nothing delivered, it would be delivered again at every open */
+    fixture f;
+    fixture_init(&f);
+    static const uint64_t segs[][2] = {{0, 3}};
+    craft_journal(f.dir, 0, segs, 1);
+    const char *seg0 = "seg-00000000000000000000.log";
+    off_t size = file_size(f.dir, seg0);
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, true, &rec);
+    ck_assert_uint_eq(rec.records, 0);
+    ck_assert_uint_eq(rec.cut_bytes, (uint64_t)size);
+    mlt__journal_close(j, false);
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.records, 0);
+    ck_assert_uint_eq(rec.cut_bytes, (uint64_t)size);
+    ck_assert_ptr_nonnull(strstr(rec.why, "start at 1"));
+    ck_assert_uint_eq(mlt__journal_last_seq(j), 0);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    uint64_t c = 0;
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_NOT_FOUND);
+    mlt__journal_close(j, false);
+    ck_assert(!exists(f.dir, seg0));
+    fixture_done(&f);
+
+    /* numbers that run past the last one: the record after 2^64 - 1 is cut */
+    fixture_init(&f);
+    craft_journal(f.dir, 0, segs, 0);
+    mlt__buf b, p;
+    mlt__buf_init(&b);
+    mlt__buf_init(&p);
+    mlt__buf_append(&b, MLT__SEGMENT_MAGIC, 8);
+    const uint64_t seqs[] = {UINT64_MAX - 1, UINT64_MAX, 0, 1};
+    size_t kept = 0;
+    for (size_t i = 0; i < 4; i++) {
+        param_payload(&p, seqs[i]);
+        craft_frame(&b, seqs[i], MLT__REC_PARAM, p.data, p.len);
+        kept = i == 1 ? b.len : kept;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "seg-%020" PRIu64 ".log", UINT64_MAX - 1);
+    spit(f.dir, name, b.data, b.len);
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.records, 2);
+    ck_assert_uint_eq(rec.cut_bytes, b.len - kept);
+    ck_assert_uint_eq(rec.last_seq, UINT64_MAX);
+    c = 0;
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_uint_eq(r.seq, UINT64_MAX - 1);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_uint_eq(r.seq, UINT64_MAX);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_NOT_FOUND);
+    mlt__journal_close(j, false);
+    ck_assert_uint_eq((uint64_t)file_size(f.dir, name), kept);
+    mlt__buf_free(&scratch);
+    mlt__buf_free(&b);
+    mlt__buf_free(&p);
+    fixture_done(&f);
+}
+END_TEST
+
 /* Appends PARAM "big<n>" = value as record n; returns its frame size. */
 START_TEST(journal_next_reports_a_checksummed_record_that_does_not_decode)
 {
@@ -2628,6 +2694,7 @@ int main(void)
     MLT_ADD_TEST(s, journal_cuts_a_segment_that_does_not_follow_on);
     MLT_ADD_TEST(s, journal_cuts_a_segment_without_magic);
     MLT_ADD_TEST(s, journal_ignores_files_named_like_segments_but_not_by_their_number);
+    MLT_ADD_TEST(s, journal_cuts_records_numbered_zero);
     MLT_ADD_TEST(s, journal_next_reports_a_checksummed_record_that_does_not_decode);
     MLT_ADD_TEST(s, journal_rotates_segments_past_the_segment_size);
     MLT_ADD_TEST(s, journal_takes_the_largest_record_and_refuses_a_larger_one);
