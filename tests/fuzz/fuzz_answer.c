@@ -16,6 +16,7 @@
 
 #include "fuzz.h"
 #include "mlflow_client.h"
+#include "validate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,36 @@ static void no_sleep(int64_t ms, void *ud)
     (void)ud;
 }
 
+static bool utf8_input; /* the whole input is valid UTF-8 without NUL */
+
+/* Whether s is valid UTF-8 but for an incomplete last character (a message cut to its buffer;
+ * dead letters drop that one). */
+static bool utf8_but_tail(const char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && n - i < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+        i--;
+    }
+    if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) {
+        unsigned char lead = (unsigned char)s[i - 1];
+        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (n - (i - 1) < need) {
+            n = i - 1;
+        }
+    }
+    char *copy = mlt__strndup(s, n);
+    FUZZ_CHECK(copy != NULL);
+    bool ok = mlt__utf8_len(copy) >= 0;
+    free(copy);
+    return ok;
+}
+
+/* A message made from answers that are UTF-8 is UTF-8 (it goes into dead.jsonl). */
+static void check_message(const char *msg)
+{
+    FUZZ_CHECK(!utf8_input || utf8_but_tail(msg));
+}
+
 /* What every answer must look like after classification, whatever came. */
 static void check_answer(const mlt__api_answer *a)
 {
@@ -85,6 +116,7 @@ static void check_answer(const mlt__api_answer *a)
     FUZZ_CHECK(memchr(a->error_code, '\0', sizeof a->error_code) != NULL);
     FUZZ_CHECK(a->err <= 0);
     FUZZ_CHECK((a->err == MLT_OK) == (a->json != NULL));
+    check_message(a->msg);
 }
 
 static const char *const paths[] = {
@@ -131,6 +163,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     uint8_t entry = data[0];
     script s = {data + 1, size - 1, 0};
+    char *text = mlt__strndup((const char *)data + 1, size - 1);
+    FUZZ_CHECK(text != NULL);
+    utf8_input = strlen(text) == size - 1 && mlt__utf8_len(text) >= 0;
+    free(text);
     if (entry % 7 == 0) {
         classify_one(&s, entry / 7);
         return 0;
@@ -180,6 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_CHECK(err <= 0);
     FUZZ_CHECK(memchr(errbuf, '\0', sizeof errbuf) != NULL);
+    check_message(errbuf);
     if (id) {
         FUZZ_CHECK(err == MLT_OK);
         (void)strlen(id);
