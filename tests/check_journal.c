@@ -1864,6 +1864,61 @@ START_TEST(journal_next_reports_a_checksummed_record_that_does_not_decode)
 }
 END_TEST
 
+START_TEST(journal_reads_on_past_an_acked_record_that_does_not_decode)
+{
+    /* found by fuzzing: reading from the acked cursor skips the acked records of the first
+     * segment, and one that checks out but does not decode (set aside by the sender, then
+     * acked past) stopped the skip with MLT_ERR_CORRUPT at every call, the cursor unmoved:
+     * nothing after it could be read again after a reopen */
+    fixture f;
+    fixture_init(&f);
+    static const uint64_t segs[][2] = {{1, 2}};
+    craft_journal(f.dir, 0, segs, 1);
+    mlt__buf b, p;
+    mlt__buf_init(&b);
+    mlt__buf_init(&p);
+    size_t len;
+    unsigned char *seg = slurp(f.dir, SEG1, &len);
+    mlt__buf_append(&b, seg, len);
+    free(seg);
+    craft_frame(&b, 3, 9, "\1\0\0\0", 4); /* unknown type */
+    for (uint64_t s = 4; s <= 5; s++) {
+        param_payload(&p, s);
+        craft_frame(&b, s, MLT__REC_PARAM, p.data, p.len);
+    }
+    spit(f.dir, SEG1, b.data, b.len);
+    mlt__buf_free(&b);
+    mlt__buf_free(&p);
+
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, false, &rec);
+    uint64_t c = 0;
+    expect_params(j, &c, 1, 2, NULL);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_CORRUPT);
+    ck_assert_uint_eq(c, 3);
+    mlt__rec last;
+    expect_params(j, &c, 4, 4, &last);
+    ck_assert_int_eq(mlt__journal_ack(j, &last), MLT_OK);
+    /* read again from an earlier cursor within the same open */
+    c = 4;
+    expect_params(j, &c, 5, 5, NULL);
+    mlt__journal_close(j, false);
+
+    for (int ro = 0; ro < 2; ro++) {
+        j = open_j(f.dir, ro, &rec);
+        c = mlt__journal_acked_seq(j);
+        ck_assert_uint_eq(c, 4);
+        expect_params(j, &c, 5, 5, NULL);
+        mlt__journal_close(j, false);
+    }
+    mlt__buf_free(&scratch);
+    fixture_done(&f);
+}
+END_TEST
+
 static uint64_t append_big(mlt__journal *j, uint64_t n, const char *value)
 {
     mlt__buf p;
@@ -2696,6 +2751,7 @@ int main(void)
     MLT_ADD_TEST(s, journal_ignores_files_named_like_segments_but_not_by_their_number);
     MLT_ADD_TEST(s, journal_cuts_records_numbered_zero);
     MLT_ADD_TEST(s, journal_next_reports_a_checksummed_record_that_does_not_decode);
+    MLT_ADD_TEST(s, journal_reads_on_past_an_acked_record_that_does_not_decode);
     MLT_ADD_TEST(s, journal_rotates_segments_past_the_segment_size);
     MLT_ADD_TEST(s, journal_takes_the_largest_record_and_refuses_a_larger_one);
     MLT_ADD_TEST(s, journal_accepts_every_fsync_mode);

@@ -368,6 +368,10 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
         have_last = true;
     }
     /* what the open kept reads back to the end: no I/O error, no frame that does not read back */
+    if (err != MLT_ERR_NOT_FOUND && err != MLT_OK) {
+        fprintf(stderr, "reading %s: %s (%s)\n", deliver ? "to deliver" : "read-only",
+                mlt_err_name(err), mlt_last_error());
+    }
     FUZZ_CHECK(err == MLT_ERR_NOT_FOUND || err == MLT_OK);
     if (deliver && have_last) {
         mlt__journal_ack(j, &last);
