@@ -56,7 +56,8 @@ static void play(void *self, const mlt__http_request *req, mlt__http_response *r
     if (status == 0) {
         resp->net_err = *end == 't' ? MLT_ERR_TIMEOUT : MLT_ERR_NETWORK;
         resp->maybe_sent = *end == 's' || *end == 't';
-        snprintf(resp->errmsg, sizeof resp->errmsg, "scripted failure '%s'", head);
+        snprintf(resp->errmsg, sizeof resp->errmsg, "scripted %s", /* as curl's: ASCII */
+                 resp->net_err == MLT_ERR_TIMEOUT ? "timeout" : "network failure");
         return;
     }
     resp->status = status;
