@@ -219,8 +219,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(memchr(errbuf, '\0', sizeof errbuf) != NULL);
     check_message(errbuf);
     if (id) {
+        /* an id the run map can keep (mlflow_client.h) */
         FUZZ_CHECK(err == MLT_OK);
-        (void)strlen(id);
+        size_t n = strlen(id);
+        FUZZ_CHECK(n >= 1 && n <= 127 && strcmp(id, "-") != 0);
+        for (size_t i = 0; i < n; i++) {
+            FUZZ_CHECK((unsigned char)id[i] > ' ' && (unsigned char)id[i] < 0x7f);
+        }
         free(id);
     }
     mlt__client_free(&c);
