@@ -1616,6 +1616,44 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
     return err;
 }
 
+/* Deletes segment i of the list (the caller owns j alone). */
+static void drop_segment(mlt__journal *j, size_t i)
+{
+    char name[64], path[PATH_MAX];
+    seg_name(j->segs[i].first_seq, name);
+    if (path_in(j, name, path, sizeof path) == 0) {
+        unlink(path);
+    }
+    memmove(j->segs + i, j->segs + i + 1, (j->n_segs - i - 1) * sizeof *j->segs);
+    j->n_segs--;
+}
+
+/*
+ * After the scan, makes the number of the next record follow on: from the acked cursor when it
+ * is past the last record (every segment was delivered and deleted, or a tail that had been
+ * acked was cut), else the next record would read as delivered; and from the last segment,
+ * which it is appended to, whose first record it may be (a segment cut to its magic). A
+ * segment must follow on from the one before it, so segments that hold only delivered records,
+ * or no record and the wrong name, go (unless read-only): the next record starts its own.
+ */
+static void follow_on(mlt__journal *j)
+{
+    uint64_t acked = atomic_load(&j->acked_seq);
+    size_t before = j->n_segs;
+    if (j->last_seq < acked) {
+        j->last_seq = acked;
+        while (!j->read_only && j->n_segs > 0) {
+            drop_segment(j, j->n_segs - 1);
+        }
+    } else if (!j->read_only && j->n_segs > 0 && j->segs[j->n_segs - 1].size <= 8 &&
+               j->segs[j->n_segs - 1].first_seq != j->last_seq + 1) {
+        drop_segment(j, j->n_segs - 1);
+    }
+    if (j->n_segs != before) {
+        fsync_dir(j->dir); /* gone before the next segment is made */
+    }
+}
+
 mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
                           mlt__fsync_mode mode, mlt__recovery *rec, char *errbuf, size_t errlen)
 {
@@ -1658,6 +1696,9 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
     if (err == MLT_OK) {
         err = scan(j, rec, errbuf, errlen);
     }
+    if (err == MLT_OK) {
+        follow_on(j);
+    }
     if (err == MLT_OK && !read_only) {
         err = ring_recover(j, rec, errbuf, errlen);
     } else if (err == MLT_OK) {
@@ -1668,9 +1709,6 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
         return err;
     }
     uint64_t acked = atomic_load(&j->acked_seq);
-    if (j->last_seq < acked) {
-        j->last_seq = acked; /* every segment was delivered and deleted */
-    }
     j->dead = count_lines(j, "dead.jsonl");
     update_pending(j);
     j->rseq = acked;

@@ -948,6 +948,77 @@ START_TEST(status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh)
 }
 END_TEST
 
+START_TEST(points_after_an_acked_cursor_past_the_segments_are_numbered_after_it)
+{
+    /* found by fuzzing: when the acked cursor was past the segments' last record (a tail that
+     * had been acked was cut, e.g. after a power failure with fsync=none), the points saved
+     * from a dead process's ring were numbered after the segments, at or below the cursor, so
+     * they read as delivered and were never sent; and points put later were numbered after the
+     * cursor but appended to the same segment, so the next open cut them as out of sequence */
+    fixture f;
+    fixture_init(&f);
+    dead_args a = {9, 1000, 300, 0};
+    run_child(child_puts_and_dies, f.dir, &a);
+    char path[PATH_MAX];
+    path_of(path, f.dir, "acked");
+    FILE *af = fopen(path, "w");
+    ck_assert_ptr_nonnull(af);
+    fprintf(af, "%" PRIu64 "\n", a.n1 + 50);
+    ck_assert_int_eq(fclose(af), 0);
+
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    ck_assert_uint_eq(rec.ring_points, a.n2);
+    ck_assert_uint_eq(mlt__journal_last_seq(j), a.n1 + 50 + a.n2);
+    uint64_t cursor = mlt__journal_acked_seq(j);
+    expect_gen_range(j, &cursor, a.seed, a.n1, a.n1 + a.n2);
+    expect_end(j, &cursor);
+    /* the owner puts more */
+    put_gen_range(mlt__journal_ring(j), a.seed, a.n1 + a.n2, a.n1 + a.n2 + 100);
+    mlt__journal_close(j, false);
+
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    ck_assert_uint_eq(rec.records, a.n2 + 100);
+    cursor = mlt__journal_acked_seq(j);
+    expect_gen_range(j, &cursor, a.seed, a.n1, a.n1 + a.n2 + 100);
+    expect_end(j, &cursor);
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(points_into_a_segment_cut_to_its_magic_follow_its_name)
+{
+    /* found by fuzzing: the only segment held no record (cut to its magic) and its name was
+     * not the next number: points went into it numbered from 1, and the next open cut them */
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir);
+    put_keys(j);
+    mlt__journal_close(j, false);
+    char from[PATH_MAX], to[PATH_MAX];
+    path_of(from, f.dir, "seg-00000000000000000001.log");
+    path_of(to, f.dir, "seg-00000000000000000004.log");
+    ck_assert_int_eq(rename(from, to), 0);
+
+    mlt__recovery rec;
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    put_gen_range(mlt__journal_ring(j), 10, 0, 20);
+    mlt__journal_close(j, false);
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    ck_assert_uint_eq(rec.records, 20);
+    uint64_t cursor = 0;
+    expect_gen_range(j, &cursor, 10, 0, 20);
+    expect_end(j, &cursor);
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
 START_TEST(a_point_put_into_an_adopted_journal_is_drained_or_refused)
 {
     /* mlt__journal_open gives a ring to a journal it adopts (mlt__journal_ring is NULL only for
@@ -1781,6 +1852,8 @@ int main(void)
     MLT_ADD_TEST(s, a_slot_a_dead_thread_never_finished_is_skipped);
     MLT_ADD_TEST(s, a_ring_file_of_the_wrong_size_is_started_afresh);
     MLT_ADD_TEST(s, status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh);
+    MLT_ADD_TEST(s, points_after_an_acked_cursor_past_the_segments_are_numbered_after_it);
+    MLT_ADD_TEST(s, points_into_a_segment_cut_to_its_magic_follow_its_name);
     MLT_ADD_TEST(s, a_point_put_into_an_adopted_journal_is_drained_or_refused);
     MLT_ADD_TEST(s, tsc_stamps_become_the_calls_ms);
     MLT_ADD_TEST(s, tsc_stamps_of_a_dead_process_become_the_calls_ms);
