@@ -631,7 +631,13 @@ static const char *key_name(const mlt__journal *j, uint64_t id)
     return page ? page[id % KEY_PAGE] : NULL;
 }
 
-/* Where the ring ticket count stands after a POINT record read at open. */
+/* Ring tickets stay below this (2^62 points: centuries at a billion a second): past it, a
+ * ticket (in a damaged ring header or POINT record) would run into the wrap of 64 bits, where a
+ * slot's stamp (ticket + 1) reads as empty, and no point put would ever be drained. */
+#define RING_TICKET_LIMIT (UINT64_C(1) << 62)
+
+/* Where the ring ticket count stands after a POINT record read at open (a ticket past the
+ * limit is no ticket of ours: ignored). */
 static void note_ticket(mlt__journal *j, const unsigned char *p, size_t len)
 {
     uint64_t head, ticket;
@@ -640,7 +646,7 @@ static void note_ticket(mlt__journal *j, const unsigned char *p, size_t len)
         return;
     }
     if (head & 1) {
-        if (get_varint(&p, end, &ticket)) {
+        if (get_varint(&p, end, &ticket) && ticket < RING_TICKET_LIMIT) {
             j->ring_seen = ticket + 1;
             j->ring_seen_set = true;
         }
@@ -930,11 +936,13 @@ out:
 _Static_assert(sizeof(mlt__ring_hdr) == 4096, "the ring header is one page");
 _Static_assert(sizeof(mlt__ring_slot) == 40, "ring slots are 40 bytes");
 
-/* Whether a ring file's header is one this build uses (else the ring is started afresh). */
+/* Whether a ring file's header is one this build uses (else the ring is started afresh): its
+ * tickets too, which never come near RING_TICKET_LIMIT. */
 static bool ring_header_ok(const mlt__ring_hdr *h)
 {
     return memcmp(h->magic, MLT__RING_MAGIC, 8) == 0 && h->slot_size == sizeof(mlt__ring_slot) &&
-           h->slots == MLT__RING_SLOTS;
+           h->slots == MLT__RING_SLOTS && atomic_load(&h->head) < RING_TICKET_LIMIT &&
+           atomic_load(&h->tail) < RING_TICKET_LIMIT;
 }
 
 /* Maps dir/ring, creating or re-initializing it when missing or unusable (why says so). */

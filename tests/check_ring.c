@@ -1019,6 +1019,86 @@ START_TEST(points_into_a_segment_cut_to_its_magic_follow_its_name)
 }
 END_TEST
 
+/* Writes v as a varint at p; returns the end. */
+static unsigned char *varint_at(unsigned char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (unsigned char)v;
+    return p;
+}
+
+START_TEST(ring_tickets_near_the_wrap_of_64_bits_are_not_taken)
+{
+    /* found by fuzzing: a ring header whose tail was 2^64 - 1 (or a POINT record with such a
+     * ticket) was taken as it was: the next point's ticket wrapped to a stamp of 0, which reads
+     * as an empty slot, so it was never drained (lost, and a writer thread would spin on it) */
+    fixture f;
+    for (int variant = 0; variant < 2; variant++) {
+        fixture_init(&f);
+        mlt__journal *j = create_j(f.dir);
+        put_keys(j);
+        mlt__journal_close(j, false);
+        uint64_t want = 20;
+        if (variant == 0) {
+            /* the ring's tail at the last ticket */
+            char path[PATH_MAX];
+            path_of(path, f.dir, "ring");
+            int fd = open(path, O_WRONLY | O_CLOEXEC);
+            ck_assert_int_ge(fd, 0);
+            uint64_t tail = UINT64_MAX, head = 0;
+            ck_assert_int_eq(pwrite(fd, &tail, 8, offsetof(mlt__ring_hdr, tail)), 8);
+            ck_assert_int_eq(pwrite(fd, &head, 8, offsetof(mlt__ring_hdr, head)), 8);
+            close(fd);
+        } else {
+            /* a segment whose POINT names ticket 2^64 - 2 */
+            unsigned char seg[64] = "MLTJRNL1";
+            unsigned char *f0 = seg + 8, *p = f0 + MLT__FRAME_HEADER;
+            p = varint_at(p, 1u << 1 | 1);
+            p = varint_at(p, UINT64_MAX - 1);
+            p = varint_at(p, 0);
+            double v = 1.5;
+            memcpy(p, &v, 8);
+            p += 8;
+            p = varint_at(p, 1700000000000);
+            p = varint_at(p, 0);
+            uint32_t len = (uint32_t)(p - f0 - MLT__FRAME_HEADER);
+            memcpy(f0, &len, 4);
+            uint64_t seq = 1;
+            memcpy(f0 + 8, &seq, 8);
+            f0[16] = MLT__REC_POINT;
+            uint32_t crc = mlt__crc32c(mlt__crc32c(0, f0 + 8, 9), f0 + MLT__FRAME_HEADER, len);
+            memcpy(f0 + 4, &crc, 4);
+            char path[PATH_MAX];
+            path_of(path, f.dir, "seg-00000000000000000001.log");
+            FILE *sf = fopen(path, "wb");
+            ck_assert_ptr_nonnull(sf);
+            ck_assert_uint_eq(fwrite(seg, 1, (size_t)(p - seg), sf), (size_t)(p - seg));
+            ck_assert_int_eq(fclose(sf), 0);
+            want++;
+        }
+        mlt__recovery rec;
+        j = open_j(f.dir, false, &rec);
+        mlt__ring *r = mlt__journal_ring(j);
+        ck_assert_uint_lt(atomic_load(&r->hdr->head), UINT64_C(1) << 62);
+        put_gen_range(r, 11, 0, 20);
+        ck_assert_int_eq(mlt__journal_drain(j), MLT_OK);
+        ck_assert_uint_eq(mlt__journal_last_seq(j), want);
+        mlt__journal_close(j, false);
+        j = open_j(f.dir, false, &rec);
+        ck_assert_uint_eq(rec.cut_bytes, 0);
+        ck_assert_uint_eq(rec.records, want);
+        uint64_t cursor = want - 20;
+        expect_gen_range(j, &cursor, 11, 0, 20);
+        expect_end(j, &cursor);
+        mlt__journal_close(j, false);
+        fixture_done(&f);
+    }
+}
+END_TEST
+
 START_TEST(a_point_put_into_an_adopted_journal_is_drained_or_refused)
 {
     /* mlt__journal_open gives a ring to a journal it adopts (mlt__journal_ring is NULL only for
@@ -1854,6 +1934,7 @@ int main(void)
     MLT_ADD_TEST(s, status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh);
     MLT_ADD_TEST(s, points_after_an_acked_cursor_past_the_segments_are_numbered_after_it);
     MLT_ADD_TEST(s, points_into_a_segment_cut_to_its_magic_follow_its_name);
+    MLT_ADD_TEST(s, ring_tickets_near_the_wrap_of_64_bits_are_not_taken);
     MLT_ADD_TEST(s, a_point_put_into_an_adopted_journal_is_drained_or_refused);
     MLT_ADD_TEST(s, tsc_stamps_become_the_calls_ms);
     MLT_ADD_TEST(s, tsc_stamps_of_a_dead_process_become_the_calls_ms);

@@ -291,6 +291,9 @@ typedef struct seen {
     uint64_t seq[MAX_SEEN];
     int what[MAX_SEEN]; /* the record type, or -1 for one that does not decode */
     size_t n;
+    mlt__rec last;      /* the last record read that decodes (strings copied below) */
+    bool have_last;
+    char last_key[64];
 } seen;
 
 static void touch(const char *s)
@@ -330,6 +333,7 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
     mlt__rec last;
     bool have_last = false;
     out->n = 0;
+    out->have_last = false;
     mlt_err err = MLT_ERR_NOT_FOUND;
     for (int i = 0; i < MAX_READS; i++) {
         uint64_t c = cursor;
@@ -363,6 +367,9 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
             out->seq[out->n] = c;
             out->what[out->n++] = (int)r.type;
         }
+        out->last = r;
+        out->have_last = true;
+        snprintf(out->last_key, sizeof out->last_key, "%s", r.key ? r.key : "");
         cursor = c;
         last = r;
         have_last = true;
@@ -435,6 +442,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FUZZ_CHECK(rw_seen.what[i] == ro_seen.what[i]);
             }
         }
+        /* the adopting process goes on logging points into the journal's ring, with a key of
+         * its own (unless the input names that key id already) */
+        mlt__ring *ring = mlt__journal_ring(j);
+        bool own_key = !memmem(data, size, "16777215", 8);
+        bool put = ring && mlt__journal_put_key(j, 16777215, "fuzz/adopted") == MLT_OK &&
+                   mlt__ring_put(ring, 1, 16777215 | MLT__RING_MS, 0.5, 1764547200000, 7) ==
+                       MLT_OK &&
+                   mlt__journal_drain(j) == MLT_OK;
         uint64_t last = mlt__journal_last_seq(j);
         mlt__journal_close(j, false);
 
@@ -443,10 +458,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         j = NULL;
         err = mlt__journal_open(&j, jdir, false, MLT__FSYNC_NONE, &again, errbuf, sizeof errbuf);
         FUZZ_CHECK(err == MLT_OK);
+        if (again.cut_bytes != 0) {
+            fprintf(stderr, "second open cut %llu bytes: %s\n",
+                    (unsigned long long)again.cut_bytes, again.why);
+        }
         FUZZ_CHECK(again.cut_bytes == 0);
         FUZZ_CHECK(again.ring_points == 0);
         FUZZ_CHECK(mlt__journal_last_seq(j) == last);
         read_all(j, &rw_seen, false);
+        if (put && !(rw_seen.have_last && rw_seen.last.seq == last)) {
+            fprintf(stderr, "the point put as %llu: last read %llu (%d records)\n",
+                    (unsigned long long)last,
+                    (unsigned long long)(rw_seen.have_last ? rw_seen.last.seq : 0),
+                    (int)rw_seen.n);
+        }
+        if (put) {
+            /* the point, last, with its key */
+            FUZZ_CHECK(rw_seen.have_last && rw_seen.last.seq == last);
+            FUZZ_CHECK(rw_seen.last.type == MLT__REC_METRIC && rw_seen.last.step == 7 &&
+                       rw_seen.last.num == 0.5 && rw_seen.last.time_ms == 1764547200000);
+            FUZZ_CHECK(!own_key || strcmp(rw_seen.last_key, "fuzz/adopted") == 0);
+        }
         mlt__journal_close(j, true);
     }
 
