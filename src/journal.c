@@ -196,6 +196,13 @@ static mlt_err sys_err(char *errbuf, size_t errlen, const char *what, const char
     return mlt__errf(errbuf, errlen, MLT_ERR_IO, "%s %s: %s", what, path, strerror(e));
 }
 
+/* Record numbers never wrap (0 is "nothing acked"): a journal whose last number is 2^64 - 1
+ * (a damaged acked cursor) takes no more records. */
+static mlt_err used_up(const mlt__journal *j)
+{
+    return mlt__fail(MLT_ERR_QUEUE_FULL, "journal %s: its record numbers are used up", j->dir);
+}
+
 static int path_in(const mlt__journal *j, const char *name, char *out, size_t len)
 {
     int n = snprintf(out, len, "%s/%s", j->dir, name);
@@ -1060,6 +1067,9 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
     if (!r->hdr || j->read_only) {
         return MLT_OK;
     }
+    if (atomic_load(&r->hdr->head) != atomic_load(&r->hdr->tail) && j->last_seq == UINT64_MAX) {
+        return used_up(j);
+    }
     if (j->wfd < 0 && atomic_load(&r->hdr->head) != atomic_load(&r->hdr->tail) &&
         ensure_wfd(j) != MLT_OK) {
         return mlt__fail(MLT_ERR_IO, "cannot append to journal %s: %s", j->dir, strerror(errno));
@@ -1069,6 +1079,9 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
         uint64_t head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
         if (tail == head) {
             return MLT_OK;
+        }
+        if (j->last_seq == UINT64_MAX) {
+            return used_up(j);
         }
         mlt_err err = roll_segment(j);
         if (err != MLT_OK) {
@@ -1080,7 +1093,7 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
         mlt__buf_reset(&j->group);
         uint64_t t = tail, seq = j->last_seq, n = 0;
         bool mark = true;
-        for (; t < head && n < GROUP_MAX; t++) {
+        for (; t < head && n < GROUP_MAX && seq < UINT64_MAX; t++) {
             const mlt__ring_slot *sl = &r->slots[t & (MLT__RING_SLOTS - 1)];
             if (atomic_load_explicit(&sl->stamp, memory_order_acquire) != t + 1) {
                 if (!skip_holes) {
@@ -1158,6 +1171,9 @@ static mlt_err ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, s
         return MLT_OK;
     }
     uint64_t holes = 0;
+    if (j->last_seq == UINT64_MAX) {
+        return mlt__errf(errbuf, errlen, used_up(j), "%s", mlt_last_error());
+    }
     mlt_err err = ensure_wfd(j);
     if (err != MLT_OK) {
         return sys_err(errbuf, errlen, "cannot append to", j->dir);
@@ -1773,6 +1789,10 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
     }
     /* the ring's points were made before this record */
     if ((err = drain_locked(j, false, NULL, NULL)) != MLT_OK) {
+        goto out;
+    }
+    if (j->last_seq == UINT64_MAX) {
+        err = used_up(j);
         goto out;
     }
     if ((err = roll_segment(j)) != MLT_OK) {

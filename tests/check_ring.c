@@ -1099,6 +1099,47 @@ START_TEST(ring_tickets_near_the_wrap_of_64_bits_are_not_taken)
 }
 END_TEST
 
+START_TEST(record_numbers_never_wrap_past_an_acked_cursor_at_the_last_number)
+{
+    /* found by fuzzing: with the acked cursor at 2^64 - 1 (a damaged file), the next record
+     * was numbered 0, in a segment named 0, which the next open cut: the point was lost without
+     * a word. Now the journal takes no more records, and says so. */
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir);
+    put_keys(j);
+    mlt__journal_close(j, false);
+    char path[PATH_MAX];
+    path_of(path, f.dir, "acked");
+    FILE *af = fopen(path, "w");
+    ck_assert_ptr_nonnull(af);
+    fprintf(af, "%" PRIu64 "\n", UINT64_MAX);
+    ck_assert_int_eq(fclose(af), 0);
+
+    mlt__recovery rec;
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(mlt__journal_last_seq(j), UINT64_MAX);
+    mlt__ring *r = mlt__journal_ring(j);
+    ck_assert_int_eq(put_gen(r, 12, 0), MLT_OK);
+    ck_assert_int_eq(mlt__journal_drain(j), MLT_ERR_QUEUE_FULL);
+    ck_assert_ptr_nonnull(strstr(mlt_last_error(), "used up"));
+    mlt__journal_close(j, false);
+    ck_assert(access(path, F_OK) == 0);
+    path_of(path, f.dir, "seg-00000000000000000000.log");
+    ck_assert(access(path, F_OK) != 0);
+
+    /* the point waits in the ring; status sees it, an owner is told */
+    mlt__recovery st = status_of(f.dir);
+    ck_assert_uint_eq(st.cut_bytes, 0);
+    ck_assert_uint_eq(st.ring_points, 1);
+    char err[256] = "";
+    ck_assert_int_eq(mlt__journal_open(&j, f.dir, false, MLT__FSYNC_NONE, &rec, err, sizeof err),
+                     MLT_ERR_QUEUE_FULL);
+    ck_assert_ptr_nonnull(strstr(err, "used up"));
+    fixture_done(&f);
+}
+END_TEST
+
 START_TEST(a_point_put_into_an_adopted_journal_is_drained_or_refused)
 {
     /* mlt__journal_open gives a ring to a journal it adopts (mlt__journal_ring is NULL only for
@@ -1935,6 +1976,7 @@ int main(void)
     MLT_ADD_TEST(s, points_after_an_acked_cursor_past_the_segments_are_numbered_after_it);
     MLT_ADD_TEST(s, points_into_a_segment_cut_to_its_magic_follow_its_name);
     MLT_ADD_TEST(s, ring_tickets_near_the_wrap_of_64_bits_are_not_taken);
+    MLT_ADD_TEST(s, record_numbers_never_wrap_past_an_acked_cursor_at_the_last_number);
     MLT_ADD_TEST(s, a_point_put_into_an_adopted_journal_is_drained_or_refused);
     MLT_ADD_TEST(s, tsc_stamps_become_the_calls_ms);
     MLT_ADD_TEST(s, tsc_stamps_of_a_dead_process_become_the_calls_ms);
