@@ -4,7 +4,8 @@
 #   build with its unit tests and a callgrind gate on the logging hot path, integration tests
 #   against a real local MLflow server, an install into a temporary prefix used through pkg-config,
 #   the run page in the MLflow UI checked in headless Chromium, the same tests under
-#   AddressSanitizer+UBSan and under valgrind, and `make distcheck`.
+#   AddressSanitizer+UBSan (and the fuzz corpora replayed) and under valgrind, and
+#   `make distcheck`.
 # Usage: scripts/test.sh [--quick]
 #   --quick              skip the sanitizer, valgrind and distcheck stages
 # Environment:
@@ -26,7 +27,7 @@ for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
     -h | --help)
-        sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *)
@@ -52,7 +53,7 @@ STAGE_NOTES=()
 declare -A RESULT_OF=()
 N_PASS=0
 N_FAIL=0
-TOTAL_STAGES=18
+TOTAL_STAGES=19
 STAGE_NO=0
 
 header() {
@@ -165,6 +166,11 @@ asan_unit() {
     make_check "$ASAN_DIR" check
 }
 
+fuzz_replay() {
+    sanitizer_env
+    make -C "$ASAN_DIR" -j"$NPROC" check-fuzz-corpus
+}
+
 asan_integration() {
     sanitizer_env
     integration "$ASAN_DIR"
@@ -266,6 +272,7 @@ stage ui "the run page in the MLflow UI, in headless Chromium (screenshot in $BU
 if ((QUICK)); then
     skip asan-build "configure and build with ASan+UBSan" "--quick"
     skip asan-unit "unit tests under ASan+UBSan" "--quick"
+    skip fuzz-replay "the fuzz corpora replayed under ASan+UBSan" "--quick"
     skip asan-integration "integration tests under ASan+UBSan" "--quick"
     skip tsan-build "configure and build with ThreadSanitizer" "--quick"
     skip tsan-unit "unit tests under ThreadSanitizer" "--quick"
@@ -277,6 +284,8 @@ else
     stage asan-build "configure and build with ASan+UBSan in $ASAN_DIR" "" \
         mlt_build "$ASAN_DIR" --enable-asan --enable-ubsan
     stage asan-unit "unit tests under ASan+UBSan: make check" "asan-build" asan_unit
+    stage fuzz-replay "the fuzz corpora (tests/fuzz/corpus) replayed under ASan+UBSan: make \
+check-fuzz-corpus" "asan-build" fuzz_replay
     stage asan-integration "integration tests under ASan+UBSan" "asan-build server" asan_integration
     stage tsan-build "configure and build with ThreadSanitizer in $TSAN_DIR" "" \
         mlt_build "$TSAN_DIR" --enable-tsan

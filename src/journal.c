@@ -196,6 +196,13 @@ static mlt_err sys_err(char *errbuf, size_t errlen, const char *what, const char
     return mlt__errf(errbuf, errlen, MLT_ERR_IO, "%s %s: %s", what, path, strerror(e));
 }
 
+/* Record numbers never wrap (0 is "nothing acked"): a journal whose last number is 2^64 - 1
+ * (a damaged acked cursor) takes no more records. */
+static mlt_err used_up(const mlt__journal *j)
+{
+    return mlt__fail(MLT_ERR_QUEUE_FULL, "journal %s: its record numbers are used up", j->dir);
+}
+
 static int path_in(const mlt__journal *j, const char *name, char *out, size_t len)
 {
     int n = snprintf(out, len, "%s/%s", j->dir, name);
@@ -632,7 +639,13 @@ static const char *key_name(const mlt__journal *j, uint64_t id)
     return page ? page[id % KEY_PAGE] : NULL;
 }
 
-/* Where the ring ticket count stands after a POINT record read at open. */
+/* Ring tickets stay below this (2^62 points: centuries at a billion a second): past it, a
+ * ticket (in a damaged ring header or POINT record) would run into the wrap of 64 bits, where a
+ * slot's stamp (ticket + 1) reads as empty, and no point put would ever be drained. */
+#define RING_TICKET_LIMIT (UINT64_C(1) << 62)
+
+/* Where the ring ticket count stands after a POINT record read at open (a ticket past the
+ * limit is no ticket of ours: ignored). */
 static void note_ticket(mlt__journal *j, const unsigned char *p, size_t len)
 {
     uint64_t head, ticket;
@@ -641,7 +654,7 @@ static void note_ticket(mlt__journal *j, const unsigned char *p, size_t len)
         return;
     }
     if (head & 1) {
-        if (get_varint(&p, end, &ticket)) {
+        if (get_varint(&p, end, &ticket) && ticket < RING_TICKET_LIMIT) {
             j->ring_seen = ticket + 1;
             j->ring_seen_set = true;
         }
@@ -931,6 +944,15 @@ out:
 _Static_assert(sizeof(mlt__ring_hdr) == 4096, "the ring header is one page");
 _Static_assert(sizeof(mlt__ring_slot) == 40, "ring slots are 40 bytes");
 
+/* Whether a ring file's header is one this build uses (else the ring is started afresh): its
+ * tickets too, which never come near RING_TICKET_LIMIT. */
+static bool ring_header_ok(const mlt__ring_hdr *h)
+{
+    return memcmp(h->magic, MLT__RING_MAGIC, 8) == 0 && h->slot_size == sizeof(mlt__ring_slot) &&
+           h->slots == MLT__RING_SLOTS && atomic_load(&h->head) < RING_TICKET_LIMIT &&
+           atomic_load(&h->tail) < RING_TICKET_LIMIT;
+}
+
 /* Maps dir/ring, creating or re-initializing it when missing or unusable (why says so). */
 static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen)
 {
@@ -975,8 +997,7 @@ static mlt_err ring_map(mlt__journal *j, char *why, size_t whylen)
         return MLT_ERR_IO;
     }
     mlt__ring_hdr *h = map;
-    if (!fresh && (memcmp(h->magic, MLT__RING_MAGIC, 8) != 0 ||
-                   h->slot_size != sizeof(mlt__ring_slot) || h->slots != MLT__RING_SLOTS)) {
+    if (!fresh && !ring_header_ok(h)) {
         snprintf(why, whylen, "ring file with a bad header: started afresh");
         fresh = true;
         memset(map, 0, RING_BYTES);
@@ -1047,6 +1068,9 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
     if (!r->hdr || j->read_only) {
         return MLT_OK;
     }
+    if (atomic_load(&r->hdr->head) != atomic_load(&r->hdr->tail) && j->last_seq == UINT64_MAX) {
+        return used_up(j);
+    }
     if (j->wfd < 0 && atomic_load(&r->hdr->head) != atomic_load(&r->hdr->tail) &&
         ensure_wfd(j) != MLT_OK) {
         return mlt__fail(MLT_ERR_IO, "cannot append to journal %s: %s", j->dir, strerror(errno));
@@ -1056,6 +1080,9 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
         uint64_t head = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
         if (tail == head) {
             return MLT_OK;
+        }
+        if (j->last_seq == UINT64_MAX) {
+            return used_up(j);
         }
         mlt_err err = roll_segment(j);
         if (err != MLT_OK) {
@@ -1067,7 +1094,7 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
         mlt__buf_reset(&j->group);
         uint64_t t = tail, seq = j->last_seq, n = 0;
         bool mark = true;
-        for (; t < head && n < GROUP_MAX; t++) {
+        for (; t < head && n < GROUP_MAX && seq < UINT64_MAX; t++) {
             const mlt__ring_slot *sl = &r->slots[t & (MLT__RING_SLOTS - 1)];
             if (atomic_load_explicit(&sl->stamp, memory_order_acquire) != t + 1) {
                 if (!skip_holes) {
@@ -1145,6 +1172,9 @@ static mlt_err ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, s
         return MLT_OK;
     }
     uint64_t holes = 0;
+    if (j->last_seq == UINT64_MAX) {
+        return mlt__errf(errbuf, errlen, used_up(j), "%s", mlt_last_error());
+    }
     mlt_err err = ensure_wfd(j);
     if (err != MLT_OK) {
         return sys_err(errbuf, errlen, "cannot append to", j->dir);
@@ -1178,7 +1208,7 @@ static void ring_count(mlt__journal *j, mlt__recovery *rec)
     }
     mlt__ring_hdr *h = map; /* read only: the mapping is PROT_READ */
     mlt__ring_slot *slots = (mlt__ring_slot *)((char *)map + sizeof *h);
-    if (memcmp(h->magic, MLT__RING_MAGIC, 8) == 0) {
+    if (ring_header_ok(h)) { /* else the next open starts the ring afresh: no point is saved */
         uint64_t head = atomic_load(&h->head), start = atomic_load(&h->tail);
         if (j->ring_seen_set && j->ring_seen > start) {
             start = j->ring_seen;
@@ -1403,9 +1433,17 @@ static mlt_err list_names(const char *dir, bool (*keep)(const char *name), bool 
     return err;
 }
 
+/* Only the names seg_name() gives are segments: the reader, the appender and acks find a
+ * segment again by the name of its number, so "seg-+000...1.log" or a number past 64 bits would
+ * name another file (or none). Other names are foreign files, left alone. */
 static bool is_segment(const char *name)
 {
-    return strncmp(name, "seg-", 4) == 0 && strlen(name) == 28 && strcmp(name + 24, ".log") == 0;
+    if (strncmp(name, "seg-", 4) != 0 || strlen(name) != 28) {
+        return false;
+    }
+    char canonical[64];
+    seg_name(strtoull(name + 4, NULL, 10), canonical);
+    return strcmp(name, canonical) == 0;
 }
 
 static bool is_journal(const char *name)
@@ -1545,9 +1583,14 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
             }
             continue;
         }
-        if (expect && first != expect) {
-            snprintf(rec->why, sizeof rec->why, "%s: expected a segment starting at %" PRIu64,
-                     names[i], expect);
+        /* numbers run from 1: 0 is "nothing acked", and a record 0 could never be acked */
+        if (first == 0 || (expect && first != expect)) {
+            if (first == 0) {
+                snprintf(rec->why, sizeof rec->why, "%s: sequence numbers start at 1", names[i]);
+            } else {
+                snprintf(rec->why, sizeof rec->why,
+                         "%s: expected a segment starting at %" PRIu64, names[i], expect);
+            }
             cut = true;
             rec->cut_bytes += fsize;
             close(fd);
@@ -1563,7 +1606,7 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
             uint32_t plen;
             char why[120] = "";
             if (read_frame(&rb, fd, off, fsize, &scratch, &seq, &type, &plen, why, sizeof why) != 0 ||
-                seq != expect) {
+                seq != expect || seq == 0) { /* 0: past the last number */
                 if (!why[0]) {
                     snprintf(why, sizeof why, "sequence %" PRIu64 " where %" PRIu64 " was due",
                              seq, expect);
@@ -1602,6 +1645,44 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
     rec->last_seq = j->last_seq;
     j->end_pos = pos;
     return err;
+}
+
+/* Deletes segment i of the list (the caller owns j alone). */
+static void drop_segment(mlt__journal *j, size_t i)
+{
+    char name[64], path[PATH_MAX];
+    seg_name(j->segs[i].first_seq, name);
+    if (path_in(j, name, path, sizeof path) == 0) {
+        unlink(path);
+    }
+    memmove(j->segs + i, j->segs + i + 1, (j->n_segs - i - 1) * sizeof *j->segs);
+    j->n_segs--;
+}
+
+/*
+ * After the scan, makes the number of the next record follow on: from the acked cursor when it
+ * is past the last record (every segment was delivered and deleted, or a tail that had been
+ * acked was cut), else the next record would read as delivered; and from the last segment,
+ * which it is appended to, whose first record it may be (a segment cut to its magic). A
+ * segment must follow on from the one before it, so segments that hold only delivered records,
+ * or no record and the wrong name, go (unless read-only): the next record starts its own.
+ */
+static void follow_on(mlt__journal *j)
+{
+    uint64_t acked = atomic_load(&j->acked_seq);
+    size_t before = j->n_segs;
+    if (j->last_seq < acked) {
+        j->last_seq = acked;
+        while (!j->read_only && j->n_segs > 0) {
+            drop_segment(j, j->n_segs - 1);
+        }
+    } else if (!j->read_only && j->n_segs > 0 && j->segs[j->n_segs - 1].size <= 8 &&
+               j->segs[j->n_segs - 1].first_seq != j->last_seq + 1) {
+        drop_segment(j, j->n_segs - 1);
+    }
+    if (j->n_segs != before) {
+        fsync_dir(j->dir); /* gone before the next segment is made */
+    }
 }
 
 mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
@@ -1646,6 +1727,9 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
     if (err == MLT_OK) {
         err = scan(j, rec, errbuf, errlen);
     }
+    if (err == MLT_OK) {
+        follow_on(j);
+    }
     if (err == MLT_OK && !read_only) {
         err = ring_recover(j, rec, errbuf, errlen);
     } else if (err == MLT_OK) {
@@ -1656,9 +1740,6 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
         return err;
     }
     uint64_t acked = atomic_load(&j->acked_seq);
-    if (j->last_seq < acked) {
-        j->last_seq = acked; /* every segment was delivered and deleted */
-    }
     j->dead = count_lines(j, "dead.jsonl");
     update_pending(j);
     j->rseq = acked;
@@ -1715,6 +1796,10 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
     }
     /* the ring's points were made before this record */
     if ((err = drain_locked(j, false, NULL, NULL)) != MLT_OK) {
+        goto out;
+    }
+    if (j->last_seq == UINT64_MAX) {
+        err = used_up(j);
         goto out;
     }
     if ((err = roll_segment(j)) != MLT_OK) {
@@ -1844,9 +1929,11 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
         j->rpos = atomic_load(&j->acked_pos);
         while (j->rseq < *cursor) {
             mlt__rec skip;
-            uint64_t c = j->rseq;
+            uint64_t c = j->rseq, before = j->rseq;
             mlt_err err = mlt__journal_next(j, &c, scratch, &skip);
-            if (err != MLT_OK) {
+            /* a record that checks out but does not decode was consumed: skipped like the rest
+             * (the sender set it aside before acking past it) */
+            if (err != MLT_OK && (err != MLT_ERR_CORRUPT || c == before)) {
                 return err;
             }
             if (c <= atomic_load(&j->acked_seq)) {

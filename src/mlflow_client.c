@@ -127,12 +127,35 @@ mlt_err mlt__client_call(mlt__client *c, const mlt__api_req *r, bool retry_ambig
     }
 }
 
+/* ---- ids in answers ---- */
+
+/*
+ * The id at path of an answer, or NULL when absent or not an id. An id is 1 to 127 printable
+ * ASCII characters other than a space, and not "-": the run map (journal.h) keeps ids as
+ * space-separated words of at most 127 characters, "-" for none, so that any other string
+ * would read back as another id, or as none.
+ */
+static const char *answer_id(const cJSON *json, const char *path)
+{
+    const char *id = mlt__api_json_str(json, path);
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > 127 || strcmp(id, "-") == 0) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)id[i] <= ' ' || (unsigned char)id[i] >= 0x7f) {
+            return NULL;
+        }
+    }
+    return id;
+}
+
 /* ---- experiments ---- */
 
 static mlt_err experiment_from(const mlt__api_answer *a, const char *name, char **out_id,
                                char *errbuf, size_t errlen)
 {
-    const char *id = mlt__api_json_str(a->json, "experiment.experiment_id");
+    const char *id = answer_id(a->json, "experiment.experiment_id");
     const char *stage = mlt__api_json_str(a->json, "experiment.lifecycle_stage");
     if (!id) {
         return mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
@@ -180,7 +203,7 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, 
         }
         mlt__api_req_free(&r);
         if (err == MLT_OK) {
-            const char *id = mlt__api_json_str(a.json, "experiment_id");
+            const char *id = answer_id(a.json, "experiment_id");
             err = !id ? mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
                                   "create experiment '%s': answer has no experiment_id", name)
                       : (*out_id = mlt__strdup(id)) ? MLT_OK
@@ -218,9 +241,14 @@ static mlt_err find_by_key(mlt__client *c, const char *experiment_id, const char
     }
     const cJSON *runs = cJSON_GetObjectItemCaseSensitive(a->json, "runs");
     const cJSON *first = cJSON_IsArray(runs) ? cJSON_GetArrayItem(runs, 0) : NULL;
-    const char *id = first ? mlt__api_json_str(first, "info.run_id") : NULL;
-    if (!id) {
+    if (!first || !mlt__api_json_str(first, "info.run_id")) {
         return MLT_ERR_NOT_FOUND;
+    }
+    const char *id = answer_id(first, "info.run_id");
+    if (!id) {
+        snprintf(a->msg, sizeof a->msg, "search run by client key: answer has a run id that "
+                                        "is not one");
+        return MLT_ERR_PROTOCOL;
     }
     return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
 }
@@ -284,7 +312,7 @@ mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const 
     for (int attempt = 0;; attempt++) {
         err = mlt__client_call(c, &r, false, deadline_ns, &a);
         if (err == MLT_OK) {
-            const char *id = mlt__api_json_str(a.json, "run.info.run_id");
+            const char *id = answer_id(a.json, "run.info.run_id");
             err = !id ? mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
                                   "create run: answer has no run id")
                       : (*out_id = mlt__strdup(id)) ? MLT_OK

@@ -2,7 +2,9 @@
  * mlflow_client.h - drives the REST mapping over a transport: retries with exponential backoff
  * and jitter (honouring Retry-After), race-safe experiment get-or-create, run creation that never
  * makes a second run, batched logging split to the server's limits, run update.
- * One client is used by one thread at a time.
+ * One client is used by one thread at a time. An id the server answers (run, experiment) is
+ * taken only when the run map can keep it: 1 to 127 printable ASCII characters, no space, not
+ * "-"; another is an answer that is not understood (MLT_ERR_PROTOCOL).
  */
 #ifndef MLT_MLFLOW_CLIENT_H
 #define MLT_MLFLOW_CLIENT_H

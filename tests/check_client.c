@@ -943,6 +943,57 @@ START_TEST(create_run_answer_without_run_id_is_a_protocol_error)
 }
 END_TEST
 
+START_TEST(ids_in_answers_that_the_run_map_cannot_keep_are_protocol_errors)
+{
+    /* found with fuzz_answer: a run or experiment id from an answer went into the run map as
+     * it came, where ids are space-separated words of at most 127 characters and "-" means
+     * none: "", "a b" or "-" read back as another id, as none, or dropped the run's entry */
+    char long_id[129];
+    memset(long_id, 'a', 128);
+    long_id[128] = '\0';
+    const char *const bad[] = {"", "-", "a b", "a\\nb", "caf\u00e9", long_id};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char run[512], exp[512], runs[512]; /* the fake keeps the pointers */
+        fake *f = fake_new();
+        mlt__client c;
+        client_new(&c, f, 0, 1, 0);
+        snprintf(run, sizeof run, "{\"run\":{\"info\":{\"run_id\":\"%s\"}}}", bad[i]);
+        push(f, 200, run);
+        snprintf(exp, sizeof exp,
+                 "{\"experiment\":{\"experiment_id\":\"%s\",\"lifecycle_stage\":\"active\"}}",
+                 bad[i]);
+        push(f, 200, exp);
+        snprintf(runs, sizeof runs, "{\"runs\":[{\"info\":{\"run_id\":\"%s\"}}]}", bad[i]);
+        push(f, 200, runs);
+        char *id = NULL;
+        char err[512] = "";
+        ck_assert_int_eq(create_run(&c, &id, err, sizeof err), MLT_ERR_PROTOCOL);
+        ck_assert_ptr_null(id);
+        ck_assert_int_eq(mlt__client_experiment(&c, "e", &id, err, sizeof err), MLT_ERR_PROTOCOL);
+        ck_assert_ptr_null(id);
+        ck_assert_int_eq(mlt__client_find_run(&c, "5", RUN_KEY, &id, err, sizeof err),
+                         MLT_ERR_PROTOCOL);
+        ck_assert_ptr_null(id);
+        ck_assert_ptr_nonnull(strstr(err, "run id"));
+        finish(&c, f);
+    }
+    /* the longest id the map keeps */
+    long_id[127] = '\0';
+    char body[512];
+    fake *f = fake_new();
+    mlt__client c;
+    client_new(&c, f, 0, 1, 0);
+    snprintf(body, sizeof body, "{\"run\":{\"info\":{\"run_id\":\"%s\"}}}", long_id);
+    push(f, 200, body);
+    char *id = NULL;
+    char err[512] = "";
+    ck_assert_int_eq(create_run(&c, &id, err, sizeof err), MLT_OK);
+    ck_assert_str_eq(id, long_id);
+    free(id);
+    finish(&c, f);
+}
+END_TEST
+
 /* ---- log batches --------------------------------------------------------------------------- */
 
 static mlt__metric *make_metrics(size_t n)
@@ -1208,6 +1259,7 @@ int main(void)
     MLT_ADD_TEST(s, create_run_does_not_create_again_when_the_search_fails);
     MLT_ADD_TEST(s, create_run_gives_up_after_max_retries_of_ambiguous_failures);
     MLT_ADD_TEST(s, create_run_answer_without_run_id_is_a_protocol_error);
+    MLT_ADD_TEST(s, ids_in_answers_that_the_run_map_cannot_keep_are_protocol_errors);
     MLT_ADD_TEST(s, log_batch_splits_2500_metrics_into_three_requests);
     MLT_ADD_TEST(s, log_batch_splits_params_tags_and_metrics_to_the_limits);
     MLT_ADD_TEST(s, log_batch_failure_in_the_middle_leaves_the_unsent_rest);

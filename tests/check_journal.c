@@ -1723,6 +1723,105 @@ START_TEST(journal_cuts_a_segment_without_magic)
 }
 END_TEST
 
+START_TEST(journal_ignores_files_named_like_segments_but_not_by_their_number)
+{
+    /* found by fuzzing: "seg-+0000000000000000001.log" (or a number past 64 bits, or another
+     * spelling of it) passed for a segment; the reader and the appender find a segment by the
+     * name of its number, so they read another file or none (MLT_ERR_IO), and a copy that sorts
+     * first made the real segment look like one that does not follow on: it was cut */
+    static const char *const strays[] = {"seg-+0000000000000000001.log",
+                                         "seg- 0000000000000000001.log",
+                                         "seg-0000000000000000001x.log",
+                                         "seg-99999999999999999999.log"};
+    for (size_t i = 0; i < sizeof strays / sizeof strays[0]; i++) {
+        fixture f;
+        fixture_init(&f);
+        size_t offs[4];
+        journal_of(f.dir, 3, offs);
+        size_t len;
+        unsigned char *seg = slurp(f.dir, SEG1, &len);
+        spit(f.dir, strays[i], seg, len);
+        free(seg);
+        expect_cut(f.dir, 3, 0, NULL);
+        mlt__recovery rec;
+        mlt__journal *j = open_j(f.dir, true, &rec);
+        ck_assert_uint_eq(rec.records, 3);
+        uint64_t c = 0;
+        expect_params(j, &c, 1, 3, NULL);
+        mlt__journal_close(j, false);
+        ck_assert(exists(f.dir, SEG1));
+        ck_assert(exists(f.dir, strays[i]));
+        fixture_done(&f);
+    }
+}
+END_TEST
+
+START_TEST(journal_cuts_records_numbered_zero)
+{
+    /* found with fuzz_journal: a segment named 0 (records 0, 1, ...), or records running past
+     * 2^64 - 1 back to 0, were kept; record 0 read back with the cursor staying at 0, and as
+     * "acked 0" means nothing delivered, it would be delivered again at every open */
+    fixture f;
+    fixture_init(&f);
+    static const uint64_t segs[][2] = {{0, 3}};
+    craft_journal(f.dir, 0, segs, 1);
+    const char *seg0 = "seg-00000000000000000000.log";
+    off_t size = file_size(f.dir, seg0);
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, true, &rec);
+    ck_assert_uint_eq(rec.records, 0);
+    ck_assert_uint_eq(rec.cut_bytes, (uint64_t)size);
+    mlt__journal_close(j, false);
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.records, 0);
+    ck_assert_uint_eq(rec.cut_bytes, (uint64_t)size);
+    ck_assert_ptr_nonnull(strstr(rec.why, "start at 1"));
+    ck_assert_uint_eq(mlt__journal_last_seq(j), 0);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    uint64_t c = 0;
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_NOT_FOUND);
+    mlt__journal_close(j, false);
+    ck_assert(!exists(f.dir, seg0));
+    fixture_done(&f);
+
+    /* numbers that run past the last one: the record after 2^64 - 1 is cut */
+    fixture_init(&f);
+    craft_journal(f.dir, 0, segs, 0);
+    mlt__buf b, p;
+    mlt__buf_init(&b);
+    mlt__buf_init(&p);
+    mlt__buf_append(&b, MLT__SEGMENT_MAGIC, 8);
+    const uint64_t seqs[] = {UINT64_MAX - 1, UINT64_MAX, 0, 1};
+    size_t kept = 0;
+    for (size_t i = 0; i < 4; i++) {
+        param_payload(&p, seqs[i]);
+        craft_frame(&b, seqs[i], MLT__REC_PARAM, p.data, p.len);
+        kept = i == 1 ? b.len : kept;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "seg-%020" PRIu64 ".log", UINT64_MAX - 1);
+    spit(f.dir, name, b.data, b.len);
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.records, 2);
+    ck_assert_uint_eq(rec.cut_bytes, b.len - kept);
+    ck_assert_uint_eq(rec.last_seq, UINT64_MAX);
+    c = 0;
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_uint_eq(r.seq, UINT64_MAX - 1);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_uint_eq(r.seq, UINT64_MAX);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_NOT_FOUND);
+    mlt__journal_close(j, false);
+    ck_assert_uint_eq((uint64_t)file_size(f.dir, name), kept);
+    mlt__buf_free(&scratch);
+    mlt__buf_free(&b);
+    mlt__buf_free(&p);
+    fixture_done(&f);
+}
+END_TEST
+
 /* Appends PARAM "big<n>" = value as record n; returns its frame size. */
 START_TEST(journal_next_reports_a_checksummed_record_that_does_not_decode)
 {
@@ -1761,6 +1860,61 @@ START_TEST(journal_next_reports_a_checksummed_record_that_does_not_decode)
     ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_NOT_FOUND);
     mlt__buf_free(&scratch);
     mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(journal_reads_on_past_an_acked_record_that_does_not_decode)
+{
+    /* found by fuzzing: reading from the acked cursor skips the acked records of the first
+     * segment, and one that checks out but does not decode (set aside by the sender, then
+     * acked past) stopped the skip with MLT_ERR_CORRUPT at every call, the cursor unmoved:
+     * nothing after it could be read again after a reopen */
+    fixture f;
+    fixture_init(&f);
+    static const uint64_t segs[][2] = {{1, 2}};
+    craft_journal(f.dir, 0, segs, 1);
+    mlt__buf b, p;
+    mlt__buf_init(&b);
+    mlt__buf_init(&p);
+    size_t len;
+    unsigned char *seg = slurp(f.dir, SEG1, &len);
+    mlt__buf_append(&b, seg, len);
+    free(seg);
+    craft_frame(&b, 3, 9, "\1\0\0\0", 4); /* unknown type */
+    for (uint64_t s = 4; s <= 5; s++) {
+        param_payload(&p, s);
+        craft_frame(&b, s, MLT__REC_PARAM, p.data, p.len);
+    }
+    spit(f.dir, SEG1, b.data, b.len);
+    mlt__buf_free(&b);
+    mlt__buf_free(&p);
+
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, false, &rec);
+    uint64_t c = 0;
+    expect_params(j, &c, 1, 2, NULL);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_ERR_CORRUPT);
+    ck_assert_uint_eq(c, 3);
+    mlt__rec last;
+    expect_params(j, &c, 4, 4, &last);
+    ck_assert_int_eq(mlt__journal_ack(j, &last), MLT_OK);
+    /* read again from an earlier cursor within the same open */
+    c = 4;
+    expect_params(j, &c, 5, 5, NULL);
+    mlt__journal_close(j, false);
+
+    for (int ro = 0; ro < 2; ro++) {
+        j = open_j(f.dir, ro, &rec);
+        c = mlt__journal_acked_seq(j);
+        ck_assert_uint_eq(c, 4);
+        expect_params(j, &c, 5, 5, NULL);
+        mlt__journal_close(j, false);
+    }
+    mlt__buf_free(&scratch);
     fixture_done(&f);
 }
 END_TEST
@@ -2594,7 +2748,10 @@ int main(void)
     MLT_ADD_TEST(s, journal_cut_in_a_middle_segment_drops_every_later_segment);
     MLT_ADD_TEST(s, journal_cuts_a_segment_that_does_not_follow_on);
     MLT_ADD_TEST(s, journal_cuts_a_segment_without_magic);
+    MLT_ADD_TEST(s, journal_ignores_files_named_like_segments_but_not_by_their_number);
+    MLT_ADD_TEST(s, journal_cuts_records_numbered_zero);
     MLT_ADD_TEST(s, journal_next_reports_a_checksummed_record_that_does_not_decode);
+    MLT_ADD_TEST(s, journal_reads_on_past_an_acked_record_that_does_not_decode);
     MLT_ADD_TEST(s, journal_rotates_segments_past_the_segment_size);
     MLT_ADD_TEST(s, journal_takes_the_largest_record_and_refuses_a_larger_one);
     MLT_ADD_TEST(s, journal_accepts_every_fsync_mode);

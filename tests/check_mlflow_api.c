@@ -6,6 +6,7 @@
  */
 #include "testutil.h"
 #include "mlflow_api.h"
+#include "validate.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -1123,6 +1124,29 @@ START_TEST(classify_message_quotes_a_bounded_snippet_of_long_bodies)
 }
 END_TEST
 
+START_TEST(classify_snippet_never_cuts_a_utf8_character)
+{
+    /* found with fuzz_answer: the 200-byte snippet of a non-JSON body could end inside a UTF-8
+     * character, in the middle of the message (which goes into dead.jsonl) */
+    for (size_t pre = 196; pre <= 200; pre++) {
+        char body[256];
+        memset(body, 'x', pre);
+        snprintf(body + pre, sizeof body - pre, "%s", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 end");
+        answer_case c = {502, body, -1, MLT_OK, false};
+        mlt__api_answer a;
+        classify(&c, &a);
+        assert_answer(&a, MLT_ERR_SERVER, true, true);
+        ck_assert_msg(mlt__utf8_len(a.msg) >= 0, "not UTF-8: %s", a.msg);
+        const char *q = strchr(a.msg, '\'');
+        ck_assert_ptr_nonnull(q);
+        size_t kept = strcspn(q + 1, "'");
+        ck_assert_uint_le(kept, 200);
+        ck_assert_uint_ge(kept, 197); /* at most the cut character is left out */
+        mlt__api_answer_free(&a);
+    }
+}
+END_TEST
+
 /* ---- reading answers ----------------------------------------------------------------------- */
 
 START_TEST(json_str_follows_dotted_paths)
@@ -1226,6 +1250,7 @@ int main(void)
     MLT_ADD_TEST(s, classify_network_error_before_sending_is_not_ambiguous);
     MLT_ADD_TEST(s, classify_network_error_maybe_sent_is_ambiguous);
     MLT_ADD_TEST(s, classify_message_quotes_a_bounded_snippet_of_long_bodies);
+    MLT_ADD_TEST(s, classify_snippet_never_cuts_a_utf8_character);
     MLT_ADD_TEST(s, json_str_follows_dotted_paths);
     MLT_ADD_TEST(s, parse_retry_after_reads_seconds);
     MLT_ADD_TEST(s, parse_retry_after_reads_http_dates);

@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -915,6 +916,230 @@ START_TEST(a_ring_file_of_the_wrong_size_is_started_afresh)
 }
 END_TEST
 
+START_TEST(status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh)
+{
+    /* found by fuzzing: a ring with the right magic but slots of another size was counted by
+     * a read-only open (mltrack status said the points would be saved), while the next
+     * read-write open starts such a ring afresh and saves none */
+    fixture f;
+    fixture_init(&f);
+    dead_args a = {8, 2000, 700, 0};
+    run_child(child_puts_and_dies, f.dir, &a);
+    ck_assert_uint_eq(status_of(f.dir).ring_points, a.n2);
+    char path[PATH_MAX];
+    path_of(path, f.dir, "ring");
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    uint32_t slot_size = sizeof(mlt__ring_slot) + 8;
+    ck_assert_int_eq(pwrite(fd, &slot_size, sizeof slot_size, offsetof(mlt__ring_hdr, slot_size)),
+                     (ssize_t)sizeof slot_size);
+    close(fd);
+
+    mlt__recovery st = status_of(f.dir);
+    ck_assert_uint_eq(st.records, a.n1);
+    ck_assert_uint_eq(st.ring_points, 0);
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.records, a.n1);
+    ck_assert_uint_eq(rec.ring_points, st.ring_points);
+    ck_assert_ptr_nonnull(strstr(rec.why, "ring"));
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(points_after_an_acked_cursor_past_the_segments_are_numbered_after_it)
+{
+    /* found by fuzzing: when the acked cursor was past the segments' last record (a tail that
+     * had been acked was cut, e.g. after a power failure with fsync=none), the points saved
+     * from a dead process's ring were numbered after the segments, at or below the cursor, so
+     * they read as delivered and were never sent; and points put later were numbered after the
+     * cursor but appended to the same segment, so the next open cut them as out of sequence */
+    fixture f;
+    fixture_init(&f);
+    dead_args a = {9, 1000, 300, 0};
+    run_child(child_puts_and_dies, f.dir, &a);
+    char path[PATH_MAX];
+    path_of(path, f.dir, "acked");
+    FILE *af = fopen(path, "w");
+    ck_assert_ptr_nonnull(af);
+    fprintf(af, "%" PRIu64 "\n", a.n1 + 50);
+    ck_assert_int_eq(fclose(af), 0);
+
+    mlt__recovery rec;
+    mlt__journal *j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    ck_assert_uint_eq(rec.ring_points, a.n2);
+    ck_assert_uint_eq(mlt__journal_last_seq(j), a.n1 + 50 + a.n2);
+    uint64_t cursor = mlt__journal_acked_seq(j);
+    expect_gen_range(j, &cursor, a.seed, a.n1, a.n1 + a.n2);
+    expect_end(j, &cursor);
+    /* the owner puts more */
+    put_gen_range(mlt__journal_ring(j), a.seed, a.n1 + a.n2, a.n1 + a.n2 + 100);
+    mlt__journal_close(j, false);
+
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    ck_assert_uint_eq(rec.records, a.n2 + 100);
+    cursor = mlt__journal_acked_seq(j);
+    expect_gen_range(j, &cursor, a.seed, a.n1, a.n1 + a.n2 + 100);
+    expect_end(j, &cursor);
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(points_into_a_segment_cut_to_its_magic_follow_its_name)
+{
+    /* found by fuzzing: the only segment held no record (cut to its magic) and its name was
+     * not the next number: points went into it numbered from 1, and the next open cut them */
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir);
+    put_keys(j);
+    mlt__journal_close(j, false);
+    char from[PATH_MAX], to[PATH_MAX];
+    path_of(from, f.dir, "seg-00000000000000000001.log");
+    path_of(to, f.dir, "seg-00000000000000000004.log");
+    ck_assert_int_eq(rename(from, to), 0);
+
+    mlt__recovery rec;
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    put_gen_range(mlt__journal_ring(j), 10, 0, 20);
+    mlt__journal_close(j, false);
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(rec.cut_bytes, 0);
+    ck_assert_uint_eq(rec.records, 20);
+    uint64_t cursor = 0;
+    expect_gen_range(j, &cursor, 10, 0, 20);
+    expect_end(j, &cursor);
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
+/* Writes v as a varint at p; returns the end. */
+static unsigned char *varint_at(unsigned char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (unsigned char)v;
+    return p;
+}
+
+START_TEST(ring_tickets_near_the_wrap_of_64_bits_are_not_taken)
+{
+    /* found by fuzzing: a ring header whose tail was 2^64 - 1 (or a POINT record with such a
+     * ticket) was taken as it was: the next point's ticket wrapped to a stamp of 0, which reads
+     * as an empty slot, so it was never drained (lost, and a writer thread would spin on it) */
+    fixture f;
+    for (int variant = 0; variant < 2; variant++) {
+        fixture_init(&f);
+        mlt__journal *j = create_j(f.dir);
+        put_keys(j);
+        mlt__journal_close(j, false);
+        uint64_t want = 20;
+        if (variant == 0) {
+            /* the ring's tail at the last ticket */
+            char path[PATH_MAX];
+            path_of(path, f.dir, "ring");
+            int fd = open(path, O_WRONLY | O_CLOEXEC);
+            ck_assert_int_ge(fd, 0);
+            uint64_t tail = UINT64_MAX, head = 0;
+            ck_assert_int_eq(pwrite(fd, &tail, 8, offsetof(mlt__ring_hdr, tail)), 8);
+            ck_assert_int_eq(pwrite(fd, &head, 8, offsetof(mlt__ring_hdr, head)), 8);
+            close(fd);
+        } else {
+            /* a segment whose POINT names ticket 2^64 - 2 */
+            unsigned char seg[64] = "MLTJRNL1";
+            unsigned char *f0 = seg + 8, *p = f0 + MLT__FRAME_HEADER;
+            p = varint_at(p, 1u << 1 | 1);
+            p = varint_at(p, UINT64_MAX - 1);
+            p = varint_at(p, 0);
+            double v = 1.5;
+            memcpy(p, &v, 8);
+            p += 8;
+            p = varint_at(p, 1700000000000);
+            p = varint_at(p, 0);
+            uint32_t len = (uint32_t)(p - f0 - MLT__FRAME_HEADER);
+            memcpy(f0, &len, 4);
+            uint64_t seq = 1;
+            memcpy(f0 + 8, &seq, 8);
+            f0[16] = MLT__REC_POINT;
+            uint32_t crc = mlt__crc32c(mlt__crc32c(0, f0 + 8, 9), f0 + MLT__FRAME_HEADER, len);
+            memcpy(f0 + 4, &crc, 4);
+            char path[PATH_MAX];
+            path_of(path, f.dir, "seg-00000000000000000001.log");
+            FILE *sf = fopen(path, "wb");
+            ck_assert_ptr_nonnull(sf);
+            ck_assert_uint_eq(fwrite(seg, 1, (size_t)(p - seg), sf), (size_t)(p - seg));
+            ck_assert_int_eq(fclose(sf), 0);
+            want++;
+        }
+        mlt__recovery rec;
+        j = open_j(f.dir, false, &rec);
+        mlt__ring *r = mlt__journal_ring(j);
+        ck_assert_uint_lt(atomic_load(&r->hdr->head), UINT64_C(1) << 62);
+        put_gen_range(r, 11, 0, 20);
+        ck_assert_int_eq(mlt__journal_drain(j), MLT_OK);
+        ck_assert_uint_eq(mlt__journal_last_seq(j), want);
+        mlt__journal_close(j, false);
+        j = open_j(f.dir, false, &rec);
+        ck_assert_uint_eq(rec.cut_bytes, 0);
+        ck_assert_uint_eq(rec.records, want);
+        uint64_t cursor = want - 20;
+        expect_gen_range(j, &cursor, 11, 0, 20);
+        expect_end(j, &cursor);
+        mlt__journal_close(j, false);
+        fixture_done(&f);
+    }
+}
+END_TEST
+
+START_TEST(record_numbers_never_wrap_past_an_acked_cursor_at_the_last_number)
+{
+    /* found by fuzzing: with the acked cursor at 2^64 - 1 (a damaged file), the next record
+     * was numbered 0, in a segment named 0, which the next open cut: the point was lost without
+     * a word. Now the journal takes no more records, and says so. */
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir);
+    put_keys(j);
+    mlt__journal_close(j, false);
+    char path[PATH_MAX];
+    path_of(path, f.dir, "acked");
+    FILE *af = fopen(path, "w");
+    ck_assert_ptr_nonnull(af);
+    fprintf(af, "%" PRIu64 "\n", UINT64_MAX);
+    ck_assert_int_eq(fclose(af), 0);
+
+    mlt__recovery rec;
+    j = open_j(f.dir, false, &rec);
+    ck_assert_uint_eq(mlt__journal_last_seq(j), UINT64_MAX);
+    mlt__ring *r = mlt__journal_ring(j);
+    ck_assert_int_eq(put_gen(r, 12, 0), MLT_OK);
+    ck_assert_int_eq(mlt__journal_drain(j), MLT_ERR_QUEUE_FULL);
+    ck_assert_ptr_nonnull(strstr(mlt_last_error(), "used up"));
+    mlt__journal_close(j, false);
+    ck_assert(access(path, F_OK) == 0);
+    path_of(path, f.dir, "seg-00000000000000000000.log");
+    ck_assert(access(path, F_OK) != 0);
+
+    /* the point waits in the ring; status sees it, an owner is told */
+    mlt__recovery st = status_of(f.dir);
+    ck_assert_uint_eq(st.cut_bytes, 0);
+    ck_assert_uint_eq(st.ring_points, 1);
+    char err[256] = "";
+    ck_assert_int_eq(mlt__journal_open(&j, f.dir, false, MLT__FSYNC_NONE, &rec, err, sizeof err),
+                     MLT_ERR_QUEUE_FULL);
+    ck_assert_ptr_nonnull(strstr(err, "used up"));
+    fixture_done(&f);
+}
+END_TEST
+
 START_TEST(a_point_put_into_an_adopted_journal_is_drained_or_refused)
 {
     /* mlt__journal_open gives a ring to a journal it adopts (mlt__journal_ring is NULL only for
@@ -1747,6 +1972,11 @@ int main(void)
     MLT_ADD_TEST(s, crash_in_the_middle_of_a_group_write_moves_each_point_once);
     MLT_ADD_TEST(s, a_slot_a_dead_thread_never_finished_is_skipped);
     MLT_ADD_TEST(s, a_ring_file_of_the_wrong_size_is_started_afresh);
+    MLT_ADD_TEST(s, status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh);
+    MLT_ADD_TEST(s, points_after_an_acked_cursor_past_the_segments_are_numbered_after_it);
+    MLT_ADD_TEST(s, points_into_a_segment_cut_to_its_magic_follow_its_name);
+    MLT_ADD_TEST(s, ring_tickets_near_the_wrap_of_64_bits_are_not_taken);
+    MLT_ADD_TEST(s, record_numbers_never_wrap_past_an_acked_cursor_at_the_last_number);
     MLT_ADD_TEST(s, a_point_put_into_an_adopted_journal_is_drained_or_refused);
     MLT_ADD_TEST(s, tsc_stamps_become_the_calls_ms);
     MLT_ADD_TEST(s, tsc_stamps_of_a_dead_process_become_the_calls_ms);
