@@ -13,18 +13,10 @@ import urllib.parse
 
 import pytest
 
-from conftest import Programs, slow_factor
+from conftest import Programs, _free_port
 from mlflow_read import MlflowReader
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _openssl(*args, cwd):
