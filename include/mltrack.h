@@ -64,7 +64,8 @@ typedef enum mlt_err {
     MLT_ERR_RATE_LIMITED = -14,   /**< The server asked to slow down (HTTP 429); retriable. */
     MLT_ERR_REJECTED = -15,       /**< The server refused the request for good (HTTP 400). */
     MLT_ERR_NOT_FOUND = -16,      /**< The server has no such run or experiment (HTTP 404). */
-    MLT_ERR_AUTH = -17,           /**< The server refused the credentials (HTTP 401/403). */
+    MLT_ERR_AUTH = -17,           /**< The server refused the credentials (HTTP 401/403):
+                                       permanent; queued records it refuses become dead letters. */
     MLT_ERR_PROTOCOL = -18,       /**< The server's answer could not be understood. */
     MLT_ERR_TLS = -19,            /**< TLS failed: certificate not trusted, handshake failed. */
     MLT_ERR_CALLBACK = -20,       /**< A user callback reported a failure. */
@@ -246,8 +247,11 @@ typedef struct mlt_queue_stats {
     uint64_t sent;          /**< records sent to the server (a retry counts again) */
     uint64_t acknowledged;  /**< records the server acknowledged */
     uint64_t retried;       /**< requests tried again after a failure (the server away, a
-                                 TLS or credential refusal) */
-    uint64_t rejected;      /**< records rejected for good (dead letters) */
+                                 TLS refusal) */
+    uint64_t rejected;      /**< records rejected for good (dead letters): refused as invalid
+                                 (400), for a missing run or experiment (404), or for the
+                                 credentials (401: wrong password or token; 403: no
+                                 permission on the experiment or run) */
     uint64_t bytes_pending; /**< journal bytes not yet acknowledged */
 } mlt_queue_stats;
 

@@ -272,10 +272,11 @@ class MlflowServer:
     fixed port once known (a restart keeps the port and the sqlite data). Never the shared server
     of the session (MLTRACK_TEST_TRACKING_URI)."""
 
-    def __init__(self, script, state_dir, port=None, extra_args=None):
+    def __init__(self, script, state_dir, port=None, extra_args=None, env=None):
         self.script = script
         self.state_dir = str(state_dir)
         self.port = port
+        self.extra_env = dict(env or {})  # for the server (e.g. MLFLOW_AUTH_CONFIG_PATH)
         if extra_args is None:
             extra_args = shlex.split(
                 os.environ.get("MLTRACK_TEST_QUEUE_SERVER_ARGS", "--workers 1"))
@@ -296,6 +297,7 @@ class MlflowServer:
             env[var] = "127.0.0.1,localhost" + ("," + env[var] if env.get(var) else "")
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         env.setdefault("DO_NOT_TRACK", "true")
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout=240):
