@@ -129,6 +129,7 @@ typedef struct segment {
 
 struct mlt__journal {
     char *dir;
+    uint64_t seg_bytes; /* a new segment starts past this size (mlt__journal_set_segment_bytes) */
     bool read_only;
     mlt__fsync_mode mode;
     int lock_fd;
@@ -333,6 +334,7 @@ static mlt__journal *alloc_journal(const char *dir, bool read_only, mlt__fsync_m
     }
     j->read_only = read_only;
     j->mode = mode;
+    j->seg_bytes = MLT__SEGMENT_BYTES;
     j->lock_fd = -1;
     j->wfd = -1;
     j->rfd = -1;
@@ -1026,10 +1028,17 @@ static void update_pending(mlt__journal *j)
                           memory_order_relaxed);
 }
 
+void mlt__journal_set_segment_bytes(mlt__journal *j, uint64_t bytes)
+{
+    pthread_mutex_lock(&j->mu);
+    j->seg_bytes = bytes;
+    pthread_mutex_unlock(&j->mu);
+}
+
 /* Starts a new segment when the last one is full (caller holds mu). */
 static mlt_err roll_segment(mlt__journal *j)
 {
-    if (j->segs[j->n_segs - 1].size >= MLT__SEGMENT_BYTES &&
+    if (j->segs[j->n_segs - 1].size >= j->seg_bytes &&
         open_new_segment(j, j->last_seq + 1) != MLT_OK) {
         return mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
                          strerror(errno));

@@ -7,8 +7,11 @@ Environment (the harness contract):
   MLTRACK_TEST_WRAPPER       optional command prefix for every C program, e.g. a valgrind command
                              line (split with shlex); its error exit fails the test
   MLTRACK_TEST_SERVER_DIR    optional state directory of the server (not needed here)
+  MLTRACK_RELIABILITY_LOG    optional file: each passing fault test (fixture `reliability`)
+                             appends one JSON line with its figures (scripts/reliability-report.py)
 """
 
+import json
 import math
 import os
 import re
@@ -359,3 +362,41 @@ def queue_build_dir(build_dir):
     if missing:
         pytest.fail(f"programs missing in {build_dir}: {', '.join(missing)} (build them first)")
     return build_dir
+
+
+# ---- the figures of the fault tests (docs/reliability.md) ----------------------------------------
+
+# What the read-back helpers verified during the current test: runs and metric points found on the
+# server exactly as logged (assert_server_holds_exactly and the crash test add to it).
+VERIFIED = {"runs": 0, "points": 0}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.mlt_passed = rep.passed
+
+
+@pytest.fixture
+def reliability(request):
+    """reliability(fault, faults=1, trials=1): the test injects `fault`; once it has PASSED, one
+    line goes to $MLTRACK_RELIABILITY_LOG with the runs and points its read-back verified. lost
+    and duplicated are 0 because the read-back asserts exactly that (a failing test writes
+    nothing)."""
+    VERIFIED.update(runs=0, points=0)
+    notes = []
+
+    def note(fault, faults=1, trials=1):
+        notes.append({"fault": fault, "faults": faults, "trials": trials})
+
+    yield note
+    path = os.environ.get("MLTRACK_RELIABILITY_LOG")
+    if not path or not notes or not getattr(request.node, "mlt_passed", False):
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        for n in notes:
+            f.write(json.dumps(dict(n, test=request.node.nodeid, runs=VERIFIED["runs"],
+                                    points=VERIFIED["points"], lost=0, duplicated=0,
+                                    wrapper=" ".join(_wrapper()[:1]))) + "\n")

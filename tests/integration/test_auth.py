@@ -150,7 +150,7 @@ def test_basic_auth_wins_over_the_token(auth, q):
 
 
 @pytest.mark.parametrize("how", ["password", "token"])
-def test_wrong_credentials_are_dead_letters_not_an_endless_retry(auth, q, how):
+def test_wrong_credentials_are_dead_letters_not_an_endless_retry(auth, q, how, reliability):
     env = (alice({"MLFLOW_TRACKING_PASSWORD": WRONG_PW}) if how == "password"
            else {"MLFLOW_TRACKING_TOKEN": WRONG_PW})
     ledger = str(q.tmp / "ledger.jsonl")
@@ -173,9 +173,11 @@ def test_wrong_credentials_are_dead_letters_not_an_endless_retry(auth, q, how):
     # a clear error: the library says what the server answered
     assert "MLT_ERR_AUTH" in res.stderr or "401" in res.stderr, res
     assert landed(auth, q.exp_name) == []
+    reliability(f"wrong credentials ({how}): dead letters, no endless retry")
 
 
-def test_no_permission_dead_letters_that_run_and_the_rest_of_the_queue_lands(auth, q, tmp_path):
+def test_no_permission_dead_letters_that_run_and_the_rest_of_the_queue_lands(auth, q, tmp_path,
+                                                                            reliability):
     """Two journals made while the server is away: bob's run in an experiment he may only read
     and bob's run in one of his own. `mltrack sync` as bob sets the first aside and delivers the
     second."""
@@ -203,6 +205,7 @@ def test_no_permission_dead_letters_that_run_and_the_rest_of_the_queue_lands(aut
     assert "403" in create["answer"] and "Permission denied" in create["answer"], create
     assert landed(auth, denied) == []
     check_delivered(auth, q, ledgers["own"])
+    reliability("no permission on the experiment (403): that run set aside, the rest lands")
 
 
 def test_credentials_reach_no_file_log_error_argv_or_server_field(auth, q, tmp_path):
