@@ -119,7 +119,8 @@ void mlt_options_free(mlt_options *opts);
  * Names (and their typed setters below):
  *   tracking_uri        http(s)://host[:port][/path] of the MLflow server (any path is kept).
  *   experiment_name     experiment to log into; created if missing. Up to 256 characters.
- *   experiment_id       experiment id, used when experiment_name is unset; when both are set
+ *   experiment_id       experiment id (1 to 64 letters, digits, '_' or '-'), used when
+ *                       experiment_name is unset; when both are set
  *                       they must name the same experiment (as the Python client checks).
  *                       Neither set: MLflow's Default experiment (id 0).
  *   token               bearer token (Authorization: Bearer).

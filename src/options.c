@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define RUNREF_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+#define ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 typedef enum {
     K_STRING,
@@ -24,7 +24,7 @@ typedef enum {
     K_INT,
     K_SECONDS,
     K_WORD,
-    K_RUNREF /* a run id or client run key: min to max of [A-Za-z0-9_-] */
+    K_ID     /* an id (experiment id, run id, client run key): min to max of [A-Za-z0-9_-] */
 } opt_kind;
 
 static const struct opt_def {
@@ -38,7 +38,7 @@ static const struct opt_def {
     [MLT__OPT_TRACKING_URI] = {"tracking_uri", K_URI, "MLFLOW_TRACKING_URI", NULL},
     [MLT__OPT_EXPERIMENT_NAME] = {"experiment_name", K_EXPERIMENT, "MLFLOW_EXPERIMENT_NAME",
                                   NULL},
-    [MLT__OPT_EXPERIMENT_ID] = {"experiment_id", K_STRING, "MLFLOW_EXPERIMENT_ID", NULL},
+    [MLT__OPT_EXPERIMENT_ID] = {"experiment_id", K_ID, "MLFLOW_EXPERIMENT_ID", NULL, 1, 64},
     [MLT__OPT_TOKEN] = {"token", K_SECRET, "MLFLOW_TRACKING_TOKEN", NULL},
     [MLT__OPT_USERNAME] = {"username", K_STRING, "MLFLOW_TRACKING_USERNAME", NULL},
     [MLT__OPT_PASSWORD] = {"password", K_SECRET, "MLFLOW_TRACKING_PASSWORD", NULL},
@@ -63,8 +63,8 @@ static const struct opt_def {
     [MLT__OPT_QUEUE_FULL] = {"queue_full", K_WORD, NULL, "block", 0, 0, {"block", "fail", NULL}},
     [MLT__OPT_QUEUE_BLOCK_MS] = {"queue_block_ms", K_INT, NULL, "1000", 0, 3600000},
     [MLT__OPT_LINGER_MS] = {"linger_ms", K_INT, "MLTRACK_LINGER_MS", "20", 0, 10000},
-    [MLT__OPT_RUN_ID] = {"run_id", K_RUNREF, "MLFLOW_RUN_ID", NULL, 1, 64},
-    [MLT__OPT_RUN_KEY] = {"run_key", K_RUNREF, "MLTRACK_RUN_KEY", NULL, 1, 36},
+    [MLT__OPT_RUN_ID] = {"run_id", K_ID, "MLFLOW_RUN_ID", NULL, 1, 64},
+    [MLT__OPT_RUN_KEY] = {"run_key", K_ID, "MLTRACK_RUN_KEY", NULL, 1, 36},
     [MLT__OPT_SYSTEM_METRICS] = {"system_metrics", K_BOOL, "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
                                  "false"},
     [MLT__OPT_SYSTEM_METRICS_INTERVAL] = {"system_metrics_interval", K_SECONDS,
@@ -175,12 +175,12 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
                              value, d->min, d->max);
         }
         break;
-    case K_RUNREF:
+    case K_ID:
         n = (long long)strlen(value);
-        if (n < d->min || n > d->max || strspn(value, RUNREF_CHARS) != (size_t)n) {
+        if (n < d->min || n > d->max || strspn(value, ID_CHARS) != (size_t)n) {
             return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
-                             "option %s: '%.80s' is not a run reference (1 to %lld letters, "
-                             "digits, '_' or '-')",
+                             "option %s: '%.80s' is not an id (1 to %lld letters, digits, "
+                             "'_' or '-')",
                              d->name, value, d->max);
         }
         break;

@@ -277,6 +277,22 @@ START_TEST(max_retries_refuses_bad_numbers)
 }
 END_TEST
 
+START_TEST(experiment_id_is_an_id)
+{
+    /* it is stored in the run map and sent in URLs: no space, newline or slash gets in */
+    mlt_options *o = new_opts();
+    ck_assert_int_eq(mlt_options_set(o, "experiment_id", "0", NULL, 0), MLT_OK);
+    const char *bad[] = {"", "a b", "1\n", "../1", "1/2", "x\"y",
+                         "12345678901234567890123456789012345678901234567890123456789012345"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_set_fails(o, "experiment_id", bad[i], MLT_ERR_BAD_OPTION);
+    }
+    assert_get(o, "experiment_id", "0");
+    ck_assert_int_eq(mlt_options_set(o, "experiment_id", "f3a9-b_2", NULL, 0), MLT_OK);
+    mlt_options_free(o);
+}
+END_TEST
+
 START_TEST(queue_segment_bytes_has_a_range_and_a_variable)
 {
     mlt_options *o = new_opts();
@@ -819,6 +835,7 @@ int main(void)
     MLT_ADD_TEST(s, tracking_uri_strips_trailing_slashes_and_keeps_a_path);
     MLT_ADD_TEST(s, max_retries_refuses_bad_numbers);
     MLT_ADD_TEST(s, queue_segment_bytes_has_a_range_and_a_variable);
+    MLT_ADD_TEST(s, experiment_id_is_an_id);
     MLT_ADD_TEST(s, seconds_options_refuse_bad_and_negative_numbers);
     MLT_ADD_TEST(s, insecure_tls_takes_boolean_words_only);
     MLT_ADD_TEST(s, experiment_name_is_checked_and_old_value_kept);
