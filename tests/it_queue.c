@@ -759,11 +759,18 @@ static void *scaler_main(void *arg)
     snprintf(key, sizeof key, "%s/t%ld", w->tag, w->k);
     bool by_handle = w->k % 2 == 0;
     const mlt_key *hk = NULL, *hloss = NULL, *hacc = NULL;
-    if (by_handle && (mlt_metric_key(w->t, key, &hk) != MLT_OK ||
-                      mlt_metric_key(w->t, "loss", &hloss) != MLT_OK ||
-                      mlt_metric_key(w->t, "acc", &hacc) != MLT_OK)) {
-        call_failed("metric key", w->top, key, MLT_ERR_INVALID_KEY);
-        return NULL;
+    if (by_handle) {
+        mlt_err rc = mlt_metric_key(w->t, key, &hk);
+        if (rc == MLT_OK) {
+            rc = mlt_metric_key(w->t, "loss", &hloss);
+        }
+        if (rc == MLT_OK) {
+            rc = mlt_metric_key(w->t, "acc", &hacc);
+        }
+        if (rc != MLT_OK) {
+            call_failed("metric key", w->top, key, rc);
+            return NULL;
+        }
     }
     for (long i = 0; i < w->points; i++) {
         scale_point(w, w->top, hk, key, it_value(w->k, i), i, w->k, i);
