@@ -64,7 +64,8 @@ typedef enum mlt_err {
     MLT_ERR_RATE_LIMITED = -14,   /**< The server asked to slow down (HTTP 429); retriable. */
     MLT_ERR_REJECTED = -15,       /**< The server refused the request for good (HTTP 400). */
     MLT_ERR_NOT_FOUND = -16,      /**< The server has no such run or experiment (HTTP 404). */
-    MLT_ERR_AUTH = -17,           /**< The server refused the credentials (HTTP 401/403). */
+    MLT_ERR_AUTH = -17,           /**< The server refused the credentials (HTTP 401/403):
+                                       permanent; queued records it refuses become dead letters. */
     MLT_ERR_PROTOCOL = -18,       /**< The server's answer could not be understood. */
     MLT_ERR_TLS = -19,            /**< TLS failed: certificate not trusted, handshake failed. */
     MLT_ERR_CALLBACK = -20,       /**< A user callback reported a failure. */
@@ -135,6 +136,10 @@ void mlt_options_free(mlt_options *opts);
  *   fsync               none, interval (default) or always: when journal appends reach the disk.
  *   fsync_interval_ms   group commit period of fsync=interval (default 100).
  *   queue_max_bytes     cap of undelivered journal bytes (default 1073741824, 1 GiB).
+ *   queue_segment_bytes size of the journal's segment files (default 67108864, 64 MiB; 65536 to
+ *                       4294967296; MLTRACK_QUEUE_SEGMENT_BYTES). A segment is deleted once all
+ *                       it holds is acknowledged, so a delivered journal keeps about one segment
+ *                       on disk, plus its 2.5 MiB ring.
  *   queue_full          block (default) or fail: what a log call does at the cap. (A point
  *                       that finds the ring full, its writer behind, waits for it at least 1 s
  *                       either way; with fail, not when the writer cannot write: disk full.)
@@ -169,7 +174,9 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
  * MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH,
  * MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
  * MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
- * MLFLOW_HTTP_REQUEST_TIMEOUT, and mltrack's own MLTRACK_QUEUE_DIR and MLTRACK_FSYNC. Unset or
+ * MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_RUN_ID, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
+ * MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, and mltrack's own MLTRACK_QUEUE_DIR, MLTRACK_FSYNC,
+ * MLTRACK_LINGER_MS, MLTRACK_RUN_KEY and MLTRACK_QUEUE_SEGMENT_BYTES. Unset or
  * empty variables leave the option as it is.
  * Returns the first error met (naming the variable in errbuf); options read before it are kept.
  * Reads the environment: do not call while another thread calls setenv().
@@ -246,8 +253,11 @@ typedef struct mlt_queue_stats {
     uint64_t sent;          /**< records sent to the server (a retry counts again) */
     uint64_t acknowledged;  /**< records the server acknowledged */
     uint64_t retried;       /**< requests tried again after a failure (the server away, a
-                                 TLS or credential refusal) */
-    uint64_t rejected;      /**< records rejected for good (dead letters) */
+                                 TLS refusal) */
+    uint64_t rejected;      /**< records rejected for good (dead letters): refused as invalid
+                                 (400), for a missing run or experiment (404), or for the
+                                 credentials (401: wrong password or token; 403: no
+                                 permission on the experiment or run) */
     uint64_t bytes_pending; /**< journal bytes not yet acknowledged */
 } mlt_queue_stats;
 

@@ -6,6 +6,8 @@
 # Pinned to 3.17.2: 3.18.0 cannot be installed from the package index used here (its dependency
 # mlflow-skinny 3.18.0 is not published there). Move the pin forward once it is.
 MLT_MLFLOW_VERSION=3.17.2
+# the basic-auth app of mlflow[auth] (tests/integration/test_auth.py)
+MLT_FLASK_WTF_VERSION=1.3.0
 # The PostgreSQL driver of the MLflow server's SQL store (scripts/check-scale.sh), in the same venv.
 MLT_PSYCOPG2_VERSION=2.9.10
 
@@ -93,7 +95,7 @@ mlt_venv_vars() {
     export MLT_VENV MLT_PYTHON MLT_MLFLOW
 }
 
-# Create the virtual environment if needed and make sure it has mlflow==$MLT_MLFLOW_VERSION,
+# Create the virtual environment if needed and make sure it has mlflow[auth]==$MLT_MLFLOW_VERSION,
 # psycopg2-binary==$MLT_PSYCOPG2_VERSION and pytest; exports MLT_PYTHON and MLT_MLFLOW. Serialized
 # with flock, so concurrent callers are safe.
 mlt_venv() {
@@ -115,15 +117,18 @@ mlt_venv() {
         fi
         if "$py" -c 'import mlflow,sys; sys.exit(mlflow.__version__!=sys.argv[1])' \
             "$MLT_MLFLOW_VERSION" >/dev/null 2>&1 &&
+            "$py" -c 'import flask_wtf,sys; sys.exit(flask_wtf.__version__!=sys.argv[1])' \
+                "$MLT_FLASK_WTF_VERSION" >/dev/null 2>&1 &&
             "$py" -c 'import psycopg2,sys; sys.exit(psycopg2.__version__.split()[0]!=sys.argv[1])' \
                 "$MLT_PSYCOPG2_VERSION" >/dev/null 2>&1 &&
             "$py" -c 'import pytest' >/dev/null 2>&1 && [[ -x $MLT_MLFLOW ]]; then
-            mlt_log "Python venv: mlflow $MLT_MLFLOW_VERSION, psycopg2 and pytest present ($MLT_VENV)"
+            mlt_log "Python venv: mlflow[auth] $MLT_MLFLOW_VERSION, psycopg2 and pytest present ($MLT_VENV)"
             exit 0
         fi
-        mlt_log "installing mlflow==$MLT_MLFLOW_VERSION, psycopg2-binary and pytest into $MLT_VENV"
+        mlt_log "installing mlflow[auth]==$MLT_MLFLOW_VERSION, psycopg2-binary and pytest into $MLT_VENV"
         MLFLOW_DISABLE_TELEMETRY=true "$py" -m pip install -q --disable-pip-version-check \
-            "mlflow==$MLT_MLFLOW_VERSION" "psycopg2-binary==$MLT_PSYCOPG2_VERSION" pytest || exit 1
+            "mlflow[auth]==$MLT_MLFLOW_VERSION" "Flask-WTF==$MLT_FLASK_WTF_VERSION" \
+            "psycopg2-binary==$MLT_PSYCOPG2_VERSION" pytest || exit 1
         "$py" -c 'import mlflow,sys; sys.exit(mlflow.__version__!=sys.argv[1])' \
             "$MLT_MLFLOW_VERSION" || {
             mlt_die "mlflow $MLT_MLFLOW_VERSION not importable after install"

@@ -146,15 +146,20 @@ ensure_server() {
         ${args[@]+"${args[@]}"} >/dev/null
 }
 
-integration() { # BUILD_DIR
+integration() { # BUILD_DIR LABEL
     if ! compgen -G "$MLT_SRC/tests/integration/test_*.py" >/dev/null; then
         echo "no integration tests found (tests/integration/test_*.py)" >&2
         return 1
     fi
     ensure_server
     echo "tracking server: $MLTRACK_TEST_TRACKING_URI${MLTRACK_TEST_WRAPPER:+; wrapper: $MLTRACK_TEST_WRAPPER}"
+    # the fault tests' figures (docs/reliability.md), printed at the end
+    export MLTRACK_RELIABILITY_LOG=$1/reliability-$2.jsonl
+    rm -f "$MLTRACK_RELIABILITY_LOG"
     make -C "$1" -j"$NPROC" check-integration PYTHON_FOR_TESTS="$MLT_PYTHON" \
         MLTRACK_TEST_TRACKING_URI="$MLTRACK_TEST_TRACKING_URI"
+    echo "the fault tests' figures (scripts/reliability-report.py $1 $MLTRACK_RELIABILITY_LOG):"
+    "$MLT_PYTHON" "$MLT_SRC/scripts/reliability-report.py" "$1" "$MLTRACK_RELIABILITY_LOG"
 }
 
 sanitizer_env() {
@@ -174,7 +179,7 @@ fuzz_replay() {
 
 asan_integration() {
     sanitizer_env
-    integration "$ASAN_DIR"
+    integration "$ASAN_DIR" asan
 }
 
 tsan_env() {
@@ -189,14 +194,14 @@ tsan_unit() {
 
 tsan_integration() {
     tsan_env
-    integration "$TSAN_DIR"
+    integration "$TSAN_DIR" tsan
 }
 
 valgrind_integration() {
     export MLTRACK_TEST_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --quiet \
 --suppressions=$MLT_SRC/tests/valgrind.supp"
-    integration "$DEFAULT_DIR"
+    integration "$DEFAULT_DIR" valgrind
 }
 
 scale_check() {
@@ -268,7 +273,7 @@ fi
 export MLTRACK_TEST_TRACKING_URI MLTRACK_TEST_SERVER_DIR=$SERVER_DIR
 
 stage integration "integration tests: make check-integration (default build)" "build server" \
-    integration "$DEFAULT_DIR"
+    integration "$DEFAULT_DIR" default
 stage scale "16 processes x 4 threads log at once into an MLflow server on PostgreSQL (--workers 4), \
 directly and through 503s and cut answers; the server holds exactly the ledgers" "build venv" scale_check
 stage install "make install into a temporary prefix; a program built with pkg-config against it \

@@ -336,6 +336,7 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
     if (err != MLT_OK) {
         return err;
     }
+    mlt__journal_set_segment_bytes(m->journal, (uint64_t)m->opts->queue_segment_bytes);
     err = mlt__journal_set_target(m->journal, mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI));
     if (err != MLT_OK) {
         mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());

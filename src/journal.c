@@ -129,6 +129,7 @@ typedef struct segment {
 
 struct mlt__journal {
     char *dir;
+    uint64_t seg_bytes; /* a new segment starts past this size (mlt__journal_set_segment_bytes) */
     bool read_only;
     mlt__fsync_mode mode;
     int lock_fd;
@@ -333,6 +334,7 @@ static mlt__journal *alloc_journal(const char *dir, bool read_only, mlt__fsync_m
     }
     j->read_only = read_only;
     j->mode = mode;
+    j->seg_bytes = MLT__SEGMENT_BYTES;
     j->lock_fd = -1;
     j->wfd = -1;
     j->rfd = -1;
@@ -1026,10 +1028,17 @@ static void update_pending(mlt__journal *j)
                           memory_order_relaxed);
 }
 
+void mlt__journal_set_segment_bytes(mlt__journal *j, uint64_t bytes)
+{
+    pthread_mutex_lock(&j->mu);
+    j->seg_bytes = bytes;
+    pthread_mutex_unlock(&j->mu);
+}
+
 /* Starts a new segment when the last one is full (caller holds mu). */
 static mlt_err roll_segment(mlt__journal *j)
 {
-    if (j->segs[j->n_segs - 1].size >= MLT__SEGMENT_BYTES &&
+    if (j->segs[j->n_segs - 1].size >= j->seg_bytes &&
         open_new_segment(j, j->last_seq + 1) != MLT_OK) {
         return mlt__fail(MLT_ERR_IO, "cannot start a new segment in %s: %s", j->dir,
                          strerror(errno));
@@ -2161,6 +2170,15 @@ static mlt_err put_run(mlt__journal *j, uint32_t run_no, const char *key, const 
 
 /* ---- dead letters ---- */
 
+/* ,"name":"value" of a dead letter, when value is set and not empty. */
+static void dead_str(mlt__buf *b, const char *name, const char *value)
+{
+    if (value && value[0]) {
+        mlt__buf_printf(b, ",\"%s\":", name);
+        mlt__json_str(b, value);
+    }
+}
+
 mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char *answer)
 {
     static const char *const types[] = {"?",   "create_run", "param", "metric",
@@ -2184,6 +2202,26 @@ mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char 
         } else {
             mlt__json_str(&b, r->value);
         }
+    } else if (r->type == MLT__REC_CREATE || r->type == MLT__REC_ATTACH) {
+        /* all a run's creation holds, so that it can be made again by hand */
+        dead_str(&b, "run_id", r->type == MLT__REC_ATTACH ? r->run_id : NULL);
+        dead_str(&b, "run_name", r->run_name);
+        dead_str(&b, "parent_run_key", r->parent_key);
+        dead_str(&b, "experiment_name", r->experiment_name);
+        dead_str(&b, "experiment_id", r->experiment_id);
+        if (r->type == MLT__REC_CREATE) {
+            mlt__buf_printf(&b, ",\"start_time\":%" PRId64 ",\"tags\":{", r->time_ms);
+            for (size_t i = 0; i < r->n_tags && i < MLT__REC_MAX_TAGS; i++) {
+                mlt__buf_puts(&b, i ? "," : "");
+                mlt__json_str(&b, r->tag_keys[i] ? r->tag_keys[i] : "");
+                mlt__buf_puts(&b, ":");
+                mlt__json_str(&b, r->tag_values[i] ? r->tag_values[i] : "");
+            }
+            mlt__buf_puts(&b, "}");
+        }
+    } else if (r->type == MLT__REC_END) {
+        mlt__buf_printf(&b, ",\"status\":\"%s\",\"end_time\":%" PRId64,
+                        mlt_run_status_name((mlt_run_status)r->status), r->time_ms);
     }
     mlt__buf_puts(&b, ",\"answer\":");
     /* answers may have been cut to a buffer inside a UTF-8 character: keep the file UTF-8 */

@@ -214,6 +214,11 @@ uint64_t mlt__journal_acked_seq(mlt__journal *j);
 /* Bytes of records appended and not yet acked. */
 uint64_t mlt__journal_pending_bytes(mlt__journal *j);
 
+/* The size past which a new segment starts (MLT__SEGMENT_BYTES until set; the queue_segment_bytes
+ * option). Smaller segments give the disk back sooner: a segment is deleted once every record in
+ * it is acknowledged. Any thread. */
+void mlt__journal_set_segment_bytes(mlt__journal *j, uint64_t bytes);
+
 /*
  * Reads the next record after *cursor (a sequence number; start from the acked one) into r,
  * whose strings point into *scratch (kept until the next call with it). Returns MLT_OK,

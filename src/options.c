@@ -69,6 +69,8 @@ static const struct opt_def {
                                  "false"},
     [MLT__OPT_SYSTEM_METRICS_INTERVAL] = {"system_metrics_interval", K_SECONDS,
                                           "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "10"},
+    [MLT__OPT_QUEUE_SEGMENT_BYTES] = {"queue_segment_bytes", K_INT, "MLTRACK_QUEUE_SEGMENT_BYTES",
+                                      "67108864", 65536, (long long)1 << 32},
 };
 
 #define MAX_SECONDS 86400.0
@@ -231,6 +233,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case MLT__OPT_FSYNC: o->fsync_mode = (int)n; break;
     case MLT__OPT_FSYNC_INTERVAL_MS: o->fsync_interval_ms = n; break;
     case MLT__OPT_QUEUE_MAX_BYTES: o->queue_max_bytes = n; break;
+    case MLT__OPT_QUEUE_SEGMENT_BYTES: o->queue_segment_bytes = n; break;
     case MLT__OPT_QUEUE_FULL: o->queue_full_fail = (int)n; break;
     case MLT__OPT_QUEUE_BLOCK_MS: o->queue_block_ms = n; break;
     case MLT__OPT_LINGER_MS: o->linger_ms = n; break;

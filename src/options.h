@@ -32,6 +32,7 @@ typedef enum mlt__opt {
     MLT__OPT_RUN_KEY,
     MLT__OPT_SYSTEM_METRICS,
     MLT__OPT_SYSTEM_METRICS_INTERVAL,
+    MLT__OPT_QUEUE_SEGMENT_BYTES,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -46,6 +47,7 @@ struct mlt_options {
     int fsync_mode; /* mlt__fsync_mode */
     long long fsync_interval_ms;
     long long queue_max_bytes;
+    long long queue_segment_bytes;
     int queue_full_fail; /* 1: fail with MLT_ERR_QUEUE_FULL, 0: block */
     long long queue_block_ms;
     long long linger_ms;

@@ -190,8 +190,9 @@ static const mlt__run_entry *run_by_key(mlt__journal *j, const char *key)
 }
 
 /* Outcome of delivering part of a unit: done; try again after a backoff; the server refused
- * this record for good (a dead letter); or delivery cannot go on (credentials, TLS,
- * configuration: nothing is dead-lettered, the unit waits). */
+ * this record for good (a dead letter: a 400 or 404, or credentials it refuses, 401/403, as
+ * the Python client fails such a call at once); or delivery cannot go on (TLS, configuration:
+ * nothing is dead-lettered, the unit waits). */
 typedef enum { OK, RETRY, DEAD, FATAL } outcome;
 
 /* Keeps msg as the last failure (read by flushing threads under s->mu). */
@@ -212,7 +213,8 @@ static outcome classify(mlt__sender *s, mlt_err err, const char *msg)
         err == MLT_ERR_IO) {
         return RETRY;
     }
-    return err == MLT_ERR_REJECTED || err == MLT_ERR_NOT_FOUND ? DEAD : FATAL;
+    return err == MLT_ERR_REJECTED || err == MLT_ERR_NOT_FOUND || err == MLT_ERR_AUTH ? DEAD
+                                                                                     : FATAL;
 }
 
 /* ---- reading a unit ---- */
@@ -283,24 +285,33 @@ static mlt_err read_unit(mlt__sender *s, slot *sl)
 
 /* ---- delivering log windows ---- */
 
-static void dead_ent(mlt__sender *s, slot *sl, const ent *e, const char *answer)
+/* Sets the entities ents[0..n) of one run aside as dead letters, with the server's answer (or
+ * why they were not sent): one warning and one report for them all. */
+static void dead_ents(mlt__sender *s, slot *sl, ent **ents, size_t n, const char *answer)
 {
-    mlt__rec r = {0};
-    r.seq = e->seq;
-    r.type = e->type;
-    r.run_no = e->run_no;
-    r.key = e->key;
-    r.value = e->value;
-    r.num = e->num;
-    r.time_ms = e->ts;
-    r.step = e->step;
-    mlt__journal_dead_letter(sl->j, &r, answer);
-    s->rejected_points += e->type == MLT__REC_METRIC;
-    mlt__log(&s->opts->logger, MLT_LOG_WARN, "rejected for good, kept in %s/dead.jsonl: %s",
-             mlt__journal_dir(sl->j), answer);
-    const mlt__run_entry *re = mlt__journal_run(sl->j, e->run_no);
+    if (n == 0) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const ent *e = ents[i];
+        mlt__rec r = {0};
+        r.seq = e->seq;
+        r.type = e->type;
+        r.run_no = e->run_no;
+        r.key = e->key;
+        r.value = e->value;
+        r.num = e->num;
+        r.time_ms = e->ts;
+        r.step = e->step;
+        mlt__journal_dead_letter(sl->j, &r, answer);
+        s->rejected_points += e->type == MLT__REC_METRIC;
+        ents[i]->done = true;
+    }
+    mlt__log(&s->opts->logger, MLT_LOG_WARN, "%zu record%s rejected for good, kept in %s/dead.jsonl: %s",
+             n, n == 1 ? "" : "s", mlt__journal_dir(sl->j), answer);
+    const mlt__run_entry *re = mlt__journal_run(sl->j, ents[0]->run_no);
     report(s, MLT_OP_LOG, MLT_DELIVERY_REJECTED, re ? re->key : "", re ? re->run_id : NULL,
-           re ? re->experiment_id : NULL, 1, answer);
+           re ? re->experiment_id : NULL, (uint32_t)n, answer);
 }
 
 /* Sends the entities ents[0..n) of one run (n small enough for one request or split by the
@@ -351,9 +362,10 @@ static outcome send_ents(mlt__sender *s, slot *sl, const char *run_id, ent **ent
     if (c != DEAD) {
         return c;
     }
-    if (n == 1) {
-        dead_ent(s, sl, ents[0], msg);
-        ents[0]->done = true;
+    if (n == 1 || err != MLT_ERR_REJECTED) {
+        /* a 400 may be about one entity: narrowed down below; a 401/403/404 is about the run
+         * or the caller, and every entity shares it */
+        dead_ents(s, sl, ents, n, msg);
         return OK;
     }
     outcome o = send_ents(s, sl, run_id, ents, n / 2);
@@ -381,10 +393,7 @@ static outcome deliver_window(mlt__sender *s, slot *sl)
             const char *why = !re                           ? "the run is unknown to the journal"
                               : re->state == MLT__RUN_DEAD ? "the run could not be created"
                                                            : "the run was not created";
-            for (size_t i = 0; i < n; i++) {
-                dead_ent(s, sl, mine[i], why);
-                mine[i]->done = true;
-            }
+            dead_ents(s, sl, mine, n, why);
         } else {
             uint64_t before = atomic_load(&s->rejected);
             uint64_t before_points = s->rejected_points;
@@ -573,6 +582,20 @@ static outcome deliver_attach(mlt__sender *s, slot *sl)
         } else if (err != MLT_OK) {
             o = classify(s, err, msg);
         }
+    }
+    if (o == DEAD) {
+        /* refused for good (credentials, experiment): what is logged into it is set aside */
+        char why[sizeof s->last_error + 200];
+        snprintf(why, sizeof why, "attach to run %s: %s", r->run_id[0] ? r->run_id : r->key,
+                 s->last_error);
+        free(run_id);
+        run_id = NULL;
+        mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, r->key, NULL, exp_id, MLT__RUN_DEAD);
+        mlt__journal_dead_letter(sl->j, r, why);
+        report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_REJECTED, r->key, NULL, exp_id, 1, why);
+        log_msg(s, MLT_LOG_ERROR, why);
+        free(exp_id);
+        return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
     }
     if (o != OK) {
         free(exp_id);

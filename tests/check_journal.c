@@ -2373,12 +2373,22 @@ START_TEST(journal_dead_letters_are_json_lines_with_the_answer)
     r.type = MLT__REC_CREATE;
     r.run_no = 2;
     r.key = "run-key-2";
-    r.parent_key = r.run_name = r.experiment_name = r.experiment_id = "";
+    r.parent_key = r.experiment_id = "";
+    r.run_name = "train \"7\"";
+    r.experiment_name = "sweep";
+    r.time_ms = 1700000000123;
+    r.n_tags = 2;
+    r.tag_keys[0] = "team";
+    r.tag_values[0] = "a";
+    r.tag_keys[1] = "mlflow.user";
+    r.tag_values[1] = "b\n";
     ck_assert_int_eq(mlt__journal_dead_letter(j, &r, "experiment is deleted"), MLT_OK);
     memset(&r, 0, sizeof r);
     r.seq = 11;
     r.type = MLT__REC_END;
     r.run_no = 1;
+    r.status = MLT_RUN_FAILED;
+    r.time_ms = 1700000000999;
     ck_assert_int_eq(mlt__journal_dead_letter(j, &r, "gone"), MLT_OK);
     memset(&r, 0, sizeof r);
     r.seq = 12;
@@ -2416,10 +2426,22 @@ START_TEST(journal_dead_letters_are_json_lines_with_the_answer)
     ck_assert_str_eq(jstr(o, "type"), "create_run");
     ck_assert_str_eq(jstr(o, "run_key"), "run-key-2");
     ck_assert_str_eq(jstr(o, "answer"), "experiment is deleted");
+    /* all the create holds, so that the run can be made again by hand */
+    ck_assert_str_eq(jstr(o, "run_name"), "train \"7\"");
+    ck_assert_str_eq(jstr(o, "experiment_name"), "sweep");
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(o, "experiment_id")); /* "": left out */
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(o, "parent_run_key"));
+    ck_assert_ptr_nonnull(strstr(text, "\"start_time\":1700000000123,"));
+    const cJSON *tags = cJSON_GetObjectItemCaseSensitive(o, "tags");
+    ck_assert_int_eq(cJSON_GetArraySize(tags), 2);
+    ck_assert_str_eq(jstr(tags, "team"), "a");
+    ck_assert_str_eq(jstr(tags, "mlflow.user"), "b\n");
     cJSON_Delete(o);
     o = dead_line(text, 4);
     ck_assert_str_eq(jstr(o, "type"), "end_run");
     ck_assert_str_eq(jstr(o, "run_key"), "run-key-1");
+    ck_assert_str_eq(jstr(o, "status"), "FAILED");
+    ck_assert_ptr_nonnull(strstr(text, "\"end_time\":1700000000999,"));
     cJSON_Delete(o);
     o = dead_line(text, 5);
     ck_assert_str_eq(jstr(o, "type"), "tag");

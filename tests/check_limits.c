@@ -94,6 +94,8 @@ START_TEST(a_thousand_tracker_lives_leave_no_fd_and_no_thread)
                   fds_after, cycles, fds, warm);
     ck_assert_msg(threads_after == threads, "%d threads after %d cycles, %d after %d",
                   threads_after, cycles, threads, warm);
+    mlt_test_reliability("check_limits", "tracker opened and closed again and again: no file "
+                         "descriptor or thread left behind", cycles, 0, 0);
 }
 END_TEST
 
@@ -216,6 +218,13 @@ START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
     }
     ck_assert(params[0] && !params[1] && params[2]);
     ck_assert_int_eq(ended, 1);
+    long journaled = 0;
+    for (int i = 0; i < FULL_POINTS + AFTER_POINTS; i++) {
+        journaled += seen[i];
+    }
+    mlt_test_reliability("check_limits", "disk full while logging (a 1 MiB file size cap), "
+                         "policy fail: calls refused, logging resumes when room comes back",
+                         1, failed, journaled);
     mlt__buf_free(&scratch);
     mlt__journal_close(j, false);
     mlt_test_remove_tree(queue);
@@ -362,6 +371,8 @@ START_TEST(a_forked_child_is_refused_the_parents_tracker_and_never_hangs)
     }
     ck_assert_int_eq(rc, MLT_ERR_NOT_FOUND);
     ck_assert_int_eq(points, la.ok);
+    mlt_test_reliability("check_limits", "fork() while a thread logs: the child is refused the "
+                         "parent's tracker", 20, 20, points);
     mlt__buf_free(&scratch);
     mlt__journal_close(j, false);
     mlt_test_remove_tree(queue);

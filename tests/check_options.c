@@ -133,6 +133,7 @@ START_TEST(options_set_every_option_by_name)
         {"run_key", "6f1c2e4a-0b7d-4e2a-9c3f-1a2b3c4d5e6f", "6f1c2e4a-0b7d-4e2a-9c3f-1a2b3c4d5e6f"},
         {"system_metrics", "true", "true"},
         {"system_metrics_interval", "0.5", "0.5"},
+        {"queue_segment_bytes", "65536", "65536"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();
@@ -272,6 +273,24 @@ START_TEST(max_retries_refuses_bad_numbers)
         assert_set_fails(o, "max_retries", bad[i], MLT_ERR_BAD_OPTION);
         ck_assert_int_eq(o->max_retries, 3);
     }
+    mlt_options_free(o);
+}
+END_TEST
+
+START_TEST(queue_segment_bytes_has_a_range_and_a_variable)
+{
+    mlt_options *o = new_opts();
+    ck_assert_int_eq(o->queue_segment_bytes, 67108864); /* 64 MiB by default */
+    const char *bad[] = {"65535", "0", "-65536", "4294967297", "1e6", "64k"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_set_fails(o, "queue_segment_bytes", bad[i], MLT_ERR_BAD_OPTION);
+    }
+    ck_assert_int_eq(o->queue_segment_bytes, 67108864);
+    setenv("MLTRACK_QUEUE_SEGMENT_BYTES", "131072", 1);
+    char err[256] = "";
+    ck_assert_int_eq(mlt_options_from_env(o, err, sizeof err), MLT_OK);
+    unsetenv("MLTRACK_QUEUE_SEGMENT_BYTES");
+    ck_assert_int_eq(o->queue_segment_bytes, 131072);
     mlt_options_free(o);
 }
 END_TEST
@@ -799,6 +818,7 @@ int main(void)
     MLT_ADD_TEST(s, tracking_uri_refuses_what_is_not_http_and_keeps_old_value);
     MLT_ADD_TEST(s, tracking_uri_strips_trailing_slashes_and_keeps_a_path);
     MLT_ADD_TEST(s, max_retries_refuses_bad_numbers);
+    MLT_ADD_TEST(s, queue_segment_bytes_has_a_range_and_a_variable);
     MLT_ADD_TEST(s, seconds_options_refuse_bad_and_negative_numbers);
     MLT_ADD_TEST(s, insecure_tls_takes_boolean_words_only);
     MLT_ADD_TEST(s, experiment_name_is_checked_and_old_value_kept);

@@ -65,9 +65,12 @@ typedef struct server {
     long log_batch_status;      /* every log batch answers this (with log_batch_body); 0: no */
     const char *log_batch_body;
     long create_status;         /* runs/create answers this (with create_body); 0: normally */
+    int create_refusals;        /* with create_status: only the first N runs/create (0: all) */
+    int n_creates;
     int create_failures;        /* the first runs/create calls answer 503 */
     const char *create_body;
     const char *search_body;    /* runs/search answer; NULL: no runs */
+    long search_status;         /* runs/search answers this (with search_body); 0: 200 */
     long all_status;            /* every request answers this; 0: no */
     int delay_ms;               /* each answer waits this long first */
 } server;
@@ -138,7 +141,7 @@ static long answer(server *s, const char *method, const char *path, const char *
         return 200;
     }
     if (strcmp(path, "/api/2.0/mlflow/runs/create") == 0) {
-        if (s->create_status) {
+        if (s->create_status && (s->create_refusals == 0 || s->n_creates++ < s->create_refusals)) {
             mlt__buf_puts(out, s->create_body);
             return s->create_status;
         }
@@ -153,7 +156,7 @@ static long answer(server *s, const char *method, const char *path, const char *
     }
     if (strcmp(path, "/api/2.0/mlflow/runs/search") == 0) {
         mlt__buf_puts(out, s->search_body ? s->search_body : "{}");
-        return 200;
+        return s->search_status ? s->search_status : 200;
     }
     if (strcmp(path, "/api/2.0/mlflow/runs/update") == 0) {
         mlt__buf_puts(out, "{\"run_info\":{}}");
@@ -859,10 +862,10 @@ START_TEST(sender_gives_up_without_acking_while_the_server_is_down)
 }
 END_TEST
 
-START_TEST(sender_does_not_dead_letter_logs_when_the_server_refuses_the_credentials)
+START_TEST(sender_dead_letters_a_batch_refused_for_its_credentials_in_one_request)
 {
-    /* 401/403 say nothing about the records: they must stay queued for a fixed token, not be
-     * bisected one by one into dead letters. */
+    /* 401/403 are about the caller, not about one entity: the whole batch is a dead letter at
+     * once (not bisected entity by entity), with the server's answer, and the queue goes on. */
     fixture f;
     fixture_init(&f);
     f.srv->log_batch_status = 401;
@@ -873,27 +876,68 @@ START_TEST(sender_does_not_dead_letter_logs_when_the_server_refuses_the_credenti
         snprintf(k, sizeof k, "m%d", i);
         put_metric(f.j, 1, k, i, 10 + i, i);
     }
+    put_end(f.j, 1, MLT_RUN_FINISHED, 20);
     sender_new(&f, false, 1);
     mlt__sync_progress sum;
     mlt_err e = drain(&f, &sum);
     uint64_t dead = mlt__journal_dead_count(f.j), acked = mlt__journal_acked_seq(f.j);
-    size_t batches = f.srv->n_log_batches;
+    size_t batches = f.srv->n_log_batches, n = 0;
+    cJSON **l = dead_letters(mlt__journal_dir(f.j), &n);
+    ck_assert_int_eq(e, MLT_OK);
+    ck_assert_uint_eq(dead, 4);
+    ck_assert_uint_eq(acked, 6); /* nothing left behind */
+    ck_assert_msg(batches == 1, "%zu log batches sent for a 401", batches);
+    ck_assert_uint_eq(sum.rejected, 4);
+    ck_assert_uint_eq(n, 4);
+    const cJSON *answer = cJSON_GetObjectItemCaseSensitive(l[0], "answer");
+    ck_assert_ptr_nonnull(strstr(cJSON_GetStringValue(answer), "token expired"));
+    free_letters(l, n);
     fixture_done(&f);
-    ck_assert_msg(dead == 0, "%" PRIu64 " records dead-lettered for a 401 (%zu log batches)",
-                  dead, batches);
-    ck_assert_uint_eq(acked, 1); /* the create only */
-    ck_assert_msg(batches <= 3, "%zu log batches sent for a 401", batches);
-    ck_assert_int_ne(e, MLT_OK);
 }
 END_TEST
 
-START_TEST(sender_does_not_kill_a_run_when_the_server_refuses_the_credentials)
+START_TEST(sender_dead_letters_a_run_refused_permission_and_delivers_the_next)
 {
+    /* A 403 on runs/create (no permission on the experiment): the run and all it logged are
+     * dead letters after one request, and the run after it lands. */
     fixture f;
     fixture_init(&f);
     f.srv->create_status = 403;
+    f.srv->create_refusals = 1;
     f.srv->create_body = "{\"error_code\":\"PERMISSION_DENIED\",\"message\":\"no access\"}";
     put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    put_end(f.j, 1, MLT_RUN_FAILED, 11);
+    put_create(f.j, 2, K2, "exp");
+    put_metric(f.j, 2, "loss", 2, 12, 0);
+    put_end(f.j, 2, MLT_RUN_FINISHED, 13);
+    sender_new(&f, false, 1);
+    mlt__sync_progress sum;
+    mlt_err e = drain(&f, &sum);
+    uint64_t dead = mlt__journal_dead_count(f.j), acked = mlt__journal_acked_seq(f.j);
+    const mlt__run_entry *re = mlt__journal_run(f.j, 1);
+    int state = re ? (int)re->state : -1;
+    int creates = f.srv->n_creates;
+    size_t took = taken(f.srv, "metric:loss");
+    fixture_done(&f);
+    ck_assert_int_eq(e, MLT_OK);
+    ck_assert_int_eq(state, MLT__RUN_DEAD);
+    ck_assert_uint_eq(dead, 3); /* its create, its point, its end */
+    ck_assert_uint_eq(acked, 6);
+    ck_assert_int_eq(creates, 2); /* refused once, not retried; then the second run */
+    ck_assert_uint_eq(took, 1);   /* the second run's point */
+}
+END_TEST
+
+START_TEST(sender_dead_letters_an_attach_refused_for_its_credentials)
+{
+    /* Looking up the run to attach to answers 403: the attach and what was logged into the run
+     * are dead letters, at once, instead of a retry for ever. */
+    fixture f;
+    fixture_init(&f);
+    f.srv->search_status = 403;
+    f.srv->search_body = "Permission denied";
+    put_attach(f.j, 1, K1, "", "exp");
     put_metric(f.j, 1, "loss", 1, 10, 0);
     sender_new(&f, false, 1);
     mlt__sync_progress sum;
@@ -901,12 +945,19 @@ START_TEST(sender_does_not_kill_a_run_when_the_server_refuses_the_credentials)
     uint64_t dead = mlt__journal_dead_count(f.j), acked = mlt__journal_acked_seq(f.j);
     const mlt__run_entry *re = mlt__journal_run(f.j, 1);
     int state = re ? (int)re->state : -1;
+    size_t n = 0;
+    cJSON **l = dead_letters(f.dir, &n);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l[0], "type")),
+                     "attach_run");
+    ck_assert_ptr_nonnull(strstr(
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l[0], "answer")), "403"));
+    free_letters(l, n);
     fixture_done(&f);
-    ck_assert_msg(dead == 0, "%" PRIu64 " records dead-lettered for a 403 (run state %d)", dead,
-                  state);
-    ck_assert_int_ne(state, MLT__RUN_DEAD);
-    ck_assert_uint_eq(acked, 0);
-    ck_assert_int_ne(e, MLT_OK);
+    ck_assert_int_eq(e, MLT_OK);
+    ck_assert_int_eq(state, MLT__RUN_DEAD);
+    ck_assert_uint_eq(dead, 2);
+    ck_assert_uint_eq(acked, 2);
 }
 END_TEST
 
@@ -1092,8 +1143,9 @@ int main(void)
     MLT_ADD_TEST(s, sender_retry_during_bisection_dead_letters_once);
     MLT_ADD_TEST(s, sender_dead_letters_the_records_of_a_run_the_server_refuses_to_create);
     MLT_ADD_TEST(s, sender_gives_up_without_acking_while_the_server_is_down);
-    MLT_ADD_TEST(s, sender_does_not_dead_letter_logs_when_the_server_refuses_the_credentials);
-    MLT_ADD_TEST(s, sender_does_not_kill_a_run_when_the_server_refuses_the_credentials);
+    MLT_ADD_TEST(s, sender_dead_letters_a_batch_refused_for_its_credentials_in_one_request);
+    MLT_ADD_TEST(s, sender_dead_letters_a_run_refused_permission_and_delivers_the_next);
+    MLT_ADD_TEST(s, sender_dead_letters_an_attach_refused_for_its_credentials);
     MLT_ADD_TEST(s, sender_counts_metric_points_apart_from_rejected_params);
     MLT_ADD_TEST(s, sender_creates_a_run_once_after_an_ambiguous_failure);
     MLT_ADD_TEST(s, sender_thread_delivers_concurrent_appends_and_flush_waits_for_them);

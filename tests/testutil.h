@@ -30,6 +30,19 @@ static inline int mlt_test_run_suite(Suite *s)
         suite_add_tcase((suite), tc_);                                                           \
     } while (0)
 
+/* The figures of a fault test that passed, one line on stdout (in the test's .log), read by
+ * scripts/reliability-report.py: what was injected, how often, and the points checked after it
+ * (lost and duplicated are 0: the test asserted so before calling this). fault is plain text
+ * without quotes or backslashes. */
+static inline void mlt_test_reliability(const char *test, const char *fault, long trials,
+                                        long faults, long points)
+{
+    printf("reliability: {\"test\":\"%s\",\"fault\":\"%s\",\"trials\":%ld,\"faults\":%ld,"
+           "\"runs\":%d,\"points\":%ld,\"lost\":0,\"duplicated\":0}\n",
+           test, fault, trials, faults, points > 0, points);
+    fflush(stdout);
+}
+
 /* Makes a fresh directory $TMPDIR/mlt-<tag>-XXXXXX (or under /tmp) into out. */
 static inline void mlt_test_tmpdir(char *out, size_t len, const char *tag)
 {

@@ -101,7 +101,8 @@ typedef enum settle_goal { SETTLE_RUN_ID, SETTLE_FLUSHED } settle_goal;
 /*
  * Waits up to timeout_ms for the goal (the run's server id; everything delivered), giving up
  * early when the sender keeps retrying without an acknowledgement for PATIENCE_MS (the server
- * is away: what is queued stays queued). Returns true when the goal was met.
+ * is away: what is queued stays queued), and, waiting for the run's id, when the server refused
+ * a record for good. Returns true when the goal was met.
  */
 static bool settle(mlt_tracker *t, mlt_run *run, settle_goal goal, int timeout_ms)
 {
@@ -132,6 +133,9 @@ static bool settle(mlt_tracker *t, mlt_run *run, settle_goal goal, int timeout_m
         }
         if (st.retried > st0.retried && now - progress_at >= (int64_t)PATIENCE_MS * 1000000) {
             return false;
+        }
+        if (goal == SETTLE_RUN_ID && st.rejected > st0.rejected) {
+            return false; /* the run was refused (credentials, permission): no id will come */
         }
         if (goal == SETTLE_RUN_ID) {
             mlt__sleep_ms(5);

@@ -7,8 +7,11 @@ Environment (the harness contract):
   MLTRACK_TEST_WRAPPER       optional command prefix for every C program, e.g. a valgrind command
                              line (split with shlex); its error exit fails the test
   MLTRACK_TEST_SERVER_DIR    optional state directory of the server (not needed here)
+  MLTRACK_RELIABILITY_LOG    optional file: each passing fault test (fixture `reliability`)
+                             appends one JSON line with its figures (scripts/reliability-report.py)
 """
 
+import json
 import math
 import os
 import re
@@ -272,10 +275,11 @@ class MlflowServer:
     fixed port once known (a restart keeps the port and the sqlite data). Never the shared server
     of the session (MLTRACK_TEST_TRACKING_URI)."""
 
-    def __init__(self, script, state_dir, port=None, extra_args=None):
+    def __init__(self, script, state_dir, port=None, extra_args=None, env=None):
         self.script = script
         self.state_dir = str(state_dir)
         self.port = port
+        self.extra_env = dict(env or {})  # for the server (e.g. MLFLOW_AUTH_CONFIG_PATH)
         if extra_args is None:
             extra_args = shlex.split(
                 os.environ.get("MLTRACK_TEST_QUEUE_SERVER_ARGS", "--workers 1"))
@@ -296,6 +300,7 @@ class MlflowServer:
             env[var] = "127.0.0.1,localhost" + ("," + env[var] if env.get(var) else "")
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         env.setdefault("DO_NOT_TRACK", "true")
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout=240):
@@ -357,3 +362,41 @@ def queue_build_dir(build_dir):
     if missing:
         pytest.fail(f"programs missing in {build_dir}: {', '.join(missing)} (build them first)")
     return build_dir
+
+
+# ---- the figures of the fault tests (docs/reliability.md) ----------------------------------------
+
+# What the read-back helpers verified during the current test: runs and metric points found on the
+# server exactly as logged (assert_server_holds_exactly and the crash test add to it).
+VERIFIED = {"runs": 0, "points": 0}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.mlt_passed = rep.passed
+
+
+@pytest.fixture
+def reliability(request):
+    """reliability(fault, faults=1, trials=1): the test injects `fault`; once it has PASSED, one
+    line goes to $MLTRACK_RELIABILITY_LOG with the runs and points its read-back verified. lost
+    and duplicated are 0 because the read-back asserts exactly that (a failing test writes
+    nothing)."""
+    VERIFIED.update(runs=0, points=0)
+    notes = []
+
+    def note(fault, faults=1, trials=1):
+        notes.append({"fault": fault, "faults": faults, "trials": trials})
+
+    yield note
+    path = os.environ.get("MLTRACK_RELIABILITY_LOG")
+    if not path or not notes or not getattr(request.node, "mlt_passed", False):
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        for n in notes:
+            f.write(json.dumps(dict(n, test=request.node.nodeid, runs=VERIFIED["runs"],
+                                    points=VERIFIED["points"], lost=0, duplicated=0,
+                                    wrapper=" ".join(_wrapper()[:1]))) + "\n")

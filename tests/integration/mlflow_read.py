@@ -66,9 +66,11 @@ def same_value(a, b):
 
 
 class MlflowReader:
-    def __init__(self, uri, timeout=60):
+    def __init__(self, uri, timeout=60, authorization=None):
+        """authorization: the Authorization header to send (e.g. "Basic ..."), or None."""
         self.uri = uri.rstrip("/")
         self.timeout = timeout
+        self.authorization = authorization
         # the server is always on loopback: never go through a configured proxy
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -80,6 +82,8 @@ class MlflowReader:
             url += "?" + urllib.parse.urlencode(query, doseq=True)
         data = None
         headers = {"Accept": "application/json"}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"

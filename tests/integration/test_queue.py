@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from conftest import Programs, slow_factor, under_valgrind
+from conftest import VERIFIED, Programs, slow_factor, under_valgrind
 from mlflow_read import MlflowReader, value_key
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -192,6 +192,8 @@ def assert_server_holds_exactly(reader, exp_name, runs, *, what=""):
                 where + f"metric {k}: {len(got)} points on the server, {len(want[k])} logged"
             )
             assert got == want[k], where + f"metric {k}: history differs from the ledger"
+            VERIFIED["points"] += len(got)
+        VERIFIED["runs"] += 1
     return views
 
 
@@ -350,7 +352,8 @@ def run_exists(reader, exp_name, name):
 # ---- (a) no server at all, then mltrack sync -----------------------------------------------------
 
 
-def test_offline_program_then_sync_delivers_exactly_once(queue_for, unused_port, server_factory):
+def test_offline_program_then_sync_delivers_exactly_once(queue_for, unused_port, server_factory,
+                                                         reliability):
     port = unused_port
     q = queue_for(f"http://127.0.0.1:{port}")  # nobody listens there
     ledger = str(q.tmp / "ledger.jsonl")
@@ -388,6 +391,7 @@ def test_offline_program_then_sync_delivers_exactly_once(queue_for, unused_port,
     assert (s2["runs_created"], s2["points_sent"], s2["rejected"], s2["left"]) == (0, 0, 0, 0), res2
     views2 = assert_server_holds_exactly(reader, q.exp_name, runs, what="after a second sync: ")
     assert views2 == views
+    reliability("no server while the program logs; `mltrack sync` later")
 
 
 def test_status_lists_an_undelivered_journal(queue_for, unused_port):
@@ -416,7 +420,7 @@ def test_status_lists_an_undelivered_journal(queue_for, unused_port):
         )
 
 
-def test_next_tracker_takes_over_a_dead_journal(queue_for, module_server, proxy):
+def test_next_tracker_takes_over_a_dead_journal(queue_for, module_server, proxy, reliability):
     """A journal left by a program that ended while its server could not be reached is delivered
     by the next program of the same server that opens the same queue directory (its flush waits
     for it too), without mltrack sync."""
@@ -436,6 +440,7 @@ def test_next_tracker_takes_over_a_dead_journal(queue_for, module_server, proxy)
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
     st = q.status()
     assert "0 records pending" in st.stdout, st
+    reliability("a process dies with its journal undelivered; the next tracker takes it over")
 
 
 def test_a_tracker_leaves_another_servers_journal_alone(queue_for, unused_port, module_server):
@@ -547,7 +552,7 @@ def test_bad_fsync_mode_is_refused(queue_for, unused_port):
 # ---- (b) the example program with no server ------------------------------------------------------
 
 
-def test_train_model_offline_then_sync(queue_for, unused_port, module_server):
+def test_train_model_offline_then_sync(queue_for, unused_port, module_server, reliability):
     q = queue_for(f"http://127.0.0.1:{unused_port}")
     res = q.programs.run(["train_model"], env=q.env(), timeout=60)
     assert res.rc == 0, f"examples/train_model must exit 0 with no server: {res!r}"
@@ -576,12 +581,13 @@ def test_train_model_offline_then_sync(queue_for, unused_port, module_server):
     assert (s2["runs_created"], s2["points_sent"]) == (0, 0), res2
     _, by_key2, _ = server_runs(reader, q.exp_name)
     assert {k: len(v) for k, v in by_key2.items()} == {k: 1 for k in by_key}
+    reliability("the example program without a server; `mltrack sync` later")
 
 
 # ---- (c) the server goes away in the middle of a run and comes back ------------------------------
 
 
-def test_server_restart_mid_run_library_reconnects_alone(queue_for, server_factory):
+def test_server_restart_mid_run_library_reconnects_alone(queue_for, server_factory, reliability):
     srv = server_factory()
     reader = MlflowReader(srv.uri)
     q = queue_for(srv.uri)
@@ -616,6 +622,8 @@ def test_server_restart_mid_run_library_reconnects_alone(queue_for, server_facto
         len(read_ledger(ledger)) - 2
     ), "delivery reports do not cover every log record once"
     assert_retry_counted(out, res)
+    reliability("the server stopped for 3 s mid-run and restarted; the library reconnects by "
+                "itself")
 
 
 # ---- (d) SIGKILL at random moments ---------------------------------------------------------------
@@ -668,6 +676,8 @@ def check_crash_run(reader, exp_run, ledger_run, r):
             if k == "loss":
                 assert t == TS_BASE + r * 1000000 + i, where + f"{k} step {s}: timestamp {t}"
             extras += 1
+        VERIFIED["points"] += len(got)
+    VERIFIED["runs"] += 1
     status = info.get("status")
     if ledger_run.end:
         assert status == "FINISHED", where + f"status {status}, the run was ended"
@@ -678,7 +688,8 @@ def check_crash_run(reader, exp_run, ledger_run, r):
     return extras
 
 
-def test_sigkill_at_random_moments_loses_and_doubles_nothing(queue_for, server_factory, tmp_path):
+def test_sigkill_at_random_moments_loses_and_doubles_nothing(queue_for, server_factory, tmp_path,
+                                                            reliability):
     rng = random.Random(20261130)
     slow = slow_factor()
     # Under valgrind every start costs seconds: 10 kills (4 + 3 + 3) instead of 54 (18 per phase).
@@ -792,6 +803,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(queue_for, server_f
           f"({sum(1 for e in ledgers.values() if not e)} empty ledgers), {len(by_key)} runs on "
           f"the server, {total_extras} calls in flight landed, server flaps {dict(flaps)}; "
           f"last sync: {s}")
+    reliability("SIGKILL of the logging process at a random moment, the server up, down and "
+                "flapping", trials=len(procs), faults=len(procs) + flaps["stop"])
 
 
 # ---- (e) a torn or corrupt journal tail ----------------------------------------------------------
@@ -816,7 +829,7 @@ def segment_frames(path):
 
 @pytest.mark.parametrize("damage", ["torn_payload", "torn_header", "flipped_byte"])
 def test_damaged_journal_tail_is_cut_and_the_rest_delivered(queue_for, unused_port, module_server,
-                                                            damage):
+                                                            damage, reliability):
     q = queue_for(f"http://127.0.0.1:{unused_port}")
     ledger = str(q.tmp / "ledger.jsonl")
     res = q.it_queue(["--ledger", ledger, "--close-ms", "300", "log", "1", "200"], timeout=60)
@@ -852,12 +865,53 @@ def test_damaged_journal_tail_is_cut_and_the_rest_delivered(queue_for, unused_po
     assert entries[-1]["kind"] == "end"
     runs = expected_runs(entries[:-1])
     assert_server_holds_exactly(reader, q.exp_name, runs)
+    reliability(f"the journal's last record damaged ({damage})")
+
+
+# ---- the journal's size: segments are deleted once delivered -------------------------------------
+
+
+def test_a_delivered_journal_keeps_one_segment_on_disk(queue_for, module_server, reliability):
+    """A run that writes some thirty segments' worth of journal (64 KiB segments) with the
+    server up: once delivered, the journal holds only the segment being written, and the
+    journal is gone after close."""
+    q = queue_for(module_server.uri)
+    ledger, hold = str(q.tmp / "ledger.jsonl"), str(q.tmp / "hold")
+    seg = 65536
+    proc = q.start_it_queue(["--ledger", ledger, "--flush-ms", "300000", "--hold", hold,
+                             "log", "2", "25000"], env={"MLTRACK_QUEUE_SEGMENT_BYTES": str(seg)})
+    try:
+        wait_until(lambda: os.path.exists(hold + ".ready") or proc.poll() is not None,
+                   300 * slow_factor(), "the program's flush", interval=0.2)
+        assert proc.poll() is None, "it_queue ended early"
+        (jdir,) = journal_dirs(q.dir)
+        segs = sorted(f for f in os.listdir(jdir) if re.match(r"^seg-\d+\.log$", f))
+        sizes = [os.path.getsize(os.path.join(jdir, f)) for f in segs]
+        first_seq = int(segs[0][4:-4]) if segs else 0
+    finally:
+        open(hold, "w").close()
+        res = q.programs.wait(proc, timeout=120)
+    assert res.rc == 0, res
+    out = parse_it_queue(res)
+    assert out["flush"] and out["flush"][0] == "MLT_OK", res
+    n = len(read_ledger(ledger))
+    # about 37 bytes a point: some 30 segments were written in all
+    assert first_seq > n // 2, f"the journal never moved past its first segments: {segs}"
+    assert len(segs) == 1 and sizes[0] <= seg + 65536, (
+        f"delivered, yet the journal keeps {len(segs)} segments ({sum(sizes)} bytes): {segs}"
+    )
+    assert not journal_dirs(q.dir), "the delivered journal was not removed at close"
+    assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name,
+                                expected_runs(read_ledger(ledger)))
+    reliability(f"journal growth: {n} records through 64 KiB segments, deleted once delivered",
+                faults=0)
 
 
 # ---- (f) a record the server rejects for good ----------------------------------------------------
 
 
-def test_rejected_record_goes_to_dead_letters_and_the_run_still_lands(queue_for, module_server):
+def test_rejected_record_goes_to_dead_letters_and_the_run_still_lands(queue_for, module_server,
+                                                                      reliability):
     reader = MlflowReader(module_server.uri)
     q = queue_for(module_server.uri)
     ledger = str(q.tmp / "ledger.jsonl")
@@ -912,6 +966,7 @@ def test_rejected_record_goes_to_dead_letters_and_the_run_still_lands(queue_for,
     assert_server_holds_exactly(reader, q.exp_name, runs)
     st = q.status()
     assert "dead letters: 1" in st.stdout, st
+    reliability("a record the server refuses for good (400): a dead letter, the run lands")
 
 
 # ---- (g) faults through the proxy in front of the real server ------------------------------------
@@ -945,7 +1000,7 @@ def log_through_proxy(q, proxy, points=50, extra_env=None, flush_ms=60000):
     return res, out, expected_runs(read_ledger(ledger))
 
 
-def test_proxy_cut_after_runs_create_makes_one_run(queue_for, module_server, proxy):
+def test_proxy_cut_after_runs_create_makes_one_run(queue_for, module_server, proxy, reliability):
     """The first runs/create reaches the server (which makes the run) and the connection is cut
     before the answer: exactly one run with the client run key in the end. The request goes on the
     connection that resolved the experiment: on a REUSED connection that dies without an answer,
@@ -962,10 +1017,11 @@ def test_proxy_cut_after_runs_create_makes_one_run(queue_for, module_server, pro
     assert [e for e in proxy.requests("runs/search") if e["t"] > cut_at], (
         "no runs/search by the client run key after the ambiguous create"
     )
+    reliability("connection cut after runs/create reached the server (kept-alive connection)")
 
 
 def test_proxy_cut_after_runs_create_on_a_fresh_connection_makes_one_run(queue_for, module_server,
-                                                                          proxy):
+                                                                          proxy, reliability):
     """As above, with runs/create on a fresh connection (the proxy closes the connection after
     each experiments/ answer), where libcurl does not resend by itself: the sender sees the
     failure, and searches by the client run key before creating again."""
@@ -979,17 +1035,20 @@ def test_proxy_cut_after_runs_create_on_a_fresh_connection_makes_one_run(queue_f
     assert [e for e in proxy.requests("runs/search") if e["t"] > cut_at], (
         "no runs/search by the client run key after the ambiguous create"
     )
+    reliability("connection cut after runs/create reached the server (fresh connection)")
 
 
-def test_proxy_cut_before_runs_create_makes_one_run(queue_for, module_server, proxy):
+def test_proxy_cut_before_runs_create_makes_one_run(queue_for, module_server, proxy, reliability):
     q = queue_for(proxy.uri)
     rule = proxy.add_rule("runs/create", "cut_before", count=1)
     res, out, runs = log_through_proxy(q, proxy)
     assert rule.applied == 1
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
+    reliability("connection cut before runs/create reached the server")
 
 
-def test_proxy_cut_after_log_batch_no_duplicate_points(queue_for, module_server, proxy):
+def test_proxy_cut_after_log_batch_no_duplicate_points(queue_for, module_server, proxy,
+                                                       reliability):
     q = queue_for(proxy.uri)
     rule = proxy.add_rule("runs/log-batch", "cut_after", count=2)
     res, out, runs = log_through_proxy(q, proxy, points=300)
@@ -998,9 +1057,10 @@ def test_proxy_cut_after_log_batch_no_duplicate_points(queue_for, module_server,
     # No retry count is asserted here: when a kept-alive connection dies, libcurl itself sends an
     # idempotent request again on a new one, which the queue's counters cannot see. What matters
     # is above: every point landed, none twice.
+    reliability("connection cut after log-batch reached the server", faults=rule.applied)
 
 
-def test_proxy_garbled_answer_and_503_land_once(queue_for, module_server, proxy):
+def test_proxy_garbled_answer_and_503_land_once(queue_for, module_server, proxy, reliability):
     q = queue_for(proxy.uri)
     garble = proxy.add_rule("runs/log-batch", "garble", count=1)
     unavailable = proxy.add_rule("runs/log-batch", "status", count=1, status=503, retry_after=1)
@@ -1011,9 +1071,10 @@ def test_proxy_garbled_answer_and_503_land_once(queue_for, module_server, proxy)
     )
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
     assert_retry_counted(out, res, proxy)
+    reliability("garbled answers (create, log-batch) and a 503", faults=3)
 
 
-def test_proxy_503_retry_after_is_honoured(queue_for, module_server, proxy):
+def test_proxy_503_retry_after_is_honoured(queue_for, module_server, proxy, reliability):
     """A 503 with Retry-After: 2: the next attempt does not come before the server asked."""
     q = queue_for(proxy.uri)
     proxy.add_rule("runs/log-batch", "status", count=1, status=503, retry_after=2)
@@ -1027,9 +1088,11 @@ def test_proxy_503_retry_after_is_honoured(queue_for, module_server, proxy):
     assert gap >= 1.8, f"retried {gap:.2f} s after a 503 with Retry-After: 2"
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
     assert_retry_counted(out, res, proxy)
+    reliability("503 with Retry-After")
 
 
-def test_proxy_outage_is_probed_with_backoff_not_hammered(queue_for, module_server, proxy):
+def test_proxy_outage_is_probed_with_backoff_not_hammered(queue_for, module_server, proxy,
+                                                          reliability):
     """The server is unreachable for 4 s (every request cut before it reaches it) while the
     program keeps logging: the sender probes with exponential backoff (0.5 s doubling here), it
     does not retry at every append, and once the server is back everything lands once."""
@@ -1059,9 +1122,10 @@ def test_proxy_outage_is_probed_with_backoff_not_hammered(queue_for, module_serv
     # (the requests cut were the experiment's lookups: no record was sent before the server
     # came back)
     assert_retry_counted(out, res, proxy, records_resent=False)
+    reliability("server unreachable for 4 s while logging", faults=outage.applied)
 
 
-def test_proxy_slow_answer_times_out_and_lands_once(queue_for, module_server, proxy):
+def test_proxy_slow_answer_times_out_and_lands_once(queue_for, module_server, proxy, reliability):
     q = queue_for(proxy.uri)
     rule = proxy.add_rule("runs/log-batch", "delay", count=1, delay=3)
     res, out, runs = log_through_proxy(q, proxy, points=200,
@@ -1070,9 +1134,11 @@ def test_proxy_slow_answer_times_out_and_lands_once(queue_for, module_server, pr
     assert len(proxy.requests("runs/log-batch")) >= 2, "the slow log-batch was not retried"
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
     assert_retry_counted(out, res, proxy)
+    reliability("an answer slower than the request timeout")
 
 
-def test_proxy_close_deadline_while_the_answer_is_held(queue_for, module_server, proxy):
+def test_proxy_close_deadline_while_the_answer_is_held(queue_for, module_server, proxy,
+                                                       reliability):
     q = queue_for(proxy.uri)
     ledger = str(q.tmp / "ledger.jsonl")
     rule = proxy.add_rule("runs/log-batch", "delay", count=1, delay=30)
@@ -1094,13 +1160,15 @@ def test_proxy_close_deadline_while_the_answer_is_held(queue_for, module_server,
     res, s = q.sync(uri=module_server.uri)
     assert s["rejected"] == 0 and s["left"] == 0, res
     assert_server_holds_exactly(reader, q.exp_name, expected_runs(read_ledger(ledger)))
+    reliability("an answer held past the close deadline; `mltrack sync` later")
 
 
 # ---- threads ------------------------------------------------------------------------------------
 
 
 def test_eight_threads_into_one_run_and_their_own_lose_and_double_nothing(queue_for,
-                                                                          module_server):
+                                                                          module_server,
+                                                                          reliability):
     """8 threads log at once into one shared run (a key each) and into a run of their own; the
     server holds every point once, per the ledger of calls that returned MLT_OK."""
     q = queue_for(module_server.uri)
@@ -1116,3 +1184,6 @@ def test_eight_threads_into_one_run_and_their_own_lose_and_double_nothing(queue_
     runs = expected_runs(entries)
     assert len(runs) == threads + 1, sorted(r for r in runs)
     assert_server_holds_exactly(MlflowReader(module_server.uri), q.exp_name, runs)
+    reliability("8 threads logging at once into one run and their own", faults=0)
+
+
