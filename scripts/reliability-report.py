@@ -21,7 +21,7 @@ def read(build, logs):
     rows = []
     for path in logs:
         with open(path, encoding="utf-8") as f:
-            rows += [dict(json.loads(line), checked="server") for line in f if line.strip()]
+            rows += [dict({"checked": "server"}, **json.loads(line)) for line in f if line.strip()]
     for path in sorted(glob.glob(os.path.join(build, "tests", "*.log"))):
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:

@@ -381,15 +381,16 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def reliability(request):
-    """reliability(fault, faults=1, trials=1): the test injects `fault`; once it has PASSED, one
-    line goes to $MLTRACK_RELIABILITY_LOG with the runs and points its read-back verified. lost
+    """reliability(fault, faults=1, trials=1, checked="server"): the test injects `fault`; once it
+    has PASSED, one line goes to $MLTRACK_RELIABILITY_LOG with the runs and points its read-back
+    verified (on the server, or where `checked` says). lost
     and duplicated are 0 because the read-back asserts exactly that (a failing test writes
     nothing)."""
     VERIFIED.update(runs=0, points=0)
     notes = []
 
-    def note(fault, faults=1, trials=1):
-        notes.append({"fault": fault, "faults": faults, "trials": trials})
+    def note(fault, faults=1, trials=1, checked="server"):
+        notes.append({"fault": fault, "faults": faults, "trials": trials, "checked": checked})
 
     yield note
     path = os.environ.get("MLTRACK_RELIABILITY_LOG")

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import MlflowServer, Programs
+from conftest import VERIFIED, MlflowServer
 from mlflow_read import MlflowError, MlflowReader
 from test_queue import (Queue, assert_server_holds_exactly, expected_runs, journal_dirs,
                         parse_it_queue, read_ledger)
@@ -173,7 +173,10 @@ def test_wrong_credentials_are_dead_letters_not_an_endless_retry(auth, q, how, r
     # a clear error: the library says what the server answered
     assert "MLT_ERR_AUTH" in res.stderr or "401" in res.stderr, res
     assert landed(auth, q.exp_name) == []
-    reliability(f"wrong credentials ({how}): dead letters, no endless retry")
+    VERIFIED["runs"] += 2
+    VERIFIED["points"] += sum(d["type"] == "metric" for d in dead)
+    reliability(f"wrong credentials ({how}): dead letters, no endless retry",
+                checked="dead letters")
 
 
 def test_no_permission_dead_letters_that_run_and_the_rest_of_the_queue_lands(auth, q, tmp_path,

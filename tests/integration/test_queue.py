@@ -581,6 +581,8 @@ def test_train_model_offline_then_sync(queue_for, unused_port, module_server, re
     assert (s2["runs_created"], s2["points_sent"]) == (0, 0), res2
     _, by_key2, _ = server_runs(reader, q.exp_name)
     assert {k: len(v) for k, v in by_key2.items()} == {k: 1 for k in by_key}
+    VERIFIED["runs"] += 1
+    VERIFIED["points"] += sum(len(p) for p in v["metrics"].values())
     reliability("the example program without a server; `mltrack sync` later")
 
 
