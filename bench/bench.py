@@ -6,6 +6,9 @@
     bench.py report RESULTS.json          (the table again, from a run's raw results)
     bench.py py-client VARIANT --uri URI --experiment NAME --steps N      (internal)
     bench.py cli --build DIR [--uri URI] [--rounds N]   (`mltrack run`: pass-through, protocol)
+    bench.py scale --build DIR --uri URI --label TEXT [--rounds N] [--server-log FILE]
+                   [--procs 16 --threads 4 --ranks 8 --runs 2 --points 600]
+                   (many processes x threads at once: tests/integration/scale.py per round)
 
 Workloads (every variant of a workload is measured in each round, side by side):
   W1  delivery: one run, 100 keys x 1000 steps, from the first call until the server acknowledged
@@ -18,6 +21,11 @@ Workloads (every variant of a workload is measured in each round, side by side):
   W4  replay: `mltrack sync` of W3's fsync=interval backlog.
   MEM peak RSS of W1-style logging at 100k and at 1M points.
   HOT callgrind instructions per mlt_log_metric / mlt_log_metric_key call.
+  SCALE (its own subcommand) PROCS processes x THREADS threads log at once into one server (8 of
+      them ranks sharing one run), each process with its own queue directory: points/s from the
+      first process's start until the last one's flush returned (everything acknowledged), and the
+      server's error answers (its access log: 5xx, 4xx) and the library's retried/rejected
+      counters; the server is read back and compared exactly with every process's ledger.
   CLI `mltrack run` (its own subcommand): the child's stdout passed through (MiB/s, against the
       same command without mltrack), protocol lines taken (1M `mltrack:metric` lines into the
       queue, no server), and the time `mltrack run -- true` takes with the server up and away.
@@ -45,6 +53,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 
 KEYS = 100
 API = "/api/2.0/mlflow/"
@@ -775,6 +784,61 @@ def cli_bench(args):
     return 0
 
 
+# ---- SCALE: many processes x threads at once -----------------------------------------------------
+
+
+def scale_bench(args):
+    """Rounds of tests/integration/scale.py against one server; a table of the figures."""
+    script = os.path.join(SRC, "tests", "integration", "scale.py")
+    work = tempfile.mkdtemp(prefix="mltrack-bench-scale-")
+    rows, failures = [], 0
+    try:
+        for rnd in range(args.rounds):
+            out = os.path.join(work, f"round-{rnd}.json")
+            cmd = [sys.executable, "-B", script, "--uri", args.uri, "--build", args.build,
+                   "--json", out, "--procs", str(args.procs), "--threads", str(args.threads),
+                   "--ranks", str(args.ranks), "--runs", str(args.runs),
+                   "--points", str(args.points)]
+            if args.server_log:
+                cmd += ["--server-log", args.server_log]
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, timeout=3600)
+            if res.returncode != 0 or not os.path.exists(out):
+                failures += 1
+                print(res.stdout[-4000:], file=sys.stderr)
+            if os.path.exists(out):
+                with open(out) as f:
+                    r = json.load(f)
+                r["verified"] = res.returncode == 0
+                rows.append(r)
+            time.sleep(SETTLE_S)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not rows:
+        print("SCALE: no round produced figures", file=sys.stderr)
+        return 1
+    rates = [r["points_per_s"] for r in rows]
+    r0 = rows[0]
+    tot = lambda k: sum(r[k] for r in rows)  # noqa: E731
+    print(f"SCALE {args.label}: {r0['processes']} processes x {r0['threads']} threads "
+          f"({r0['ranks_sharing_a_run']} of them ranks sharing one run), {len(rows)} round(s), "
+          f"{os.cpu_count()} CPUs")
+    print(Report.table(
+        ["points/round", "runs", "params", "median pts/s", "min", "max", "median s",
+         "server 5xx", "server 4xx", "retried", "rejected", "lost", "twice", "verified"],
+        [[f"{r0['points_logged']:,}", str(r0["runs_expected"]), str(r0["params"]),
+          fmt(statistics.median(rates)), fmt(min(rates)), fmt(max(rates)),
+          f"{statistics.median(r['seconds'] for r in rows):.1f}", str(tot("server_5xx")),
+          str(tot("server_4xx")), str(tot("retried")), str(tot("rejected")), str(tot("lost")),
+          str(tot("duplicated")), f"{sum(r['verified'] for r in rows)}/{args.rounds}"]]))
+    statuses = Counter()
+    for r in rows:
+        statuses.update({int(k): v for k, v in r["server_statuses"].items()})
+    print(f"(server answers by HTTP status, all rounds: {dict(sorted(statuses.items()))}; "
+          f"errors summed over the rounds)")
+    return 1 if failures else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -809,8 +873,21 @@ def main():
     c.add_argument("--rounds", type=int, default=3)
     c.add_argument("--mib", type=int, default=512)
     c.add_argument("--lines", type=int, default=1_000_000)
+    sc = sub.add_parser("scale")
+    sc.add_argument("--build", required=True)
+    sc.add_argument("--uri", required=True)
+    sc.add_argument("--label", default="", help="the server's setup, for the table's title")
+    sc.add_argument("--server-log", default=None, help="the server's log (its access lines)")
+    sc.add_argument("--rounds", type=int, default=3)
+    sc.add_argument("--procs", type=int, default=16)
+    sc.add_argument("--threads", type=int, default=4)
+    sc.add_argument("--ranks", type=int, default=8)
+    sc.add_argument("--runs", type=int, default=2)
+    sc.add_argument("--points", type=int, default=600)
     args = ap.parse_args()
 
+    if args.cmd == "scale":
+        return scale_bench(args)
     if args.cmd == "cli":
         return cli_bench(args)
     if args.cmd == "py-client":

@@ -8,12 +8,15 @@
 MLT_MLFLOW_VERSION=3.17.2
 # the basic-auth app of mlflow[auth] (tests/integration/test_auth.py)
 MLT_FLASK_WTF_VERSION=1.3.0
+# The PostgreSQL driver of the MLflow server's SQL store (scripts/check-scale.sh), in the same venv.
+MLT_PSYCOPG2_VERSION=2.9.10
 
 # Debian packages needed to build, test and demo (checked one by one, installed only if missing).
-# (nginx-light and openssl: the TLS terminator and the test CA of tests/integration/test_tls.py)
+# (nginx-light and openssl: the TLS terminator and the test CA of tests/integration/test_tls.py;
+# postgresql: the database behind the MLflow server of the scale check, scripts/check-scale.sh)
 MLT_DEB_PACKAGES=(build-essential autoconf automake libtool pkg-config libcurl4-openssl-dev
     libcjson-dev check valgrind python3 python3-venv curl jq git man-db groff-base nginx-light
-    openssl)
+    openssl postgresql)
 
 # The UI check (scripts/check-ui.sh) only: Debian's Chromium and its WebDriver (same version, from
 # the same source package), a font for the screenshot, and Selenium from PyPI in the venv.
@@ -92,8 +95,9 @@ mlt_venv_vars() {
     export MLT_VENV MLT_PYTHON MLT_MLFLOW
 }
 
-# Create the virtual environment if needed and make sure it has mlflow[auth]==$MLT_MLFLOW_VERSION
-# and pytest; exports MLT_PYTHON and MLT_MLFLOW. Serialized with flock, so concurrent callers are safe.
+# Create the virtual environment if needed and make sure it has mlflow[auth]==$MLT_MLFLOW_VERSION,
+# psycopg2-binary==$MLT_PSYCOPG2_VERSION and pytest; exports MLT_PYTHON and MLT_MLFLOW. Serialized
+# with flock, so concurrent callers are safe.
 mlt_venv() {
     mlt_venv_vars
     case "$MLT_VENV/" in
@@ -115,14 +119,16 @@ mlt_venv() {
             "$MLT_MLFLOW_VERSION" >/dev/null 2>&1 &&
             "$py" -c 'import flask_wtf,sys; sys.exit(flask_wtf.__version__!=sys.argv[1])' \
                 "$MLT_FLASK_WTF_VERSION" >/dev/null 2>&1 &&
+            "$py" -c 'import psycopg2,sys; sys.exit(psycopg2.__version__.split()[0]!=sys.argv[1])' \
+                "$MLT_PSYCOPG2_VERSION" >/dev/null 2>&1 &&
             "$py" -c 'import pytest' >/dev/null 2>&1 && [[ -x $MLT_MLFLOW ]]; then
-            mlt_log "Python venv: mlflow[auth] $MLT_MLFLOW_VERSION and pytest present ($MLT_VENV)"
+            mlt_log "Python venv: mlflow[auth] $MLT_MLFLOW_VERSION, psycopg2 and pytest present ($MLT_VENV)"
             exit 0
         fi
-        mlt_log "installing mlflow[auth]==$MLT_MLFLOW_VERSION and pytest into $MLT_VENV"
+        mlt_log "installing mlflow[auth]==$MLT_MLFLOW_VERSION, psycopg2-binary and pytest into $MLT_VENV"
         MLFLOW_DISABLE_TELEMETRY=true "$py" -m pip install -q --disable-pip-version-check \
-            "mlflow[auth]==$MLT_MLFLOW_VERSION" "Flask-WTF==$MLT_FLASK_WTF_VERSION" pytest ||
-            exit 1
+            "mlflow[auth]==$MLT_MLFLOW_VERSION" "Flask-WTF==$MLT_FLASK_WTF_VERSION" \
+            "psycopg2-binary==$MLT_PSYCOPG2_VERSION" pytest || exit 1
         "$py" -c 'import mlflow,sys; sys.exit(mlflow.__version__!=sys.argv[1])' \
             "$MLT_MLFLOW_VERSION" || {
             mlt_die "mlflow $MLT_MLFLOW_VERSION not importable after install"

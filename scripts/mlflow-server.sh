@@ -2,12 +2,13 @@
 # A local MLflow tracking server on 127.0.0.1 whose whole state lives in one directory.
 #
 #   scripts/mlflow-server.sh start DIR [PORT] [--] [EXTRA MLFLOW SERVER ARGS...]
-#       Starts `mlflow server` (sqlite store DIR/mlflow.db, artifacts in DIR/artifacts, log appended
-#       to DIR/server.log) in its own session/process group, waits until GET /health answers OK
-#       (MLTRACK_SERVER_TIMEOUT seconds, default 120), writes DIR/pid, DIR/port and DIR/uri, and
-#       prints the URI (http://127.0.0.1:PORT) on stdout. Without PORT a free port is picked; give the
-#       port of DIR/port to restart a stopped server at the same address. Example of extra args:
-#       `--workers 1`.
+#       Starts `mlflow server` (sqlite store DIR/mlflow.db unless the extra args give a
+#       --backend-store-uri, artifacts in DIR/artifacts, log appended to DIR/server.log) in its own
+#       session/process group, waits until GET /health answers OK (MLTRACK_SERVER_TIMEOUT seconds,
+#       default 120), writes DIR/pid, DIR/port and DIR/uri, and prints the URI
+#       (http://127.0.0.1:PORT) on stdout. Without PORT a free port is picked; give the port of
+#       DIR/port to restart a stopped server at the same address. Examples of extra args:
+#       `--workers 1`; `--backend-store-uri postgresql://... --workers 4` (scripts/pg-server.sh).
 #   scripts/mlflow-server.sh stop DIR
 #       Stops the whole process group (TERM, then KILL after 10 s), so that no worker survives.
 #       Keeps the data, the log, DIR/port and DIR/uri. Succeeds if nothing was running.
@@ -24,7 +25,7 @@ die() {
 }
 
 usage() {
-    sed -n '3,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '3,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -77,7 +78,7 @@ cmd_start() {
         shift
     fi
     [[ ${1:-} == -- ]] && shift
-    local extra=("$@") a
+    local extra=("$@") a store=()
     for a in ${extra[@]+"${extra[@]}"}; do
         case $a in
         -h | --host | --host=*) die "the server only ever listens on 127.0.0.1: drop $a" ;;
@@ -86,6 +87,11 @@ cmd_start() {
 
     mkdir -p "$dir/artifacts"
     dir=$(cd "$dir" && pwd -P)
+    # the sqlite store in DIR, unless the caller names one (e.g. PostgreSQL: scripts/pg-server.sh)
+    case " ${extra[*]-} " in
+    *" --backend-store-uri "* | *" --backend-store-uri="*) ;;
+    *) store=(--backend-store-uri "sqlite:///$dir/mlflow.db") ;;
+    esac
     if pid=$(read_pid "$dir") && [[ -n $(server_procs "$pid") ]]; then
         die "a server from $dir is already running (pid $pid); stop it first"
     fi
@@ -99,8 +105,7 @@ cmd_start() {
 
     local log=$dir/server.log uri=http://127.0.0.1:$port
     printf '==== %s mltrack: starting mlflow server on %s\n' "$(date '+%F %T')" "$uri" >>"$log"
-    setsid "$MLT_MLFLOW" server \
-        --backend-store-uri "sqlite:///$dir/mlflow.db" \
+    setsid "$MLT_MLFLOW" server ${store[@]+"${store[@]}"} \
         --default-artifact-root "$dir/artifacts" \
         --host 127.0.0.1 --port "$port" ${extra[@]+"${extra[@]}"} \
         >>"$log" 2>&1 </dev/null &

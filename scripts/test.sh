@@ -2,7 +2,8 @@
 # Runs every test of mltrack on a fresh machine, from any directory:
 #   Debian packages and a Python venv with the pinned MLflow server (installed if missing), a normal
 #   build with its unit tests and a callgrind gate on the logging hot path, integration tests
-#   against a real local MLflow server, an install into a temporary prefix used through pkg-config,
+#   against a real local MLflow server, 16 processes x 4 threads logging at once into an MLflow
+#   server on PostgreSQL (scale), an install into a temporary prefix used through pkg-config,
 #   the run page in the MLflow UI checked in headless Chromium, the same tests under
 #   AddressSanitizer+UBSan (and the fuzz corpora replayed) and under valgrind, and
 #   `make distcheck`.
@@ -27,7 +28,7 @@ for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
     -h | --help)
-        sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *)
@@ -53,7 +54,7 @@ STAGE_NOTES=()
 declare -A RESULT_OF=()
 N_PASS=0
 N_FAIL=0
-TOTAL_STAGES=19
+TOTAL_STAGES=20
 STAGE_NO=0
 
 header() {
@@ -203,6 +204,10 @@ valgrind_integration() {
     integration "$DEFAULT_DIR" valgrind
 }
 
+scale_check() {
+    MLTRACK_BUILD_ROOT=$BUILD_ROOT "$SCRIPTS/check-scale.sh"
+}
+
 install_check() {
     ensure_server
     MLTRACK_BUILD_ROOT=$BUILD_ROOT "$SCRIPTS/check-install.sh"
@@ -269,6 +274,8 @@ export MLTRACK_TEST_TRACKING_URI MLTRACK_TEST_SERVER_DIR=$SERVER_DIR
 
 stage integration "integration tests: make check-integration (default build)" "build server" \
     integration "$DEFAULT_DIR" default
+stage scale "16 processes x 4 threads log at once into an MLflow server on PostgreSQL (--workers 4), \
+directly and through 503s and cut answers; the server holds exactly the ledgers" "build venv" scale_check
 stage install "make install into a temporary prefix; a program built with pkg-config against it \
 logs a run" "build server" install_check
 stage ui "the run page in the MLflow UI, in headless Chromium (screenshot in $BUILD_ROOT/ui)" \

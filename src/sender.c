@@ -566,6 +566,9 @@ static outcome deliver_attach(mlt__sender *s, slot *sl)
     } else {
         o = resolve_experiment(s, r, &exp_id);
         char msg[1024] = "";
+        if (o == OK) {
+            atomic_fetch_add(&s->sent, 1); /* the record's question, asked again on a retry */
+        }
         mlt_err err = o == OK ? mlt__client_find_run(&s->client, exp_id, r->key, &run_id, msg,
                                                      sizeof msg)
                               : MLT_OK;
@@ -601,8 +604,17 @@ static outcome deliver_attach(mlt__sender *s, slot *sl)
     }
     mlt_err perr =
         mlt__journal_put_run(sl->j, r->run_no, r->key, run_id, exp_id, MLT__RUN_ATTACHED);
-    if (perr == MLT_OK && s->on_run_id) {
-        s->on_run_id(r->key, run_id, exp_id, s->on_run_id_ud);
+    if (perr == MLT_OK) {
+        /* delivered: counted like any record (queued = acknowledged + rejected once all is
+         * delivered); an id given needs no request, but the record went through */
+        if (r->run_id[0]) {
+            atomic_fetch_add(&s->sent, 1);
+        }
+        atomic_fetch_add(&s->acknowledged, 1);
+        s->prog.records_done++;
+        if (s->on_run_id) {
+            s->on_run_id(r->key, run_id, exp_id, s->on_run_id_ud);
+        }
     }
     free(run_id);
     free(exp_id);

@@ -482,11 +482,12 @@ static void put_create(mlt__journal *j, uint32_t run_no, const char *key, const 
     mlt__buf_free(&b);
 }
 
-static void put_attach(mlt__journal *j, uint32_t run_no, const char *key, const char *exp_name)
+static void put_attach(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
+                       const char *exp_name)
 {
     mlt__buf b;
     mlt__buf_init(&b);
-    mlt__rec_put_attach(&b, run_no, key, "", exp_name, "");
+    mlt__rec_put_attach(&b, run_no, key, run_id, exp_name, "");
     ck_assert_int_eq(mlt__journal_append(j, MLT__REC_ATTACH, b.data, b.len, NULL), MLT_OK);
     mlt__buf_free(&b);
 }
@@ -936,7 +937,7 @@ START_TEST(sender_dead_letters_an_attach_refused_for_its_credentials)
     fixture_init(&f);
     f.srv->search_status = 403;
     f.srv->search_body = "Permission denied";
-    put_attach(f.j, 1, K1, "exp");
+    put_attach(f.j, 1, K1, "", "exp");
     put_metric(f.j, 1, "loss", 1, 10, 0);
     sender_new(&f, false, 1);
     mlt__sync_progress sum;
@@ -1055,6 +1056,34 @@ START_TEST(sender_thread_delivers_concurrent_appends_and_flush_waits_for_them)
 }
 END_TEST
 
+/* Regression (scale check): an attach record was queued but never counted acknowledged, so the
+ * stats of a rank logging into a shared run never added up (queued = acknowledged + rejected). */
+START_TEST(sender_counts_attach_records_as_acknowledged)
+{
+    for (int by_key = 0; by_key <= 1; by_key++) {
+        fixture f;
+        fixture_init(&f);
+        /* by key, the run another process made is found by its client key */
+        f.srv->search_body = "{\"runs\":[{\"info\":{\"run_id\":\"run-found\"}}]}";
+        put_attach(f.j, 1, K1, by_key ? "" : "run-given", "exp");
+        put_metric(f.j, 1, "loss", 0.5, 1001, 0);
+        sender_new(&f, false, 3);
+        mlt__sync_progress sum;
+        ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+        ck_assert_str_eq(mlt__journal_run(f.j, 1)->run_id, by_key ? "run-found" : "run-given");
+        ck_assert_uint_eq(taken(f.srv, "metric:loss"), 1);
+        mlt_queue_stats st;
+        mlt__sender_stats(f.s, &st);
+        ck_assert_uint_eq(st.queued, 2);
+        ck_assert_uint_eq(st.acknowledged, 2);
+        ck_assert_uint_eq(st.rejected, 0);
+        ck_assert_uint_ge(st.sent, st.acknowledged);
+        ck_assert_uint_eq(sum.records_done, sum.records_total);
+        fixture_done(&f);
+    }
+}
+END_TEST
+
 START_TEST(sender_flush_times_out_while_the_server_is_down)
 {
     fixture f;
@@ -1120,6 +1149,7 @@ int main(void)
     MLT_ADD_TEST(s, sender_counts_metric_points_apart_from_rejected_params);
     MLT_ADD_TEST(s, sender_creates_a_run_once_after_an_ambiguous_failure);
     MLT_ADD_TEST(s, sender_thread_delivers_concurrent_appends_and_flush_waits_for_them);
+    MLT_ADD_TEST(s, sender_counts_attach_records_as_acknowledged);
     MLT_ADD_TEST(s, sender_flush_times_out_while_the_server_is_down);
     MLT_ADD_TEST(s, sender_free_aborts_a_request_in_flight);
     return mlt_test_run_suite(s);

@@ -19,6 +19,17 @@
  *       Starts run "shared"; THREADS threads at once each start run "own-K", then log POINTS
  *       points into "shared" under key "tK" and POINTS into their own run under "m" (step i, value
  *       it_value(K, i), stamped by the library), end their run; then "shared" ends.
+ *   it_queue [OPTIONS] scale TAG THREADS RUNS POINTS
+ *       One node (or one rank of a distributed job) of tests/integration/scale.py: starts run TAG
+ *       (with MLTRACK_RUN_KEY or MLFLOW_RUN_ID set, that is the job's shared run, attached) with
+ *       params job=scale (the same in every process), TAG.threads, TAG.points and tag TAG.state
+ *       (running, then done); THREADS threads at once each log POINTS points into it under key
+ *       "TAG/tK" (step i, value it_value(K, i)), then make RUNS child runs "TAG-tK-rR" one after
+ *       the other, each with params lr, thread, run_index, tags kind=scale, progress (every 250
+ *       points, "done" at the end), POINTS points alternating "loss"/"acc" (as log, value
+ *       it_value(R + 100 K, i)), ended FINISHED. Threads with an even K log by key handle
+ *       (mlt_metric_key); the others by key string. The points are stamped by the library, or
+ *       with --ring at TS_BASE + i by the program (mlt_log_metric_at: see --ring).
  *   it_queue [OPTIONS] pause-between FILE
  *       Starts run "pause", logs param lr=0.01 and metric m (step 0), waits until FILE exists,
  *       then logs param p=2, metrics m steps 1..10, tag after=yes and ends the run FINISHED.
@@ -34,13 +45,17 @@
  *   --from-env        set up with mlt_tracker_from_env() (no delivery callback) instead of
  *                     mlt_options_from_env() + delivery callback + mlt_tracker_new() +
  *                     mlt_tracker_add_mlflow()
+ *   --ring            add no callback of our own, so that the MLflow callback is alone and metric
+ *                     points take the lock-free ring (the production hot path); start and end
+ *                     times are then unknown to the ledger (-1), and scale stamps its points
+ *                     itself (the library's stamps would be unknown too)
  *
  * The tracker's configuration comes from the environment: MLFLOW_TRACKING_URI,
  * MLFLOW_EXPERIMENT_NAME, MLTRACK_QUEUE_DIR, MLTRACK_FSYNC, MLFLOW_HTTP_REQUEST_* ...
  *
  * LEDGER: one JSON object per line for every call that RETURNED MLT_OK, written with write(2) right
  * after the call returned (no stdio buffer: a SIGKILL loses no line of a returned call):
- *   {"kind":"start","run":KEY,"name":NAME,"start":START_MS}
+ *   {"kind":"start","run":KEY,"name":NAME,"start":START_MS[,"parent":KEY]}
  *   {"kind":"param"|"tag","run":KEY,"key":K,"value":V}
  *   {"kind":"metric","run":KEY,"key":K,"value":%.17g,"step":N,"ts":TIMESTAMP_MS,"i":I,"r":R}
  *   {"kind":"end","run":KEY,"status":"FINISHED","end":END_MS}
@@ -50,7 +65,8 @@
  * STDOUT (write(2), one line each):
  *   delivered OP STATE RUN_KEY RUN_ID|- RECORDS [MESSAGE]   from the delivery callback; OP is
  *       create_run, log or end_run; STATE acknowledged or rejected; MESSAGE on one line
- *   started NAME RUN_KEY RUN_ID|-                            right after mlt_run_start()
+ *   started NAME RUN_KEY RUN_ID|-                            right after mlt_run_start() (not
+ *                                                            for child runs)
  *   flush ERR_NAME ELAPSED_MS / close ERR_NAME ELAPSED_MS
  *   stats queued=N sent=N acknowledged=N retried=N rejected=N bytes_pending=N
  *                                                            mlt_tracker_queue_stats() just
@@ -309,24 +325,37 @@ static void call_failed(const char *what, mlt_run *run, const char *key, mlt_err
              mlt_err_name(rc), mlt_last_error());
 }
 
-static mlt_run *start_run(mlt_tracker *t, const char *name)
+/* A top-level run (parent NULL) or a child run of parent. */
+static mlt_run *start_run_in(mlt_tracker *t, mlt_run *parent, const char *name)
 {
     mlt_run *run = NULL;
     seen_start_ms = -1;
-    mlt_err rc = mlt_run_start(t, name, &run);
+    mlt_err rc = parent ? mlt_run_start_child(parent, name, &run) : mlt_run_start(t, name, &run);
     if (rc != MLT_OK) {
-        call_failed("run start", NULL, name, rc);
+        call_failed(parent ? "child run start" : "run start", parent, name, rc);
         return NULL;
     }
     line l;
     led_head(&l, "start", run);
     l_cat(&l, ",\"name\":");
     l_jstr(&l, name);
-    l_fmt(&l, ",\"start\":%" PRId64 "}", seen_start_ms);
+    l_fmt(&l, ",\"start\":%" PRId64, seen_start_ms);
+    if (parent) {
+        l_cat(&l, ",\"parent\":");
+        l_jstr(&l, mlt_run_key(parent));
+    }
+    l_cat(&l, "}");
     led_write(&l);
-    const char *id = mlt_run_id(run);
-    say("started %s %s %s\n", name, mlt_run_key(run), id ? id : "-");
+    if (!parent) {
+        const char *id = mlt_run_id(run);
+        say("started %s %s %s\n", name, mlt_run_key(run), id ? id : "-");
+    }
     return run;
+}
+
+static mlt_run *start_run(mlt_tracker *t, const char *name)
+{
+    return start_run_in(t, NULL, name);
 }
 
 static void kv(mlt_run *run, bool is_param, const char *key, const char *value)
@@ -370,6 +399,25 @@ static void metric(mlt_run *run, const char *key, double value, int64_t step, in
     l_jstr(&l, key);
     l_fmt(&l, ",\"value\":%.17g,\"step\":%" PRId64 ",\"ts\":%" PRId64 ",\"i\":%ld,\"r\":%ld}",
           value, step, ts < 0 ? seen_metric_ts : ts, i, r);
+    led_write(&l);
+}
+
+/* As metric(), by key handle (stamped by the library). */
+static void metric_h(mlt_run *run, const mlt_key *k, const char *key, double value, int64_t step,
+                     long r, long i)
+{
+    seen_metric_ts = -1;
+    mlt_err rc = mlt_log_metric_key(run, k, value, step);
+    if (rc != MLT_OK) {
+        call_failed("log metric by handle", run, key, rc);
+        return;
+    }
+    line l;
+    led_head(&l, "metric", run);
+    l_cat(&l, ",\"key\":");
+    l_jstr(&l, key);
+    l_fmt(&l, ",\"value\":%.17g,\"step\":%" PRId64 ",\"ts\":%" PRId64 ",\"i\":%ld,\"r\":%ld}",
+          value, step, seen_metric_ts, i, r);
     led_write(&l);
 }
 
@@ -478,6 +526,7 @@ typedef struct config {
     const char *hold;
     bool from_env;
     bool verbose;
+    bool ring;
 } config;
 
 static void cmd_log(mlt_tracker *t, const config *c, long runs, long points)
@@ -607,6 +656,9 @@ static mlt_tracker *setup(const config *c)
             return NULL;
         }
     }
+    if (c->ring) {
+        return t; /* the MLflow callback alone: points take the ring */
+    }
     mlt_callbacks mine = {
         .version = MLT_CALLBACKS_VERSION,
         .on_run_start = cb_start,
@@ -677,11 +729,123 @@ static void cmd_threads(mlt_tracker *t, long threads, long points)
     end_run(shared);
 }
 
+typedef struct scaler {
+    pthread_t thread;
+    mlt_tracker *t;
+    mlt_run *top;
+    const char *tag;
+    long k, runs, points;
+    bool ring;
+} scaler;
+
+/* One point of thread w: by handle on even threads (library-stamped, unless --ring: a handle
+ * cannot carry a timestamp, so then by string at TS_BASE + i like odd threads). */
+static void scale_point(const scaler *w, mlt_run *run, const mlt_key *h, const char *key,
+                        double value, int64_t step, long r, long i)
+{
+    if (w->ring) {
+        metric(run, key, value, step, TS_BASE + i, r, i);
+    } else if (h) {
+        metric_h(run, h, key, value, step, r, i);
+    } else {
+        metric(run, key, value, step, -1, r, i);
+    }
+}
+
+static void *scaler_main(void *arg)
+{
+    scaler *w = arg;
+    char key[96];
+    snprintf(key, sizeof key, "%s/t%ld", w->tag, w->k);
+    bool by_handle = w->k % 2 == 0;
+    const mlt_key *hk = NULL, *hloss = NULL, *hacc = NULL;
+    if (by_handle) {
+        mlt_err rc = mlt_metric_key(w->t, key, &hk);
+        if (rc == MLT_OK) {
+            rc = mlt_metric_key(w->t, "loss", &hloss);
+        }
+        if (rc == MLT_OK) {
+            rc = mlt_metric_key(w->t, "acc", &hacc);
+        }
+        if (rc != MLT_OK) {
+            call_failed("metric key", w->top, key, rc);
+            return NULL;
+        }
+    }
+    for (long i = 0; i < w->points; i++) {
+        scale_point(w, w->top, hk, key, it_value(w->k, i), i, w->k, i);
+    }
+    for (long r = 0; r < w->runs; r++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s-t%ld-r%ld", w->tag, w->k, r);
+        mlt_run *run = start_run_in(w->t, w->top, name);
+        if (!run) {
+            continue;
+        }
+        kv(run, true, "lr", "0.01");
+        kv_int(run, true, "thread", w->k);
+        kv_int(run, true, "run_index", r);
+        kv(run, false, "kind", "scale");
+        long vr = r + 100 * w->k;
+        for (long i = 0; i < w->points; i++) {
+            scale_point(w, run, i % 2 == 0 ? hloss : hacc, it_key(i), it_value(vr, i), i / 2, vr,
+                        i);
+            if (i % 250 == 249) {
+                kv_int(run, false, "progress", i + 1);
+            }
+        }
+        kv(run, false, "progress", "done");
+        end_run(run);
+    }
+    return NULL;
+}
+
+static void cmd_scale(mlt_tracker *t, const config *c, const char *tag, long threads, long runs,
+                      long points)
+{
+    mlt_run *top = start_run(t, tag);
+    if (!top) {
+        return;
+    }
+    char key[96];
+    kv(top, true, "job", "scale"); /* every rank of a shared run logs it: the same value */
+    snprintf(key, sizeof key, "%s.threads", tag);
+    kv_int(top, true, key, threads);
+    snprintf(key, sizeof key, "%s.points", tag);
+    kv_int(top, true, key, points);
+    snprintf(key, sizeof key, "%s.state", tag);
+    kv(top, false, key, "running");
+    scaler *w = calloc((size_t)threads, sizeof *w);
+    if (!w) {
+        complain("out of memory");
+        failures++;
+        end_run(top);
+        return;
+    }
+    for (long k = 0; k < threads; k++) {
+        w[k] = (scaler){.t = t, .top = top, .tag = tag, .k = k, .runs = runs, .points = points,
+                        .ring = c->ring};
+        if (pthread_create(&w[k].thread, NULL, scaler_main, &w[k]) != 0) {
+            complain("cannot start thread %ld", k);
+            failures++;
+            threads = k;
+            break;
+        }
+    }
+    for (long k = 0; k < threads; k++) {
+        pthread_join(w[k].thread, NULL);
+    }
+    free(w);
+    kv(top, false, key, "done");
+    end_run(top);
+}
+
 static int usage(void)
 {
     complain("usage: it_queue [--ledger PATH] [--close-ms N] [--flush-ms N] [--delay-ms N] "
-             "[--hold FILE] [--verbose] [--from-env] (log RUNS POINTS | forever TAG [POINTS_PER_RUN] | "
-             "threads THREADS POINTS | pause-between FILE)");
+             "[--hold FILE] [--verbose] [--from-env] [--ring] (log RUNS POINTS | "
+             "forever TAG [POINTS_PER_RUN] | threads THREADS POINTS | "
+             "scale TAG THREADS RUNS POINTS | pause-between FILE)");
     return EXIT_USAGE;
 }
 
@@ -702,6 +866,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(opt, "--verbose") == 0) {
             c.verbose = true;
+            continue;
+        }
+        if (strcmp(opt, "--ring") == 0) {
+            c.ring = true;
             continue;
         }
         if (a + 1 >= argc) {
@@ -732,7 +900,7 @@ int main(int argc, char **argv)
         return usage();
     }
     const char *cmd = argv[a++];
-    long n1 = 0, n2 = 0;
+    long n1 = 0, n2 = 0, scale_runs = 0;
     if (strcmp(cmd, "log") == 0) {
         if (argc - a != 2 || !parse_long(argv[a], 0, 100000, &n1) ||
             !parse_long(argv[a + 1], 0, 10000000, &n2)) {
@@ -749,6 +917,14 @@ int main(int argc, char **argv)
             !parse_long(argv[a + 1], 0, 10000000, &n2)) {
             return usage();
         }
+    } else if (strcmp(cmd, "scale") == 0) {
+        long n3 = 0;
+        if (argc - a != 4 || !parse_long(argv[a + 1], 1, 64, &n1) ||
+            !parse_long(argv[a + 2], 0, 100000, &n3) ||
+            !parse_long(argv[a + 3], 0, 10000000, &n2) || strlen(argv[a]) > 40) {
+            return usage();
+        }
+        scale_runs = n3;
     } else if (strcmp(cmd, "pause-between") == 0) {
         if (argc - a != 1) {
             return usage();
@@ -778,6 +954,8 @@ int main(int argc, char **argv)
         cmd_forever(t, &c, argv[a], n2);
     } else if (strcmp(cmd, "threads") == 0) {
         cmd_threads(t, n1, n2);
+    } else if (strcmp(cmd, "scale") == 0) {
+        cmd_scale(t, &c, argv[a], n1, scale_runs, n2);
     } else {
         cmd_pause_between(t, argv[a]);
     }
