@@ -73,16 +73,21 @@ run_scale() {
     rm -rf "$BUILD_ROOT/scale-$label"
     if ! "$MLT_PYTHON" -B "$MLT_SRC/tests/integration/scale.py" --uri "$URI" \
         --build "$BUILD_DIR" --server-log "$SRV_DIR/server.log" --work "$WORK/$label" \
-        --json "$BUILD_ROOT/scale-$label.json" "$@" ${ARGS[@]+"${ARGS[@]}"}; then
+        --json "$BUILD_ROOT/scale-$label.json" --reliability "$RELIABILITY" "$@" \
+        ${ARGS[@]+"${ARGS[@]}"}; then
         cp -r "$WORK/$label" "$BUILD_ROOT/scale-$label" 2>/dev/null || true
         mlt_fail "$label: the server does not hold exactly what was logged (the ledgers and \
 outputs are kept in $BUILD_ROOT/scale-$label)"
     fi
 }
 
+RELIABILITY=$BUILD_DIR/reliability-scale.jsonl # the figures, for docs/reliability.md
+rm -f "$RELIABILITY"
 run_scale direct
 if ((FAULTS)); then
     run_scale faults --faults
 fi
+echo
+"$MLT_PYTHON" "$MLT_SRC/scripts/reliability-report.py" --logs-only "$BUILD_DIR" "$RELIABILITY"
 echo
 echo "scale check passed"

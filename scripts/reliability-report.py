@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The figures of the fault tests of one build, as a Markdown table (docs/reliability.md).
 
-    scripts/reliability-report.py BUILD_DIR [LOG.jsonl ...]
+    scripts/reliability-report.py [--logs-only] BUILD_DIR [LOG.jsonl ...]
 
 Reads the lines the integration tests append to their MLTRACK_RELIABILITY_LOG (the LOG files;
 default BUILD_DIR/reliability-*.jsonl) and the `reliability: {...}` lines the unit tests print into
-BUILD_DIR/tests/*.log. Each line is one passing test: the fault it injected, how many trials and
+BUILD_DIR/tests/*.log (not with --logs-only). Each line is one passing test: the fault it injected, how many trials and
 faults, the runs and metric points it then found exactly as logged (on the server, or in the
 journal for the unit tests), lost and duplicated (0, or the test would have failed). A fault
 tried by several tests (or parametrized cases) is one row with the sums. Standard library only.
@@ -17,12 +17,12 @@ import os
 import sys
 
 
-def read(build, logs):
+def read(build, logs, unit=True):
     rows = []
     for path in logs:
         with open(path, encoding="utf-8") as f:
             rows += [dict({"checked": "server"}, **json.loads(line)) for line in f if line.strip()]
-    for path in sorted(glob.glob(os.path.join(build, "tests", "*.log"))):
+    for path in sorted(glob.glob(os.path.join(build, "tests", "*.log"))) if unit else []:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("reliability: "):
@@ -31,12 +31,14 @@ def read(build, logs):
 
 
 def main(argv):
+    unit = "--logs-only" not in argv
+    argv = [a for a in argv if a != "--logs-only"]
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
     build = argv[1]
     logs = argv[2:] or sorted(glob.glob(os.path.join(build, "reliability-*.jsonl")))
-    rows = read(build, logs)
+    rows = read(build, logs, unit)
     if not rows:
         print(f"no reliability figures under {build}", file=sys.stderr)
         return 1

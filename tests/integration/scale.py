@@ -357,6 +357,8 @@ def main():
     ap.add_argument("--server-log", help="the MLflow server's log (its access lines are counted)")
     ap.add_argument("--work", help="scratch directory (default: a temporary one, removed)")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--reliability", help="on success, append a line of figures for "
+                    "scripts/reliability-report.py here")
     ap.add_argument("--experiment", help="experiment name (default: scale-TIME-PID)")
     ap.add_argument("--faults", action="store_true",
                     help="through tests/fault_proxy.py: 503s and cut connections (see above)")
@@ -498,6 +500,15 @@ def main():
         print(f"scale: files kept in {work}", file=sys.stderr)
         return 1
     print("scale: PASS: the server holds exactly what the ledgers say, every point once")
+    if args.reliability:
+        n_faults = sum(faults.values())
+        fault = (f"{args.procs} processes x {args.threads} threads at once on PostgreSQL, "
+                 + (f"{n_faults} 503s and cut answers injected" if proxy else "no fault injected"))
+        with open(args.reliability, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"test": "tests/integration/scale.py", "fault": fault,
+                                "trials": 1, "faults": n_faults, "runs": n_runs,
+                                "points": on_server, "lost": lost, "duplicated": dup,
+                                "checked": "server"}) + "\n")
     if own_work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
