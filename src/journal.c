@@ -2264,6 +2264,24 @@ uint64_t mlt__journal_dead_count(mlt__journal *j)
     return j->dead;
 }
 
+mlt_err mlt__journal_keep_dead_letters(mlt__journal *j, const char *text, size_t len,
+                                       uint64_t lines)
+{
+    char path[PATH_MAX];
+    bool ok;
+    if (len == 0) {
+        ok = path_in(j, "dead.jsonl", path, sizeof path) == 0 &&
+             (unlink(path) == 0 || errno == ENOENT) && fsync_dir(j->dir) == 0;
+    } else {
+        ok = replace_file(j, "dead.jsonl", text, len) == MLT_OK;
+    }
+    if (!ok) {
+        return mlt__fail(MLT_ERR_IO, "cannot rewrite %s/dead.jsonl: %s", j->dir, strerror(errno));
+    }
+    j->dead = lines;
+    return MLT_OK;
+}
+
 /* ---- close ---- */
 
 static bool all_done(mlt__journal *j)
@@ -2322,6 +2340,18 @@ void mlt__journal_close(mlt__journal *j, bool remove_if_done)
         if (remove_if_done && all_done(j)) {
             remove_dir(j);
         }
+    }
+    free_journal(j);
+}
+
+void mlt__journal_discard(mlt__journal *j)
+{
+    if (!j) {
+        return;
+    }
+    stop_writer(j);
+    if (!j->read_only) {
+        remove_dir(j); /* with the lock held to the end, as at a close */
     }
     free_journal(j);
 }

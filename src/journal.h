@@ -194,6 +194,10 @@ void mlt__journal_close(mlt__journal *j, bool remove_if_done);
 
 const char *mlt__journal_dir(const mlt__journal *j);
 
+/* Deletes the journal's directory with everything in it, then closes it (a journal made for
+ * nothing: `mltrack requeue` after a failure). NULL does nothing. */
+void mlt__journal_discard(mlt__journal *j);
+
 /* In a forked child that will not use the journal: drops the child's hold on the journal's lock
  * (the parent keeps its own), so that the journal is adopted once the parent is gone even while
  * the child lives on. Takes no lock. */
@@ -273,6 +277,10 @@ const mlt__run_entry *mlt__journal_runs(mlt__journal *j, size_t *n);
 mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char *answer);
 /* Number of dead letters in the journal's dead.jsonl. */
 uint64_t mlt__journal_dead_count(mlt__journal *j);
+/* Replaces dead.jsonl with text (len bytes, `lines` lines; none: the file is removed), durably
+ * (temp file, fsync, rename). For `mltrack requeue`, with the journal opened read-write. */
+mlt_err mlt__journal_keep_dead_letters(mlt__journal *j, const char *text, size_t len,
+                                       uint64_t lines);
 
 /* ---- the queue directory ---- */
 /* The queue directory for opts: option queue_dir, else $XDG_STATE_HOME/mltrack/queue, else

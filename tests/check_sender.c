@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "options.h"
 #include "record.h"
+#include "requeue.h"
 #include "sender.h"
 
 #include <arpa/inet.h>
@@ -961,6 +962,126 @@ START_TEST(sender_dead_letters_an_attach_refused_for_its_credentials)
 }
 END_TEST
 
+/* Whether a request to path had a body holding needle. */
+static bool sent_with(server *s, const char *path, const char *needle)
+{
+    bool found = false;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_reqs && !found; i++) {
+        found = strcmp(s->reqs[i].path, path) == 0 && s->reqs[i].body &&
+                strstr(s->reqs[i].body, needle) != NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}
+
+START_TEST(requeue_puts_dead_letters_back_and_they_land_once_the_server_takes_them)
+{
+    /* Run 1's creation is refused (403): it and all it logged are dead letters. Run 2 is made,
+     * but one of its params is refused (400). Once the server takes them, `mltrack requeue`
+     * (mlt__requeue) puts all 7 back into a new journal, which delivers them: run 1 made again
+     * with its name, start time and tags, every value exact, run 2's param into run 2. */
+    fixture f;
+    fixture_init(&f);
+    f.srv->create_status = 403;
+    f.srv->create_refusals = 1;
+    f.srv->create_body = "Permission denied";
+    f.srv->poison = "late";
+    put_create(f.j, 1, K1, "exp");
+    put_kv(f.j, MLT__REC_PARAM, 1, "lr", "0.01");
+    put_metric(f.j, 1, "m", NAN, 1700000000001, 0);
+    put_metric(f.j, 1, "m", -0.1, 1700000000002, INT64_MAX - 1);
+    put_kv(f.j, MLT__REC_TAG, 1, "note", "a \"quoted\"\nline");
+    put_end(f.j, 1, MLT_RUN_FAILED, 1700000000003);
+    put_create(f.j, 2, K2, "exp");
+    put_kv(f.j, MLT__REC_PARAM, 2, "late", "x");
+    put_end(f.j, 2, MLT_RUN_FINISHED, 1700000000004);
+    sender_new(&f, false, 1);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 7);
+    mlt__sender_free(f.s, 1000); /* closes f.j */
+    f.s = NULL;
+    f.srv->create_status = 0;
+    f.srv->poison = NULL;
+
+    char err[256] = "", to_dir[DIR_LEN + 32];
+    mlt__journal *from = NULL, *to = NULL;
+    mlt__recovery rec;
+    ck_assert_int_eq(mlt__journal_open(&from, f.dir, false, MLT__FSYNC_NONE, &rec, err,
+                                       sizeof err), MLT_OK);
+    snprintf(to_dir, sizeof to_dir, "%s/j-requeued", f.tmp);
+    ck_assert_int_eq(mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE, err, sizeof err), MLT_OK);
+    mlt__requeue_stats st;
+    ck_assert_int_eq(mlt__requeue(from, to, &st), MLT_OK);
+    ck_assert_uint_eq(st.requeued, 7);
+    ck_assert_uint_eq(st.runs, 2);
+    ck_assert_uint_eq(st.kept, 0);
+    ck_assert_uint_eq(mlt__journal_dead_count(from), 0);
+    mlt__journal_close(from, true); /* all delivered, no dead letter left: removed */
+    ck_assert(!dir_exists(f.dir));
+    /* a second requeue finds nothing */
+    f.j = to;
+    sender_new(&f, true, 1);
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 0);
+    ck_assert_uint_eq(sum.rejected, 0);
+    ck_assert_uint_eq(taken(f.srv, "metric:m"), 2);
+    ck_assert_uint_eq(taken(f.srv, "param:lr"), 1);
+    ck_assert_uint_eq(taken(f.srv, "param:late"), 1);
+    ck_assert_uint_eq(taken(f.srv, "tag:note=a \"quoted\"\nline"), 1);
+    ck_assert_int_eq(f.srv->n_creates, 2); /* refused once, made again once */
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/create", "\"run_name\":\"train\""));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/create", "\"start_time\":1000"));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/create", "\"key\":\"team\""));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/create", K1));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/log-batch", "\"step\":9223372036854775806"));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/log-batch", "\"value\":\"NaN\""));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/log-batch", "\"value\":-0.1,"));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/log-batch", "\"run_id\":\"run-1\""));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/update", "\"status\":\"FAILED\""));
+    ck_assert(sent_with(f.srv, "/api/2.0/mlflow/runs/update", "1700000000003"));
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(requeue_keeps_what_it_cannot_log_and_changes_nothing_on_a_bad_line)
+{
+    fixture f;
+    fixture_init(&f);
+    ck_assert_int_eq(mlt__journal_put_run(f.j, 1, K1, NULL, NULL, MLT__RUN_DEAD), MLT_OK);
+    /* a param of a run neither requeued nor known by id, and an undecodable record */
+    mlt__rec r = {.seq = 3, .type = MLT__REC_PARAM, .run_no = 1, .key = "p", .value = "v"};
+    ck_assert_int_eq(mlt__journal_dead_letter(f.j, &r, "the run could not be created"), MLT_OK);
+    mlt__rec bad = {.seq = 4, .key = ""};
+    ck_assert_int_eq(mlt__journal_dead_letter(f.j, &bad, "could not be decoded"), MLT_OK);
+    char err[256] = "", to_dir[DIR_LEN + 32];
+    snprintf(to_dir, sizeof to_dir, "%s/j-requeued", f.tmp);
+    mlt__journal *to = NULL;
+    ck_assert_int_eq(mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE, err, sizeof err), MLT_OK);
+    mlt__requeue_stats st;
+    ck_assert_int_eq(mlt__requeue(f.j, to, &st), MLT_OK);
+    ck_assert_uint_eq(st.requeued, 0);
+    ck_assert_uint_eq(st.kept, 2);
+    ck_assert_ptr_nonnull(strstr(st.why_kept, "never created"));
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 2);
+    ck_assert_uint_eq(mlt__journal_last_seq(to), 0);
+    /* a line that is not mltrack's: an error, and nothing moves */
+    char path[DIR_LEN + 32];
+    snprintf(path, sizeof path, "%s/dead.jsonl", f.dir);
+    FILE *fp = fopen(path, "a");
+    ck_assert_ptr_nonnull(fp);
+    fputs("{\"seq\":9,\"type\":\"metric\",\"run_key\":\"" K1 "\",\"key\":\"m\"}\n", fp);
+    fclose(fp);
+    ck_assert_int_eq(mlt__journal_put_run(f.j, 1, K1, "rid", "0", MLT__RUN_ENDED), MLT_OK);
+    ck_assert_int_eq(mlt__requeue(f.j, to, &st), MLT_ERR_CORRUPT);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 2); /* as it was (3 lines on disk) */
+    mlt__journal_discard(to);
+    ck_assert(!dir_exists(to_dir));
+    fixture_done(&f);
+}
+END_TEST
+
 START_TEST(sender_counts_metric_points_apart_from_rejected_params)
 {
     fixture f;
@@ -1146,6 +1267,8 @@ int main(void)
     MLT_ADD_TEST(s, sender_dead_letters_a_batch_refused_for_its_credentials_in_one_request);
     MLT_ADD_TEST(s, sender_dead_letters_a_run_refused_permission_and_delivers_the_next);
     MLT_ADD_TEST(s, sender_dead_letters_an_attach_refused_for_its_credentials);
+    MLT_ADD_TEST(s, requeue_puts_dead_letters_back_and_they_land_once_the_server_takes_them);
+    MLT_ADD_TEST(s, requeue_keeps_what_it_cannot_log_and_changes_nothing_on_a_bad_line);
     MLT_ADD_TEST(s, sender_counts_metric_points_apart_from_rejected_params);
     MLT_ADD_TEST(s, sender_creates_a_run_once_after_an_ambiguous_failure);
     MLT_ADD_TEST(s, sender_thread_delivers_concurrent_appends_and_flush_waits_for_them);

@@ -59,7 +59,11 @@ void unload_options(cli *c, mlt_options *opts);
  * EXIT_USAGE (said). */
 int parse_timeout_ms(cli *c, const char *text, int def_ms, int *out);
 
+/* The detail of a failed call that takes no errbuf (mlt_last_error), else the code's text. */
+const char *detail_of(mlt_err e);
+
 int cmd_run(cli *c, const args *a);
+int cmd_requeue(cli *c, const args *a);
 int cmd_log(cli *c, const args *a); /* log-metric, log-param, set-tag */
 
 #endif

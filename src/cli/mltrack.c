@@ -52,6 +52,7 @@ static const char usage_text[] =
     "  set-tag      set a tag on the current run\n"
     "  sync         deliver every journal of the queue that no running process owns\n"
     "  status       show each journal of the queue: owner, pending records, dead letters, runs\n"
+    "  requeue      put the queue's dead letters back, for `mltrack sync` to deliver\n"
     "  help [CMD]   show this help, or a command's\n"
     "\n"
     "options:\n"
@@ -119,6 +120,20 @@ static const char sync_help[] =
     "options:\n"
     "  --timeout SECONDS      give up after SECONDS (default: after the configured retries,\n"
     "                         $MLFLOW_HTTP_REQUEST_MAX_RETRIES)\n" CONN_HELP;
+
+static const char requeue_help[] =
+    "usage: mltrack requeue [--queue DIR]\n"
+    "\n"
+    "Puts the dead letters of every journal of the queue that no running process owns back\n"
+    "into the queue, as a new journal, once what made the server refuse them is fixed (a\n"
+    "password, a permission, a deleted experiment restored); `mltrack sync` then delivers them.\n"
+    "A refused run is created again with its name, start time and tags; records of a run the\n"
+    "server has go into it. Prints a line per journal, then `requeued: N` and `kept: N` (dead\n"
+    "letters with nothing to log them into, left in place).\n"
+    "\n"
+    "options:\n"
+    "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"
+    "                         $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue)\n";
 
 static const char status_help[] =
     "usage: mltrack status [--queue DIR]\n"
@@ -353,8 +368,7 @@ static const char *run_state_name(mlt__run_state state)
     return "unknown";
 }
 
-/* The detail of a failed call that takes no errbuf (mlt_last_error), else the code's text. */
-static const char *detail(mlt_err e)
+const char *detail_of(mlt_err e)
 {
     const char *msg = mlt_last_error();
     return msg[0] ? msg : mlt_strerror(e);
@@ -692,7 +706,7 @@ static int cmd_sync(cli *c, const args *a)
     mlt__fail_clear();
     mlt_err e = mlt__queue_dir(opts, queue, sizeof queue);
     if (e != MLT_OK) {
-        say(c, "cannot find the queue directory: %s", detail(e));
+        say(c, "cannot find the queue directory: %s", detail_of(e));
         unload_options(c, opts);
         return EXIT_USAGE;
     }
@@ -703,7 +717,7 @@ static int cmd_sync(cli *c, const args *a)
     mlt__fail_clear();
     e = mlt__queue_list(queue, &list, &n_list);
     if (e != MLT_OK) {
-        say(c, "cannot read the queue %s: %s", queue, detail(e));
+        say(c, "cannot read the queue %s: %s", queue, detail_of(e));
         free_list(list, n_list);
         unload_options(c, opts);
         return EXIT_LEFT;
@@ -862,7 +876,7 @@ static int cmd_status(cli *c, const args *a)
     mlt_err e = mlt__queue_dir(opts, queue, sizeof queue);
     unload_options(c, opts);
     if (e != MLT_OK) {
-        say(c, "cannot find the queue directory: %s", detail(e));
+        say(c, "cannot find the queue directory: %s", detail_of(e));
         return EXIT_USAGE;
     }
     struct stat sb;
@@ -883,7 +897,7 @@ static int cmd_status(cli *c, const args *a)
     mlt__fail_clear();
     e = mlt__queue_list(queue, &list, &n_list);
     if (e != MLT_OK) {
-        say(c, "cannot read the queue %s: %s", queue, detail(e));
+        say(c, "cannot read the queue %s: %s", queue, detail_of(e));
         free_list(list, n_list);
         return EXIT_LEFT;
     }
@@ -966,6 +980,7 @@ static const command commands[] = {
     {"set-tag", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
     {"sync", F_QUEUE | F_URI | F_TIMEOUT, 0, sync_help, cmd_sync_main},
     {"status", F_QUEUE, 0, status_help, cmd_status_main},
+    {"requeue", F_QUEUE, 0, requeue_help, cmd_requeue},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -179,6 +179,29 @@ def test_wrong_credentials_are_dead_letters_not_an_endless_retry(auth, q, how, r
                 checked="dead letters")
 
 
+def test_dead_letters_of_a_wrong_password_are_requeued_and_land_once_it_is_right(auth, q,
+                                                                                reliability):
+    """The records refused for a wrong password are all in dead.jsonl, whole: `mltrack requeue`
+    puts them back and `mltrack sync` with the right password delivers exactly what was logged
+    (run names, start and end times, tags, every point), once."""
+    ledger = str(q.tmp / "ledger.jsonl")
+    res = q.it_queue(["--ledger", ledger, "--flush-ms", "60000", "log", "2", "100"],
+                     env=alice({"MLFLOW_TRACKING_PASSWORD": WRONG_PW}))
+    assert res.rc == 0, res
+    n = len(read_ledger(ledger))
+    assert len(dead_letters(q.dir)) == n
+    requeue = q.programs.run(["mltrack", "requeue", "--queue", q.dir], env=q.env(), timeout=60)
+    assert requeue.rc == 0, requeue
+    assert f"requeued: {n}\nkept: 0\n" in requeue.stdout, requeue
+    assert dead_letters(q.dir) == [], "the dead letters were not taken out"
+    res, summary = q.sync(env=alice())
+    assert summary["rejected"] == 0 and summary["runs_created"] == 2, res
+    check_delivered(auth, q, ledger)
+    again = q.programs.run(["mltrack", "requeue", "--queue", q.dir], env=q.env(), timeout=60)
+    assert again.rc == 0 and "requeued: 0\n" in again.stdout, again
+    reliability("wrong password, then `mltrack requeue` and `mltrack sync` with the right one")
+
+
 def test_no_permission_dead_letters_that_run_and_the_rest_of_the_queue_lands(auth, q, tmp_path,
                                                                             reliability):
     """Two journals made while the server is away: bob's run in an experiment he may only read
