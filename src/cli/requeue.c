@@ -16,7 +16,7 @@
 #include "requeue.h"
 
 typedef struct requeue_totals {
-    uint64_t journals, requeued, runs, kept, busy, failed;
+    uint64_t journals, requeued, runs, kept, busy, pending, failed;
 } requeue_totals;
 
 /* Requeues the dead letters of one journal into a new journal of the same queue. */
@@ -37,6 +37,14 @@ static void requeue_journal(cli *c, const char *queue, const char *dir, requeue_
         return;
     }
     if (mlt__journal_dead_count(from) == 0) {
+        mlt__journal_close(from, false);
+        return;
+    }
+    if (mlt__journal_acked_seq(from) < mlt__journal_last_seq(from)) {
+        /* its pending records come first: a run made again elsewhere would not get them */
+        printf("%s: %" PRIu64 " records not delivered yet: `mltrack sync` first\n", dir,
+               mlt__journal_last_seq(from) - mlt__journal_acked_seq(from));
+        t->pending++;
         mlt__journal_close(from, false);
         return;
     }
@@ -122,6 +130,9 @@ int cmd_requeue(cli *c, const args *a)
     if (t.busy > 0) {
         printf("left alone: %" PRIu64 " journals of running processes\n", t.busy);
     }
+    if (t.pending > 0) {
+        printf("left alone: %" PRIu64 " journals with records not delivered yet\n", t.pending);
+    }
     if (t.requeued > 0) {
         printf("deliver them with `mltrack sync`\n");
     }
@@ -129,5 +140,5 @@ int cmd_requeue(cli *c, const args *a)
         say(c, "cannot write the summary: %s", strerror(errno));
         return EXIT_LEFT;
     }
-    return e != MLT_OK || t.failed > 0 ? EXIT_LEFT : EXIT_SUCCESS;
+    return e != MLT_OK || t.failed > 0 || t.pending > 0 ? EXIT_LEFT : EXIT_SUCCESS;
 }
