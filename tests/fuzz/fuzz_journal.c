@@ -14,8 +14,9 @@
  * Each input is written into a fresh directory, then opened the ways mltrack does: read-only and
  * read to the end (mltrack status, sync's peek; nothing may change), read-write and read to the
  * end (sync, adoption: the torn tail is cut, the ring saved, undecodable and some rejected
- * records set aside as dead letters, the last record read acked), and read-write once more
- * (nothing is left to cut). Besides the sanitizers' findings, it checks that the read-only and
+ * records set aside as dead letters, the last record read acked, the dead letters requeued
+ * into a new journal as `mltrack requeue` does), and read-write once more (nothing is left to
+ * cut). Besides the sanitizers' findings, it checks that the read-only and
  * the read-write opens agree, that a second open finds a clean journal, and that nothing is
  * written outside the directory. The directory is removed after each input.
  */
@@ -23,6 +24,7 @@
 
 #include "fuzz.h"
 #include "journal.h"
+#include "requeue.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -401,6 +403,43 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
 static seen ro_seen; /* what the read-only open read (static: large) */
 
 /*
+ * mltrack requeue: the dead letters of j (the input's and those the delivery just made) into a
+ * new journal beside it. Either every requeued letter is a record of the new journal that reads
+ * back, or (a line that is not mltrack's) nothing changes; the new journal is removed after.
+ */
+static void requeue_into_new(mlt__journal *j)
+{
+    char to_dir[PATH_MAX], errbuf[256];
+    path_of(to_dir, base_dir, "j-requeued");
+    mlt__journal *to = NULL;
+    if (mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE, errbuf, sizeof errbuf) != MLT_OK) {
+        remove_tree(to_dir);
+        return;
+    }
+    uint64_t before = mlt__journal_dead_count(j);
+    mlt__requeue_stats st;
+    mlt_err err = mlt__requeue(j, to, &st);
+    FUZZ_CHECK(err == MLT_OK || err == MLT_ERR_CORRUPT || err == MLT_ERR_NOMEM);
+    if (err == MLT_OK) {
+        FUZZ_CHECK(mlt__journal_last_seq(to) == st.requeued);
+        FUZZ_CHECK(mlt__journal_dead_count(j) <= before);
+        mlt__buf scratch;
+        mlt__buf_init(&scratch);
+        uint64_t c = 0, n = 0;
+        mlt__rec r;
+        while (mlt__journal_next(to, &c, &scratch, &r) == MLT_OK) {
+            touch_rec(&r);
+            n++;
+        }
+        mlt__buf_free(&scratch);
+        FUZZ_CHECK(n == st.requeued);
+    } else {
+        FUZZ_CHECK(mlt__journal_dead_count(j) == before);
+    }
+    mlt__journal_discard(to);
+}
+
+/*
  * The journal j opened read-write (rec), as read-only before (ro, NULL if that failed): the
  * same records; delivered; a point put into its ring by the adopting process; then closed and
  * opened once more, when nothing is left to cut or to save and the point reads back.
@@ -438,6 +477,7 @@ static void adopt(mlt__journal *j, const mlt__recovery *ro, const mlt__recovery 
      * the ring, and the next owner is told) */
     bool used_up = last == UINT64_MAX;
     FUZZ_CHECK(!ring || put || used_up);
+    requeue_into_new(j);
     mlt__journal_close(j, false);
 
     /* once more: nothing left to cut or to save */
