@@ -113,11 +113,10 @@ int cmd_requeue(cli *c, const args *a)
     e = mlt__queue_list(queue, &list, &n);
     if (e != MLT_OK) {
         say(c, "cannot read the queue %s: %s", queue, detail_of(e));
-        n = 0;
     }
     requeue_totals t;
     memset(&t, 0, sizeof t);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; e == MLT_OK && i < n; i++) {
         requeue_journal(c, queue, list[i], &t);
     }
     for (size_t i = 0; i < n; i++) {
