@@ -2264,6 +2264,16 @@ uint64_t mlt__journal_dead_count(mlt__journal *j)
     return j->dead;
 }
 
+mlt_err mlt__journal_read_dead_letters(mlt__journal *j, mlt__buf *out)
+{
+    mlt_err err = read_small_file(j, "dead.jsonl", out);
+    if (err == MLT_ERR_NOT_FOUND) {
+        return MLT_OK;
+    }
+    return err == MLT_OK ? MLT_OK
+                         : mlt__fail(err, "cannot read %s/dead.jsonl: %s", j->dir, strerror(errno));
+}
+
 mlt_err mlt__journal_keep_dead_letters(mlt__journal *j, const char *text, size_t len,
                                        uint64_t lines)
 {

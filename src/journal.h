@@ -277,6 +277,8 @@ const mlt__run_entry *mlt__journal_runs(mlt__journal *j, size_t *n);
 mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char *answer);
 /* Number of dead letters in the journal's dead.jsonl. */
 uint64_t mlt__journal_dead_count(mlt__journal *j);
+/* Appends the text of dead.jsonl to out (nothing when there is none). MLT_ERR_IO on failure. */
+mlt_err mlt__journal_read_dead_letters(mlt__journal *j, mlt__buf *out);
 /* Replaces dead.jsonl with text (len bytes, `lines` lines; none: the file is removed), durably
  * (temp file, fsync, rename). For `mltrack requeue`, with the journal opened read-write. */
 mlt_err mlt__journal_keep_dead_letters(mlt__journal *j, const char *text, size_t len,

@@ -4,7 +4,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,49 +259,17 @@ static mlt_err requeue_one(requeue *q, const cJSON *o, const char *line, const c
     return append(q, MLT__REC_END);
 }
 
-static mlt_err read_letters(mlt__journal *j, char **text, size_t *len)
-{
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof path, "%s/dead.jsonl", mlt__journal_dir(j));
-    if (n < 0 || (size_t)n >= sizeof path) {
-        return mlt__fail(MLT_ERR_IO, "the journal's path is too long");
-    }
-    *text = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        return errno == ENOENT ? MLT_OK
-                               : mlt__fail(MLT_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-    }
-    mlt__buf b;
-    mlt__buf_init(&b);
-    char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        mlt__buf_append(&b, chunk, got);
-    }
-    bool bad = ferror(f) != 0;
-    fclose(f);
-    if (bad || b.oom) {
-        mlt__buf_free(&b);
-        return mlt__fail(bad ? MLT_ERR_IO : MLT_ERR_NOMEM, "cannot read %s", path);
-    }
-    mlt__buf_puts(&b, ""); /* NUL-terminated, even when empty */
-    *text = b.data;
-    *len = b.len;
-    return b.oom ? MLT_ERR_NOMEM : MLT_OK;
-}
-
 mlt_err mlt__requeue(mlt__journal *from, mlt__journal *to, mlt__requeue_stats *st)
 {
     memset(st, 0, sizeof *st);
-    char *text;
-    size_t len;
-    mlt_err err = read_letters(from, &text, &len);
-    if (err != MLT_OK || len == 0) {
-        free(text);
+    mlt__buf letters;
+    mlt__buf_init(&letters);
+    mlt_err err = mlt__journal_read_dead_letters(from, &letters); /* kept NUL-terminated */
+    if (err != MLT_OK || letters.len == 0) {
+        mlt__buf_free(&letters);
         return err;
     }
+    char *text = letters.data;
     requeue q = {.from = from, .to = to, .st = st};
     mlt__buf_init(&q.kept);
     mlt__buf_init(&q.rec);
@@ -344,6 +311,6 @@ mlt_err mlt__requeue(mlt__journal *from, mlt__journal *to, mlt__requeue_stats *s
     mlt__buf_free(&q.kept);
     mlt__buf_free(&q.rec);
     free(q.runs);
-    free(text);
+    mlt__buf_free(&letters);
     return err;
 }

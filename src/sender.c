@@ -307,8 +307,9 @@ static void dead_ents(mlt__sender *s, slot *sl, ent **ents, size_t n, const char
         s->rejected_points += e->type == MLT__REC_METRIC;
         ents[i]->done = true;
     }
-    mlt__log(&s->opts->logger, MLT_LOG_WARN, "%zu record%s rejected for good, kept in %s/dead.jsonl: %s",
-             n, n == 1 ? "" : "s", mlt__journal_dir(sl->j), answer);
+    mlt__log(&s->opts->logger, MLT_LOG_WARN,
+             "%zu record%s rejected for good, kept in %s/dead.jsonl: %s", n, n == 1 ? "" : "s",
+             mlt__journal_dir(sl->j), answer);
     const mlt__run_entry *re = mlt__journal_run(sl->j, ents[0]->run_no);
     report(s, MLT_OP_LOG, MLT_DELIVERY_REJECTED, re ? re->key : "", re ? re->run_id : NULL,
            re ? re->experiment_id : NULL, (uint32_t)n, answer);
@@ -463,6 +464,19 @@ static outcome resolve_experiment(mlt__sender *s, const mlt__rec *r, char **out_
     return OK;
 }
 
+/* A run's create or attach r refused for good (why): the run is dead in the map, so that what
+ * is logged into it is set aside too, and r is a dead letter. */
+static outcome dead_run(mlt__sender *s, slot *sl, const mlt__rec *r, const char *exp_id,
+                        const char *why)
+{
+    mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, r->key, NULL, exp_id, MLT__RUN_DEAD);
+    mlt__journal_dead_letter(sl->j, r, why);
+    report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_REJECTED, r->key, NULL, exp_id, 1, why);
+    log_msg(s, MLT_LOG_ERROR, why);
+    /* the mapping must be durable before the record is acked */
+    return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
+}
+
 static outcome deliver_create(mlt__sender *s, slot *sl)
 {
     const mlt__rec *r = &sl->ctl;
@@ -518,23 +532,19 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
         free(run_id);
         return o;
     }
-    mlt_err perr;
-    if (o == OK) {
-        perr = mlt__journal_put_run(sl->j, r->run_no, r->key, run_id, exp_id, MLT__RUN_OPEN);
-        if (perr == MLT_OK) {
-            s->prog.runs_created++;
-            report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_ACKNOWLEDGED, r->key, run_id, exp_id, 1,
-                   NULL);
-            if (s->on_run_id) {
-                s->on_run_id(r->key, run_id, exp_id, s->on_run_id_ud);
-            }
+    if (o == DEAD) {
+        o = dead_run(s, sl, r, exp_id, msg[0] ? msg : s->last_error);
+        free(exp_id);
+        free(run_id);
+        return o;
+    }
+    mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, r->key, run_id, exp_id, MLT__RUN_OPEN);
+    if (perr == MLT_OK) {
+        s->prog.runs_created++;
+        report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_ACKNOWLEDGED, r->key, run_id, exp_id, 1, NULL);
+        if (s->on_run_id) {
+            s->on_run_id(r->key, run_id, exp_id, s->on_run_id_ud);
         }
-    } else {
-        const char *why = msg[0] ? msg : s->last_error;
-        perr = mlt__journal_put_run(sl->j, r->run_no, r->key, NULL, exp_id, MLT__RUN_DEAD);
-        mlt__journal_dead_letter(sl->j, r, why);
-        report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_REJECTED, r->key, NULL, exp_id, 1, why);
-        log_msg(s, MLT_LOG_ERROR, why);
     }
     free(run_id);
     free(exp_id);
@@ -589,13 +599,9 @@ static outcome deliver_attach(mlt__sender *s, slot *sl)
         snprintf(why, sizeof why, "attach to run %s: %s", r->run_id[0] ? r->run_id : r->key,
                  s->last_error);
         free(run_id);
-        run_id = NULL;
-        mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, r->key, NULL, exp_id, MLT__RUN_DEAD);
-        mlt__journal_dead_letter(sl->j, r, why);
-        report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_REJECTED, r->key, NULL, exp_id, 1, why);
-        log_msg(s, MLT_LOG_ERROR, why);
+        o = dead_run(s, sl, r, exp_id, why);
         free(exp_id);
-        return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
+        return o;
     }
     if (o != OK) {
         free(exp_id);

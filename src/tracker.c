@@ -46,7 +46,6 @@ static void fork_child(void)
     for (mlt_tracker *t = registry; t; t = t->reg_next) {
         t->forked = true;
         t->ring = NULL; /* the hot path takes the slow path, which refuses */
-        t->fast_metric = NULL;
         for (size_t i = 0; i < t->n_cbs; i++) {
             if (t->cbs[i].ext.on_fork_child) {
                 t->cbs[i].ext.on_fork_child(t->cbs[i].userdata);

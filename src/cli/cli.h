@@ -61,6 +61,8 @@ int parse_timeout_ms(cli *c, const char *text, int def_ms, int *out);
 
 /* The detail of a failed call that takes no errbuf (mlt_last_error), else the code's text. */
 const char *detail_of(mlt_err e);
+/* The queue directory of opts into queue (len bytes); EXIT_SUCCESS, or EXIT_USAGE (said). */
+int queue_path(cli *c, const mlt_options *opts, char *queue, size_t len);
 
 int cmd_run(cli *c, const args *a);
 int cmd_requeue(cli *c, const args *a);

@@ -375,6 +375,17 @@ const char *detail_of(mlt_err e)
     return msg[0] ? msg : mlt_strerror(e);
 }
 
+int queue_path(cli *c, const mlt_options *opts, char *queue, size_t len)
+{
+    mlt__fail_clear();
+    mlt_err e = mlt__queue_dir(opts, queue, len);
+    if (e != MLT_OK) {
+        say(c, "cannot find the queue directory: %s", detail_of(e));
+        return EXIT_USAGE;
+    }
+    return EXIT_SUCCESS;
+}
+
 static void free_list(char **list, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -704,10 +715,7 @@ static int cmd_sync(cli *c, const args *a)
         unload_options(c, opts);
         return EXIT_USAGE;
     }
-    mlt__fail_clear();
-    mlt_err e = mlt__queue_dir(opts, queue, sizeof queue);
-    if (e != MLT_OK) {
-        say(c, "cannot find the queue directory: %s", detail_of(e));
+    if (queue_path(c, opts, queue, sizeof queue) != EXIT_SUCCESS) {
         unload_options(c, opts);
         return EXIT_USAGE;
     }
@@ -716,7 +724,7 @@ static int cmd_sync(cli *c, const args *a)
     char **list = NULL;
     size_t n_list = 0;
     mlt__fail_clear();
-    e = mlt__queue_list(queue, &list, &n_list);
+    mlt_err e = mlt__queue_list(queue, &list, &n_list);
     if (e != MLT_OK) {
         say(c, "cannot read the queue %s: %s", queue, detail_of(e));
         free_list(list, n_list);
@@ -873,12 +881,10 @@ static int cmd_status(cli *c, const args *a)
     if (rc != EXIT_SUCCESS) {
         return rc;
     }
-    mlt__fail_clear();
-    mlt_err e = mlt__queue_dir(opts, queue, sizeof queue);
+    rc = queue_path(c, opts, queue, sizeof queue);
     unload_options(c, opts);
-    if (e != MLT_OK) {
-        say(c, "cannot find the queue directory: %s", detail_of(e));
-        return EXIT_USAGE;
+    if (rc != EXIT_SUCCESS) {
+        return rc;
     }
     struct stat sb;
     if (stat(queue, &sb) != 0) {
@@ -896,7 +902,7 @@ static int cmd_status(cli *c, const args *a)
     char **list = NULL;
     size_t n_list = 0;
     mlt__fail_clear();
-    e = mlt__queue_list(queue, &list, &n_list);
+    mlt_err e = mlt__queue_list(queue, &list, &n_list);
     if (e != MLT_OK) {
         say(c, "cannot read the queue %s: %s", queue, detail_of(e));
         free_list(list, n_list);

@@ -100,17 +100,15 @@ int cmd_requeue(cli *c, const args *a)
         return rc;
     }
     char queue[PATH_MAX];
-    mlt__fail_clear();
-    mlt_err e = mlt__queue_dir(opts, queue, sizeof queue);
+    rc = queue_path(c, opts, queue, sizeof queue);
     unload_options(c, opts);
-    if (e != MLT_OK) {
-        say(c, "cannot find the queue directory: %s", detail_of(e));
-        return EXIT_USAGE;
+    if (rc != EXIT_SUCCESS) {
+        return rc;
     }
     char **list = NULL;
     size_t n = 0;
     mlt__fail_clear();
-    e = mlt__queue_list(queue, &list, &n);
+    mlt_err e = mlt__queue_list(queue, &list, &n);
     if (e != MLT_OK) {
         say(c, "cannot read the queue %s: %s", queue, detail_of(e));
     }
