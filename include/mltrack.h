@@ -303,6 +303,9 @@ mlt_err mlt_tracker_flush(mlt_tracker *tracker, int timeout_ms);
  * either way. If it is the default tracker, the default is cleared.
  */
 mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
+/* Closing a tracker frees it, with every run handle it gave out (ended or not) and its metric
+ * keys: using any of them afterwards, closing the same tracker twice included, is the caller's
+ * bug (as with fclose()), which the library cannot detect. */
 
 /**
  * The counters of the tracker's durable queue (the MLflow callback's) into *out. Returns
@@ -340,12 +343,14 @@ unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_
  * the start are told the run ended KILLED and the error is returned.
  * Returns MLT_ERR_INVALID_ARG, MLT_ERR_VALUE_TOO_LONG, MLT_ERR_INVALID_VALUE, MLT_ERR_NOMEM or a
  * callback's error (the MLflow callback only queues: no server answer fails a start). The run
- * belongs to the caller until mlt_run_end().
+ * belongs to the tracker: it stays valid until mlt_tracker_close(), ended or not.
  *
  * When the options name a run (run_id, MLFLOW_RUN_ID; run_key, MLTRACK_RUN_KEY), as in a
  * program started by `mltrack run`, a top-level run is not created: it is that run, attached.
  * run_name is then ignored, mlt_run_key() is the given key and mlt_run_id() the given id (or the
- * one the sender finds by the key). The MLflow callback logs into it but never ends it:
+ * one the sender finds by the key). The MLflow callback logs into it but never ends it (and
+ * queues nothing for it until something is logged into it, so that a program that logs nothing,
+ * or only bad input, leaves nothing waiting for a run the server may not have):
  * mlt_run_end() ends it for the callbacks only, and the process that started it sets its status.
  * Child runs of an attached run are created as usual, with it as their parent.
  */
@@ -403,10 +408,13 @@ mlt_err mlt_log_metric_key(mlt_run *run, const mlt_key *key, double value, int64
 mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value);
 
 /**
- * Ends the run with status, at the current time, and frees the handle (whatever is returned).
- * Open child runs are ended KILLED first. If the run was marked with mlt_run_fail() and status
- * is MLT_RUN_FINISHED, it ends FAILED. Returns the first error a callback reported (for MLflow
- * a batch of logs may be sent here), MLT_ERR_INVALID_ARG for NULL.
+ * Ends the run with status, at the current time. Open child runs are ended KILLED first. If the
+ * run was marked with mlt_run_fail() and status is MLT_RUN_FINISHED, it ends FAILED.
+ * The handle stays valid until mlt_tracker_close() (about 200 bytes each): the getters
+ * (mlt_run_id(), mlt_run_key(), mlt_run_ui_url(), ...) still answer, and every call that would
+ * log into the run, start a child of it or end it again returns MLT_ERR_STATE, with
+ * mlt_last_error() naming the run and saying that it ended. Returns the first error a callback
+ * reported, MLT_ERR_STATE when the run had ended already, MLT_ERR_INVALID_ARG for NULL.
  */
 mlt_err mlt_run_end(mlt_run *run, mlt_run_status status);
 
@@ -630,8 +638,8 @@ void mlt_scope_end(struct mlt_scope *scope);
  * defines `double train_model(int epochs, double learning_rate)`. Each call is a run named
  * "train_model" on the default tracker (mlt_tracker_set_default()), a child of this thread's
  * active run if any; the arguments are logged as params by name (integers in decimal, floating
- * point as the shortest text that reads back to the same value, strings as they are, _Bool as
- * true/false); the body runs with the run active (mlt_active_run()); the returned value is logged
+ * point as the shortest text that reads back to the same value, strings as they are and a NULL
+ * string as "None", _Bool as true/false); the body runs with the run active (mlt_active_run()); the returned value is logged
  * as the metric "result" and the duration as "duration_s"; the run ends FINISHED, or FAILED if
  * the body called mlt_run_fail(mlt_active_run()). Without a default tracker, or if tracking fails,
  * the body still runs. The return type must be arithmetic; 1 to 8 arguments.
@@ -667,7 +675,9 @@ void mlt_scope_end(struct mlt_scope *scope);
 struct mlt_scope mlt_tracked_begin(const char *name);
 /** Tracked-function support: logs "result" (if has_result) and "duration_s", ends the run. */
 void mlt_tracked_end(struct mlt_scope *scope, int has_result, double result);
-/** Tracked-function support: log an argument as a param (errors go to mlt_last_error()). */
+/** Tracked-function support: log an argument as a param (errors go to mlt_last_error()).
+ *  mlt_param_str() logs a NULL string as "None", the text MLflow's Python client logs for None
+ *  (so that runs of both can be compared and filtered alike). */
 void mlt_param_i64(mlt_run *run, const char *key, long long value);
 void mlt_param_u64(mlt_run *run, const char *key, unsigned long long value);
 void mlt_param_f64(mlt_run *run, const char *key, double value);

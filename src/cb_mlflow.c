@@ -21,6 +21,7 @@ typedef struct live_run {
     char key[37];
     uint32_t run_no;
     mlt_run *run;
+    bool attach_pending; /* an attached run whose ATTACH record is not written yet */
 } live_run;
 
 typedef struct mlflow_cb {
@@ -53,15 +54,6 @@ static live_run *find_live(mlflow_cb *m, const char *key)
     return NULL;
 }
 
-/* The journal number of a run, or 0 if the callback does not know it. */
-static uint32_t run_no_of(mlflow_cb *m, const char *key)
-{
-    pthread_mutex_lock(&m->lock);
-    live_run *l = find_live(m, key);
-    uint32_t n = l ? l->run_no : 0;
-    pthread_mutex_unlock(&m->lock);
-    return n;
-}
 
 /* Sender thread: the server created a run. */
 static void on_run_id(const char *run_key, const char *run_id, const char *experiment_id,
@@ -119,6 +111,43 @@ static mlt_err append(mlflow_cb *m, mlt__rec_type type, mlt__buf *b, bool capped
     return err;
 }
 
+/* An attached run's ATTACH record is written just before the first record logged into it: a
+ * run that nothing is logged into (bad input, a program that only reads its run) leaves nothing
+ * in the journal, so nothing waits for a run the server may not have. Call with m->lock held;
+ * appends go under the journal's own lock, taken after it. */
+static mlt_err attach_now(mlflow_cb *m, live_run *l)
+{
+    if (!l->attach_pending) {
+        return MLT_OK;
+    }
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_attach(&b, l->run_no, l->key, mlt__opt_str(m->opts, MLT__OPT_RUN_ID),
+                        mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_NAME),
+                        mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID));
+    mlt_err err = append(m, MLT__REC_ATTACH, &b, false);
+    if (err == MLT_OK) {
+        l->attach_pending = false;
+        mlt__run_use_ring(l->run);
+    }
+    return err;
+}
+
+/* The journal number of a run, its ATTACH written first if it is still due; 0 (and an error)
+ * when the callback does not know the run. */
+static mlt_err ready_run_no(mlflow_cb *m, const char *key, uint32_t *run_no)
+{
+    pthread_mutex_lock(&m->lock);
+    live_run *l = find_live(m, key);
+    mlt_err err = l ? attach_now(m, l) : MLT_OK;
+    *run_no = l ? l->run_no : 0;
+    pthread_mutex_unlock(&m->lock);
+    if (!l) {
+        return mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", key);
+    }
+    return err;
+}
+
 static mlt_err on_start(const mlt_run_info *info, void *ud)
 {
     mlflow_cb *m = ud;
@@ -139,18 +168,24 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
     snprintf(l->key, sizeof l->key, "%s", info->run_key);
     l->run_no = run_no;
     l->run = info->run;
+    /* another process's run: logged into (attach_now), never created (its owner tagged it) */
+    l->attach_pending = info->run->attached;
     info->run->sink_run_no = run_no;
+    if (info->parent_run_key) {
+        /* a child of an attached run names it: its ATTACH goes first */
+        live_run *parent = find_live(m, info->parent_run_key);
+        err = parent ? attach_now(m, parent) : MLT_OK;
+    }
     pthread_mutex_unlock(&m->lock);
+    if (info->run->attached) {
+        return MLT_OK;
+    }
 
     const char *exp_name = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_NAME);
     const char *exp_id = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID);
     mlt__buf b;
     mlt__buf_init(&b);
-    if (info->run->attached) {
-        /* another process's run: logged into, never created (its owner tagged it) */
-        mlt__rec_put_attach(&b, run_no, info->run_key, mlt__opt_str(m->opts, MLT__OPT_RUN_ID),
-                            exp_name, exp_id);
-        err = append(m, MLT__REC_ATTACH, &b, false);
+    if (err != MLT_OK) {
         goto out;
     }
 
@@ -164,7 +199,11 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
     mlt__rec_put_create(&b, run_no, info->run_key, info->parent_run_key, info->run_name,
                         exp_name, exp_id, info->start_time_ms, keys, values, n);
     err = append(m, MLT__REC_CREATE, &b, false);
+    if (err == MLT_OK) {
+        mlt__run_use_ring(info->run); /* its points may follow the create now */
+    }
 out:
+    mlt__buf_free(&b);
     if (err != MLT_OK) {
         pthread_mutex_lock(&m->lock);
         live_run *gone = find_live(m, info->run_key);
@@ -179,9 +218,10 @@ out:
 static mlt_err kv(mlflow_cb *m, mlt__rec_type type, const mlt_run_info *info, const char *key,
                   const char *value)
 {
-    uint32_t run_no = run_no_of(m, info->run_key);
-    if (!run_no) {
-        return mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", info->run_key);
+    uint32_t run_no;
+    mlt_err err = ready_run_no(m, info->run_key, &run_no);
+    if (err != MLT_OK) {
+        return err;
     }
     mlt__buf b;
     mlt__buf_init(&b);
@@ -204,6 +244,13 @@ static mlt_err fast_metric(void *ud, mlt_run *run, const mlt_key *key, double va
                            int64_t step, int64_t ts)
 {
     mlflow_cb *m = ud;
+    if (run->attached) {
+        uint32_t run_no;
+        mlt_err err = ready_run_no(m, run->key, &run_no);
+        if (err != MLT_OK) {
+            return err;
+        }
+    }
     if (atomic_load_explicit(&m->ring->pending, memory_order_relaxed) >= m->cap) {
         mlt_err err = make_room(m, 64);
         if (err != MLT_OK) {
@@ -232,14 +279,15 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     pthread_mutex_lock(&m->lock);
     live_run *l = find_live(m, info->run_key);
     uint32_t run_no = l ? l->run_no : 0;
+    bool wrote = l && !l->attach_pending;
     if (l) {
-        *l = m->live[--m->n_live]; /* the handle is freed after this callback */
+        *l = m->live[--m->n_live]; /* the run is over for the journal */
     }
     pthread_mutex_unlock(&m->lock);
     if (!run_no) {
         return mlt__fail(MLT_ERR_STATE, "mlflow callback: run %s is unknown", info->run_key);
     }
-    if (info->run->attached) {
+    if (info->run->attached || !wrote) {
         return MLT_OK; /* its owner ends it */
     }
     mlt__buf b;
@@ -350,6 +398,7 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
                                                                     : RING_WAIT_MS;
     m->ring->full_fail_fast = m->opts->queue_full_fail;
     m->cap = (uint64_t)m->opts->queue_max_bytes;
+    m->ring->cap = m->cap;
     m->sync_always = m->opts->fsync_mode == MLT__FSYNC_ALWAYS;
     err = mlt__journal_start_writer(m->journal, notify_sender, m->sender,
                                     (int)m->opts->fsync_interval_ms);
@@ -421,7 +470,7 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
         .on_close = on_close,
     };
     /* fsync=always: every point goes through fast_metric, which syncs */
-    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring, m->cap,
+    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring,
                                on_fork_child};
     err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {

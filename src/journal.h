@@ -92,6 +92,8 @@ typedef struct mlt__ring {
     bool full_fail_fast;   /* ...unless the writer is failing: then it fails at once */
     atomic_bool writer_failing; /* the writer's last drain failed (werr says why) */
     _Atomic uint64_t pending; /* undelivered bytes in the segments (mlt__journal_pending_bytes) */
+    uint64_t cap;          /* the hot path puts points here while pending is below it (the
+                            * queue's cap; 0: never, as in a forked child) */
     struct mlt__journal *j;
 } mlt__ring;
 

@@ -159,9 +159,10 @@ void mlt_param_bool(mlt_run *run, const char *key, _Bool value)
     param_text(run, key, value ? "true" : "false");
 }
 
+/* NULL is "None", the text MLflow's Python client logs for None: runs of both compare. */
 void mlt_param_str(mlt_run *run, const char *key, const char *value)
 {
-    param_text(run, key, value ? value : "(null)");
+    param_text(run, key, value ? value : "None");
 }
 
 /* ---- mlt_track ---- */

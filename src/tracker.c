@@ -19,6 +19,8 @@
 
 static _Atomic(mlt_tracker *) default_tracker;
 
+static void free_run(mlt_run *run);
+
 /* ---- tracker ---- */
 
 /* ---- fork ---- */
@@ -45,7 +47,9 @@ static void fork_child(void)
 {
     for (mlt_tracker *t = registry; t; t = t->reg_next) {
         t->forked = true;
-        t->ring = NULL; /* the hot path takes the slow path, which refuses */
+        if (t->ring) {
+            t->ring->cap = 0; /* the hot path takes the slow path, which refuses */
+        }
         for (size_t i = 0; i < t->n_cbs; i++) {
             if (t->cbs[i].ext.on_fork_child) {
                 t->cbs[i].ext.on_fork_child(t->cbs[i].userdata);
@@ -298,7 +302,6 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
             t->n_cbs++;
             bool alone = t->n_cbs == 1;
             t->ring = alone ? ext->ring : NULL;
-            t->ring_cap = alone ? ext->ring_cap : 0;
             t->fast_metric = alone ? ext->fast_metric : NULL;
             t->fast_ud = alone ? userdata : NULL;
         }
@@ -417,6 +420,10 @@ mlt_err mlt_tracker_close(mlt_tracker *t, int timeout_ms)
             t->cbs[i].cb.on_close(t->cbs[i].userdata);
         }
     }
+    for (mlt_run *r = t->ended, *next; r; r = next) {
+        next = r->next_sibling;
+        free_run(r);
+    }
     mlt_tracker *expected = t;
     atomic_compare_exchange_strong(&default_tracker, &expected, NULL);
     free(t->cbs);
@@ -523,13 +530,21 @@ static void unlink_run(mlt_run *run)
     pthread_mutex_unlock(&t->lock);
 }
 
-static void free_run(mlt_run *run)
+/* The params a run remembers (to refuse a changed value), no longer needed once it ended. */
+static void free_params(mlt_run *run)
 {
     for (size_t i = 0; i < run->n_params; i++) {
         free(run->params[i].key);
         free(run->params[i].value);
     }
     free(run->params);
+    run->params = NULL;
+    run->n_params = run->cap_params = 0;
+}
+
+static void free_run(mlt_run *run)
+{
+    free_params(run);
     free(run->name);
     free(atomic_load(&run->run_id));
     pthread_mutex_destroy(&run->lock);
@@ -568,6 +583,8 @@ static mlt_err start_run(mlt_tracker *t, mlt_run *parent, const char *name, mlt_
     run->start_ms = mlt__now_ms();
     run->start_mono_ns = mlt__mono_ns();
     atomic_init(&run->failed, 0);
+    atomic_init(&run->ended, false);
+    atomic_init(&run->ring, NULL);
     atomic_init(&run->run_id, NULL);
     pthread_mutex_init(&run->lock, NULL);
     if (run->attached && run_id && mlt__run_set_id(run, run_id) != MLT_OK) {
@@ -619,12 +636,39 @@ mlt_err mlt_run_start(mlt_tracker *t, const char *name, mlt_run **out)
     return counted(t, start_run(t, NULL, name, out));
 }
 
+/* What a call on a run that ended returns (run_end keeps the handle valid until close). */
+static mlt_err ended_err(const mlt_run *run, const char *call)
+{
+    if (run->name) {
+        return mlt__fail(MLT_ERR_STATE, "%s: run '%.250s' (key %s) has ended: nothing more can be "
+                                        "logged into it",
+                         call, run->name, run->key);
+    }
+    return mlt__fail(MLT_ERR_STATE,
+                     "%s: run %s has ended: nothing more can be logged into it", call, run->key);
+}
+
+static bool has_ended(const mlt_run *run)
+{
+    return atomic_load_explicit(&((mlt_run *)run)->ended, memory_order_acquire);
+}
+
 mlt_err mlt_run_start_child(mlt_run *parent, const char *name, mlt_run **out)
 {
     if (!parent) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "parent run is required");
     }
+    if (!parent->tracker->forked && has_ended(parent)) {
+        return counted(parent->tracker, ended_err(parent, "run_start_child"));
+    }
     return counted(parent->tracker, start_run(parent->tracker, parent, name, out));
+}
+
+void mlt__run_use_ring(mlt_run *run)
+{
+    if (run->tracker->ring && !has_ended(run)) {
+        atomic_store_explicit(&run->ring, run->tracker->ring, memory_order_release);
+    }
 }
 
 /* Calls one hook of every callback; the first error wins. */
@@ -710,6 +754,9 @@ static mlt_err check_entry(mlt_run *run, mlt__kind kind, const char *key, const 
     }
     if (run->tracker->forked) {
         return forked_err();
+    }
+    if (has_ended(run)) {
+        return counted(run->tracker, ended_err(run, calls[kind]));
     }
     size_t len;
     char *msg = mlt__fail_buf(&len);
@@ -849,6 +896,9 @@ static mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value, int
     if (t->forked) {
         return forked_err();
     }
+    if (has_ended(run)) {
+        return counted(t, ended_err(run, "log_metric"));
+    }
     if (t->fast_metric) {
         mlt_err err = t->fast_metric(t->fast_ud, run, k, value, step, ts);
         return err == MLT_OK ? MLT_OK : counted(t, err);
@@ -877,26 +927,25 @@ static mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value, int
 static inline mlt_err log_metric_k(mlt_run *run, const mlt_key *k, double value, int64_t step,
                                    int64_t ts)
 {
-    mlt_tracker *t = run->tracker;
-    mlt__ring *r = t->ring;
-    if (r && atomic_load_explicit(&r->pending, memory_order_relaxed) < t->ring_cap) {
+    mlt__ring *r = atomic_load_explicit(&run->ring, memory_order_relaxed);
+    if (r && atomic_load_explicit(&r->pending, memory_order_relaxed) < r->cap) {
         mlt_err err = mlt__ring_put(r, run->sink_run_no, k->id | MLT__RING_MS, value, ts, step);
-        return err == MLT_OK ? MLT_OK : counted(t, err);
+        return err == MLT_OK ? MLT_OK : counted(run->tracker, err);
     }
     return dispatch_metric(run, k, value, step, ts);
 }
 
 /* The hot path's slow ends, out of line so that the hot path itself needs no stack frame. */
-static __attribute__((noinline)) mlt_err ring_slow(mlt_run *run, int rc, uint32_t key_id,
-                                                   double value, int64_t ts, int64_t step)
+static __attribute__((noinline)) mlt_err ring_slow(mlt_run *run, mlt__ring *r, int rc,
+                                                   uint32_t key_id, double value, int64_t ts,
+                                                   int64_t step)
 {
-    mlt_tracker *t = run->tracker;
     if (rc > 0) {
-        mlt__ring_wake(t->ring);
+        mlt__ring_wake(r);
         return MLT_OK;
     }
-    mlt_err err = mlt__ring_full(t->ring, run->sink_run_no, key_id, value, ts, step);
-    return err == MLT_OK ? MLT_OK : counted(t, err);
+    mlt_err err = mlt__ring_full(r, run->sink_run_no, key_id, value, ts, step);
+    return err == MLT_OK ? MLT_OK : counted(run->tracker, err);
 }
 
 static __attribute__((noinline)) mlt_err log_metric_now_slow(mlt_run *run, const mlt_key *k,
@@ -909,12 +958,11 @@ static __attribute__((noinline)) mlt_err log_metric_now_slow(mlt_run *run, const
 static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double value, int64_t step)
 {
 #ifdef MLT__HAVE_TSC
-    mlt_tracker *t = run->tracker;
-    mlt__ring *r = t->ring;
-    if (r && r->tsc && atomic_load_explicit(&r->pending, memory_order_relaxed) < t->ring_cap) {
+    mlt__ring *r = atomic_load_explicit(&run->ring, memory_order_relaxed);
+    if (r && r->tsc && atomic_load_explicit(&r->pending, memory_order_relaxed) < r->cap) {
         int64_t ts = mlt__tsc();
         int rc = mlt__ring_try(r, run->sink_run_no, k->id, value, ts, step);
-        return rc == 0 ? MLT_OK : ring_slow(run, rc, k->id, value, ts, step);
+        return rc == 0 ? MLT_OK : ring_slow(run, r, rc, k->id, value, ts, step);
     }
 #endif
     return log_metric_now_slow(run, k, value, step);
@@ -997,6 +1045,9 @@ mlt_err mlt_run_end(mlt_run *run, mlt_run_status status)
     if (run->tracker->forked) {
         return forked_err(); /* the parent's run: left as it is */
     }
+    if (has_ended(run)) {
+        return counted(run->tracker, ended_err(run, "run_end"));
+    }
     if (status != MLT_RUN_FINISHED && status != MLT_RUN_FAILED && status != MLT_RUN_KILLED) {
         status = MLT_RUN_FAILED;
     }
@@ -1013,6 +1064,9 @@ mlt_err mlt_run_end(mlt_run *run, mlt_run_status status)
     if (status == MLT_RUN_FINISHED && atomic_load(&run->failed)) {
         status = MLT_RUN_FAILED;
     }
+    /* from here on every call on the run refuses, the hot path's too (no ring) */
+    atomic_store_explicit(&run->ring, NULL, memory_order_relaxed);
+    atomic_store_explicit(&run->ended, true, memory_order_release);
     bool sys = run->tracker->sys_started && !run->parent;
     if (sys) {
         pthread_mutex_lock(&run->tracker->sys_lock); /* not while the sampler logs into it */
@@ -1038,8 +1092,14 @@ mlt_err mlt_run_end(mlt_run *run, mlt_run_status status)
                      "run end failed");
         }
     }
+    /* the handle stays valid until the tracker is closed (a call on it refuses): the list of
+     * ended runs keeps it, without what only an open run needs */
+    free_params(run);
     mlt_tracker *owner = run->tracker;
-    free_run(run);
+    pthread_mutex_lock(&owner->lock);
+    run->next_sibling = owner->ended;
+    owner->ended = run;
+    pthread_mutex_unlock(&owner->lock);
     return counted(owner, finish_err(&fe));
 }
 

@@ -24,8 +24,8 @@ typedef mlt_err (*mlt__key_fn)(void *ud, const mlt_key *key);
 typedef struct mlt__sink_ext {
     mlt__fast_metric_fn fast_metric; /* a metric with its registered key (over on_metric) */
     mlt__key_fn on_key;              /* every key registered, before a point names it */
-    struct mlt__ring *ring;          /* points go straight into this ring while... */
-    uint64_t ring_cap;               /* ...its undelivered bytes are below this */
+    struct mlt__ring *ring;          /* points go straight into this ring (mlt__run_use_ring)
+                                      * while its undelivered bytes are below ring->cap */
     void (*on_fork_child)(void *ud); /* in a forked child, which will never use the sink: let go
                                       * of what the parent must keep alone (no lock, no malloc) */
 } mlt__sink_ext;
@@ -57,6 +57,7 @@ struct mlt_tracker {
     atomic_bool started; /* a run has started: the callback list is frozen */
     pthread_mutex_t lock;
     mlt_run *runs;       /* open top-level runs (linked through next_sibling) */
+    mlt_run *ended;      /* runs that ended: their handles stay valid until close */
     char *experiment_id; /* resolved by the MLflow callback, for UI addresses */
     atomic_ullong errors; /* calls on the tracker or its runs that failed */
     char last_error[512]; /* the message of the latest of them (under lock) */
@@ -67,9 +68,9 @@ struct mlt_tracker {
     _Atomic(mlt_key *) key_cache[MLT__KEY_CACHE];
     mlt_key *all_keys;
     uint32_t n_keys;
-    /* the only callback's extension, if it has one: the hot path uses it directly */
+    /* the only callback's extension, if it has one: the hot path uses it directly (a run
+     * takes the ring once its sink says so: mlt__run_use_ring) */
     struct mlt__ring *ring;
-    uint64_t ring_cap;
     mlt__fast_metric_fn fast_metric;
     void *fast_ud;
     /* system metrics (option system_metrics): a sampler thread logs into the top-level runs;
@@ -90,10 +91,15 @@ typedef struct mlt__param_rec {
 } mlt__param_rec;
 
 struct mlt_run {
+    /* the ring the hot path puts this run's points in; NULL: the slow path (no ring, the sink
+     * not ready for the run, or the run ended) */
+    _Atomic(struct mlt__ring *) ring;
     mlt_tracker *tracker;
     mlt_run *parent;
     mlt_run *children;     /* open children */
-    mlt_run *next_sibling; /* in the parent's or tracker's list */
+    mlt_run *next_sibling; /* in the parent's or tracker's list of open runs, or in the
+                            * tracker's list of ended runs */
+    atomic_bool ended;     /* mlt_run_end() was called: every call but the getters refuses */
     char key[37];
     char *name;
     int64_t start_ms;
@@ -116,6 +122,11 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
 
 /* Fills info from run. */
 void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_key);
+
+/* From now on the run's points go straight into the ring of the tracker's only sink (if it has
+ * one and the run is open). Called by that sink once the run's records may follow in its
+ * journal. */
+void mlt__run_use_ring(mlt_run *run);
 
 /* Records the server run id (copied). Called by the MLflow callback. */
 mlt_err mlt__run_set_id(mlt_run *run, const char *run_id);

@@ -1503,6 +1503,115 @@ START_TEST(null_run_is_invalid_arg_for_every_call)
 }
 END_TEST
 
+/* Every call that would log into a run that ended (as Python users do with a run object) is
+ * refused with MLT_ERR_STATE naming the run; the handle stays readable until close. */
+static void expect_ended(mlt_err err, const char *name)
+{
+    ck_assert_int_eq(err, MLT_ERR_STATE);
+    ck_assert_msg(contains(mlt_last_error(), "has ended"), "'%s'", mlt_last_error());
+    ck_assert_msg(contains(mlt_last_error(), name), "'%s'", mlt_last_error());
+}
+
+START_TEST(calls_on_an_ended_run_are_refused_naming_the_run)
+{
+    fixture fx;
+    fx_init(&fx, 1);
+    mlt_run *run, *child = NULL;
+    ck_assert_int_eq(mlt_run_start(fx.t, "train", &run), MLT_OK);
+    ck_assert_int_eq(mlt_log_param(run, "lr", "0.1"), MLT_OK);
+    ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, 0), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    size_t events = fx.log.n;
+    const mlt_key *k;
+    ck_assert_int_eq(mlt_metric_key(fx.t, "loss", &k), MLT_OK);
+
+    expect_ended(mlt_log_param(run, "lr", "0.1"), "'train'");
+    expect_ended(mlt_log_param(run, "other", "1"), "'train'");
+    expect_ended(mlt_log_metric(run, "loss", 2.0, 1), "'train'");
+    expect_ended(mlt_log_metric(run, "never/seen", 2.0, 1), "'train'");
+    expect_ended(mlt_log_metric_at(run, "loss", 2.0, 1, 5), "'train'");
+    expect_ended(mlt_log_metric_key(run, k, 2.0, 1), "'train'");
+    expect_ended(mlt_set_tag(run, "t", "v"), "'train'");
+    expect_ended(mlt_run_start_child(run, "c", &child), "'train'");
+    ck_assert_ptr_null(child);
+    expect_ended(mlt_run_end(run, MLT_RUN_FAILED), "'train'");
+    ck_assert_uint_eq(fx.log.n, events); /* no callback heard of any of them */
+    ck_assert_uint_eq(mlt_tracker_error_count(fx.t), 9);
+
+    /* what the handle tells stays readable */
+    ck_assert_str_eq(mlt_run_name(run), "train");
+    ck_assert_ptr_nonnull(mlt_run_key(run));
+    ck_assert_ptr_eq(mlt_run_tracker(run), fx.t);
+    ck_assert_int_eq(fx_close(&fx), MLT_OK);
+    ck_assert_uint_eq(count_ev(&fx, -1, EV_END), 1);
+    fx_free(&fx);
+}
+END_TEST
+
+START_TEST(an_unnamed_ended_run_is_named_by_its_key)
+{
+    fixture fx;
+    fx_init(&fx, 1);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    expect_ended(mlt_log_metric(run, "loss", 2.0, 1), mlt_run_key(run));
+    fx_free(&fx);
+}
+END_TEST
+
+START_TEST(children_ended_with_their_parent_stay_valid_handles)
+{
+    fixture fx;
+    fx_init(&fx, 1);
+    mlt_run *parent, *child;
+    ck_assert_int_eq(mlt_run_start(fx.t, "parent", &parent), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(parent, "child", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(parent, MLT_RUN_FINISHED), MLT_OK);
+    expect_ended(mlt_set_tag(child, "t", "v"), "'child'");
+    expect_ended(mlt_run_end(child, MLT_RUN_FINISHED), "'child'");
+    ck_assert_ptr_eq(mlt_run_parent(child), parent);
+    ck_assert_uint_eq(count_ev(&fx, -1, EV_END), 2);
+    fx_free(&fx);
+}
+END_TEST
+
+/* The same through the MLflow callback alone, whose points skip every check on the hot path:
+ * an ended run has no ring, so its points take the slow path, which refuses. */
+START_TEST(an_ended_runs_points_are_refused_on_the_hot_path_too)
+{
+    char tmp[PATH_MAX], qdir[PATH_MAX + 16], err[256] = "";
+    mlt_test_tmpdir(tmp, sizeof tmp, "ended");
+    snprintf(qdir, sizeof qdir, "%s/queue", tmp);
+    mlt_options *o = mlt_options_new();
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:9", err, sizeof err),
+                     MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", qdir, err, sizeof err), MLT_OK);
+    mlt_tracker *t;
+    ck_assert_int_eq(mlt_tracker_new(&t, o, err, sizeof err), MLT_OK);
+    mlt_options_free(o);
+    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_run *run;
+    const mlt_key *k;
+    ck_assert_int_eq(mlt_metric_key(t, "loss", &k), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(t, "hot", &run), MLT_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, i), MLT_OK);
+        ck_assert_int_eq(mlt_log_metric_key(run, k, 1.0, i), MLT_OK);
+    }
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    expect_ended(mlt_log_metric(run, "loss", 1.0, 9), "'hot'");
+    expect_ended(mlt_log_metric_key(run, k, 1.0, 9), "'hot'");
+    expect_ended(mlt_log_metric_at(run, "loss", 1.0, 9, 1), "'hot'");
+    mlt_queue_stats st;
+    ck_assert_int_eq(mlt_tracker_flush(t, 0) == MLT_OK, 0); /* the server is away */
+    ck_assert_int_eq(mlt_tracker_queue_stats(t, &st), MLT_OK);
+    ck_assert_uint_eq(st.queued, 8); /* create, 6 points, end: nothing of the ended run */
+    mlt_tracker_close(t, 0);
+    mlt_test_remove_tree(tmp);
+}
+END_TEST
+
 START_TEST(ui_url_without_mlflow_callback_is_state_error)
 {
     mlt_options *opts = mlt_options_new();
@@ -1819,6 +1928,12 @@ MLT_TRACKED(long long, tracked_mixed, (const char *, label), (_Bool, flag),
            (long long)(ratio * 10) + big % 5 + letter;
 }
 
+MLT_TRACKED(int, tracked_label, (const char *, label), (char *, path))
+{
+    note_active();
+    return (label ? 1 : 0) + (path ? 2 : 0);
+}
+
 MLT_TRACKED(int, tracked_eight, (int, a), (int, b), (int, c), (int, d), (int, e), (int, f),
             (int, g), (int, h))
 {
@@ -2006,6 +2121,31 @@ START_TEST(tracked_args_of_every_type_are_formatted_as_documented)
     ck_assert_str_eq(param_of(&fx, g_active_key.s, "count"), "0");
     ck_assert_str_eq(ratio, "0.33333334");
     ck_assert(strtof(ratio, NULL) == 1.0f / 3.0f);
+    fx_free(&fx);
+}
+END_TEST
+
+/* A NULL string argument is logged as "None", as MLflow's Python client logs None: defined,
+ * where printf's "(null)" is not. */
+START_TEST(tracked_null_string_args_are_logged_as_none)
+{
+    fixture fx;
+    fx_init_default(&fx);
+    ck_assert_int_eq(tracked_label(NULL, NULL), 0);
+    const event *s = start_named(&fx, "tracked_label");
+    ck_assert_str_eq(param_of(&fx, s->run_key, "label"), "None");
+    ck_assert_str_eq(param_of(&fx, s->run_key, "path"), "None");
+    char path[] = "/data";
+    ck_assert_int_eq(tracked_label("x", path), 3);
+    ck_assert_str_eq(param_of(&fx, g_active_key.s, "label"), "x");
+    ck_assert_str_eq(param_of(&fx, g_active_key.s, "path"), "/data");
+
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(fx.t, "direct", &run), MLT_OK);
+    const char *none = NULL;
+    mlt_log_param_value(run, "none", none);
+    ck_assert_str_eq(param_of(&fx, mlt_run_key(run), "none"), "None");
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     fx_free(&fx);
 }
 END_TEST
@@ -2914,5 +3054,10 @@ int main(void)
     MLT_ADD_TEST(s, threads_logging_to_one_run_deliver_every_event_once);
     MLT_ADD_TEST(s, threads_logging_one_param_send_it_once);
     MLT_ADD_TEST(s, active_run_is_per_thread);
+    MLT_ADD_TEST(s, calls_on_an_ended_run_are_refused_naming_the_run);
+    MLT_ADD_TEST(s, tracked_null_string_args_are_logged_as_none);
+    MLT_ADD_TEST(s, an_unnamed_ended_run_is_named_by_its_key);
+    MLT_ADD_TEST(s, children_ended_with_their_parent_stay_valid_handles);
+    MLT_ADD_TEST(s, an_ended_runs_points_are_refused_on_the_hot_path_too);
     return mlt_test_run_suite(s);
 }
