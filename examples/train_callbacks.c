@@ -38,13 +38,14 @@ static mlt_err best_on_run_end(const mlt_run_info *info, mlt_run_status status,
     return MLT_OK;
 }
 
-/* Waits (up to 5 s) for the queue to deliver the run so far, then prints its id and MLflow UI
- * address; without a server the run stays queued, which is not an error. */
+/* Waits (up to 10 s) for the queue to deliver the run so far, then prints its id and MLflow UI
+ * address; without a server the run stays queued (the flush says so at once), which is not an
+ * error. */
 static void print_run(mlt_tracker *tracker, mlt_run *run)
 {
     char url[1024];
     mlt_queue_stats stats;
-    if (mlt_tracker_flush(tracker, 5000) == MLT_OK &&
+    if (mlt_tracker_flush(tracker, 10000) == MLT_OK &&
         mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
         printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
     } else if (mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0) {
@@ -54,22 +55,20 @@ static void print_run(mlt_tracker *tracker, mlt_run *run)
     }
 }
 
-/* Closes the tracker. Runs still queued (no server) are not a failure; records the server
- * refused are. */
+/* Closes the tracker. Runs kept in the queue (no server: the close says so at once) are not a
+ * failure; records the server refused are. */
 static int finish(mlt_tracker *tracker, const char *prog)
 {
     mlt_queue_stats stats;
-    mlt_tracker_flush(tracker, 5000); /* so that the counters include the run's end */
+    mlt_tracker_flush(tracker, 10000); /* so that the counters include the run's end */
     int failed = mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0;
     if (failed) {
         fprintf(stderr, "%s: the server refused %llu records (see the queue's dead letters)\n",
                 prog, (unsigned long long)stats.rejected);
     }
-    mlt_err rc = mlt_tracker_close(tracker, 5000);
-    if (rc == MLT_ERR_TIMEOUT) {
-        fprintf(stderr, "%s: not delivered yet: kept in the queue for the next program or "
-                        "`mltrack sync`\n",
-                prog);
+    mlt_err rc = mlt_tracker_close(tracker, 10000);
+    if (rc == MLT_ERR_QUEUED || rc == MLT_ERR_TIMEOUT) {
+        fprintf(stderr, "%s: %s\n", prog, mlt_last_error()); /* kept: where, and why */
     } else if (rc != MLT_OK) {
         fprintf(stderr, "%s: %s\n", prog, mlt_last_error());
         failed = 1;

@@ -25,22 +25,20 @@ static void print_run(mlt_tracker *tracker, mlt_run *run)
     }
 }
 
-/* Closes the tracker. Runs still queued (no server) are not a failure; records the server
- * refused are. */
+/* Closes the tracker. Runs kept in the queue (no server: the close says so at once) are not a
+ * failure; records the server refused are. */
 static int finish(mlt_tracker *tracker, const char *prog)
 {
     mlt_queue_stats stats;
-    mlt_tracker_flush(tracker, 5000); /* so that the counters include the run's end */
+    mlt_tracker_flush(tracker, 10000); /* so that the counters include the run's end */
     int failed = mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0;
     if (failed) {
         fprintf(stderr, "%s: the server refused %llu records (see the queue's dead letters)\n",
                 prog, (unsigned long long)stats.rejected);
     }
-    mlt_err rc = mlt_tracker_close(tracker, 5000);
-    if (rc == MLT_ERR_TIMEOUT) {
-        fprintf(stderr, "%s: not delivered yet: kept in the queue for the next program or "
-                        "`mltrack sync`\n",
-                prog);
+    mlt_err rc = mlt_tracker_close(tracker, 10000);
+    if (rc == MLT_ERR_QUEUED || rc == MLT_ERR_TIMEOUT) {
+        fprintf(stderr, "%s: %s\n", prog, mlt_last_error()); /* kept: where, and why */
     } else if (rc != MLT_OK) {
         fprintf(stderr, "%s: %s\n", prog, mlt_last_error());
         failed = 1;

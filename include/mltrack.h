@@ -72,6 +72,11 @@ typedef enum mlt_err {
     MLT_ERR_QUEUE_FULL = -21,     /**< The durable queue is at its size cap (policy "fail"). */
     MLT_ERR_CORRUPT = -22,        /**< A journal file is damaged (its bad tail was cut). */
     MLT_ERR_LOCKED = -23,         /**< The journal or queue belongs to a live process. */
+    MLT_ERR_QUEUED = -24,         /**< Not a failure of the data: what was logged is safe in the
+                                       durable queue on disk, not delivered yet (the server
+                                       cannot be reached, refuses TLS, or does not have the run
+                                       the records are for yet). The next tracker on the queue
+                                       or `mltrack sync` delivers it; retriable. */
 } mlt_err;
 
 /** Human-readable text for an error code. Never NULL; unknown codes give "unknown error". */
@@ -325,7 +330,8 @@ mlt_tracker *mlt_tracker_get_default(void);
 /**
  * How many calls on the tracker and its runs have failed so far (run start, logging, run end,
  * flush), for programs that check once at the end rather than at every call, as MLT_TRACKED
- * functions must. Any thread.
+ * functions must. A flush that returned MLT_ERR_QUEUED (the records are safe in the queue) is
+ * not counted. Any thread.
  */
 unsigned long long mlt_tracker_error_count(const mlt_tracker *tracker);
 

@@ -124,7 +124,7 @@ static mlt_err attach_now(mlflow_cb *m, live_run *l)
     mlt__buf_init(&b);
     mlt__rec_put_attach(&b, l->run_no, l->key, mlt__opt_str(m->opts, MLT__OPT_RUN_ID),
                         mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_NAME),
-                        mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID));
+                        mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID), mlt__now_ms());
     mlt_err err = append(m, MLT__REC_ATTACH, &b, false);
     if (err == MLT_OK) {
         l->attach_pending = false;

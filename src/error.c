@@ -40,6 +40,7 @@ static const struct err_entry errors[] = {
     {MLT_ERR_QUEUE_FULL, "MLT_ERR_QUEUE_FULL", "the durable queue is full", 0},
     {MLT_ERR_CORRUPT, "MLT_ERR_CORRUPT", "a journal file is damaged", 0},
     {MLT_ERR_LOCKED, "MLT_ERR_LOCKED", "owned by a running process", 0},
+    {MLT_ERR_QUEUED, "MLT_ERR_QUEUED", "kept in the queue, not delivered yet", 1},
 };
 
 static const struct err_entry *find(mlt_err err)

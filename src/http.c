@@ -67,7 +67,10 @@ double mlt__parse_retry_after(const char *v, int64_t now_ms)
 
 typedef struct curl_tr {
     CURL *h;
-    curl_socket_t fds[4]; /* the handle's open sockets (see quickack) */
+    /* the handle's open sockets (see quickack and curl_interrupt): changed by the requesting
+     * thread under fds_mu, which curl_interrupt takes to shut them down from another thread */
+    curl_socket_t fds[4];
+    pthread_mutex_t fds_mu;
     atomic_bool *abort;
     struct curl_slist *headers;
     char errbuf[CURL_ERROR_SIZE];
@@ -160,24 +163,44 @@ static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_soc
     curl_tr *c = ud;
     (void)purpose;
     curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    pthread_mutex_lock(&c->fds_mu);
     for (size_t i = 0; fd != CURL_SOCKET_BAD && i < sizeof c->fds / sizeof c->fds[0]; i++) {
         if (c->fds[i] == CURL_SOCKET_BAD) {
             c->fds[i] = fd;
             break;
         }
     }
+    pthread_mutex_unlock(&c->fds_mu);
     return fd;
 }
 
 static int close_socket(void *ud, curl_socket_t fd)
 {
     curl_tr *c = ud;
+    /* closed under the lock: curl_interrupt never shuts down a number reused meanwhile */
+    pthread_mutex_lock(&c->fds_mu);
     for (size_t i = 0; i < sizeof c->fds / sizeof c->fds[0]; i++) {
         if (c->fds[i] == fd) {
             c->fds[i] = CURL_SOCKET_BAD;
         }
     }
-    return close(fd);
+    int rc = close(fd);
+    pthread_mutex_unlock(&c->fds_mu);
+    return rc;
+}
+
+/* Another thread: a request in flight ends now, rather than at the progress callback's next
+ * look at the abort flag (once a second while the connection is idle). */
+static void curl_interrupt(void *self)
+{
+    curl_tr *c = self;
+    pthread_mutex_lock(&c->fds_mu);
+    for (size_t i = 0; i < sizeof c->fds / sizeof c->fds[0]; i++) {
+        if (c->fds[i] != CURL_SOCKET_BAD) {
+            shutdown(c->fds[i], SHUT_RDWR);
+        }
+    }
+    pthread_mutex_unlock(&c->fds_mu);
 }
 
 static void curl_perform(void *self, const mlt__http_request *req, mlt__http_response *resp)
@@ -256,6 +279,7 @@ static void curl_destroy(void *self)
     if (c) {
         curl_easy_cleanup(c->h);
         curl_slist_free_all(c->headers);
+        pthread_mutex_destroy(&c->fds_mu);
         free(c);
     }
 }
@@ -284,6 +308,7 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
         free(c);
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
     }
+    pthread_mutex_init(&c->fds_mu, NULL);
     CURL *h = c->h;
     struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
     struct curl_slist *h2 = hs ? curl_slist_append(hs, "Accept: application/json") : NULL;
@@ -346,6 +371,7 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
     out->perform = curl_perform;
     out->destroy = curl_destroy;
     out->set_abort = curl_set_abort;
+    out->interrupt = curl_interrupt;
     out->self = c;
     return MLT_OK;
 }

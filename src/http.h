@@ -38,6 +38,9 @@ typedef struct mlt__transport {
     void (*destroy)(void *self);
     /* Optional: abort a request in flight once *flag is set. */
     void (*set_abort)(void *self, atomic_bool *flag);
+    /* Optional: called on another thread once the abort flag is set, makes a request in flight
+     * end at once (its connection is shut down). */
+    void (*interrupt)(void *self);
     void *self;
 } mlt__transport;
 

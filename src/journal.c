@@ -177,6 +177,8 @@ struct mlt__journal {
     int interval_ms;
     char werr[256];      /* the writer's last failure */
     char *target;        /* the tracking URI it is for (credentials removed), or NULL */
+    /* records appended through this handle, by type (under mu): runs and points it holds */
+    uint64_t appended_runs, appended_points;
 };
 
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
@@ -1124,6 +1126,7 @@ static mlt_err drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, u
             if ((err = write_frames(j, &j->group, seq)) != MLT_OK) {
                 return err;
             }
+            j->appended_points += n;
             if (moved) {
                 *moved += n;
             }
@@ -1790,6 +1793,14 @@ static void put_le32(unsigned char *p, uint32_t v)
     p[3] = (unsigned char)(v >> 24);
 }
 
+void mlt__journal_appended(mlt__journal *j, uint64_t *runs, uint64_t *points)
+{
+    pthread_mutex_lock(&j->mu);
+    *runs = j->appended_runs;
+    *points = j->appended_points;
+    pthread_mutex_unlock(&j->mu);
+}
+
 mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload,
                             size_t len, uint64_t *seq_out)
 {
@@ -1832,6 +1843,8 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
     if ((err = write_frames(j, &j->frame, seq)) != MLT_OK) {
         goto out;
     }
+    j->appended_runs += type == MLT__REC_CREATE;
+    j->appended_points += type == MLT__REC_METRIC;
     if (j->mode == MLT__FSYNC_ALWAYS) {
         if (fdatasync(j->wfd) != 0) {
             err = mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));

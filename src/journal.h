@@ -210,6 +210,10 @@ void mlt__journal_forget_after_fork(mlt__journal *j);
 mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload,
                             size_t len, uint64_t *seq_out);
 
+/* The runs (CREATE records) and metric points appended through this handle since it was made
+ * or opened, the ring's points once moved into the segments. Thread-safe. */
+void mlt__journal_appended(mlt__journal *j, uint64_t *runs, uint64_t *points);
+
 /* Drains the ring, then makes every appended record durable (fdatasync) if any is not yet.
  * Thread-safe. */
 mlt_err mlt__journal_sync(mlt__journal *j);

@@ -96,6 +96,17 @@ static mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__api_answer *a)
     mlt__http_response resp;
     mlt__http_response_init(&resp);
     c->tr.perform(c->tr.self, &hr, &resp);
+    c->requests++;
+    /* No connection (refused, no route, no such host), TLS refused, or a URL libcurl cannot
+     * use: the server cannot be reached, as opposed to reached and slow or failing. */
+    c->last_unreachable = (resp.net_err == MLT_ERR_NETWORK && !resp.maybe_sent) ||
+                          resp.net_err == MLT_ERR_TLS || resp.net_err == MLT_ERR_BAD_OPTION;
+    if (c->last_unreachable) {
+        /* "METHOD URL: what failed": the URL is the server's, said once by whoever reports */
+        const char *why = strstr(resp.errmsg, ": ");
+        snprintf(c->unreachable_why, sizeof c->unreachable_why, "%s",
+                 why ? why + 2 : resp.errmsg);
+    }
     mlt__api_classify(r, &resp, a);
     mlt__http_response_free(&resp);
     free(url);
@@ -251,6 +262,13 @@ static mlt_err find_by_key(mlt__client *c, const char *experiment_id, const char
         return MLT_ERR_PROTOCOL;
     }
     return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
+}
+
+void mlt__client_interrupt(mlt__client *c)
+{
+    if (c->tr.interrupt) {
+        c->tr.interrupt(c->tr.self);
+    }
 }
 
 void mlt__client_set_abort(mlt__client *c, atomic_bool *flag)

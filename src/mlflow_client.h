@@ -24,6 +24,10 @@ typedef struct mlt__client {
     mlt__logger logger;
     double last_retry_after_s; /* Retry-After of the last failed answer, < 0 if none */
     bool last_ambiguous;       /* the last failed request may have reached the server */
+    uint64_t requests;         /* requests made (answered or not) */
+    bool last_unreachable;     /* the last request found no server to talk to: no connection
+                                * (refused, no route, unknown host) or TLS refused... */
+    char unreachable_why[256]; /* ...and the transport's words for it ("Couldn't connect...") */
     /* Called instead of sleeping (tests); NULL: sleep. */
     void (*sleep_fn)(int64_t ms, void *ud);
     void *sleep_ud;
@@ -70,6 +74,8 @@ mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const 
 
 /* Makes the transport abort a request in flight once *flag is set (NULL: never). */
 void mlt__client_set_abort(mlt__client *c, atomic_bool *flag);
+/* Another thread, after setting the abort flag: a request in flight ends now. */
+void mlt__client_interrupt(mlt__client *c);
 
 /* Sends everything in *batch through as many log-batch calls as the limits require. On return
  * *batch describes what was not sent (empty on success). */

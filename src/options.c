@@ -71,6 +71,8 @@ static const struct opt_def {
                                           "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "10"},
     [MLT__OPT_QUEUE_SEGMENT_BYTES] = {"queue_segment_bytes", K_INT, "MLTRACK_QUEUE_SEGMENT_BYTES",
                                       "67108864", 65536, (long long)1 << 32},
+    [MLT__OPT_ATTACH_TIMEOUT] = {"attach_timeout", K_INT, "MLTRACK_ATTACH_TIMEOUT", "604800", 0,
+                                 315360000},
 };
 
 #define MAX_SECONDS 86400.0
@@ -237,6 +239,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case MLT__OPT_QUEUE_FULL: o->queue_full_fail = (int)n; break;
     case MLT__OPT_QUEUE_BLOCK_MS: o->queue_block_ms = n; break;
     case MLT__OPT_LINGER_MS: o->linger_ms = n; break;
+    case MLT__OPT_ATTACH_TIMEOUT: o->attach_timeout_s = n; break;
     case MLT__OPT_SYSTEM_METRICS: o->system_metrics = b; break;
     case MLT__OPT_SYSTEM_METRICS_INTERVAL: o->system_metrics_interval_s = s; break;
     default: break;

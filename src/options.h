@@ -33,6 +33,7 @@ typedef enum mlt__opt {
     MLT__OPT_SYSTEM_METRICS,
     MLT__OPT_SYSTEM_METRICS_INTERVAL,
     MLT__OPT_QUEUE_SEGMENT_BYTES,
+    MLT__OPT_ATTACH_TIMEOUT,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -51,6 +52,7 @@ struct mlt_options {
     int queue_full_fail; /* 1: fail with MLT_ERR_QUEUE_FULL, 0: block */
     long long queue_block_ms;
     long long linger_ms;
+    long long attach_timeout_s;
     int system_metrics;
     double system_metrics_interval_s;
     mlt__logger logger;

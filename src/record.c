@@ -74,13 +74,14 @@ void mlt__rec_put_metric(mlt__buf *b, uint32_t run_no, const char *key, double v
 }
 
 void mlt__rec_put_attach(mlt__buf *b, uint32_t run_no, const char *run_key, const char *run_id,
-                         const char *experiment_name, const char *experiment_id)
+                         const char *experiment_name, const char *experiment_id, int64_t time_ms)
 {
     put_u32(b, run_no);
     put_str(b, run_key);
     put_str(b, run_id);
     put_str(b, experiment_name);
     put_str(b, experiment_id);
+    put_u64(b, (uint64_t)time_ms);
 }
 
 void mlt__rec_put_end(mlt__buf *b, uint32_t run_no, int status, int64_t end_ms)
@@ -171,6 +172,8 @@ mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len, mlt
         out->run_id = get_str(&r);
         out->experiment_name = get_str(&r);
         out->experiment_id = get_str(&r);
+        /* the time it was written came with mltrack 0.2; before, 0: unknown */
+        out->time_ms = r.left == 8 ? (int64_t)get_u64(&r) : 0;
         break;
     case MLT__REC_PARAM:
     case MLT__REC_TAG:

@@ -15,8 +15,9 @@ typedef enum mlt__rec_type {
     MLT__REC_TAG = 4,    /* run_no, key, value */
     MLT__REC_END = 5,    /* run_no, status, end time */
     /* 6 is the journal's POINT (journal.h) */
-    MLT__REC_ATTACH = 7, /* run_no, run key, run id ("" unknown), experiment name/id: log into a
-                          * run another process started; never created or ended from here */
+    MLT__REC_ATTACH = 7, /* run_no, run key, run id ("" unknown), experiment name/id, the time
+                          * it was written (absent before mltrack 0.2: 0): log into a run
+                          * another process started; never created or ended from here */
 } mlt__rec_type;
 
 #define MLT__REC_MAX_TAGS 16
@@ -33,7 +34,8 @@ typedef struct mlt__rec {
     const char *run_id; /* ATTACH: the server's run id, "" when only the key is known */
     const char *value; /* PARAM/TAG */
     double num;        /* METRIC */
-    int64_t time_ms;   /* CREATE: start; METRIC: timestamp; END: end */
+    int64_t time_ms;   /* CREATE: start; METRIC: timestamp; END: end; ATTACH: written (0:
+                        * unknown) */
     int64_t step;      /* METRIC */
     int status;        /* END: mlt_run_status */
     /* CREATE (experiment names also ATTACH) */
@@ -56,7 +58,7 @@ void mlt__rec_put_kv(mlt__buf *b, uint32_t run_no, const char *key, const char *
 void mlt__rec_put_metric(mlt__buf *b, uint32_t run_no, const char *key, double value,
                          int64_t timestamp_ms, int64_t step);
 void mlt__rec_put_attach(mlt__buf *b, uint32_t run_no, const char *run_key, const char *run_id,
-                         const char *experiment_name, const char *experiment_id);
+                         const char *experiment_name, const char *experiment_id, int64_t time_ms);
 void mlt__rec_put_end(mlt__buf *b, uint32_t run_no, int status, int64_t end_ms);
 
 /* Clears r for a record of the given type, keeping where it is (seq, end_pos, size). */

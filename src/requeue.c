@@ -219,7 +219,8 @@ static mlt_err requeue_one(requeue *q, const cJSON *o, const char *line, const c
             return mlt__fail(MLT_ERR_NOMEM, "out of memory");
         }
         mlt__rec_put_attach(&q->rec, r->run_no, key, str_of(o, "run_id"),
-                            str_of(o, "experiment_name"), str_of(o, "experiment_id"));
+                            str_of(o, "experiment_name"), str_of(o, "experiment_id"),
+                            mlt__now_ms()); /* the wait for the run starts again */
         return append(q, MLT__REC_ATTACH);
     }
     bool metric = strcmp(type, "metric") == 0, end = strcmp(type, "end_run") == 0;

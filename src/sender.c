@@ -8,16 +8,25 @@
  * duplicates the server ignores, params with the same value, tags with the latest value, and a
  * run creation is preceded by a search for the run's client key.
  *
- * Locks: s->mu guards stop/wake flags and the flush targets; the journals' own locks guard
- * appends. No lock is held during a network call or a user callback.
+ * Journals are served in turns, one unit each, the tracker's own journal first: a large backlog
+ * adopted from a dead process never holds up what this process logs, and a flush waits for
+ * this process's own records only. A failure of the server (no connection, 5xx, a timeout)
+ * holds every journal back for a backoff; a journal whose records wait for a run that is not on
+ * the server yet (a run another process makes) waits on its own, and the others go on.
+ *
+ * Locks: s->mu guards stop/wake/probe flags, the flush targets and what the last request found;
+ * the journals' own locks guard appends. No lock is held during a network call or a user
+ * callback.
  */
 #include "config.h"
 
 #include "sender.h"
 
 #include "mlflow_client.h"
+#include "queue.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -51,6 +60,17 @@ typedef struct slot {
     bool create_ambiguous; /* a create of this unit may have reached the server */
     int64_t ambiguous_at_ns;
     uint64_t start_acked;  /* acked when added, for the counters */
+    /* WAIT: its next unit waits for a run the server does not have yet */
+    int64_t wait_until_ns;  /* not tried before (monotonic); 0: not waiting */
+    int64_t waited_at_ns;   /* when the current wait began */
+    int waits;              /* waits in a row: each is longer */
+    uint64_t runs_at_wait;  /* runs created by this sender when it began (one since: try now) */
+    char waiting_for[40];   /* the run key it waits for ("" for none) */
+    /* what it delivered (acknowledged or dead-lettered), for what a flush says is kept */
+    _Atomic uint64_t runs_done, points_done;
+    /* an adopted journal all delivered is closed (j NULL, under mu) while the sender lives on:
+     * its records for the counters */
+    uint64_t retired_queued;
 } slot;
 
 struct mlt__sender {
@@ -74,6 +94,13 @@ struct mlt__sender {
     void *on_run_id_ud;
     int failures;   /* consecutive retriable failures */
     char last_error[1024];
+    char *queue_dir; /* where the journals are (for the creator of a run waited for), or NULL */
+    /* what the latest request found (under mu): when it found no server to talk to (no
+     * connection, TLS refused), 0 when it reached one; a flush asks for a probe (under mu) */
+    int64_t down_at_ns;
+    char down_why[256];     /* the transport's words for it (under mu) */
+    uint64_t requests_seen; /* the client's request count when last looked at (sender thread) */
+    bool probe;
     /* counters */
     _Atomic uint64_t sent, acknowledged, retried, rejected;
     uint64_t rejected_points; /* metric records among the rejected (sender thread) */
@@ -81,6 +108,10 @@ struct mlt__sender {
 };
 
 #define WINDOW_MAX 1000 /* entities per unit: one full log batch */
+#define WAIT_FIRST_MS 1000   /* a journal waiting for a run tries again after this... */
+#define WAIT_MAX_MS 30000    /* ...doubling up to this */
+#define WAIT_FLUSH_MS 250    /* ...or this, while this process flushes and it is its own */
+#define DOWN_FRESH_NS 1000000000LL /* a server found away this recently is away: no probe */
 /* How long a run must stay absent from runs/search after an ambiguous create before it is
  * created again: a server may still be working on the first request. */
 #define AMBIGUOUS_SETTLE_NS (5 * 1000000000LL)
@@ -99,6 +130,10 @@ mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf
         mlt_options_free(s->opts);
         free(s);
         return err;
+    }
+    char qdir[PATH_MAX];
+    if (mlt__queue_dir(s->opts, qdir, sizeof qdir) == MLT_OK) {
+        s->queue_dir = mlt__strdup(qdir); /* NULL: waits are never cut short */
     }
     /* The sender retries by itself, with its own waits that a stop interrupts. */
     s->client.max_retries = 0;
@@ -127,6 +162,8 @@ mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
     sl->adopted = adopted;
     sl->cursor = mlt__journal_acked_seq(j);
     sl->start_acked = sl->cursor;
+    atomic_init(&sl->runs_done, 0);
+    atomic_init(&sl->points_done, 0);
     mlt__buf_init(&sl->ctl_buf);
     s->prog.records_total += mlt__journal_last_seq(j) - sl->cursor;
     s->wake = true;
@@ -189,11 +226,12 @@ static const mlt__run_entry *run_by_key(mlt__journal *j, const char *key)
     return NULL;
 }
 
-/* Outcome of delivering part of a unit: done; try again after a backoff; the server refused
- * this record for good (a dead letter: a 400 or 404, or credentials it refuses, 401/403, as
- * the Python client fails such a call at once); or delivery cannot go on (TLS, configuration:
- * nothing is dead-lettered, the unit waits). */
-typedef enum { OK, RETRY, DEAD, FATAL } outcome;
+/* Outcome of delivering part of a unit: done; try again after a backoff (the server failed or
+ * is away); the server refused this record for good (a dead letter: a 400 or 404, or
+ * credentials it refuses, 401/403, as the Python client fails such a call at once); delivery
+ * cannot go on (TLS, configuration: nothing is dead-lettered, the unit waits); or this journal
+ * waits for a run the server does not have yet (the others go on). */
+typedef enum { OK, RETRY, DEAD, FATAL, WAIT } outcome;
 
 /* Keeps msg as the last failure (read by flushing threads under s->mu). */
 static void set_error(mlt__sender *s, const char *msg)
@@ -305,6 +343,7 @@ static void dead_ents(mlt__sender *s, slot *sl, ent **ents, size_t n, const char
         r.step = e->step;
         mlt__journal_dead_letter(sl->j, &r, answer);
         s->rejected_points += e->type == MLT__REC_METRIC;
+        atomic_fetch_add(&sl->points_done, e->type == MLT__REC_METRIC);
         ents[i]->done = true;
     }
     mlt__log(&s->opts->logger, MLT_LOG_WARN,
@@ -407,6 +446,7 @@ static outcome deliver_window(mlt__sender *s, slot *sl)
                     points += mine[i]->type == MLT__REC_METRIC;
                 }
                 s->prog.points_sent += points - rej_points;
+                atomic_fetch_add(&sl->points_done, points - rej_points);
                 report(s, MLT_OP_LOG, MLT_DELIVERY_ACKNOWLEDGED, re->key, re->run_id,
                        re->experiment_id, (uint32_t)(n - rej), NULL);
             }
@@ -471,6 +511,7 @@ static outcome dead_run(mlt__sender *s, slot *sl, const mlt__rec *r, const char 
 {
     mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, r->key, NULL, exp_id, MLT__RUN_DEAD);
     mlt__journal_dead_letter(sl->j, r, why);
+    atomic_fetch_add(&sl->runs_done, r->type == MLT__REC_CREATE);
     report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_REJECTED, r->key, NULL, exp_id, 1, why);
     log_msg(s, MLT_LOG_ERROR, why);
     /* the mapping must be durable before the record is acked */
@@ -509,7 +550,10 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
                 mlt__mono_ns() - sl->ambiguous_at_ns < AMBIGUOUS_SETTLE_NS) {
                 snprintf(msg, sizeof msg, "create run: waiting to see whether run %s was made",
                          r->key);
-                err = MLT_ERR_TIMEOUT;
+                set_error(s, msg);
+                sl->wait_until_ns = sl->ambiguous_at_ns + AMBIGUOUS_SETTLE_NS;
+                free(exp_id);
+                return WAIT;
             }
         }
         if (err == MLT_ERR_NOT_FOUND) {
@@ -541,6 +585,7 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
     mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, r->key, run_id, exp_id, MLT__RUN_OPEN);
     if (perr == MLT_OK) {
         s->prog.runs_created++;
+        atomic_fetch_add(&sl->runs_done, 1);
         report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_ACKNOWLEDGED, r->key, run_id, exp_id, 1, NULL);
         if (s->on_run_id) {
             s->on_run_id(r->key, run_id, exp_id, s->on_run_id_ud);
@@ -552,9 +597,44 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
     return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
 }
 
+/*
+ * An attached run the server does not have (yet): its creator's journal may not be delivered,
+ * here or in another queue, so the journal waits for it (WAIT) and the others go on. Once the
+ * ATTACH record is attach_timeout old and no journal of this queue creates the run, it is
+ * refused for good (DEAD, with last_error saying why): its records become dead letters, which
+ * `mltrack requeue` can bring back. A record without its time (mltrack 0.1) waits for ever.
+ */
+static outcome attach_missing(mlt__sender *s, slot *sl, const mlt__rec *r, const char *exp_id)
+{
+    char msg[1024];
+    int64_t waited_ms = r->time_ms > 0 ? mlt__now_ms() - r->time_ms : -1;
+    if (waited_ms >= 0 && waited_ms >= s->opts->attach_timeout_s * 1000) {
+        char who[PATH_MAX] = "";
+        bool owned = false;
+        if (s->queue_dir &&
+            mlt__queue_find_creator(s->queue_dir, r->key, who, sizeof who, &owned) ==
+                MLT_ERR_NOT_FOUND) {
+            snprintf(msg, sizeof msg,
+                     "no run with client key %s is on the server (experiment %s), %" PRId64
+                     " s after its records were written (attach_timeout %lld s), and no journal "
+                     "of the queue creates it",
+                     r->key, exp_id, waited_ms / 1000, s->opts->attach_timeout_s);
+            set_error(s, msg);
+            return DEAD;
+        }
+    }
+    snprintf(msg, sizeof msg,
+             "run %s is not on the server yet (experiment %s): its records wait for the process "
+             "that started it to deliver it",
+             r->key, exp_id);
+    set_error(s, msg);
+    snprintf(sl->waiting_for, sizeof sl->waiting_for, "%s", r->key);
+    return WAIT;
+}
+
 /* A run another process started (MLFLOW_RUN_ID / MLTRACK_RUN_KEY): its id is given, or it is
- * looked up by its client key, waiting (with the usual backoff) while it is not on the server
- * yet: its owner's journal may not be delivered. Never created, never ended from here. */
+ * looked up by its client key, waiting (WAIT) while it is not on the server yet: its owner's
+ * journal may not be delivered. Never created, never ended from here. */
 static outcome deliver_attach(mlt__sender *s, slot *sl)
 {
     const mlt__rec *r = &sl->ctl;
@@ -583,12 +663,7 @@ static outcome deliver_attach(mlt__sender *s, slot *sl)
                                                      sizeof msg)
                               : MLT_OK;
         if (err == MLT_ERR_NOT_FOUND) {
-            snprintf(msg, sizeof msg,
-                     "run %s is not on the server yet (experiment %s): waiting for the process "
-                     "that started it to deliver it",
-                     r->key, exp_id);
-            set_error(s, msg);
-            o = RETRY;
+            o = attach_missing(s, sl, r, exp_id);
         } else if (err != MLT_OK) {
             o = classify(s, err, msg);
         }
@@ -688,7 +763,59 @@ static outcome end_orphans(mlt__sender *s, slot *sl, bool *did)
     return OK;
 }
 
-/* Delivers the next unit of a slot: OK (something or nothing done; *did says), RETRY, FATAL. */
+/* After a request: what it found, for flushes (woken when the server is found away). */
+static void note_reach(mlt__sender *s)
+{
+    if (s->client.requests == s->requests_seen) {
+        return;
+    }
+    s->requests_seen = s->client.requests;
+    pthread_mutex_lock(&s->mu);
+    s->down_at_ns = s->client.last_unreachable ? mlt__mono_ns() : 0;
+    if (s->down_at_ns) {
+        memcpy(s->down_why, s->client.unreachable_why, sizeof s->down_why);
+        pthread_cond_broadcast(&s->done_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A slot's next unit waits for a run: it is tried again later, each wait longer. */
+static void begin_wait(mlt__sender *s, slot *sl)
+{
+    int64_t now = mlt__mono_ns();
+    if (sl->wait_until_ns <= now) {
+        int shift = sl->waits < 5 ? sl->waits : 5;
+        int64_t ms = (int64_t)WAIT_FIRST_MS << shift;
+        sl->wait_until_ns = now + (ms < WAIT_MAX_MS ? ms : WAIT_MAX_MS) * 1000000;
+    }
+    if (sl->waits++ == 0) {
+        mlt__log(&s->opts->logger, MLT_LOG_INFO, "journal %s: %s", mlt__journal_dir(sl->j),
+                 s->last_error);
+    }
+    sl->waited_at_ns = now;
+    sl->runs_at_wait = s->prog.runs_created;
+}
+
+static void end_wait(slot *sl)
+{
+    sl->wait_until_ns = 0;
+    sl->waits = 0;
+    sl->waiting_for[0] = '\0';
+}
+
+/* Whether a waiting slot is due: its time came, a run was created since it began waiting (maybe
+ * its own), or this process flushes and it is its own journal (tried every WAIT_FLUSH_MS). */
+static bool wait_over(mlt__sender *s, const slot *sl, int64_t now, bool flushing)
+{
+    if (sl->wait_until_ns == 0 || now >= sl->wait_until_ns ||
+        s->prog.runs_created != sl->runs_at_wait) {
+        return true;
+    }
+    return flushing && !sl->adopted && now - sl->waited_at_ns >= WAIT_FLUSH_MS * 1000000LL;
+}
+
+/* Delivers the next unit of a slot: OK (something or nothing done; *did says), RETRY, FATAL,
+ * WAIT (nothing done: the slot waits). */
 static outcome step(mlt__sender *s, slot *sl, bool *did)
 {
     *did = false;
@@ -723,34 +850,98 @@ static outcome step(mlt__sender *s, slot *sl, bool *did)
 
 typedef void (*progress_fn)(const mlt__sync_progress *p, void *ud);
 
-/* One pass over every journal. *did: progress was made; returns RETRY/FATAL on the first
- * journal that could not go on (the others still got their turn). progress (may be NULL) is
- * told after each step. */
-static outcome pass(mlt__sender *s, bool *did, progress_fn progress, void *ud)
+/* One unit of one slot, with what follows from it: a wait begun or ended, the server's state. */
+static outcome turn(mlt__sender *s, slot *sl, bool *did)
+{
+    outcome o = step(s, sl, did);
+    note_reach(s);
+    if (o == WAIT) {
+        begin_wait(s, sl);
+    } else if (o == OK) {
+        end_wait(sl);
+    }
+    return o;
+}
+
+/*
+ * One pass over the journals, one unit each, this process's own first: *did says whether
+ * anything was delivered; *next_ns (monotonic, 0 for none) is when the earliest waiting journal
+ * is due. A failure of the server (RETRY) ends the pass: the others would meet it too; FATAL
+ * (TLS refused, or this journal unreadable) is returned once every journal had its turn.
+ * progress (may be NULL) is told after each unit.
+ */
+static bool slot_delivered(const slot *sl);
+
+/* An adopted journal all delivered (its orphans ended too) is closed, and removed from disk
+ * unless dead letters are left in it, so that the queue shows it gone and it costs nothing
+ * more. Sender thread; flushers and the counters read slots under mu. */
+static void retire(mlt__sender *s, slot *sl)
+{
+    mlt__journal *j = sl->j;
+    sl->retired_queued = mlt__journal_last_seq(j) - sl->start_acked;
+    mlt__log(&s->opts->logger, MLT_LOG_INFO, "journal %s (of a process that ended) is delivered",
+             mlt__journal_dir(j));
+    pthread_mutex_lock(&s->mu);
+    sl->j = NULL;
+    pthread_mutex_unlock(&s->mu);
+    mlt__journal_close(j, true);
+}
+
+static outcome pass(mlt__sender *s, bool *did, int64_t *next_ns, bool retiring,
+                    progress_fn progress, void *ud)
 {
     outcome worst = OK;
     *did = false;
-    for (size_t i = 0; i < s->n_slots; i++) {
-        bool d = false;
-        outcome o;
-        do {
-            o = step(s, &s->slots[i], &d);
+    *next_ns = 0;
+    pthread_mutex_lock(&s->mu);
+    bool flushing = s->flushing > 0;
+    pthread_mutex_unlock(&s->mu);
+    for (int adopted = 0; adopted < 2; adopted++) {
+        for (size_t i = 0; i < s->n_slots && !atomic_load(&s->abort); i++) {
+            slot *sl = &s->slots[i];
+            if (sl->adopted != (adopted == 1) || !sl->j) {
+                continue;
+            }
+            int64_t now = mlt__mono_ns();
+            if (!wait_over(s, sl, now, flushing)) {
+                if (*next_ns == 0 || sl->wait_until_ns < *next_ns) {
+                    *next_ns = sl->wait_until_ns;
+                }
+                continue;
+            }
+            bool d = false;
+            outcome o = turn(s, sl, &d);
+            if (retiring && sl->adopted && o == OK && !d && !sl->have_unit &&
+                slot_delivered(sl)) {
+                retire(s, sl);
+            }
             *did = *did || d;
             if (d && progress) {
                 progress(&s->prog, ud);
             }
-        } while (o == OK && d && !atomic_load(&s->abort));
-        if (o != OK && worst == OK) {
-            worst = o;
+            if (o == RETRY) {
+                return o;
+            }
+            if (o == FATAL) {
+                worst = o; /* maybe this journal's alone (unreadable): the others go on */
+            }
+            if (o == WAIT && (*next_ns == 0 || sl->wait_until_ns < *next_ns)) {
+                *next_ns = sl->wait_until_ns;
+            }
         }
     }
     return worst;
 }
 
+static bool slot_delivered(const slot *sl)
+{
+    return !sl->j || mlt__journal_acked_seq(sl->j) >= mlt__journal_last_seq(sl->j);
+}
+
 static bool all_delivered(mlt__sender *s)
 {
     for (size_t i = 0; i < s->n_slots; i++) {
-        if (mlt__journal_acked_seq(s->slots[i].j) < mlt__journal_last_seq(s->slots[i].j)) {
+        if (!slot_delivered(&s->slots[i])) {
             return false;
         }
     }
@@ -805,15 +996,15 @@ static void linger(mlt__sender *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Waits ms, or less when stopped, or (with wake_ok) when new records arrive: returns whether
- * they did. A backoff after a failure ignores new records: they must not turn the outage
- * probe into a hammering. */
+/* Waits ms, or less when stopped, when a flush asks for a probe of the server, or (with
+ * wake_ok) when new records arrive: returns whether they did. A backoff after a failure ignores
+ * new records: they must not turn the outage probe into a hammering. */
 static bool timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
 {
     struct timespec ts;
     deadline_in(&ts, ms);
     pthread_mutex_lock(&s->mu);
-    while (!s->stop && !(wake_ok && s->wake)) {
+    while (!s->stop && !s->probe && !(wake_ok && s->wake)) {
         if (pthread_cond_timedwait(&s->wake_cv, &s->mu, &ts) != 0) {
             break;
         }
@@ -822,14 +1013,17 @@ static bool timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
     if (wake_ok) {
         s->wake = false;
     }
+    s->probe = false;
     pthread_mutex_unlock(&s->mu);
     return woken;
 }
 
-static void sync_journals(mlt__sender *s)
+static void sync_journals(mlt__sender *s, bool own_only)
 {
     for (size_t i = 0; i < s->n_slots; i++) {
-        mlt__journal_sync(s->slots[i].j);
+        if (s->slots[i].j && (!own_only || !s->slots[i].adopted)) {
+            mlt__journal_sync(s->slots[i].j);
+        }
     }
 }
 
@@ -848,10 +1042,11 @@ static void *run_thread(void *arg)
             break;
         }
         bool did = false;
-        outcome o = pass(s, &did, NULL, NULL);
+        int64_t next_wait_ns = 0;
+        outcome o = pass(s, &did, &next_wait_ns, true, NULL, NULL);
         int64_t now = mlt__mono_ns() / 1000000;
         if (now >= next_sync) {
-            sync_journals(s); /* group commit of fsync=interval */
+            sync_journals(s, false); /* group commit of fsync=interval */
             next_sync = now + interval;
         }
         if (did) {
@@ -861,7 +1056,8 @@ static void *run_thread(void *arg)
         }
         if (o == RETRY) {
             if (!outage) {
-                mlt__log(&s->opts->logger, MLT_LOG_WARN,
+                /* info: a flush says it (MLT_ERR_QUEUED, with the cause); the program goes on */
+                mlt__log(&s->opts->logger, MLT_LOG_INFO,
                          "the tracking server cannot be reached (%s): logging goes on to the "
                          "journal and is delivered when it is back",
                          s->last_error);
@@ -878,13 +1074,25 @@ static void *run_thread(void *arg)
         outage = false;
         s->failures = 0;
         if (o == FATAL) {
-            mlt__log(&s->opts->logger, MLT_LOG_ERROR, "delivery stopped: %s", s->last_error);
+            /* no server to talk to (TLS refused): a flush says so, with the records kept */
+            mlt__log(&s->opts->logger, s->client.last_unreachable ? MLT_LOG_INFO : MLT_LOG_ERROR,
+                     "delivery stopped: %s", s->last_error);
             atomic_fetch_add(&s->retried, 1); /* it is tried again in 5 s */
             timed_wait(s, 5000, false);
             continue;
         }
         if (!did) {
             int64_t left = next_sync - mlt__mono_ns() / 1000000;
+            if (next_wait_ns) {
+                int64_t w = (next_wait_ns - mlt__mono_ns()) / 1000000;
+                left = w < left ? w : left;
+            }
+            pthread_mutex_lock(&s->mu);
+            bool flushing = s->flushing > 0;
+            pthread_mutex_unlock(&s->mu);
+            if (flushing && next_wait_ns && left > WAIT_FLUSH_MS) {
+                left = WAIT_FLUSH_MS; /* the flusher's own journal may be the one waiting */
+            }
             if (timed_wait(s, left > 0 ? left : 1, true)) {
                 linger(s);
             }
@@ -910,13 +1118,86 @@ void mlt__sender_notify(mlt__sender *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+static const char *plural(uint64_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+/* The queue directory of the journals, for messages. */
+static void queue_of(const mlt__sender *s, char *out, size_t len)
+{
+    const char *dir = NULL;
+    for (size_t i = 0; i < s->n_slots && !dir; i++) {
+        dir = s->slots[i].adopted ? NULL : mlt__journal_dir(s->slots[i].j);
+    }
+    const char *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash && slash > dir) {
+        snprintf(out, len, "%.*s", (int)(slash - dir), dir);
+    } else {
+        snprintf(out, len, "%s", s->queue_dir ? s->queue_dir : "the queue directory");
+    }
+}
+
+/*
+ * MLT_ERR_QUEUED, with what this process logged that is kept in the queue, where, and why
+ * (call with s->mu held: last_error). waiting: the own journal waits for a run.
+ */
+static mlt_err kept(mlt__sender *s, const char *waiting_for)
+{
+    uint64_t records = 0, runs = 0, points = 0;
+    for (size_t i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->adopted) {
+            continue;
+        }
+        uint64_t r = 0, p = 0;
+        mlt__journal_appended(sl->j, &r, &p);
+        uint64_t rd = atomic_load(&sl->runs_done), pd = atomic_load(&sl->points_done);
+        runs += r > rd ? r - rd : 0;
+        points += p > pd ? p - pd : 0;
+        uint64_t last = mlt__journal_last_seq(sl->j), acked = mlt__journal_acked_seq(sl->j);
+        records += last > acked ? last - acked : 0;
+    }
+    char qdir[PATH_MAX];
+    queue_of(s, qdir, sizeof qdir);
+    char why[1200], uri[256];
+    if (waiting_for) {
+        snprintf(why, sizeof why, "they wait for run %s, which the server does not have yet (%s)",
+                 waiting_for, s->last_error);
+    } else {
+        mlt__redact_url(s->client.base, uri, sizeof uri);
+        snprintf(why, sizeof why, "the tracking server %s cannot be reached (%s)", uri,
+                 s->down_why);
+    }
+    return mlt__fail(MLT_ERR_QUEUED,
+                     "kept in the queue, not delivered yet: %" PRIu64 " %s and %" PRIu64
+                     " %s (%" PRIu64 " %s) in %s: %s. `mltrack sync --queue %s` delivers them %s",
+                     runs, plural(runs, "run", "runs"), points, plural(points, "point", "points"),
+                     records, plural(records, "record", "records"), qdir, why, qdir,
+                     waiting_for ? "once the run is there" : "once the server is back");
+}
+
+/* The run key the tracker's own journal waits for, or NULL. Sender thread's data, read by a
+ * flusher: a stale answer only words the message differently. */
+static const char *own_waiting_for(const mlt__sender *s)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        const slot *sl = &s->slots[i];
+        if (!sl->adopted && sl->waits > 0 && sl->waiting_for[0]) {
+            return sl->waiting_for;
+        }
+    }
+    return NULL;
+}
+
 mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
 {
     pthread_mutex_lock(&s->mu);
     s->flushing++;
     pthread_mutex_unlock(&s->mu);
-    sync_journals(s);
-    int64_t deadline = timeout_ms < 0 ? -1 : mlt__mono_ns() + (int64_t)timeout_ms * 1000000;
+    sync_journals(s, true);
+    int64_t start = mlt__mono_ns();
+    int64_t deadline = timeout_ms < 0 ? -1 : start + (int64_t)timeout_ms * 1000000;
     uint64_t *targets = calloc(s->n_slots ? s->n_slots : 1, sizeof *targets);
     if (!targets) {
         pthread_mutex_lock(&s->mu);
@@ -924,39 +1205,91 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         pthread_mutex_unlock(&s->mu);
         return MLT_ERR_NOMEM;
     }
+    /* this process's own records only: adopted journals are delivered in the background */
     for (size_t i = 0; i < s->n_slots; i++) {
-        targets[i] = mlt__journal_last_seq(s->slots[i].j);
+        targets[i] = s->slots[i].adopted ? 0 : mlt__journal_last_seq(s->slots[i].j);
     }
     mlt__sender_notify(s);
     mlt_err err = MLT_OK;
+    bool probed = false;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         bool done = true;
         for (size_t i = 0; i < s->n_slots && done; i++) {
-            done = mlt__journal_acked_seq(s->slots[i].j) >= targets[i];
+            done = targets[i] == 0 || mlt__journal_acked_seq(s->slots[i].j) >= targets[i];
         }
         if (done) {
             break;
         }
+        /* The server was found away just now: what is left is safe on disk, and waiting
+         * would not deliver it. Found away a while ago: it is tried once more now. */
+        if (s->down_at_ns && s->down_at_ns >= start - DOWN_FRESH_NS) {
+            err = kept(s, NULL);
+            break;
+        }
+        if (s->down_at_ns && !probed) {
+            s->probe = true;
+            probed = true;
+            pthread_cond_signal(&s->wake_cv);
+        }
         if (deadline >= 0 && mlt__mono_ns() >= deadline) {
-            err = mlt__fail(MLT_ERR_TIMEOUT, "not everything was delivered in %d ms%s%s",
-                            timeout_ms, s->last_error[0] ? ": " : "", s->last_error);
+            const char *waiting = own_waiting_for(s);
+            err = waiting ? kept(s, waiting)
+                          : mlt__fail(MLT_ERR_TIMEOUT, "not everything was delivered in %d ms%s%s",
+                                      timeout_ms, s->last_error[0] ? ": " : "", s->last_error);
             break;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ms = 50;
-        ts.tv_nsec += (long)ms * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        deadline_in(&ts, 50);
         pthread_cond_timedwait(&s->done_cv, &s->mu, &ts);
     }
     s->flushing--;
     pthread_mutex_unlock(&s->mu);
     free(targets);
     return err;
+}
+
+/* Whether a journal waits to see whether a create it sent made the run (not for a run). */
+static bool settling(const mlt__sender *s)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        if (s->slots[i].waits > 0 && !s->slots[i].waiting_for[0]) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* What sync leaves waiting for runs: one line per journal into why, and the counts. */
+static void describe_waits(mlt__sender *s, mlt__sync_progress *p, mlt__buf *why)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->waits == 0 || slot_delivered(sl) || !sl->j) {
+            continue;
+        }
+        uint64_t left = mlt__journal_last_seq(sl->j) - mlt__journal_acked_seq(sl->j);
+        char who[PATH_MAX] = "";
+        bool owned = false;
+        mlt_err found = s->queue_dir ? mlt__queue_find_creator(s->queue_dir, sl->waiting_for, who,
+                                                               sizeof who, &owned)
+                                     : MLT_ERR_NOT_FOUND;
+        mlt__buf_printf(why, "%s%" PRIu64 " %s of %s wait for run %s, ", why->len ? "; " : "",
+                        left, plural(left, "record", "records"), mlt__journal_dir(sl->j),
+                        sl->waiting_for);
+        if (found == MLT_OK) {
+            p->waiting_created += left;
+            mlt__buf_printf(why, "which %s creates%s", who,
+                            owned ? " (a running process owns it)" : "");
+        } else {
+            p->waiting_nowhere += left;
+            mlt__buf_printf(why,
+                            "which the server does not have and no journal of the queue creates "
+                            "(attach_timeout: %lld s after they were written, they become dead "
+                            "letters; `mltrack drop` drops them now)",
+                            s->opts->attach_timeout_s);
+        }
+    }
 }
 
 mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progress, void *ud,
@@ -966,7 +1299,8 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
     int tries = 0;
     for (;;) {
         bool did = false;
-        outcome o = pass(s, &did, progress, ud);
+        int64_t next_ns = 0;
+        outcome o = pass(s, &did, &next_ns, false, progress, ud);
         if (progress) {
             progress(&s->prog, ud);
         }
@@ -999,10 +1333,33 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
             continue;
         }
         s->failures = 0;
-        if (!did && !all_delivered(s)) {
+        if (did) {
+            continue;
+        }
+        /* Only waiting journals are left. One waiting to see whether an earlier create made its
+         * run is due soon: waited for. A wait for a run that began before a run was created
+         * here is tried at once (wait_over); the others wait for a run this sync cannot make:
+         * waiting longer would not help, so sync stops and says for what. */
+        if (next_ns == 0) {
             err = mlt__errf(errbuf, errlen, MLT_ERR_STATE, "delivery made no progress");
             break;
         }
+        if (settling(s)) {
+            int64_t w = (next_ns - mlt__mono_ns()) / 1000000;
+            if (deadline_ns >= 0 && next_ns > deadline_ns) {
+                err = mlt__errf(errbuf, errlen, MLT_ERR_TIMEOUT, "%s", s->last_error);
+                break;
+            }
+            mlt__sleep_ms(w > 0 ? w : 1);
+            continue;
+        }
+        mlt__buf why;
+        mlt__buf_init(&why);
+        describe_waits(s, &s->prog, &why);
+        err = mlt__errf(errbuf, errlen, MLT_ERR_QUEUED, "%s",
+                        why.data && !why.oom ? why.data : "records wait for runs");
+        mlt__buf_free(&why);
+        break;
     }
     if (summary) {
         *summary = s->prog;
@@ -1013,10 +1370,17 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
 void mlt__sender_stats(mlt__sender *s, mlt_queue_stats *out)
 {
     memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&s->mu); /* a retired journal is gone */
     for (size_t i = 0; i < s->n_slots; i++) {
-        out->queued += mlt__journal_last_seq(s->slots[i].j) - s->slots[i].start_acked;
-        out->bytes_pending += mlt__journal_pending_bytes(s->slots[i].j);
+        const slot *sl = &s->slots[i];
+        if (!sl->j) {
+            out->queued += sl->retired_queued;
+            continue;
+        }
+        out->queued += mlt__journal_last_seq(sl->j) - sl->start_acked;
+        out->bytes_pending += mlt__journal_pending_bytes(sl->j);
     }
+    pthread_mutex_unlock(&s->mu);
     out->sent = atomic_load(&s->sent);
     out->acknowledged = atomic_load(&s->acknowledged);
     out->retried = atomic_load(&s->retried);
@@ -1035,19 +1399,21 @@ void mlt__sender_free(mlt__sender *s, int timeout_ms)
         pthread_cond_signal(&s->wake_cv);
         pthread_mutex_unlock(&s->mu);
         atomic_store(&s->abort, true);
+        mlt__client_interrupt(&s->client);
         pthread_join(s->thread, NULL);
     }
     for (size_t i = 0; i < s->n_slots; i++) {
         free_window(&s->slots[i]);
         free(s->slots[i].win);
         mlt__buf_free(&s->slots[i].ctl_buf);
-        mlt__journal_close(s->slots[i].j, true);
+        mlt__journal_close(s->slots[i].j, true); /* NULL (retired): nothing */
     }
     free(s->slots);
     mlt__buf_free(&s->scratch);
     mlt__client_free(&s->client);
     free(s->exp_name);
     free(s->exp_id);
+    free(s->queue_dir);
     mlt_options_free(s->opts);
     pthread_cond_destroy(&s->wake_cv);
     pthread_cond_destroy(&s->done_cv);

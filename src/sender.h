@@ -30,19 +30,33 @@ mlt_err mlt__sender_start(mlt__sender *s);
 /* Wakes the sender: new records were appended. Cheap; any thread. */
 void mlt__sender_notify(mlt__sender *s);
 
-/* Waits until every record appended before the call is acknowledged or rejected, or timeout_ms
- * passes (MLT_ERR_TIMEOUT; < 0: no limit). Any thread but the sender's. */
+/* Syncs the tracker's own journal, then waits until every record it holds from before the call
+ * is acknowledged or rejected (MLT_OK). Returns early with MLT_ERR_QUEUED (the records are kept,
+ * the message says how many and why) when the server is found away: no connection or TLS
+ * refused on a request that ended during the call or at most 1 s before it (an older finding
+ * makes the sender try once more, now). At the deadline (timeout_ms, < 0: none): MLT_ERR_QUEUED
+ * when the journal waits for a run the server does not have yet, else MLT_ERR_TIMEOUT.
+ * Journals adopted from dead processes are not waited for. Any thread but the sender's. */
 mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms);
 
 /* Delivers on the calling thread (no background thread) until every journal is delivered or a
- * failure persists past deadline_ns (monotonic; < 0: retry max_retries times then stop).
- * progress (may be NULL) is called after each step. */
+ * failure persists past deadline_ns (monotonic; < 0: retry max_retries times then stop):
+ * MLT_ERR_TIMEOUT or MLT_ERR_NETWORK then (the server away), MLT_ERR_REJECTED when delivery
+ * cannot go on (TLS, an unreadable journal). When only journals that wait for runs the server
+ * does not have are left (and no run was created here since they began waiting), it stops with
+ * MLT_ERR_QUEUED: errbuf says what waits for what, summary counts the records. progress (may be
+ * NULL) is called after each step. */
 typedef struct mlt__sync_progress {
     uint64_t records_total; /* unacked records when the sync began */
     uint64_t records_done;  /* acked or rejected since */
     uint64_t runs_created;
     uint64_t points_sent;   /* metric points acknowledged */
     uint64_t rejected;      /* records dead-lettered */
+    /* left by a drain that returned MLT_ERR_QUEUED: records waiting for runs the server does
+     * not have, which a journal of the queue creates (owned by a running process, or for
+     * another server), or which none does */
+    uint64_t waiting_created;
+    uint64_t waiting_nowhere;
 } mlt__sync_progress;
 mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
                           void (*progress)(const mlt__sync_progress *p, void *ud), void *ud,

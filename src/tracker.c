@@ -348,10 +348,11 @@ static void note_err(first_err *fe, mlt_err err, const char *what)
     snprintf(fe->msg, sizeof fe->msg, "%s", *m ? m : what);
 }
 
-/* Counts a failed call against the tracker. */
+/* Counts a failed call against the tracker. Records kept in the queue (a flush with the server
+ * away) are not a failure of the call. */
 static mlt_err counted(mlt_tracker *t, mlt_err err)
 {
-    if (err != MLT_OK && t && !t->forked) {
+    if (err != MLT_OK && err != MLT_ERR_QUEUED && t && !t->forked) {
         pthread_mutex_lock(&t->lock);
         atomic_fetch_add(&t->errors, 1);
         snprintf(t->last_error, sizeof t->last_error, "%s: %s", mlt_err_name(err),

@@ -1010,12 +1010,13 @@ static const struct {
     {MLT_ERR_QUEUE_FULL, "MLT_ERR_QUEUE_FULL", 0},
     {MLT_ERR_CORRUPT, "MLT_ERR_CORRUPT", 0},
     {MLT_ERR_LOCKED, "MLT_ERR_LOCKED", 0},
+    {MLT_ERR_QUEUED, "MLT_ERR_QUEUED", 1},
 };
 #define N_ERRORS (sizeof all_errors / sizeof all_errors[0])
 
 START_TEST(err_names_and_texts_cover_every_code)
 {
-    ck_assert_int_eq((int)N_ERRORS, 1 - (int)MLT_ERR_LOCKED);
+    ck_assert_int_eq((int)N_ERRORS, 1 - (int)MLT_ERR_QUEUED);
     for (size_t i = 0; i < N_ERRORS; i++) {
         ck_assert_int_eq(all_errors[i].code, -(int)i); /* contiguous from MLT_OK down */
         const char *name = mlt_err_name(all_errors[i].code);
@@ -1035,7 +1036,7 @@ END_TEST
 
 START_TEST(err_unknown_code_gives_unknown_error)
 {
-    const int unknown[] = {1, 7, -24, -100, 1000, -2147483647 - 1};
+    const int unknown[] = {1, 7, -25, -100, 1000, -2147483647 - 1};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         mlt_err e = (mlt_err)unknown[i];
         ck_assert_str_eq(mlt_strerror(e), "unknown error");

@@ -134,6 +134,7 @@ START_TEST(options_set_every_option_by_name)
         {"system_metrics", "true", "true"},
         {"system_metrics_interval", "0.5", "0.5"},
         {"queue_segment_bytes", "65536", "65536"},
+        {"attach_timeout", "0", "0"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();

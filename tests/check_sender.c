@@ -488,7 +488,7 @@ static void put_attach(mlt__journal *j, uint32_t run_no, const char *key, const 
 {
     mlt__buf b;
     mlt__buf_init(&b);
-    mlt__rec_put_attach(&b, run_no, key, run_id, exp_name, "");
+    mlt__rec_put_attach(&b, run_no, key, run_id, exp_name, "", mlt__now_ms());
     ck_assert_int_eq(mlt__journal_append(j, MLT__REC_ATTACH, b.data, b.len, NULL), MLT_OK);
     mlt__buf_free(&b);
 }

@@ -39,6 +39,9 @@
  *   --close-ms N      mlt_tracker_close() timeout (else $IT_QUEUE_CLOSE_MS, default 5000)
  *   --flush-ms N      call mlt_tracker_flush(t, N) before closing (default: no flush)
  *   --delay-ms N      sleep N ms after each metric point
+ *   --before-flush FILE  after the work, before the flush, wait until FILE exists (a flush
+ *                     returns MLT_ERR_QUEUED at once while the server is away: the test says
+ *                     when it is back)
  *   --hold FILE       after the work (and the flush), create FILE.ready and wait until FILE exists
  *                     before closing
  *   --verbose         the library's diagnostics (mlt_options_set_logger) on stderr, one a line
@@ -524,6 +527,7 @@ typedef struct config {
     long flush_ms; /* -1: no flush */
     long delay_ms;
     const char *hold;
+    const char *before_flush;
     bool from_env;
     bool verbose;
     bool ring;
@@ -843,7 +847,7 @@ static void cmd_scale(mlt_tracker *t, const config *c, const char *tag, long thr
 static int usage(void)
 {
     complain("usage: it_queue [--ledger PATH] [--close-ms N] [--flush-ms N] [--delay-ms N] "
-             "[--hold FILE] [--verbose] [--from-env] [--ring] (log RUNS POINTS | "
+             "[--before-flush FILE] [--hold FILE] [--verbose] [--from-env] [--ring] (log RUNS POINTS | "
              "forever TAG [POINTS_PER_RUN] | threads THREADS POINTS | "
              "scale TAG THREADS RUNS POINTS | pause-between FILE)");
     return EXIT_USAGE;
@@ -880,6 +884,8 @@ int main(int argc, char **argv)
             ledger = val;
         } else if (strcmp(opt, "--hold") == 0) {
             c.hold = val;
+        } else if (strcmp(opt, "--before-flush") == 0) {
+            c.before_flush = val;
         } else if (strcmp(opt, "--close-ms") == 0) {
             if (!parse_long(val, -1, 3600000, &c.close_ms)) {
                 return usage();
@@ -960,6 +966,9 @@ int main(int argc, char **argv)
         cmd_pause_between(t, argv[a]);
     }
 
+    if (c.before_flush && !wait_for_file(c.before_flush, 600)) {
+        complain("--before-flush: %s did not appear within 600 s", c.before_flush);
+    }
     if (c.flush_ms >= 0) {
         int64_t t0 = now_ms();
         mlt_err rc = mlt_tracker_flush(t, (int)c.flush_ms);

@@ -10,8 +10,9 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#define EXIT_LEFT 1  /* something is left undelivered, or the queue cannot be read */
-#define EXIT_USAGE 2 /* bad command line or configuration */
+#define EXIT_LEFT 1    /* something is left undelivered, or the queue cannot be read */
+#define EXIT_USAGE 2   /* bad command line or configuration */
+#define EXIT_WAITING 3 /* sync: all was delivered but records waiting for runs nobody here makes */
 
 /* The terminal side of the tool: who may write to stderr and whether a bar is on screen. */
 typedef struct cli {
@@ -43,6 +44,10 @@ typedef struct args {
     const char *key;
     const char *value;
     const char *step;
+    /* drop */
+    const char **journals; /* borrowed from argv */
+    size_t n_journals;
+    bool dead_letters;
 } args;
 
 /* One line on stderr, prefixed "mltrack: ", never drawn over the bar; secrets masked. */
@@ -67,5 +72,6 @@ int queue_path(cli *c, const mlt_options *opts, char *queue, size_t len);
 int cmd_run(cli *c, const args *a);
 int cmd_requeue(cli *c, const args *a);
 int cmd_log(cli *c, const args *a); /* log-metric, log-param, set-tag */
+int cmd_drop(cli *c, const args *a);
 
 #endif

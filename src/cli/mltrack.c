@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "journal.h"
 #include "options.h"
+#include "queue.h"
 #include "sender.h"
 
 #include <ctype.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,6 +53,7 @@ static const char usage_text[] =
     "  sync         deliver every journal of the queue that no running process owns\n"
     "  status       show each journal of the queue: owner, pending records, dead letters, runs\n"
     "  requeue      put the queue's dead letters back, for `mltrack sync` to deliver\n"
+    "  drop         delete journals of the queue (or their dead letters) on purpose\n"
     "  help [CMD]   show this help, or a command's\n"
     "\n"
     "options:\n"
@@ -63,7 +64,8 @@ static const char usage_text[] =
     "The MLFLOW_* variables of the Python client are honoured (tracking URI, experiment,\n"
     "credentials, TLS, retries); see mltrack(1).\n"
     "exit status: 0 done; 1 records left undelivered (sync) or queue unreadable (status);\n"
-    "2 usage or configuration error; run: the command's own status.\n";
+    "2 usage or configuration error; 3 (sync) records wait for a run nobody here creates;\n"
+    "run: the command's own status.\n";
 
 static const char run_help[] =
     "usage: mltrack run [OPTIONS] [--] CMD [ARG]...\n"
@@ -115,7 +117,17 @@ static const char sync_help[] =
     "\n"
     "Delivers every journal of the queue that no running process owns. Prints\n"
     "`runs created: N`, `points sent: N`, `rejected: N`, `left: N`, then `delivered everything`\n"
-    "or `not delivered: REASON` on stdout. Exits 0 only when everything is delivered.\n"
+    "or `not delivered: REASON` on stdout.\n"
+    "\n"
+    "exit status:\n"
+    "  0  everything was delivered (records the server refused are dead letters: `requeue`)\n"
+    "  1  records are left: the server cannot be reached or keeps failing, a running process\n"
+    "     owns their journal, or a journal cannot be read\n"
+    "  2  usage or configuration error\n"
+    "  3  everything else was delivered, but records wait for a run that the server does not\n"
+    "     have and no journal of the queue creates (a mistyped MLTRACK_RUN_KEY, or a run of\n"
+    "     another queue): they become dead letters attach_timeout after they were written\n"
+    "     ($MLTRACK_ATTACH_TIMEOUT, 7 days), or `mltrack drop` drops them now\n"
     "\n"
     "options:\n"
     "  --timeout SECONDS      give up after SECONDS (default: after the configured retries,\n"
@@ -136,10 +148,24 @@ static const char requeue_help[] =
     "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"
     "                         $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue)\n";
 
+static const char drop_help[] =
+    "usage: mltrack drop [--dead-letters] [--queue DIR] JOURNAL...\n"
+    "\n"
+    "Deletes each JOURNAL (its directory, or its name j-... in the queue, as `mltrack status`\n"
+    "shows it) with everything it holds, and prints what went: its records not delivered by\n"
+    "kind, its dead letters and its runs. Nothing of it can be delivered afterwards. A journal a\n"
+    "running process owns is left alone (exit status 1).\n"
+    "\n"
+    "options:\n"
+    "  --dead-letters         delete only the journal's dead letters (dead.jsonl)\n"
+    "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"
+    "                         $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue)\n";
+
 static const char status_help[] =
     "usage: mltrack status [--queue DIR]\n"
     "\n"
-    "Shows each journal of the queue: its owner, pending records, dead letters and runs.\n"
+    "Shows each journal of the queue: its owner, pending records, dead letters, runs, and\n"
+    "records that wait for a run the server does not have yet (with who creates it).\n"
     "\n"
     "options:\n"
     "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"
@@ -325,31 +351,6 @@ static void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
 }
 
 /* ---- small helpers ---- */
-
-/* Whether a live process holds the journal's lock: 1 yes, 0 no, -1 unknown (errno set).
- * A shared, non-blocking flock conflicts with the owner's exclusive one and is released at
- * once; nothing is created or modified. */
-static int journal_owned(const char *journal_dir)
-{
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof path, "%s/lock", journal_dir);
-    if (n < 0 || (size_t)n >= sizeof path) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
-    if (fd < 0) {
-        return errno == ENOENT ? 0 : -1;
-    }
-    int owned = 0;
-    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
-        owned = errno == EWOULDBLOCK ? 1 : -1;
-    }
-    int saved = errno;
-    close(fd); /* releases our shared lock, if we got it */
-    errno = saved;
-    return owned;
-}
 
 static uint64_t pending_records(mlt__journal *j)
 {
@@ -605,7 +606,9 @@ static void print_not_delivered(const sync_job *job, uint64_t handled_left, mlt_
 {
     mlt__buf why;
     mlt__buf_init(&why);
-    if (handled_left > 0) {
+    if (handled_left > 0 && drain_err == MLT_ERR_QUEUED) {
+        scrub_append(job->c, &why, drain_msg); /* what waits for what */
+    } else if (handled_left > 0) {
         mlt__buf_printf(&why, "%" PRIu64 " %s undelivered", handled_left,
                         plural(handled_left, "record", "records"));
         if (drain_err != MLT_OK) {
@@ -636,7 +639,7 @@ static int sync_deliver(sync_job *job, int64_t deadline_ns)
     mlt__sync_progress sum;
     memset(&sum, 0, sizeof sum);
     mlt_err drain_err = MLT_OK;
-    char drain_msg[512] = "";
+    char drain_msg[4096] = "";
     if (job->n_done > 0) {
         drain_err = mlt__sender_drain(job->sender, deadline_ns, on_progress, job, &sum,
                                       drain_msg, sizeof drain_msg);
@@ -669,7 +672,14 @@ static int sync_deliver(sync_job *job, int64_t deadline_ns)
     printf("points sent: %" PRIu64 "\n", sum.points_sent);
     printf("rejected: %" PRIu64 "\n", sum.rejected);
     printf("left: %" PRIu64 "\n", left);
+    uint64_t waiting = sum.waiting_created + sum.waiting_nowhere;
+    if (waiting > 0) {
+        printf("waiting for runs: %" PRIu64 "\n", waiting);
+    }
     bool ok = left == 0 && job->n_failed == 0;
+    /* only records waiting for runs nobody here makes are left: a status of its own */
+    bool only_nowhere = !ok && drain_err == MLT_ERR_QUEUED && sum.waiting_nowhere == handled_left &&
+                        job->locked_left == 0 && job->failed_left == 0 && job->n_failed == 0;
     if (ok) {
         printf("delivered everything\n");
         if (drain_err != MLT_OK) {
@@ -692,7 +702,7 @@ static int sync_deliver(sync_job *job, int64_t deadline_ns)
         say(c, "cannot write the summary: %s", strerror(errno));
         return EXIT_LEFT;
     }
-    return ok ? EXIT_SUCCESS : EXIT_LEFT;
+    return ok ? EXIT_SUCCESS : only_nowhere ? EXIT_WAITING : EXIT_LEFT;
 }
 
 static int cmd_sync(cli *c, const args *a)
@@ -767,15 +777,46 @@ typedef struct totals {
     uint64_t journals, records, bytes, dead, unreadable;
 } totals;
 
-/* A run whose create record waits in the journal: the run map has it only once sent. */
+/* A run whose CREATE or ATTACH record waits in the journal: the run map has it only once sent
+ * (or found, for an attached run). */
 typedef struct queued_run {
     uint32_t run_no;
     char *key;
-    bool ended; /* its end record waits too */
+    bool attach;      /* an attached run: its records wait for it to be on the server */
+    bool ended;       /* its end record waits too */
+    uint64_t records; /* its records waiting, its own included */
+    int64_t since_ms; /* attach: when its ATTACH was written (0: unknown) */
 } queued_run;
 
-/* Lists the runs of the unacked records that the run map does not know yet. */
-static void print_queued_runs(mlt__journal *j)
+static queued_run *find_queued(queued_run *q, size_t n, uint32_t run_no)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (q[i].run_no == run_no) {
+            return &q[i];
+        }
+    }
+    return NULL;
+}
+
+/* "45 s", "12 min", "3 h", "2 days": how long ago ms was. */
+static void age_text(int64_t ms, char *out, size_t len)
+{
+    int64_t s = (mlt__now_ms() - ms) / 1000;
+    s = s < 0 ? 0 : s;
+    if (s < 120) {
+        snprintf(out, len, "%" PRId64 " s", s);
+    } else if (s < 7200) {
+        snprintf(out, len, "%" PRId64 " min", s / 60);
+    } else if (s < 172800) {
+        snprintf(out, len, "%" PRId64 " h", s / 3600);
+    } else {
+        snprintf(out, len, "%" PRId64 " days", s / 86400);
+    }
+}
+
+/* The runs of the unacked records that the run map does not know yet: runs not created, and
+ * attached runs their records wait for (with who creates them, if a journal of the queue does). */
+static void print_queued_runs(mlt__journal *j, const char *queue, const mlt_options *opts)
 {
     queued_run *q = NULL;
     size_t n = 0, cap = 0;
@@ -785,13 +826,15 @@ static void print_queued_runs(mlt__journal *j)
     mlt__rec r;
     bool oom = false;
     while (!oom && mlt__journal_next(j, &cursor, &scratch, &r) == MLT_OK) {
-        if (r.type == MLT__REC_END) {
-            for (size_t i = 0; i < n; i++) {
-                q[i].ended = q[i].ended || q[i].run_no == r.run_no;
-            }
+        queued_run *known = find_queued(q, n, r.run_no);
+        if (known) {
+            known->records++;
+            known->ended = known->ended || r.type == MLT__REC_END;
             continue;
         }
-        if (r.type != MLT__REC_CREATE || mlt__journal_run(j, r.run_no)) {
+        const mlt__run_entry *mapped = mlt__journal_run(j, r.run_no);
+        if ((r.type != MLT__REC_CREATE && r.type != MLT__REC_ATTACH) ||
+            (mapped && mapped->run_id)) {
             continue;
         }
         if (n == cap) {
@@ -804,9 +847,9 @@ static void print_queued_runs(mlt__journal *j)
             q = nq;
             cap = ncap;
         }
-        q[n].run_no = r.run_no;
-        q[n].ended = false;
-        if (!(q[n].key = mlt__strdup(r.key))) {
+        q[n] = (queued_run){r.run_no, mlt__strdup(r.key), r.type == MLT__REC_ATTACH, false, 1,
+                            r.type == MLT__REC_ATTACH ? r.time_ms : 0};
+        if (!q[n].key) {
             oom = true;
             break;
         }
@@ -814,7 +857,29 @@ static void print_queued_runs(mlt__journal *j)
     }
     mlt__buf_free(&scratch);
     for (size_t i = 0; i < n; i++) {
-        printf("  run %s -> (not created) %s\n", q[i].key, q[i].ended ? "ended" : "open");
+        if (!q[i].attach) {
+            printf("  run %s -> (not created) %s\n", q[i].key, q[i].ended ? "ended" : "open");
+            continue;
+        }
+        char age[32] = "an unknown time";
+        if (q[i].since_ms > 0) {
+            age_text(q[i].since_ms, age, sizeof age);
+        }
+        printf("  waiting for run %s: %" PRIu64 " records, for %s: ", q[i].key, q[i].records,
+               age);
+        char who[PATH_MAX] = "";
+        bool owned = false;
+        if (mlt__queue_find_creator(queue, q[i].key, who, sizeof who, &owned) == MLT_OK) {
+            printf("journal %s creates it%s\n", who,
+                   owned ? " (a running process owns it)" : ", not delivered yet");
+        } else {
+            printf("no journal of this queue creates it; unless the server has it (`mltrack "
+                   "sync` looks), they become dead letters %lld s after they were written "
+                   "(attach_timeout), or `mltrack drop` drops them\n",
+                   opts->attach_timeout_s);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         free(q[i].key);
     }
     if (oom) {
@@ -823,10 +888,11 @@ static void print_queued_runs(mlt__journal *j)
     free(q);
 }
 
-static void status_journal(const char *dir, totals *t)
+static void status_journal(const char *dir, const char *queue, const mlt_options *opts,
+                           totals *t)
 {
     t->journals++;
-    int owned = journal_owned(dir);
+    int owned = mlt__journal_owned(dir);
     const char *owner = owned > 0 ? "a running process" : owned == 0 ? "none" : "unknown";
     int saved = errno;
     printf("%s\n", dir);
@@ -866,12 +932,14 @@ static void status_journal(const char *dir, totals *t)
         const char *id = runs[i].run_id ? runs[i].run_id : "(not created)";
         printf("  run %s -> %s %s\n", runs[i].key, id, run_state_name(runs[i].state));
     }
-    print_queued_runs(j);
+    print_queued_runs(j, queue, opts);
     t->records += records;
     t->bytes += bytes;
     t->dead += dead;
     mlt__journal_close(j, false);
 }
+
+static int status_queue(cli *c, const char *queue, const mlt_options *opts);
 
 static int cmd_status(cli *c, const args *a)
 {
@@ -882,10 +950,17 @@ static int cmd_status(cli *c, const args *a)
         return rc;
     }
     rc = queue_path(c, opts, queue, sizeof queue);
-    unload_options(c, opts);
     if (rc != EXIT_SUCCESS) {
+        unload_options(c, opts);
         return rc;
     }
+    rc = status_queue(c, queue, opts);
+    unload_options(c, opts);
+    return rc;
+}
+
+static int status_queue(cli *c, const char *queue, const mlt_options *opts)
+{
     struct stat sb;
     if (stat(queue, &sb) != 0) {
         if (errno == ENOENT) {
@@ -911,7 +986,7 @@ static int cmd_status(cli *c, const args *a)
     totals t;
     memset(&t, 0, sizeof t);
     for (size_t i = 0; i < n_list; i++) {
-        status_journal(list[i], &t);
+        status_journal(list[i], queue, opts, &t);
     }
     free_list(list, n_list);
     /* Fixed wording (no singular forms): scripts parse this line. */
@@ -967,12 +1042,13 @@ enum {
     F_TIMEOUT = 1 << 2,
     F_RUN = 1 << 3,  /* --experiment, --run-name, --param, --tag, --system-metrics[-interval] */
     F_STEP = 1 << 4, /* --step */
+    F_DEAD = 1 << 5, /* --dead-letters */
 };
 
 typedef struct command {
     const char *name;
     unsigned flags;
-    int n_args; /* positional arguments (-1: a command to run) */
+    int n_args; /* positional arguments (-1: a command to run; -2: one or more journals) */
     const char *help;
     int (*fn)(cli *c, const args *a);
 } command;
@@ -988,6 +1064,7 @@ static const command commands[] = {
     {"sync", F_QUEUE | F_URI | F_TIMEOUT, 0, sync_help, cmd_sync_main},
     {"status", F_QUEUE, 0, status_help, cmd_status_main},
     {"requeue", F_QUEUE, 0, requeue_help, cmd_requeue},
+    {"drop", F_QUEUE | F_DEAD, -2, drop_help, cmd_drop},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -1063,6 +1140,10 @@ static int command_flag(const command *cmd, int argc, char **argv, int *i, args 
         if (m != 0) {
             return m;
         }
+    }
+    if ((cmd->flags & F_DEAD) && strcmp(argv[*i], "--dead-letters") == 0) {
+        a->dead_letters = true;
+        return 1;
     }
     if (cmd->flags & F_RUN) {
         if (strcmp(argv[*i], "--system-metrics") == 0) {
@@ -1155,9 +1236,15 @@ static int parse_args(cli *c, int argc, char **argv, args *a, const command **ou
             a->command = cmd->name;
             continue;
         }
-        if (cmd->n_args < 0) {
+        if (cmd->n_args == -1) {
             a->cmd = &argv[i]; /* the rest is the command to run, with its own options */
             break;
+        }
+        if (cmd->n_args == -2) {
+            if (!push(&a->journals, &a->n_journals, arg)) {
+                return usage_error(c, cmd, "out of memory");
+            }
+            continue;
         }
         if (n_pos >= cmd->n_args) {
             return usage_error(c, cmd, "unexpected argument '%s'", arg);
@@ -1171,8 +1258,11 @@ static int parse_args(cli *c, int argc, char **argv, args *a, const command **ou
     if (!cmd) {
         return usage_error(c, NULL, "no command given");
     }
-    if (cmd->n_args < 0 && !a->cmd) {
+    if (cmd->n_args == -1 && !a->cmd) {
         return usage_error(c, cmd, "no command to run");
+    }
+    if (cmd->n_args == -2 && a->n_journals == 0) {
+        return usage_error(c, cmd, "no journal given");
     }
     if (cmd->n_args > 0 && n_pos < cmd->n_args) {
         return usage_error(c, cmd, "%s needs KEY and VALUE", cmd->name);
@@ -1214,5 +1304,6 @@ int main(int argc, char **argv)
     }
     free(a.params);
     free(a.tags);
+    free(a.journals);
     return rc;
 }

@@ -36,7 +36,6 @@ extern char **environ;
 #define RUN_ID_WAIT_MS 10000  /* how long the child's start may wait for the server's run id */
 #define RUN_CLOSE_MS 10000    /* default --timeout of run: delivery after the child is done */
 #define LOG_CLOSE_MS 2000     /* default --timeout of the log commands */
-#define PATIENCE_MS 250       /* retrying without progress this long: the server is away */
 #define MAX_REPORTS 10        /* malformed lines reported one by one; the rest counted */
 
 /* ---- signals ---- */
@@ -98,47 +97,33 @@ static void signal_name(int sig, char *out, size_t len)
 
 typedef enum settle_goal { SETTLE_RUN_ID, SETTLE_FLUSHED } settle_goal;
 
+#define SETTLE_SLICE_MS 100 /* a signal cuts the wait short within this */
+
 /*
- * Waits up to timeout_ms for the goal (the run's server id; everything delivered), giving up
- * early when the sender keeps retrying without an acknowledgement for PATIENCE_MS (the server
- * is away: what is queued stays queued), and, waiting for the run's id, when the server refused
- * a record for good. Returns true when the goal was met.
+ * Waits up to timeout_ms for the goal: the run's server id, or everything this process logged
+ * delivered. Returns MLT_OK when it was met, MLT_ERR_QUEUED as soon as the library finds the
+ * server away (the records are kept; mlt_last_error() says how many, where, and why; for the
+ * run id: the server refused the run too), MLT_ERR_TIMEOUT at the deadline or when a signal
+ * interrupts the wait.
  */
-static bool settle(mlt_tracker *t, mlt_run *run, settle_goal goal, int timeout_ms)
+static mlt_err settle(mlt_tracker *t, mlt_run *run, settle_goal goal, int timeout_ms)
 {
-    int64_t start = mlt__mono_ns();
-    int64_t deadline = start + (int64_t)timeout_ms * 1000000;
-    mlt_queue_stats st0;
-    if (mlt_tracker_queue_stats(t, &st0) != MLT_OK) {
-        return false;
-    }
-    uint64_t acked = st0.acknowledged;
-    int64_t progress_at = start;
+    int64_t deadline = mlt__mono_ns() + (int64_t)timeout_ms * 1000000;
     for (;;) {
         if (pending_signal || stop_waiting) {
-            return false; /* interrupted (mltrack run) */
+            return mlt__fail(MLT_ERR_TIMEOUT, "interrupted by a signal");
         }
-        if (goal == SETTLE_RUN_ID ? mlt_run_id(run) != NULL
-                                  : mlt_tracker_flush(t, 20) == MLT_OK) {
-            return true;
+        if (goal == SETTLE_RUN_ID && mlt_run_id(run)) {
+            return MLT_OK;
         }
-        int64_t now = mlt__mono_ns();
-        mlt_queue_stats st;
-        if (now >= deadline || mlt_tracker_queue_stats(t, &st) != MLT_OK) {
-            return false;
+        int64_t left = (deadline - mlt__mono_ns()) / 1000000;
+        mlt_err e = mlt_tracker_flush(t, left < SETTLE_SLICE_MS ? (left > 0 ? (int)left : 0)
+                                                                : SETTLE_SLICE_MS);
+        if (e == MLT_OK && goal == SETTLE_RUN_ID && !mlt_run_id(run)) {
+            return mlt__fail(MLT_ERR_REJECTED, "the server did not make the run");
         }
-        if (st.acknowledged != acked) {
-            acked = st.acknowledged;
-            progress_at = now;
-        }
-        if (st.retried > st0.retried && now - progress_at >= (int64_t)PATIENCE_MS * 1000000) {
-            return false;
-        }
-        if (goal == SETTLE_RUN_ID && st.rejected > st0.rejected) {
-            return false; /* the run was refused (credentials, permission): no id will come */
-        }
-        if (goal == SETTLE_RUN_ID) {
-            mlt__sleep_ms(5);
+        if (e != MLT_ERR_TIMEOUT || left <= 0) {
+            return e;
         }
     }
 }
@@ -200,13 +185,16 @@ static int open_tracker(cli *c, const args *a, seen *s, const char *source, mlt_
     return EXIT_SUCCESS;
 }
 
-/* After the wait: what is left is on disk; says so (and why) on stderr. */
-static void report_left(cli *c, mlt_tracker *t)
+/* After the wait for delivery (err: what settle returned): what is left is on disk; one line
+ * on stderr says so, with how much, where and why. */
+static void report_left(cli *c, mlt_err err, int timeout_ms)
 {
-    mlt_queue_stats st;
-    if (mlt_tracker_queue_stats(t, &st) == MLT_OK && st.bytes_pending > 0) {
-        say(c, "not delivered yet (the server did not take it in time): it stays queued, and "
-               "the next mltrack process or `mltrack sync` delivers it");
+    if (err == MLT_ERR_QUEUED) {
+        say(c, "%s", mlt_last_error());
+    } else if (err != MLT_OK) {
+        say(c, "not delivered in %.1f s (%s): it stays in the queue, and the next mltrack "
+               "process or `mltrack sync` delivers it",
+            timeout_ms / 1000.0, mlt_last_error());
     }
 }
 
@@ -282,8 +270,8 @@ int cmd_log(cli *c, const args *a)
         say(c, "%s: %s", a->command, mlt_last_error());
         rc = EXIT_LEFT;
     }
-    if (rc == EXIT_SUCCESS && !settle(t, NULL, SETTLE_FLUSHED, timeout_ms)) {
-        report_left(c, t);
+    if (rc == EXIT_SUCCESS) {
+        report_left(c, settle(t, NULL, SETTLE_FLUSHED, timeout_ms), timeout_ms);
     }
     pthread_mutex_lock(&s.lock);
     if (s.n_rejected) {
@@ -851,9 +839,7 @@ int cmd_run(cli *c, const args *a)
     if (outer) {
         mlt_run_end(outer, MLT_RUN_FINISHED); /* attached: its owner ends it */
     }
-    if (!settle(t, NULL, SETTLE_FLUSHED, timeout_ms)) {
-        report_left(c, t);
-    }
+    report_left(c, settle(t, NULL, SETTLE_FLUSHED, timeout_ms), timeout_ms);
     pthread_mutex_lock(&s.lock);
     if (s.n_rejected) {
         say(c, "the server refused %u operation%s of this run; the first: %s", s.n_rejected,

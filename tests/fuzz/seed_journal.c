@@ -403,7 +403,7 @@ int main(int argc, char **argv)
     mlt__buf b;
     mlt__buf_init(&b);
     mlt__rec_put_attach(&b, 3, "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d",
-                        "0123456789abcdef0123456789abcdef", "", "12");
+                        "0123456789abcdef0123456789abcdef", "", "12", 1764547300000);
     append(j, MLT__REC_ATTACH, &b);
     mlt__rec_put_kv(&b, 3, "from", "child");
     append(j, MLT__REC_PARAM, &b);

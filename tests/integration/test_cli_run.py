@@ -242,15 +242,26 @@ def test_system_metrics_under_mlflow_names(cli):
 def test_offline_run_and_log_metric_then_sync_delivers_once(cli, build_dir, tmp_path,
                                                             unused_port, server_factory):
     """With the server away the child gets only MLTRACK_RUN_KEY; log-metric queues a point for
-    a run that does not exist yet; `mltrack sync` later makes the run once, with every point."""
+    a run that does not exist yet; both exit 0 at once (not at their --timeout), each with one
+    line saying what is kept, where, and how to deliver it; `mltrack sync` later makes the run
+    once, with every point."""
     off = Cli(build_dir, tmp_path, cli.exp_name, f"http://127.0.0.1:{unused_port}")
     script = (f"test -z \"$MLFLOW_RUN_ID\" && test -n \"$MLTRACK_RUN_KEY\" || exit 9; "
-              f"{shlex.quote(off.mltrack)} log-metric late 0.25 --step 3 || exit 7; "
+              f"{shlex.quote(off.mltrack)} log-metric late 0.25 --step 3 --timeout 60 || exit 7; "
               "echo 'mltrack:metric loss=1'")
     res = off.run(["run", "--experiment", off.exp_name, "--run-name", "offline", "--timeout",
-                   "1", "--", "sh", "-c", script], timeout=120)
+                   "60", "--", "sh", "-c", script], timeout=120)
     assert res.rc == 0, res
-    assert "stays queued" in res.stderr, res
+    assert res.elapsed < 20, f"mltrack run --timeout 60 took {res.elapsed:.1f} s offline: {res!r}"
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2, res  # log-metric's line, then run's: nothing else
+    uri, queue = f"http://127.0.0.1:{unused_port}", off.queue
+    for line, what in zip(lines, ["0 runs and 1 point (2 records)",
+                                  "1 run and 1 point (7 records)"]):
+        assert line.startswith(f"mltrack: kept in the queue, not delivered yet: {what} in "
+                               f"{queue}: the tracking server {uri} cannot be reached ("), res
+        assert line.endswith(f"`mltrack sync --queue {queue}` delivers them once the server is "
+                             "back"), res
     srv = server_factory(port=unused_port)
     res = off.run(["sync", "--tracking-uri", srv.uri, "--timeout", "120"], timeout=300)
     assert res.rc == 0 and "delivered everything" in res.stdout, res

@@ -1,0 +1,99 @@
+/*
+ * queue.c - questions about the queue directory as a whole (see queue.h).
+ */
+#include "config.h"
+
+#include "queue.h"
+
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+int mlt__journal_owned(const char *journal_dir)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/lock", journal_dir);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+    if (fd < 0) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    int owned = 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+        owned = errno == EWOULDBLOCK ? 1 : -1;
+    }
+    int saved = errno;
+    close(fd); /* releases our shared lock, if we got it */
+    errno = saved;
+    return owned;
+}
+
+/* Whether journal j creates the run: created in its map, or its CREATE record undelivered. */
+static bool creates(mlt__journal *j, const char *run_key)
+{
+    size_t n = 0;
+    const mlt__run_entry *runs = mlt__journal_runs(j, &n);
+    for (size_t i = 0; runs && i < n; i++) {
+        if (strcmp(runs[i].key, run_key) == 0 && runs[i].state != MLT__RUN_ATTACHED) {
+            return runs[i].state != MLT__RUN_DEAD;
+        }
+    }
+    uint64_t cursor = mlt__journal_acked_seq(j);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    bool found = false;
+    for (;;) {
+        uint64_t before = cursor;
+        mlt_err err = mlt__journal_next(j, &cursor, &scratch, &r);
+        if (err == MLT_OK) {
+            found = r.type == MLT__REC_CREATE && strcmp(r.key, run_key) == 0;
+        } else if (err != MLT_ERR_CORRUPT || cursor == before) {
+            break; /* the end, or unreadable from here */
+        }
+        if (found) {
+            break;
+        }
+    }
+    mlt__buf_free(&scratch);
+    return found;
+}
+
+mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char *who,
+                                size_t who_len, bool *owned)
+{
+    char **dirs = NULL;
+    size_t n = 0;
+    mlt_err err = mlt__queue_list(queue_dir, &dirs, &n);
+    if (err != MLT_OK) {
+        return err;
+    }
+    err = MLT_ERR_NOT_FOUND;
+    for (size_t i = 0; i < n; i++) {
+        mlt__journal *j = NULL;
+        mlt__recovery rec;
+        memset(&rec, 0, sizeof rec);
+        if (err == MLT_ERR_NOT_FOUND &&
+            mlt__journal_open(&j, dirs[i], true, MLT__FSYNC_NONE, &rec, NULL, 0) == MLT_OK) {
+            if (creates(j, run_key)) {
+                snprintf(who, who_len, "%s", dirs[i]);
+                *owned = mlt__journal_owned(dirs[i]) > 0;
+                err = MLT_OK;
+            }
+            mlt__journal_close(j, false);
+        }
+        free(dirs[i]);
+    }
+    free(dirs);
+    return err;
+}
