@@ -20,7 +20,8 @@ typedef struct contents {
     uint64_t records, creates, attaches, params, points, tags, ends, undecodable;
 } contents;
 
-static void count_pending(mlt__journal *j, contents *n)
+/* Counts the undelivered records by kind; the runs they create go to runs, a line each. */
+static void count_pending(mlt__journal *j, contents *n, mlt__buf *runs)
 {
     uint64_t cursor = mlt__journal_acked_seq(j);
     mlt__buf scratch;
@@ -37,7 +38,11 @@ static void count_pending(mlt__journal *j, contents *n)
             break;
         }
         switch (r.type) {
-        case MLT__REC_CREATE: n->creates++; break;
+        case MLT__REC_CREATE:
+            n->creates++;
+            mlt__buf_printf(runs, "  run %s%s%s%s -> (not created)\n", r.key,
+                            r.run_name[0] ? " '" : "", r.run_name, r.run_name[0] ? "'" : "");
+            break;
         case MLT__REC_ATTACH: n->attaches++; break;
         case MLT__REC_PARAM: n->params++; break;
         case MLT__REC_METRIC: n->points++; break;
@@ -113,13 +118,17 @@ static int drop_one(cli *c, const char *queue, const char *arg, bool dead_only)
     }
     contents n;
     memset(&n, 0, sizeof n);
-    count_pending(j, &n);
+    mlt__buf created;
+    mlt__buf_init(&created);
+    count_pending(j, &n, &created);
     printf("dropped %s: %" PRIu64 " records not delivered (%" PRIu64 " run creations, %" PRIu64
            " attaches, %" PRIu64 " params, %" PRIu64 " metric points, %" PRIu64 " tags, %" PRIu64
            " run ends, %" PRIu64 " undecodable), %" PRIu64 " dead letters\n",
            dir, n.records, n.creates, n.attaches, n.params, n.points, n.tags, n.ends,
            n.undecodable, dead);
     print_runs(j);
+    fputs(created.data && !created.oom ? created.data : "", stdout);
+    mlt__buf_free(&created);
     if (rec.ring_points > 0) {
         verbose(c, "%s: %" PRIu64 " points its process left in memory were among them", dir,
                 rec.ring_points);

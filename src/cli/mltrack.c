@@ -672,10 +672,6 @@ static int sync_deliver(sync_job *job, int64_t deadline_ns)
     printf("points sent: %" PRIu64 "\n", sum.points_sent);
     printf("rejected: %" PRIu64 "\n", sum.rejected);
     printf("left: %" PRIu64 "\n", left);
-    uint64_t waiting = sum.waiting_created + sum.waiting_nowhere;
-    if (waiting > 0) {
-        printf("waiting for runs: %" PRIu64 "\n", waiting);
-    }
     bool ok = left == 0 && job->n_failed == 0;
     /* only records waiting for runs nobody here makes are left: a status of its own */
     bool only_nowhere = !ok && drain_err == MLT_ERR_QUEUED && sum.waiting_nowhere == handled_left &&

@@ -301,7 +301,19 @@ typedef struct reader {
     size_t n_steps, cap_steps;
     uint64_t malformed;
     bool out_broken; /* our stdout is gone: no more passing through */
+    /* nested (an outer `mltrack run` reads our stdout): the protocol lines read here pass
+     * through indented, so that the outer one does not log them again */
+    bool mark;
+    bool bol;               /* the next byte starts a line */
+    size_t held;            /* bytes of a line start held back: the prefix, matched so far */
+    char hold[sizeof MLT_PROTO_PREFIX];
+    mlt__buf out;           /* what is passed through, marks included */
 } reader;
+
+/* What marks a protocol line already logged, for an outer `mltrack run`: not in column 1. */
+#define LOGGED_MARK "  "
+/* Set in the child's environment: an `mltrack run` reads its stdout. */
+#define READER_ENV "MLTRACK_PROTOCOL_READER"
 
 static int64_t *step_slot(reader *r, const char *key)
 {
@@ -425,6 +437,56 @@ static bool write_all(int fd, const char *buf, size_t n)
     return true;
 }
 
+/* Copies the child's bytes to our stdout: unchanged, or (nested) with LOGGED_MARK before each
+ * line that starts with the protocol prefix. false when our stdout is gone. */
+static bool pass_through(reader *r, const char *buf, size_t n)
+{
+    if (r->out_broken) {
+        return false;
+    }
+    if (!r->mark) {
+        return write_all(STDOUT_FILENO, buf, n);
+    }
+    static const char prefix[] = MLT_PROTO_PREFIX;
+    const size_t plen = sizeof prefix - 1;
+    mlt__buf_reset(&r->out);
+    size_t i = 0;
+    while (i < n) {
+        if (r->bol) {
+            while (i < n && r->held < plen && buf[i] == prefix[r->held]) {
+                r->hold[r->held++] = buf[i++];
+            }
+            if (r->held < plen && i == n) {
+                break; /* the rest of the prefix is in the next read */
+            }
+            if (r->held == plen) {
+                mlt__buf_puts(&r->out, LOGGED_MARK);
+            }
+            mlt__buf_append(&r->out, r->hold, r->held);
+            r->held = 0;
+            r->bol = false;
+        }
+        const char *nl = memchr(buf + i, '\n', n - i);
+        size_t end = nl ? (size_t)(nl - buf) + 1 : n;
+        mlt__buf_append(&r->out, buf + i, end - i);
+        i = end;
+        r->bol = nl != NULL;
+    }
+    if (r->out.oom) {
+        return false;
+    }
+    return write_all(STDOUT_FILENO, r->out.data ? r->out.data : "", r->out.len);
+}
+
+/* The end of the child's stdout: a line start held back goes out as it is. */
+static void pass_rest(reader *r)
+{
+    if (r->held && !r->out_broken) {
+        write_all(STDOUT_FILENO, r->hold, r->held);
+    }
+    r->held = 0;
+}
+
 /* ---- run: the child ---- */
 
 /* The child's environment: ours without the variables we set, then ours. */
@@ -470,9 +532,10 @@ static void env_free(env_list *e)
     free(e->v);
 }
 
-static const char *const exported[] = {"MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLTRACK_RUN_KEY",
-                                       "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
-                                       "MLTRACK_QUEUE_DIR"};
+static const char *const exported[] = {"MLFLOW_TRACKING_URI",    "MLFLOW_RUN_ID",
+                                       "MLTRACK_RUN_KEY",        "MLFLOW_EXPERIMENT_NAME",
+                                       "MLFLOW_EXPERIMENT_ID",   "MLTRACK_QUEUE_DIR",
+                                       READER_ENV};
 #define N_EXPORTED (sizeof exported / sizeof exported[0])
 
 static bool build_env(env_list *e, const mlt_options *opts, mlt_run *run, const seen *s)
@@ -494,6 +557,7 @@ static bool build_env(env_list *e, const mlt_options *opts, mlt_run *run, const 
         mlt_options_get(opts, "experiment_name"),
         s->experiment_id[0] ? s->experiment_id : NULL,
         mlt_options_get(opts, "queue_dir"),
+        "1",
     };
     for (size_t k = 0; k < N_EXPORTED; k++) {
         if (values[k] && !env_add(e, exported[k], values[k])) {
@@ -696,7 +760,7 @@ static int pump(reader *r, int in_fd, pid_t pid)
         if (ready > 0) {
             ssize_t n = read(in_fd, buf, sizeof buf);
             if (n > 0) {
-                if (!r->out_broken && !write_all(STDOUT_FILENO, buf, (size_t)n)) {
+                if (!r->out_broken && !pass_through(r, buf, (size_t)n)) {
                     r->out_broken = true; /* the child will see its stdout closed too */
                     open = false;
                 }
@@ -712,6 +776,7 @@ static int pump(reader *r, int in_fd, pid_t pid)
         }
     }
     mlt_proto_finish(&r->split, on_line, r);
+    pass_rest(r);
     while (!exited) {
         if (waitpid(pid, &status, 0) == pid) {
             exited = true;
@@ -726,6 +791,7 @@ static void free_reader(reader *r)
 {
     mlt_proto_splitter_free(&r->split);
     mlt_proto_line_free(&r->line);
+    mlt__buf_free(&r->out);
     for (size_t i = 0; i < r->n_steps; i++) {
         free(r->steps[i].key);
     }
@@ -810,7 +876,8 @@ int cmd_run(cli *c, const args *a)
         if (pending_signal) {
             kill(pid, pending_signal); /* it came while the child was being started */
         }
-        reader r = {.c = c, .run = run};
+        /* an outer `mltrack run` reads what we pass through: it must not log it again */
+        reader r = {.c = c, .run = run, .mark = getenv(READER_ENV) != NULL, .bol = true};
         int ws = pump(&r, fds[0], pid);
         child_pid = 0;
         if (WIFSIGNALED(ws)) {

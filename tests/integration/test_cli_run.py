@@ -227,6 +227,40 @@ def test_nested_mltrack_run_is_a_child_run(cli):
     assert inner_run["info"]["status"] == outer["info"]["status"] == "FINISHED"
 
 
+def test_a_sweep_of_nested_runs_logs_each_line_once(cli):
+    """An outer `mltrack run` over a sweep whose two trials run under `mltrack run` of their own:
+    each trial's protocol lines land in the trial only (before, in the sweep too: the inner run
+    passed them through and the outer read them again); the sweep's own line lands in the sweep;
+    the user still sees every line, the trials' ones indented."""
+    m = shlex.quote(cli.mltrack)
+    trial = ("echo mltrack:metric loss=$a; printf mltrack:met; sleep 0.05; "
+             "echo \"ric loss=$b\"; echo mltrack:param seen=yes")
+    script = (f"a=1.5 b=1.25 {m} run --run-name trial-1 --param lr=0.1 -- sh -c '{trial}' && "
+              f"a=2.5 b=2.25 {m} run --run-name trial-2 --param lr=0.2 -- sh -c '{trial}' && "
+              "echo mltrack:metric best=1.25")
+    res = cli.wrap(script, "--run-name", "sweep")
+    assert res.rc == 0, res
+    assert res.stdout == ("  mltrack:metric loss=1.5\n  mltrack:metric loss=1.25\n"
+                          "  mltrack:param seen=yes\n"
+                          "  mltrack:metric loss=2.5\n  mltrack:metric loss=2.25\n"
+                          "  mltrack:param seen=yes\n"
+                          "mltrack:metric best=1.25\n"), res
+    assert res.stderr == "", res
+    sweep = cli.the_run("sweep")
+    assert sweep["info"]["status"] == "FINISHED"
+    assert cli.history(sweep, "best") == [(1.25, 0)]
+    assert cli.history(sweep, "loss") == []
+    assert MlflowReader.params(sweep) == {}
+    for name, lr, points in (("trial-1", "0.1", [(1.5, 0), (1.25, 1)]),
+                             ("trial-2", "0.2", [(2.5, 0), (2.25, 1)])):
+        run = cli.the_run(name)
+        assert tags_of(run)["mlflow.parentRunId"] == sweep["info"]["run_id"], name
+        assert run["info"]["status"] == "FINISHED", name
+        assert MlflowReader.params(run) == {"lr": lr, "seen": "yes"}, name
+        assert cli.history(run, "loss") == points, name
+        assert cli.history(run, "best") == [], name
+
+
 def test_system_metrics_under_mlflow_names(cli):
     res = cli.wrap("sleep 1.3", "--run-name", "sys", "--system-metrics-interval", "0.25")
     assert res.rc == 0, res

@@ -507,6 +507,147 @@ def test_sync_leaves_the_journal_of_a_live_process_alone(queue_for, unused_port,
                                 expected_runs(read_ledger(ledger)))
 
 
+# ---- one record never holds up a queue -----------------------------------------------------------
+
+STALE_KEY = "6f1c2e4a-0b7d-4e2a-9c3f-1a2b3c4d5e6f"  # a run key no run has
+
+
+def test_bad_input_into_an_attached_run_leaves_nothing(queue_for, module_server):
+    """A log command refused for bad input (exit 2) leaves no journal: nothing waits for a run."""
+    q = queue_for(module_server.uri)
+    res = q.programs.run(["mltrack", "log-metric", "a/../b", "1"],
+                         env=q.env({"MLTRACK_RUN_KEY": STALE_KEY}), timeout=60)
+    assert res.rc == 2 and "invalid" in res.stderr, res
+    assert journal_dirs(q.dir) == [], os.listdir(q.dir)
+    st = q.status()
+    assert "total: 0 journals, 0 records pending" in st.stdout, st
+
+
+def test_a_record_for_a_run_nobody_makes_never_holds_up_a_queue(queue_for, module_server):
+    """A point logged with a run key no run has waits on its own: the next program on the queue
+    delivers its own run and exits at once with MLT_OK; status shows the wait with its key and
+    reason; sync says what it waits for and exits 3; with attach_timeout run out (0 here) sync
+    makes dead letters of it and the queue drains; `mltrack drop` removes them, saying so."""
+    q = queue_for(module_server.uri)
+    res = q.programs.run(["mltrack", "log-metric", "loss", "1.5", "--timeout", "60"],
+                         env=q.env({"MLTRACK_RUN_KEY": STALE_KEY}), timeout=100)
+    assert res.rc == 0, res
+    assert "kept in the queue, not delivered yet: 0 runs and 1 point (2 records)" in res.stderr
+    assert f"they wait for run {STALE_KEY}, which the server does not have yet" in res.stderr
+    (waiting,) = journal_dirs(q.dir)
+
+    # the next program on the queue: its own run only, at once, whatever the waiting journal does
+    res = q.programs.run(["train_model"], env=q.env(), timeout=60)
+    assert res.rc == 0 and res.stderr == "", res
+    assert res.elapsed < 5, f"train_model took {res.elapsed:.1f} s: {res!r}"
+    reader = MlflowReader(module_server.uri)
+    _, by_key, _ = server_runs(reader, q.exp_name)
+    assert len(by_key) == 1 and [len(v) for v in by_key.values()] == [1], by_key
+    assert journal_dirs(q.dir) == [waiting], "train_model's own journal is left, or the other gone"
+
+    st = q.status()
+    assert st.rc == 0, st
+    assert re.search(rf"waiting for run {STALE_KEY}: 2 records, for \d+ s: no journal of this "
+                     r"queue creates it", st.stdout), st
+
+    res, s = q.sync(check_delivered=False)
+    assert res.rc == 3, f"sync must exit 3 when only a run nobody makes is waited for: {res!r}"
+    assert (s["runs_created"], s["points_sent"], s["rejected"], s["left"]) == (0, 0, 0, 2), res
+    assert s["reason"] == (f"2 records of {waiting} wait for run {STALE_KEY}, which the server "
+                           "does not have and no journal of the queue creates (attach_timeout: "
+                           "604800 s after they were written, they become dead letters; `mltrack "
+                           "drop` drops them now)"), res
+    assert "cannot be reached" not in res.stdout + res.stderr, res
+
+    res, s = q.sync(env={"MLTRACK_ATTACH_TIMEOUT": "0"})
+    assert (s["runs_created"], s["points_sent"], s["rejected"], s["left"]) == (0, 0, 2, 0), res
+    with open(os.path.join(waiting, "dead.jsonl"), encoding="utf-8") as f:
+        letter_attach, letter_point = [json.loads(line) for line in f]
+    assert (letter_attach["type"], letter_attach["run_key"]) == ("attach_run", STALE_KEY)
+    assert "no journal of the queue creates it" in letter_attach["answer"], letter_attach
+    assert (letter_point["type"], letter_point["key"], letter_point["value"]) == (
+        "metric", "loss", 1.5), letter_point
+
+    res = q.programs.run(["mltrack", "drop", "--dead-letters", os.path.basename(waiting)],
+                         env=q.env(), timeout=60)
+    assert res.rc == 0, res
+    assert res.stdout == f"dropped {waiting}/dead.jsonl: 2 dead letters\n", res
+    assert journal_dirs(q.dir) == []
+
+
+def test_drop_says_what_it_drops_and_spares_a_live_journal(queue_for, unused_port):
+    q = queue_for(f"http://127.0.0.1:{unused_port}")
+    ledger = str(q.tmp / "ledger.jsonl")
+    res = q.it_queue(["--ledger", ledger, "--close-ms", "300", "log", "2", "10"], timeout=60)
+    assert res.rc == 0, res
+    (jdir,) = journal_dirs(q.dir)
+    hold = str(q.tmp / "hold")
+    # for another server: it leaves the first journal alone (it would adopt it, and own it)
+    proc = q.start_it_queue(["--close-ms", "300", "--hold", hold, "log", "1", "5"],
+                            uri=f"http://127.0.0.1:{unused_port}/elsewhere")
+    try:
+        wait_until(lambda: os.path.exists(hold + ".ready") or proc.poll() is not None,
+                   60 * slow_factor(), "it_queue to log")
+        (live,) = [d for d in journal_dirs(q.dir) if d != jdir]
+        res = q.programs.run(["mltrack", "drop", live, os.path.basename(jdir)], env=q.env(),
+                             timeout=60)
+    finally:
+        open(hold, "w").close()
+        q.programs.wait(proc, timeout=60)
+    assert res.rc == 1, res
+    assert f"{live}: owned by a running process: left alone" in res.stderr, res
+    # 2 runs: create, params lr, run_index, points, tags kind, run_index, progress, 10 points,
+    # end; then the runs, not created
+    runs = expected_runs(read_ledger(ledger))
+    assert res.stdout.splitlines() == [
+        f"dropped {jdir}: 36 records not delivered (2 run creations, 0 attaches, 6 params, 20 "
+        "metric points, 6 tags, 2 run ends, 0 undecodable), 0 dead letters"] + [
+        f"  run {k} '{r.name}' -> (not created)" for k, r in runs.items()], res
+    assert not os.path.exists(jdir)
+    res = q.programs.run(["mltrack", "drop", "j-nosuch"], env=q.env(), timeout=60)
+    assert res.rc == 2 and "not a journal of the queue" in res.stderr, res
+
+
+@pytest.mark.parametrize("layout", ["shared queue", "a queue per node"])
+def test_ranks_share_a_run_whose_creator_was_offline(layout, queue_for, unused_port,
+                                                     module_server):
+    """Rank 0 makes the job's run with the server away; rank 1 logs into it by MLTRACK_RUN_KEY
+    with the server up (its records wait, its close says so). Once rank 0's queue is synced the
+    run exists, and rank 1's records land in it, exactly once."""
+    q0 = queue_for(f"http://127.0.0.1:{unused_port}")
+    keyfile = str(q0.tmp / "key")
+    res = q0.programs.run(["mltrack", "run", "--run-name", "job", "--", "sh", "-c",
+                           f"echo $MLTRACK_RUN_KEY > {keyfile}"], env=q0.env(), timeout=60)
+    assert res.rc == 0 and "kept in the queue" in res.stderr, res
+    key = open(keyfile).read().strip()
+    q1 = queue_for(module_server.uri)
+    if layout == "a queue per node":
+        q1.dir = str(q1.tmp / "queue-rank1")
+    ledger = str(q1.tmp / "ledger-rank1.jsonl")
+    res = q1.it_queue(["--ledger", ledger, "--close-ms", "2000", "log", "1", "20"],
+                      env={"MLTRACK_RUN_KEY": key}, timeout=60)
+    assert res.rc == 0, res
+    out = parse_it_queue(res)
+    assert out["close"][0] == "MLT_ERR_QUEUED", res
+    if layout == "a queue per node":
+        res, s = q1.sync(check_delivered=False)
+        assert res.rc == 3 and f"wait for run {key}" in s["reason"], res
+    res, s = q0.sync(uri=module_server.uri)
+    assert s["runs_created"] == 1, res
+    if layout == "a queue per node":
+        res, s = q1.sync()
+    assert s["points_sent"] == 20 and s["left"] == 0, res
+    reader = MlflowReader(module_server.uri)
+    _, by_key, untagged = server_runs(reader, q1.exp_name)
+    assert not untagged and list(by_key) == [key] and len(by_key[key]) == 1, by_key
+    v = run_view(reader, by_key[key][0])
+    assert v["run_name"] == "job" and v["status"] == "FINISHED", v
+    (exp,) = expected_runs(read_ledger(ledger)).values()
+    assert v["params"] == exp.params, v
+    assert {k: [(st, ts, val) for st, ts, val in pts] for k, pts in v["metrics"].items()} == {
+        k: [(st, ts, value_key(val)) for st, ts, val in pts] for k, pts in exp.metrics.items()}
+
+
 def test_flush_is_queued_at_once_and_sync_exit_codes_with_no_server(queue_for, unused_port):
     """With no server: mlt_tracker_flush(t, 60000) and mlt_tracker_close(t, 60000) return
     MLT_ERR_QUEUED as soon as the sender finds no server, not at their deadlines; `mltrack sync`
