@@ -651,6 +651,10 @@ void mlt_scope_end(struct mlt_scope *scope);
  * the body still runs. The return type must be arithmetic; 1 to 8 arguments.
  * MLT_TRACKED_VOID(name, (type, arg)...) is the same for a function returning void.
  * Prefix with `static` as for any function definition.
+ * C++: the same, with the argument types of C++ (bool, std::nullptr_t excepted); the types are
+ * told apart by overloads of mlt_log_param_value() instead of _Generic, with the same formatting.
+ * A type with no overload (std::string, a class) does not compile: pass .c_str(), or log it in
+ * the body. mltrack.hpp has RAII types (mlt::tracker, mlt::run) for C++ programs.
  */
 #define MLT_TRACKED(ret, name, ...)                                                              \
     ret name(MLT__PARAMS(__VA_ARGS__));                                                          \
@@ -688,10 +692,17 @@ void mlt_param_i64(mlt_run *run, const char *key, long long value);
 void mlt_param_u64(mlt_run *run, const char *key, unsigned long long value);
 void mlt_param_f64(mlt_run *run, const char *key, double value);
 void mlt_param_f32(mlt_run *run, const char *key, float value);
+#ifdef __cplusplus
+void mlt_param_bool(mlt_run *run, const char *key, bool value); /* the same type as C's _Bool */
+#else
 void mlt_param_bool(mlt_run *run, const char *key, _Bool value);
+#endif
 void mlt_param_str(mlt_run *run, const char *key, const char *value);
 
-/** Logs value as a param under key, formatted by its C type (see MLT_TRACKED). */
+/** Logs value as a param under key, formatted by its C type (see MLT_TRACKED). In C++, where
+ *  there is no _Generic, it is a set of overloaded inline functions (at the end of this file)
+ *  that pick the same formatting, so MLT_TRACKED works there too. */
+#ifndef __cplusplus
 #define mlt_log_param_value(run, key, value)                                                     \
     _Generic((value),                                                                            \
         _Bool: mlt_param_bool,                                                                   \
@@ -711,6 +722,7 @@ void mlt_param_str(mlt_run *run, const char *key, const char *value);
         long double: mlt_param_f64,                                                              \
         char *: mlt_param_str,                                                                   \
         const char *: mlt_param_str)((run), (key), (value))
+#endif
 
 /* Argument-list machinery for MLT_TRACKED (internal). Pairs are (type, name). */
 #define MLT__NARG(...) MLT__NARG_(__VA_ARGS__, 8, 7, 6, 5, 4, 3, 2, 1, 0)
@@ -737,5 +749,74 @@ void mlt_param_str(mlt_run *run, const char *key, const char *value);
 
 #ifdef __cplusplus
 }
+
+/* C++: mlt_log_param_value() as overloads (extern "C++": this header may be included inside an
+ * extern "C" block). mltrack.hpp has RAII types on top of this API. */
+extern "C++" {
+inline void mlt_log_param_value(mlt_run *run, const char *key, bool v)
+{
+    mlt_param_bool(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, char v)
+{
+    mlt_param_i64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, signed char v)
+{
+    mlt_param_i64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, short v)
+{
+    mlt_param_i64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, int v)
+{
+    mlt_param_i64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, long v)
+{
+    mlt_param_i64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, long long v)
+{
+    mlt_param_i64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, unsigned char v)
+{
+    mlt_param_u64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, unsigned short v)
+{
+    mlt_param_u64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, unsigned int v)
+{
+    mlt_param_u64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, unsigned long v)
+{
+    mlt_param_u64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, unsigned long long v)
+{
+    mlt_param_u64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, float v)
+{
+    mlt_param_f32(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, double v)
+{
+    mlt_param_f64(run, key, v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, long double v)
+{
+    mlt_param_f64(run, key, (double)v);
+}
+inline void mlt_log_param_value(mlt_run *run, const char *key, const char *v)
+{
+    mlt_param_str(run, key, v);
+}
+} /* extern "C++" */
 #endif
 #endif /* MLTRACK_H */

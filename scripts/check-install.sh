@@ -36,7 +36,8 @@ make -C "$BUILD_DIR" install >"$BUILD_DIR/install.log" 2>&1 ||
 echo "installed into $PREFIX"
 
 # ---- what is installed ----
-for f in bin/mltrack include/mltrack.h lib/pkgconfig/mltrack.pc share/man/man1/mltrack.1; do
+for f in bin/mltrack include/mltrack.h include/mltrack.hpp lib/pkgconfig/mltrack.pc \
+    share/man/man1/mltrack.1; do
     [[ -f $PREFIX/$f ]] || mlt_fail "$PREFIX/$f is not installed"
     echo "ok: $f"
 done
@@ -121,5 +122,25 @@ if problems:
     sys.exit("install check: the run read back is wrong:\n  " + "\n  ".join(problems))
 print(f"ok: run {run_id} read back: name train_model, FINISHED, params epochs=10 "
       f"learning_rate=0.01, accuracy at steps 0-9 exactly as logged")
+EOF
+
+# ---- a C++ program against the installed package (mltrack.hpp) ----
+cp "$MLT_SRC/examples/train_cpp.cpp" "$WORK/prog.cpp"
+# shellcheck disable=SC2046 # the flags are meant to be split
+c++ -o prog-cpp prog.cpp $(pkg-config --cflags --libs mltrack) ||
+    mlt_fail "c++ prog.cpp \$(pkg-config --cflags --libs mltrack) failed"
+exp_cpp="$exp_name-cpp"
+LD_LIBRARY_PATH="$PREFIX/lib" MLFLOW_TRACKING_URI="$URI" MLFLOW_EXPERIMENT_NAME="$exp_cpp" \
+    MLTRACK_QUEUE_DIR="$WORK/queue" timeout 120 ./prog-cpp >"$WORK/out-cpp.txt" ||
+    mlt_fail "the C++ program exited $?"
+"$MLT_PYTHON" -B - "$MLT_SRC/tests/integration" "$URI" "$exp_cpp" <<'EOF'
+import sys
+
+sys.path.insert(0, sys.argv[1])
+from mlflow_read import MlflowReader  # noqa: E402
+from test_cpp import check_runs  # noqa: E402
+
+check_runs(MlflowReader(sys.argv[2]), sys.argv[3])
+print("ok: c++ prog.cpp $(pkg-config --cflags --libs mltrack): its five runs read back exactly")
 EOF
 echo "install check passed"

@@ -33,6 +33,7 @@ PROGRAMS = {
     "train_model": "examples/train_model",
     "train_jsonl": "examples/train_jsonl",
     "train_callbacks": "examples/train_callbacks",
+    "train_cpp": "examples/train_cpp",
     "it_client": "tests/it_client",
 }
 
