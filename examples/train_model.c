@@ -35,8 +35,10 @@ static void on_delivery(const mlt_delivery *d, void *userdata)
         fprintf(stderr, "train_model: the server refused: %s\n", d->message);
         (*rejected)++;
     } else if (d->op == MLT_OP_CREATE_RUN) {
-        printf("run id: %s\nrun url: %s/#/experiments/%s/runs/%s\n", d->run_id, tracking_uri,
-               d->experiment_id, d->run_id);
+        /* as mlt_run_ui_url() writes it: the run's charts, in the UI's "Model training" view */
+        printf("run id: %s\nrun url: %s/#/experiments/%s/runs/%s/model-metrics"
+               "?workflowType=machine_learning\n",
+               d->run_id, tracking_uri, d->experiment_id, d->run_id);
         fflush(stdout);
     }
 }

@@ -448,10 +448,12 @@ mlt_run *mlt_run_parent(const mlt_run *run);
 mlt_tracker *mlt_run_tracker(const mlt_run *run);
 
 /**
- * The MLflow UI address of the run, written into buf as
- * "<tracking_uri>/#/experiments/<experiment id>/runs/<run id>". Returns MLT_ERR_STATE when the
- * run id or experiment id is not known (no MLflow callback, or not created yet),
- * MLT_ERR_VALUE_TOO_LONG when buf is too small.
+ * The MLflow UI address of the run, written into buf as "<tracking_uri>/#/experiments/<experiment
+ * id>/runs/<run id>/model-metrics?workflowType=machine_learning": the run's metric charts in the
+ * UI's "Model training" view, where MLflow 3 would otherwise open a fresh browser in its GenAI
+ * view (MLflow 2.x ignores the query). Returns MLT_ERR_STATE when the run id or experiment id is
+ * not known (no MLflow callback, or not created yet), MLT_ERR_VALUE_TOO_LONG when buf is too
+ * small. Any thread; also once the run ended.
  */
 mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len);
 

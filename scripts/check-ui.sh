@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Logs a run and looks at it in the MLflow UI the way a person would: headless Chromium (Debian's
 # chromium and chromium-driver, installed when missing) driven by tests/ui/check_ui.py (Selenium,
-# pinned in scripts/lib.sh) opens URI/#/experiments/EXP/runs/RUN, waits for the page to render and
-# checks that its text shows the run name, a param's key and value, the metric's key and a tag; it
-# saves a full-page screenshot to BUILD_ROOT/ui/run-page.png and prints its path. The run is logged
-# by `mltrack run`.
+# pinned in scripts/lib.sh) opens the address `mltrack run` printed for the run (its metric charts
+# in the "Model training" view), waits for the page to render and checks that it shows the run name
+# and the loss chart, drawn; then the run's overview: a param's key and value, the metric's key and
+# a tag. It saves full-page screenshots to BUILD_ROOT/ui/run-metrics.png and run-page.png and
+# prints their paths.
 # Usage: scripts/check-ui.sh [CHECK_UI ARGS...]
 #   extra arguments go to tests/ui/check_ui.py, e.g. `--param not_logged=1 --timeout 20` (must fail)
 # Environment:
@@ -20,25 +21,26 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mlt_check_setup "UI check"
 BUILD_DIR=$BUILD_ROOT/default
 UI_DIR=$BUILD_ROOT/ui
-SCREENSHOT=$UI_DIR/run-page.png
+SCREENSHOT=$UI_DIR/run-metrics.png
+OVERVIEW=$UI_DIR/run-page.png
 
 # log_run: logs one run into a fresh experiment of $MLTRACK_TEST_TRACKING_URI with `mltrack run`
 # (a param and a tag from its flags, "loss" over 5 steps from the child's mltrack:metric lines) and
-# sets what the page must show: RUN_URL, RUN_NAME, PARAM_KEY, PARAM_VALUE, METRIC_KEY, TAG_KEY.
+# sets what the page must show: RUN_URL (as mltrack run printed it on stderr), RUN_NAME, PARAM_KEY,
+# PARAM_VALUE, METRIC_KEY, TAG_KEY.
 log_run() {
     local exp_name out
     exp_name="ui-check-$(date +%s)-$$"
-    # shellcheck disable=SC2016 # the child expands them
     out=$(env -u MLFLOW_EXPERIMENT_ID -u MLFLOW_RUN_ID -u MLTRACK_RUN_KEY \
         MLFLOW_TRACKING_URI="$MLTRACK_TEST_TRACKING_URI" MLTRACK_QUEUE_DIR="$WORK/queue" \
         timeout 120 "$BUILD_DIR/mltrack" run --experiment "$exp_name" --run-name ui-check-run \
         --param learning_rate=0.01 --tag owner=ui-check -- sh -c '
             for step in 0 1 2 3 4; do echo "mltrack:metric loss=0.$((9 - step)) step=$step"; done
-            echo "run url: $MLFLOW_TRACKING_URI/#/experiments/$MLFLOW_EXPERIMENT_ID/runs/$MLFLOW_RUN_ID"
-        ') || mlt_fail "mltrack run failed (exit $?): $out"
+        ' 2>&1) || mlt_fail "mltrack run failed (exit $?): $out"
     printf '%s\n' "$out"
-    RUN_URL=$(sed -n 's/^run url: //p' <<<"$out")
-    [[ $RUN_URL == */experiments/?*/runs/?* ]] || mlt_fail "mltrack run gave no run id in time: $out"
+    RUN_URL=$(sed -n "s/^mltrack: view run 'ui-check-run' at //p" <<<"$out")
+    [[ $RUN_URL == */experiments/?*/runs/?*/model-metrics?workflowType=machine_learning ]] ||
+        mlt_fail "mltrack run printed no address for the run: $out"
     RUN_NAME=ui-check-run PARAM_KEY=learning_rate PARAM_VALUE=0.01 METRIC_KEY=loss TAG_KEY=owner
 }
 
@@ -60,12 +62,13 @@ mkdir -p "$UI_DIR"
 rm -f "$SCREENSHOT"
 rc=0
 "$MLT_PYTHON" -B "$MLT_SRC/tests/ui/check_ui.py" --url "$RUN_URL" --run-name "$RUN_NAME" \
+    --chart "$METRIC_KEY" --screenshot "$SCREENSHOT" \
     --param "$PARAM_KEY=$PARAM_VALUE" --metric "$METRIC_KEY" --tag "$TAG_KEY" \
-    --screenshot "$SCREENSHOT" "$@" ||
+    --overview-screenshot "$OVERVIEW" "$@" ||
     rc=$?
 case $rc in
 0) ;;
-1) mlt_fail "the run page does not show what was logged (see above; screenshot: $SCREENSHOT)" ;;
+1) mlt_fail "the run's pages do not show what was logged (see above; screenshots: $SCREENSHOT, $OVERVIEW)" ;;
 *) mlt_fail "tests/ui/check_ui.py could not check the page (exit $rc)" ;;
 esac
-echo "UI check passed; screenshot: $SCREENSHOT"
+echo "UI check passed; screenshots: $SCREENSHOT, $OVERVIEW"

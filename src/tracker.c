@@ -1154,7 +1154,10 @@ mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len)
     if (!id || !uri || !t->experiment_id) {
         err = MLT_ERR_STATE;
     } else {
-        int n = snprintf(buf, len, "%s/#/experiments/%s/runs/%s", uri, t->experiment_id, id);
+        /* the run's metric charts in the UI's "Model training" view: without the query, MLflow
+         * 3 opens a fresh browser in its GenAI view (2.x ignores it) */
+        int n = snprintf(buf, len, "%s/#/experiments/%s/runs/%s/model-metrics?" MLT__UI_VIEW, uri,
+                         t->experiment_id, id);
         if (n < 0 || (size_t)n >= len) {
             err = MLT_ERR_VALUE_TOO_LONG;
         }

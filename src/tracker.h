@@ -128,6 +128,9 @@ void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_ke
  * journal. */
 void mlt__run_use_ring(mlt_run *run);
 
+/* The query that opens an MLflow 3 UI address in its "Model training" view. */
+#define MLT__UI_VIEW "workflowType=machine_learning"
+
 /* Records the server run id (copied). Called by the MLflow callback. */
 mlt_err mlt__run_set_id(mlt_run *run, const char *run_id);
 

@@ -1653,7 +1653,8 @@ START_TEST(ui_url_is_built_once_ids_are_known)
     ck_assert_int_eq(mlt__tracker_set_experiment_id(t, "7"), MLT_OK);
     ck_assert_str_eq(mlt_run_id(run), "abc123");
     ck_assert_int_eq(mlt_run_ui_url(run, buf, sizeof buf), MLT_OK);
-    ck_assert_str_eq(buf, "http://mlflow.example:5000/#/experiments/7/runs/abc123");
+    ck_assert_str_eq(buf, "http://mlflow.example:5000/#/experiments/7/runs/abc123/model-metrics"
+                          "?workflowType=machine_learning");
     size_t need = strlen(buf) + 1;
     ck_assert_int_eq(mlt_run_ui_url(run, buf, need), MLT_OK);
     ck_assert_int_eq(mlt_run_ui_url(run, buf, need - 1), MLT_ERR_VALUE_TOO_LONG);

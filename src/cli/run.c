@@ -843,7 +843,13 @@ int cmd_run(cli *c, const args *a)
     }
     install_signals();
     /* The child is told the run id when the server makes the run soon enough. */
-    settle(t, run, SETTLE_RUN_ID, RUN_ID_WAIT_MS);
+    if (settle(t, run, SETTLE_RUN_ID, RUN_ID_WAIT_MS) == MLT_OK) {
+        char url[2048];
+        if (mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+            say(c, "view run %s%s%s at %s", a->run_name ? "'" : "", a->run_name ? a->run_name : "",
+                a->run_name ? "'" : mlt_run_id(run), url);
+        }
+    }
     env_list env = {0};
     int fds[2] = {-1, -1};
     pthread_mutex_lock(&s.lock);

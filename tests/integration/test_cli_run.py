@@ -245,8 +245,12 @@ def test_a_sweep_of_nested_runs_logs_each_line_once(cli):
                           "  mltrack:metric loss=2.5\n  mltrack:metric loss=2.25\n"
                           "  mltrack:param seen=yes\n"
                           "mltrack:metric best=1.25\n"), res
-    assert res.stderr == "", res
     sweep = cli.the_run("sweep")
+    # each mltrack run says where its run is, and nothing else
+    assert sorted(res.stderr.splitlines()) == sorted(
+        f"mltrack: view run '{name}' at {cli.uri}/#/experiments/{r['info']['experiment_id']}/runs/"
+        f"{r['info']['run_id']}/model-metrics?workflowType=machine_learning"
+        for name, r in ((n, cli.the_run(n)) for n in ("sweep", "trial-1", "trial-2"))), res
     assert sweep["info"]["status"] == "FINISHED"
     assert cli.history(sweep, "best") == [(1.25, 0)]
     assert cli.history(sweep, "loss") == []

@@ -62,7 +62,8 @@ def test_cpp_program_logs_through_raii_and_macros(programs, reader, exp_name, tm
     train = runs["train_cpp"]
     exp_id, run_id = train["info"]["experiment_id"], train["info"]["run_id"]
     assert f"run id: {run_id}\n" in res.stdout, res
-    assert f"run url: {programs.tracking_uri}/#/experiments/{exp_id}/runs/{run_id}" in res.stdout
+    assert f"run url: {programs.tracking_uri}/#/experiments/{exp_id}/runs/{run_id}/model-metrics" \
+           "?workflowType=machine_learning\n" in res.stdout, res
     assert "diverged: the loss diverged\n" in res.stdout and "evaluate: 1\n" in res.stdout, res
     assert os.listdir(tmp_path / "queue") == [], "a delivered program left a journal"
 

@@ -54,6 +54,9 @@ ULONG_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_ulong)) - 1
 CLIENT_KEY_TAG = "mltrack.client_run_key"
 
 # it_client's exit codes
+# the run's charts, in the MLflow 3 UI's "Model training" view (mlt_run_ui_url)
+UI_RUN_TAIL = "/model-metrics?workflowType=machine_learning"
+
 EXIT_OK, EXIT_FAILED, EXIT_SETUP, EXIT_START, EXIT_REJECTED, EXIT_QUEUED = 0, 1, 2, 3, 4, 5
 
 # What a dead letter says for the records of a run whose creation was rejected.
@@ -661,7 +664,8 @@ def example(programs, reader, exp_name, tmp_path, git_head, tracking_uri):
         ids = re.findall(r"^run id: (\S+)$", res.stdout, re.M)
         urls = re.findall(r"^run url: (\S+)$", res.stdout, re.M)
         assert ids == [run_id], res
-        assert urls == [f"{tracking_uri}/#/experiments/{exp['experiment_id']}/runs/{run_id}"]
+        assert urls == [f"{tracking_uri}/#/experiments/{exp['experiment_id']}/runs/{run_id}"
+                        + UI_RUN_TAIL]
 
         assert snap["run_name"] == name
         assert snap["status"] == "FINISHED"
@@ -1222,7 +1226,7 @@ def test_two_processes_same_new_experiment(attempt, programs, reader, exp_name, 
     for res, led in zip(results, leds):
         rec = led.labelled("simple")
         assert f"run url: {programs.tracking_uri}/#/experiments/{exp['experiment_id']}/runs/" \
-               f"{rec.run_id}\n" in res.stdout
+               f"{rec.run_id}{UI_RUN_TAIL}\n" in res.stdout
 
 
 def _check_threads(led, n, points, shared):
@@ -1440,8 +1444,8 @@ def test_tracking_uri_trailing_slash(client, reader, exp_name):
     exp, snaps = check_experiment(reader, exp_name, [led], ctx)
     rec = led.labelled("simple")
     assert led.options["tracking_uri"] == reader.uri
-    assert f"run url: {reader.uri}/#/experiments/{exp['experiment_id']}/runs/{rec.run_id}\n" \
-        in res.stdout
+    assert f"run url: {reader.uri}/#/experiments/{exp['experiment_id']}/runs/{rec.run_id}" \
+           f"{UI_RUN_TAIL}\n" in res.stdout
 
 
 # ==== the public header ============================================================================

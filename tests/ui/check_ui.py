@@ -1,18 +1,22 @@
-"""Opens a run's page of the MLflow UI in headless Chromium and checks what a person would see.
+"""Opens a run's address in the MLflow UI in headless Chromium and checks what a person would see.
 
 Debian's Chromium (/usr/bin/chromium) driven through Debian's chromedriver (/usr/bin/chromedriver)
 with Selenium: nothing is downloaded (the driver's path is given, so Selenium Manager never runs)
 and the browser resolves no host name, so it reaches nothing but the loopback server.
 
-It waits until the page's rendered text (innerText: what is laid out, not the DOM's hidden parts,
-nor the REST API) shows the run name as a heading, each --param's key and value as cells of one
-table row, each --metric key as a cell and each --tag key somewhere; then saves a full-page
-screenshot. Exit status 0 when everything was
-seen, 1 otherwise (the message names what is missing; the screenshot is saved either way), 2 when
-the browser cannot be started.
+First the address as mltrack prints it (mlt_run_ui_url: the run's metric charts, in the "Model
+training" view): it waits until the page's rendered text (innerText: what is laid out, not the
+DOM's hidden parts, nor the REST API) shows the run name as a heading and, for each --chart key, a
+chart card titled with the key that holds a drawn plot with the run's line in its legend, and that
+the view is not the GenAI one (no "Evaluation runs"); it saves a full-page screenshot. Then, with
+--overview-screenshot, the run's overview tab (the same address without "/model-metrics"): each
+--param's key and value as cells of one table row, each --metric key as a cell and each --tag key
+somewhere, and its screenshot. Exit status 0 when everything was seen, 1 otherwise (the message
+names what is missing; the screenshots are saved either way), 2 when the browser cannot be started.
 
-  python tests/ui/check_ui.py --url URL --run-name NAME [--param KEY=VALUE]... [--metric KEY]...
-                              [--tag KEY]... --screenshot FILE [--timeout SECONDS]
+  python tests/ui/check_ui.py --url URL --run-name NAME [--chart KEY]... --screenshot FILE
+                              [--param KEY=VALUE]... [--metric KEY]... [--tag KEY]...
+                              [--overview-screenshot FILE] [--timeout SECONDS]
 """
 
 import argparse
@@ -42,6 +46,14 @@ ROWS_JS = """
 return Array.from(document.querySelectorAll('tr, [role="row"]'))
     .map(r => r.innerText).filter(t => t && t.trim());
 """
+# The metric chart cards: the title (the card's first line of text), whether a plot is drawn in
+# it (Plotly's SVG), and the text of its legend.
+CHARTS_JS = """
+return Array.from(document.querySelectorAll('[data-testid="experiment-view-compare-runs-card"]'))
+    .map(c => ({title: (c.innerText || '').split('\\n')[0].trim(),
+                plotted: c.querySelectorAll('.js-plotly-plot svg.main-svg').length > 0,
+                text: c.innerText || ''}));
+"""
 
 # The height the page needs: the document's, or that of its tallest scrolling element (the MLflow
 # UI keeps the document at the window's height and scrolls a content pane inside it).
@@ -59,12 +71,17 @@ return h;
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", required=True, help="the run's page: URI/#/experiments/E/runs/R")
+    ap.add_argument("--url", required=True,
+                    help="the run's address as mltrack prints it: URI/#/experiments/E/runs/R/"
+                         "model-metrics?workflowType=machine_learning")
     ap.add_argument("--run-name", required=True)
+    ap.add_argument("--chart", action="append", default=[], metavar="KEY")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--metric", action="append", default=[], metavar="KEY")
     ap.add_argument("--tag", action="append", default=[], metavar="KEY")
     ap.add_argument("--screenshot", required=True, metavar="FILE")
+    ap.add_argument("--overview-screenshot", metavar="FILE",
+                    help="also check the params, metrics and tags on the overview tab")
     ap.add_argument("--timeout", type=float, default=90.0, help="for the page to show everything")
     args = ap.parse_args()
     for p in args.param:
@@ -100,8 +117,29 @@ def start_browser(profile_dir):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
+def missing_charts(driver, args):
+    """What the printed address does not show yet: the run name, each chart with its plot."""
+    text = driver.execute_script("return document.body ? document.body.innerText : '';") or ""
+    headings = driver.execute_script(HEADINGS_JS) or []
+    charts = driver.execute_script(CHARTS_JS) or []
+    missing = []
+    if args.run_name not in headings:
+        missing.append(f"run name {args.run_name!r} (as a heading; headings: {headings})")
+    for key in args.chart:
+        card = [c for c in charts if c["title"] == key]
+        if not card:
+            missing.append(f"a chart titled {key!r} (charts: {[c['title'] for c in charts]})")
+        elif not card[0]["plotted"]:
+            missing.append(f"the plot of chart {key!r}")
+        elif f"{args.run_name} ({key})" not in card[0]["text"]:
+            missing.append(f"the line {args.run_name} ({key}) in the legend of chart {key!r}")
+    if "Evaluation runs" in text:
+        missing.append("the Model training view (the page is in the GenAI one)")
+    return missing
+
+
 def missing_items(driver, args):
-    """What the page does not show yet, as readable phrases ([] when everything is there)."""
+    """What the overview does not show yet, as readable phrases ([] when everything is there)."""
     text = driver.execute_script("return document.body ? document.body.innerText : '';") or ""
     headings = driver.execute_script(HEADINGS_JS) or []
     rows = [
@@ -138,6 +176,25 @@ def full_page_screenshot(driver, path):
     return height
 
 
+def look(driver, url, missing_fn, args, screenshot):
+    """Opens url, waits until missing_fn finds nothing (or the timeout), saves a screenshot.
+    Returns (what is missing, the page title, the screenshot's height)."""
+    print(f"check_ui: opening {url}")
+    driver.get(url)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        missing = missing_fn(driver, args)
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not missing:
+        time.sleep(1.0)  # the charts and icons finish drawing after the text
+    title = driver.title
+    height = full_page_screenshot(driver, screenshot)
+    print(f"check_ui: screenshot ({WINDOW[0]}x{height}): {os.path.abspath(screenshot)}")
+    return missing, title
+
+
 def main():
     args = parse_args()
     os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager never runs; belt and braces
@@ -151,29 +208,26 @@ def main():
             return 2
         try:
             driver.set_page_load_timeout(args.timeout)
-            print(f"check_ui: opening {args.url}")
-            driver.get(args.url)
-            deadline = time.monotonic() + args.timeout
-            while True:
-                missing = missing_items(driver, args)
-                if not missing or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+            missing, title = look(driver, args.url, missing_charts, args, args.screenshot)
             if not missing:
-                time.sleep(1.0)  # the charts and icons finish drawing after the text
-            title = driver.title
-            height = full_page_screenshot(driver, args.screenshot)
+                print(f"check_ui: the printed address ({title!r}) shows the run name "
+                      f"{args.run_name!r} and the charts {', '.join(args.chart) or '(none asked)'}"
+                      " in the Model training view")
+            if not missing and args.overview_screenshot:
+                overview = args.url.replace("/model-metrics", "", 1)
+                missing, title = look(driver, overview, missing_items, args,
+                                      args.overview_screenshot)
+                if not missing:
+                    print(f"check_ui: the overview ({title!r}) shows the params "
+                          f"{', '.join(args.param) or '(none asked)'}, the metrics "
+                          f"{', '.join(args.metric) or '(none asked)'} and the tags "
+                          f"{', '.join(args.tag) or '(none asked)'}")
         finally:
             driver.quit()
-    print(f"check_ui: screenshot ({WINDOW[0]}x{height}): {os.path.abspath(args.screenshot)}")
     if missing:
-        print(f"check_ui: FAIL: after {args.timeout:g} s the run page ({title!r}) does not show: "
+        print(f"check_ui: FAIL: after {args.timeout:g} s the page ({title!r}) does not show: "
               + "; ".join(missing), file=sys.stderr)
         return 1
-    print(f"check_ui: the run page ({title!r}) shows the run name {args.run_name!r}, the params "
-          f"{', '.join(args.param) or '(none asked)'}, the metrics "
-          f"{', '.join(args.metric) or '(none asked)'} and the tags "
-          f"{', '.join(args.tag) or '(none asked)'}")
     return 0
 
 
