@@ -41,7 +41,7 @@ experiment_url=""
 if exp_id=$(curl -s --noproxy '*' --max-time 5 --get \
     --data-urlencode "experiment_name=$MLFLOW_EXPERIMENT_NAME" \
     "$uri/api/2.0/mlflow/experiments/get-by-name" | jq -er '.experiment.experiment_id' 2>/dev/null); then
-    experiment_url="$uri/#/experiments/$exp_id"
+    experiment_url="$uri/#/experiments/$exp_id?workflowType=machine_learning" # "Model training"
 fi
 
 printf '\n'
