@@ -60,12 +60,14 @@ typedef struct slot {
     bool create_ambiguous; /* a create of this unit may have reached the server */
     int64_t ambiguous_at_ns;
     uint64_t start_acked;  /* acked when added, for the counters */
-    /* WAIT: its next unit waits for a run the server does not have yet */
+    /* WAIT: its next unit waits for a run the server does not have yet (sender thread; waits
+     * and waiting_for change under mu, for a flusher's message) */
     int64_t wait_until_ns;  /* not tried before (monotonic); 0: not waiting */
     int64_t waited_at_ns;   /* when the current wait began */
     int waits;              /* waits in a row: each is longer */
     uint64_t runs_at_wait;  /* runs created by this sender when it began (one since: try now) */
-    char waiting_for[40];   /* the run key it waits for ("" for none) */
+    char waiting_for[40];   /* the run key it waits for ("" for none: a create settling) */
+    char wait_key[40];      /* what the unit that returned WAIT waits for (attach_missing) */
     /* what it delivered (acknowledged or dead-lettered), for what a flush says is kept */
     _Atomic uint64_t runs_done, points_done;
     /* an adopted journal all delivered is closed (j NULL, under mu) while the sender lives on:
@@ -628,7 +630,7 @@ static outcome attach_missing(mlt__sender *s, slot *sl, const mlt__rec *r, const
              "that started it to deliver it",
              r->key, exp_id);
     set_error(s, msg);
-    snprintf(sl->waiting_for, sizeof sl->waiting_for, "%s", r->key);
+    snprintf(sl->wait_key, sizeof sl->wait_key, "%s", r->key);
     return WAIT;
 }
 
@@ -788,19 +790,28 @@ static void begin_wait(mlt__sender *s, slot *sl)
         int64_t ms = (int64_t)WAIT_FIRST_MS << shift;
         sl->wait_until_ns = now + (ms < WAIT_MAX_MS ? ms : WAIT_MAX_MS) * 1000000;
     }
-    if (sl->waits++ == 0) {
+    if (sl->waits == 0) {
         mlt__log(&s->opts->logger, MLT_LOG_INFO, "journal %s: %s", mlt__journal_dir(sl->j),
                  s->last_error);
     }
+    pthread_mutex_lock(&s->mu);
+    sl->waits++;
+    memcpy(sl->waiting_for, sl->wait_key, sizeof sl->waiting_for);
+    pthread_mutex_unlock(&s->mu);
+    sl->wait_key[0] = '\0';
     sl->waited_at_ns = now;
     sl->runs_at_wait = s->prog.runs_created;
 }
 
-static void end_wait(slot *sl)
+static void end_wait(mlt__sender *s, slot *sl)
 {
     sl->wait_until_ns = 0;
-    sl->waits = 0;
-    sl->waiting_for[0] = '\0';
+    if (sl->waits) {
+        pthread_mutex_lock(&s->mu);
+        sl->waits = 0;
+        sl->waiting_for[0] = '\0';
+        pthread_mutex_unlock(&s->mu);
+    }
 }
 
 /* Whether a waiting slot is due: its time came, a run was created since it began waiting (maybe
@@ -858,7 +869,7 @@ static outcome turn(mlt__sender *s, slot *sl, bool *did)
     if (o == WAIT) {
         begin_wait(s, sl);
     } else if (o == OK) {
-        end_wait(sl);
+        end_wait(s, sl);
     }
     return o;
 }
@@ -1177,8 +1188,7 @@ static mlt_err kept(mlt__sender *s, const char *waiting_for)
                      waiting_for ? "once the run is there" : "once the server is back");
 }
 
-/* The run key the tracker's own journal waits for, or NULL. Sender thread's data, read by a
- * flusher: a stale answer only words the message differently. */
+/* The run key the tracker's own journal waits for, or NULL. Call with s->mu held. */
 static const char *own_waiting_for(const mlt__sender *s)
 {
     for (size_t i = 0; i < s->n_slots; i++) {
