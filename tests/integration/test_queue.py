@@ -1322,6 +1322,10 @@ def test_proxy_close_deadline_while_the_answer_is_held(queue_for, module_server,
     out = parse_it_queue(res)
     assert rule.applied == 1, proxy.requests()
     assert out["close"] is not None, res
+    # a server that took the request but answers slowly is not "away": the close gives it its
+    # whole deadline (not MLT_ERR_QUEUED at once), then cuts the request
+    assert out["close"][0] == "MLT_ERR_TIMEOUT", res
+    assert out["close"][1] >= 1900, f"close gave up after {out['close'][1]} ms, before 2000"
     assert out["close"][1] <= 2000 + 500 * slow_factor(), f"close took {out['close'][1]} ms"
     assert elapsed < 2 + 6 * slow_factor(), f"it_queue took {elapsed:.1f} s"
     proxy.release()
