@@ -1149,11 +1149,16 @@ static void queue_of(const mlt__sender *s, char *out, size_t len)
     }
 }
 
+/* Why a flush leaves records in the queue. */
+typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW } kept_why;
+
 /*
- * MLT_ERR_QUEUED, with what this process logged that is kept in the queue, where, and why
- * (call with s->mu held: last_error). waiting: the own journal waits for a run.
+ * What a flush returns when it leaves records in the queue: MLT_ERR_QUEUED (the server away,
+ * or the journal waiting for run waiting_for) or MLT_ERR_TIMEOUT (a slow server, at the
+ * deadline), with what this process logged that is kept, where, and why. Call with s->mu held
+ * (last_error, down_why).
  */
-static mlt_err kept(mlt__sender *s, const char *waiting_for)
+static mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for)
 {
     uint64_t records = 0, runs = 0, points = 0;
     for (size_t i = 0; i < s->n_slots; i++) {
@@ -1171,21 +1176,26 @@ static mlt_err kept(mlt__sender *s, const char *waiting_for)
     }
     char qdir[PATH_MAX];
     queue_of(s, qdir, sizeof qdir);
-    char why[1200], uri[256];
-    if (waiting_for) {
+    char why[1400], uri[256];
+    mlt__redact_url(s->client.base, uri, sizeof uri);
+    const char *when = "once the server is back";
+    if (cause == KEPT_WAITING) {
         snprintf(why, sizeof why, "they wait for run %s, which the server does not have yet (%s)",
                  waiting_for, s->last_error);
-    } else {
-        mlt__redact_url(s->client.base, uri, sizeof uri);
+        when = "once the run is there";
+    } else if (cause == KEPT_AWAY) {
         snprintf(why, sizeof why, "the tracking server %s cannot be reached (%s)", uri,
                  s->down_why);
+    } else {
+        snprintf(why, sizeof why, "the tracking server %s did not take them in time%s%s", uri,
+                 s->last_error[0] ? ": " : "", s->last_error);
+        when = "later";
     }
-    return mlt__fail(MLT_ERR_QUEUED,
+    return mlt__fail(cause == KEPT_SLOW ? MLT_ERR_TIMEOUT : MLT_ERR_QUEUED,
                      "kept in the queue, not delivered yet: %" PRIu64 " %s and %" PRIu64
                      " %s (%" PRIu64 " %s) in %s: %s. `mltrack sync --queue %s` delivers them %s",
                      runs, plural(runs, "run", "runs"), points, plural(points, "point", "points"),
-                     records, plural(records, "record", "records"), qdir, why, qdir,
-                     waiting_for ? "once the run is there" : "once the server is back");
+                     records, plural(records, "record", "records"), qdir, why, qdir, when);
 }
 
 /* The run key the tracker's own journal waits for, or NULL. Call with s->mu held. */
@@ -1234,7 +1244,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         /* The server was found away just now: what is left is safe on disk, and waiting
          * would not deliver it. Found away a while ago: it is tried once more now. */
         if (s->down_at_ns && s->down_at_ns >= start - DOWN_FRESH_NS) {
-            err = kept(s, NULL);
+            err = kept(s, KEPT_AWAY, NULL);
             break;
         }
         if (s->down_at_ns && !probed) {
@@ -1244,9 +1254,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         }
         if (deadline >= 0 && mlt__mono_ns() >= deadline) {
             const char *waiting = own_waiting_for(s);
-            err = waiting ? kept(s, waiting)
-                          : mlt__fail(MLT_ERR_TIMEOUT, "not everything was delivered in %d ms%s%s",
-                                      timeout_ms, s->last_error[0] ? ": " : "", s->last_error);
+            err = kept(s, waiting ? KEPT_WAITING : KEPT_SLOW, waiting);
             break;
         }
         struct timespec ts;

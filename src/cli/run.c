@@ -191,10 +191,12 @@ static void report_left(cli *c, mlt_err err, int timeout_ms)
 {
     if (err == MLT_ERR_QUEUED) {
         say(c, "%s", mlt_last_error());
+    } else if (err == MLT_ERR_TIMEOUT && !pending_signal && !stop_waiting) {
+        say(c, "%s (--timeout %.1f s)", mlt_last_error(), timeout_ms / 1000.0);
     } else if (err != MLT_OK) {
-        say(c, "not delivered in %.1f s (%s): it stays in the queue, and the next mltrack "
-               "process or `mltrack sync` delivers it",
-            timeout_ms / 1000.0, mlt_last_error());
+        say(c, "not delivered (%s): it stays in the queue, and the next mltrack process or "
+               "`mltrack sync` delivers it",
+            mlt_last_error());
     }
 }
 
