@@ -292,19 +292,33 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
 
 /**
  * Makes the callbacks deliver what they hold and waits up to timeout_ms (< 0: no limit): for
- * the MLflow callback, syncs the journal to disk and waits until everything logged before the
- * call is delivered (acknowledged, or rejected into the dead-letter file). Returns MLT_OK,
- * MLT_ERR_TIMEOUT when the deadline passed first (what is left stays queued), or the first error
- * a callback reported. Any thread.
+ * the MLflow callback, syncs the journal to disk and waits until everything this tracker logged
+ * before the call is delivered (acknowledged, or rejected into the dead-letter file). Journals
+ * left by processes that died, which the tracker delivers in the background, are not waited for.
+ * Returns
+ *   MLT_OK            everything was delivered;
+ *   MLT_ERR_QUEUED    not a failure: what is left is safe in the queue on disk. Returned as soon
+ *                     as a request finds the server cannot be reached (connection refused, no
+ *                     route, unknown host, TLS refused; a finding older than a second makes the
+ *                     sender try once more first), not at the deadline; or at the deadline when
+ *                     the records wait for a run the server does not have yet (MLTRACK_RUN_KEY).
+ *                     mlt_last_error() is one line: how many runs and points are kept, in which
+ *                     queue directory, why, and the `mltrack sync` command that delivers them.
+ *                     Not counted by mlt_tracker_error_count(); mlt_err_is_retriable() says 1;
+ *   MLT_ERR_TIMEOUT   the server took the requests but did not answer in time: what is left is
+ *                     kept the same way (mlt_last_error() says so);
+ *   or the first error a callback reported. Any thread.
  */
 mlt_err mlt_tracker_flush(mlt_tracker *tracker, int timeout_ms);
 
 /**
  * Ends every run still open as KILLED (children first), flushes within timeout_ms, lets each
  * callback release its userdata (mlt_callbacks.on_close) and frees the tracker; returns within
- * the deadline (a request in flight is aborted), and what is undelivered stays in the queue on
- * disk for the next tracker on the same queue directory or `mltrack sync` (MLT_ERR_TIMEOUT).
- * NULL does nothing and returns MLT_OK. Returns the first error met; the tracker is freed
+ * the deadline (a request in flight is cut at once), and what is undelivered stays in the queue
+ * on disk for the next tracker on the same queue directory or `mltrack sync`. Returns as
+ * mlt_tracker_flush(): MLT_OK, MLT_ERR_QUEUED at once when the server cannot be reached (the data
+ * is safe: a program offline may exit 0, printing mlt_last_error()), MLT_ERR_TIMEOUT for a slow
+ * server, or the first error met. NULL does nothing and returns MLT_OK. The tracker is freed
  * either way. If it is the default tracker, the default is cleared.
  */
 mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
