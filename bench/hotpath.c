@@ -1,8 +1,11 @@
 /*
  * hotpath.c - the hot path under callgrind: CALLS calls of mlt_log_metric(run, "train/loss",
- * ...) (--mode string) or of mlt_log_metric_key() with a registered handle (--mode handle), on a
- * tracker with the MLflow callback and its durable queue, the server unreachable (a closed
- * port), so that nothing but the calls themselves varies between runs. Meant for
+ * ...) (--mode string), of mlt_log_metric_key() with a registered handle (--mode handle), or of
+ * mlt_log_metric(run, buf, ...) with 100 distinct keys formatted into one reused buffer before
+ * each call, "layer<i % 100>/grad_norm" (--mode runtime: keys built at run time, as per-layer
+ * metrics are), on a tracker with the MLflow callback and its durable queue, the server
+ * unreachable (a closed port), so that nothing but the calls themselves varies between runs.
+ * Meant for
  *
  *   valgrind --tool=callgrind --collect-atstart=no --toggle-collect=mlt_log_metric \
  *       bench/hotpath --mode string --uri http://127.0.0.1:CLOSED --queue DIR
@@ -10,7 +13,7 @@
  * (toggle mlt_log_metric_key for --mode handle): the collected instructions divided by CALLS are
  * the cost of one call. Every call counts, the first ones included.
  *
- *   hotpath --mode string|handle --uri URI --queue DIR [--calls 100000] [--fsync MODE]
+ *   hotpath --mode string|handle|runtime --uri URI --queue DIR [--calls 100000] [--fsync MODE]
  */
 #include "bench_tracker.h"
 
@@ -31,10 +34,13 @@ int main(int argc, char **argv)
             return BENCH_EXIT_USAGE;
         }
     }
-    if (mode == NULL || (strcmp(mode, "string") != 0 && strcmp(mode, "handle") != 0)) {
-        bench_die("--mode string|handle is required");
+    if (mode == NULL || (strcmp(mode, "string") != 0 && strcmp(mode, "handle") != 0 &&
+                         strcmp(mode, "runtime") != 0)) {
+        bench_die("--mode string|handle|runtime is required");
     }
     bool handles = strcmp(mode, "handle") == 0;
+    bool runtime = strcmp(mode, "runtime") == 0;
+    char buf[64];
     mlt_tracker *t = bench_tracker(&c);
     mlt_run *run;
     const mlt_key *key = NULL;
@@ -47,8 +53,14 @@ int main(int argc, char **argv)
     double t0 = bench_now();
     for (int64_t i = 0; i < calls; i++) {
         double v = 1.0 / (double)(i + 1);
-        mlt_err e = handles ? mlt_log_metric_key(run, key, v, i)
-                            : mlt_log_metric(run, "train/loss", v, i);
+        mlt_err e;
+        if (runtime) {
+            snprintf(buf, sizeof buf, "layer%d/grad_norm", (int)(i % 100));
+            e = mlt_log_metric(run, buf, v, i / 100);
+        } else {
+            e = handles ? mlt_log_metric_key(run, key, v, i)
+                        : mlt_log_metric(run, "train/loss", v, i);
+        }
         if (e != MLT_OK) {
             bench_die("call %" PRId64 ": %s", i, mlt_last_error());
         }

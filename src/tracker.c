@@ -790,13 +790,67 @@ mlt_err mlt_log_param(mlt_run *run, const char *key, const char *value)
 
 /* ---- metric keys and the metric hot path ---- */
 
-static uint32_t key_hash(const char *s)
+/* A hash of a key's n bytes, eight at a time (FxHash's step, then a final mix so that the low
+ * bits, which pick the bucket, depend on all of them): keys built at run time are hashed at
+ * every call, so this is on their hot path. */
+static inline uint64_t load64(const char *s)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *s; s++) {
-        h = (h ^ (unsigned char)*s) * 16777619u;
+    uint64_t w;
+    memcpy(&w, s, 8);
+    return w;
+}
+
+#define KEY_MIX(h, w) ((((h) << 5) | ((h) >> 59)) ^ (w)) * 0x517cc1b727220a95ull
+
+static inline uint32_t key_hash(const char *s, size_t n)
+{
+    uint64_t h = n;
+    if (n >= 8) {
+        /* whole words, then the last 8 bytes (overlapping the one before: no byte loop); the
+         * first two by hand, as most keys are 9 to 24 bytes */
+        if (n > 8) {
+            h = KEY_MIX(h, load64(s));
+            if (n > 16) {
+                h = KEY_MIX(h, load64(s + 8));
+                for (size_t i = 16; i + 8 < n; i += 8) {
+                    h = KEY_MIX(h, load64(s + i));
+                }
+            }
+        }
+        h = KEY_MIX(h, load64(s + n - 8));
+    } else {
+        uint64_t w = 0;
+        for (size_t i = 0; i < n; i++) {
+            w |= (uint64_t)(unsigned char)s[i] << (8 * i);
+        }
+        h = KEY_MIX(h, w);
     }
-    return h;
+    h ^= h >> 32;
+    return (uint32_t)(h ^ (h >> 16));
+}
+
+/* Whether the n bytes at a and b are equal (n >= 8: words, the last one overlapping). */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+    if (n < 8) {
+        if (n >= 4) { /* the first four and the last four, overlapping */
+            uint32_t x, y, z, w;
+            memcpy(&x, a, 4);
+            memcpy(&y, b, 4);
+            memcpy(&z, a + n - 4, 4);
+            memcpy(&w, b + n - 4, 4);
+            return ((x ^ y) | (z ^ w)) == 0;
+        }
+        return memcmp(a, b, n) == 0;
+    }
+    uint64_t diff = load64(a + n - 8) ^ load64(b + n - 8);
+    if (n > 8) {
+        diff |= load64(a) ^ load64(b);
+        for (size_t i = 8; i + 8 < n; i += 8) {
+            diff |= load64(a + i) ^ load64(b + i);
+        }
+    }
+    return diff == 0;
 }
 
 static inline _Atomic(mlt_key *) *cache_slot(mlt_tracker *t, const char *key)
@@ -805,19 +859,50 @@ static inline _Atomic(mlt_key *) *cache_slot(mlt_tracker *t, const char *key)
     return &t->key_cache[((a >> 3) ^ (a >> 13)) & (MLT__KEY_CACHE - 1)];
 }
 
+/* What a cache slot holds for an address whose text keeps changing (a buffer that keys are
+ * formatted into at run time): comparing would miss every time, so the key is looked up by its
+ * text straight away. */
+#define KEY_CHANGES ((mlt_key *)1)
+
 /* The registered key whose name the caller's string last was at this address, if it still is. */
 static inline const mlt_key *cached_key(mlt_tracker *t, const char *key)
 {
     const mlt_key *k = atomic_load_explicit(cache_slot(t, key), memory_order_acquire);
-    return k && strcmp(k->name, key) == 0 ? k : NULL;
+    return (uintptr_t)k > (uintptr_t)KEY_CHANGES && strcmp(k->name, key) == 0 ? k : NULL;
 }
 
-static mlt_key *find_key(mlt_tracker *t, const char *key, uint32_t h)
+static inline mlt_key *find_key(mlt_tracker *t, const char *key, size_t len, uint32_t h);
+
+/* The cache slot of an address after k was found for it: a new address remembers its key; one
+ * that held another key is one whose text changes (KEY_CHANGES), and stays so. */
+static inline void remember(_Atomic(mlt_key *) *slot, mlt_key *k)
+{
+    mlt_key *was = atomic_load_explicit(slot, memory_order_relaxed);
+    if (was != k && was != KEY_CHANGES) {
+        atomic_store_explicit(slot, was ? KEY_CHANGES : k, memory_order_release);
+    }
+}
+
+/* A key registered already, found by its text (a key built at run time into a reused buffer
+ * misses the address cache): it was validated when registered, so it is not again. NULL for a
+ * key not registered yet. */
+static inline const mlt_key *known_key(mlt_tracker *t, const char *key,
+                                       _Atomic(mlt_key *) *slot)
+{
+    size_t len = strlen(key);
+    mlt_key *k = find_key(t, key, len, key_hash(key, len));
+    if (k) {
+        remember(slot, k);
+    }
+    return k;
+}
+
+static inline mlt_key *find_key(mlt_tracker *t, const char *key, size_t len, uint32_t h)
 {
     mlt_key *k = atomic_load_explicit(&t->key_buckets[h & (MLT__KEY_BUCKETS - 1)],
                                       memory_order_acquire);
     for (; k; k = atomic_load_explicit(&k->next, memory_order_acquire)) {
-        if (k->hash == h && strcmp(k->name, key) == 0) {
+        if (k->hash == h && k->len == len && same_bytes(k->name, key, len)) {
             return k;
         }
     }
@@ -827,14 +912,14 @@ static mlt_key *find_key(mlt_tracker *t, const char *key, uint32_t h)
 /* The key registered for a valid key name, registering it (and telling the sinks) if new. */
 static mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
 {
-    uint32_t h = key_hash(key);
-    mlt_key *k = find_key(t, key, h);
+    size_t len = strlen(key);
+    uint32_t h = key_hash(key, len);
+    mlt_key *k = find_key(t, key, len, h);
     mlt_err err = MLT_OK;
     if (!k) {
         pthread_mutex_lock(&t->keys_lock);
-        k = find_key(t, key, h);
+        k = find_key(t, key, len, h);
         if (!k) {
-            size_t len = strlen(key);
             k = malloc(sizeof *k + len + 1);
             if (!k) {
                 err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
@@ -842,6 +927,7 @@ static mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
                 k->tracker = t;
                 k->id = t->n_keys;
                 k->hash = h;
+                k->len = (uint32_t)len; /* at most 250 characters: validated */
                 memcpy(k->name, key, len + 1);
                 _Atomic(mlt_key *) *bucket = &t->key_buckets[h & (MLT__KEY_BUCKETS - 1)];
                 atomic_init(&k->next, atomic_load_explicit(bucket, memory_order_relaxed));
@@ -866,7 +952,7 @@ static mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
         pthread_mutex_unlock(&t->keys_lock);
     }
     if (k) {
-        atomic_store_explicit(cache_slot(t, key), k, memory_order_release);
+        remember(cache_slot(t, key), k);
         *out = k;
     }
     return err;
@@ -973,11 +1059,15 @@ static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double valu
 static mlt_err log_metric_slow(mlt_run *run, const char *key, double value, int64_t step,
                                int64_t ts)
 {
+    const mlt_key *k = run && key ? known_key(run->tracker, key, cache_slot(run->tracker, key))
+                                  : NULL;
+    if (k) {
+        return log_metric_k(run, k, value, step, ts);
+    }
     mlt_err err = check_entry(run, MLT__METRIC, key, NULL);
     if (err != MLT_OK) {
         return err;
     }
-    const mlt_key *k;
     err = intern_key(run->tracker, key, &k);
     if (err != MLT_OK) {
         return counted(run->tracker, err);
@@ -1004,13 +1094,28 @@ mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t s
     return log_metric_slow(run, key, value, step, timestamp_ms);
 }
 
+/* A key string not seen at this address: registered already (found by its text, then the hot
+ * path), or new (validated, registered). Out of line, as the hot path's other slow ends. */
+/* A key string not seen at this address, registered already: found by its text (keys built at
+ * run time into one buffer). Out of line, as the hot path's other slow ends. */
+static __attribute__((noinline)) const mlt_key *other_key(mlt_tracker *t, const char *key)
+{
+    size_t len = strlen(key);
+    mlt_key *k = find_key(t, key, len, key_hash(key, len));
+    if (k) {
+        remember(cache_slot(t, key), k);
+    }
+    return k;
+}
+
 mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step)
 {
     const mlt_key *k;
-    if (run && key && (k = cached_key(run->tracker, key))) {
+    if (run && key &&
+        ((k = cached_key(run->tracker, key)) || (k = other_key(run->tracker, key)))) {
         return log_metric_now(run, k, value, step);
     }
-    return log_metric_slow(run, key, value, step, mlt__now_ms());
+    return log_metric_slow(run, key, value, step, mlt__now_ms()); /* new, or refused */
 }
 
 mlt_err mlt_log_metric_key(mlt_run *run, const mlt_key *key, double value, int64_t step)

@@ -42,6 +42,7 @@ struct mlt_key {
     const mlt_tracker *tracker;
     uint32_t id;
     uint32_t hash;
+    uint32_t len; /* of name, in bytes */
     _Atomic(mlt_key *) next; /* in its bucket */
     mlt_key *all_next;
     char name[];
