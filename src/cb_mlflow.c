@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "journal.h"
+#include "queue.h"
 #include "sender.h"
 #include "sysinfo.h"
 #include "tracker.h"

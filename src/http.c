@@ -30,20 +30,6 @@ void mlt__http_response_free(mlt__http_response *r)
     mlt__buf_free(&r->body);
 }
 
-void mlt__redact_url(const char *url, char *out, size_t len)
-{
-    /* user:password@ in the authority becomes ***@ */
-    const char *scheme = strstr(url, "://");
-    const char *host = scheme ? scheme + 3 : url;
-    const char *at = strchr(host, '@');
-    const char *slash = strchr(host, '/');
-    if (at && (!slash || at < slash)) {
-        snprintf(out, len, "%.*s***%s", (int)(host - url), url, at);
-    } else {
-        snprintf(out, len, "%s", url);
-    }
-}
-
 double mlt__parse_retry_after(const char *v, int64_t now_ms)
 {
     while (*v == ' ' || *v == '\t') {

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "options.h"
+#include "url.h"
 
 #include <stdatomic.h>
 
@@ -51,9 +52,6 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *opts, ch
 
 /* Largest answer body accepted before the request fails with MLT_ERR_PROTOCOL. */
 #define MLT__HTTP_MAX_BODY (64u << 20)
-
-/* Copies url with any user:password@ replaced by ***@, for messages (cut to len). */
-void mlt__redact_url(const char *url, char *out, size_t len);
 
 /* Parses a Retry-After value (delta seconds or HTTP date); < 0 when invalid. */
 double mlt__parse_retry_after(const char *value, int64_t now_ms);

@@ -5,7 +5,7 @@
 
 #include "queue.h"
 
-#include "journal.h"
+#include "journal_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,4 +96,35 @@ mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char
     }
     free(dirs);
     return err;
+}
+
+/* ---- the queue directory ---- */
+
+static bool is_journal(const char *name)
+{
+    return strncmp(name, "j-", 2) == 0;
+}
+
+mlt_err mlt__queue_dir(const mlt_options *o, char *out, size_t len)
+{
+    const char *dir = mlt__opt_str(o, MLT__OPT_QUEUE_DIR);
+    int n;
+    if (dir) {
+        n = snprintf(out, len, "%s", dir);
+    } else if (getenv("XDG_STATE_HOME") && getenv("XDG_STATE_HOME")[0] == '/') {
+        n = snprintf(out, len, "%s/mltrack/queue", getenv("XDG_STATE_HOME"));
+    } else if (getenv("HOME") && getenv("HOME")[0] == '/') {
+        n = snprintf(out, len, "%s/.local/state/mltrack/queue", getenv("HOME"));
+    } else {
+        return mlt__fail(MLT_ERR_BAD_OPTION,
+                         "no queue directory: set queue_dir, MLTRACK_QUEUE_DIR or HOME");
+    }
+    return FITS(n, len) ? MLT_OK : mlt__fail(MLT_ERR_VALUE_TOO_LONG, "queue path too long");
+}
+
+mlt_err mlt__queue_list(const char *queue_dir, char ***out, size_t *n)
+{
+    mlt_err err = mlt__j_list_names(queue_dir, is_journal, true, true, out, n);
+    return err == MLT_ERR_IO ? mlt__fail(err, "cannot read %s: %s", queue_dir, strerror(errno))
+                             : err;
 }

@@ -1,13 +1,22 @@
 /*
- * queue.h - questions about the queue directory as a whole, asked across its journals: whether
- * a live process owns a journal, and which journal creates a given run.
+ * queue.h - the queue directory as a whole: where it is, its journals, whether a live process
+ * owns one, and which journal creates a given run.
  */
 #ifndef MLT_QUEUE_H
 #define MLT_QUEUE_H
 
 #include "common.h"
+#include "options.h"
 
 #include <stdbool.h>
+
+/* The queue directory for opts: option queue_dir, else $XDG_STATE_HOME/mltrack/queue, else
+ * ~/.local/state/mltrack/queue. */
+mlt_err mlt__queue_dir(const mlt_options *opts, char *out, size_t len);
+
+/* The journal directories under queue_dir (absolute paths, sorted; caller frees each and the
+ * array). A missing queue_dir has none. */
+mlt_err mlt__queue_list(const char *queue_dir, char ***out, size_t *n);
 
 /* Whether a live process holds the journal's lock: 1 yes, 0 no, -1 unknown (errno set). A
  * shared, non-blocking flock conflicts with the owner's exclusive one and is released at once;

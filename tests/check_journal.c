@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "journal.h"
+#include "queue.h"
 #include "options.h"
 #include "record.h"
 

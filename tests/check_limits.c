@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 #include "journal.h"
+#include "queue.h"
 #include "mltrack.h"
 
 #include <dirent.h>

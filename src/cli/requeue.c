@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "journal.h"
+#include "queue.h"
 #include "requeue.h"
 
 typedef struct requeue_totals {

@@ -17,6 +17,7 @@
 
 #include "fuzz.h"
 #include "journal.h"
+#include "queue.h"
 #include "options.h"
 
 #include <limits.h>
