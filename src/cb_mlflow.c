@@ -129,7 +129,7 @@ static mlt_err attach_now(mlflow_cb *m, live_run *l)
     mlt_err err = append(m, MLT__REC_ATTACH, &b, false);
     if (err == MLT_OK) {
         l->attach_pending = false;
-        mlt__run_use_ring(l->run);
+        mlt__run_use_ring(l->run, l->run_no);
     }
     return err;
 }
@@ -171,7 +171,6 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
     l->run = info->run;
     /* another process's run: logged into (attach_now), never created (its owner tagged it) */
     l->attach_pending = info->run->attached;
-    info->run->sink_run_no = run_no;
     if (info->parent_run_key) {
         /* a child of an attached run names it: its ATTACH goes first */
         live_run *parent = find_live(m, info->parent_run_key);
@@ -201,7 +200,7 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
                         exp_name, exp_id, info->start_time_ms, keys, values, n);
     err = append(m, MLT__REC_CREATE, &b, false);
     if (err == MLT_OK) {
-        mlt__run_use_ring(info->run); /* its points may follow the create now */
+        mlt__run_use_ring(info->run, run_no); /* its points may follow the create now */
     }
 out:
     mlt__buf_free(&b);
@@ -252,14 +251,14 @@ static mlt_err fast_metric(void *ud, mlt_run *run, const mlt_key *key, double va
             return err;
         }
     }
-    if (atomic_load_explicit(&m->ring->pending, memory_order_relaxed) >= m->cap) {
+    if (!mlt__ring_admits(m->ring)) {
         mlt_err err = make_room(m, 64);
         if (err != MLT_OK) {
             return err;
         }
     }
     mlt_err err =
-        mlt__ring_put(m->ring, run->sink_run_no, key->id | MLT__RING_MS, value, ts, step);
+        mlt__ring_put(m->ring, run->ring_run, key->id | MLT__RING_MS, value, ts, step);
     if (err == MLT_OK && m->sync_always) {
         err = mlt__journal_sync(m->journal);
     }
@@ -299,6 +298,13 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     return err == MLT_OK ? mlt__journal_sync(m->journal) : err;
 }
 
+static mlt_err stats(void *ud, mlt_queue_stats *out)
+{
+    mlflow_cb *m = ud;
+    mlt__sender_stats(m->sender, out);
+    return MLT_OK;
+}
+
 static void on_fork_child(void *ud)
 {
     mlflow_cb *m = ud;
@@ -314,7 +320,6 @@ static mlt_err on_flush(int timeout_ms, void *ud)
 static void on_close(void *ud)
 {
     mlflow_cb *m = ud;
-    m->tracker->sender = NULL;
     mlt__sender_free(m->sender, 0);
     free(m->live);
     pthread_mutex_destroy(&m->lock);
@@ -472,14 +477,13 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
     };
     /* fsync=always: every point goes through fast_metric, which syncs */
     const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring,
-                               on_fork_child};
+                               on_fork_child, stats};
     err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {
         mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
         on_close(m);
         return err;
     }
-    tracker->sender = m->sender;
     return MLT_OK;
 }
 

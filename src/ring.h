@@ -60,7 +60,13 @@ typedef struct mlt__ring {
     struct mlt__journal *j;
 } mlt__ring;
 
-/* The slow paths of mlt__ring_put (journal.c). */
+/* Whether the hot path may put a point into r now (r may be NULL): below the queue's cap. */
+static inline bool mlt__ring_admits(const mlt__ring *r)
+{
+    return r && atomic_load_explicit(&((mlt__ring *)r)->pending, memory_order_relaxed) < r->cap;
+}
+
+/* The slow paths of mlt__ring_put (ring.c). */
 mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value, int64_t ts,
                        int64_t step);
 void mlt__ring_wake(mlt__ring *r);

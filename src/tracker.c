@@ -5,8 +5,7 @@
 #include "config.h"
 
 #include "tracker.h"
-#include "journal.h"
-#include "sender.h"
+#include "ring.h"
 #include "sysinfo.h"
 #include "validate.h"
 
@@ -665,8 +664,9 @@ mlt_err mlt_run_start_child(mlt_run *parent, const char *name, mlt_run **out)
     return counted(parent->tracker, start_run(parent->tracker, parent, name, out));
 }
 
-void mlt__run_use_ring(mlt_run *run)
+void mlt__run_use_ring(mlt_run *run, uint32_t ring_run)
 {
+    run->ring_run = ring_run;
     if (run->tracker->ring && !has_ended(run)) {
         atomic_store_explicit(&run->ring, run->tracker->ring, memory_order_release);
     }
@@ -1015,8 +1015,8 @@ static inline mlt_err log_metric_k(mlt_run *run, const mlt_key *k, double value,
                                    int64_t ts)
 {
     mlt__ring *r = atomic_load_explicit(&run->ring, memory_order_relaxed);
-    if (r && atomic_load_explicit(&r->pending, memory_order_relaxed) < r->cap) {
-        mlt_err err = mlt__ring_put(r, run->sink_run_no, k->id | MLT__RING_MS, value, ts, step);
+    if (mlt__ring_admits(r)) {
+        mlt_err err = mlt__ring_put(r, run->ring_run, k->id | MLT__RING_MS, value, ts, step);
         return err == MLT_OK ? MLT_OK : counted(run->tracker, err);
     }
     return dispatch_metric(run, k, value, step, ts);
@@ -1031,7 +1031,7 @@ static __attribute__((noinline)) mlt_err ring_slow(mlt_run *run, mlt__ring *r, i
         mlt__ring_wake(r);
         return MLT_OK;
     }
-    mlt_err err = mlt__ring_full(r, run->sink_run_no, key_id, value, ts, step);
+    mlt_err err = mlt__ring_full(r, run->ring_run, key_id, value, ts, step);
     return err == MLT_OK ? MLT_OK : counted(run->tracker, err);
 }
 
@@ -1046,9 +1046,9 @@ static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double valu
 {
 #ifdef MLT__HAVE_TSC
     mlt__ring *r = atomic_load_explicit(&run->ring, memory_order_relaxed);
-    if (r && r->tsc && atomic_load_explicit(&r->pending, memory_order_relaxed) < r->cap) {
+    if (mlt__ring_admits(r) && r->tsc) {
         int64_t ts = mlt__tsc();
-        int rc = mlt__ring_try(r, run->sink_run_no, k->id, value, ts, step);
+        int rc = mlt__ring_try(r, run->ring_run, k->id, value, ts, step);
         return rc == 0 ? MLT_OK : ring_slow(run, r, rc, k->id, value, ts, step);
     }
 #endif
@@ -1277,9 +1277,10 @@ mlt_err mlt_tracker_queue_stats(mlt_tracker *t, mlt_queue_stats *out)
         return MLT_ERR_INVALID_ARG;
     }
     memset(out, 0, sizeof *out);
-    if (!t->sender) {
-        return mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback, so no queue");
+    for (size_t i = 0; i < t->n_cbs; i++) {
+        if (t->cbs[i].ext.stats) {
+            return t->cbs[i].ext.stats(t->cbs[i].userdata, out);
+        }
     }
-    mlt__sender_stats(t->sender, out);
-    return MLT_OK;
+    return mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback, so no queue");
 }

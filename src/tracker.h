@@ -20,14 +20,16 @@ typedef mlt_err (*mlt__fast_metric_fn)(void *ud, mlt_run *run, const mlt_key *ke
                                        int64_t step, int64_t timestamp_ms);
 typedef mlt_err (*mlt__key_fn)(void *ud, const mlt_key *key);
 
-/* What a built-in sink adds to mlt_callbacks. */
+/* What a built-in sink adds to mlt_callbacks: the one seam between the tracker and a sink's
+ * insides. */
 typedef struct mlt__sink_ext {
     mlt__fast_metric_fn fast_metric; /* a metric with its registered key (over on_metric) */
     mlt__key_fn on_key;              /* every key registered, before a point names it */
-    struct mlt__ring *ring;          /* points go straight into this ring (mlt__run_use_ring)
-                                      * while its undelivered bytes are below ring->cap */
+    struct mlt__ring *ring;          /* the fast-put handle: points go straight into this ring
+                                      * (mlt__run_use_ring) while mlt__ring_admits() */
     void (*on_fork_child)(void *ud); /* in a forked child, which will never use the sink: let go
                                       * of what the parent must keep alone (no lock, no malloc) */
+    mlt_err (*stats)(void *ud, mlt_queue_stats *out); /* mlt_tracker_queue_stats() */
 } mlt__sink_ext;
 
 typedef struct mlt__cb_entry {
@@ -62,7 +64,6 @@ struct mlt_tracker {
     char *experiment_id; /* resolved by the MLflow callback, for UI addresses */
     atomic_ullong errors; /* calls on the tracker or its runs that failed */
     char last_error[512]; /* the message of the latest of them (under lock) */
-    struct mlt__sender *sender; /* the MLflow callback's durable queue, if any */
     /* metric keys: read lock-free, inserted under keys_lock (taken before lock) */
     pthread_mutex_t keys_lock;
     _Atomic(mlt_key *) key_buckets[MLT__KEY_BUCKETS];
@@ -111,7 +112,7 @@ struct mlt_run {
     mlt__param_rec *params;
     size_t n_params, cap_params;
     mlt_run *active_prev; /* this thread's previously active run, while active */
-    uint32_t sink_run_no; /* the MLflow callback's number for the run (set at its start) */
+    uint32_t ring_run;    /* the run's number in the sink's ring (mlt__run_use_ring) */
     bool attached;        /* the run of the options' run_id/run_key, another process's */
     int64_t sys_step;     /* the next step of its system metrics */
 };
@@ -124,10 +125,10 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
 /* Fills info from run. */
 void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_key);
 
-/* From now on the run's points go straight into the ring of the tracker's only sink (if it has
- * one and the run is open). Called by that sink once the run's records may follow in its
- * journal. */
-void mlt__run_use_ring(mlt_run *run);
+/* The run is ring_run in the sink's ring (what a point put there names it by); from now on its
+ * points go straight into the ring of the tracker's only sink (if it has one and the run is
+ * open). Called by that sink once the run's records may follow in its journal. */
+void mlt__run_use_ring(mlt_run *run, uint32_t ring_run);
 
 /* The query that opens an MLflow 3 UI address in its "Model training" view. */
 #define MLT__UI_VIEW "workflowType=machine_learning"
