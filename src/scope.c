@@ -1,7 +1,7 @@
 /*
- * scope.c - the decorator and the context manager: this thread's stack of active runs,
- * mlt_track(), the support functions of MLT_WITH_RUN / MLT_SCOPED_RUN / MLT_TRACKED, and the
- * typed param formatters that MLT_TRACKED's _Generic selects.
+ * scope.c - the decorator and the context manager: mlt_track(), the support functions of
+ * MLT_WITH_RUN / MLT_SCOPED_RUN / MLT_TRACKED (the active-run stack they push onto is runs.c's),
+ * and the typed param formatters that MLT_TRACKED's _Generic selects.
  */
 #include "config.h"
 
@@ -10,43 +10,19 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static _Thread_local mlt_run *active;
-
-mlt_run *mlt_active_run(void)
-{
-    return active;
-}
-
-void mlt__active_push(mlt_run *run)
-{
-    run->active_prev = active;
-    active = run;
-}
-
-void mlt__active_pop(mlt_run *run)
-{
-    /* Runs end innermost first; anything above run on the stack is gone already. */
-    for (mlt_run *r = active; r; r = r->active_prev) {
-        if (r == run) {
-            active = run->active_prev;
-            return;
-        }
-    }
-}
-
 /* Starts a run, a child of this thread's active run if it belongs to the same tracker, and
  * makes it active. If it cannot start, no run is active until end_scope(): a body that marks
  * "its" run failed must not reach the caller's run. */
 static mlt_err begin(mlt_tracker *tracker, const char *name, struct mlt_scope *s)
 {
     s->run = NULL;
-    s->outer = active;
+    s->outer = mlt_active_run();
     s->state = 0;
     mlt_err err;
     if (!tracker) {
-        err = mlt__fail(MLT_ERR_INVALID_ARG, "no tracker for run '%s'",
-                        name ? name : "(unnamed)");
+        err = mlt__fail(MLT_ERR_INVALID_ARG, "no tracker for run '%s'", name ? name : "(unnamed)");
     } else {
+        mlt_run *active = mlt_active_run();
         mlt_run *parent = active && active->tracker == tracker ? active : NULL;
         err = parent ? mlt_run_start_child(parent, name, &s->run)
                      : mlt_run_start(tracker, name, &s->run);
@@ -54,7 +30,7 @@ static mlt_err begin(mlt_tracker *tracker, const char *name, struct mlt_scope *s
     if (err == MLT_OK) {
         mlt__active_push(s->run);
     } else {
-        active = NULL;
+        mlt__active_set(NULL);
     }
     return err;
 }
@@ -67,7 +43,7 @@ static mlt_err end_scope(struct mlt_scope *s, mlt_run_status status)
         err = mlt_run_end(s->run, status);
         s->run = NULL;
     } else {
-        active = s->outer;
+        mlt__active_set(s->outer);
     }
     s->state = 2;
     return err;
@@ -92,8 +68,7 @@ struct mlt_scope mlt_tracked_begin(const char *name)
     begin(t, name, &s);
     if (!t) {
         mlt__fail(MLT_ERR_STATE,
-                  "no default tracker: '%s' ran untracked (call mlt_tracker_set_default())",
-                  name);
+                  "no default tracker: '%s' ran untracked (call mlt_tracker_set_default())", name);
     }
     return s;
 }
@@ -181,9 +156,8 @@ static void keep_first(first_fail *f, mlt_err err)
     }
 }
 
-mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params,
-                  size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg,
-                  int *fn_result)
+mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params, size_t n_params,
+                  int (*fn)(mlt_run *run, void *arg), void *arg, int *fn_result)
 {
     if (!fn) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "fn is required");

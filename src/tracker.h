@@ -1,6 +1,6 @@
 /*
- * tracker.h - the tracker and run structures, shared by the tracker, the scope/decorator code
- * and the built-in callbacks.
+ * tracker.h - the tracker and run structures, shared by the tracker (tracker.c, runs.c,
+ * metric.c, sysmetrics.c), the scope/decorator code and the built-in callbacks.
  *
  * Locks: tracker->lock guards the run tree (open runs, children links) and the experiment id;
  * run->lock guards the run's params. Order: tracker->lock before
@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "options.h"
+#include "validate.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,7 +45,7 @@ struct mlt_key {
     const mlt_tracker *tracker;
     uint32_t id;
     uint32_t hash;
-    uint32_t len; /* of name, in bytes */
+    uint32_t len;            /* of name, in bytes */
     _Atomic(mlt_key *) next; /* in its bucket */
     mlt_key *all_next;
     char name[];
@@ -59,9 +60,9 @@ struct mlt_tracker {
     size_t n_cbs;
     atomic_bool started; /* a run has started: the callback list is frozen */
     pthread_mutex_t lock;
-    mlt_run *runs;       /* open top-level runs (linked through next_sibling) */
-    mlt_run *ended;      /* runs that ended: their handles stay valid until close */
-    char *experiment_id; /* resolved by the MLflow callback, for UI addresses */
+    mlt_run *runs;        /* open top-level runs (linked through next_sibling) */
+    mlt_run *ended;       /* runs that ended: their handles stay valid until close */
+    char *experiment_id;  /* resolved by the MLflow callback, for UI addresses */
     atomic_ullong errors; /* calls on the tracker or its runs that failed */
     char last_error[512]; /* the message of the latest of them (under lock) */
     /* metric keys: read lock-free, inserted under keys_lock (taken before lock) */
@@ -147,8 +148,38 @@ const char *mlt__tracker_source(const mlt_tracker *t);
 /* The tracker's options (read-only). */
 const mlt_options *mlt__tracker_options(const mlt_tracker *t);
 
-/* This thread's active-run stack (scope.c). */
+/* This thread's active-run stack (runs.c): push a run, pop it (and what is above it), or set
+ * the innermost active run (a scope that could not start its run). */
 void mlt__active_push(mlt_run *run);
 void mlt__active_pop(mlt_run *run);
+void mlt__active_set(mlt_run *run);
+
+/* ---- what the tracker's files share (tracker.c, runs.c, metric.c) ---- */
+
+/* The first failure of a dispatch: its code and its message (a later callback's failure or
+ * success must not overwrite the message the caller will read). */
+typedef struct mlt__first_err {
+    mlt_err err;
+    char msg[512];
+} mlt__first_err;
+/* Keeps err (its message from mlt_last_error(), else what) unless a failure is kept already. */
+void mlt__note_err(mlt__first_err *fe, mlt_err err, const char *what);
+/* The kept failure, its message made this thread's mlt_last_error(); MLT_OK if none. */
+mlt_err mlt__finish_err(mlt__first_err *fe);
+/* Counts a failed call against the tracker (t may be NULL); returns err. MLT_ERR_QUEUED is not
+ * a failure of the call. */
+mlt_err mlt__tracker_counted(mlt_tracker *t, mlt_err err);
+/* What every call on a forked child's copy of a tracker returns (no lock, nothing counted). */
+mlt_err mlt__tracker_forked_err(void);
+
+/* Whether mlt_run_end() was called on run; what a call on it then returns (naming the run). */
+bool mlt__run_has_ended(const mlt_run *run);
+mlt_err mlt__run_ended_err(const mlt_run *run, const char *call);
+/* Checks a call's run, key and (params, tags) value before anything is dispatched; counted. */
+mlt_err mlt__run_check_entry(mlt_run *run, mlt__kind kind, const char *key, const char *value);
+/* The parent's client key, NULL for a top-level run. */
+const char *mlt__run_parent_key(const mlt_run *run);
+/* Frees a run that is not linked anywhere (close frees the ended ones). */
+void mlt__run_free(mlt_run *run);
 
 #endif
