@@ -12,7 +12,8 @@
 
 #define EXIT_LEFT 1    /* something is left undelivered, or the queue cannot be read */
 #define EXIT_USAGE 2   /* bad command line or configuration */
-#define EXIT_WAITING 3 /* sync: all was delivered but records waiting for runs nobody here makes */
+#define EXIT_WAITING 3 /* sync: all was delivered but records waiting for runs nobody here makes   \
+                        */
 
 /* The terminal side of the tool: who may write to stderr and whether a bar is on screen. */
 typedef struct cli {
@@ -20,7 +21,7 @@ typedef struct cli {
     bool bar_enabled; /* stderr is a terminal */
     bool bar_shown;   /* a bar line is on screen, not yet ended by a newline */
     int64_t last_draw_ns;
-    pthread_mutex_t lock; /* serializes every write to stderr (the logger may run anywhere) */
+    pthread_mutex_t lock;   /* serializes every write to stderr (the logger may run anywhere) */
     const char *secrets[2]; /* token and password, borrowed from the options while they live */
 } cli;
 
@@ -69,7 +70,22 @@ const char *detail_of(mlt_err e);
 /* The queue directory of opts into queue (len bytes); EXIT_SUCCESS, or EXIT_USAGE (said). */
 int queue_path(cli *c, const mlt_options *opts, char *queue, size_t len);
 
+/* Appends msg to out with secrets masked (the user:password@ of a URL, the token and password). */
+void scrub_append(const cli *c, mlt__buf *out, const char *msg);
+/* The sync progress bar on stderr (a terminal only); final ends its line. */
+struct mlt__sync_progress;
+void bar_draw(cli *c, const struct mlt__sync_progress *p, bool final);
+/* Records of a journal not acknowledged yet. */
+struct mlt__journal;
+uint64_t pending_records(struct mlt__journal *j);
+/* Frees a list of n strings and the list. */
+void free_list(char **list, size_t n);
+/* Parses SECONDS (0 to a year) of --timeout. EXIT_SUCCESS or EXIT_USAGE (said). */
+int parse_seconds(cli *c, const char *text, double *out);
+
 int cmd_run(cli *c, const args *a);
+int cmd_sync(cli *c, const args *a);
+int cmd_status(cli *c, const args *a);
 int cmd_requeue(cli *c, const args *a);
 int cmd_log(cli *c, const args *a); /* log-metric, log-param, set-tag */
 int cmd_drop(cli *c, const args *a);

@@ -28,15 +28,15 @@
 #include <unistd.h>
 
 #define BAR_WIDTH 20
-#define BAR_PERIOD_NS 100000000LL  /* at most ~10 redraws a second */
-#define MAX_TIMEOUT_S 31536000.0   /* a year: keeps the deadline within int64 nanoseconds */
-#define MIN_SECRET 4               /* shorter secrets are not masked: that would garble text */
+#define BAR_PERIOD_NS 100000000LL /* at most ~10 redraws a second */
+#define MAX_TIMEOUT_S 31536000.0  /* a year: keeps the deadline within int64 nanoseconds */
+#define MIN_SECRET 4              /* shorter secrets are not masked: that would garble text */
 
 /* ---- help ---- */
 
-#define CONN_HELP                                                                                \
-    "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"             \
-    "                         $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue)\n" \
+#define CONN_HELP                                                                                  \
+    "  --queue DIR            queue directory (default: $MLTRACK_QUEUE_DIR, else\n"                \
+    "                         $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue)\n"    \
     "  --tracking-uri URL     MLflow tracking server (default: $MLFLOW_TRACKING_URI)\n"
 
 static const char usage_text[] =
@@ -100,7 +100,8 @@ static const char run_help[] =
     "  --system-metrics       log CPU and memory use (system/...) every 10 s\n"
     "  --system-metrics-interval SECONDS   the sampling interval (implies --system-metrics)\n"
     "  --timeout SECONDS      how long to wait for delivery once CMD is done (default 10);\n"
-    "                         what is left stays queued for the next mltrack or `mltrack sync`\n" CONN_HELP;
+    "                         what is left stays queued for the next mltrack or `mltrack "
+    "sync`\n" CONN_HELP;
 
 static const char log_help[] =
     "usage: mltrack log-metric KEY VALUE [--step N] [OPTIONS]\n"
@@ -190,7 +191,7 @@ static void bar_clear_locked(cli *c)
  * Appends msg to out with secrets masked: the user:password@ of any URL (library messages quote
  * request URLs whole) and the literal token and password of the options.
  */
-static void scrub_append(const cli *c, mlt__buf *out, const char *msg)
+void scrub_append(const cli *c, mlt__buf *out, const char *msg)
 {
     const char *s = msg;
     while (*s) {
@@ -307,7 +308,7 @@ static size_t terminal_columns(void)
 }
 
 /* Redraws the bar in place; at most every BAR_PERIOD_NS unless final. */
-static void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
+void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
 {
     if (!c->bar_enabled) {
         return;
@@ -356,22 +357,11 @@ static void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
 
 /* ---- small helpers ---- */
 
-static uint64_t pending_records(mlt__journal *j)
+uint64_t pending_records(mlt__journal *j)
 {
     uint64_t last = mlt__journal_last_seq(j);
     uint64_t acked = mlt__journal_acked_seq(j);
     return last > acked ? last - acked : 0;
-}
-
-static const char *run_state_name(mlt__run_state state)
-{
-    switch (state) {
-    case MLT__RUN_OPEN: return "open";
-    case MLT__RUN_ENDED: return "ended";
-    case MLT__RUN_DEAD: return "dead";
-    case MLT__RUN_ATTACHED: return "attached";
-    }
-    return "unknown";
 }
 
 const char *detail_of(mlt_err e)
@@ -391,7 +381,7 @@ int queue_path(cli *c, const mlt_options *opts, char *queue, size_t len)
     return EXIT_SUCCESS;
 }
 
-static void free_list(char **list, size_t n)
+void free_list(char **list, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(list[i]);
@@ -452,47 +442,8 @@ int load_options(cli *c, const args *a, mlt_options **out)
     return EXIT_SUCCESS;
 }
 
-/* ---- sync ---- */
-
-/* One journal sync opened and handed to the sender (borrowed until mlt__sender_free). */
-typedef struct handled {
-    mlt__journal *j;
-    uint64_t dead_before; /* dead letters it had before this sync */
-} handled;
-
-/* One `mltrack sync`: the journals it took, and those it could not. */
-typedef struct sync_job {
-    cli *c;
-    mlt__sender *sender;
-    handled *done;
-    size_t n_done;
-    uint64_t n_locked, locked_left; /* journals owned by a running process, their records */
-    uint64_t n_failed, failed_left; /* journals that could not be opened, their records */
-    mlt__sync_progress last;        /* the latest progress report */
-    const char *uri;                /* where sync delivers */
-    bool reported;
-} sync_job;
-
-static void on_progress(const mlt__sync_progress *p, void *ud)
-{
-    sync_job *job = ud;
-    job->last = *p;
-    job->reported = true;
-    bar_draw(job->c, p, false);
-}
-
-static uint64_t max_u64(uint64_t a, uint64_t b)
-{
-    return a > b ? a : b;
-}
-
-static const char *plural(uint64_t n, const char *one, const char *many)
-{
-    return n == 1 ? one : many;
-}
-
 /* Parses --timeout SECONDS. EXIT_SUCCESS or EXIT_USAGE (said). */
-static int parse_seconds(cli *c, const char *text, double *out)
+int parse_seconds(cli *c, const char *text, double *out)
 {
     char *end = NULL;
     errno = 0;
@@ -502,20 +453,6 @@ static int parse_seconds(cli *c, const char *text, double *out)
         return EXIT_USAGE;
     }
     *out = s;
-    return EXIT_SUCCESS;
-}
-
-/* Parses --timeout into a monotonic deadline (-1 for none). */
-static int parse_deadline(cli *c, const char *text, int64_t *out)
-{
-    *out = -1;
-    double s;
-    if (text && parse_seconds(c, text, &s) != EXIT_SUCCESS) {
-        return EXIT_USAGE;
-    }
-    if (text) {
-        *out = mlt__mono_ns() + (int64_t)(s * 1e9);
-    }
     return EXIT_SUCCESS;
 }
 
@@ -530,474 +467,6 @@ int parse_timeout_ms(cli *c, const char *text, int def_ms, int *out)
         *out = s * 1000.0 >= (double)INT_MAX ? INT_MAX : (int)(s * 1000.0);
     }
     return EXIT_SUCCESS;
-}
-
-/* Pending records of a journal sync could not take: read without locking or cutting. */
-static bool peek_pending(const char *dir, uint64_t *out)
-{
-    mlt__journal *j = NULL;
-    mlt__recovery rec;
-    memset(&rec, 0, sizeof rec);
-    if (mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec, NULL, 0) != MLT_OK) {
-        return false;
-    }
-    *out = pending_records(j);
-    mlt__journal_close(j, false);
-    return true;
-}
-
-/* Opens one journal and hands it to the sender, or counts why it cannot. */
-static void sync_take(sync_job *job, const char *dir)
-{
-    cli *c = job->c;
-    char err[512] = "";
-    mlt__journal *j = NULL;
-    mlt__recovery rec;
-    uint64_t pending = 0;
-    memset(&rec, 0, sizeof rec);
-    mlt_err e = mlt__journal_open(&j, dir, false, MLT__FSYNC_ALWAYS, &rec, err, sizeof err);
-    if (rec.cut_bytes > 0) {
-        say(c, "journal %s: cut %" PRIu64 " bytes of a torn/corrupt tail: %s", dir, rec.cut_bytes,
-            rec.why);
-    }
-    if (rec.ring_points > 0) {
-        verbose(c, "journal %s: %" PRIu64 " points its process left in memory were saved", dir,
-                rec.ring_points);
-    }
-    if (e == MLT_ERR_LOCKED) {
-        if (peek_pending(dir, &pending)) {
-            job->n_locked++;
-            job->locked_left += pending;
-            verbose(c, "journal %s: owned by a running process, %" PRIu64 " records pending", dir,
-                    pending);
-        } else {
-            say(c, "journal %s: owned by a running process, and unreadable", dir);
-            job->n_failed++;
-        }
-        return;
-    }
-    if (e != MLT_OK) {
-        say(c, "journal %s: %s", dir, err[0] ? err : mlt_strerror(e));
-        job->n_failed++;
-        if (peek_pending(dir, &pending)) {
-            job->failed_left += pending;
-        }
-        return;
-    }
-    if (!mlt__journal_is_for(j, job->uri)) {
-        say(c, "journal %s was written for %s: delivering it to %s", dir, mlt__journal_target(j),
-            job->uri);
-    }
-    uint64_t dead_before = mlt__journal_dead_count(j);
-    pending = pending_records(j);
-    e = mlt__sender_add(job->sender, j, true);
-    if (e != MLT_OK) {
-        say(c, "journal %s: %s", dir, mlt_strerror(e));
-        job->n_failed++;
-        job->failed_left += pending;
-        mlt__journal_close(j, false); /* not taken: still ours */
-        return;
-    }
-    verbose(c, "journal %s: %" PRIu64 " records pending", dir, pending);
-    job->done[job->n_done].j = j;
-    job->done[job->n_done].dead_before = dead_before;
-    job->n_done++;
-}
-
-/* The last line of the summary: why something is left. */
-static void print_not_delivered(const sync_job *job, uint64_t handled_left, mlt_err drain_err,
-                                const char *drain_msg)
-{
-    mlt__buf why;
-    mlt__buf_init(&why);
-    if (handled_left > 0 && drain_err == MLT_ERR_QUEUED) {
-        scrub_append(job->c, &why, drain_msg); /* what waits for what */
-    } else if (handled_left > 0) {
-        mlt__buf_printf(&why, "%" PRIu64 " %s undelivered", handled_left,
-                        plural(handled_left, "record", "records"));
-        if (drain_err != MLT_OK) {
-            mlt__buf_puts(&why, " (");
-            scrub_append(job->c, &why, drain_msg[0] ? drain_msg : mlt_strerror(drain_err));
-            mlt__buf_puts(&why, ")");
-        }
-    }
-    if (job->locked_left > 0) {
-        mlt__buf_printf(&why, "%s%" PRIu64 " %s in %" PRIu64 " %s owned by a running process",
-                        why.len ? "; " : "", job->locked_left,
-                        plural(job->locked_left, "record", "records"), job->n_locked,
-                        plural(job->n_locked, "journal", "journals"));
-    }
-    if (job->n_failed > 0) {
-        mlt__buf_printf(&why, "%s%" PRIu64 " %s could not be opened", why.len ? "; " : "",
-                        job->n_failed, plural(job->n_failed, "journal", "journals"));
-    }
-    printf("not delivered: %s\n", why.oom || !why.data ? "out of memory" : why.data);
-    mlt__buf_free(&why);
-}
-
-/* Delivers the journals taken, prints the summary and frees the sender. Returns the exit
- * status. */
-static int sync_deliver(sync_job *job, int64_t deadline_ns)
-{
-    cli *c = job->c;
-    mlt__sync_progress sum;
-    memset(&sum, 0, sizeof sum);
-    mlt_err drain_err = MLT_OK;
-    char drain_msg[4096] = "";
-    if (job->n_done > 0) {
-        drain_err = mlt__sender_drain(job->sender, deadline_ns, on_progress, job, &sum,
-                                      drain_msg, sizeof drain_msg);
-        /* Both are running counts: the larger is right even if a failed drain left sum short. */
-        sum.runs_created = max_u64(sum.runs_created, job->last.runs_created);
-        sum.points_sent = max_u64(sum.points_sent, job->last.points_sent);
-        sum.rejected = max_u64(sum.rejected, job->last.rejected);
-        sum.records_done = max_u64(sum.records_done, job->last.records_done);
-        sum.records_total = max_u64(sum.records_total, job->last.records_total);
-        if (job->reported) {
-            bar_draw(c, &sum, true);
-        }
-    }
-
-    /* Read what is left before the sender closes (and may remove) the journals. */
-    uint64_t handled_left = 0;
-    mlt__buf dead;
-    mlt__buf_init(&dead);
-    for (size_t i = 0; i < job->n_done; i++) {
-        handled_left += pending_records(job->done[i].j);
-        if (mlt__journal_dead_count(job->done[i].j) > job->done[i].dead_before) {
-            mlt__buf_printf(&dead, "%s/dead.jsonl\n", mlt__journal_dir(job->done[i].j));
-        }
-    }
-    mlt__sender_free(job->sender, 0);
-    job->sender = NULL;
-
-    uint64_t left = handled_left + job->locked_left + job->failed_left;
-    printf("runs created: %" PRIu64 "\n", sum.runs_created);
-    printf("points sent: %" PRIu64 "\n", sum.points_sent);
-    printf("rejected: %" PRIu64 "\n", sum.rejected);
-    printf("left: %" PRIu64 "\n", left);
-    bool ok = left == 0 && job->n_failed == 0;
-    /* only records waiting for runs nobody here makes are left: a status of its own */
-    bool only_nowhere = !ok && drain_err == MLT_ERR_QUEUED && sum.waiting_nowhere == handled_left &&
-                        job->locked_left == 0 && job->failed_left == 0 && job->n_failed == 0;
-    if (ok) {
-        printf("delivered everything\n");
-        if (drain_err != MLT_OK) {
-            say(c, "%s", drain_msg[0] ? drain_msg : mlt_strerror(drain_err));
-        }
-    } else {
-        print_not_delivered(job, handled_left, drain_err, drain_msg);
-    }
-    if (sum.rejected > 0 && dead.data) {
-        for (char *line = dead.data, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
-            *nl = '\0';
-            printf("dead letters: %s\n", line);
-            if (access(line, F_OK) != 0) {
-                say(c, "warning: %s is gone", line);
-            }
-        }
-    }
-    mlt__buf_free(&dead);
-    if (fflush(stdout) != 0) {
-        say(c, "cannot write the summary: %s", strerror(errno));
-        return EXIT_LEFT;
-    }
-    return ok ? EXIT_SUCCESS : only_nowhere ? EXIT_WAITING : EXIT_LEFT;
-}
-
-static int cmd_sync(cli *c, const args *a)
-{
-    char err[512];
-    char queue[PATH_MAX];
-    int64_t deadline_ns = -1;
-    mlt_options *opts = NULL;
-
-    if (parse_deadline(c, a->timeout, &deadline_ns) != EXIT_SUCCESS) {
-        return EXIT_USAGE;
-    }
-    int rc = load_options(c, a, &opts);
-    if (rc != EXIT_SUCCESS) {
-        return rc;
-    }
-    const char *uri = mlt_options_get(opts, "tracking_uri");
-    if (!uri) {
-        say(c, "no tracking server: set MLFLOW_TRACKING_URI or give --tracking-uri URL");
-        unload_options(c, opts);
-        return EXIT_USAGE;
-    }
-    if (queue_path(c, opts, queue, sizeof queue) != EXIT_SUCCESS) {
-        unload_options(c, opts);
-        return EXIT_USAGE;
-    }
-    verbose(c, "syncing %s to %s", queue, uri); /* say() masks user:password@ */
-
-    char **list = NULL;
-    size_t n_list = 0;
-    mlt__fail_clear();
-    mlt_err e = mlt__queue_list(queue, &list, &n_list);
-    if (e != MLT_OK) {
-        say(c, "cannot read the queue %s: %s", queue, detail_of(e));
-        free_list(list, n_list);
-        unload_options(c, opts);
-        return EXIT_LEFT;
-    }
-    if (n_list == 0) {
-        verbose(c, "no journal in %s", queue);
-    }
-
-    sync_job job;
-    memset(&job, 0, sizeof job);
-    job.c = c;
-    job.uri = uri;
-    rc = EXIT_SUCCESS;
-    if (n_list > 0) {
-        job.done = calloc(n_list, sizeof *job.done);
-        e = job.done ? mlt__sender_new(&job.sender, opts, err, sizeof err)
-                     : mlt__errf(err, sizeof err, MLT_ERR_NOMEM, "out of memory");
-        if (e != MLT_OK) {
-            say(c, "%s", err);
-            rc = e == MLT_ERR_BAD_OPTION || e == MLT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_LEFT;
-        }
-    }
-    if (rc == EXIT_SUCCESS) {
-        for (size_t i = 0; i < n_list; i++) {
-            sync_take(&job, list[i]);
-        }
-        rc = sync_deliver(&job, deadline_ns);
-    }
-    free(job.done);
-    free_list(list, n_list);
-    unload_options(c, opts);
-    return rc;
-}
-
-/* ---- status ---- */
-
-typedef struct totals {
-    uint64_t journals, records, bytes, dead, unreadable;
-} totals;
-
-/* A run whose CREATE or ATTACH record waits in the journal: the run map has it only once sent
- * (or found, for an attached run). */
-typedef struct queued_run {
-    uint32_t run_no;
-    char *key;
-    bool attach;      /* an attached run: its records wait for it to be on the server */
-    bool ended;       /* its end record waits too */
-    uint64_t records; /* its records waiting, its own included */
-    int64_t since_ms; /* attach: when its ATTACH was written (0: unknown) */
-} queued_run;
-
-static queued_run *find_queued(queued_run *q, size_t n, uint32_t run_no)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (q[i].run_no == run_no) {
-            return &q[i];
-        }
-    }
-    return NULL;
-}
-
-/* "45 s", "12 min", "3 h", "2 days": how long ago ms was. */
-static void age_text(int64_t ms, char *out, size_t len)
-{
-    int64_t s = (mlt__now_ms() - ms) / 1000;
-    s = s < 0 ? 0 : s;
-    if (s < 120) {
-        snprintf(out, len, "%" PRId64 " s", s);
-    } else if (s < 7200) {
-        snprintf(out, len, "%" PRId64 " min", s / 60);
-    } else if (s < 172800) {
-        snprintf(out, len, "%" PRId64 " h", s / 3600);
-    } else {
-        snprintf(out, len, "%" PRId64 " days", s / 86400);
-    }
-}
-
-/* The runs of the unacked records that the run map does not know yet: runs not created, and
- * attached runs their records wait for (with who creates them, if a journal of the queue does). */
-static void print_queued_runs(mlt__journal *j, const char *queue, const mlt_options *opts)
-{
-    queued_run *q = NULL;
-    size_t n = 0, cap = 0;
-    uint64_t cursor = mlt__journal_acked_seq(j);
-    mlt__buf scratch;
-    mlt__buf_init(&scratch);
-    mlt__rec r;
-    bool oom = false;
-    while (!oom && mlt__journal_next(j, &cursor, &scratch, &r) == MLT_OK) {
-        queued_run *known = find_queued(q, n, r.run_no);
-        if (known) {
-            known->records++;
-            known->ended = known->ended || r.type == MLT__REC_END;
-            continue;
-        }
-        const mlt__run_entry *mapped = mlt__journal_run(j, r.run_no);
-        if ((r.type != MLT__REC_CREATE && r.type != MLT__REC_ATTACH) ||
-            (mapped && mapped->run_id)) {
-            continue;
-        }
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            queued_run *nq = realloc(q, ncap * sizeof *nq);
-            if (!nq) {
-                oom = true;
-                break;
-            }
-            q = nq;
-            cap = ncap;
-        }
-        q[n] = (queued_run){r.run_no, mlt__strdup(r.key), r.type == MLT__REC_ATTACH, false, 1,
-                            r.type == MLT__REC_ATTACH ? r.time_ms : 0};
-        if (!q[n].key) {
-            oom = true;
-            break;
-        }
-        n++;
-    }
-    mlt__buf_free(&scratch);
-    for (size_t i = 0; i < n; i++) {
-        if (!q[i].attach) {
-            printf("  run %s -> (not created) %s\n", q[i].key, q[i].ended ? "ended" : "open");
-            continue;
-        }
-        char age[32] = "an unknown time";
-        if (q[i].since_ms > 0) {
-            age_text(q[i].since_ms, age, sizeof age);
-        }
-        printf("  waiting for run %s: %" PRIu64 " records, for %s: ", q[i].key, q[i].records,
-               age);
-        char who[PATH_MAX] = "";
-        bool owned = false;
-        if (mlt__queue_find_creator(queue, q[i].key, who, sizeof who, &owned) == MLT_OK) {
-            printf("journal %s creates it%s\n", who,
-                   owned ? " (a running process owns it)" : ", not delivered yet");
-        } else {
-            printf("no journal of this queue creates it; unless the server has it (`mltrack "
-                   "sync` looks), they become dead letters %lld s after they were written "
-                   "(attach_timeout), or `mltrack drop` drops them\n",
-                   opts->attach_timeout_s);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(q[i].key);
-    }
-    if (oom) {
-        printf("  runs: out of memory, list incomplete\n");
-    }
-    free(q);
-}
-
-static void status_journal(const char *dir, const char *queue, const mlt_options *opts,
-                           totals *t)
-{
-    t->journals++;
-    int owned = mlt__journal_owned(dir);
-    const char *owner = owned > 0 ? "a running process" : owned == 0 ? "none" : "unknown";
-    int saved = errno;
-    printf("%s\n", dir);
-    if (owned < 0) {
-        printf("  owner: unknown (%s)\n", strerror(saved));
-    } else {
-        printf("  owner: %s\n", owner);
-    }
-
-    mlt__journal *j = NULL;
-    mlt__recovery rec;
-    char err[512] = "";
-    memset(&rec, 0, sizeof rec);
-    mlt_err e = mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec, err, sizeof err);
-    if (e != MLT_OK) {
-        printf("  error: %s\n", err[0] ? err : mlt_strerror(e));
-        t->unreadable++;
-        return;
-    }
-    uint64_t records = pending_records(j);
-    uint64_t bytes = mlt__journal_pending_bytes(j);
-    uint64_t dead = mlt__journal_dead_count(j);
-    printf("  pending: %" PRIu64 " records, %" PRIu64 " bytes\n", records, bytes);
-    if (rec.ring_points > 0) {
-        printf("  in memory (saved when the journal is next opened): %" PRIu64 " points\n",
-               rec.ring_points);
-    }
-    printf("  dead letters: %" PRIu64 "\n", dead);
-    if (rec.cut_bytes > 0) {
-        /* A live writer's record in flight looks torn too: only a free journal gets cut. */
-        printf("  torn/corrupt tail: %" PRIu64 " bytes (%s)%s\n", rec.cut_bytes, rec.why,
-               owned > 0 ? ", maybe a write in progress" : ", cut at the next sync");
-    }
-    size_t n_runs = 0;
-    const mlt__run_entry *runs = mlt__journal_runs(j, &n_runs);
-    for (size_t i = 0; runs && i < n_runs; i++) {
-        const char *id = runs[i].run_id ? runs[i].run_id : "(not created)";
-        printf("  run %s -> %s %s\n", runs[i].key, id, run_state_name(runs[i].state));
-    }
-    print_queued_runs(j, queue, opts);
-    t->records += records;
-    t->bytes += bytes;
-    t->dead += dead;
-    mlt__journal_close(j, false);
-}
-
-static int status_queue(cli *c, const char *queue, const mlt_options *opts);
-
-static int cmd_status(cli *c, const args *a)
-{
-    char queue[PATH_MAX];
-    mlt_options *opts = NULL;
-    int rc = load_options(c, a, &opts);
-    if (rc != EXIT_SUCCESS) {
-        return rc;
-    }
-    rc = queue_path(c, opts, queue, sizeof queue);
-    if (rc != EXIT_SUCCESS) {
-        unload_options(c, opts);
-        return rc;
-    }
-    rc = status_queue(c, queue, opts);
-    unload_options(c, opts);
-    return rc;
-}
-
-static int status_queue(cli *c, const char *queue, const mlt_options *opts)
-{
-    struct stat sb;
-    if (stat(queue, &sb) != 0) {
-        if (errno == ENOENT) {
-            printf("no queue at %s\n", queue);
-            return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_LEFT;
-        }
-        say(c, "cannot read the queue %s: %s", queue, strerror(errno));
-        return EXIT_LEFT;
-    }
-    if (!S_ISDIR(sb.st_mode)) {
-        say(c, "cannot read the queue %s: not a directory", queue);
-        return EXIT_LEFT;
-    }
-    char **list = NULL;
-    size_t n_list = 0;
-    mlt__fail_clear();
-    mlt_err e = mlt__queue_list(queue, &list, &n_list);
-    if (e != MLT_OK) {
-        say(c, "cannot read the queue %s: %s", queue, detail_of(e));
-        free_list(list, n_list);
-        return EXIT_LEFT;
-    }
-    totals t;
-    memset(&t, 0, sizeof t);
-    for (size_t i = 0; i < n_list; i++) {
-        status_journal(list[i], queue, opts, &t);
-    }
-    free_list(list, n_list);
-    /* Fixed wording (no singular forms): scripts parse this line. */
-    printf("total: %" PRIu64 " journals, %" PRIu64 " records pending, %" PRIu64
-           " bytes pending, %" PRIu64 " dead letters\n",
-           t.journals, t.records, t.bytes, t.dead);
-    if (fflush(stdout) != 0) {
-        say(c, "cannot write the status: %s", strerror(errno));
-        return EXIT_LEFT;
-    }
-    return t.unreadable ? EXIT_LEFT : EXIT_SUCCESS;
 }
 
 /* ---- command line ---- */
@@ -1053,16 +522,13 @@ typedef struct command {
     int (*fn)(cli *c, const args *a);
 } command;
 
-static int cmd_status_main(cli *c, const args *a);
-static int cmd_sync_main(cli *c, const args *a);
-
 static const command commands[] = {
     {"run", F_QUEUE | F_URI | F_TIMEOUT | F_RUN, -1, run_help, cmd_run},
     {"log-metric", F_QUEUE | F_URI | F_TIMEOUT | F_STEP, 2, log_help, cmd_log},
     {"log-param", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
     {"set-tag", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
-    {"sync", F_QUEUE | F_URI | F_TIMEOUT, 0, sync_help, cmd_sync_main},
-    {"status", F_QUEUE, 0, status_help, cmd_status_main},
+    {"sync", F_QUEUE | F_URI | F_TIMEOUT, 0, sync_help, cmd_sync},
+    {"status", F_QUEUE, 0, status_help, cmd_status},
     {"requeue", F_QUEUE, 0, requeue_help, cmd_requeue},
     {"drop", F_QUEUE | F_DEAD, -2, drop_help, cmd_drop},
 };
@@ -1276,16 +742,6 @@ static bool stderr_is_terminal(void)
 {
     const char *term = getenv("TERM");
     return isatty(STDERR_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0);
-}
-
-static int cmd_status_main(cli *c, const args *a)
-{
-    return cmd_status(c, a);
-}
-
-static int cmd_sync_main(cli *c, const args *a)
-{
-    return cmd_sync(c, a);
 }
 
 int main(int argc, char **argv)
