@@ -359,6 +359,7 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
             continue;
         }
         if (oerr == MLT_OK) {
+            mlt__journal_set_interval(j, (int)m->opts->fsync_interval_ms);
             if (rec.cut_bytes) {
                 mlt__log(&m->opts->logger, MLT_LOG_WARN,
                          "journal %s: cut %" PRIu64 " bytes of a torn or corrupt tail (%s)",

@@ -7,6 +7,7 @@
 
 #include "mltrack.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -76,6 +77,21 @@ static inline int64_t mlt__now_ms(void)
 }
 int64_t mlt__mono_ns(void);       /* monotonic */
 void mlt__sleep_ms(int64_t ms);
+
+/* ---- timed waits: every deadline of the library is on CLOCK_MONOTONIC ---- */
+/* Initializes a condition variable for mlt__cond_wait_until(): its timed waits measure the
+ * monotonic clock, so that a step of the wall clock (NTP correcting a node) neither stretches
+ * nor cuts a flush's, a close's or a thread's deadline. */
+void mlt__cond_init(pthread_cond_t *cv);
+/* Waits on cv (mu held) until it is signalled or mlt__mono_ns() reaches deadline_ns. Returns
+ * false once the deadline passed (true may be a spurious wakeup: callers loop on their
+ * condition). */
+bool mlt__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ns);
+/* The deadline ms from now. */
+static inline int64_t mlt__deadline_ms(int64_t ms)
+{
+    return mlt__mono_ns() + ms * 1000000;
+}
 
 /* ---- identifiers ---- */
 /* 36-character RFC 4122 version 4 UUID into out[37]. Uses getrandom(), falls back to a clock-

@@ -184,7 +184,7 @@ static mlt__journal *alloc_journal(const char *dir, bool read_only, mlt__fsync_m
     j->keys_fd = -1;
     pthread_mutex_init(&j->mu, NULL);
     pthread_mutex_init(&j->wmu, NULL);
-    pthread_cond_init(&j->wcv, NULL);
+    mlt__cond_init(&j->wcv);
     atomic_init(&j->ring.idle, 0);
     atomic_init(&j->ring.writer_failing, false);
     atomic_init(&j->ring.pending, 0);
@@ -192,6 +192,8 @@ static mlt__journal *alloc_journal(const char *dir, bool read_only, mlt__fsync_m
     mlt__buf_init(&j->frame);
     atomic_init(&j->acked_seq, 0);
     atomic_init(&j->acked_pos, 0);
+    j->interval_ms = 100; /* the option's default, until mlt__journal_set_interval */
+    j->synced_ms = mlt__mono_ns() / 1000000;
     return j;
 }
 
@@ -791,6 +793,13 @@ out:
 
 /* Makes what was written durable: the keys, the segment, then the acked cursor (caller holds
  * mu). */
+void mlt__journal_set_interval(mlt__journal *j, int interval_ms)
+{
+    pthread_mutex_lock(&j->mu);
+    j->interval_ms = interval_ms > 0 ? interval_ms : 100;
+    pthread_mutex_unlock(&j->mu);
+}
+
 mlt_err mlt__j_sync_locked(mlt__journal *j)
 {
     if (j->keys_dirty && j->keys_fd >= 0) { /* before the points that name them */
@@ -821,6 +830,7 @@ mlt_err mlt__j_sync_locked(mlt__journal *j)
         }
         j->acked_dirty = false;
     }
+    j->synced_ms = mlt__mono_ns() / 1000000;
     return MLT_OK;
 }
 

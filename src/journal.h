@@ -114,6 +114,11 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
  * or opened, the ring's points once moved into the segments. Thread-safe. */
 void mlt__journal_appended(mlt__journal *j, uint64_t *runs, uint64_t *points);
 
+/* The group commit period of fsync=interval (default 100 ms): the writer thread, or for a journal
+ * without one (adopted, or mltrack sync's) the ack that finds the last sync older, makes the
+ * journal durable at most this long after a change. Any thread. */
+void mlt__journal_set_interval(mlt__journal *j, int interval_ms);
+
 /* Drains the ring, then makes every appended record durable (fdatasync) if any is not yet.
  * Thread-safe. */
 mlt_err mlt__journal_sync(mlt__journal *j);

@@ -75,7 +75,8 @@ struct mlt__journal {
     bool wstop;
     void (*on_write)(void *ud);
     void *on_write_ud;
-    int interval_ms;
+    int interval_ms;        /* fsync=interval: the group commit's period */
+    int64_t synced_ms;      /* monotonic ms of the last sync (under mu) */
     char werr[256]; /* the writer's last failure */
     char *target;   /* the tracking URI it is for (credentials removed), or NULL */
     /* records appended through this handle, by type (under mu): runs and points it holds */

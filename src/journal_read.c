@@ -337,6 +337,12 @@ mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last)
     if (err == MLT_OK && !now) {
         pthread_mutex_lock(&j->mu);
         j->acked_dirty = true;
+        /* fsync=interval without a writer thread (an adopted journal, mltrack sync's): the
+         * group commit comes with the acks */
+        if (j->mode == MLT__FSYNC_INTERVAL && !j->writer_started &&
+            mlt__mono_ns() / 1000000 - j->synced_ms >= j->interval_ms) {
+            err = mlt__j_sync_locked(j);
+        }
         pthread_mutex_unlock(&j->mu);
     }
     if (err != MLT_OK) {

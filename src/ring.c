@@ -508,19 +508,6 @@ static bool ring_ready(mlt__ring *r)
     return atomic_load(&r->slots[t & (MLT__RING_SLOTS - 1)].stamp) == t + 1;
 }
 
-static void timed_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(cv, mu, &ts);
-}
-
 #define WRITER_POLL_MS 2    /* between groups while points keep coming */
 #define WRITER_IDLE_POLLS 5 /* empty polls before the writer sleeps until woken */
 
@@ -529,7 +516,6 @@ static void *writer_main(void *arg)
     mlt__journal *j = arg;
     mlt__ring *r = &j->ring;
     int empty = 0;
-    int64_t last_sync = mlt__mono_ns() / 1000000;
     pthread_mutex_lock(&j->wmu);
     while (!j->wstop) {
         pthread_mutex_unlock(&j->wmu);
@@ -545,14 +531,14 @@ static void *writer_main(void *arg)
             atomic_store(&r->writer_failing, false);
         }
         int64_t now = mlt__mono_ns() / 1000000, sync_in = 1000;
+        /* the group commit of fsync=interval: this thread is its one owner */
         if (j->mode == MLT__FSYNC_INTERVAL && (j->dirty || j->acked_dirty || j->keys_dirty)) {
-            if (now - last_sync >= j->interval_ms) {
+            if (now - j->synced_ms >= j->interval_ms) {
                 if (mlt__j_sync_locked(j) != MLT_OK) {
                     snprintf(j->werr, sizeof j->werr, "%s", mlt_last_error());
                 }
-                last_sync = now;
             } else {
-                sync_in = j->interval_ms - (now - last_sync);
+                sync_in = j->interval_ms - (now - j->synced_ms);
             }
         }
         pthread_mutex_unlock(&j->mu);
@@ -565,7 +551,7 @@ static void *writer_main(void *arg)
             break;
         }
         if (err == MLT_OK && empty < WRITER_IDLE_POLLS) {
-            timed_wait_ms(&j->wcv, &j->wmu, WRITER_POLL_MS);
+            mlt__cond_wait_until(&j->wcv, &j->wmu, mlt__deadline_ms(WRITER_POLL_MS));
             continue;
         }
         atomic_store(&r->idle, 1);
@@ -573,7 +559,7 @@ static void *writer_main(void *arg)
             atomic_store(&r->idle, 0);
             continue;
         }
-        timed_wait_ms(&j->wcv, &j->wmu, err != MLT_OK ? 100 : sync_in);
+        mlt__cond_wait_until(&j->wcv, &j->wmu, mlt__deadline_ms(err != MLT_OK ? 100 : sync_in));
         atomic_store(&r->idle, 0);
     }
     pthread_mutex_unlock(&j->wmu);
@@ -588,7 +574,7 @@ mlt_err mlt__journal_start_writer(mlt__journal *j, void (*on_write)(void *ud), v
     }
     j->on_write = on_write;
     j->on_write_ud = ud;
-    j->interval_ms = interval_ms > 0 ? interval_ms : 100;
+    mlt__journal_set_interval(j, interval_ms);
     if (pthread_create(&j->writer, NULL, writer_main, j) != 0) {
         return mlt__fail(MLT_ERR_NOMEM, "cannot start the journal's writer thread");
     }

@@ -57,8 +57,8 @@ mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf
     atomic_init(&s->abort, false);
     mlt__client_set_abort(&s->client, &s->abort);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->wake_cv, NULL);
-    pthread_cond_init(&s->done_cv, NULL);
+    mlt__cond_init(&s->wake_cv);
+    mlt__cond_init(&s->done_cv);
     mlt__buf_init(&s->scratch);
     *out = s;
     return MLT_OK;
@@ -272,17 +272,6 @@ static int64_t backoff_ms(mlt__sender *s)
 
 /* ---- the thread ---- */
 
-static void deadline_in(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts->tv_nsec >= 1000000000) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000;
-    }
-}
-
 /* After new records woke an idle sender: lets more gather for linger_ms, so that a batch
  * fills, unless a flush or a stop wants it now. */
 static void linger(mlt__sender *s)
@@ -290,11 +279,10 @@ static void linger(mlt__sender *s)
     if (s->opts->linger_ms <= 0) {
         return;
     }
-    struct timespec ts;
-    deadline_in(&ts, s->opts->linger_ms);
+    int64_t until = mlt__deadline_ms(s->opts->linger_ms);
     pthread_mutex_lock(&s->mu);
     while (!s->stop && !s->flushing) {
-        if (pthread_cond_timedwait(&s->wake_cv, &s->mu, &ts) != 0) {
+        if (!mlt__cond_wait_until(&s->wake_cv, &s->mu, until)) {
             break;
         }
     }
@@ -307,11 +295,10 @@ static void linger(mlt__sender *s)
  * new records: they must not turn the outage probe into a hammering. */
 static bool timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
 {
-    struct timespec ts;
-    deadline_in(&ts, ms);
+    int64_t until = mlt__deadline_ms(ms);
     pthread_mutex_lock(&s->mu);
     while (!s->stop && !s->probe && !(wake_ok && s->wake)) {
-        if (pthread_cond_timedwait(&s->wake_cv, &s->mu, &ts) != 0) {
+        if (!mlt__cond_wait_until(&s->wake_cv, &s->mu, until)) {
             break;
         }
     }
@@ -324,10 +311,12 @@ static bool timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
     return woken;
 }
 
-static void sync_journals(mlt__sender *s, bool own_only)
+/* A flush makes the tracker's own journal durable first (its writer's group commit may not have
+ * come yet). */
+static void sync_own(mlt__sender *s)
 {
     for (size_t i = 0; i < s->n_slots; i++) {
-        if (s->slots[i].j && (!own_only || !s->slots[i].adopted)) {
+        if (!s->slots[i].adopted) {
             mlt__journal_sync(s->slots[i].j);
         }
     }
@@ -336,9 +325,6 @@ static void sync_journals(mlt__sender *s, bool own_only)
 static void *run_thread(void *arg)
 {
     mlt__sender *s = arg;
-    int64_t interval =
-        s->opts->fsync_mode == MLT__FSYNC_INTERVAL ? s->opts->fsync_interval_ms : 1000;
-    int64_t next_sync = mlt__mono_ns() / 1000000 + interval;
     bool outage = false;
     for (;;) {
         pthread_mutex_lock(&s->mu);
@@ -350,11 +336,6 @@ static void *run_thread(void *arg)
         bool did = false;
         int64_t next_wait_ns = 0;
         outcome o = pass(s, &did, &next_wait_ns, true, NULL, NULL);
-        int64_t now = mlt__mono_ns() / 1000000;
-        if (now >= next_sync) {
-            sync_journals(s, false); /* group commit of fsync=interval */
-            next_sync = now + interval;
-        }
         if (did) {
             pthread_mutex_lock(&s->mu);
             pthread_cond_broadcast(&s->done_cv);
@@ -388,7 +369,8 @@ static void *run_thread(void *arg)
             continue;
         }
         if (!did) {
-            int64_t left = next_sync - mlt__mono_ns() / 1000000;
+            /* idle until new records wake it, or a waiting journal is due */
+            int64_t left = IDLE_MS;
             if (next_wait_ns) {
                 int64_t w = (next_wait_ns - mlt__mono_ns()) / 1000000;
                 left = w < left ? w : left;
@@ -510,7 +492,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
     pthread_mutex_lock(&s->mu);
     s->flushing++;
     pthread_mutex_unlock(&s->mu);
-    sync_journals(s, true);
+    sync_own(s);
     int64_t start = mlt__mono_ns();
     int64_t deadline = timeout_ms < 0 ? -1 : start + (int64_t)timeout_ms * 1000000;
     uint64_t *targets = calloc(s->n_slots ? s->n_slots : 1, sizeof *targets);
@@ -552,9 +534,9 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
             err = kept(s, waiting ? KEPT_WAITING : KEPT_SLOW, waiting);
             break;
         }
-        struct timespec ts;
-        deadline_in(&ts, 50);
-        pthread_cond_timedwait(&s->done_cv, &s->mu, &ts);
+        int64_t until = mlt__deadline_ms(50);
+        mlt__cond_wait_until(&s->done_cv, &s->mu,
+                             deadline >= 0 && deadline < until ? deadline : until);
     }
     s->flushing--;
     pthread_mutex_unlock(&s->mu);

@@ -94,6 +94,7 @@ struct mlt__sender {
 #define WAIT_MAX_MS 30000          /* ...doubling up to this */
 #define WAIT_FLUSH_MS 250          /* ...or this, while this process flushes and it is its own */
 #define DOWN_FRESH_NS 1000000000LL /* a server found away this recently is away: no probe */
+#define IDLE_MS 60000 /* an idle sender sleeps this long at most (new records wake it) */
 /* How long a run must stay absent from runs/search after an ambiguous create before it is
  * created again: a server may still be working on the first request. */
 #define AMBIGUOUS_SETTLE_NS (5 * 1000000000LL)

@@ -30,17 +30,9 @@ static const char *const sys_names[] = {
 /* Waits one interval; false when the tracker is closing. Call with sys_lock held. */
 static bool sys_wait(mlt_tracker *t, double interval_s)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    double whole = floor(interval_s);
-    until.tv_sec += (time_t)whole;
-    until.tv_nsec += (long)((interval_s - whole) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    int64_t until = mlt__mono_ns() + (int64_t)(interval_s * 1e9);
     while (!t->sys_stop) {
-        if (pthread_cond_timedwait(&t->sys_cv, &t->sys_lock, &until) == ETIMEDOUT) {
+        if (!mlt__cond_wait_until(&t->sys_cv, &t->sys_lock, until)) {
             break;
         }
     }

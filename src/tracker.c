@@ -111,7 +111,7 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
     pthread_mutex_init(&t->lock, NULL);
     pthread_mutex_init(&t->keys_lock, NULL);
     pthread_mutex_init(&t->sys_lock, NULL);
-    pthread_cond_init(&t->sys_cv, NULL);
+    mlt__cond_init(&t->sys_cv);
     atomic_init(&t->started, false);
     atomic_init(&t->errors, 0);
     register_tracker(t);
