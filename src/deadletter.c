@@ -99,9 +99,19 @@ mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char 
     if (b.oom || mlt__j_path_in(j, "dead.jsonl", path, sizeof path) != 0) {
         err = MLT_ERR_NOMEM;
     } else {
+        /* one whole line or none: a line cut by a full disk is taken back, so that the next
+         * try appends after whole lines */
         int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (fd < 0 || mlt__j_write_all(fd, b.data, b.len) != 0 || fdatasync(fd) != 0) {
-            err = MLT_ERR_IO;
+        off_t before = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+        if (fd < 0 || before < 0 || mlt__j_write_all(fd, b.data, b.len) != 0 ||
+            fdatasync(fd) != 0) {
+            int why = errno;
+            if (fd >= 0 && before >= 0 && ftruncate(fd, before) != 0) {
+                why = errno;
+            }
+            err = mlt__fail(MLT_ERR_IO,
+                            "cannot write the dead letter of record %" PRIu64 " to %s: %s", r->seq,
+                            path, strerror(why));
         }
         if (fd >= 0) {
             close(fd);

@@ -100,7 +100,10 @@ static mlt_err read_unit(mlt__sender *s, slot *sl)
         if (err == MLT_ERR_CORRUPT && c > sl->cursor) {
             /* checksummed but undecodable: set it aside and go on */
             mlt__rec bad = {.seq = r.seq, .end_pos = r.end_pos, .size = r.size, .key = ""};
-            mlt__journal_dead_letter(sl->j, &bad, "the record could not be decoded");
+            if (mlt__journal_dead_letter(sl->j, &bad, "the record could not be decoded") !=
+                MLT_OK) {
+                return MLT_ERR_IO; /* kept unread, unacked: tried again */
+            }
             report(s, MLT_OP_LOG, MLT_DELIVERY_REJECTED, "", NULL, NULL, 1,
                    "the record could not be decoded");
             sl->cursor = c;
@@ -158,17 +161,39 @@ static mlt_err read_unit(mlt__sender *s, slot *sl)
     return MLT_OK;
 }
 
+/* ---- dead letters ---- */
+
+/* Writes r as a dead letter with answer. When it cannot be written (a full disk), the record
+ * stays in the queue, unacked, and this says why: RETRY (it is tried again, after a backoff,
+ * until there is room); else OK. */
+static outcome dead_letter(mlt__sender *s, slot *sl, const mlt__rec *r, const char *answer)
+{
+    if (mlt__journal_dead_letter(sl->j, r, answer) == MLT_OK) {
+        return OK;
+    }
+    char why[1024];
+    snprintf(why, sizeof why,
+             "%s (a record the server refused stays in the queue until it can be "
+             "kept as a dead letter)",
+             mlt_last_error());
+    return classify(s, MLT_ERR_IO, why);
+}
+
 /* ---- delivering log windows ---- */
 
 /* Sets the entities ents[0..n) of one run aside as dead letters, with the server's answer (or
- * why they were not sent): one warning and one report for them all. */
-static void dead_ents(mlt__sender *s, slot *sl, ent **ents, size_t n, const char *answer)
+ * why they were not sent): one warning and one report for them all. RETRY when one cannot be
+ * written (those written are done; the rest stay in the unit). */
+static outcome dead_ents(mlt__sender *s, slot *sl, ent **ents, size_t n, const char *answer)
 {
     if (n == 0) {
-        return;
+        return OK;
     }
     for (size_t i = 0; i < n; i++) {
         const ent *e = ents[i];
+        if (e->done) {
+            continue; /* kept already, by an earlier try of this unit */
+        }
         mlt__rec r = {0};
         r.seq = e->seq;
         r.type = e->type;
@@ -178,7 +203,10 @@ static void dead_ents(mlt__sender *s, slot *sl, ent **ents, size_t n, const char
         r.num = e->num;
         r.time_ms = e->ts;
         r.step = e->step;
-        mlt__journal_dead_letter(sl->j, &r, answer);
+        outcome o = dead_letter(s, sl, &r, answer);
+        if (o != OK) {
+            return o;
+        }
         s->rejected_points += e->type == MLT__REC_METRIC;
         atomic_fetch_add(&sl->points_done, e->type == MLT__REC_METRIC);
         ents[i]->done = true;
@@ -189,6 +217,7 @@ static void dead_ents(mlt__sender *s, slot *sl, ent **ents, size_t n, const char
     const mlt__run_entry *re = mlt__journal_run(sl->j, ents[0]->run_no);
     report(s, MLT_OP_LOG, MLT_DELIVERY_REJECTED, re ? re->key : "", re ? re->run_id : NULL,
            re ? re->experiment_id : NULL, (uint32_t)n, answer);
+    return OK;
 }
 
 /* Sends the entities ents[0..n) of one run (n small enough for one request or split by the
@@ -242,8 +271,7 @@ static outcome send_ents(mlt__sender *s, slot *sl, const char *run_id, ent **ent
     if (n == 1 || err != MLT_ERR_REJECTED) {
         /* a 400 may be about one entity: narrowed down below; a 401/403/404 is about the run
          * or the caller, and every entity shares it */
-        dead_ents(s, sl, ents, n, msg);
-        return OK;
+        return dead_ents(s, sl, ents, n, msg);
     }
     outcome o = send_ents(s, sl, run_id, ents, n / 2);
     return o == OK ? send_ents(s, sl, run_id, ents + n / 2, n - n / 2) : o;
@@ -270,7 +298,7 @@ static outcome deliver_window(mlt__sender *s, slot *sl)
             const char *why = !re                          ? "the run is unknown to the journal"
                               : re->state == MLT__RUN_DEAD ? "the run could not be created"
                                                            : "the run was not created";
-            dead_ents(s, sl, mine, n, why);
+            o = dead_ents(s, sl, mine, n, why);
         } else {
             uint64_t before = atomic_load(&s->rejected);
             uint64_t before_points = s->rejected_points;
@@ -346,8 +374,11 @@ static outcome resolve_experiment(mlt__sender *s, const mlt__rec *r, char **out_
 static outcome dead_run(mlt__sender *s, slot *sl, const mlt__rec *r, const char *exp_id,
                         const char *why)
 {
+    outcome o = dead_letter(s, sl, r, why);
+    if (o != OK) {
+        return o;
+    }
     mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, r->key, NULL, exp_id, MLT__RUN_DEAD);
-    mlt__journal_dead_letter(sl->j, r, why);
     atomic_fetch_add(&sl->runs_done, r->type == MLT__REC_CREATE);
     report(s, MLT_OP_CREATE_RUN, MLT_DELIVERY_REJECTED, r->key, NULL, exp_id, 1, why);
     log_msg(s, MLT_LOG_ERROR, why);
@@ -544,9 +575,11 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
     const mlt__run_entry *re = mlt__journal_run(sl->j, r->run_no);
     if (!re || !re->run_id) {
         const char *why = re ? "the run could not be created" : "the run is unknown";
-        mlt__journal_dead_letter(sl->j, r, why);
-        report(s, MLT_OP_END_RUN, MLT_DELIVERY_REJECTED, re ? re->key : "", NULL, NULL, 1, why);
-        return OK;
+        outcome o = dead_letter(s, sl, r, why);
+        if (o == OK) {
+            report(s, MLT_OP_END_RUN, MLT_DELIVERY_REJECTED, re ? re->key : "", NULL, NULL, 1, why);
+        }
+        return o;
     }
     char msg[1024];
     atomic_fetch_add(&s->sent, 1);
@@ -560,7 +593,10 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
     snprintf(run_id, sizeof run_id, "%s", re->run_id);
     snprintf(exp_id, sizeof exp_id, "%s", re->experiment_id ? re->experiment_id : "");
     if (err != MLT_OK) {
-        mlt__journal_dead_letter(sl->j, r, msg);
+        outcome o = dead_letter(s, sl, r, msg);
+        if (o != OK) {
+            return o;
+        }
         report(s, MLT_OP_END_RUN, MLT_DELIVERY_REJECTED, key, run_id, exp_id, 1, msg);
     }
     mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, key, NULL, NULL, MLT__RUN_ENDED);
@@ -608,7 +644,7 @@ outcome mlt__deliver_step(mlt__sender *s, slot *sl, bool *did)
         mlt_err err = read_unit(s, sl);
         if (err != MLT_OK) {
             set_error(s, mlt_last_error());
-            return err == MLT_ERR_NOMEM ? RETRY : FATAL;
+            return err == MLT_ERR_NOMEM || err == MLT_ERR_IO ? RETRY : FATAL;
         }
         if (!sl->have_unit) {
             return sl->adopted ? end_orphans(s, sl, did) : OK;

@@ -37,13 +37,26 @@
 
 mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf, size_t errlen)
 {
+    return mlt__sender_new_with(out, opts, NULL, errbuf, errlen);
+}
+
+mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts, const mlt__transport *tr,
+                             char *errbuf, size_t errlen)
+{
     mlt__sender *s = calloc(1, sizeof *s);
     if (!s || !(s->opts = mlt__options_dup(opts))) {
         free(s);
+        if (tr) {
+            tr->destroy(tr->self);
+        }
         return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
     }
-    mlt_err err = mlt__client_init(&s->client, s->opts, errbuf, errlen);
+    mlt_err err = tr ? mlt__client_init_with(&s->client, s->opts, *tr)
+                     : mlt__client_init(&s->client, s->opts, errbuf, errlen);
     if (err != MLT_OK) {
+        if (tr) {
+            mlt__errf(errbuf, errlen, err, "out of memory");
+        }
         mlt_options_free(s->opts);
         free(s);
         return err;

@@ -12,12 +12,17 @@
 #include "options.h"
 
 typedef struct mlt__sender mlt__sender;
+struct mlt__transport; /* http.h */
 
 /* Told when the server gave a run its id (sender thread). */
-typedef void (*mlt__run_id_fn)(const char *run_key, const char *run_id,
-                               const char *experiment_id, void *ud);
+typedef void (*mlt__run_id_fn)(const char *run_key, const char *run_id, const char *experiment_id,
+                               void *ud);
 
 mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf, size_t errlen);
+/* The same over the transport tr (taken over, destroyed with the sender, also on failure)
+ * instead of libcurl's: for tests. */
+mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts,
+                             const struct mlt__transport *tr, char *errbuf, size_t errlen);
 
 /* Hands a journal to the sender (owned from now on; closed by mlt__sender_free). */
 mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted);
@@ -50,8 +55,8 @@ typedef struct mlt__sync_progress {
     uint64_t records_total; /* unacked records when the sync began */
     uint64_t records_done;  /* acked or rejected since */
     uint64_t runs_created;
-    uint64_t points_sent;   /* metric points acknowledged */
-    uint64_t rejected;      /* records dead-lettered */
+    uint64_t points_sent; /* metric points acknowledged */
+    uint64_t rejected;    /* records dead-lettered */
     /* left by a drain that returned MLT_ERR_QUEUED: records waiting for runs the server does
      * not have, which a journal of the queue creates (owned by a running process, or for
      * another server), or which none does */

@@ -1,41 +1,38 @@
 /*
- * check_sender.c - unit tests of src/sender.c: mlt__sender_drain over journals written here,
- * against a scripted MLflow server on loopback. The sender builds its own libcurl client in
- * mlt__sender_new and has no seam to put a fake transport in its place, so the fake is an HTTP
- * server thread in this program: it records every request (method, path, body) and answers like
- * MLflow, with failures on demand. Checks the exact requests, the acks, the run map, and the
- * bisection of a rejected batch into dead letters.
+ * check_sender.c - unit tests of src/sender.c and src/deliver.c: mlt__sender_drain over journals
+ * written here, against a scripted MLflow put in place of libcurl (mlt__sender_new_with): it
+ * records every request (method, path, body) and answers like MLflow, with failures on demand.
+ * No socket is opened. Checks the exact requests, the acks, the run map, and the bisection of a
+ * rejected batch into dead letters.
  */
 #include "testutil.h"
 
 #include "common.h"
+#include "http.h"
 #include "journal.h"
 #include "options.h"
 #include "record.h"
 #include "requeue.h"
 #include "sender.h"
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- a scripted MLflow server on loopback --------------------------------------------------- */
+/* ---- a scripted MLflow, as the sender's transport ------------------------------------------- */
 
 #define MAX_REQS 512
 #define MAX_ACCEPTED 4096
@@ -47,10 +44,8 @@ typedef struct req {
 } req;
 
 typedef struct server {
-    int lfd;
-    int port;
-    pthread_t thread;
-    atomic_bool stop;
+    atomic_bool *abort;      /* the sender's stop flag (set_abort) */
+    atomic_bool interrupted; /* interrupt() was called: the request in flight ends */
     pthread_mutex_t mu;
     req reqs[MAX_REQS];
     size_t n_reqs;
@@ -61,19 +56,19 @@ typedef struct server {
     size_t n_log_batches;
     int next_run;
     /* behaviour */
-    const char *poison;         /* a log batch holding an entity with this key: HTTP 400 */
-    size_t fail_log_batch_at;   /* this log batch (1-based) answers 503 once; 0: none */
-    long log_batch_status;      /* every log batch answers this (with log_batch_body); 0: no */
+    const char *poison;       /* a log batch holding an entity with this key: HTTP 400 */
+    size_t fail_log_batch_at; /* this log batch (1-based) answers 503 once; 0: none */
+    long log_batch_status;    /* every log batch answers this (with log_batch_body); 0: no */
     const char *log_batch_body;
-    long create_status;         /* runs/create answers this (with create_body); 0: normally */
-    int create_refusals;        /* with create_status: only the first N runs/create (0: all) */
+    long create_status;  /* runs/create answers this (with create_body); 0: normally */
+    int create_refusals; /* with create_status: only the first N runs/create (0: all) */
     int n_creates;
-    int create_failures;        /* the first runs/create calls answer 503 */
+    int create_failures; /* the first runs/create calls answer 503 */
     const char *create_body;
-    const char *search_body;    /* runs/search answer; NULL: no runs */
-    long search_status;         /* runs/search answers this (with search_body); 0: 200 */
-    long all_status;            /* every request answers this; 0: no */
-    int delay_ms;               /* each answer waits this long first */
+    const char *search_body; /* runs/search answer; NULL: no runs */
+    long search_status;      /* runs/search answers this (with search_body); 0: 200 */
+    long all_status;         /* every request answers this; 0: no */
+    int delay_ms;            /* each answer waits this long first */
 } server;
 
 static void add_accepted(server *s, const char *what)
@@ -128,8 +123,7 @@ static const char *const E503 =
     "{\"error_code\":\"TEMPORARILY_UNAVAILABLE\",\"message\":\"try later\"}";
 
 /* Decides the answer to one request (server thread, under s->mu). */
-static long answer(server *s, const char *method, const char *path, const char *body,
-                   mlt__buf *out)
+static long answer(server *s, const char *method, const char *path, const char *body, mlt__buf *out)
 {
     if (s->all_status) {
         mlt__buf_puts(out, E503);
@@ -193,133 +187,88 @@ static long answer(server *s, const char *method, const char *path, const char *
     return 404;
 }
 
-static bool send_all(int fd, const char *p, size_t n)
+/* The path of an absolute URL ("http://host:port/path?query" -> "/path?query"). */
+static const char *url_path(const char *url)
 {
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0) {
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
+    const char *p = strstr(url, "://");
+    p = strchr(p ? p + 3 : url, '/');
+    return p ? p : "/";
 }
 
-/* Serves the request of one connection (then closes it). */
-static void serve(server *s, int fd)
+static bool stopped(server *s)
 {
-    mlt__buf in;
-    mlt__buf_init(&in);
-    bool continued = false;
-    while (!atomic_load(&s->stop)) {
-        char *end = in.data ? strstr(in.data, "\r\n\r\n") : NULL;
-        size_t need = 0, head = 0;
-        if (end) {
-            head = (size_t)(end - in.data) + 4;
-            const char *cl = strcasestr(in.data, "\r\ncontent-length:");
-            if (cl && cl < end) {
-                need = (size_t)strtoul(cl + 17, NULL, 10);
-            }
-            if (in.len < head + need && !continued && strcasestr(in.data, "100-continue")) {
-                send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-                continued = true;
-            }
-        }
-        if (!end || in.len < head + need) {
-            struct pollfd p = {fd, POLLIN, 0};
-            if (poll(&p, 1, 20) <= 0) {
-                continue;
-            }
-            char buf[65536];
-            ssize_t n = recv(fd, buf, sizeof buf, 0);
-            if (n <= 0) {
-                break;
-            }
-            mlt__buf_append(&in, buf, (size_t)n);
-            continue;
-        }
-        char method[8] = "", path[512] = "";
-        sscanf(in.data, "%7s %511s", method, path);
-        char *body = need ? strndup(in.data + head, need) : NULL;
-        for (int waited = 0; waited < s->delay_ms && !atomic_load(&s->stop); waited += 10) {
-            usleep(10000);
-        }
-        mlt__buf out;
-        mlt__buf_init(&out);
-        pthread_mutex_lock(&s->mu);
-        if (s->n_reqs < MAX_REQS) {
-            req *r = &s->reqs[s->n_reqs++];
-            snprintf(r->method, sizeof r->method, "%s", method);
-            snprintf(r->path, sizeof r->path, "%s", path);
-            r->body = body ? strdup(body) : NULL;
-        }
-        long status = answer(s, method, path, body, &out);
-        pthread_mutex_unlock(&s->mu);
-        free(body);
-        char hdr[256];
-        int hl = snprintf(hdr, sizeof hdr,
-                          "HTTP/1.1 %ld X\r\nContent-Type: application/json\r\n"
-                          "Connection: close\r\nContent-Length: %zu\r\n\r\n",
-                          status, out.len);
-        bool ok = send_all(fd, hdr, (size_t)hl) && send_all(fd, out.data ? out.data : "", out.len);
-        mlt__buf_free(&out);
-        size_t used = head + need;
-        memmove(in.data, in.data + used, in.len - used);
-        in.len -= used;
-        in.data[in.len] = '\0';
-        continued = false;
-        /* One request per connection: this server serves one connection at a time, and the
-         * client opens a fresh one for requests it must never send twice (runs/create). */
-        (void)ok;
-        break;
-    }
-    mlt__buf_free(&in);
+    return atomic_load(&s->interrupted) || (s->abort && atomic_load(s->abort));
 }
 
-static void *server_main(void *arg)
+/* The transport's perform: one request, answered by answer() (sender thread). */
+static void fake_perform(void *self, const mlt__http_request *rq, mlt__http_response *resp)
 {
-    server *s = arg;
-    while (!atomic_load(&s->stop)) {
-        struct pollfd p = {s->lfd, POLLIN, 0};
-        if (poll(&p, 1, 20) <= 0) {
-            continue;
-        }
-        int fd = accept(s->lfd, NULL, NULL);
-        if (fd >= 0) {
-            serve(s, fd);
-            close(fd);
-        }
+    server *s = self;
+    const char *path = url_path(rq->url);
+    pthread_mutex_lock(&s->mu);
+    if (s->n_reqs < MAX_REQS) {
+        req *r = &s->reqs[s->n_reqs++];
+        snprintf(r->method, sizeof r->method, "%s", rq->method);
+        snprintf(r->path, sizeof r->path, "%s", path);
+        r->body = rq->body ? strndup(rq->body, rq->body_len) : NULL;
     }
-    return NULL;
+    int delay_ms = s->delay_ms;
+    pthread_mutex_unlock(&s->mu);
+    for (int waited = 0; waited < delay_ms && !stopped(s); waited += 10) {
+        usleep(10000);
+    }
+    if (stopped(s)) { /* as libcurl's transport cut at a deadline: sent, no answer */
+        resp->net_err = MLT_ERR_TIMEOUT;
+        resp->maybe_sent = true;
+        snprintf(resp->errmsg, sizeof resp->errmsg,
+                 "Operation was aborted by an application "
+                 "callback");
+        return;
+    }
+    char *body = rq->body ? strndup(rq->body, rq->body_len) : NULL;
+    pthread_mutex_lock(&s->mu);
+    resp->status = answer(s, rq->method, path, body, &resp->body);
+    pthread_mutex_unlock(&s->mu);
+    free(body);
 }
 
-static server *server_start(void)
+static void fake_destroy(void *self)
+{
+    (void)self; /* the test owns the server: server_free */
+}
+
+static void fake_set_abort(void *self, atomic_bool *flag)
+{
+    server *s = self; /* a new sender on this server */
+    s->abort = flag;
+    atomic_store(&s->interrupted, false);
+}
+
+static void fake_interrupt(void *self)
+{
+    atomic_store(&((server *)self)->interrupted, true);
+}
+
+static server *server_new(void)
 {
     server *s = calloc(1, sizeof *s);
     ck_assert_ptr_nonnull(s);
-    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(s->lfd, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(listen(s->lfd, 8), 0);
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(getsockname(s->lfd, (struct sockaddr *)&a, &len), 0);
-    s->port = ntohs(a.sin_port);
-    atomic_init(&s->stop, false);
+    atomic_init(&s->interrupted, false);
     pthread_mutex_init(&s->mu, NULL);
-    ck_assert_int_eq(pthread_create(&s->thread, NULL, server_main, s), 0);
     return s;
 }
 
-static void server_stop(server *s)
+static mlt__transport server_transport(server *s)
 {
-    atomic_store(&s->stop, true);
-    pthread_join(s->thread, NULL);
-    close(s->lfd);
+    return (mlt__transport){.perform = fake_perform,
+                            .destroy = fake_destroy,
+                            .set_abort = fake_set_abort,
+                            .interrupt = fake_interrupt,
+                            .self = s};
+}
+
+static void server_free(server *s)
+{
     for (size_t i = 0; i < s->n_reqs; i++) {
         free(s->reqs[i].body);
     }
@@ -431,10 +380,9 @@ static void fixture_init(fixture *f)
     memset(f, 0, sizeof *f);
     mlt_test_tmpdir(f->tmp, sizeof f->tmp, "sender");
     snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
-    f->srv = server_start();
+    f->srv = server_new();
     char err[256] = "";
-    ck_assert_int_eq(mlt__journal_create(&f->j, f->dir, MLT__FSYNC_NONE, err, sizeof err),
-                     MLT_OK);
+    ck_assert_int_eq(mlt__journal_create(&f->j, f->dir, MLT__FSYNC_NONE, err, sizeof err), MLT_OK);
 }
 
 /* The sender over the fixture's journal (handed over: f->j stays valid until sender_free). */
@@ -442,13 +390,13 @@ static void sender_new(fixture *f, bool adopted, int max_retries)
 {
     mlt_options *o = mlt_options_new();
     ck_assert_ptr_nonnull(o);
-    char uri[64];
-    snprintf(uri, sizeof uri, "http://127.0.0.1:%d", f->srv->port);
-    ck_assert_int_eq(mlt_options_set_tracking_uri(o, uri), MLT_OK);
+    /* nothing is sent anywhere: the scripted server is the transport */
+    ck_assert_int_eq(mlt_options_set_tracking_uri(o, "http://127.0.0.1:9"), MLT_OK);
     ck_assert_int_eq(mlt_options_set_retries(o, max_retries, 0.001, 0), MLT_OK);
     ck_assert_int_eq(mlt_options_set_timeout(o, 10), MLT_OK);
     char err[256] = "";
-    mlt_err e = mlt__sender_new(&f->s, o, err, sizeof err);
+    mlt__transport tr = server_transport(f->srv);
+    mlt_err e = mlt__sender_new_with(&f->s, o, &tr, err, sizeof err);
     ck_assert_msg(e == MLT_OK, "sender: %s", err);
     mlt_options_free(o);
     ck_assert_int_eq(mlt__sender_add(f->s, f->j, adopted), MLT_OK);
@@ -462,6 +410,13 @@ static mlt_err drain(fixture *f, mlt__sync_progress *sum)
                              sizeof err);
 }
 
+/* A drain that gives up after the sender's retries (no deadline); its message in err. */
+static mlt_err drain_tries(fixture *f, mlt__sync_progress *sum, char *err, size_t errlen)
+{
+    memset(sum, 0, sizeof *sum);
+    return mlt__sender_drain(f->s, -1, NULL, NULL, sum, err, errlen);
+}
+
 static void fixture_done(fixture *f)
 {
     if (f->s) {
@@ -469,7 +424,7 @@ static void fixture_done(fixture *f)
     } else {
         mlt__journal_close(f->j, false);
     }
-    server_stop(f->srv);
+    server_free(f->srv);
     mlt_test_remove_tree(f->tmp);
 }
 
@@ -493,8 +448,7 @@ static void put_attach(mlt__journal *j, uint32_t run_no, const char *key, const 
     mlt__buf_free(&b);
 }
 
-static void put_kv(mlt__journal *j, mlt__rec_type t, uint32_t run_no, const char *k,
-                   const char *v)
+static void put_kv(mlt__journal *j, mlt__rec_type t, uint32_t run_no, const char *k, const char *v)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -616,7 +570,7 @@ START_TEST(sender_drain_delivers_a_run_in_order)
     f.s = NULL;
     f.j = NULL;
     ck_assert(!dir_exists(f.dir)); /* delivered: removed */
-    server_stop(f.srv);
+    server_free(f.srv);
     mlt_test_remove_tree(f.tmp);
 }
 END_TEST
@@ -767,6 +721,66 @@ START_TEST(sender_bisects_a_rejected_batch_down_to_the_bad_record)
     ck_assert_uint_eq(sum.rejected, 1);
     ck_assert_uint_eq(sum.points_sent, 7);
     ck_assert_uint_eq(sum.records_done, 10);
+    ck_assert_int_eq(mlt__journal_run(f.j, 1)->state, MLT__RUN_ENDED);
+    fixture_done(&f);
+}
+END_TEST
+
+/* A refused record is acked only once its dead letter is on disk: with the disk full (a file
+ * size limit), it stays in the queue and no half line is left in dead.jsonl; with room again,
+ * the next drain keeps it as one whole dead letter, and what the server took is not sent again. */
+START_TEST(sender_keeps_a_refused_record_until_its_dead_letter_is_written)
+{
+    fixture f;
+    fixture_init(&f);
+    put_create(f.j, 1, K1, "exp");
+    put_metric(f.j, 1, "good", 1, 100, 0);
+    put_metric(f.j, 1, "bad", 2, 101, 1);
+    put_end(f.j, 1, MLT_RUN_FINISHED, 200);
+    sender_new(&f, false, 2);
+    /* the run is made while log batches fail for now */
+    f.srv->log_batch_status = 503;
+    f.srv->log_batch_body = E503;
+    mlt__sync_progress sum;
+    char msg[1024] = "";
+    ck_assert_int_ne(drain_tries(&f, &sum, msg, sizeof msg), MLT_OK);
+    ck_assert_str_eq(mlt__journal_run(f.j, 1)->run_id, "run-1");
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 1);
+
+    /* the disk is full: no file grows past 40 bytes (a dead letter line is longer) */
+    ck_assert(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+    struct rlimit old, lim;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 40;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    f.srv->log_batch_status = 0;
+    f.srv->poison = "bad";
+    mlt_err e = drain_tries(&f, &sum, msg, sizeof msg);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    ck_assert_int_ne(e, MLT_OK);
+    ck_assert_msg(strstr(msg, "cannot write the dead letter of record 3") != NULL, "%s", msg);
+    ck_assert_uint_eq(taken(f.srv, "metric:good"), 1);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 0);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 1); /* the batch is not acked */
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/dead.jsonl", f.dir);
+    struct stat st;
+    ck_assert_msg(stat(path, &st) != 0 || st.st_size == 0, "a cut dead letter was left: %lld bytes",
+                  (long long)st.st_size);
+
+    /* room again */
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(taken(f.srv, "metric:good"), 1);
+    ck_assert_uint_eq(taken(f.srv, "metric:bad"), 0);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 1);
+    size_t n;
+    cJSON **l = dead_letters(f.dir, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(jstr(l[0], "key"), "bad");
+    ck_assert(jnum(l[0], "seq") == 3);
+    free_letters(l, n);
+    ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 4);
     ck_assert_int_eq(mlt__journal_run(f.j, 1)->state, MLT__RUN_ENDED);
     fixture_done(&f);
 }
@@ -951,8 +965,8 @@ START_TEST(sender_dead_letters_an_attach_refused_for_its_credentials)
     ck_assert_uint_eq(n, 2);
     ck_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l[0], "type")),
                      "attach_run");
-    ck_assert_ptr_nonnull(strstr(
-        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l[0], "answer")), "403"));
+    ck_assert_ptr_nonnull(
+        strstr(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(l[0], "answer")), "403"));
     free_letters(l, n);
     fixture_done(&f);
     ck_assert_int_eq(e, MLT_OK);
@@ -1008,8 +1022,8 @@ START_TEST(requeue_puts_dead_letters_back_and_they_land_once_the_server_takes_th
     char err[256] = "", to_dir[DIR_LEN + 32];
     mlt__journal *from = NULL, *to = NULL;
     mlt__recovery rec;
-    ck_assert_int_eq(mlt__journal_open(&from, f.dir, false, MLT__FSYNC_NONE, &rec, err,
-                                       sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__journal_open(&from, f.dir, false, MLT__FSYNC_NONE, &rec, err, sizeof err),
+                     MLT_OK);
     snprintf(to_dir, sizeof to_dir, "%s/j-requeued", f.tmp);
     ck_assert_int_eq(mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE, err, sizeof err), MLT_OK);
     mlt__requeue_stats st;
@@ -1247,7 +1261,7 @@ START_TEST(sender_free_aborts_a_request_in_flight)
     f.j = NULL;
     ck_assert_msg(took_ms < 3000, "free took %lld ms", (long long)took_ms);
     ck_assert(dir_exists(f.dir)); /* undelivered: stays */
-    server_stop(f.srv);
+    server_free(f.srv);
     mlt_test_remove_tree(f.tmp);
 }
 END_TEST
@@ -1262,6 +1276,7 @@ int main(void)
     MLT_ADD_TEST(s, sender_adopted_journal_finds_a_run_created_before_the_crash);
     MLT_ADD_TEST(s, sender_bisects_a_rejected_batch_down_to_the_bad_record);
     MLT_ADD_TEST(s, sender_retry_during_bisection_dead_letters_once);
+    MLT_ADD_TEST(s, sender_keeps_a_refused_record_until_its_dead_letter_is_written);
     MLT_ADD_TEST(s, sender_dead_letters_the_records_of_a_run_the_server_refuses_to_create);
     MLT_ADD_TEST(s, sender_gives_up_without_acking_while_the_server_is_down);
     MLT_ADD_TEST(s, sender_dead_letters_a_batch_refused_for_its_credentials_in_one_request);
