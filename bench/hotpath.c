@@ -3,7 +3,9 @@
  * ...) (--mode string), of mlt_log_metric_key() with a registered handle (--mode handle), or of
  * mlt_log_metric(run, buf, ...) with 100 distinct keys formatted into one reused buffer before
  * each call, "layer<i % 100>/grad_norm" (--mode runtime: keys built at run time, as per-layer
- * metrics are), on a tracker with the MLflow callback and its durable queue, the server
+ * metrics are, in the same order at every step) or the same 100 keys in a shuffled order
+ * (--mode shuffled: the order changes every call, the worst case of the address cache's guess
+ * of the next key), on a tracker with the MLflow callback and its durable queue, the server
  * unreachable (a closed port), so that nothing but the calls themselves varies between runs.
  * Meant for
  *
@@ -13,7 +15,8 @@
  * (toggle mlt_log_metric_key for --mode handle): the collected instructions divided by CALLS are
  * the cost of one call. Every call counts, the first ones included.
  *
- *   hotpath --mode string|handle|runtime --uri URI --queue DIR [--calls 100000] [--fsync MODE]
+ *   hotpath --mode string|handle|runtime|shuffled --uri URI --queue DIR [--calls 100000] [--fsync
+ * MODE]
  */
 #include "bench_tracker.h"
 
@@ -35,11 +38,13 @@ int main(int argc, char **argv)
         }
     }
     if (mode == NULL || (strcmp(mode, "string") != 0 && strcmp(mode, "handle") != 0 &&
-                         strcmp(mode, "runtime") != 0)) {
-        bench_die("--mode string|handle|runtime is required");
+                         strcmp(mode, "runtime") != 0 && strcmp(mode, "shuffled") != 0)) {
+        bench_die("--mode string|handle|runtime|shuffled is required");
     }
     bool handles = strcmp(mode, "handle") == 0;
     bool runtime = strcmp(mode, "runtime") == 0;
+    bool shuffled = strcmp(mode, "shuffled") == 0;
+    uint32_t lcg = 12345;
     char buf[64];
     mlt_tracker *t = bench_tracker(&c);
     mlt_run *run;
@@ -54,8 +59,13 @@ int main(int argc, char **argv)
     for (int64_t i = 0; i < calls; i++) {
         double v = 1.0 / (double)(i + 1);
         mlt_err e;
-        if (runtime) {
-            snprintf(buf, sizeof buf, "layer%d/grad_norm", (int)(i % 100));
+        if (runtime || shuffled) {
+            int layer = (int)(i % 100);
+            if (shuffled) { /* a fixed pseudo-random sequence: the same count at every run */
+                lcg = lcg * 1664525u + 1013904223u;
+                layer = (int)((lcg >> 16) % 100);
+            }
+            snprintf(buf, sizeof buf, "layer%d/grad_norm", layer);
             e = mlt_log_metric(run, buf, v, i / 100);
         } else {
             e = handles ? mlt_log_metric_key(run, key, v, i)

@@ -79,47 +79,59 @@ static inline bool same_bytes(const char *a, const char *b, size_t n)
     return diff == 0;
 }
 
-static inline _Atomic(mlt_key *) *cache_slot(mlt_tracker *t, const char *key)
+/*
+ * The address cache: a slot per address of the caller's key string holds
+ *   0                 nothing seen there yet;
+ *   a key             the text there was that key's name last time (strcmp says if it still is);
+ *   a key | CHANGING  the text there keeps changing (keys formatted into one buffer at run
+ *                     time): the key is the one logged there last, and the key logged after it
+ *                     last time (its `then`) is tried first, as loops log their keys in the same
+ *                     order at every step. A wrong guess costs one strcmp; the key is then found
+ *                     by its text (a hash), never validated again.
+ * Every guess is checked against the text, so a stale or racing slot costs time, never a
+ * wrong key. Keys live until the tracker is closed.
+ */
+#define CHANGING ((uintptr_t)1)
+
+static inline _Atomic(uintptr_t) *cache_slot(mlt_tracker *t, const char *key)
 {
     uintptr_t a = (uintptr_t)key;
     return &t->key_cache[((a >> 3) ^ (a >> 13)) & (MLT__KEY_CACHE - 1)];
 }
 
-/* What a cache slot holds for an address whose text keeps changing (a buffer that keys are
- * formatted into at run time): comparing would miss every time, so the key is looked up by its
- * text straight away. */
-#define KEY_CHANGES ((mlt_key *)1)
-
 /* The registered key whose name the caller's string last was at this address, if it still is. */
 static inline const mlt_key *cached_key(mlt_tracker *t, const char *key)
 {
-    const mlt_key *k = atomic_load_explicit(cache_slot(t, key), memory_order_acquire);
-    return (uintptr_t)k > (uintptr_t)KEY_CHANGES && strcmp(k->name, key) == 0 ? k : NULL;
+    uintptr_t v = atomic_load_explicit(cache_slot(t, key), memory_order_acquire);
+    const mlt_key *k = (const mlt_key *)v;
+    return v && !(v & CHANGING) && strcmp(k->name, key) == 0 ? k : NULL;
 }
 
 static inline mlt_key *find_key(mlt_tracker *t, const char *key, size_t len, uint32_t h);
 
-/* The cache slot of an address after k was found for it: a new address remembers its key; one
- * that held another key is one whose text changes (KEY_CHANGES), and stays so. */
-static inline void remember(_Atomic(mlt_key *) *slot, mlt_key *k)
+/* The slot of an address after k was found there by its text: a new address remembers k; one
+ * that held another key becomes CHANGING (and stays so), and the key logged there before k
+ * learns that k came next. */
+static inline void remember(_Atomic(uintptr_t) *slot, mlt_key *k)
 {
-    mlt_key *was = atomic_load_explicit(slot, memory_order_relaxed);
-    if (was != k && was != KEY_CHANGES) {
-        atomic_store_explicit(slot, was ? KEY_CHANGES : k, memory_order_release);
+    uintptr_t was = atomic_load_explicit(slot, memory_order_relaxed);
+    if (was == (uintptr_t)k) {
+        return;
     }
+    if (was & CHANGING) {
+        mlt_key *last = (mlt_key *)(was & ~CHANGING);
+        atomic_store_explicit(&last->then, k, memory_order_release);
+    }
+    atomic_store_explicit(slot, was ? (uintptr_t)k | CHANGING : (uintptr_t)k, memory_order_release);
 }
 
 /* A key registered already, found by its text (a key built at run time into a reused buffer
  * misses the address cache): it was validated when registered, so it is not again. NULL for a
  * key not registered yet. */
-static inline const mlt_key *known_key(mlt_tracker *t, const char *key, _Atomic(mlt_key *) *slot)
+static inline mlt_key *key_by_text(mlt_tracker *t, const char *key)
 {
     size_t len = strlen(key);
-    mlt_key *k = find_key(t, key, len, key_hash(key, len));
-    if (k) {
-        remember(slot, k);
-    }
-    return k;
+    return find_key(t, key, len, key_hash(key, len));
 }
 
 static inline mlt_key *find_key(mlt_tracker *t, const char *key, size_t len, uint32_t h)
@@ -156,6 +168,7 @@ static mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
                 memcpy(k->name, key, len + 1);
                 _Atomic(mlt_key *) *bucket = &t->key_buckets[h & (MLT__KEY_BUCKETS - 1)];
                 atomic_init(&k->next, atomic_load_explicit(bucket, memory_order_relaxed));
+                atomic_init(&k->then, NULL);
                 pthread_mutex_lock(&t->lock);
                 for (size_t i = 0; i < t->n_cbs && err == MLT_OK; i++) {
                     if (t->cbs[i].ext.on_key) {
@@ -237,8 +250,8 @@ static mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value, int
     return mlt__tracker_counted(run->tracker, mlt__finish_err(&fe));
 }
 
-static inline mlt_err log_metric_k(mlt_run *run, const mlt_key *k, double value, int64_t step,
-                                   int64_t ts)
+static inline __attribute__((always_inline)) mlt_err
+log_metric_k(mlt_run *run, const mlt_key *k, double value, int64_t step, int64_t ts)
 {
     mlt__ring *r = atomic_load_explicit(&run->ring, memory_order_relaxed);
     if (mlt__ring_admits(r)) {
@@ -285,11 +298,12 @@ static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double valu
 static mlt_err log_metric_slow(mlt_run *run, const char *key, double value, int64_t step,
                                int64_t ts)
 {
-    const mlt_key *k =
-        run && key ? known_key(run->tracker, key, cache_slot(run->tracker, key)) : NULL;
-    if (k) {
-        return log_metric_k(run, k, value, step, ts);
+    mlt_key *found = run && key ? key_by_text(run->tracker, key) : NULL;
+    if (found) {
+        remember(cache_slot(run->tracker, key), found);
+        return log_metric_k(run, found, value, step, ts);
     }
+    const mlt_key *k;
     mlt_err err = mlt__run_check_entry(run, MLT__METRIC, key, NULL);
     if (err != MLT_OK) {
         return err;
@@ -321,25 +335,56 @@ mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t s
     return log_metric_slow(run, key, value, step, timestamp_ms);
 }
 
-/* A key string not seen at this address, registered already: found by its text (keys built at
- * run time into one buffer). Out of line, as the hot path's other slow ends. */
-static __attribute__((noinline)) const mlt_key *other_key(mlt_tracker *t, const char *key)
+/* A key not registered yet, or bad arguments: validate, register, log (or refuse). */
+static __attribute__((noinline)) mlt_err log_metric_new(mlt_run *run, const char *key, double value,
+                                                        int64_t step)
 {
-    size_t len = strlen(key);
-    mlt_key *k = find_key(t, key, len, key_hash(key, len));
-    if (k) {
-        remember(cache_slot(t, key), k);
-    }
-    return k;
+    return log_metric_slow(run, key, value, step, mlt__now_ms());
 }
 
+/* A key the address cache did not give: found by its text (remembered), or new. */
+static __attribute__((noinline)) mlt_err log_metric_text(mlt_run *run, const char *key,
+                                                         double value, int64_t step)
+{
+    mlt_key *k = key_by_text(run->tracker, key);
+    if (!k) {
+        return log_metric_new(run, key, value, step);
+    }
+    remember(cache_slot(run->tracker, key), k);
+    return log_metric_now(run, k, value, step);
+}
+
+/* At an address whose text keeps changing: the key that came after the last one there, if it
+ * is the one now (a jump from mlt_log_metric(), so that the string hot path keeps a small
+ * stack frame). */
+static __attribute__((noinline)) mlt_err log_metric_then(mlt_run *run, const char *key,
+                                                         double value, int64_t step, mlt_key *last)
+{
+    const mlt_key *k = atomic_load_explicit(&last->then, memory_order_acquire);
+    if (!k || strcmp(k->name, key) != 0) {
+        return log_metric_text(run, key, value, step); /* another order: learnt there */
+    }
+    atomic_store_explicit(cache_slot(run->tracker, key), (uintptr_t)k | CHANGING,
+                          memory_order_release);
+    return log_metric_now(run, k, value, step);
+}
+
+/* The hot path for a key string at a fixed address (the key there last time), and for keys
+ * formatted at run time into one buffer (the key that came after the last one there). */
 mlt_err mlt_log_metric(mlt_run *run, const char *key, double value, int64_t step)
 {
-    const mlt_key *k;
-    if (run && key && ((k = cached_key(run->tracker, key)) || (k = other_key(run->tracker, key)))) {
-        return log_metric_now(run, k, value, step);
+    if (!run || !key) {
+        return log_metric_new(run, key, value, step);
     }
-    return log_metric_slow(run, key, value, step, mlt__now_ms()); /* new, or refused */
+    uintptr_t v = atomic_load_explicit(cache_slot(run->tracker, key), memory_order_acquire);
+    if (v & CHANGING) {
+        return log_metric_then(run, key, value, step, (mlt_key *)(v & ~CHANGING));
+    }
+    const mlt_key *k = (const mlt_key *)v;
+    if (!k || strcmp(k->name, key) != 0) {
+        return log_metric_text(run, key, value, step);
+    }
+    return log_metric_now(run, k, value, step);
 }
 
 mlt_err mlt_log_metric_key(mlt_run *run, const mlt_key *key, double value, int64_t step)

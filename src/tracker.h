@@ -48,6 +48,9 @@ struct mlt_key {
     uint32_t len;            /* of name, in bytes */
     _Atomic(mlt_key *) next; /* in its bucket */
     mlt_key *all_next;
+    /* the key logged next at the same address last time, when keys are formatted into one
+     * buffer at run time (metric.c): the guess tried first there */
+    _Atomic(mlt_key *) then;
     char name[];
 };
 
@@ -68,7 +71,7 @@ struct mlt_tracker {
     /* metric keys: read lock-free, inserted under keys_lock (taken before lock) */
     pthread_mutex_t keys_lock;
     _Atomic(mlt_key *) key_buckets[MLT__KEY_BUCKETS];
-    _Atomic(mlt_key *) key_cache[MLT__KEY_CACHE];
+    _Atomic(uintptr_t) key_cache[MLT__KEY_CACHE]; /* metric.c: a key, or one tagged CHANGING */
     mlt_key *all_keys;
     uint32_t n_keys;
     /* the only callback's extension, if it has one: the hot path uses it directly (a run
