@@ -160,17 +160,16 @@ static void on_close(void *ud)
     free(j);
 }
 
-mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf,
-                              size_t errlen)
+static mlt_err add_jsonl(mlt_tracker *tracker, const char *path)
 {
     if (!tracker || !path) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG,
+        return mlt__fail(MLT_ERR_INVALID_ARG,
                          "jsonl callback: tracker and path are required");
     }
     jsonl *j = calloc(1, sizeof *j);
     if (!j || !(j->path = mlt__strdup(path))) {
         free(j);
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     /* open() rather than fopen() to create the file 0644 as documented (umask permitting). */
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -179,7 +178,7 @@ mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errb
         if (fd >= 0) {
             close(fd);
         }
-        mlt_err err = mlt__errf(errbuf, errlen, MLT_ERR_IO, "jsonl callback: cannot open %s: %s",
+        mlt_err err = mlt__fail(MLT_ERR_IO, "jsonl callback: cannot open %s: %s",
                                 path, strerror(errno));
         free(j->path);
         free(j);
@@ -198,8 +197,13 @@ mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errb
     };
     mlt_err err = mlt_tracker_add_callbacks(tracker, &cb, j);
     if (err != MLT_OK) {
-        mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
         on_close(j);
     }
     return err;
+}
+
+mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf,
+                              size_t errlen)
+{
+    return mlt__errbuf(errbuf, errlen, add_jsonl(tracker, path));
 }

@@ -333,12 +333,12 @@ static void notify_sender(void *ud)
 }
 
 /* Opens the queue: a new journal for this tracker, and every journal whose owner died. */
-static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
+static mlt_err open_queue(mlflow_cb *m)
 {
     char qdir[PATH_MAX - 64], jdir[PATH_MAX];
     mlt_err err = mlt__queue_dir(m->opts, qdir, sizeof qdir);
     if (err != MLT_OK) {
-        return mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
+        return err;
     }
     char **dirs = NULL;
     size_t n = 0;
@@ -346,9 +346,7 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
     for (size_t i = 0; err == MLT_OK && i < n; i++) {
         mlt__journal *j;
         mlt__recovery rec;
-        char msg[256];
-        mlt_err oerr = mlt__journal_open(&j, dirs[i], false, m->opts->fsync_mode, &rec, msg,
-                                         sizeof msg);
+        mlt_err oerr = mlt__journal_open(&j, dirs[i], false, m->opts->fsync_mode, &rec);
         const char *uri = mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI);
         if (oerr == MLT_OK && !mlt__journal_is_for(j, uri)) {
             /* another server's: left for a tracker of that server, or mltrack sync */
@@ -374,7 +372,8 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
                 mlt__journal_close(j, false);
             }
         } else if (oerr != MLT_ERR_LOCKED) {
-            mlt__log(&m->opts->logger, MLT_LOG_WARN, "cannot take over journal: %s", msg);
+            mlt__log(&m->opts->logger, MLT_LOG_WARN, "cannot take over journal: %s",
+                     mlt_last_error());
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -385,16 +384,15 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
     mlt__uuid4(id);
     int len = snprintf(jdir, sizeof jdir, "%s/j-%s", qdir, id);
     if (len < 0 || (size_t)len >= sizeof jdir) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_VALUE_TOO_LONG, "queue_dir is too long");
+        return mlt__fail(MLT_ERR_VALUE_TOO_LONG, "queue_dir is too long");
     }
-    err = mlt__journal_create(&m->journal, jdir, m->opts->fsync_mode, errbuf, errlen);
+    err = mlt__journal_create(&m->journal, jdir, m->opts->fsync_mode);
     if (err != MLT_OK) {
         return err;
     }
     mlt__journal_set_segment_bytes(m->journal, (uint64_t)m->opts->queue_segment_bytes);
     err = mlt__journal_set_target(m->journal, mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI));
     if (err != MLT_OK) {
-        mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
         mlt__journal_close(m->journal, true);
         return err;
     }
@@ -413,40 +411,36 @@ static mlt_err open_queue(mlflow_cb *m, char *errbuf, size_t errlen)
         err = mlt__sender_add(m->sender, m->journal, false);
     }
     if (err != MLT_OK) {
-        mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
         mlt__journal_close(m->journal, true);
     }
     return err;
 }
 
-mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen)
+static mlt_err add_mlflow(mlt_tracker *tracker)
 {
     if (!tracker) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "tracker is required");
+        return mlt__fail(MLT_ERR_INVALID_ARG, "tracker is required");
     }
     const mlt_options *o = mlt__tracker_options(tracker);
     if (!mlt__opt_str(o, MLT__OPT_TRACKING_URI)) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+        return mlt__fail(MLT_ERR_BAD_OPTION,
                          "the MLflow callback needs a tracking_uri (option tracking_uri or "
                          "MLFLOW_TRACKING_URI)");
     }
     mlflow_cb *m = calloc(1, sizeof *m);
     if (!m) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     m->tracker = tracker;
     m->opts = o;
     pthread_mutex_init(&m->lock, NULL);
-    mlt_err err = mlt__sender_new(&m->sender, o, errbuf, errlen);
+    mlt_err err = mlt__sender_new(&m->sender, o);
     if (err == MLT_OK) {
         mlt__sender_on_run_id(m->sender, on_run_id, m);
-        err = open_queue(m, errbuf, errlen);
+        err = open_queue(m);
     }
     if (err == MLT_OK) {
         err = mlt__sender_start(m->sender);
-        if (err != MLT_OK) {
-            mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
-        }
     }
     if (err != MLT_OK) {
         mlt__sender_free(m->sender, 0);
@@ -481,40 +475,49 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
                                on_fork_child, stats};
     err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {
-        mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
         on_close(m);
         return err;
     }
     return MLT_OK;
 }
 
-mlt_err mlt_tracker_from_env(mlt_tracker **out, char *errbuf, size_t errlen)
+mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen)
+{
+    return mlt__errbuf(errbuf, errlen, add_mlflow(tracker));
+}
+
+static mlt_err tracker_from_env(mlt_tracker **out)
 {
     if (!out) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "out is required");
+        return mlt__fail(MLT_ERR_INVALID_ARG, "out is required");
     }
     mlt_options *o = mlt_options_new();
     if (!o) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     mlt_tracker *t = NULL;
-    mlt_err err = mlt_options_from_env(o, errbuf, errlen);
+    mlt_err err = mlt_options_from_env(o, NULL, 0);
     if (err == MLT_OK && !mlt__opt_str(o, MLT__OPT_TRACKING_URI)) {
-        err = mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+        err = mlt__fail(MLT_ERR_BAD_OPTION,
                         "MLFLOW_TRACKING_URI is not set (e.g. http://127.0.0.1:5000)");
     }
     if (err == MLT_OK) {
-        err = mlt_tracker_new(&t, o, errbuf, errlen);
+        err = mlt_tracker_new(&t, o, NULL, 0);
     }
     mlt_options_free(o);
-    if (err == MLT_OK) {
-        err = mlt_tracker_add_mlflow(t, errbuf, errlen);
-        if (err != MLT_OK) {
-            mlt_tracker_close(t, 0);
-        }
+    if (err == MLT_OK && (err = add_mlflow(t)) != MLT_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", mlt_last_error()); /* closing may leave its own */
+        mlt_tracker_close(t, 0);
+        mlt__fail(err, "%s", why);
     }
     if (err == MLT_OK) {
         *out = t;
     }
     return err;
+}
+
+mlt_err mlt_tracker_from_env(mlt_tracker **out, char *errbuf, size_t errlen)
+{
+    return mlt__errbuf(errbuf, errlen, tracker_from_env(out));
 }

@@ -304,20 +304,9 @@ char *mlt__aprintf(const char *fmt, ...)
     return p;
 }
 
-mlt_err mlt__errf(char *errbuf, size_t errlen, mlt_err err, const char *fmt, ...)
-{
-    if (errbuf && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
-
 /* ---- thread-local failure detail ---- */
 
-#define MLT__FAIL_LEN 512
+#define MLT__FAIL_LEN 4096 /* what `mltrack sync` says waits for what, one line a journal */
 static _Thread_local char fail_msg[MLT__FAIL_LEN];
 
 const char *mlt_last_error(void)
@@ -325,12 +314,42 @@ const char *mlt_last_error(void)
     return fail_msg;
 }
 
+/* The length of the longest start of s[0..len) that fits in size - 1 bytes and does not end
+ * inside a UTF-8 character. */
+static size_t fit_utf8(const char *s, size_t len, size_t size)
+{
+    if (len < size) {
+        return len;
+    }
+    size_t n = size - 1;
+    size_t i = n;
+    while (i > 0 && n - i < 4 && ((unsigned char)s[i] & 0xC0) == 0x80) {
+        i--; /* s[n] continues a character that starts at s[i] */
+    }
+    return ((unsigned char)s[i] & 0xC0) == 0x80 ? n : i;
+}
+
 mlt_err mlt__fail(mlt_err err, const char *fmt, ...)
 {
+    char tmp[MLT__FAIL_LEN + 1]; /* a message may quote the one it replaces */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(fail_msg, sizeof fail_msg, fmt, ap);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1;
+    len = fit_utf8(tmp, len, sizeof fail_msg);
+    memcpy(fail_msg, tmp, len);
+    fail_msg[len] = '\0';
+    return err;
+}
+
+mlt_err mlt__errbuf(char *errbuf, size_t errlen, mlt_err err)
+{
+    if (err != MLT_OK && errbuf && errlen) {
+        size_t len = fit_utf8(fail_msg, strlen(fail_msg), errlen);
+        memcpy(errbuf, fail_msg, len);
+        errbuf[len] = '\0';
+    }
     return err;
 }
 
@@ -342,12 +361,6 @@ void mlt__fail_set(const char *msg)
 void mlt__fail_clear(void)
 {
     fail_msg[0] = '\0';
-}
-
-char *mlt__fail_buf(size_t *len)
-{
-    *len = sizeof fail_msg;
-    return fail_msg;
 }
 
 /* ---- clocks ---- */

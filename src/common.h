@@ -16,8 +16,12 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MLT__PRINTF(f, a) __attribute__((format(printf, f, a)))
+/* On internal functions that return mlt_err: a result is handled or its neglect justified
+ * with a (void) cast and a comment. */
+#define MLT__MUST_USE __attribute__((warn_unused_result))
 #else
 #define MLT__PRINTF(f, a)
+#define MLT__MUST_USE
 #endif
 
 /* ---- growable byte buffer (always NUL-terminated when data != NULL) ---- */
@@ -57,15 +61,18 @@ char *mlt__strdup(const char *s); /* NULL for NULL */
 char *mlt__strndup(const char *s, size_t n);
 /* Formats into a new string; NULL on out of memory. */
 char *mlt__aprintf(const char *fmt, ...) MLT__PRINTF(1, 2);
-/* Writes a formatted message into errbuf (may be NULL) and returns err. */
-mlt_err mlt__errf(char *errbuf, size_t errlen, mlt_err err, const char *fmt, ...)
-    MLT__PRINTF(4, 5);
 
-/* ---- thread-local detail of the last failure (mlt_last_error) ---- */
+/* ---- the library's one error channel: the thread-local detail of the last failure ----
+ * Internal functions report a failure with mlt__fail() (the message, read with
+ * mlt_last_error()) and return its code. Only a public function that takes an errbuf copies the
+ * message there, on its way out: return mlt__errbuf(errbuf, errlen, err). */
 mlt_err mlt__fail(mlt_err err, const char *fmt, ...) MLT__PRINTF(2, 3);
+/* Returns err; when it is not MLT_OK, copies mlt_last_error() into errbuf (may be NULL or errlen
+ * 0), NUL-terminated and cut at a UTF-8 character boundary when it does not fit. For a public
+ * function's errbuf, or a message kept as data (the sender's answers, dead letters). */
+mlt_err mlt__errbuf(char *errbuf, size_t errlen, mlt_err err);
 void mlt__fail_set(const char *msg); /* copies msg */
 void mlt__fail_clear(void);
-char *mlt__fail_buf(size_t *len); /* the thread's buffer, to format into directly */
 
 /* ---- clocks ---- */
 /* wall clock, ms since the epoch (inline: the metric hot path stamps every point) */

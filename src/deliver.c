@@ -254,7 +254,8 @@ static outcome send_ents(mlt__sender *s, slot *sl, const char *run_id, ent **ent
     mlt__batch b = {m, nm, p, np, t, nt};
     char msg[1024];
     atomic_fetch_add(&s->sent, n);
-    mlt_err err = mlt__client_log_batch(&s->client, run_id, &b, -1, msg, sizeof msg);
+    mlt_err err = mlt__client_log_batch(&s->client, run_id, &b, -1);
+    mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
     free(m);
     free(p);
     free(t);
@@ -349,7 +350,8 @@ static outcome resolve_experiment(mlt__sender *s, const mlt__rec *r, char **out_
     }
     char msg[1024];
     char *id = NULL;
-    mlt_err err = mlt__client_experiment(&s->client, r->experiment_name, &id, msg, sizeof msg);
+    mlt_err err = mlt__client_experiment(&s->client, r->experiment_name, &id);
+    mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
     if (err != MLT_OK) {
         return classify(s, err, msg);
     }
@@ -413,7 +415,8 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
         if (sl->create_ambiguous) {
             /* An earlier attempt may have created the run, and the server may still be at it:
              * look for it, and create again only once it stayed absent for a while. */
-            err = mlt__client_find_run(&s->client, exp_id, r->key, &run_id, msg, sizeof msg);
+            err = mlt__client_find_run(&s->client, exp_id, r->key, &run_id);
+            mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
             if (err == MLT_ERR_NOT_FOUND &&
                 mlt__mono_ns() - sl->ambiguous_at_ns < AMBIGUOUS_SETTLE_NS) {
                 snprintf(msg, sizeof msg, "create run: waiting to see whether run %s was made",
@@ -428,7 +431,8 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
             atomic_fetch_add(&s->sent, 1);
             err = mlt__client_create_run(&s->client, exp_id, r->key,
                                          r->run_name[0] ? r->run_name : NULL, r->time_ms, tags, n,
-                                         sl->adopted, -1, &run_id, msg, sizeof msg);
+                                         sl->adopted, -1, &run_id);
+            mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
             if (err != MLT_OK && !sl->create_ambiguous && s->client.last_ambiguous) {
                 /* it may have reached the server: from now on, search before creating */
                 sl->create_ambiguous = true;
@@ -527,8 +531,8 @@ static outcome deliver_attach(mlt__sender *s, slot *sl)
             atomic_fetch_add(&s->sent, 1); /* the record's question, asked again on a retry */
         }
         mlt_err err =
-            o == OK ? mlt__client_find_run(&s->client, exp_id, r->key, &run_id, msg, sizeof msg)
-                    : MLT_OK;
+            o == OK ? mlt__client_find_run(&s->client, exp_id, r->key, &run_id) : MLT_OK;
+        mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
         if (err == MLT_ERR_NOT_FOUND) {
             o = attach_missing(s, sl, r, exp_id);
         } else if (err != MLT_OK) {
@@ -583,8 +587,9 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
     }
     char msg[1024];
     atomic_fetch_add(&s->sent, 1);
-    mlt_err err = mlt__client_end_run(&s->client, re->run_id, (mlt_run_status)r->status, r->time_ms,
-                                      -1, msg, sizeof msg);
+    mlt_err err =
+        mlt__client_end_run(&s->client, re->run_id, (mlt_run_status)r->status, r->time_ms, -1);
+    mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
     if (err != MLT_OK && classify(s, err, msg) != DEAD) {
         return classify(s, err, msg);
     }
@@ -621,8 +626,8 @@ static outcome end_orphans(mlt__sender *s, slot *sl, bool *did)
         snprintf(key, sizeof key, "%s", runs[i].key);
         snprintf(run_id, sizeof run_id, "%s", runs[i].run_id);
         atomic_fetch_add(&s->sent, 1);
-        mlt_err err = mlt__client_end_run(&s->client, run_id, MLT_RUN_KILLED, mlt__now_ms(), -1,
-                                          msg, sizeof msg);
+        mlt_err err = mlt__client_end_run(&s->client, run_id, MLT_RUN_KILLED, mlt__now_ms(), -1);
+        mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
         if (err != MLT_OK && classify(s, err, msg) != DEAD) {
             return classify(s, err, msg);
         }

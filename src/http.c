@@ -278,12 +278,11 @@ static void global_init(void)
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char *errbuf,
-                                size_t errlen)
+mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
 {
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NETWORK, "libcurl failed to initialize: %s",
+        return mlt__fail(MLT_ERR_NETWORK, "libcurl failed to initialize: %s",
                          curl_easy_strerror(global_rc));
     }
     curl_tr *c = calloc(1, sizeof *c);
@@ -292,7 +291,7 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
     }
     if (!c || !(c->h = curl_easy_init())) {
         free(c);
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&c->fds_mu, NULL);
     CURL *h = c->h;
@@ -302,7 +301,7 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o, char 
     if (!h3) {
         curl_slist_free_all(hs);
         curl_destroy(c);
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     c->headers = h3;
     const char *user = mlt__opt_str(o, MLT__OPT_USERNAME);

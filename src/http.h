@@ -47,8 +47,7 @@ typedef struct mlt__transport {
 
 /* The libcurl transport for opts: timeouts, TLS verification (insecure_tls, ca_cert_path,
  * client_cert_path), bearer token or basic auth (basic wins), keep-alive. */
-mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *opts, char *errbuf,
-                                size_t errlen);
+MLT__MUST_USE mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *opts);
 
 /* Largest answer body accepted before the request fails with MLT_ERR_PROTOCOL. */
 #define MLT__HTTP_MAX_BODY (64u << 20)

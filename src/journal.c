@@ -33,10 +33,10 @@
 mlt_err mlt__j_put_run(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
                        const char *experiment_id, mlt__run_state state);
 
-mlt_err mlt__j_sys_err(char *errbuf, size_t errlen, const char *what, const char *path)
+mlt_err mlt__j_sys_err(const char *what, const char *path)
 {
     int e = errno;
-    return mlt__errf(errbuf, errlen, MLT_ERR_IO, "%s %s: %s", what, path, strerror(e));
+    return mlt__fail(MLT_ERR_IO, "%s %s: %s", what, path, strerror(e));
 }
 
 /* Record numbers never wrap (0 is "nothing acked"): a journal whose last number is 2^64 - 1
@@ -241,20 +241,20 @@ static void free_journal(mlt__journal *j)
 }
 
 /* Takes the journal's flock: MLT_ERR_LOCKED when a live process holds it. */
-static mlt_err take_lock(mlt__journal *j, char *errbuf, size_t errlen)
+static mlt_err take_lock(mlt__journal *j)
 {
     char path[PATH_MAX];
     if (mlt__j_path_in(j, "lock", path, sizeof path) != 0) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_IO, "journal path too long: %s", j->dir);
+        return mlt__fail(MLT_ERR_IO, "journal path too long: %s", j->dir);
     }
     /* O_CREAT on open too: a crash between mkdir and the lock's creation leaves an empty
      * journal directory, which is adopted (and then removed) like any other. */
     j->lock_fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0600);
     if (j->lock_fd < 0) {
-        return mlt__j_sys_err(errbuf, errlen, "cannot open", path);
+        return mlt__j_sys_err("cannot open", path);
     }
     if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        return mlt__errf(errbuf, errlen, errno == EWOULDBLOCK ? MLT_ERR_LOCKED : MLT_ERR_IO,
+        return mlt__fail(errno == EWOULDBLOCK ? MLT_ERR_LOCKED : MLT_ERR_IO,
                          "journal %s is owned by a running process", j->dir);
     }
     return MLT_OK;
@@ -279,12 +279,11 @@ static mlt_err mkdirs(const char *dir)
     return mkdir(tmp, 0700) != 0 && errno != EEXIST ? MLT_ERR_IO : MLT_OK;
 }
 
-mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode mode, char *errbuf,
-                            size_t errlen)
+mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode mode)
 {
     mlt__journal *j = alloc_journal(dir, false, mode);
     if (!j) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     mlt_err err = MLT_OK;
     char parent[PATH_MAX];
@@ -301,22 +300,22 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
     /* the journal's own directory must be new: never write over another journal */
     if (errno || mkdirs(parent) != MLT_OK || mkdir(dir, 0700) != 0) {
         bool exists = errno == EEXIST;
-        err = mlt__j_sys_err(errbuf, errlen, "cannot create the journal directory", dir);
-        if (exists && take_lock(j, errbuf, errlen) == MLT_ERR_LOCKED) {
+        err = mlt__j_sys_err("cannot create the journal directory", dir);
+        if (exists && take_lock(j) == MLT_ERR_LOCKED) {
             err = MLT_ERR_LOCKED;
         }
-    } else if ((err = take_lock(j, errbuf, errlen)) == MLT_OK) {
+    } else if ((err = take_lock(j)) == MLT_OK) {
         if (mlt__j_replace_file(j, "acked", "0\n", 2) != MLT_OK ||
             mlt__j_replace_file(j, "runs", "", 0) != MLT_OK) {
-            err = mlt__j_sys_err(errbuf, errlen, "cannot write the state of journal", dir);
+            err = mlt__j_sys_err("cannot write the state of journal", dir);
         } else if ((err = mlt__j_open_new_segment(j, 1)) != MLT_OK) {
-            err = mlt__j_sys_err(errbuf, errlen, "cannot create a segment in", dir);
+            err = mlt__j_sys_err("cannot create a segment in", dir);
         } else if (mlt__j_open_keys(j) != MLT_OK) {
-            err = mlt__j_sys_err(errbuf, errlen, "cannot create the metric keys of", dir);
+            err = mlt__j_sys_err("cannot create the metric keys of", dir);
         } else {
             char why[120];
             if (mlt__j_ring_map(j, why, sizeof why) != MLT_OK) {
-                err = mlt__j_sys_err(errbuf, errlen, "cannot create the ring of", dir);
+                err = mlt__j_sys_err("cannot create the ring of", dir);
             } else {
                 j->ring.tsc = mlt__j_tsc_usable();
             }
@@ -474,14 +473,14 @@ static uint64_t count_lines(const mlt__journal *j, const char *name)
  * Scans every segment: checks each frame, finds the last record and the first unacked one,
  * cuts a torn or corrupt tail (and any later segment) unless read-only.
  */
-static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t errlen)
+static mlt_err scan(mlt__journal *j, mlt__recovery *rec)
 {
     char **names;
     size_t n;
     mlt_err err = list_segments(j->dir, &names, &n);
     if (err != MLT_OK) {
         free_names(names, n);
-        return mlt__j_sys_err(errbuf, errlen, "cannot list", j->dir);
+        return mlt__j_sys_err("cannot list", j->dir);
     }
     mlt__buf scratch;
     mlt__buf_init(&scratch);
@@ -508,7 +507,7 @@ static mlt_err scan(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t er
         }
         int fd = open(path, (j->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
         if (fd < 0) {
-            err = mlt__j_sys_err(errbuf, errlen, "cannot open", path);
+            err = mlt__j_sys_err("cannot open", path);
             break;
         }
         struct stat st;
@@ -630,7 +629,7 @@ static void follow_on(mlt__journal *j)
 }
 
 mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only, mlt__fsync_mode mode,
-                          mlt__recovery *rec, char *errbuf, size_t errlen)
+                          mlt__recovery *rec)
 {
     mlt__recovery local;
     if (!rec) {
@@ -639,9 +638,9 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only, m
     memset(rec, 0, sizeof *rec);
     mlt__journal *j = alloc_journal(dir, read_only, mode);
     if (!j) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
-    mlt_err err = read_only ? MLT_OK : take_lock(j, errbuf, errlen);
+    mlt_err err = read_only ? MLT_OK : take_lock(j);
     if (err == MLT_OK) {
         mlt__buf b;
         mlt__buf_init(&b);
@@ -649,15 +648,15 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only, m
         if (rerr == MLT_OK) {
             atomic_store(&j->acked_seq, strtoull(b.data ? b.data : "0", NULL, 10));
         } else if (rerr != MLT_ERR_NOT_FOUND) {
-            err = mlt__j_sys_err(errbuf, errlen, "cannot read the acked cursor of", dir);
+            err = mlt__j_sys_err("cannot read the acked cursor of", dir);
         }
         mlt__buf_free(&b);
     }
     if (err == MLT_OK && load_runs(j) != MLT_OK) {
-        err = mlt__j_sys_err(errbuf, errlen, "cannot read the run map of", dir);
+        err = mlt__j_sys_err("cannot read the run map of", dir);
     }
     if (err == MLT_OK && mlt__j_load_keys(j) != MLT_OK) {
-        err = mlt__j_sys_err(errbuf, errlen, "cannot read the metric keys of", dir);
+        err = mlt__j_sys_err("cannot read the metric keys of", dir);
     }
     if (err == MLT_OK) {
         mlt__buf b;
@@ -669,13 +668,13 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only, m
         mlt__buf_free(&b);
     }
     if (err == MLT_OK) {
-        err = scan(j, rec, errbuf, errlen);
+        err = scan(j, rec);
     }
     if (err == MLT_OK) {
         follow_on(j);
     }
     if (err == MLT_OK && !read_only) {
-        err = mlt__j_ring_recover(j, rec, errbuf, errlen);
+        err = mlt__j_ring_recover(j, rec);
     } else if (err == MLT_OK) {
         mlt__j_ring_count(j, rec);
     }

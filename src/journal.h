@@ -81,14 +81,13 @@ typedef struct mlt__recovery {
 } mlt__recovery;
 
 /* Creates a new journal directory dir (0700) and locks it. */
-mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode mode,
-                            char *errbuf, size_t errlen);
+mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode mode);
 
 /* Opens an existing journal: locks it (MLT_ERR_LOCKED when a live process holds it), checks
  * every record after the acked cursor and cuts a torn or corrupt tail (reported in *rec). With
  * read_only, nothing is locked or cut (for status). */
 mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
-                          mlt__fsync_mode mode, mlt__recovery *rec, char *errbuf, size_t errlen);
+                          mlt__fsync_mode mode, mlt__recovery *rec);
 
 /* Syncs (unless read-only) and closes. With remove_if_done, a journal whose records are all
  * acked and whose runs all ended is deleted. NULL does nothing. */

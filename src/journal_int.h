@@ -113,12 +113,12 @@ mlt_err mlt__j_replace_file_opt(const mlt__journal *j, const char *name, const c
                                 size_t len, bool sync);
 void mlt__j_ring_count(mlt__journal *j, mlt__recovery *rec);
 mlt_err mlt__j_ring_map(mlt__journal *j, char *why, size_t whylen);
-mlt_err mlt__j_ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t errlen);
+mlt_err mlt__j_ring_recover(mlt__journal *j, mlt__recovery *rec);
 mlt_err mlt__j_roll_segment(mlt__journal *j);
 void mlt__j_seg_name(uint64_t first_seq, char out[64]);
 void mlt__j_stop_writer(mlt__journal *j);
 mlt_err mlt__j_sync_locked(mlt__journal *j);
-mlt_err mlt__j_sys_err(char *errbuf, size_t errlen, const char *what, const char *path);
+mlt_err mlt__j_sys_err(const char *what, const char *path); /* MLT_ERR_IO: "what path: strerror(errno)" */
 bool mlt__j_tsc_usable(void);
 void mlt__j_update_pending(mlt__journal *j);
 mlt_err mlt__j_used_up(const mlt__journal *j);

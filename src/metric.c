@@ -205,9 +205,7 @@ mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **ou
     if (tracker->forked) {
         return mlt__tracker_forked_err();
     }
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    mlt_err err = mlt__validate_key(MLT__METRIC, key, msg, len);
+    mlt_err err = mlt__validate_key(MLT__METRIC, key);
     if (err == MLT_OK) {
         err = intern_key(tracker, key, out);
     }
@@ -319,12 +317,11 @@ mlt_err mlt_log_metric_at(mlt_run *run, const char *key, double value, int64_t s
                           int64_t timestamp_ms)
 {
     if (timestamp_ms < 0) {
-        char ts_msg[128];
         mlt_err err = mlt__run_check_entry(run, MLT__METRIC, key, NULL);
         if (err == MLT_OK) {
-            err = mlt__validate_timestamp(timestamp_ms, ts_msg, sizeof ts_msg);
-            err =
-                mlt__tracker_counted(run->tracker, mlt__fail(err, "metric '%s': %s", key, ts_msg));
+            err = mlt__validate_timestamp(timestamp_ms);
+            err = mlt__tracker_counted(run->tracker,
+                                       mlt__fail(err, "metric '%s': %s", key, mlt_last_error()));
         }
         return err;
     }

@@ -32,16 +32,16 @@ mlt_err mlt__client_init_with(mlt__client *c, const mlt_options *o, mlt__transpo
     return MLT_OK;
 }
 
-mlt_err mlt__client_init(mlt__client *c, const mlt_options *o, char *errbuf, size_t errlen)
+mlt_err mlt__client_init(mlt__client *c, const mlt_options *o)
 {
     mlt__transport tr;
-    mlt_err err = mlt__transport_curl_new(&tr, o, errbuf, errlen);
+    mlt_err err = mlt__transport_curl_new(&tr, o);
     if (err != MLT_OK) {
         memset(c, 0, sizeof *c);
         return err;
     }
     err = mlt__client_init_with(c, o, tr);
-    return err ? mlt__errf(errbuf, errlen, err, "out of memory") : MLT_OK;
+    return err ? mlt__fail(err, "out of memory") : MLT_OK;
 }
 
 void mlt__client_free(mlt__client *c)
@@ -163,25 +163,23 @@ static const char *answer_id(const cJSON *json, const char *path)
 
 /* ---- experiments ---- */
 
-static mlt_err experiment_from(const mlt__api_answer *a, const char *name, char **out_id,
-                               char *errbuf, size_t errlen)
+static mlt_err experiment_from(const mlt__api_answer *a, const char *name, char **out_id)
 {
     const char *id = answer_id(a->json, "experiment.experiment_id");
     const char *stage = mlt__api_json_str(a->json, "experiment.lifecycle_stage");
     if (!id) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
+        return mlt__fail(MLT_ERR_PROTOCOL,
                          "get experiment '%s': answer has no experiment id", name);
     }
     if (stage && strcmp(stage, "active") != 0) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_REJECTED,
+        return mlt__fail(MLT_ERR_REJECTED,
                          "experiment '%s' (id %s) is %s: restore it or choose another name",
                          name, id, stage);
     }
     return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
 }
 
-mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, char *errbuf,
-                               size_t errlen)
+mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id)
 {
     mlt__api_req r;
     mlt__api_answer a;
@@ -193,18 +191,18 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, 
         err = mlt__api_get_experiment_by_name(&r, name);
         if (err != MLT_OK) {
             mlt__api_req_free(&r);
-            mlt__errf(errbuf, errlen, err, "experiment name of %zu bytes is too long for a URL",
+            mlt__fail(err, "experiment name of %zu bytes is too long for a URL",
                       strlen(name));
             goto out;
         }
         err = mlt__client_call(c, &r, true, -1, &a);
         mlt__api_req_free(&r);
         if (err == MLT_OK) {
-            err = experiment_from(&a, name, out_id, errbuf, errlen);
+            err = experiment_from(&a, name, out_id);
             goto out;
         }
         if (err != MLT_ERR_NOT_FOUND) {
-            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            mlt__fail(err, "%s", a.msg);
             goto out;
         }
         mlt__api_req_init(&r);
@@ -215,18 +213,18 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id, 
         mlt__api_req_free(&r);
         if (err == MLT_OK) {
             const char *id = answer_id(a.json, "experiment_id");
-            err = !id ? mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
+            err = !id ? mlt__fail(MLT_ERR_PROTOCOL,
                                   "create experiment '%s': answer has no experiment_id", name)
                       : (*out_id = mlt__strdup(id)) ? MLT_OK
                                                     : MLT_ERR_NOMEM;
             goto out;
         }
         if (strcmp(a.error_code, "RESOURCE_ALREADY_EXISTS") != 0) {
-            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            mlt__fail(err, "%s", a.msg);
             goto out;
         }
     }
-    mlt__errf(errbuf, errlen, err, "%s", a.msg);
+    mlt__fail(err, "%s", a.msg);
 out:
     mlt__api_answer_free(&a);
     return err;
@@ -279,13 +277,13 @@ void mlt__client_set_abort(mlt__client *c, atomic_bool *flag)
 }
 
 mlt_err mlt__client_find_run(mlt__client *c, const char *experiment_id, const char *run_key,
-                             char **out_id, char *errbuf, size_t errlen)
+                             char **out_id)
 {
     mlt__api_answer a;
     mlt__api_answer_init(&a);
     mlt_err err = find_by_key(c, experiment_id, run_key, -1, out_id, &a);
     if (err != MLT_OK && err != MLT_ERR_NOT_FOUND) {
-        mlt__errf(errbuf, errlen, err, "%s", a.msg);
+        mlt__fail(err, "%s", a.msg);
     }
     mlt__api_answer_free(&a);
     return err;
@@ -294,14 +292,14 @@ mlt_err mlt__client_find_run(mlt__client *c, const char *experiment_id, const ch
 mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,
                                const char *run_name, int64_t start_time_ms, const mlt__kv *tags,
                                size_t n_tags, bool search_first, int64_t deadline_ns,
-                               char **out_id, char *errbuf, size_t errlen)
+                               char **out_id)
 {
     if (search_first) {
         mlt__api_answer found;
         mlt__api_answer_init(&found);
         mlt_err ferr = find_by_key(c, experiment_id, run_key, deadline_ns, out_id, &found);
         if (ferr != MLT_OK && ferr != MLT_ERR_NOT_FOUND) {
-            mlt__errf(errbuf, errlen, ferr, "%s", found.msg);
+            mlt__fail(ferr, "%s", found.msg);
         }
         mlt__api_answer_free(&found);
         if (ferr != MLT_ERR_NOT_FOUND) {
@@ -310,7 +308,7 @@ mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const 
     }
     mlt__kv *all = malloc((n_tags + 1) * sizeof *all);
     if (!all) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     if (n_tags) {
         memcpy(all, tags, n_tags * sizeof *all);
@@ -324,21 +322,21 @@ mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const 
     mlt__api_answer a;
     mlt__api_answer_init(&a);
     if (err != MLT_OK) {
-        mlt__errf(errbuf, errlen, err, "create run: cannot encode: %s", mlt_strerror(err));
+        mlt__fail(err, "create run: cannot encode: %s", mlt_strerror(err));
         goto out;
     }
     for (int attempt = 0;; attempt++) {
         err = mlt__client_call(c, &r, false, deadline_ns, &a);
         if (err == MLT_OK) {
             const char *id = answer_id(a.json, "run.info.run_id");
-            err = !id ? mlt__errf(errbuf, errlen, MLT_ERR_PROTOCOL,
+            err = !id ? mlt__fail(MLT_ERR_PROTOCOL,
                                   "create run: answer has no run id")
                       : (*out_id = mlt__strdup(id)) ? MLT_OK
                                                     : MLT_ERR_NOMEM;
             goto out;
         }
         if (!a.ambiguous || !a.retriable) {
-            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            mlt__fail(err, "%s", a.msg);
             goto out;
         }
         /* The run may exist: look for its key before creating it again. */
@@ -354,16 +352,16 @@ mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const 
             goto out;
         }
         if (ferr != MLT_ERR_NOT_FOUND) {
-            mlt__errf(errbuf, errlen, err, "%s (and the search for the run failed)", first_msg);
+            mlt__fail(err, "%s (and the search for the run failed)", first_msg);
             goto out;
         }
         if (attempt >= c->max_retries) {
-            mlt__errf(errbuf, errlen, err, "%s", first_msg);
+            mlt__fail(err, "%s", first_msg);
             goto out;
         }
         int64_t wait = mlt__client_backoff_ms(c, attempt + 1, &a);
         if (deadline_ns >= 0 && mlt__mono_ns() + wait * 1000000 > deadline_ns) {
-            mlt__errf(errbuf, errlen, err, "%s", first_msg);
+            mlt__fail(err, "%s", first_msg);
             goto out;
         }
         pause_ms(c, wait);
@@ -375,7 +373,7 @@ out:
 }
 
 mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *batch,
-                              int64_t deadline_ns, char *errbuf, size_t errlen)
+                              int64_t deadline_ns)
 {
     while (batch->n_params + batch->n_tags + batch->n_metrics > 0) {
         mlt__api_req r;
@@ -387,10 +385,10 @@ mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *ba
         if (err == MLT_OK) {
             err = mlt__client_call(c, &r, true, deadline_ns, &a);
             if (err != MLT_OK) {
-                mlt__errf(errbuf, errlen, err, "%s", a.msg);
+                mlt__fail(err, "%s", a.msg);
             }
         } else {
-            mlt__errf(errbuf, errlen, err, "log batch: cannot encode: %s", mlt_strerror(err));
+            mlt__fail(err, "log batch: cannot encode: %s", mlt_strerror(err));
         }
         mlt__api_answer_free(&a);
         mlt__api_req_free(&r);
@@ -408,8 +406,7 @@ mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *ba
 }
 
 mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
-                            int64_t end_time_ms, int64_t deadline_ns, char *errbuf,
-                            size_t errlen)
+                            int64_t end_time_ms, int64_t deadline_ns)
 {
     mlt__api_req r;
     mlt__api_req_init(&r);
@@ -419,7 +416,7 @@ mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status s
     if (err == MLT_OK) {
         err = mlt__client_call(c, &r, true, deadline_ns, &a);
         if (err != MLT_OK) {
-            mlt__errf(errbuf, errlen, err, "%s", a.msg);
+            mlt__fail(err, "%s", a.msg);
         }
     }
     mlt__api_answer_free(&a);

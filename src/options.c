@@ -104,7 +104,7 @@ static int parse_bool(const char *v, int *out)
     return -1;
 }
 
-static mlt_err check_uri(const char *v, char *errbuf, size_t errlen)
+static mlt_err check_uri(const char *v)
 {
     const char *rest = NULL;
     if (strncasecmp(v, "http://", 7) == 0) {
@@ -112,17 +112,17 @@ static mlt_err check_uri(const char *v, char *errbuf, size_t errlen)
     } else if (strncasecmp(v, "https://", 8) == 0) {
         rest = v + 8;
     } else {
-        return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+        return mlt__fail(MLT_ERR_BAD_OPTION,
                          "tracking_uri '%s' is not supported: it must start with http:// or "
                          "https:// (file stores and databricks URIs are not)",
                          v);
     }
     if (*rest == '\0' || *rest == '/' || *rest == ':') {
-        return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION, "tracking_uri '%s' has no host", v);
+        return mlt__fail(MLT_ERR_BAD_OPTION, "tracking_uri '%s' has no host", v);
     }
     for (const char *p = v; *p; p++) {
         if ((unsigned char)*p <= ' ' || *p == '?' || *p == '#') {
-            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+            return mlt__fail(MLT_ERR_BAD_OPTION,
                              "tracking_uri '%s' must not contain spaces, '?' or '#'", v);
         }
     }
@@ -130,7 +130,7 @@ static mlt_err check_uri(const char *v, char *errbuf, size_t errlen)
 }
 
 /* Parses and stores one option. On failure the option keeps its value. */
-static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, size_t errlen)
+static mlt_err set_opt(mlt_options *o, int i, const char *value)
 {
     const struct opt_def *d = &defs[i];
     int b = 0;
@@ -153,18 +153,18 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case K_SECRET:
         break;
     case K_URI:
-        if ((err = check_uri(value, errbuf, errlen)) != MLT_OK) {
+        if ((err = check_uri(value)) != MLT_OK) {
             return err;
         }
         break;
     case K_EXPERIMENT:
-        if ((err = mlt__validate_experiment_name(value, errbuf, errlen)) != MLT_OK) {
+        if ((err = mlt__validate_experiment_name(value)) != MLT_OK) {
             return err == MLT_ERR_VALUE_TOO_LONG ? err : MLT_ERR_BAD_OPTION;
         }
         break;
     case K_BOOL:
         if (parse_bool(value, &b) != 0) {
-            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+            return mlt__fail(MLT_ERR_BAD_OPTION,
                              "option %s: '%s' is not a boolean (true/false)", d->name, value);
         }
         break;
@@ -172,7 +172,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
         errno = 0;
         n = strtoll(value, &end, 10);
         if (errno || end == value || *end || n < d->min || n > d->max) {
-            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+            return mlt__fail(MLT_ERR_BAD_OPTION,
                              "option %s: '%s' is not an integer from %lld to %lld", d->name,
                              value, d->min, d->max);
         }
@@ -180,7 +180,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     case K_ID:
         n = (long long)strlen(value);
         if (n < d->min || n > d->max || strspn(value, ID_CHARS) != (size_t)n) {
-            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+            return mlt__fail(MLT_ERR_BAD_OPTION,
                              "option %s: '%.80s' is not an id (1 to %lld letters, digits, "
                              "'_' or '-')",
                              d->name, value, d->max);
@@ -190,7 +190,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
         for (n = 0; n < 4 && d->words[n] && strcmp(d->words[n], value) != 0; n++) {
         }
         if (n == 4 || !d->words[n]) {
-            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+            return mlt__fail(MLT_ERR_BAD_OPTION,
                              "option %s: '%s' is not one of %s%s%s%s%s", d->name, value,
                              d->words[0], d->words[1] ? ", " : "",
                              d->words[1] ? d->words[1] : "", d->words[2] ? ", " : "",
@@ -205,7 +205,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
         }
         if (errno || end == value || *end || !isfinite(s) || s < 0 || s > MAX_SECONDS ||
             ((i == MLT__OPT_TIMEOUT || i == MLT__OPT_SYSTEM_METRICS_INTERVAL) && s <= 0)) {
-            return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+            return mlt__fail(MLT_ERR_BAD_OPTION,
                              "option %s: '%s' is not a number of seconds %s %g", d->name, value,
                              i == MLT__OPT_TIMEOUT || i == MLT__OPT_SYSTEM_METRICS_INTERVAL
                                  ? "above 0 and up to"
@@ -216,7 +216,7 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value, char *errbuf, s
     }
     char *copy = mlt__strdup(value);
     if (!copy) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     if (d->kind == K_URI) {
         size_t len = strlen(copy);
@@ -254,7 +254,7 @@ mlt_options *mlt_options_new(void)
         return NULL;
     }
     for (int i = 0; i < MLT__OPT_COUNT; i++) {
-        if (defs[i].def && set_opt(o, i, defs[i].def, NULL, 0) != MLT_OK) {
+        if (defs[i].def && set_opt(o, i, defs[i].def) != MLT_OK) {
             mlt_options_free(o);
             return NULL;
         }
@@ -295,17 +295,22 @@ mlt_options *mlt__options_dup(const mlt_options *src)
     return o;
 }
 
-mlt_err mlt_options_set(mlt_options *o, const char *name, const char *value, char *errbuf,
-                        size_t errlen)
+static mlt_err options_set(mlt_options *o, const char *name, const char *value)
 {
     if (!o || !name) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "options and name are required");
+        return mlt__fail(MLT_ERR_INVALID_ARG, "options and name are required");
     }
     int i = find_opt(name);
     if (i < 0) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_UNKNOWN_OPTION, "unknown option '%s'", name);
+        return mlt__fail(MLT_ERR_UNKNOWN_OPTION, "unknown option '%s'", name);
     }
-    return set_opt(o, i, value, errbuf, errlen);
+    return set_opt(o, i, value);
+}
+
+mlt_err mlt_options_set(mlt_options *o, const char *name, const char *value, char *errbuf,
+                        size_t errlen)
+{
+    return mlt__errbuf(errbuf, errlen, options_set(o, name, value));
 }
 
 const char *mlt_options_get(const mlt_options *o, const char *name)
@@ -320,28 +325,32 @@ const char *mlt_options_get(const mlt_options *o, const char *name)
     return defs[i].kind == K_SECRET ? "***" : o->text[i];
 }
 
-mlt_err mlt_options_from_env(mlt_options *o, char *errbuf, size_t errlen)
+static mlt_err options_from_env(mlt_options *o)
 {
     if (!o) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "options are required");
+        return mlt__fail(MLT_ERR_INVALID_ARG, "options are required");
     }
     for (int i = 0; i < MLT__OPT_COUNT; i++) {
         const char *v = defs[i].env ? getenv(defs[i].env) : NULL;
         if (!v || !*v) {
             continue;
         }
-        char msg[256];
-        mlt_err err = set_opt(o, i, v, msg, sizeof msg);
+        mlt_err err = set_opt(o, i, v);
         if (err != MLT_OK) {
-            return mlt__errf(errbuf, errlen, err, "%s: %s", defs[i].env, msg);
+            return mlt__fail(err, "%s: %s", defs[i].env, mlt_last_error());
         }
     }
     return MLT_OK;
 }
 
+mlt_err mlt_options_from_env(mlt_options *o, char *errbuf, size_t errlen)
+{
+    return mlt__errbuf(errbuf, errlen, options_from_env(o));
+}
+
 static mlt_err set_typed(mlt_options *o, int i, const char *v)
 {
-    return o ? set_opt(o, i, v, NULL, 0) : MLT_ERR_INVALID_ARG;
+    return o ? set_opt(o, i, v) : MLT_ERR_INVALID_ARG;
 }
 
 mlt_err mlt_options_set_tracking_uri(mlt_options *o, const char *uri)
@@ -407,12 +416,12 @@ mlt_err mlt_options_set_retries(mlt_options *o, int max_retries, double backoff_
     if (!scratch) {
         return MLT_ERR_NOMEM;
     }
-    mlt_err err = set_opt(scratch, MLT__OPT_MAX_RETRIES, retries, NULL, 0);
+    mlt_err err = set_opt(scratch, MLT__OPT_MAX_RETRIES, retries);
     if (!err) {
-        err = set_opt(scratch, MLT__OPT_BACKOFF_FACTOR, factor, NULL, 0);
+        err = set_opt(scratch, MLT__OPT_BACKOFF_FACTOR, factor);
     }
     if (!err) {
-        err = set_opt(scratch, MLT__OPT_BACKOFF_JITTER, jitter, NULL, 0);
+        err = set_opt(scratch, MLT__OPT_BACKOFF_JITTER, jitter);
     }
     mlt_options_free(scratch);
     if (err) {

@@ -84,7 +84,7 @@ mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char
         mlt__recovery rec;
         memset(&rec, 0, sizeof rec);
         if (err == MLT_ERR_NOT_FOUND &&
-            mlt__journal_open(&j, dirs[i], true, MLT__FSYNC_NONE, &rec, NULL, 0) == MLT_OK) {
+            mlt__journal_open(&j, dirs[i], true, MLT__FSYNC_NONE, &rec) == MLT_OK) {
             if (creates(j, run_key)) {
                 snprintf(who, who_len, "%s", dirs[i]);
                 *owned = mlt__journal_owned(dirs[i]) > 0;

@@ -371,11 +371,11 @@ mlt_err mlt__j_ensure_wfd(mlt__journal *j)
 
 /* At open: moves into the segments what a dead process left in its ring, past what the
  * segments already hold. */
-mlt_err mlt__j_ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, size_t errlen)
+mlt_err mlt__j_ring_recover(mlt__journal *j, mlt__recovery *rec)
 {
     char why[120] = "";
     if (mlt__j_ring_map(j, why, sizeof why) != MLT_OK) {
-        return mlt__j_sys_err(errbuf, errlen, "cannot map the ring of", j->dir);
+        return mlt__j_sys_err("cannot map the ring of", j->dir);
     }
     if (why[0] && !rec->why[0]) {
         snprintf(rec->why, sizeof rec->why, "%s", why);
@@ -398,20 +398,17 @@ mlt_err mlt__j_ring_recover(mlt__journal *j, mlt__recovery *rec, char *errbuf, s
     }
     uint64_t holes = 0;
     if (j->last_seq == UINT64_MAX) {
-        return mlt__errf(errbuf, errlen, mlt__j_used_up(j), "%s", mlt_last_error());
+        return mlt__j_used_up(j);
     }
     mlt_err err = mlt__j_ensure_wfd(j);
     if (err != MLT_OK) {
-        return mlt__j_sys_err(errbuf, errlen, "cannot append to", j->dir);
+        return mlt__j_sys_err("cannot append to", j->dir);
     }
     err = mlt__j_drain_locked(j, true, &rec->ring_points, &holes);
     if (err == MLT_OK && j->dirty && fdatasync(j->wfd) == 0) {
         j->dirty = false;
     }
-    if (err != MLT_OK) {
-        return mlt__errf(errbuf, errlen, err, "%s", mlt_last_error());
-    }
-    return MLT_OK;
+    return err;
 }
 
 /* Read-only open: counts the points a ring holds past what the segments hold (status). */

@@ -129,9 +129,7 @@ static mlt_err start_run(mlt_tracker *t, mlt_run *parent, const char *name, mlt_
     if (t->forked) {
         return mlt__tracker_forked_err();
     }
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    mlt_err err = mlt__validate_run_name(name, msg, len);
+    mlt_err err = mlt__validate_run_name(name);
     if (err != MLT_OK) {
         return err;
     }
@@ -331,13 +329,11 @@ mlt_err mlt__run_check_entry(mlt_run *run, mlt__kind kind, const char *key, cons
     if (mlt__run_has_ended(run)) {
         return mlt__tracker_counted(run->tracker, mlt__run_ended_err(run, calls[kind]));
     }
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    mlt_err err = mlt__validate_key(kind, key, msg, len);
+    mlt_err err = mlt__validate_key(kind, key);
     if (err == MLT_OK && kind == MLT__PARAM) {
-        err = mlt__validate_param_value(key, value, msg, len);
+        err = mlt__validate_param_value(key, value);
     } else if (err == MLT_OK && kind == MLT__TAG) {
-        err = mlt__validate_tag_value(key, value, msg, len);
+        err = mlt__validate_tag_value(key, value);
     }
     return mlt__tracker_counted(run->tracker, err);
 }

@@ -35,13 +35,12 @@
 
 /* ---- construction ---- */
 
-mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf, size_t errlen)
+mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts)
 {
-    return mlt__sender_new_with(out, opts, NULL, errbuf, errlen);
+    return mlt__sender_new_with(out, opts, NULL);
 }
 
-mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts, const mlt__transport *tr,
-                             char *errbuf, size_t errlen)
+mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts, const mlt__transport *tr)
 {
     mlt__sender *s = calloc(1, sizeof *s);
     if (!s || !(s->opts = mlt__options_dup(opts))) {
@@ -49,14 +48,11 @@ mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts, const m
         if (tr) {
             tr->destroy(tr->self);
         }
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     mlt_err err = tr ? mlt__client_init_with(&s->client, s->opts, *tr)
-                     : mlt__client_init(&s->client, s->opts, errbuf, errlen);
+                     : mlt__client_init(&s->client, s->opts);
     if (err != MLT_OK) {
-        if (tr) {
-            mlt__errf(errbuf, errlen, err, "out of memory");
-        }
         mlt_options_free(s->opts);
         free(s);
         return err;
@@ -601,7 +597,7 @@ static void describe_waits(mlt__sender *s, mlt__sync_progress *p, mlt__buf *why)
 }
 
 mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progress, void *ud,
-                          mlt__sync_progress *summary, char *errbuf, size_t errlen)
+                          mlt__sync_progress *summary)
 {
     mlt_err err = MLT_OK;
     int tries = 0;
@@ -616,7 +612,7 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
             break;
         }
         if (o == FATAL) {
-            err = mlt__errf(errbuf, errlen, MLT_ERR_REJECTED, "%s", s->last_error);
+            err = mlt__fail(MLT_ERR_REJECTED, "%s", s->last_error);
             break;
         }
         if (o == RETRY) {
@@ -627,12 +623,12 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
             if (deadline_ns >= 0) {
                 int64_t left = (deadline_ns - mlt__mono_ns()) / 1000000;
                 if (left <= 0) {
-                    err = mlt__errf(errbuf, errlen, MLT_ERR_TIMEOUT, "%s", s->last_error);
+                    err = mlt__fail(MLT_ERR_TIMEOUT, "%s", s->last_error);
                     break;
                 }
                 w = w < left ? w : left; /* one more try at the deadline */
             } else if (tries > s->opts->max_retries) {
-                err = mlt__errf(errbuf, errlen, MLT_ERR_NETWORK, "%s", s->last_error);
+                err = mlt__fail(MLT_ERR_NETWORK, "%s", s->last_error);
                 break;
             }
             mlt__log(&s->opts->logger, MLT_LOG_WARN, "%s (retrying in %.1f s)", s->last_error,
@@ -649,13 +645,13 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
          * here is tried at once (wait_over); the others wait for a run this sync cannot make:
          * waiting longer would not help, so sync stops and says for what. */
         if (next_ns == 0) {
-            err = mlt__errf(errbuf, errlen, MLT_ERR_STATE, "delivery made no progress");
+            err = mlt__fail(MLT_ERR_STATE, "delivery made no progress");
             break;
         }
         if (settling(s)) {
             int64_t w = (next_ns - mlt__mono_ns()) / 1000000;
             if (deadline_ns >= 0 && next_ns > deadline_ns) {
-                err = mlt__errf(errbuf, errlen, MLT_ERR_TIMEOUT, "%s", s->last_error);
+                err = mlt__fail(MLT_ERR_TIMEOUT, "%s", s->last_error);
                 break;
             }
             mlt__sleep_ms(w > 0 ? w : 1);
@@ -664,7 +660,7 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
         mlt__buf why;
         mlt__buf_init(&why);
         describe_waits(s, &s->prog, &why);
-        err = mlt__errf(errbuf, errlen, MLT_ERR_QUEUED, "%s",
+        err = mlt__fail(MLT_ERR_QUEUED, "%s",
                         why.data && !why.oom ? why.data : "records wait for runs");
         mlt__buf_free(&why);
         break;

@@ -18,11 +18,11 @@ struct mlt__transport; /* http.h */
 typedef void (*mlt__run_id_fn)(const char *run_key, const char *run_id, const char *experiment_id,
                                void *ud);
 
-mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts, char *errbuf, size_t errlen);
+MLT__MUST_USE mlt_err mlt__sender_new(mlt__sender **out, const mlt_options *opts);
 /* The same over the transport tr (taken over, destroyed with the sender, also on failure)
  * instead of libcurl's: for tests. */
-mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts,
-                             const struct mlt__transport *tr, char *errbuf, size_t errlen);
+MLT__MUST_USE mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts,
+                                           const struct mlt__transport *tr);
 
 /* Hands a journal to the sender (owned from now on; closed by mlt__sender_free). */
 mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted);
@@ -49,7 +49,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms);
  * MLT_ERR_TIMEOUT or MLT_ERR_NETWORK then (the server away), MLT_ERR_REJECTED when delivery
  * cannot go on (TLS, an unreadable journal). When only journals that wait for runs the server
  * does not have are left (and no run was created here since they began waiting), it stops with
- * MLT_ERR_QUEUED: errbuf says what waits for what, summary counts the records. progress (may be
+ * MLT_ERR_QUEUED: mlt_last_error() says what waits for what, summary counts the records. progress (may be
  * NULL) is called after each step. */
 typedef struct mlt__sync_progress {
     uint64_t records_total; /* unacked records when the sync began */
@@ -65,7 +65,7 @@ typedef struct mlt__sync_progress {
 } mlt__sync_progress;
 mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
                           void (*progress)(const mlt__sync_progress *p, void *ud), void *ud,
-                          mlt__sync_progress *summary, char *errbuf, size_t errlen);
+                          mlt__sync_progress *summary);
 
 void mlt__sender_stats(mlt__sender *s, mlt_queue_stats *out);
 

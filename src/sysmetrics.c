@@ -91,15 +91,15 @@ static void *sys_thread(void *arg)
     return NULL;
 }
 
-mlt_err mlt__sysmetrics_start(mlt_tracker *t, char *errbuf, size_t errlen)
+mlt_err mlt__sysmetrics_start(mlt_tracker *t)
 {
     uint64_t a, b;
     if (!mlt__sys_cpu_times(&a, &b) || !mlt__sys_memory(&a, &b)) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_BAD_OPTION,
+        return mlt__fail(MLT_ERR_BAD_OPTION,
                          "system_metrics: cannot read /proc/stat or /proc/meminfo");
     }
     if (pthread_create(&t->sys_thread, NULL, sys_thread, t) != 0) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM,
+        return mlt__fail(MLT_ERR_NOMEM,
                          "system_metrics: cannot start the sampling thread");
     }
     t->sys_started = true;

@@ -94,19 +94,19 @@ mlt_err mlt__tracker_forked_err(void)
                                     "cannot use it (it may make a tracker of its own)");
 }
 
-mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf, size_t errlen)
+static mlt_err tracker_new(mlt_tracker **out, const mlt_options *opts)
 {
     if (!out) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_INVALID_ARG, "out is required");
+        return mlt__fail(MLT_ERR_INVALID_ARG, "out is required");
     }
     mlt_tracker *t = calloc(1, sizeof *t);
     if (!t) {
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     t->opts = mlt__options_dup(opts);
     if (!t->opts) {
         free(t);
-        return mlt__errf(errbuf, errlen, MLT_ERR_NOMEM, "out of memory");
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&t->lock, NULL);
     pthread_mutex_init(&t->keys_lock, NULL);
@@ -116,7 +116,7 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
     atomic_init(&t->errors, 0);
     register_tracker(t);
     if (t->opts->system_metrics) {
-        mlt_err err = mlt__sysmetrics_start(t, errbuf, errlen);
+        mlt_err err = mlt__sysmetrics_start(t);
         if (err != MLT_OK) {
             mlt_tracker_close(t, 0);
             return err;
@@ -124,6 +124,11 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
     }
     *out = t;
     return MLT_OK;
+}
+
+mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf, size_t errlen)
+{
+    return mlt__errbuf(errbuf, errlen, tracker_new(out, opts));
 }
 
 mlt_err mlt__tracker_set_source(mlt_tracker *t, const char *program)

@@ -6,15 +6,15 @@
 #ifndef MLT_VALIDATE_H
 #define MLT_VALIDATE_H
 
-#include "mltrack.h"
+#include "common.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define MLT__MAX_KEY_LEN 250        /* metric, param and tag keys, in code points */
-#define MLT__MAX_PARAM_VALUE 6000   /* code points */
-#define MLT__MAX_TAG_VALUE 8000     /* code points */
-#define MLT__MAX_RUN_NAME 250       /* code points */
+#define MLT__MAX_KEY_LEN 250         /* metric, param and tag keys, in code points */
+#define MLT__MAX_PARAM_VALUE 6000    /* code points */
+#define MLT__MAX_TAG_VALUE 8000      /* code points */
+#define MLT__MAX_RUN_NAME 250        /* code points */
 #define MLT__MAX_EXPERIMENT_NAME 256 /* code points */
 
 /* What a key names, for messages ("metric key", "param key", "tag key"). */
@@ -30,25 +30,25 @@ long mlt__utf8_len(const char *s);
  * Checks a key of the given kind: 1-250 code points of letters (any Unicode letter), digits,
  * '_', '-', '.', ' ', '/', ':'; no '.' or '..' path segment, no leading or trailing '/', no '//'.
  * Returns MLT_OK, or MLT_ERR_INVALID_ARG (NULL), MLT_ERR_INVALID_KEY, MLT_ERR_VALUE_TOO_LONG or
- * MLT_ERR_INVALID_VALUE (not UTF-8) with a message naming the key and the rule in errbuf, e.g.
+ * MLT_ERR_INVALID_VALUE (not UTF-8) with a message naming the key and the rule (mlt_last_error()),
+ * e.g.
  *   metric key 'a//b' is invalid: it must not contain '//'
  */
-mlt_err mlt__validate_key(mlt__kind kind, const char *key, char *errbuf, size_t errlen);
+MLT__MUST_USE mlt_err mlt__validate_key(mlt__kind kind, const char *key);
 
 /* Param value: valid UTF-8, at most 6000 code points (NULL is invalid). Message names the key. */
-mlt_err mlt__validate_param_value(const char *key, const char *value, char *errbuf,
-                                  size_t errlen);
+MLT__MUST_USE mlt_err mlt__validate_param_value(const char *key, const char *value);
 
 /* Tag value: valid UTF-8, at most 8000 code points (NULL is invalid). */
-mlt_err mlt__validate_tag_value(const char *key, const char *value, char *errbuf, size_t errlen);
+MLT__MUST_USE mlt_err mlt__validate_tag_value(const char *key, const char *value);
 
 /* Run name: NULL allowed (the server names the run); else valid UTF-8, at most 250 code points. */
-mlt_err mlt__validate_run_name(const char *name, char *errbuf, size_t errlen);
+MLT__MUST_USE mlt_err mlt__validate_run_name(const char *name);
 
 /* Experiment name: non-empty, valid UTF-8, at most 256 code points. */
-mlt_err mlt__validate_experiment_name(const char *name, char *errbuf, size_t errlen);
+MLT__MUST_USE mlt_err mlt__validate_experiment_name(const char *name);
 
 /* Timestamp in ms: >= 0. */
-mlt_err mlt__validate_timestamp(int64_t ts_ms, char *errbuf, size_t errlen);
+MLT__MUST_USE mlt_err mlt__validate_timestamp(int64_t ts_ms);
 
 #endif

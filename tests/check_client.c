@@ -5,8 +5,8 @@
  * jitter, Retry-After, deadline, ambiguous failures), experiment get-or-create, run creation that
  * never makes a second run, split log batches and the run update.
  */
-#include "testutil.h"
 #include "mlflow_client.h"
+#include "testutil.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
@@ -564,7 +564,8 @@ START_TEST(experiment_found_by_name)
     push(f, 200, EXP_ACTIVE);
     char *id = NULL;
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_experiment(&c, "my exp", &id, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "my exp", &id)),
+                     MLT_OK);
     ck_assert_str_eq(id, "12");
     free(id);
     ck_assert_uint_eq(f->n_reqs, 1);
@@ -582,7 +583,8 @@ START_TEST(experiment_created_when_missing)
     push(f, 200, "{\"experiment_id\":\"13\"}");
     char *id = NULL;
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_experiment(&c, "new exp", &id, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "new exp", &id)),
+                     MLT_OK);
     ck_assert_str_eq(id, "13");
     free(id);
     ck_assert_uint_eq(f->n_reqs, 2);
@@ -607,7 +609,8 @@ START_TEST(experiment_create_race_reads_the_winner)
     push(f, 200, EXP_ACTIVE);
     char *id = NULL;
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_experiment(&c, "my exp", &id, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "my exp", &id)),
+                     MLT_OK);
     ck_assert_str_eq(id, "12");
     free(id);
     ck_assert_uint_eq(f->n_reqs, 3);
@@ -628,7 +631,8 @@ START_TEST(experiment_deleted_is_rejected_with_a_message)
          "\"lifecycle_stage\":\"deleted\"}}");
     char *id = NULL;
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_experiment(&c, "old", &id, err, sizeof err), MLT_ERR_REJECTED);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "old", &id)),
+                     MLT_ERR_REJECTED);
     ck_assert_ptr_null(id);
     ck_assert_msg(strstr(err, "deleted") != NULL, "message '%s' does not say deleted", err);
     ck_assert_ptr_nonnull(strstr(err, "old"));
@@ -646,7 +650,8 @@ START_TEST(experiment_failures_are_reported)
     push(f, 401, "Unauthorized");
     char *id = NULL;
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_experiment(&c, "e", &id, err, sizeof err), MLT_ERR_AUTH);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "e", &id)),
+                     MLT_ERR_AUTH);
     ck_assert_ptr_null(id);
     ck_assert_str_ne(err, "");
     finish(&c, f);
@@ -657,7 +662,8 @@ START_TEST(experiment_failures_are_reported)
     push(f, 404, E404);
     push(f, 400, E400);
     err[0] = '\0';
-    ck_assert_int_eq(mlt__client_experiment(&c, "e", &id, err, sizeof err), MLT_ERR_REJECTED);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "e", &id)),
+                     MLT_ERR_REJECTED);
     ck_assert_ptr_null(id);
     ck_assert_msg(strstr(err, "bad value from server") != NULL, "message '%s'", err);
     finish(&c, f);
@@ -667,7 +673,8 @@ START_TEST(experiment_failures_are_reported)
     client_new(&c, f, 7, 1, 0);
     push(f, 200, "{\"experiment\":{\"name\":\"e\"}}");
     err[0] = '\0';
-    ck_assert_int_eq(mlt__client_experiment(&c, "e", &id, err, sizeof err), MLT_ERR_PROTOCOL);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "e", &id)),
+                     MLT_ERR_PROTOCOL);
     ck_assert_ptr_null(id);
     ck_assert_str_ne(err, "");
     finish(&c, f);
@@ -687,7 +694,7 @@ START_TEST(experiment_name_too_long_for_the_url_fails_with_a_message)
     name[4 * 300] = '\0';
     char *id = NULL;
     char err[512] = "";
-    mlt_err rc = mlt__client_experiment(&c, name, &id, err, sizeof err);
+    mlt_err rc = mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, name, &id));
     size_t sent = f->n_reqs;
     free(id);
     finish(&c, f);
@@ -721,9 +728,9 @@ static const char *tag_value(const cJSON *body, const char *key)
 static mlt_err create_run(mlt__client *c, char **id, char *err, size_t errlen)
 {
     const mlt__kv tags[] = {{"mlflow.user", "alice"}, {"mlflow.source.type", "LOCAL"}};
-    return mlt__client_create_run(c, "5", RUN_KEY, "train", 1700000000123LL, tags, 2, false, -1,
-                                  id, err,
-                                  errlen);
+    return mlt__errbuf(
+        err, errlen,
+        mlt__client_create_run(c, "5", RUN_KEY, "train", 1700000000123LL, tags, 2, false, -1, id));
 }
 
 static void assert_search_request(const fake *f, size_t i)
@@ -969,9 +976,10 @@ START_TEST(ids_in_answers_that_the_run_map_cannot_keep_are_protocol_errors)
         char err[512] = "";
         ck_assert_int_eq(create_run(&c, &id, err, sizeof err), MLT_ERR_PROTOCOL);
         ck_assert_ptr_null(id);
-        ck_assert_int_eq(mlt__client_experiment(&c, "e", &id, err, sizeof err), MLT_ERR_PROTOCOL);
+        ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_experiment(&c, "e", &id)),
+                         MLT_ERR_PROTOCOL);
         ck_assert_ptr_null(id);
-        ck_assert_int_eq(mlt__client_find_run(&c, "5", RUN_KEY, &id, err, sizeof err),
+        ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_find_run(&c, "5", RUN_KEY, &id)),
                          MLT_ERR_PROTOCOL);
         ck_assert_ptr_null(id);
         ck_assert_ptr_nonnull(strstr(err, "run id"));
@@ -1081,7 +1089,8 @@ START_TEST(log_batch_splits_2500_metrics_into_three_requests)
     mlt__metric *m = make_metrics(2500);
     mlt__batch b = {m, 2500, NULL, 0, NULL, 0};
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_log_batch(&c, "run-42", &b, -1, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_log_batch(&c, "run-42", &b, -1)),
+                     MLT_OK);
     ck_assert_uint_eq(f->n_reqs, 3);
     assert_batch_request(f, 0, 0, 0, 0, 0, 1000, 0);
     assert_batch_request(f, 1, 0, 0, 0, 0, 1000, 1000);
@@ -1105,7 +1114,8 @@ START_TEST(log_batch_splits_params_tags_and_metrics_to_the_limits)
     mlt__metric *m = make_metrics(900);
     mlt__batch b = {m, 900, p, 150, t, 150};
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_log_batch(&c, "run-42", &b, -1, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_log_batch(&c, "run-42", &b, -1)),
+                     MLT_OK);
     ck_assert_uint_eq(f->n_reqs, 2);
     assert_batch_request(f, 0, 100, 0, 100, 0, 800, 0);
     assert_batch_request(f, 1, 50, 100, 50, 100, 100, 800);
@@ -1127,7 +1137,7 @@ START_TEST(log_batch_failure_in_the_middle_leaves_the_unsent_rest)
     mlt__metric *m = make_metrics(2500);
     mlt__batch b = {m, 2500, NULL, 0, NULL, 0};
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_log_batch(&c, "run-42", &b, -1, err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_log_batch(&c, "run-42", &b, -1)),
                      MLT_ERR_REJECTED);
     ck_assert_msg(strstr(err, "bad value from server") != NULL, "message '%s'", err);
     ck_assert_uint_eq(f->n_reqs, 2);
@@ -1146,7 +1156,7 @@ START_TEST(log_batch_failure_in_the_middle_leaves_the_unsent_rest)
     mlt__kv *t = make_kvs(150, "t");
     m = make_metrics(900);
     mlt__batch all = {m, 900, p, 150, t, 150};
-    ck_assert_int_eq(mlt__client_log_batch(&c, "run-42", &all, -1, err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_log_batch(&c, "run-42", &all, -1)),
                      MLT_ERR_NOT_FOUND);
     ck_assert_uint_eq(all.n_params, 50);
     ck_assert_ptr_eq(all.params, p + 100);
@@ -1173,7 +1183,8 @@ START_TEST(log_batch_retries_a_transient_failure_of_one_request)
     mlt__metric *m = make_metrics(2500);
     mlt__batch b = {m, 2500, NULL, 0, NULL, 0};
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_log_batch(&c, "run-42", &b, -1, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__client_log_batch(&c, "run-42", &b, -1)),
+                     MLT_OK);
     ck_assert_uint_eq(f->n_reqs, 4);
     ck_assert_str_eq(f->reqs[1].body, f->reqs[2].body);
     assert_batch_request(f, 3, 0, 0, 0, 0, 500, 2000);
@@ -1189,7 +1200,7 @@ START_TEST(log_batch_of_nothing_sends_nothing)
     mlt__client c;
     client_new(&c, f, 7, 1, 0);
     mlt__batch b = {NULL, 0, NULL, 0, NULL, 0};
-    ck_assert_int_eq(mlt__client_log_batch(&c, "run-42", &b, -1, NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__client_log_batch(&c, "run-42", &b, -1)), MLT_OK);
     ck_assert_uint_eq(f->n_reqs, 0);
     finish(&c, f);
 }
@@ -1205,9 +1216,10 @@ START_TEST(end_run_sends_status_and_end_time)
     push(f, 503, E503); /* runs/update is safe to repeat */
     push(f, 200, "{\"run_info\":{\"status\":\"FAILED\"}}");
     char err[512] = "";
-    ck_assert_int_eq(mlt__client_end_run(&c, "run-42", MLT_RUN_FAILED, 1700000000999LL, -1, err,
-                                         sizeof err),
-                     MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err,
+                    mlt__client_end_run(&c, "run-42", MLT_RUN_FAILED, 1700000000999LL, -1)),
+        MLT_OK);
     ck_assert_uint_eq(f->n_reqs, 2);
     assert_request(f, 1, "POST", "runs/update");
     cJSON *j = request_json(f, 1);
@@ -1221,8 +1233,9 @@ START_TEST(end_run_sends_status_and_end_time)
     client_new(&c, f, 7, 1, 0);
     push(f, 404, E404);
     err[0] = '\0';
-    ck_assert_int_eq(mlt__client_end_run(&c, "gone", MLT_RUN_FINISHED, 1, -1, err, sizeof err),
-                     MLT_ERR_NOT_FOUND);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__client_end_run(&c, "gone", MLT_RUN_FINISHED, 1, -1)),
+        MLT_ERR_NOT_FOUND);
     ck_assert_msg(strstr(err, "Could not find it") != NULL, "message '%s'", err);
     finish(&c, f);
 }

@@ -4,8 +4,8 @@
  * doubles and floats), UUIDs, jitter randomness, the thread-local last error, the error table
  * and run status names.
  */
-#include "testutil.h"
 #include "common.h"
+#include "testutil.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>
@@ -20,11 +20,11 @@
 
 /* An assertion that records nothing when it holds (ck_assert marks a point each time, which is
  * slow in loops of 100k checks under valgrind). */
-#define REQUIRE(cond, ...)                                                                       \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            ck_abort_msg(__VA_ARGS__);                                                           \
-        }                                                                                        \
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            ck_abort_msg(__VA_ARGS__);                                                             \
+        }                                                                                          \
     } while (0)
 
 /* splitmix64 with a fixed seed: the same "random" values on every run. */
@@ -187,8 +187,7 @@ static void assert_float_round_trips(float v, bool shortest)
     REQUIRE(n == (int)strlen(s), "%a: returned %d for '%s'", (double)v, n, s);
     REQUIRE(is_json_number(s), "%a written as '%s', not a JSON number", (double)v, s);
     float back = strtof(s, NULL);
-    REQUIRE(same_float(back, v), "%a written as '%s' reads back as %a", (double)v, s,
-            (double)back);
+    REQUIRE(same_float(back, v), "%a written as '%s' reads back as %a", (double)v, s, (double)back);
     if (shortest) {
         assert_shortest(s, (double)v, float_reads_back);
     }
@@ -484,11 +483,21 @@ START_TEST(json_str_writes_other_control_chars_as_u00xx)
         const char *esc;
         char u[7];
         switch (c) {
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
         default:
             snprintf(u, sizeof u, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
             esc = u;
@@ -660,8 +669,8 @@ START_TEST(json_double_writes_familiar_values_in_shortest_form)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char s[64];
         json_double_text(cases[i].v, s, sizeof s);
-        ck_assert_msg(strcmp(s, cases[i].text) == 0, "%a written as '%s', want '%s'",
-                      cases[i].v, s, cases[i].text);
+        ck_assert_msg(strcmp(s, cases[i].text) == 0, "%a written as '%s', want '%s'", cases[i].v, s,
+                      cases[i].text);
     }
 }
 END_TEST
@@ -678,10 +687,30 @@ END_TEST
 
 START_TEST(json_double_round_trips_edge_values)
 {
-    const double cases[] = {0.1,     1.0 / 3.0, 5e-324,   -5e-324,  DBL_MAX, -DBL_MAX, DBL_MIN,
-                            -0.0,    0.0,       1e-320,   2.5e-310, 1e308,   1e-5,     123456.789,
-                            1e15,    1e16,      1e17,     1e21,     1e22,    4.35,     0.000123,
-                            2.0e-308 /* subnormal */, nextafter(DBL_MIN, 0), nextafter(1.0, 2.0)};
+    const double cases[] = {0.1,
+                            1.0 / 3.0,
+                            5e-324,
+                            -5e-324,
+                            DBL_MAX,
+                            -DBL_MAX,
+                            DBL_MIN,
+                            -0.0,
+                            0.0,
+                            1e-320,
+                            2.5e-310,
+                            1e308,
+                            1e-5,
+                            123456.789,
+                            1e15,
+                            1e16,
+                            1e17,
+                            1e21,
+                            1e22,
+                            4.35,
+                            0.000123,
+                            2.0e-308 /* subnormal */,
+                            nextafter(DBL_MIN, 0),
+                            nextafter(1.0, 2.0)};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_double_round_trips(cases[i], false);
     }
@@ -821,17 +850,30 @@ START_TEST(strdup_strndup_and_aprintf_copy)
 }
 END_TEST
 
-START_TEST(errf_writes_truncated_message_and_returns_code)
+START_TEST(errbuf_copies_the_last_error_cut_to_fit_and_returns_the_code)
 {
     char buf[8];
     memset(buf, 'z', sizeof buf);
-    ck_assert_int_eq(mlt__errf(buf, sizeof buf, MLT_ERR_IO, "%s %d", "failure", 12345),
-                     MLT_ERR_IO);
+    mlt__fail(MLT_ERR_IO, "%s %d", "failure", 12345);
+    ck_assert_int_eq(mlt__errbuf(buf, sizeof buf, MLT_ERR_IO), MLT_ERR_IO);
     ck_assert_str_eq(buf, "failure");
-    ck_assert_int_eq(mlt__errf(NULL, 0, MLT_ERR_STATE, "ignored %d", 1), MLT_ERR_STATE);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, MLT_ERR_STATE), MLT_ERR_STATE);
     char one[1] = {'x'};
-    ck_assert_int_eq(mlt__errf(one, 1, MLT_ERR_NOMEM, "abc"), MLT_ERR_NOMEM);
+    ck_assert_int_eq(mlt__errbuf(one, 1, MLT_ERR_NOMEM), MLT_ERR_NOMEM);
     ck_assert_int_eq(one[0], '\0');
+    /* a success leaves errbuf alone */
+    char keep[8] = "keep";
+    ck_assert_int_eq(mlt__errbuf(keep, sizeof keep, MLT_OK), MLT_OK);
+    ck_assert_str_eq(keep, "keep");
+    /* cut before a character that does not fit whole: "ab" then a 3-byte character */
+    mlt__fail(MLT_ERR_IO, "ab\xe6\x97\xa5" "c");
+    char cut[5];
+    ck_assert_int_eq(mlt__errbuf(cut, sizeof cut, MLT_ERR_IO), MLT_ERR_IO);
+    ck_assert_str_eq(cut, "ab");
+    char whole[6];
+    ck_assert_int_eq(mlt__errbuf(whole, sizeof whole, MLT_ERR_IO), MLT_ERR_IO);
+    ck_assert_str_eq(whole, "ab\xe6\x97\xa5");
+    mlt__fail_clear();
 }
 END_TEST
 
@@ -963,17 +1005,23 @@ START_TEST(last_error_set_clear_and_truncate)
     ck_assert_str_eq(mlt_last_error(), "copied");
     mlt__fail_set(NULL);
     ck_assert_str_eq(mlt_last_error(), "");
-    char big[2000];
-    memset(big, 'm', sizeof big - 1);
-    big[sizeof big - 1] = '\0';
-    mlt__fail_set(big);
-    size_t cap = 0;
-    char *buf = mlt__fail_buf(&cap);
-    ck_assert_ptr_eq(buf, mlt_last_error());
-    ck_assert_uint_gt(cap, 0);
-    ck_assert_uint_eq(strlen(mlt_last_error()), cap - 1);
-    snprintf(buf, cap, "direct");
-    ck_assert_str_eq(mlt_last_error(), "direct");
+    /* a message longer than the store is cut, between characters: 'm' then 2-byte ones */
+    static char big[20000];
+    memset(big, 'm', 1);
+    for (size_t i = 1; i + 2 < sizeof big; i += 2) {
+        memcpy(big + i, "\xc3\xa9", 2);
+    }
+    big[sizeof big - 2] = '\0';
+    ck_assert_int_eq(mlt__fail(MLT_ERR_IO, "%s", big), MLT_ERR_IO);
+    size_t cut = strlen(mlt_last_error());
+    ck_assert_uint_gt(cut, 1000);
+    ck_assert_uint_lt(cut, sizeof big - 2);
+    ck_assert_uint_eq(cut % 2, 1); /* 'm' and whole characters */
+    ck_assert_int_eq(strncmp(mlt_last_error(), big, cut), 0);
+    /* a message may quote the one it replaces */
+    mlt__fail(MLT_ERR_IO, "inner");
+    mlt__fail(MLT_ERR_IO, "outer: %s", mlt_last_error());
+    ck_assert_str_eq(mlt_last_error(), "outer: inner");
     mlt__fail_clear();
     ck_assert_str_eq(mlt_last_error(), "");
 }
@@ -1150,7 +1198,7 @@ int main(void)
     MLT_ADD_TEST(s, fmt_float_round_trips_random_floats_in_shortest_form);
     MLT_ADD_TEST(s, fmt_float_is_shortest_for_subnormals);
     MLT_ADD_TEST(s, strdup_strndup_and_aprintf_copy);
-    MLT_ADD_TEST(s, errf_writes_truncated_message_and_returns_code);
+    MLT_ADD_TEST(s, errbuf_copies_the_last_error_cut_to_fit_and_returns_the_code);
     MLT_ADD_TEST(s, uuid4_has_version_and_variant_bits);
     MLT_ADD_TEST(s, uuid4_is_distinct_across_10k_calls);
     MLT_ADD_TEST(s, rand01_is_in_unit_interval_and_spread);

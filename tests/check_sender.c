@@ -382,7 +382,8 @@ static void fixture_init(fixture *f)
     snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
     f->srv = server_new();
     char err[256] = "";
-    ck_assert_int_eq(mlt__journal_create(&f->j, f->dir, MLT__FSYNC_NONE, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__journal_create(&f->j, f->dir, MLT__FSYNC_NONE)), MLT_OK);
 }
 
 /* The sender over the fixture's journal (handed over: f->j stays valid until sender_free). */
@@ -396,7 +397,7 @@ static void sender_new(fixture *f, bool adopted, int max_retries)
     ck_assert_int_eq(mlt_options_set_timeout(o, 10), MLT_OK);
     char err[256] = "";
     mlt__transport tr = server_transport(f->srv);
-    mlt_err e = mlt__sender_new_with(&f->s, o, &tr, err, sizeof err);
+    mlt_err e = mlt__errbuf(err, sizeof err, mlt__sender_new_with(&f->s, o, &tr));
     ck_assert_msg(e == MLT_OK, "sender: %s", err);
     mlt_options_free(o);
     ck_assert_int_eq(mlt__sender_add(f->s, f->j, adopted), MLT_OK);
@@ -406,15 +407,16 @@ static mlt_err drain(fixture *f, mlt__sync_progress *sum)
 {
     char err[512] = "";
     memset(sum, 0, sizeof *sum);
-    return mlt__sender_drain(f->s, mlt__mono_ns() + 20 * 1000000000LL, NULL, NULL, sum, err,
-                             sizeof err);
+    return mlt__errbuf(
+        err, sizeof err,
+        mlt__sender_drain(f->s, mlt__mono_ns() + 20 * 1000000000LL, NULL, NULL, sum));
 }
 
 /* A drain that gives up after the sender's retries (no deadline); its message in err. */
 static mlt_err drain_tries(fixture *f, mlt__sync_progress *sum, char *err, size_t errlen)
 {
     memset(sum, 0, sizeof *sum);
-    return mlt__sender_drain(f->s, -1, NULL, NULL, sum, err, errlen);
+    return mlt__errbuf(err, errlen, mlt__sender_drain(f->s, -1, NULL, NULL, sum));
 }
 
 static void fixture_done(fixture *f)
@@ -861,7 +863,7 @@ START_TEST(sender_gives_up_without_acking_while_the_server_is_down)
     sender_new(&f, false, 2);
     char err[512] = "";
     mlt__sync_progress sum;
-    mlt_err e = mlt__sender_drain(f.s, -1, NULL, NULL, &sum, err, sizeof err);
+    mlt_err e = mlt__errbuf(err, sizeof err, mlt__sender_drain(f.s, -1, NULL, NULL, &sum));
     ck_assert_int_ne(e, MLT_OK);
     ck_assert(err[0] != '\0');
     ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 0);
@@ -1022,10 +1024,12 @@ START_TEST(requeue_puts_dead_letters_back_and_they_land_once_the_server_takes_th
     char err[256] = "", to_dir[DIR_LEN + 32];
     mlt__journal *from = NULL, *to = NULL;
     mlt__recovery rec;
-    ck_assert_int_eq(mlt__journal_open(&from, f.dir, false, MLT__FSYNC_NONE, &rec, err, sizeof err),
-                     MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__journal_open(&from, f.dir, false, MLT__FSYNC_NONE, &rec)),
+        MLT_OK);
     snprintf(to_dir, sizeof to_dir, "%s/j-requeued", f.tmp);
-    ck_assert_int_eq(mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE)), MLT_OK);
     mlt__requeue_stats st;
     ck_assert_int_eq(mlt__requeue(from, to, &st), MLT_OK);
     ck_assert_uint_eq(st.requeued, 7);
@@ -1072,7 +1076,8 @@ START_TEST(requeue_keeps_what_it_cannot_log_and_changes_nothing_on_a_bad_line)
     char err[256] = "", to_dir[DIR_LEN + 32];
     snprintf(to_dir, sizeof to_dir, "%s/j-requeued", f.tmp);
     mlt__journal *to = NULL;
-    ck_assert_int_eq(mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE)), MLT_OK);
     mlt__requeue_stats st;
     ck_assert_int_eq(mlt__requeue(f.j, to, &st), MLT_OK);
     ck_assert_uint_eq(st.requeued, 0);

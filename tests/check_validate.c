@@ -45,7 +45,7 @@ static void assert_key_all_kinds(const char *key, mlt_err rc)
 {
     for (size_t i = 0; i < sizeof all_kinds / sizeof all_kinds[0]; i++) {
         char err[256] = "";
-        mlt_err got = mlt__validate_key(all_kinds[i], key, err, sizeof err);
+        mlt_err got = mlt__errbuf(err, sizeof err, mlt__validate_key(all_kinds[i], key));
         ck_assert_msg(got == rc, "kind %d key '%s': expected %d, got %d (%s)", (int)all_kinds[i],
                       key, (int)rc, (int)got, err);
         if (rc != MLT_OK) {
@@ -58,7 +58,7 @@ static void assert_key_all_kinds(const char *key, mlt_err rc)
 static mlt_err key_message_has(const char *key, const char *needle)
 {
     char err[512] = "";
-    mlt_err rc = mlt__validate_key(MLT__PARAM, key, err, sizeof err);
+    mlt_err rc = mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__PARAM, key));
     ck_assert_msg(strstr(err, needle) != NULL, "message '%s' lacks '%s'", err, needle);
     return rc;
 }
@@ -86,9 +86,9 @@ END_TEST
 
 START_TEST(utf8_len_counts_code_points_not_bytes)
 {
-    ck_assert_int_eq(mlt__utf8_len("\xc3\xb1"), 1);                  /* ñ */
-    ck_assert_int_eq(mlt__utf8_len("\xe6\x97\xa5\xe6\x9c\xac"), 2);  /* 日本 */
-    ck_assert_int_eq(mlt__utf8_len("\xf0\x9f\x98\x80"), 1);          /* U+1F600 */
+    ck_assert_int_eq(mlt__utf8_len("\xc3\xb1"), 1);                 /* ñ */
+    ck_assert_int_eq(mlt__utf8_len("\xe6\x97\xa5\xe6\x9c\xac"), 2); /* 日本 */
+    ck_assert_int_eq(mlt__utf8_len("\xf0\x9f\x98\x80"), 1);         /* U+1F600 */
     ck_assert_int_eq(mlt__utf8_len("a\xc3\xb1\xe6\x97\xa5\xf0\x9f\x98\x80z"), 5);
 }
 END_TEST
@@ -115,8 +115,8 @@ END_TEST
 
 START_TEST(utf8_len_rejects_overlong_forms)
 {
-    ck_assert_int_eq(mlt__utf8_len("\xc0\x80"), -1);         /* NUL in 2 bytes */
-    ck_assert_int_eq(mlt__utf8_len("\xc0\xaf"), -1);         /* '/' in 2 bytes */
+    ck_assert_int_eq(mlt__utf8_len("\xc0\x80"), -1); /* NUL in 2 bytes */
+    ck_assert_int_eq(mlt__utf8_len("\xc0\xaf"), -1); /* '/' in 2 bytes */
     ck_assert_int_eq(mlt__utf8_len("\xc1\xbf"), -1);
     ck_assert_int_eq(mlt__utf8_len("\xe0\x80\xaf"), -1);     /* '/' in 3 bytes */
     ck_assert_int_eq(mlt__utf8_len("\xe0\x9f\xbf"), -1);     /* U+07FF in 3 bytes */
@@ -182,10 +182,26 @@ END_TEST
 
 START_TEST(key_accepts_plain_names)
 {
-    const char *ok[] = {"loss",          "val_loss",          "train/loss", "a.b-c d:e", "A1",
-                        "_",             "-",                 ":",          " ",         "0",
-                        "9lives",        "mlflow.runName",    "x/y/z",      "a b",       " a ",
-                        "a:b/c-d.e f_g", "system/cpu_usage",  "a/ /b",      " /a",       "a/ "};
+    const char *ok[] = {"loss",
+                        "val_loss",
+                        "train/loss",
+                        "a.b-c d:e",
+                        "A1",
+                        "_",
+                        "-",
+                        ":",
+                        " ",
+                        "0",
+                        "9lives",
+                        "mlflow.runName",
+                        "x/y/z",
+                        "a b",
+                        " a ",
+                        "a:b/c-d.e f_g",
+                        "system/cpu_usage",
+                        "a/ /b",
+                        " /a",
+                        "a/ "};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         assert_key_all_kinds(ok[i], MLT_OK);
     }
@@ -245,18 +261,18 @@ END_TEST
 START_TEST(key_accepts_unicode_letters)
 {
     const char *ok[] = {
-        "\xc3\xb1",                                     /* ñ */
-        "\xe6\x97\xa5\xe6\x9c\xac",                     /* 日本 */
-        "\xce\xa9mega",                                 /* Ωmega */
+        "\xc3\xb1",                                         /* ñ */
+        "\xe6\x97\xa5\xe6\x9c\xac",                         /* 日本 */
+        "\xce\xa9mega",                                     /* Ωmega */
         "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82", /* Привет */
-        "\xd8\xb9\xd8\xb1\xd8\xa8\xd9\x8a",             /* عربي */
-        "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4",         /* 한국어 */
-        "\xc3\x9f",                                     /* ß */
-        "\xc3\xa9",                                     /* precomposed é */
-        "\xc2\xb5",                                     /* µ, Ll inside Latin-1 symbols */
-        "\xc2\xaa\xc2\xba",                             /* ª º, Lo */
-        "\xef\xbc\xa1",                                 /* fullwidth A */
-        "\xf0\xa0\x80\x80",                             /* U+20000, CJK extension B */
+        "\xd8\xb9\xd8\xb1\xd8\xa8\xd9\x8a",                 /* عربي */
+        "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4",             /* 한국어 */
+        "\xc3\x9f",                                         /* ß */
+        "\xc3\xa9",                                         /* precomposed é */
+        "\xc2\xb5",                                         /* µ, Ll inside Latin-1 symbols */
+        "\xc2\xaa\xc2\xba",                                 /* ª º, Lo */
+        "\xef\xbc\xa1",                                     /* fullwidth A */
+        "\xf0\xa0\x80\x80",                                 /* U+20000, CJK extension B */
         "caf\xc3\xa9/na\xc3\xafve d\xc3\xa9j\xc3\xa0:vu",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -281,7 +297,7 @@ START_TEST(key_rejects_combining_marks)
      * and most Devanagari words (their vowel signs are marks). */
     assert_key_all_kinds("e\xcc\x81", MLT_ERR_INVALID_KEY); /* e + U+0301 */
     assert_key_all_kinds("\xe0\xa4\xb9\xe0\xa4\xbf\xe0\xa4\xa8\xe0\xa5\x8d\xe0\xa4\xa6\xe0\xa5\x80",
-                         MLT_ERR_INVALID_KEY); /* हिन्दी */
+                         MLT_ERR_INVALID_KEY);                  /* हिन्दी */
     assert_key_all_kinds("a\xe2\x83\x9d", MLT_ERR_INVALID_KEY); /* U+20DD enclosing circle, Me */
     ck_assert_int_eq(key_message_has("e\xcc\x81", "character U+0301 is not allowed"),
                      MLT_ERR_INVALID_KEY);
@@ -346,11 +362,11 @@ END_TEST
 
 START_TEST(key_rejects_symbols_and_emoji)
 {
-    assert_key_all_kinds("cost\xe2\x82\xac", MLT_ERR_INVALID_KEY);     /* € */
-    assert_key_all_kinds("a\xe2\x84\xa2", MLT_ERR_INVALID_KEY);        /* ™ */
-    assert_key_all_kinds("a\xe2\x88\x91", MLT_ERR_INVALID_KEY);        /* ∑ */
-    assert_key_all_kinds("ok\xe2\x9c\x93", MLT_ERR_INVALID_KEY);       /* ✓ */
-    assert_key_all_kinds("fun\xf0\x9f\x98\x80", MLT_ERR_INVALID_KEY);  /* U+1F600 */
+    assert_key_all_kinds("cost\xe2\x82\xac", MLT_ERR_INVALID_KEY);    /* € */
+    assert_key_all_kinds("a\xe2\x84\xa2", MLT_ERR_INVALID_KEY);       /* ™ */
+    assert_key_all_kinds("a\xe2\x88\x91", MLT_ERR_INVALID_KEY);       /* ∑ */
+    assert_key_all_kinds("ok\xe2\x9c\x93", MLT_ERR_INVALID_KEY);      /* ✓ */
+    assert_key_all_kinds("fun\xf0\x9f\x98\x80", MLT_ERR_INVALID_KEY); /* U+1F600 */
     ck_assert_int_eq(key_message_has("cost\xe2\x82\xac", "character U+20AC is not allowed"),
                      MLT_ERR_INVALID_KEY);
     ck_assert_int_eq(key_message_has("a\xf0\x9f\x98\x80", "character U+1F600 is not allowed"),
@@ -392,7 +408,8 @@ START_TEST(key_rejects_empty)
 {
     char err[128] = "";
     assert_key_all_kinds("", MLT_ERR_INVALID_KEY);
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "", err, sizeof err), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__METRIC, "")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "metric key '' is invalid: it must not be empty");
 }
 END_TEST
@@ -400,16 +417,17 @@ END_TEST
 START_TEST(key_rejects_null)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_key(MLT__PARAM, NULL, err, sizeof err), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__PARAM, NULL)),
+                     MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "param key is NULL");
-    ck_assert_int_eq(mlt__validate_key(MLT__TAG, NULL, NULL, 0), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_key(MLT__TAG, NULL)), MLT_ERR_INVALID_ARG);
 }
 END_TEST
 
 START_TEST(key_rejects_unknown_kind)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_key((mlt__kind)42, "loss", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key((mlt__kind)42, "loss")),
                      MLT_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(err, "42"));
 }
@@ -422,7 +440,7 @@ START_TEST(key_rejects_invalid_utf8)
     assert_key_all_kinds("\xc3", MLT_ERR_INVALID_VALUE);
     assert_key_all_kinds("a\xed\xa0\x80", MLT_ERR_INVALID_VALUE);
     assert_key_all_kinds("a\xf4\x90\x80\x80", MLT_ERR_INVALID_VALUE);
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "ab\xffz", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__METRIC, "ab\xffz")),
                      MLT_ERR_INVALID_VALUE);
     ck_assert_str_eq(err, "metric key 'ab\\xFFz' is invalid: "
                           "it is not valid UTF-8 (byte 0xFF at offset 2)");
@@ -432,7 +450,9 @@ END_TEST
 START_TEST(key_rejects_overlong_slash_and_dot)
 {
     /* Overlong forms must not sneak '/' or '.' past the path rules. */
-    assert_key_all_kinds("a\xc0\xaf\xc0\xaf" "b", MLT_ERR_INVALID_VALUE);
+    assert_key_all_kinds("a\xc0\xaf\xc0\xaf"
+                         "b",
+                         MLT_ERR_INVALID_VALUE);
     assert_key_all_kinds("\xc0\xae\xc0\xae/a", MLT_ERR_INVALID_VALUE);
 }
 END_TEST
@@ -463,7 +483,8 @@ START_TEST(key_rejects_double_slash)
     assert_key_all_kinds("a//b", MLT_ERR_INVALID_KEY);
     assert_key_all_kinds("a/b//c", MLT_ERR_INVALID_KEY);
     assert_key_all_kinds("a///b", MLT_ERR_INVALID_KEY);
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a//b", err, sizeof err), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__METRIC, "a//b")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "metric key 'a//b' is invalid: it must not contain '//'");
 }
 END_TEST
@@ -504,8 +525,8 @@ END_TEST
 
 START_TEST(key_accepts_dots_inside_segments)
 {
-    const char *ok[] = {".a", "a.", "a..", "a..b", "a/..b", "a/b..", "a/.b", ".hidden/x",
-                        "a/...", "a.b/c.d", ". a", "a/. ", "a/.. b"};
+    const char *ok[] = {".a",        "a.",    "a..",     "a..b", "a/..b", "a/b..", "a/.b",
+                        ".hidden/x", "a/...", "a.b/c.d", ". a",  "a/. ",  "a/.. b"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         assert_key_all_kinds(ok[i], MLT_OK);
     }
@@ -588,12 +609,14 @@ END_TEST
 START_TEST(key_message_names_the_kind)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a b#", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__METRIC, "a b#")),
                      MLT_ERR_INVALID_KEY);
     ck_assert_ptr_eq(strstr(err, "metric key 'a b#' is invalid: character '#'"), err);
-    ck_assert_int_eq(mlt__validate_key(MLT__PARAM, "a#", err, sizeof err), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__PARAM, "a#")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_ptr_eq(strstr(err, "param key 'a#'"), err);
-    ck_assert_int_eq(mlt__validate_key(MLT__TAG, "a#", err, sizeof err), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__TAG, "a#")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_ptr_eq(strstr(err, "tag key 'a#'"), err);
 }
 END_TEST
@@ -615,7 +638,8 @@ START_TEST(key_message_quotes_at_most_64_bytes_of_a_long_key)
     char expected[512];
     snprintf(expected, sizeof expected,
              "tag key '%s...' is too long: 300 characters, the limit is 250", a64);
-    ck_assert_int_eq(mlt__validate_key(MLT__TAG, key, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__TAG, key)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, expected);
     free(key);
     free(a64);
@@ -627,7 +651,8 @@ START_TEST(key_message_does_not_shorten_a_64_byte_key)
     char err[512] = "";
     char *key = repeat("a", 63);
     char *bad = concat(key, "#"); /* exactly 64 bytes */
-    ck_assert_int_eq(mlt__validate_key(MLT__TAG, bad, err, sizeof err), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__TAG, bad)),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_ptr_null(strstr(err, "..."));
     ck_assert_ptr_nonnull(strstr(err, "#'"));
     free(key);
@@ -642,7 +667,8 @@ START_TEST(key_message_cuts_the_quote_on_a_utf8_boundary)
     char *tail = repeat("\xc3\xb1", 200);
     char *key = concat(a63, tail); /* byte 64 is the first half of an ñ */
     char *expected_quote = concat(a63, "...'");
-    ck_assert_int_eq(mlt__validate_key(MLT__PARAM, key, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__PARAM, key)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_nonnull(strstr(err, expected_quote));
     ck_assert_int_ge(mlt__utf8_len(err), 0);
     free(a63);
@@ -658,7 +684,8 @@ START_TEST(key_message_of_multibyte_key_stays_valid_utf8)
     char *key = repeat("\xe6\x97\xa5", 300);
     char *q21 = repeat("\xe6\x97\xa5", 21); /* 63 bytes: a 22nd would pass 64 */
     char *expected = concat(q21, "...'");
-    ck_assert_int_eq(mlt__validate_key(MLT__PARAM, key, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__PARAM, key)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_nonnull(strstr(err, expected));
     ck_assert_int_ge(mlt__utf8_len(err), 0);
     free(key);
@@ -670,7 +697,7 @@ END_TEST
 START_TEST(key_message_escapes_control_bytes)
 {
     char err[256] = "";
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a\nb\x1b[2J", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__METRIC, "a\nb\x1b[2J")),
                      MLT_ERR_INVALID_KEY);
     ck_assert_ptr_nonnull(strstr(err, "'a\\x0Ab\\x1B[2J'"));
     ck_assert(!has_control_byte(err));
@@ -680,13 +707,17 @@ END_TEST
 START_TEST(key_message_escapes_invalid_and_c1_bytes)
 {
     char err[256] = "";
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a\xc2\x9b" "b", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err,
+                                 mlt__validate_key(MLT__METRIC, "a\xc2\x9b"
+                                                                "b")),
                      MLT_ERR_INVALID_KEY);
     ck_assert_ptr_nonnull(strstr(err, "'a\\xC2\\x9Bb'"));
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a\xe2\x80\xae" "b", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err,
+                                 mlt__validate_key(MLT__METRIC, "a\xe2\x80\xae"
+                                                                "b")),
                      MLT_ERR_INVALID_KEY);
     ck_assert_ptr_nonnull(strstr(err, "'a\\xE2\\x80\\xAEb'"));
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a\xc3\x28", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__METRIC, "a\xc3\x28")),
                      MLT_ERR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(err, "'a\\xC3('"));
     ck_assert_int_ge(mlt__utf8_len(err), 0);
@@ -697,7 +728,8 @@ START_TEST(key_message_of_long_control_key_is_bounded)
 {
     char err[1024] = "";
     char *key = repeat("\x01", 500);
-    ck_assert_int_eq(mlt__validate_key(MLT__TAG, key, err, sizeof err), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__TAG, key)),
+                     MLT_ERR_INVALID_KEY);
     /* 16 escapes of 4 bytes fill the 64-byte quote. */
     ck_assert_ptr_nonnull(strstr(err, "\\x01\\x01...'"));
     ck_assert_uint_lt(strlen(err), 200);
@@ -708,16 +740,19 @@ END_TEST
 
 START_TEST(key_allows_null_errbuf)
 {
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a//b", NULL, 0), MLT_ERR_INVALID_KEY);
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a//b", NULL, 100), MLT_ERR_INVALID_KEY);
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "loss", NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_key(MLT__METRIC, "a//b")),
+                     MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(NULL, 100, mlt__validate_key(MLT__METRIC, "a//b")),
+                     MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_key(MLT__METRIC, "loss")), MLT_OK);
 }
 END_TEST
 
 START_TEST(key_leaves_errbuf_alone_when_errlen_is_zero)
 {
     char err[8] = "keep";
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a//b", err, 0), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, 0, mlt__validate_key(MLT__METRIC, "a//b")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "keep");
 }
 END_TEST
@@ -725,7 +760,7 @@ END_TEST
 START_TEST(key_leaves_errbuf_alone_on_success)
 {
     char err[8] = "keep";
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "loss", err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__METRIC, "loss")), MLT_OK);
     ck_assert_str_eq(err, "keep");
 }
 END_TEST
@@ -734,11 +769,13 @@ START_TEST(key_truncated_errbuf_stays_nul_terminated)
 {
     char err[16];
     memset(err, 'X', sizeof err);
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a//b", err, 11), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, 11, mlt__validate_key(MLT__METRIC, "a//b")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "metric key");
     ck_assert_int_eq(err[11], 'X'); /* nothing written past errlen */
 
-    ck_assert_int_eq(mlt__validate_key(MLT__METRIC, "a//b", err, 1), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, 1, mlt__validate_key(MLT__METRIC, "a//b")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "");
 }
 END_TEST
@@ -747,11 +784,13 @@ START_TEST(key_truncated_errbuf_does_not_split_a_character)
 {
     /* "param key '" is 11 bytes; with errlen 13 the 2-byte ñ at bytes 11-12 cannot fit whole. */
     char err[32];
-    ck_assert_int_eq(mlt__validate_key(MLT__PARAM, "\xc3\xb1/", err, 13), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, 13, mlt__validate_key(MLT__PARAM, "\xc3\xb1/")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "param key '");
-    ck_assert_int_eq(mlt__validate_key(MLT__PARAM, "\xc3\xb1/", err, 14), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt__errbuf(err, 14, mlt__validate_key(MLT__PARAM, "\xc3\xb1/")),
+                     MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "param key '\xc3\xb1");
-    ck_assert_int_eq(mlt__validate_key(MLT__PARAM, "\xe6\x97\xa5/", err, 14),
+    ck_assert_int_eq(mlt__errbuf(err, 14, mlt__validate_key(MLT__PARAM, "\xe6\x97\xa5/")),
                      MLT_ERR_INVALID_KEY);
     ck_assert_str_eq(err, "param key '");
 }
@@ -762,7 +801,7 @@ END_TEST
 START_TEST(param_value_accepts_6000_characters)
 {
     char *v = repeat("x", 6000);
-    ck_assert_int_eq(mlt__validate_param_value("lr", v, NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("lr", v)), MLT_OK);
     free(v);
 }
 END_TEST
@@ -771,7 +810,8 @@ START_TEST(param_value_rejects_6001_characters)
 {
     char err[256] = "";
     char *v = repeat("x", 6001);
-    ck_assert_int_eq(mlt__validate_param_value("lr", v, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_param_value("lr", v)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "param 'lr' value is too long: 6001 characters, the limit is 6000");
     free(v);
 }
@@ -785,10 +825,12 @@ START_TEST(param_value_counts_code_points_not_bytes)
     char *x6000 = repeat("x", 6000);
     char *ok_emoji = concat(x5999, "\xf0\x9f\x98\x80");
     char *bad_emoji = concat(x6000, "\xf0\x9f\x98\x80");
-    ck_assert_int_eq(mlt__validate_param_value("k", ok, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_param_value("k", bad, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_param_value("k", ok_emoji, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_param_value("k", bad_emoji, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", ok)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", bad)),
+                     MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", ok_emoji)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", bad_emoji)),
+                     MLT_ERR_VALUE_TOO_LONG);
     free(ok);
     free(bad);
     free(x5999);
@@ -800,32 +842,38 @@ END_TEST
 
 START_TEST(param_value_accepts_empty_and_any_characters)
 {
-    ck_assert_int_eq(mlt__validate_param_value("k", "", NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_param_value("k", "a//b/../#\n\t\x01", NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_param_value("k", "e\xcc\x81 \xf0\x9f\x98\x80", NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", "")), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", "a//b/../#\n\t\x01")),
+                     MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(NULL, 0, mlt__validate_param_value("k", "e\xcc\x81 \xf0\x9f\x98\x80")), MLT_OK);
 }
 END_TEST
 
 START_TEST(param_value_rejects_null)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_param_value("lr", NULL, err, sizeof err), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_param_value("lr", NULL)),
+                     MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "param 'lr' value is NULL");
-    ck_assert_int_eq(mlt__validate_param_value(NULL, "1", err, sizeof err), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_param_value(NULL, "1")),
+                     MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "param key is NULL");
-    ck_assert_int_eq(mlt__validate_param_value(NULL, NULL, NULL, 0), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value(NULL, NULL)),
+                     MLT_ERR_INVALID_ARG);
 }
 END_TEST
 
 START_TEST(param_value_rejects_invalid_utf8)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_param_value("lr", "0.1\xff", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_param_value("lr", "0.1\xff")),
                      MLT_ERR_INVALID_VALUE);
     ck_assert_str_eq(err, "param 'lr' value is not valid UTF-8 (byte 0xFF at offset 3)");
-    ck_assert_int_eq(mlt__validate_param_value("lr", "\xed\xa0\x80", NULL, 0),
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("lr", "\xed\xa0\x80")),
                      MLT_ERR_INVALID_VALUE);
-    ck_assert_int_eq(mlt__validate_param_value("lr", "\xc0\x80", NULL, 0), MLT_ERR_INVALID_VALUE);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("lr", "\xc0\x80")),
+                     MLT_ERR_INVALID_VALUE);
 }
 END_TEST
 
@@ -838,7 +886,8 @@ START_TEST(param_value_message_quotes_a_long_key_briefly)
     char expected[512];
     snprintf(expected, sizeof expected,
              "param '%s...' value is too long: 6001 characters, the limit is 6000", k64);
-    ck_assert_int_eq(mlt__validate_param_value(key, v, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_param_value(key, v)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, expected);
     free(key);
     free(k64);
@@ -849,7 +898,7 @@ END_TEST
 START_TEST(param_value_message_escapes_control_bytes_in_key)
 {
     char err[256] = "";
-    ck_assert_int_eq(mlt__validate_param_value("a\tb", NULL, err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_param_value("a\tb", NULL)),
                      MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "param 'a\\x09b' value is NULL");
 }
@@ -860,7 +909,7 @@ END_TEST
 START_TEST(tag_value_accepts_8000_characters)
 {
     char *v = repeat("x", 8000);
-    ck_assert_int_eq(mlt__validate_tag_value("note", v, NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("note", v)), MLT_OK);
     free(v);
 }
 END_TEST
@@ -869,7 +918,8 @@ START_TEST(tag_value_rejects_8001_characters)
 {
     char err[256] = "";
     char *v = repeat("x", 8001);
-    ck_assert_int_eq(mlt__validate_tag_value("note", v, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_tag_value("note", v)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "tag 'note' value is too long: 8001 characters, the limit is 8000");
     free(v);
 }
@@ -881,9 +931,10 @@ START_TEST(tag_value_counts_code_points_not_bytes)
     char *bad = repeat("\xc3\xb1", 8001);
     char *x7999 = repeat("x", 7999);
     char *boundary = concat(x7999, "\xf0\x9f\x98\x80"); /* 8000 code points */
-    ck_assert_int_eq(mlt__validate_tag_value("k", ok, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_tag_value("k", bad, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_tag_value("k", boundary, NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", ok)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", bad)),
+                     MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", boundary)), MLT_OK);
     free(ok);
     free(bad);
     free(x7999);
@@ -893,17 +944,20 @@ END_TEST
 
 START_TEST(tag_value_accepts_empty_and_any_characters)
 {
-    ck_assert_int_eq(mlt__validate_tag_value("k", "", NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_tag_value("k", "line 1\nline 2\t//..", NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", "")), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", "line 1\nline 2\t//..")),
+                     MLT_OK);
 }
 END_TEST
 
 START_TEST(tag_value_rejects_null)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_tag_value("note", NULL, err, sizeof err), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_tag_value("note", NULL)),
+                     MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "tag 'note' value is NULL");
-    ck_assert_int_eq(mlt__validate_tag_value(NULL, "v", err, sizeof err), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_tag_value(NULL, "v")),
+                     MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "tag key is NULL");
 }
 END_TEST
@@ -911,10 +965,10 @@ END_TEST
 START_TEST(tag_value_rejects_invalid_utf8)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_tag_value("t", "\xe0\x80\x80", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_tag_value("t", "\xe0\x80\x80")),
                      MLT_ERR_INVALID_VALUE);
     ck_assert_str_eq(err, "tag 't' value is not valid UTF-8 (byte 0xE0 at offset 0)");
-    ck_assert_int_eq(mlt__validate_tag_value("t", "ok\xf0\x9f\x98", NULL, 0),
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("t", "ok\xf0\x9f\x98")),
                      MLT_ERR_INVALID_VALUE);
 }
 END_TEST
@@ -924,16 +978,17 @@ END_TEST
 START_TEST(run_name_accepts_null_and_empty)
 {
     char err[8] = "keep";
-    ck_assert_int_eq(mlt__validate_run_name(NULL, err, sizeof err), MLT_OK);
-    ck_assert_int_eq(mlt__validate_run_name("", err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_run_name(NULL)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_run_name("")), MLT_OK);
     ck_assert_str_eq(err, "keep");
 }
 END_TEST
 
 START_TEST(run_name_accepts_any_characters)
 {
-    ck_assert_int_eq(mlt__validate_run_name("resnet/50 #3 (try 2) \xe2\x9c\x93", NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_run_name("../..//", NULL, 0), MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(NULL, 0, mlt__validate_run_name("resnet/50 #3 (try 2) \xe2\x9c\x93")), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name("../..//")), MLT_OK);
 }
 END_TEST
 
@@ -944,10 +999,11 @@ START_TEST(run_name_length_boundary)
     char *bad = repeat("r", 251);
     char *ok_mb = repeat("\xe6\x97\xa5", 250);
     char *bad_mb = repeat("\xe6\x97\xa5", 251);
-    ck_assert_int_eq(mlt__validate_run_name(ok, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_run_name(ok_mb, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_run_name(bad_mb, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_run_name(bad, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name(ok)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name(ok_mb)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name(bad_mb)), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_run_name(bad)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_eq(strstr(err, "run name 'rrrr"), err);
     ck_assert_ptr_nonnull(strstr(err, "...' is too long: 251 characters, the limit is 250"));
     free(ok);
@@ -960,7 +1016,8 @@ END_TEST
 START_TEST(run_name_rejects_invalid_utf8)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_run_name("run\xc3", err, sizeof err), MLT_ERR_INVALID_VALUE);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_run_name("run\xc3")),
+                     MLT_ERR_INVALID_VALUE);
     ck_assert_str_eq(err, "run name 'run\\xC3' is not valid UTF-8 (byte 0xC3 at offset 3)");
 }
 END_TEST
@@ -970,20 +1027,25 @@ END_TEST
 START_TEST(experiment_name_rejects_null_and_empty)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_experiment_name(NULL, err, sizeof err), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_experiment_name(NULL)),
+                     MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "experiment name is NULL");
-    ck_assert_int_eq(mlt__validate_experiment_name("", err, sizeof err), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_experiment_name("")),
+                     MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "experiment name must not be empty");
-    ck_assert_int_eq(mlt__validate_experiment_name(NULL, NULL, 0), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(NULL)),
+                     MLT_ERR_INVALID_ARG);
 }
 END_TEST
 
 START_TEST(experiment_name_accepts_any_characters)
 {
-    ck_assert_int_eq(mlt__validate_experiment_name("/Users/me@example.com/exp #1", NULL, 0),
-                     MLT_OK);
-    ck_assert_int_eq(mlt__validate_experiment_name("a//b/../c", NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_experiment_name("\xe5\xae\x9f\xe9\xa8\x93", NULL, 0), MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(NULL, 0, mlt__validate_experiment_name("/Users/me@example.com/exp #1")),
+        MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name("a//b/../c")), MLT_OK);
+    ck_assert_int_eq(
+        mlt__errbuf(NULL, 0, mlt__validate_experiment_name("\xe5\xae\x9f\xe9\xa8\x93")), MLT_OK);
 }
 END_TEST
 
@@ -992,9 +1054,9 @@ START_TEST(experiment_name_accepts_256_characters)
     char *ascii = repeat("e", 256);
     char *two = repeat("\xc3\xb1", 256);
     char *four = repeat("\xf0\x9f\x98\x80", 256);
-    ck_assert_int_eq(mlt__validate_experiment_name(ascii, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_experiment_name(two, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_experiment_name(four, NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(ascii)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(two)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(four)), MLT_OK);
     free(ascii);
     free(two);
     free(four);
@@ -1008,9 +1070,11 @@ START_TEST(experiment_name_rejects_257_characters)
     char *two = repeat("\xc3\xb1", 257);
     char *e256 = repeat("e", 256);
     char *mixed = concat(e256, "\xc3\xb1");
-    ck_assert_int_eq(mlt__validate_experiment_name(two, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_experiment_name(mixed, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_experiment_name(ascii, err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(two)),
+                     MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(mixed)),
+                     MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_experiment_name(ascii)),
                      MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_eq(strstr(err, "experiment name 'eeee"), err);
     ck_assert_ptr_nonnull(strstr(err, "...' is too long: 257 characters, the limit is 256"));
@@ -1024,7 +1088,7 @@ END_TEST
 START_TEST(experiment_name_rejects_invalid_utf8)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_experiment_name("a\xed\xa0\x80", err, sizeof err),
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_experiment_name("a\xed\xa0\x80")),
                      MLT_ERR_INVALID_VALUE);
     ck_assert_str_eq(err, "experiment name 'a\\xED\\xA0\\x80' "
                           "is not valid UTF-8 (byte 0xED at offset 1)");
@@ -1035,21 +1099,23 @@ END_TEST
 
 START_TEST(timestamp_accepts_zero_and_positive)
 {
-    ck_assert_int_eq(mlt__validate_timestamp(0, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_timestamp(1700000000000LL, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt__validate_timestamp(INT64_MAX, NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_timestamp(0)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_timestamp(1700000000000LL)), MLT_OK);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_timestamp(INT64_MAX)), MLT_OK);
 }
 END_TEST
 
 START_TEST(timestamp_rejects_negative)
 {
     char err[128] = "";
-    ck_assert_int_eq(mlt__validate_timestamp(-1, err, sizeof err), MLT_ERR_INVALID_VALUE);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_timestamp(-1)),
+                     MLT_ERR_INVALID_VALUE);
     ck_assert_str_eq(err,
                      "timestamp -1 is invalid: it must be >= 0 (milliseconds since the epoch)");
-    ck_assert_int_eq(mlt__validate_timestamp(INT64_MIN, err, sizeof err), MLT_ERR_INVALID_VALUE);
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_timestamp(INT64_MIN)),
+                     MLT_ERR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(err, "-9223372036854775808"));
-    ck_assert_int_eq(mlt__validate_timestamp(-5, NULL, 0), MLT_ERR_INVALID_VALUE);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_timestamp(-5)), MLT_ERR_INVALID_VALUE);
 }
 END_TEST
 
@@ -1058,11 +1124,14 @@ END_TEST
 START_TEST(value_and_name_checks_allow_null_errbuf)
 {
     char *v = repeat("x", 8001);
-    ck_assert_int_eq(mlt__validate_param_value("k", v, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_tag_value("k", v, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_run_name(v, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_experiment_name(v, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
-    ck_assert_int_eq(mlt__validate_param_value("k", v, NULL, 64), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", v)),
+                     MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", v)), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name(v)), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(v)),
+                     MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(NULL, 64, mlt__validate_param_value("k", v)),
+                     MLT_ERR_VALUE_TOO_LONG);
     free(v);
 }
 END_TEST
@@ -1072,7 +1141,8 @@ START_TEST(value_check_truncated_errbuf_stays_nul_terminated)
     char err[32];
     char *v = repeat("x", 6001);
     memset(err, 'X', sizeof err);
-    ck_assert_int_eq(mlt__validate_param_value("lr", v, err, 6), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt__errbuf(err, 6, mlt__validate_param_value("lr", v)),
+                     MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "param");
     ck_assert_int_eq(err[6], 'X');
     free(v);

@@ -94,14 +94,14 @@ static int drop_one(cli *c, const char *queue, const char *arg, bool dead_only)
     }
     mlt__journal *j = NULL;
     mlt__recovery rec;
-    char err[512] = "";
-    mlt_err e = mlt__journal_open(&j, dir, false, MLT__FSYNC_ALWAYS, &rec, err, sizeof err);
+    mlt__fail_clear();
+    mlt_err e = mlt__journal_open(&j, dir, false, MLT__FSYNC_ALWAYS, &rec);
     if (e == MLT_ERR_LOCKED) {
         say(c, "%s: owned by a running process: left alone", dir);
         return EXIT_LEFT;
     }
     if (e != MLT_OK) {
-        say(c, "%s: %s", dir, err[0] ? err : mlt_strerror(e));
+        say(c, "%s: %s", dir, detail_of(e));
         return EXIT_LEFT;
     }
     uint64_t dead = mlt__journal_dead_count(j);

@@ -25,15 +25,15 @@ static void requeue_journal(cli *c, const char *queue, const char *dir, requeue_
 {
     mlt__journal *from = NULL;
     mlt__recovery rec;
-    char err[512] = "";
-    mlt_err e = mlt__journal_open(&from, dir, false, MLT__FSYNC_INTERVAL, &rec, err, sizeof err);
+    mlt__fail_clear();
+    mlt_err e = mlt__journal_open(&from, dir, false, MLT__FSYNC_INTERVAL, &rec);
     if (e == MLT_ERR_LOCKED) {
         verbose(c, "%s: owned by a running process, left alone", dir);
         t->busy += 1;
         return;
     }
     if (e != MLT_OK) {
-        say(c, "%s: %s", dir, err[0] ? err : mlt_strerror(e));
+        say(c, "%s: %s", dir, detail_of(e));
         t->failed++;
         return;
     }
@@ -53,30 +53,29 @@ static void requeue_journal(cli *c, const char *queue, const char *dir, requeue_
     mlt__uuid4(id);
     int n = snprintf(to_dir, sizeof to_dir, "%s/j-%s", queue, id);
     mlt__journal *to = NULL;
+    mlt__fail_clear();
     if (n < 0 || (size_t)n >= sizeof to_dir) {
-        e = mlt__errf(err, sizeof err, MLT_ERR_VALUE_TOO_LONG, "the queue's path is too long");
+        e = mlt__fail(MLT_ERR_VALUE_TOO_LONG, "the queue's path is too long");
     } else {
-        e = mlt__journal_create(&to, to_dir, MLT__FSYNC_INTERVAL, err, sizeof err);
+        e = mlt__journal_create(&to, to_dir, MLT__FSYNC_INTERVAL);
     }
     const char *target = mlt__journal_target(from);
-    if (e == MLT_OK && target && (e = mlt__journal_set_target(to, target)) != MLT_OK) {
-        snprintf(err, sizeof err, "%s", mlt_last_error());
+    if (e == MLT_OK && target) {
+        e = mlt__journal_set_target(to, target);
     }
     mlt__requeue_stats st;
     memset(&st, 0, sizeof st);
     if (e == MLT_OK) {
-        mlt__fail_clear();
         e = mlt__requeue(from, to, &st);
-        if (e != MLT_OK) {
-            snprintf(err, sizeof err, "%s", detail_of(e));
-        }
     }
+    char err[512] = "";
+    snprintf(err, sizeof err, "%s", e == MLT_OK ? "" : detail_of(e)); /* before the cleanup */
     if (e != MLT_OK || st.requeued == 0) {
         mlt__journal_discard(to); /* nothing of it counts: the letters stay where they were */
         to = NULL;
     }
     if (e != MLT_OK) {
-        say(c, "%s: cannot requeue its dead letters: %s", dir, err[0] ? err : mlt_strerror(e));
+        say(c, "%s: cannot requeue its dead letters: %s", dir, err);
         t->failed++;
     } else {
         t->journals++;

@@ -353,19 +353,17 @@ static void malformed(reader *r, uint64_t line_no, const char *why)
  * the first pair was refused; pairs are logged in order). */
 static const char *log_line(reader *r, const mlt_proto_line *l)
 {
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
     /* check every pair first, so that a line is logged whole or not at all */
     for (size_t i = 0; i < l->n_pairs; i++) {
         const mlt_proto_pair *p = &l->pairs[i];
         mlt__kind kind = l->kind == MLT_PROTO_METRIC  ? MLT__METRIC
                              : l->kind == MLT_PROTO_PARAM ? MLT__PARAM
                                                           : MLT__TAG;
-        mlt_err e = mlt__validate_key(kind, p->key, msg, len);
+        mlt_err e = mlt__validate_key(kind, p->key);
         if (e == MLT_OK && l->kind == MLT_PROTO_PARAM) {
-            e = mlt__validate_param_value(p->key, p->value, msg, len);
+            e = mlt__validate_param_value(p->key, p->value);
         } else if (e == MLT_OK && l->kind == MLT_PROTO_TAG) {
-            e = mlt__validate_tag_value(p->key, p->value, msg, len);
+            e = mlt__validate_tag_value(p->key, p->value);
         }
         if (e != MLT_OK) {
             return mlt_last_error();
@@ -599,8 +597,6 @@ static void quote_command(mlt__buf *b, char **cmd)
  * so that a usage error makes no run), or logged into run. EXIT_SUCCESS or EXIT_USAGE (said). */
 static int pairs(cli *c, const args *a, mlt_run *run)
 {
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
     for (int pass = 0; pass < 2; pass++) {
         const char **list = pass ? a->tags : a->params;
         size_t n = pass ? a->n_tags : a->n_params;
@@ -618,10 +614,10 @@ static int pairs(cli *c, const args *a, mlt_run *run)
             if (run) {
                 e = pass ? mlt_set_tag(run, key, eq + 1) : mlt_log_param(run, key, eq + 1);
             } else {
-                e = mlt__validate_key(pass ? MLT__TAG : MLT__PARAM, key, msg, len);
+                e = mlt__validate_key(pass ? MLT__TAG : MLT__PARAM, key);
                 if (e == MLT_OK) {
-                    e = pass ? mlt__validate_tag_value(key, eq + 1, msg, len)
-                             : mlt__validate_param_value(key, eq + 1, msg, len);
+                    e = pass ? mlt__validate_tag_value(key, eq + 1)
+                             : mlt__validate_param_value(key, eq + 1);
                 }
             }
             if (e != MLT_OK) {
@@ -644,9 +640,7 @@ static int describe_run(cli *c, const args *a, mlt_run *run)
         say(c, "out of memory");
         return EXIT_USAGE;
     }
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    if (mlt__validate_tag_value("mltrack.command", b.data, msg, len) != MLT_OK) {
+    if (mlt__validate_tag_value("mltrack.command", b.data) != MLT_OK) {
         /* longer than a tag can be: cut where the server's limit allows, and say so */
         const char *mark = " ...(cut: the command line is longer than a tag can hold)";
         size_t keep = MLT__MAX_TAG_VALUE - strlen(mark) - 4;
@@ -807,10 +801,8 @@ int cmd_run(cli *c, const args *a)
     if (rc != EXIT_SUCCESS || (rc = pairs(c, a, NULL)) != EXIT_SUCCESS) {
         return rc;
     }
-    size_t len;
-    char *msg = mlt__fail_buf(&len);
-    if (a->run_name && mlt__validate_run_name(a->run_name, msg, len) != MLT_OK) {
-        say(c, "--run-name: %s (see `mltrack run --help`)", msg);
+    if (a->run_name && mlt__validate_run_name(a->run_name) != MLT_OK) {
+        say(c, "--run-name: %s (see `mltrack run --help`)", mlt_last_error());
         return EXIT_USAGE;
     }
     args with_sys = *a;

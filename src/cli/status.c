@@ -170,11 +170,11 @@ static void status_journal(const char *dir, const char *queue, const mlt_options
 
     mlt__journal *j = NULL;
     mlt__recovery rec;
-    char err[512] = "";
     memset(&rec, 0, sizeof rec);
-    mlt_err e = mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec, err, sizeof err);
+    mlt__fail_clear();
+    mlt_err e = mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec);
     if (e != MLT_OK) {
-        printf("  error: %s\n", err[0] ? err : mlt_strerror(e));
+        printf("  error: %s\n", detail_of(e));
         t->unreadable++;
         return;
     }

@@ -80,7 +80,7 @@ static bool peek_pending(const char *dir, uint64_t *out)
     mlt__journal *j = NULL;
     mlt__recovery rec;
     memset(&rec, 0, sizeof rec);
-    if (mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec, NULL, 0) != MLT_OK) {
+    if (mlt__journal_open(&j, dir, true, MLT__FSYNC_NONE, &rec) != MLT_OK) {
         return false;
     }
     *out = pending_records(j);
@@ -92,12 +92,12 @@ static bool peek_pending(const char *dir, uint64_t *out)
 static void sync_take(sync_job *job, const char *dir)
 {
     cli *c = job->c;
-    char err[512] = "";
     mlt__journal *j = NULL;
     mlt__recovery rec;
     uint64_t pending = 0;
     memset(&rec, 0, sizeof rec);
-    mlt_err e = mlt__journal_open(&j, dir, false, MLT__FSYNC_ALWAYS, &rec, err, sizeof err);
+    mlt__fail_clear();
+    mlt_err e = mlt__journal_open(&j, dir, false, MLT__FSYNC_ALWAYS, &rec);
     if (rec.cut_bytes > 0) {
         say(c, "journal %s: cut %" PRIu64 " bytes of a torn/corrupt tail: %s", dir, rec.cut_bytes,
             rec.why);
@@ -119,7 +119,7 @@ static void sync_take(sync_job *job, const char *dir)
         return;
     }
     if (e != MLT_OK) {
-        say(c, "journal %s: %s", dir, err[0] ? err : mlt_strerror(e));
+        say(c, "journal %s: %s", dir, detail_of(e));
         job->n_failed++;
         if (peek_pending(dir, &pending)) {
             job->failed_left += pending;
@@ -187,8 +187,11 @@ static int sync_deliver(sync_job *job, int64_t deadline_ns)
     mlt_err drain_err = MLT_OK;
     char drain_msg[4096] = "";
     if (job->n_done > 0) {
-        drain_err = mlt__sender_drain(job->sender, deadline_ns, on_progress, job, &sum, drain_msg,
-                                      sizeof drain_msg);
+        mlt__fail_clear();
+        drain_err = mlt__sender_drain(job->sender, deadline_ns, on_progress, job, &sum);
+        if (drain_err != MLT_OK) {
+            snprintf(drain_msg, sizeof drain_msg, "%s", mlt_last_error());
+        }
         /* Both are running counts: the larger is right even if a failed drain left sum short. */
         sum.runs_created = max_u64(sum.runs_created, job->last.runs_created);
         sum.points_sent = max_u64(sum.points_sent, job->last.points_sent);
@@ -249,7 +252,6 @@ static int sync_deliver(sync_job *job, int64_t deadline_ns)
 
 int cmd_sync(cli *c, const args *a)
 {
-    char err[512];
     char queue[PATH_MAX];
     int64_t deadline_ns = -1;
     mlt_options *opts = NULL;
@@ -294,10 +296,10 @@ int cmd_sync(cli *c, const args *a)
     rc = EXIT_SUCCESS;
     if (n_list > 0) {
         job.done = calloc(n_list, sizeof *job.done);
-        e = job.done ? mlt__sender_new(&job.sender, opts, err, sizeof err)
-                     : mlt__errf(err, sizeof err, MLT_ERR_NOMEM, "out of memory");
+        e = job.done ? mlt__sender_new(&job.sender, opts)
+                     : mlt__fail(MLT_ERR_NOMEM, "out of memory");
         if (e != MLT_OK) {
-            say(c, "%s", err);
+            say(c, "%s", detail_of(e));
             rc = e == MLT_ERR_BAD_OPTION || e == MLT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_LEFT;
         }
     }

@@ -121,12 +121,18 @@ static void check_answer(const mlt__api_answer *a)
 }
 
 static const char *const paths[] = {
-    "run.info.run_id",           "experiment.experiment_id",
-    "experiment.lifecycle_stage", "experiment_id",
-    "runs",                      "run.info",
-    "error_code",                "message",
-    "",                          ".",
-    "a..b",                      "run.info.run_id.x",
+    "run.info.run_id",
+    "experiment.experiment_id",
+    "experiment.lifecycle_stage",
+    "experiment_id",
+    "runs",
+    "run.info",
+    "error_code",
+    "message",
+    "",
+    ".",
+    "a..b",
+    "run.info.run_id.x",
     "x23456789012345678901234567890123456789012345678901234567890123456789.y",
 };
 
@@ -190,29 +196,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const mlt__kv tags[] = {{"mlflow.user", "fuzz"}, {"mlflow.source.name", "fuzz_answer"}};
     switch (entry % 7) {
     case 1:
-        err = mlt__client_experiment(&c, "fuzz experiment", &id, errbuf, sizeof errbuf);
+        err =
+            mlt__errbuf(errbuf, sizeof errbuf, mlt__client_experiment(&c, "fuzz experiment", &id));
         break;
     case 2:
     case 3:
-        err = mlt__client_create_run(&c, "1", RUN_KEY, "fuzz run", 1764547200000, tags, 2,
-                                     entry % 7 == 3, -1, &id, errbuf, sizeof errbuf);
+        err = mlt__errbuf(errbuf, sizeof errbuf,
+                          mlt__client_create_run(&c, "1", RUN_KEY, "fuzz run", 1764547200000, tags,
+                                                 2, entry % 7 == 3, -1, &id));
         break;
     case 4:
-        err = mlt__client_find_run(&c, "1", RUN_KEY, &id, errbuf, sizeof errbuf);
+        err = mlt__errbuf(errbuf, sizeof errbuf, mlt__client_find_run(&c, "1", RUN_KEY, &id));
         break;
     case 5: {
         const mlt__kv params[] = {{"lr", "0.1"}, {"epochs", "10"}};
         const mlt__metric metrics[] = {{"loss", 0.5, 1764547200000, 0},
                                        {"loss", 0.25, 1764547200001, 1}};
         mlt__batch b = {metrics, 2, params, 2, tags, 1};
-        err = mlt__client_log_batch(&c, "0123456789abcdef0123456789abcdef", &b, -1, errbuf,
-                                    sizeof errbuf);
+        err = mlt__errbuf(errbuf, sizeof errbuf,
+                          mlt__client_log_batch(&c, "0123456789abcdef0123456789abcdef", &b, -1));
         FUZZ_CHECK(err != MLT_OK || b.n_metrics + b.n_params + b.n_tags == 0);
         break;
     }
     default:
-        err = mlt__client_end_run(&c, "0123456789abcdef0123456789abcdef", MLT_RUN_FINISHED,
-                                  1764547200000, -1, errbuf, sizeof errbuf);
+        err = mlt__errbuf(errbuf, sizeof errbuf,
+                          mlt__client_end_run(&c, "0123456789abcdef0123456789abcdef",
+                                              MLT_RUN_FINISHED, 1764547200000, -1));
         break;
     }
     FUZZ_CHECK(err <= 0);

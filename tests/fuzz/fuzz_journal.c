@@ -293,7 +293,7 @@ typedef struct seen {
     uint64_t seq[MAX_SEEN];
     int what[MAX_SEEN]; /* the record type, or -1 for one that does not decode */
     size_t n;
-    mlt__rec last;      /* the last record read that decodes (strings copied below) */
+    mlt__rec last; /* the last record read that decodes (strings copied below) */
     bool have_last;
     char last_key[64];
 } seen;
@@ -412,7 +412,8 @@ static void requeue_into_new(mlt__journal *j)
     char to_dir[PATH_MAX], errbuf[256];
     path_of(to_dir, base_dir, "j-requeued");
     mlt__journal *to = NULL;
-    if (mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE, errbuf, sizeof errbuf) != MLT_OK) {
+    if (mlt__errbuf(errbuf, sizeof errbuf, mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE)) !=
+        MLT_OK) {
         remove_tree(to_dir);
         return;
     }
@@ -469,8 +470,7 @@ static void adopt(mlt__journal *j, const mlt__recovery *ro, const mlt__recovery 
     mlt__ring *ring = mlt__journal_ring(j);
     bool own_key = !memmem(data, size, "16777215", 8);
     bool put = ring && mlt__journal_put_key(j, 16777215, "fuzz/adopted") == MLT_OK &&
-               mlt__ring_put(ring, 1, 16777215 | MLT__RING_MS, 0.5, 1764547200000, 7) ==
-                   MLT_OK &&
+               mlt__ring_put(ring, 1, 16777215 | MLT__RING_MS, 0.5, 1764547200000, 7) == MLT_OK &&
                mlt__journal_drain(j) == MLT_OK;
     uint64_t last = mlt__journal_last_seq(j);
     /* the one journal that takes no point: its record numbers are used up (the point stays in
@@ -484,8 +484,8 @@ static void adopt(mlt__journal *j, const mlt__recovery *ro, const mlt__recovery 
     mlt__recovery again;
     char errbuf[512];
     j = NULL;
-    mlt_err err = mlt__journal_open(&j, jdir, false, MLT__FSYNC_NONE, &again, errbuf,
-                                    sizeof errbuf);
+    mlt_err err = mlt__errbuf(errbuf, sizeof errbuf,
+                              mlt__journal_open(&j, jdir, false, MLT__FSYNC_NONE, &again));
     FUZZ_CHECK(err == MLT_OK || (used_up && !put && err == MLT_ERR_QUEUE_FULL));
     if (err != MLT_OK) {
         return;
@@ -503,8 +503,7 @@ static void adopt(mlt__journal *j, const mlt__recovery *ro, const mlt__recovery 
         if (!(rw_seen.have_last && rw_seen.last.seq == last)) {
             fprintf(stderr, "the point put as %llu: last read %llu (%d records)\n",
                     (unsigned long long)last,
-                    (unsigned long long)(rw_seen.have_last ? rw_seen.last.seq : 0),
-                    (int)rw_seen.n);
+                    (unsigned long long)(rw_seen.have_last ? rw_seen.last.seq : 0), (int)rw_seen.n);
         }
         FUZZ_CHECK(rw_seen.have_last && rw_seen.last.seq == last);
         FUZZ_CHECK(rw_seen.last.type == MLT__REC_METRIC && rw_seen.last.step == 7 &&
@@ -525,8 +524,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snap(&before);
     mlt__recovery ro_rec;
     mlt__journal *j = NULL;
-    mlt_err ro_err = mlt__journal_open(&j, jdir, true, MLT__FSYNC_NONE, &ro_rec, errbuf,
-                                       sizeof errbuf);
+    mlt_err ro_err = mlt__errbuf(errbuf, sizeof errbuf,
+                                 mlt__journal_open(&j, jdir, true, MLT__FSYNC_NONE, &ro_rec));
     if (ro_err == MLT_OK) {
         FUZZ_CHECK(mlt__journal_last_seq(j) >= mlt__journal_acked_seq(j));
         read_all(j, &ro_seen, false);
@@ -538,8 +537,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* read-write, as mltrack sync: cuts, saves the ring, delivers */
     mlt__recovery rw_rec;
     j = NULL;
-    mlt_err err = mlt__journal_open(&j, jdir, false, MLT__FSYNC_NONE, &rw_rec, errbuf,
-                                    sizeof errbuf);
+    mlt_err err = mlt__errbuf(errbuf, sizeof errbuf,
+                              mlt__journal_open(&j, jdir, false, MLT__FSYNC_NONE, &rw_rec));
     if (err == MLT_OK) {
         adopt(j, ro_err == MLT_OK ? &ro_rec : NULL, &rw_rec, data, size);
     }

@@ -13,9 +13,9 @@
  */
 #include "config.h"
 
-#include "fuzz.h"
 #include "cli/protocol.h"
 #include "common.h"
+#include "fuzz.h"
 #include "validate.h"
 
 #include <stdlib.h>
@@ -87,11 +87,11 @@ static void check_pairs(const mlt_proto_line *l, const char *buf, size_t len)
         mlt__kind kind = l->kind == MLT_PROTO_METRIC  ? MLT__METRIC
                          : l->kind == MLT_PROTO_PARAM ? MLT__PARAM
                                                       : MLT__TAG;
-        mlt_err e = mlt__validate_key(kind, p->key, msg, sizeof msg);
+        mlt_err e = mlt__errbuf(msg, sizeof msg, mlt__validate_key(kind, p->key));
         if (e == MLT_OK && l->kind == MLT_PROTO_PARAM) {
-            e = mlt__validate_param_value(p->key, p->value, msg, sizeof msg);
+            e = mlt__errbuf(msg, sizeof msg, mlt__validate_param_value(p->key, p->value));
         } else if (e == MLT_OK && l->kind == MLT_PROTO_TAG) {
-            e = mlt__validate_tag_value(p->key, p->value, msg, sizeof msg);
+            e = mlt__errbuf(msg, sizeof msg, mlt__validate_tag_value(p->key, p->value));
         }
         FUZZ_CHECK(e == MLT_OK || memchr(msg, '\0', sizeof msg) != NULL);
     }

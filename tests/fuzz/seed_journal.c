@@ -27,13 +27,13 @@
 static const char *outdir;
 static char scratch[PATH_MAX];
 
-#define REQUIRE(cond)                                                                            \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: %s failed (%s)\n", __FILE__, __LINE__, #cond,                \
-                    mlt_last_error());                                                           \
-            exit(1);                                                                             \
-        }                                                                                        \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: %s failed (%s)\n", __FILE__, __LINE__, #cond,                  \
+                    mlt_last_error());                                                             \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static void path_of(char *out, const char *dir, const char *name)
@@ -67,8 +67,7 @@ static void load(jdir *d, const char *dir)
     REQUIRE(dd != NULL);
     struct dirent *e;
     while ((e = readdir(dd))) {
-        if (e->d_name[0] == '.' || strcmp(e->d_name, "lock") == 0 ||
-            strstr(e->d_name, ".tmp")) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "lock") == 0 || strstr(e->d_name, ".tmp")) {
             continue;
         }
         REQUIRE(d->n < sizeof d->f / sizeof d->f[0]);
@@ -139,8 +138,8 @@ static void pack(const jdir *d, const char *name)
             fputs("==ring*\n", out);
             fwrite(f->data, 1, sizeof(mlt__ring_hdr), out);
             for (size_t s = 0; s < MLT__RING_SLOTS; s++) {
-                const unsigned char *slot = f->data + sizeof(mlt__ring_hdr) +
-                                            s * sizeof(mlt__ring_slot);
+                const unsigned char *slot =
+                    f->data + sizeof(mlt__ring_hdr) + s * sizeof(mlt__ring_slot);
                 uint64_t stamp;
                 memcpy(&stamp, slot, sizeof stamp);
                 if (stamp) {
@@ -170,7 +169,7 @@ static mlt__journal *create(const char *name, char *dir)
     path_of(dir, scratch, name);
     mlt__journal *j = NULL;
     char err[256];
-    REQUIRE(mlt__journal_create(&j, dir, MLT__FSYNC_NONE, err, sizeof err) == MLT_OK);
+    REQUIRE(mlt__errbuf(err, sizeof err, mlt__journal_create(&j, dir, MLT__FSYNC_NONE)) == MLT_OK);
     return j;
 }
 
@@ -234,8 +233,8 @@ static size_t frame_ends(const file *seg, size_t *ends, size_t max)
     size_t n = 0, off = 8;
     while (off + MLT__FRAME_HEADER <= seg->len && n < max) {
         const unsigned char *p = seg->data + off;
-        uint32_t len = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                       (uint32_t)p[3] << 24;
+        uint32_t len =
+            (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
         off += MLT__FRAME_HEADER + len;
         if (off > seg->len) {
             break;
@@ -379,8 +378,8 @@ int main(int argc, char **argv)
     log_run(j, 1, "1b4e28ba-2fa1-11d2-883f-0060b0daa6e0", false, true);
     mlt__ring *r = mlt__journal_ring(j);
     for (int i = 0; i < 6; i++) {
-        REQUIRE(mlt__ring_try(r, 1, (uint32_t)(i % 2) | MLT__RING_MS, -1.5 * i,
-                              1764547300000 + i, 100 + i) >= 0);
+        REQUIRE(mlt__ring_try(r, 1, (uint32_t)(i % 2) | MLT__RING_MS, -1.5 * i, 1764547300000 + i,
+                              100 + i) >= 0);
     }
     load(&d, dir);
     pack(&d, "crashed-points-in-ring");
@@ -388,8 +387,8 @@ int main(int argc, char **argv)
     ring = find(&d, "ring");
     uint64_t head;
     memcpy(&head, ring->data + offsetof(mlt__ring_hdr, head), sizeof head);
-    size_t hole = sizeof(mlt__ring_hdr) + (size_t)((head - 3) % MLT__RING_SLOTS) *
-                                              sizeof(mlt__ring_slot);
+    size_t hole =
+        sizeof(mlt__ring_hdr) + (size_t)((head - 3) % MLT__RING_SLOTS) * sizeof(mlt__ring_slot);
     memset(ring->data + hole, 0, 8);
     pack(&d, "crashed-ring-hole");
     /* a ring with the right magic but slots of another size */
@@ -411,14 +410,13 @@ int main(int argc, char **argv)
     append(j, MLT__REC_END, &b);
     mlt__buf_free(&b);
     REQUIRE(mlt__journal_put_run(j, 3, "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d",
-                                 "0123456789abcdef0123456789abcdef", "12", MLT__RUN_ATTACHED) ==
-            MLT_OK);
+                                 "0123456789abcdef0123456789abcdef", "12",
+                                 MLT__RUN_ATTACHED) == MLT_OK);
     REQUIRE(mlt__journal_put_run(j, 4, "9b2d3c1a-0000-4000-8000-000000000004", NULL, NULL,
                                  MLT__RUN_DEAD) == MLT_OK);
     REQUIRE(mlt__journal_put_run(j, 5, "9b2d3c1a-0000-4000-8000-000000000005", "abc", "0",
                                  MLT__RUN_ENDED) == MLT_OK);
-    mlt__rec bad = {.seq = 2, .type = MLT__REC_PARAM, .run_no = 3, .key = "from",
-                    .value = "child"};
+    mlt__rec bad = {.seq = 2, .type = MLT__REC_PARAM, .run_no = 3, .key = "from", .value = "child"};
     REQUIRE(mlt__journal_dead_letter(j, &bad, "HTTP 400 INVALID_PARAMETER_VALUE: caf\xc3") ==
             MLT_OK);
     mlt__journal_close(j, false);
