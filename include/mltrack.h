@@ -15,9 +15,9 @@
  *   - Fallible functions return mlt_err: MLT_OK (0) or a negative code. Outputs come first and are
  *     named `out`; `*out` is set only on success.
  *   - Strings passed in are borrowed for the duration of the call and copied if kept.
- *   - Where a function takes `errbuf`/`errlen`, a message describing a failure is written there
- *     (NUL-terminated, truncated to fit); both may be NULL/0. Functions that take no errbuf leave
- *     the message of their last failure in a thread-local buffer read with mlt_last_error().
+ *   - Every failing call leaves a message in a thread-local buffer read with mlt_last_error().
+ *     Where a function also takes `errbuf`/`errlen`, the message is copied there (NUL-terminated,
+ *     cut to fit between two UTF-8 characters); both may be NULL/0.
  *   - The library never writes to stdout or stderr by itself and never calls exit() or abort().
  *
  * Threads
@@ -89,9 +89,10 @@ const char *mlt_err_name(mlt_err err);
 int mlt_err_is_retriable(mlt_err err);
 
 /**
- * The message of the last failure of a call on this thread that takes no errbuf (run and log
- * calls, mlt_track, the scope macros). Thread-local: only the calling thread's last failure.
- * Never NULL; "" when nothing failed yet. Valid until the thread's next mlt_ call.
+ * The message of the last failure of a call on this thread (run and log calls, mlt_track, the
+ * scope macros, and the calls that also copy it into an errbuf). Thread-local: only the calling
+ * thread's last failure. Never NULL; "" when nothing failed yet. Valid until the thread's next
+ * mlt_ call.
  */
 const char *mlt_last_error(void);
 
