@@ -42,7 +42,7 @@ static void kv(mlt__buf *b, const char *key, const char *value)
 }
 
 /* Ends the line and appends it to the file. */
-static mlt_err emit(jsonl *j, mlt__buf *b, int flush)
+static MLT__MUST_USE mlt_err emit(jsonl *j, mlt__buf *b, int flush)
 {
     mlt__buf_puts(b, "}\n");
     if (b->oom) {
@@ -62,7 +62,7 @@ static mlt_err emit(jsonl *j, mlt__buf *b, int flush)
                           strerror(e));
 }
 
-static mlt_err on_start(const mlt_run_info *info, void *ud)
+static MLT__MUST_USE mlt_err on_start(const mlt_run_info *info, void *ud)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -81,7 +81,8 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
     return emit(ud, &b, 0);
 }
 
-static mlt_err on_param(const mlt_run_info *info, const char *key, const char *value, void *ud)
+static MLT__MUST_USE mlt_err on_param(const mlt_run_info *info, const char *key, const char *value,
+                                      void *ud)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -90,8 +91,8 @@ static mlt_err on_param(const mlt_run_info *info, const char *key, const char *v
     return emit(ud, &b, 0);
 }
 
-static mlt_err on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
-                         int64_t ts, void *ud)
+static MLT__MUST_USE mlt_err on_metric(const mlt_run_info *info, const char *key, double value,
+                                       int64_t step, int64_t ts, void *ud)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -107,7 +108,8 @@ static mlt_err on_metric(const mlt_run_info *info, const char *key, double value
     return emit(ud, &b, 0);
 }
 
-static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
+static MLT__MUST_USE mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value,
+                                    void *ud)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -116,8 +118,8 @@ static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *val
     return emit(ud, &b, 0);
 }
 
-static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
-                      void *ud)
+static MLT__MUST_USE mlt_err on_end(const mlt_run_info *info, mlt_run_status status,
+                                    double duration_s, void *ud)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -138,7 +140,7 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     return emit(ud, &b, 1);
 }
 
-static mlt_err on_flush(int timeout_ms, void *ud)
+static MLT__MUST_USE mlt_err on_flush(int timeout_ms, void *ud)
 {
     (void)timeout_ms;
     jsonl *j = ud;
@@ -160,11 +162,10 @@ static void on_close(void *ud)
     free(j);
 }
 
-static mlt_err add_jsonl(mlt_tracker *tracker, const char *path)
+static MLT__MUST_USE mlt_err add_jsonl(mlt_tracker *tracker, const char *path)
 {
     if (!tracker || !path) {
-        return mlt__fail(MLT_ERR_INVALID_ARG,
-                         "jsonl callback: tracker and path are required");
+        return mlt__fail(MLT_ERR_INVALID_ARG, "jsonl callback: tracker and path are required");
     }
     jsonl *j = calloc(1, sizeof *j);
     if (!j || !(j->path = mlt__strdup(path))) {
@@ -178,8 +179,8 @@ static mlt_err add_jsonl(mlt_tracker *tracker, const char *path)
         if (fd >= 0) {
             close(fd);
         }
-        mlt_err err = mlt__fail(MLT_ERR_IO, "jsonl callback: cannot open %s: %s",
-                                path, strerror(errno));
+        mlt_err err =
+            mlt__fail(MLT_ERR_IO, "jsonl callback: cannot open %s: %s", path, strerror(errno));
         free(j->path);
         free(j);
         return err;
@@ -202,8 +203,7 @@ static mlt_err add_jsonl(mlt_tracker *tracker, const char *path)
     return err;
 }
 
-mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf,
-                              size_t errlen)
+mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf, size_t errlen)
 {
     return mlt__errbuf(errbuf, errlen, add_jsonl(tracker, path));
 }

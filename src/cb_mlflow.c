@@ -30,13 +30,13 @@ typedef struct mlflow_cb {
     const mlt_options *opts; /* the tracker's */
     mlt__journal *journal;   /* this tracker's own; owned by the sender */
     mlt__sender *sender;
-    pthread_mutex_t lock;    /* guards the live runs and next_run_no */
+    pthread_mutex_t lock; /* guards the live runs and next_run_no */
     live_run *live;
     size_t n_live, cap_live;
     uint32_t next_run_no;
-    mlt__ring *ring;         /* the journal's */
-    uint64_t cap;            /* queue_max_bytes */
-    bool sync_always;        /* fsync=always: a point is on disk when its call returns */
+    mlt__ring *ring;  /* the journal's */
+    uint64_t cap;     /* queue_max_bytes */
+    bool sync_always; /* fsync=always: a point is on disk when its call returns */
     char user[256];
     char program[PATH_MAX];
     char commit[41];
@@ -55,25 +55,25 @@ static live_run *find_live(mlflow_cb *m, const char *key)
     return NULL;
 }
 
-
 /* Sender thread: the server created a run. */
-static void on_run_id(const char *run_key, const char *run_id, const char *experiment_id,
-                      void *ud)
+static void on_run_id(const char *run_key, const char *run_id, const char *experiment_id, void *ud)
 {
     mlflow_cb *m = ud;
-    if (experiment_id) {
-        mlt__tracker_set_experiment_id(m->tracker, experiment_id);
+    /* Out of memory only, and then the run has no UI address (mlt_run_ui_url() says so):
+     * its delivery is not affected. */
+    if (experiment_id && mlt__tracker_set_experiment_id(m->tracker, experiment_id) != MLT_OK) {
+        mlt__log(&m->opts->logger, MLT_LOG_WARN, "run %s: %s", run_key, mlt_last_error());
     }
     pthread_mutex_lock(&m->lock);
     live_run *l = find_live(m, run_key);
-    if (l) {
-        mlt__run_set_id(l->run, run_id);
+    if (l && mlt__run_set_id(l->run, run_id) != MLT_OK) {
+        mlt__log(&m->opts->logger, MLT_LOG_WARN, "run %s: %s", run_key, mlt_last_error());
     }
     pthread_mutex_unlock(&m->lock);
 }
 
 /* Waits for room under the queue's size cap, as the policy says. */
-static mlt_err make_room(mlflow_cb *m, size_t len)
+static MLT__MUST_USE mlt_err make_room(mlflow_cb *m, size_t len)
 {
     const mlt_options *o = m->opts;
     uint64_t cap = (uint64_t)o->queue_max_bytes;
@@ -96,7 +96,7 @@ static mlt_err make_room(mlflow_cb *m, size_t len)
                      mlt__journal_pending_bytes(m->journal), cap);
 }
 
-static mlt_err append(mlflow_cb *m, mlt__rec_type type, mlt__buf *b, bool capped)
+static MLT__MUST_USE mlt_err append(mlflow_cb *m, mlt__rec_type type, mlt__buf *b, bool capped)
 {
     mlt_err err = b->oom ? mlt__fail(MLT_ERR_NOMEM, "out of memory") : MLT_OK;
     if (err == MLT_OK && capped) {
@@ -116,7 +116,7 @@ static mlt_err append(mlflow_cb *m, mlt__rec_type type, mlt__buf *b, bool capped
  * run that nothing is logged into (bad input, a program that only reads its run) leaves nothing
  * in the journal, so nothing waits for a run the server may not have. Call with m->lock held;
  * appends go under the journal's own lock, taken after it. */
-static mlt_err attach_now(mlflow_cb *m, live_run *l)
+static MLT__MUST_USE mlt_err attach_now(mlflow_cb *m, live_run *l)
 {
     if (!l->attach_pending) {
         return MLT_OK;
@@ -136,7 +136,7 @@ static mlt_err attach_now(mlflow_cb *m, live_run *l)
 
 /* The journal number of a run, its ATTACH written first if it is still due; 0 (and an error)
  * when the callback does not know the run. */
-static mlt_err ready_run_no(mlflow_cb *m, const char *key, uint32_t *run_no)
+static MLT__MUST_USE mlt_err ready_run_no(mlflow_cb *m, const char *key, uint32_t *run_no)
 {
     pthread_mutex_lock(&m->lock);
     live_run *l = find_live(m, key);
@@ -149,7 +149,7 @@ static mlt_err ready_run_no(mlflow_cb *m, const char *key, uint32_t *run_no)
     return err;
 }
 
-static mlt_err on_start(const mlt_run_info *info, void *ud)
+static MLT__MUST_USE mlt_err on_start(const mlt_run_info *info, void *ud)
 {
     mlflow_cb *m = ud;
     pthread_mutex_lock(&m->lock);
@@ -196,8 +196,8 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
         keys[n] = "mlflow.source.git.commit";
         values[n++] = m->commit;
     }
-    mlt__rec_put_create(&b, run_no, info->run_key, info->parent_run_key, info->run_name,
-                        exp_name, exp_id, info->start_time_ms, keys, values, n);
+    mlt__rec_put_create(&b, run_no, info->run_key, info->parent_run_key, info->run_name, exp_name,
+                        exp_id, info->start_time_ms, keys, values, n);
     err = append(m, MLT__REC_CREATE, &b, false);
     if (err == MLT_OK) {
         mlt__run_use_ring(info->run, run_no); /* its points may follow the create now */
@@ -215,8 +215,8 @@ out:
     return err;
 }
 
-static mlt_err kv(mlflow_cb *m, mlt__rec_type type, const mlt_run_info *info, const char *key,
-                  const char *value)
+static MLT__MUST_USE mlt_err kv(mlflow_cb *m, mlt__rec_type type, const mlt_run_info *info,
+                                const char *key, const char *value)
 {
     uint32_t run_no;
     mlt_err err = ready_run_no(m, info->run_key, &run_no);
@@ -229,19 +229,21 @@ static mlt_err kv(mlflow_cb *m, mlt__rec_type type, const mlt_run_info *info, co
     return append(m, type, &b, true);
 }
 
-static mlt_err on_param(const mlt_run_info *info, const char *key, const char *value, void *ud)
+static MLT__MUST_USE mlt_err on_param(const mlt_run_info *info, const char *key, const char *value,
+                                      void *ud)
 {
     return kv(ud, MLT__REC_PARAM, info, key, value);
 }
 
-static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
+static MLT__MUST_USE mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value,
+                                    void *ud)
 {
     return kv(ud, MLT__REC_TAG, info, key, value);
 }
 
 /* The hot path: one slot of the ring, no lock, no syscall. */
-static mlt_err fast_metric(void *ud, mlt_run *run, const mlt_key *key, double value,
-                           int64_t step, int64_t ts)
+static MLT__MUST_USE mlt_err fast_metric(void *ud, mlt_run *run, const mlt_key *key, double value,
+                                         int64_t step, int64_t ts)
 {
     mlflow_cb *m = ud;
     if (run->attached) {
@@ -257,22 +259,21 @@ static mlt_err fast_metric(void *ud, mlt_run *run, const mlt_key *key, double va
             return err;
         }
     }
-    mlt_err err =
-        mlt__ring_put(m->ring, run->ring_run, key->id | MLT__RING_MS, value, ts, step);
+    mlt_err err = mlt__ring_put(m->ring, run->ring_run, key->id | MLT__RING_MS, value, ts, step);
     if (err == MLT_OK && m->sync_always) {
         err = mlt__journal_sync(m->journal);
     }
     return err;
 }
 
-static mlt_err on_key(void *ud, const mlt_key *key)
+static MLT__MUST_USE mlt_err on_key(void *ud, const mlt_key *key)
 {
     mlflow_cb *m = ud;
     return mlt__journal_put_key(m->journal, key->id, key->name);
 }
 
-static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
-                      void *ud)
+static MLT__MUST_USE mlt_err on_end(const mlt_run_info *info, mlt_run_status status,
+                                    double duration_s, void *ud)
 {
     (void)duration_s;
     mlflow_cb *m = ud;
@@ -298,7 +299,7 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     return err == MLT_OK ? mlt__journal_sync(m->journal) : err;
 }
 
-static mlt_err stats(void *ud, mlt_queue_stats *out)
+static MLT__MUST_USE mlt_err stats(void *ud, mlt_queue_stats *out)
 {
     mlflow_cb *m = ud;
     mlt__sender_stats(m->sender, out);
@@ -311,7 +312,7 @@ static void on_fork_child(void *ud)
     mlt__journal_forget_after_fork(m->journal);
 }
 
-static mlt_err on_flush(int timeout_ms, void *ud)
+static MLT__MUST_USE mlt_err on_flush(int timeout_ms, void *ud)
 {
     mlflow_cb *m = ud;
     return mlt__sender_flush(m->sender, timeout_ms);
@@ -333,7 +334,7 @@ static void notify_sender(void *ud)
 }
 
 /* Opens the queue: a new journal for this tracker, and every journal whose owner died. */
-static mlt_err open_queue(mlflow_cb *m)
+static MLT__MUST_USE mlt_err open_queue(mlflow_cb *m)
 {
     char qdir[PATH_MAX - 64], jdir[PATH_MAX];
     mlt_err err = mlt__queue_dir(m->opts, qdir, sizeof qdir);
@@ -399,8 +400,8 @@ static mlt_err open_queue(mlflow_cb *m)
     m->ring = mlt__journal_ring(m->journal);
     /* A full ring is not a full queue: the writer is only behind, and every put waits for it
      * (at least RING_WAIT_MS), unless the policy is fail and the writer cannot write. */
-    m->ring->full_block_ms = m->opts->queue_block_ms > RING_WAIT_MS ? (int)m->opts->queue_block_ms
-                                                                    : RING_WAIT_MS;
+    m->ring->full_block_ms =
+        m->opts->queue_block_ms > RING_WAIT_MS ? (int)m->opts->queue_block_ms : RING_WAIT_MS;
     m->ring->full_fail_fast = m->opts->queue_full_fail;
     m->cap = (uint64_t)m->opts->queue_max_bytes;
     m->ring->cap = m->cap;
@@ -416,7 +417,7 @@ static mlt_err open_queue(mlflow_cb *m)
     return err;
 }
 
-static mlt_err add_mlflow(mlt_tracker *tracker)
+static MLT__MUST_USE mlt_err add_mlflow(mlt_tracker *tracker)
 {
     if (!tracker) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker is required");
@@ -471,8 +472,8 @@ static mlt_err add_mlflow(mlt_tracker *tracker)
         .on_close = on_close,
     };
     /* fsync=always: every point goes through fast_metric, which syncs */
-    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring,
-                               on_fork_child, stats};
+    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring, on_fork_child,
+                               stats};
     err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {
         on_close(m);
@@ -486,7 +487,7 @@ mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen
     return mlt__errbuf(errbuf, errlen, add_mlflow(tracker));
 }
 
-static mlt_err tracker_from_env(mlt_tracker **out)
+static MLT__MUST_USE mlt_err tracker_from_env(mlt_tracker **out)
 {
     if (!out) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "out is required");

@@ -36,7 +36,7 @@ static void head(mlt__buf *b, const mlt_run_info *info)
 }
 
 /* Writes the line with one stdio call, so that threads sharing the stream do not interleave. */
-static mlt_err emit(mlt__buf *b, FILE *out, int flush)
+static MLT__MUST_USE mlt_err emit(mlt__buf *b, FILE *out, int flush)
 {
     mlt__buf_putc(b, '\n');
     mlt_err err = MLT_OK;
@@ -49,7 +49,7 @@ static mlt_err emit(mlt__buf *b, FILE *out, int flush)
     return err;
 }
 
-static mlt_err on_start(const mlt_run_info *info, void *ud)
+static MLT__MUST_USE mlt_err on_start(const mlt_run_info *info, void *ud)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -67,8 +67,8 @@ static mlt_err on_start(const mlt_run_info *info, void *ud)
 }
 
 /* param KEY=VALUE and tag KEY=VALUE */
-static mlt_err kv_line(const mlt_run_info *info, const char *what, const char *key,
-                       const char *value, FILE *out)
+static MLT__MUST_USE mlt_err kv_line(const mlt_run_info *info, const char *what, const char *key,
+                                     const char *value, FILE *out)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -80,18 +80,20 @@ static mlt_err kv_line(const mlt_run_info *info, const char *what, const char *k
     return emit(&b, out, 0);
 }
 
-static mlt_err on_param(const mlt_run_info *info, const char *key, const char *value, void *ud)
+static MLT__MUST_USE mlt_err on_param(const mlt_run_info *info, const char *key, const char *value,
+                                      void *ud)
 {
     return kv_line(info, "param ", key, value, ud);
 }
 
-static mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value, void *ud)
+static MLT__MUST_USE mlt_err on_tag(const mlt_run_info *info, const char *key, const char *value,
+                                    void *ud)
 {
     return kv_line(info, "tag ", key, value, ud);
 }
 
-static mlt_err on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
-                         int64_t ts, void *ud)
+static MLT__MUST_USE mlt_err on_metric(const mlt_run_info *info, const char *key, double value,
+                                       int64_t step, int64_t ts, void *ud)
 {
     (void)ts;
     char num[32];
@@ -105,8 +107,8 @@ static mlt_err on_metric(const mlt_run_info *info, const char *key, double value
     return emit(&b, ud, 0);
 }
 
-static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
-                      void *ud)
+static MLT__MUST_USE mlt_err on_end(const mlt_run_info *info, mlt_run_status status,
+                                    double duration_s, void *ud)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -115,7 +117,7 @@ static mlt_err on_end(const mlt_run_info *info, mlt_run_status status, double du
     return emit(&b, ud, 1);
 }
 
-static mlt_err on_flush(int timeout_ms, void *ud)
+static MLT__MUST_USE mlt_err on_flush(int timeout_ms, void *ud)
 {
     (void)timeout_ms;
     return fflush(ud) == 0 ? MLT_OK : mlt__fail(MLT_ERR_IO, "print callback: flush failed");

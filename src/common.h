@@ -44,9 +44,9 @@ void mlt__buf_printf(mlt__buf *b, const char *fmt, ...) MLT__PRINTF(2, 3);
 char *mlt__buf_steal(mlt__buf *b);
 
 /* ---- JSON writer: appends JSON text to a buffer ---- */
-void mlt__json_str(mlt__buf *b, const char *s);               /* "..." with escapes */
+void mlt__json_str(mlt__buf *b, const char *s); /* "..." with escapes */
 void mlt__json_strn(mlt__buf *b, const char *s, size_t len);
-void mlt__json_i64(mlt__buf *b, int64_t v);                   /* exact decimal */
+void mlt__json_i64(mlt__buf *b, int64_t v); /* exact decimal */
 /* A double the MLflow way: finite values as the shortest decimal that reads back to the same
  * double; NaN, +Inf, -Inf as the strings "NaN", "Infinity", "-Infinity". */
 void mlt__json_double(mlt__buf *b, double v);
@@ -82,7 +82,7 @@ static inline int64_t mlt__now_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
-int64_t mlt__mono_ns(void);       /* monotonic */
+int64_t mlt__mono_ns(void); /* monotonic */
 void mlt__sleep_ms(int64_t ms);
 
 /* ---- timed waits: every deadline of the library is on CLOCK_MONOTONIC ---- */

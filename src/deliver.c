@@ -88,7 +88,7 @@ static outcome classify(mlt__sender *s, mlt_err err, const char *msg)
 
 /* ---- reading a unit ---- */
 
-static mlt_err read_unit(mlt__sender *s, slot *sl)
+static MLT__MUST_USE mlt_err read_unit(mlt__sender *s, slot *sl)
 {
     mlt__rec r;
     for (;;) {
@@ -530,8 +530,7 @@ static outcome deliver_attach(mlt__sender *s, slot *sl)
         if (o == OK) {
             atomic_fetch_add(&s->sent, 1); /* the record's question, asked again on a retry */
         }
-        mlt_err err =
-            o == OK ? mlt__client_find_run(&s->client, exp_id, r->key, &run_id) : MLT_OK;
+        mlt_err err = o == OK ? mlt__client_find_run(&s->client, exp_id, r->key, &run_id) : MLT_OK;
         mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
         if (err == MLT_ERR_NOT_FOUND) {
             o = attach_missing(s, sl, r, exp_id);

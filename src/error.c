@@ -74,9 +74,12 @@ int mlt_err_is_retriable(mlt_err err)
 const char *mlt_run_status_name(mlt_run_status status)
 {
     switch (status) {
-    case MLT_RUN_FINISHED: return "FINISHED";
-    case MLT_RUN_FAILED: return "FAILED";
-    case MLT_RUN_KILLED: return "KILLED";
+    case MLT_RUN_FINISHED:
+        return "FINISHED";
+    case MLT_RUN_FAILED:
+        return "FAILED";
+    case MLT_RUN_KILLED:
+        return "KILLED";
     }
     return "UNKNOWN";
 }

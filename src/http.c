@@ -6,13 +6,13 @@
 
 #include "http.h"
 
-#include <curl/curl.h>
 #include <ctype.h>
+#include <curl/curl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -103,22 +103,28 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
     return len;
 }
 
-static mlt_err curl_err_class(CURLcode rc)
+static MLT__MUST_USE mlt_err curl_err_class(CURLcode rc)
 {
     switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT: return MLT_ERR_TIMEOUT;
-    case CURLE_ABORTED_BY_CALLBACK: return MLT_ERR_TIMEOUT; /* stopped at a deadline */
-    case CURLE_OUT_OF_MEMORY: return MLT_ERR_NOMEM;
+    case CURLE_OPERATION_TIMEDOUT:
+        return MLT_ERR_TIMEOUT;
+    case CURLE_ABORTED_BY_CALLBACK:
+        return MLT_ERR_TIMEOUT; /* stopped at a deadline */
+    case CURLE_OUT_OF_MEMORY:
+        return MLT_ERR_NOMEM;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_CRL_BADFILE: return MLT_ERR_TLS;
+    case CURLE_SSL_CRL_BADFILE:
+        return MLT_ERR_TLS;
     case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT: return MLT_ERR_BAD_OPTION;
-    default: return MLT_ERR_NETWORK;
+    case CURLE_URL_MALFORMAT:
+        return MLT_ERR_BAD_OPTION;
+    default:
+        return MLT_ERR_NETWORK;
     }
 }
 

@@ -119,7 +119,7 @@ mlt_err mlt__j_replace_file(const mlt__journal *j, const char *name, const char 
     return mlt__j_replace_file_opt(j, name, data, len, true);
 }
 
-static mlt_err add_segment(mlt__journal *j, uint64_t first_seq, uint64_t size)
+static MLT__MUST_USE mlt_err add_segment(mlt__journal *j, uint64_t first_seq, uint64_t size)
 {
     if (j->n_segs == j->cap_segs) {
         size_t cap = j->cap_segs ? j->cap_segs * 2 : 8;
@@ -241,7 +241,7 @@ static void free_journal(mlt__journal *j)
 }
 
 /* Takes the journal's flock: MLT_ERR_LOCKED when a live process holds it. */
-static mlt_err take_lock(mlt__journal *j)
+static MLT__MUST_USE mlt_err take_lock(mlt__journal *j)
 {
     char path[PATH_MAX];
     if (mlt__j_path_in(j, "lock", path, sizeof path) != 0) {
@@ -260,7 +260,7 @@ static mlt_err take_lock(mlt__journal *j)
     return MLT_OK;
 }
 
-static mlt_err mkdirs(const char *dir)
+static MLT__MUST_USE mlt_err mkdirs(const char *dir)
 {
     char tmp[PATH_MAX];
     int n = snprintf(tmp, sizeof tmp, "%s", dir);
@@ -393,7 +393,7 @@ static bool is_segment(const char *name)
 }
 
 /* The segment file names of dir, sorted (so by first seq). */
-static mlt_err list_segments(const char *dir, char ***out, size_t *n)
+static MLT__MUST_USE mlt_err list_segments(const char *dir, char ***out, size_t *n)
 {
     return mlt__j_list_names(dir, is_segment, false, false, out, n);
 }
@@ -426,7 +426,7 @@ mlt_err mlt__j_read_small_file(const mlt__journal *j, const char *name, mlt__buf
     return bad || out->oom ? MLT_ERR_IO : MLT_OK;
 }
 
-static mlt_err load_runs(mlt__journal *j)
+static MLT__MUST_USE mlt_err load_runs(mlt__journal *j)
 {
     mlt__buf b;
     mlt__buf_init(&b);
@@ -473,7 +473,7 @@ static uint64_t count_lines(const mlt__journal *j, const char *name)
  * Scans every segment: checks each frame, finds the last record and the first unacked one,
  * cuts a torn or corrupt tail (and any later segment) unless read-only.
  */
-static mlt_err scan(mlt__journal *j, mlt__recovery *rec)
+static MLT__MUST_USE mlt_err scan(mlt__journal *j, mlt__recovery *rec)
 {
     char **names;
     size_t n;
@@ -898,7 +898,10 @@ void mlt__journal_close(mlt__journal *j, bool remove_if_done)
     }
     mlt__j_stop_writer(j);
     if (!j->read_only) {
-        mlt__journal_sync(j);
+        if (mlt__journal_sync(j) != MLT_OK) {
+            /* Nothing more can be done here: what did not reach the disk is in the file
+             * system's cache, and the next open recovers what did (a torn tail is cut). */
+        }
         if (remove_if_done && all_done(j)) {
             remove_dir(j);
         }

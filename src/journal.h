@@ -41,7 +41,7 @@ typedef enum mlt__fsync_mode {
     MLT__FSYNC_ALWAYS
 } mlt__fsync_mode;
 
-#define MLT__FRAME_HEADER 17          /* u32 len, u32 crc, u64 seq, u8 type */
+#define MLT__FRAME_HEADER 17 /* u32 len, u32 crc, u64 seq, u8 type */
 #define MLT__FRAME_MAX_PAYLOAD (8u << 20)
 #define MLT__SEGMENT_MAGIC "MLTJRNL1"  /* 8 bytes at the start of every segment */
 #define MLT__SEGMENT_BYTES (64u << 20) /* a new segment starts past this size */
@@ -50,7 +50,6 @@ typedef enum mlt__fsync_mode {
  * named by id (decoded as MLT__REC_METRIC). */
 #define MLT__REC_POINT 6
 
-
 typedef struct mlt__journal mlt__journal;
 
 /* The journal's ring (NULL for a read-only journal). */
@@ -58,16 +57,15 @@ mlt__ring *mlt__journal_ring(mlt__journal *j);
 
 /* Starts the writer thread that moves the ring into the segments; on_write(ud) is called on it
  * after each group. With fsync=interval it also syncs every interval_ms. */
-mlt_err mlt__journal_start_writer(mlt__journal *j, void (*on_write)(void *ud), void *ud,
-                                  int interval_ms);
+MLT__MUST_USE mlt_err mlt__journal_start_writer(mlt__journal *j, void (*on_write)(void *ud),
+                                                void *ud, int interval_ms);
 
 /* Moves every point in the ring into the segments now (one write). Thread-safe. */
-mlt_err mlt__journal_drain(mlt__journal *j);
+MLT__MUST_USE mlt_err mlt__journal_drain(mlt__journal *j);
 
 /* Records a metric key's id (before any point names it). Ids are small and dense; the same id
  * twice is a no-op. Thread-safe. */
-mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key);
-
+MLT__MUST_USE mlt_err mlt__journal_put_key(mlt__journal *j, uint32_t id, const char *key);
 
 /* What opening found: a torn or corrupt tail that was cut. */
 typedef struct mlt__recovery {
@@ -81,13 +79,14 @@ typedef struct mlt__recovery {
 } mlt__recovery;
 
 /* Creates a new journal directory dir (0700) and locks it. */
-mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode mode);
+MLT__MUST_USE mlt_err mlt__journal_create(mlt__journal **out, const char *dir,
+                                          mlt__fsync_mode mode);
 
 /* Opens an existing journal: locks it (MLT_ERR_LOCKED when a live process holds it), checks
  * every record after the acked cursor and cuts a torn or corrupt tail (reported in *rec). With
  * read_only, nothing is locked or cut (for status). */
-mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
-                          mlt__fsync_mode mode, mlt__recovery *rec);
+MLT__MUST_USE mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
+                                        mlt__fsync_mode mode, mlt__recovery *rec);
 
 /* Syncs (unless read-only) and closes. With remove_if_done, a journal whose records are all
  * acked and whose runs all ended is deleted. NULL does nothing. */
@@ -106,8 +105,8 @@ void mlt__journal_forget_after_fork(mlt__journal *j);
 
 /* Appends one record; *seq_out (may be NULL) gets its sequence number. Thread-safe. With
  * fsync=always the record is on disk when this returns. */
-mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload,
-                            size_t len, uint64_t *seq_out);
+MLT__MUST_USE mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload,
+                                          size_t len, uint64_t *seq_out);
 
 /* The runs (CREATE records) and metric points appended through this handle since it was made
  * or opened, the ring's points once moved into the segments. Thread-safe. */
@@ -120,7 +119,7 @@ void mlt__journal_set_interval(mlt__journal *j, int interval_ms);
 
 /* Drains the ring, then makes every appended record durable (fdatasync) if any is not yet.
  * Thread-safe. */
-mlt_err mlt__journal_sync(mlt__journal *j);
+MLT__MUST_USE mlt_err mlt__journal_sync(mlt__journal *j);
 
 /* Sequence numbers: the last appended, the last acked. Thread-safe. */
 uint64_t mlt__journal_last_seq(mlt__journal *j);
@@ -140,16 +139,17 @@ void mlt__journal_set_segment_bytes(mlt__journal *j, uint64_t bytes);
  * not read back (the cursor stays), or one whose checksum holds but whose payload does not
  * decode (consumed: the cursor and r->seq/end_pos name it, so it can be set aside).
  */
-mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, mlt__rec *r);
+MLT__MUST_USE mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch,
+                                        mlt__rec *r);
 
 /* Records that every record up to and including last (a record read with mlt__journal_next) is
  * delivered: durable (atomic replace of `acked`), then segments that hold only acked records
  * are deleted. */
-mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last);
+MLT__MUST_USE mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last);
 
 /* Records the tracking URI the journal is written for (uri is stored with any user:password@
  * removed). Durable when it returns. */
-mlt_err mlt__journal_set_target(mlt__journal *j, const char *uri);
+MLT__MUST_USE mlt_err mlt__journal_set_target(mlt__journal *j, const char *uri);
 /* The tracking URI the journal is for (credentials removed), NULL when it does not say (a
  * journal of an older mltrack). */
 const char *mlt__journal_target(const mlt__journal *j);
@@ -177,21 +177,22 @@ typedef struct mlt__run_entry {
 /* The entry of run_no, NULL if unknown. Valid until the map changes; reader thread only. */
 mlt__run_entry *mlt__journal_run(mlt__journal *j, uint32_t run_no);
 /* Adds or updates an entry and makes the map durable before returning. */
-mlt_err mlt__journal_put_run(mlt__journal *j, uint32_t run_no, const char *key,
-                             const char *run_id, const char *experiment_id,
-                             mlt__run_state state);
+MLT__MUST_USE mlt_err mlt__journal_put_run(mlt__journal *j, uint32_t run_no, const char *key,
+                                           const char *run_id, const char *experiment_id,
+                                           mlt__run_state state);
 /* Every entry, for status. */
 const mlt__run_entry *mlt__journal_runs(mlt__journal *j, size_t *n);
 
 /* Appends a dead letter: the record (as JSON) and the server's answer. */
-mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char *answer);
+MLT__MUST_USE mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r,
+                                               const char *answer);
 /* Number of dead letters in the journal's dead.jsonl. */
 uint64_t mlt__journal_dead_count(mlt__journal *j);
 /* Appends the text of dead.jsonl to out (nothing when there is none). MLT_ERR_IO on failure. */
-mlt_err mlt__journal_read_dead_letters(mlt__journal *j, mlt__buf *out);
+MLT__MUST_USE mlt_err mlt__journal_read_dead_letters(mlt__journal *j, mlt__buf *out);
 /* Replaces dead.jsonl with text (len bytes, `lines` lines; none: the file is removed), durably
  * (temp file, fsync, rename). For `mltrack requeue`, with the journal opened read-write. */
-mlt_err mlt__journal_keep_dead_letters(mlt__journal *j, const char *text, size_t len,
-                                       uint64_t lines);
+MLT__MUST_USE mlt_err mlt__journal_keep_dead_letters(mlt__journal *j, const char *text, size_t len,
+                                                     uint64_t lines);
 
 #endif

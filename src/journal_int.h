@@ -75,10 +75,10 @@ struct mlt__journal {
     bool wstop;
     void (*on_write)(void *ud);
     void *on_write_ud;
-    int interval_ms;        /* fsync=interval: the group commit's period */
-    int64_t synced_ms;      /* monotonic ms of the last sync (under mu) */
-    char werr[256]; /* the writer's last failure */
-    char *target;   /* the tracking URI it is for (credentials removed), or NULL */
+    int interval_ms;   /* fsync=interval: the group commit's period */
+    int64_t synced_ms; /* monotonic ms of the last sync (under mu) */
+    char werr[256];    /* the writer's last failure */
+    char *target;      /* the tracking URI it is for (credentials removed), or NULL */
     /* records appended through this handle, by type (under mu): runs and points it holds */
     uint64_t appended_runs, appended_points;
 };
@@ -89,40 +89,46 @@ struct mlt__journal {
 #define RING_BYTES (sizeof(mlt__ring_hdr) + (size_t)MLT__RING_SLOTS * sizeof(mlt__ring_slot))
 #define GROUP_MAX 8192 /* points per write */
 
-mlt_err mlt__j_drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved, uint64_t *holes);
-mlt_err mlt__j_ensure_wfd(mlt__journal *j);
+MLT__MUST_USE mlt_err mlt__j_drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved,
+                                          uint64_t *holes);
+MLT__MUST_USE mlt_err mlt__j_ensure_wfd(mlt__journal *j);
 int mlt__j_fsync_dir(const char *dir);
 const char *mlt__j_key_name(const mlt__journal *j, uint64_t id);
-mlt_err mlt__j_list_names(const char *dir, bool (*keep)(const char *name), bool full,
-                          bool missing_ok, char ***out, size_t *n);
-mlt_err mlt__j_load_keys(mlt__journal *j);
+MLT__MUST_USE mlt_err mlt__j_list_names(const char *dir, bool (*keep)(const char *name), bool full,
+                                        bool missing_ok, char ***out, size_t *n);
+MLT__MUST_USE mlt_err mlt__j_load_keys(mlt__journal *j);
 void mlt__j_note_ticket(mlt__journal *j, const unsigned char *p, size_t len);
-mlt_err mlt__j_open_keys(mlt__journal *j);
-mlt_err mlt__j_open_new_segment(mlt__journal *j, uint64_t first_seq);
+MLT__MUST_USE mlt_err mlt__j_open_keys(mlt__journal *j);
+MLT__MUST_USE mlt_err mlt__j_open_new_segment(mlt__journal *j, uint64_t first_seq);
 int mlt__j_path_in(const mlt__journal *j, const char *name, char *out, size_t len);
-mlt_err mlt__j_put_run(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
-                       const char *experiment_id, mlt__run_state state);
+MLT__MUST_USE mlt_err mlt__j_put_run(mlt__journal *j, uint32_t run_no, const char *key,
+                                     const char *run_id, const char *experiment_id,
+                                     mlt__run_state state);
 unsigned char *mlt__j_put_varint(unsigned char *p, uint64_t v);
 void mlt__j_rb_reset(rbuf *rb);
 int mlt__j_read_at(int fd, void *buf, size_t len, uint64_t off);
 int mlt__j_read_frame(rbuf *rb, int fd, uint64_t off, uint64_t fsize, mlt__buf *scratch,
                       uint64_t *seq, uint8_t *type, uint32_t *plen, char *why, size_t whylen);
-mlt_err mlt__j_read_small_file(const mlt__journal *j, const char *name, mlt__buf *out);
-mlt_err mlt__j_replace_file(const mlt__journal *j, const char *name, const char *data, size_t len);
-mlt_err mlt__j_replace_file_opt(const mlt__journal *j, const char *name, const char *data,
-                                size_t len, bool sync);
+MLT__MUST_USE mlt_err mlt__j_read_small_file(const mlt__journal *j, const char *name,
+                                             mlt__buf *out);
+MLT__MUST_USE mlt_err mlt__j_replace_file(const mlt__journal *j, const char *name, const char *data,
+                                          size_t len);
+MLT__MUST_USE mlt_err mlt__j_replace_file_opt(const mlt__journal *j, const char *name,
+                                              const char *data, size_t len, bool sync);
 void mlt__j_ring_count(mlt__journal *j, mlt__recovery *rec);
-mlt_err mlt__j_ring_map(mlt__journal *j, char *why, size_t whylen);
-mlt_err mlt__j_ring_recover(mlt__journal *j, mlt__recovery *rec);
-mlt_err mlt__j_roll_segment(mlt__journal *j);
+MLT__MUST_USE mlt_err mlt__j_ring_map(mlt__journal *j, char *why, size_t whylen);
+MLT__MUST_USE mlt_err mlt__j_ring_recover(mlt__journal *j, mlt__recovery *rec);
+MLT__MUST_USE mlt_err mlt__j_roll_segment(mlt__journal *j);
 void mlt__j_seg_name(uint64_t first_seq, char out[64]);
 void mlt__j_stop_writer(mlt__journal *j);
-mlt_err mlt__j_sync_locked(mlt__journal *j);
-mlt_err mlt__j_sys_err(const char *what, const char *path); /* MLT_ERR_IO: "what path: strerror(errno)" */
+MLT__MUST_USE mlt_err mlt__j_sync_locked(mlt__journal *j);
+mlt_err mlt__j_sys_err(const char *what,
+                       const char *path); /* MLT_ERR_IO: "what path: strerror(errno)" */
 bool mlt__j_tsc_usable(void);
 void mlt__j_update_pending(mlt__journal *j);
 mlt_err mlt__j_used_up(const mlt__journal *j);
 int mlt__j_write_all(int fd, const void *data, size_t len);
-mlt_err mlt__j_write_frames(mlt__journal *j, const mlt__buf *frames, uint64_t last_seq);
+MLT__MUST_USE mlt_err mlt__j_write_frames(mlt__journal *j, const mlt__buf *frames,
+                                          uint64_t last_seq);
 
 #endif

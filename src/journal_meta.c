@@ -29,7 +29,7 @@
 mlt_err mlt__j_read_small_file(const mlt__journal *j, const char *name, mlt__buf *out);
 
 /* Records id -> key in memory (the caller holds mu or owns j alone). */
-static mlt_err remember_key(mlt__journal *j, uint64_t id, const char *key)
+static MLT__MUST_USE mlt_err remember_key(mlt__journal *j, uint64_t id, const char *key)
 {
     if (id >= (uint64_t)KEY_PAGE * KEY_PAGES) {
         return mlt__fail(MLT_ERR_VALUE_TOO_LONG, "more than %u metric keys in one journal",
@@ -198,7 +198,7 @@ const mlt__run_entry *mlt__journal_runs(mlt__journal *j, size_t *n)
     return j->runs;
 }
 
-static mlt_err save_runs(mlt__journal *j)
+static MLT__MUST_USE mlt_err save_runs(mlt__journal *j)
 {
     static const char *const states[] = {"open", "ended", "dead", "attached"};
     mlt__buf b;

@@ -201,8 +201,8 @@ void mlt__j_note_ticket(mlt__journal *j, const unsigned char *p, size_t len)
     }
 }
 
-static mlt_err decode_point(const mlt__journal *j, const unsigned char *p, size_t len,
-                            mlt__rec *out)
+static MLT__MUST_USE mlt_err decode_point(const mlt__journal *j, const unsigned char *p, size_t len,
+                                          mlt__rec *out)
 {
     mlt__rec_clear(out, MLT__REC_METRIC);
     const unsigned char *end = p + len;

@@ -147,7 +147,7 @@ static inline mlt_key *find_key(mlt_tracker *t, const char *key, size_t len, uin
 }
 
 /* The key registered for a valid key name, registering it (and telling the sinks) if new. */
-static mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
+static MLT__MUST_USE mlt_err intern_key(mlt_tracker *t, const char *key, const mlt_key **out)
 {
     size_t len = strlen(key);
     uint32_t h = key_hash(key, len);
@@ -213,8 +213,8 @@ mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **ou
 }
 
 /* Every callback, when the ring cannot take the point directly. */
-static mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value, int64_t step,
-                               int64_t ts)
+static MLT__MUST_USE mlt_err dispatch_metric(mlt_run *run, const mlt_key *k, double value,
+                                             int64_t step, int64_t ts)
 {
     mlt_tracker *t = run->tracker;
     if (t->forked) {
@@ -279,7 +279,8 @@ static __attribute__((noinline)) mlt_err log_metric_now_slow(mlt_run *run, const
 }
 
 /* As log_metric_k, stamped now: the hot path. */
-static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double value, int64_t step)
+static inline MLT__MUST_USE mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double value,
+                                                   int64_t step)
 {
 #ifdef MLT__HAVE_TSC
     mlt__ring *r = atomic_load_explicit(&run->ring, memory_order_relaxed);
@@ -293,8 +294,8 @@ static inline mlt_err log_metric_now(mlt_run *run, const mlt_key *k, double valu
 }
 
 /* A key not seen at this address yet, or bad arguments: validate, register, log. */
-static mlt_err log_metric_slow(mlt_run *run, const char *key, double value, int64_t step,
-                               int64_t ts)
+static MLT__MUST_USE mlt_err log_metric_slow(mlt_run *run, const char *key, double value,
+                                             int64_t step, int64_t ts)
 {
     mlt_key *found = run && key ? key_by_text(run->tracker, key) : NULL;
     if (found) {

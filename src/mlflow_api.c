@@ -29,7 +29,7 @@ char *mlt__api_url(const char *tracking_uri, const mlt__api_req *r)
     return mlt__aprintf("%s" API_PREFIX "%s", tracking_uri, r->path);
 }
 
-static mlt_err finish(mlt__api_req *r)
+static MLT__MUST_USE mlt_err finish(mlt__api_req *r)
 {
     return r->body.oom ? MLT_ERR_NOMEM : MLT_OK;
 }
@@ -138,8 +138,7 @@ mlt_err mlt__api_create_run(mlt__api_req *r, const char *experiment_id, const ch
     return finish(r);
 }
 
-mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id,
-                                   const char *run_key)
+mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id, const char *run_key)
 {
     /* The key is a UUID made by the library: no quote can break the filter. */
     size_t n = 0;
@@ -247,17 +246,17 @@ mlt_err mlt__api_log_batch(mlt__api_req *r, const char *run_id, const mlt__batch
     mlt__buf_init(&tags);
     mlt__buf_init(&metrics);
     size_t left = MLT__BATCH_MAX_ENTITIES;
-    took->n_params = pack(&params, in->params, in->n_params,
-                          left < MLT__BATCH_MAX_PARAMS ? left : MLT__BATCH_MAX_PARAMS, false,
-                          &used, max_bytes);
+    took->n_params =
+        pack(&params, in->params, in->n_params,
+             left < MLT__BATCH_MAX_PARAMS ? left : MLT__BATCH_MAX_PARAMS, false, &used, max_bytes);
     left -= took->n_params;
-    took->n_tags = pack(&tags, in->tags, in->n_tags,
-                        left < MLT__BATCH_MAX_TAGS ? left : MLT__BATCH_MAX_TAGS, false, &used,
-                        max_bytes);
+    took->n_tags =
+        pack(&tags, in->tags, in->n_tags, left < MLT__BATCH_MAX_TAGS ? left : MLT__BATCH_MAX_TAGS,
+             false, &used, max_bytes);
     left -= took->n_tags;
-    took->n_metrics = pack(&metrics, in->metrics, in->n_metrics,
-                           left < MLT__BATCH_MAX_METRICS ? left : MLT__BATCH_MAX_METRICS, true,
-                           &used, max_bytes);
+    took->n_metrics =
+        pack(&metrics, in->metrics, in->n_metrics,
+             left < MLT__BATCH_MAX_METRICS ? left : MLT__BATCH_MAX_METRICS, true, &used, max_bytes);
     took->params = in->params;
     took->tags = in->tags;
     took->metrics = in->metrics;
@@ -321,7 +320,8 @@ static void snippet(char *out, size_t len, const char *body, size_t body_len)
     out[o] = '\0';
 }
 
-static mlt_err err_for_code(const char *code, long status, bool *retriable, bool *ambiguous)
+static MLT__MUST_USE mlt_err err_for_code(const char *code, long status, bool *retriable,
+                                          bool *ambiguous)
 {
     static const struct {
         const char *code;
@@ -374,8 +374,7 @@ static mlt_err err_for_code(const char *code, long status, bool *retriable, bool
     return MLT_ERR_PROTOCOL;
 }
 
-void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp,
-                       mlt__api_answer *a)
+void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp, mlt__api_answer *a)
 {
     a->status = resp->status;
     a->retry_after_s = resp->retry_after_s;

@@ -21,10 +21,10 @@
 
 /* A request relative to <tracking_uri>/api/2.0/mlflow/. */
 typedef struct mlt__api_req {
-    const char *method; /* "GET" or "POST" */
-    char path[3200];    /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
-    mlt__buf body;      /* JSON for POST */
-    const char *what;   /* short description for messages, e.g. "create run" */
+    const char *method;  /* "GET" or "POST" */
+    char path[3200];     /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
+    mlt__buf body;       /* JSON for POST */
+    const char *what;    /* short description for messages, e.g. "create run" */
     bool not_idempotent; /* a second copy would have an effect (runs/create) */
 } mlt__api_req;
 
@@ -46,15 +46,16 @@ typedef struct mlt__metric {
     int64_t step;
 } mlt__metric;
 
-mlt_err mlt__api_get_experiment_by_name(mlt__api_req *r, const char *name);
-mlt_err mlt__api_create_experiment(mlt__api_req *r, const char *name);
-mlt_err mlt__api_create_run(mlt__api_req *r, const char *experiment_id, const char *run_name,
-                            int64_t start_time_ms, const mlt__kv *tags, size_t n_tags);
+MLT__MUST_USE mlt_err mlt__api_get_experiment_by_name(mlt__api_req *r, const char *name);
+MLT__MUST_USE mlt_err mlt__api_create_experiment(mlt__api_req *r, const char *name);
+MLT__MUST_USE mlt_err mlt__api_create_run(mlt__api_req *r, const char *experiment_id,
+                                          const char *run_name, int64_t start_time_ms,
+                                          const mlt__kv *tags, size_t n_tags);
 /* runs/search for the run whose tag mltrack.client_run_key is run_key. */
-mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id,
-                                   const char *run_key);
-mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id, mlt_run_status status,
-                            int64_t end_time_ms);
+MLT__MUST_USE mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id,
+                                                 const char *run_key);
+MLT__MUST_USE mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id,
+                                          mlt_run_status status, int64_t end_time_ms);
 
 /* What a log-batch body takes from the pending arrays, front first. */
 typedef struct mlt__batch {
@@ -72,8 +73,8 @@ typedef struct mlt__batch {
  * entity when in is not empty, unless a single entity alone exceeds max_bytes: then
  * MLT_ERR_VALUE_TOO_LONG). Params go first, then tags, then metrics.
  */
-mlt_err mlt__api_log_batch(mlt__api_req *r, const char *run_id, const mlt__batch *in,
-                           size_t max_bytes, mlt__batch *took);
+MLT__MUST_USE mlt_err mlt__api_log_batch(mlt__api_req *r, const char *run_id, const mlt__batch *in,
+                                         size_t max_bytes, mlt__batch *took);
 
 /* The classification of an answer. */
 typedef struct mlt__api_answer {
@@ -91,8 +92,7 @@ void mlt__api_answer_init(mlt__api_answer *a);
 void mlt__api_answer_free(mlt__api_answer *a);
 
 /* Classifies resp to the request r into a (initialized by the caller). */
-void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp,
-                       mlt__api_answer *a);
+void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp, mlt__api_answer *a);
 
 /* Reading answers. Each returns a string owned by json, or NULL when absent. */
 const char *mlt__api_json_str(const cJSON *json, const char *path); /* "run.info.run_id" */

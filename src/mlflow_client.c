@@ -78,7 +78,7 @@ static void pause_ms(mlt__client *c, int64_t ms)
     }
 }
 
-static mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__api_answer *a)
+static MLT__MUST_USE mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__api_answer *a)
 {
     char *url = mlt__api_url(c->base, r);
     if (!url) {
@@ -104,8 +104,7 @@ static mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__api_answer *a)
     if (c->last_unreachable) {
         /* "METHOD URL: what failed": the URL is the server's, said once by whoever reports */
         const char *why = strstr(resp.errmsg, ": ");
-        snprintf(c->unreachable_why, sizeof c->unreachable_why, "%s",
-                 why ? why + 2 : resp.errmsg);
+        snprintf(c->unreachable_why, sizeof c->unreachable_why, "%s", why ? why + 2 : resp.errmsg);
     }
     mlt__api_classify(r, &resp, a);
     mlt__http_response_free(&resp);
@@ -163,18 +162,19 @@ static const char *answer_id(const cJSON *json, const char *path)
 
 /* ---- experiments ---- */
 
-static mlt_err experiment_from(const mlt__api_answer *a, const char *name, char **out_id)
+static MLT__MUST_USE mlt_err experiment_from(const mlt__api_answer *a, const char *name,
+                                             char **out_id)
 {
     const char *id = answer_id(a->json, "experiment.experiment_id");
     const char *stage = mlt__api_json_str(a->json, "experiment.lifecycle_stage");
     if (!id) {
-        return mlt__fail(MLT_ERR_PROTOCOL,
-                         "get experiment '%s': answer has no experiment id", name);
+        return mlt__fail(MLT_ERR_PROTOCOL, "get experiment '%s': answer has no experiment id",
+                         name);
     }
     if (stage && strcmp(stage, "active") != 0) {
         return mlt__fail(MLT_ERR_REJECTED,
-                         "experiment '%s' (id %s) is %s: restore it or choose another name",
-                         name, id, stage);
+                         "experiment '%s' (id %s) is %s: restore it or choose another name", name,
+                         id, stage);
     }
     return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
 }
@@ -191,8 +191,7 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id)
         err = mlt__api_get_experiment_by_name(&r, name);
         if (err != MLT_OK) {
             mlt__api_req_free(&r);
-            mlt__fail(err, "experiment name of %zu bytes is too long for a URL",
-                      strlen(name));
+            mlt__fail(err, "experiment name of %zu bytes is too long for a URL", strlen(name));
             goto out;
         }
         err = mlt__client_call(c, &r, true, -1, &a);
@@ -213,10 +212,10 @@ mlt_err mlt__client_experiment(mlt__client *c, const char *name, char **out_id)
         mlt__api_req_free(&r);
         if (err == MLT_OK) {
             const char *id = answer_id(a.json, "experiment_id");
-            err = !id ? mlt__fail(MLT_ERR_PROTOCOL,
-                                  "create experiment '%s': answer has no experiment_id", name)
-                      : (*out_id = mlt__strdup(id)) ? MLT_OK
-                                                    : MLT_ERR_NOMEM;
+            err = !id                           ? mlt__fail(MLT_ERR_PROTOCOL,
+                                                            "create experiment '%s': answer has no experiment_id", name)
+                  : (*out_id = mlt__strdup(id)) ? MLT_OK
+                                                : MLT_ERR_NOMEM;
             goto out;
         }
         if (strcmp(a.error_code, "RESOURCE_ALREADY_EXISTS") != 0) {
@@ -235,8 +234,9 @@ out:
 #define KEY_TAG "mltrack.client_run_key"
 
 /* Looks for a run carrying run_key: MLT_OK with *out_id, MLT_ERR_NOT_FOUND, or a failure. */
-static mlt_err find_by_key(mlt__client *c, const char *experiment_id, const char *run_key,
-                           int64_t deadline_ns, char **out_id, mlt__api_answer *a)
+static MLT__MUST_USE mlt_err find_by_key(mlt__client *c, const char *experiment_id,
+                                         const char *run_key, int64_t deadline_ns, char **out_id,
+                                         mlt__api_answer *a)
 {
     mlt__api_req r;
     mlt__api_req_init(&r);
@@ -255,8 +255,9 @@ static mlt_err find_by_key(mlt__client *c, const char *experiment_id, const char
     }
     const char *id = answer_id(first, "info.run_id");
     if (!id) {
-        snprintf(a->msg, sizeof a->msg, "search run by client key: answer has a run id that "
-                                        "is not one");
+        snprintf(a->msg, sizeof a->msg,
+                 "search run by client key: answer has a run id that "
+                 "is not one");
         return MLT_ERR_PROTOCOL;
     }
     return (*out_id = mlt__strdup(id)) ? MLT_OK : MLT_ERR_NOMEM;
@@ -291,8 +292,7 @@ mlt_err mlt__client_find_run(mlt__client *c, const char *experiment_id, const ch
 
 mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,
                                const char *run_name, int64_t start_time_ms, const mlt__kv *tags,
-                               size_t n_tags, bool search_first, int64_t deadline_ns,
-                               char **out_id)
+                               size_t n_tags, bool search_first, int64_t deadline_ns, char **out_id)
 {
     if (search_first) {
         mlt__api_answer found;
@@ -329,10 +329,9 @@ mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const 
         err = mlt__client_call(c, &r, false, deadline_ns, &a);
         if (err == MLT_OK) {
             const char *id = answer_id(a.json, "run.info.run_id");
-            err = !id ? mlt__fail(MLT_ERR_PROTOCOL,
-                                  "create run: answer has no run id")
-                      : (*out_id = mlt__strdup(id)) ? MLT_OK
-                                                    : MLT_ERR_NOMEM;
+            err = !id ? mlt__fail(MLT_ERR_PROTOCOL, "create run: answer has no run id")
+                  : (*out_id = mlt__strdup(id)) ? MLT_OK
+                                                : MLT_ERR_NOMEM;
             goto out;
         }
         if (!a.ambiguous || !a.retriable) {

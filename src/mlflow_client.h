@@ -36,7 +36,8 @@ typedef struct mlt__client {
 /* A client for opts with the libcurl transport. */
 MLT__MUST_USE mlt_err mlt__client_init(mlt__client *c, const mlt_options *opts);
 /* A client over the given transport (taken over: destroyed by mlt__client_free). */
-MLT__MUST_USE mlt_err mlt__client_init_with(mlt__client *c, const mlt_options *opts, mlt__transport tr);
+MLT__MUST_USE mlt_err mlt__client_init_with(mlt__client *c, const mlt_options *opts,
+                                            mlt__transport tr);
 void mlt__client_free(mlt__client *c);
 
 /*
@@ -46,15 +47,15 @@ void mlt__client_free(mlt__client *c);
  * (initialized by the caller; free with mlt__api_answer_free).
  */
 MLT__MUST_USE mlt_err mlt__client_call(mlt__client *c, const mlt__api_req *r, bool retry_ambiguous,
-                         int64_t deadline_ns, mlt__api_answer *a);
+                                       int64_t deadline_ns, mlt__api_answer *a);
 
 /* Wait before retry number n (1-based) after answer a, in ms. */
 int64_t mlt__client_backoff_ms(const mlt__client *c, int n, const mlt__api_answer *a);
 
 /* Looks for the run carrying tag mltrack.client_run_key = run_key: MLT_OK with *out_id
  * (malloc'd), MLT_ERR_NOT_FOUND, or a failure (message in mlt_last_error()). */
-MLT__MUST_USE mlt_err mlt__client_find_run(mlt__client *c, const char *experiment_id, const char *run_key,
-                             char **out_id);
+MLT__MUST_USE mlt_err mlt__client_find_run(mlt__client *c, const char *experiment_id,
+                                           const char *run_key, char **out_id);
 
 /* Experiment id for name: get-by-name, create on 404, get again if the create raced. The
  * experiment must be active. *out_id is malloc'd. Messages in mlt_last_error(). */
@@ -66,10 +67,11 @@ MLT__MUST_USE mlt_err mlt__client_experiment(mlt__client *c, const char *name, c
  * twice; with search_first (a replay, or after an earlier ambiguous attempt) it searches before
  * the first create too. *out_id is malloc'd.
  */
-MLT__MUST_USE mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const char *run_key,
-                               const char *run_name, int64_t start_time_ms, const mlt__kv *tags,
-                               size_t n_tags, bool search_first, int64_t deadline_ns,
-                               char **out_id);
+MLT__MUST_USE mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id,
+                                             const char *run_key, const char *run_name,
+                                             int64_t start_time_ms, const mlt__kv *tags,
+                                             size_t n_tags, bool search_first, int64_t deadline_ns,
+                                             char **out_id);
 
 /* Makes the transport abort a request in flight once *flag is set (NULL: never). */
 void mlt__client_set_abort(mlt__client *c, atomic_bool *flag);
@@ -79,9 +81,9 @@ void mlt__client_interrupt(mlt__client *c);
 /* Sends everything in *batch through as many log-batch calls as the limits require. On return
  * *batch describes what was not sent (empty on success). */
 MLT__MUST_USE mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *batch,
-                              int64_t deadline_ns);
+                                            int64_t deadline_ns);
 
 MLT__MUST_USE mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
-                            int64_t end_time_ms, int64_t deadline_ns);
+                                          int64_t end_time_ms, int64_t deadline_ns);
 
 #endif

@@ -24,39 +24,36 @@ typedef enum {
     K_INT,
     K_SECONDS,
     K_WORD,
-    K_ID     /* an id (experiment id, run id, client run key): min to max of [A-Za-z0-9_-] */
+    K_ID /* an id (experiment id, run id, client run key): min to max of [A-Za-z0-9_-] */
 } opt_kind;
 
 static const struct opt_def {
     const char *name;
     opt_kind kind;
     const char *env;
-    const char *def;     /* default text, NULL for none */
-    long long min, max;  /* K_INT */
+    const char *def;      /* default text, NULL for none */
+    long long min, max;   /* K_INT */
     const char *words[4]; /* K_WORD: the accepted words; the value is the index */
 } defs[MLT__OPT_COUNT] = {
     [MLT__OPT_TRACKING_URI] = {"tracking_uri", K_URI, "MLFLOW_TRACKING_URI", NULL},
-    [MLT__OPT_EXPERIMENT_NAME] = {"experiment_name", K_EXPERIMENT, "MLFLOW_EXPERIMENT_NAME",
-                                  NULL},
+    [MLT__OPT_EXPERIMENT_NAME] = {"experiment_name", K_EXPERIMENT, "MLFLOW_EXPERIMENT_NAME", NULL},
     [MLT__OPT_EXPERIMENT_ID] = {"experiment_id", K_ID, "MLFLOW_EXPERIMENT_ID", NULL, 1, 64},
     [MLT__OPT_TOKEN] = {"token", K_SECRET, "MLFLOW_TRACKING_TOKEN", NULL},
     [MLT__OPT_USERNAME] = {"username", K_STRING, "MLFLOW_TRACKING_USERNAME", NULL},
     [MLT__OPT_PASSWORD] = {"password", K_SECRET, "MLFLOW_TRACKING_PASSWORD", NULL},
     [MLT__OPT_INSECURE_TLS] = {"insecure_tls", K_BOOL, "MLFLOW_TRACKING_INSECURE_TLS", "false"},
-    [MLT__OPT_CA_CERT_PATH] = {"ca_cert_path", K_STRING, "MLFLOW_TRACKING_SERVER_CERT_PATH",
-                               NULL},
-    [MLT__OPT_CLIENT_CERT_PATH] = {"client_cert_path", K_STRING,
-                                   "MLFLOW_TRACKING_CLIENT_CERT_PATH", NULL},
-    [MLT__OPT_MAX_RETRIES] = {"max_retries", K_INT, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7", 0,
-                              100},
-    [MLT__OPT_BACKOFF_FACTOR] = {"backoff_factor", K_SECONDS,
-                                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"},
-    [MLT__OPT_BACKOFF_JITTER] = {"backoff_jitter", K_SECONDS,
-                                 "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "1"},
+    [MLT__OPT_CA_CERT_PATH] = {"ca_cert_path", K_STRING, "MLFLOW_TRACKING_SERVER_CERT_PATH", NULL},
+    [MLT__OPT_CLIENT_CERT_PATH] = {"client_cert_path", K_STRING, "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+                                   NULL},
+    [MLT__OPT_MAX_RETRIES] = {"max_retries", K_INT, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7", 0, 100},
+    [MLT__OPT_BACKOFF_FACTOR] = {"backoff_factor", K_SECONDS, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                                 "2"},
+    [MLT__OPT_BACKOFF_JITTER] = {"backoff_jitter", K_SECONDS, "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+                                 "1"},
     [MLT__OPT_TIMEOUT] = {"timeout", K_SECONDS, "MLFLOW_HTTP_REQUEST_TIMEOUT", "120"},
     [MLT__OPT_QUEUE_DIR] = {"queue_dir", K_STRING, "MLTRACK_QUEUE_DIR", NULL},
-    [MLT__OPT_FSYNC] = {"fsync", K_WORD, "MLTRACK_FSYNC", "interval", 0, 0,
-                        {"none", "interval", "always", NULL}},
+    [MLT__OPT_FSYNC] =
+        {"fsync", K_WORD, "MLTRACK_FSYNC", "interval", 0, 0, {"none", "interval", "always", NULL}},
     [MLT__OPT_FSYNC_INTERVAL_MS] = {"fsync_interval_ms", K_INT, NULL, "100", 1, 60000},
     [MLT__OPT_QUEUE_MAX_BYTES] = {"queue_max_bytes", K_INT, NULL, "1073741824", 4096,
                                   (long long)1 << 50},
@@ -104,7 +101,7 @@ static int parse_bool(const char *v, int *out)
     return -1;
 }
 
-static mlt_err check_uri(const char *v)
+static MLT__MUST_USE mlt_err check_uri(const char *v)
 {
     const char *rest = NULL;
     if (strncasecmp(v, "http://", 7) == 0) {
@@ -130,7 +127,7 @@ static mlt_err check_uri(const char *v)
 }
 
 /* Parses and stores one option. On failure the option keeps its value. */
-static mlt_err set_opt(mlt_options *o, int i, const char *value)
+static MLT__MUST_USE mlt_err set_opt(mlt_options *o, int i, const char *value)
 {
     const struct opt_def *d = &defs[i];
     int b = 0;
@@ -164,8 +161,8 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value)
         break;
     case K_BOOL:
         if (parse_bool(value, &b) != 0) {
-            return mlt__fail(MLT_ERR_BAD_OPTION,
-                             "option %s: '%s' is not a boolean (true/false)", d->name, value);
+            return mlt__fail(MLT_ERR_BAD_OPTION, "option %s: '%s' is not a boolean (true/false)",
+                             d->name, value);
         }
         break;
     case K_INT:
@@ -173,8 +170,8 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value)
         n = strtoll(value, &end, 10);
         if (errno || end == value || *end || n < d->min || n > d->max) {
             return mlt__fail(MLT_ERR_BAD_OPTION,
-                             "option %s: '%s' is not an integer from %lld to %lld", d->name,
-                             value, d->min, d->max);
+                             "option %s: '%s' is not an integer from %lld to %lld", d->name, value,
+                             d->min, d->max);
         }
         break;
     case K_ID:
@@ -190,9 +187,8 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value)
         for (n = 0; n < 4 && d->words[n] && strcmp(d->words[n], value) != 0; n++) {
         }
         if (n == 4 || !d->words[n]) {
-            return mlt__fail(MLT_ERR_BAD_OPTION,
-                             "option %s: '%s' is not one of %s%s%s%s%s", d->name, value,
-                             d->words[0], d->words[1] ? ", " : "",
+            return mlt__fail(MLT_ERR_BAD_OPTION, "option %s: '%s' is not one of %s%s%s%s%s",
+                             d->name, value, d->words[0], d->words[1] ? ", " : "",
                              d->words[1] ? d->words[1] : "", d->words[2] ? ", " : "",
                              d->words[2] ? d->words[2] : "");
         }
@@ -205,8 +201,8 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value)
         }
         if (errno || end == value || *end || !isfinite(s) || s < 0 || s > MAX_SECONDS ||
             ((i == MLT__OPT_TIMEOUT || i == MLT__OPT_SYSTEM_METRICS_INTERVAL) && s <= 0)) {
-            return mlt__fail(MLT_ERR_BAD_OPTION,
-                             "option %s: '%s' is not a number of seconds %s %g", d->name, value,
+            return mlt__fail(MLT_ERR_BAD_OPTION, "option %s: '%s' is not a number of seconds %s %g",
+                             d->name, value,
                              i == MLT__OPT_TIMEOUT || i == MLT__OPT_SYSTEM_METRICS_INTERVAL
                                  ? "above 0 and up to"
                                  : "from 0 to",
@@ -227,22 +223,53 @@ static mlt_err set_opt(mlt_options *o, int i, const char *value)
     free(o->text[i]);
     o->text[i] = copy;
     switch (i) {
-    case MLT__OPT_INSECURE_TLS: o->insecure_tls = b; break;
-    case MLT__OPT_MAX_RETRIES: o->max_retries = (int)n; break;
-    case MLT__OPT_BACKOFF_FACTOR: o->backoff_factor_s = s; break;
-    case MLT__OPT_BACKOFF_JITTER: o->backoff_jitter_s = s; break;
-    case MLT__OPT_TIMEOUT: o->timeout_s = s; break;
-    case MLT__OPT_FSYNC: o->fsync_mode = (int)n; break;
-    case MLT__OPT_FSYNC_INTERVAL_MS: o->fsync_interval_ms = n; break;
-    case MLT__OPT_QUEUE_MAX_BYTES: o->queue_max_bytes = n; break;
-    case MLT__OPT_QUEUE_SEGMENT_BYTES: o->queue_segment_bytes = n; break;
-    case MLT__OPT_QUEUE_FULL: o->queue_full_fail = (int)n; break;
-    case MLT__OPT_QUEUE_BLOCK_MS: o->queue_block_ms = n; break;
-    case MLT__OPT_LINGER_MS: o->linger_ms = n; break;
-    case MLT__OPT_ATTACH_TIMEOUT: o->attach_timeout_s = n; break;
-    case MLT__OPT_SYSTEM_METRICS: o->system_metrics = b; break;
-    case MLT__OPT_SYSTEM_METRICS_INTERVAL: o->system_metrics_interval_s = s; break;
-    default: break;
+    case MLT__OPT_INSECURE_TLS:
+        o->insecure_tls = b;
+        break;
+    case MLT__OPT_MAX_RETRIES:
+        o->max_retries = (int)n;
+        break;
+    case MLT__OPT_BACKOFF_FACTOR:
+        o->backoff_factor_s = s;
+        break;
+    case MLT__OPT_BACKOFF_JITTER:
+        o->backoff_jitter_s = s;
+        break;
+    case MLT__OPT_TIMEOUT:
+        o->timeout_s = s;
+        break;
+    case MLT__OPT_FSYNC:
+        o->fsync_mode = (int)n;
+        break;
+    case MLT__OPT_FSYNC_INTERVAL_MS:
+        o->fsync_interval_ms = n;
+        break;
+    case MLT__OPT_QUEUE_MAX_BYTES:
+        o->queue_max_bytes = n;
+        break;
+    case MLT__OPT_QUEUE_SEGMENT_BYTES:
+        o->queue_segment_bytes = n;
+        break;
+    case MLT__OPT_QUEUE_FULL:
+        o->queue_full_fail = (int)n;
+        break;
+    case MLT__OPT_QUEUE_BLOCK_MS:
+        o->queue_block_ms = n;
+        break;
+    case MLT__OPT_LINGER_MS:
+        o->linger_ms = n;
+        break;
+    case MLT__OPT_ATTACH_TIMEOUT:
+        o->attach_timeout_s = n;
+        break;
+    case MLT__OPT_SYSTEM_METRICS:
+        o->system_metrics = b;
+        break;
+    case MLT__OPT_SYSTEM_METRICS_INTERVAL:
+        o->system_metrics_interval_s = s;
+        break;
+    default:
+        break;
     }
     return MLT_OK;
 }
@@ -295,7 +322,7 @@ mlt_options *mlt__options_dup(const mlt_options *src)
     return o;
 }
 
-static mlt_err options_set(mlt_options *o, const char *name, const char *value)
+static MLT__MUST_USE mlt_err options_set(mlt_options *o, const char *name, const char *value)
 {
     if (!o || !name) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "options and name are required");
@@ -325,7 +352,7 @@ const char *mlt_options_get(const mlt_options *o, const char *name)
     return defs[i].kind == K_SECRET ? "***" : o->text[i];
 }
 
-static mlt_err options_from_env(mlt_options *o)
+static MLT__MUST_USE mlt_err options_from_env(mlt_options *o)
 {
     if (!o) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "options are required");
@@ -348,7 +375,7 @@ mlt_err mlt_options_from_env(mlt_options *o, char *errbuf, size_t errlen)
     return mlt__errbuf(errbuf, errlen, options_from_env(o));
 }
 
-static mlt_err set_typed(mlt_options *o, int i, const char *v)
+static MLT__MUST_USE mlt_err set_typed(mlt_options *o, int i, const char *v)
 {
     return o ? set_opt(o, i, v) : MLT_ERR_INVALID_ARG;
 }
@@ -394,7 +421,7 @@ mlt_err mlt_options_set_client_cert_path(mlt_options *o, const char *path)
     return set_typed(o, MLT__OPT_CLIENT_CERT_PATH, path);
 }
 
-static mlt_err set_seconds(mlt_options *o, int i, double s)
+static MLT__MUST_USE mlt_err set_seconds(mlt_options *o, int i, double s)
 {
     char text[32];
     mlt__fmt_double(text, sizeof text, s);

@@ -12,11 +12,11 @@
 
 /* The queue directory for opts: option queue_dir, else $XDG_STATE_HOME/mltrack/queue, else
  * ~/.local/state/mltrack/queue. */
-mlt_err mlt__queue_dir(const mlt_options *opts, char *out, size_t len);
+MLT__MUST_USE mlt_err mlt__queue_dir(const mlt_options *opts, char *out, size_t len);
 
 /* The journal directories under queue_dir (absolute paths, sorted; caller frees each and the
  * array). A missing queue_dir has none. */
-mlt_err mlt__queue_list(const char *queue_dir, char ***out, size_t *n);
+MLT__MUST_USE mlt_err mlt__queue_list(const char *queue_dir, char ***out, size_t *n);
 
 /* Whether a live process holds the journal's lock: 1 yes, 0 no, -1 unknown (errno set). A
  * shared, non-blocking flock conflicts with the owner's exclusive one and is released at once;
@@ -31,7 +31,7 @@ int mlt__journal_owned(const char *journal_dir);
  * does; MLT_ERR_IO when the queue cannot be listed. Reads every undelivered record of every
  * journal: for the rare moments that need it (a wait for a run that ran out of time, status).
  */
-mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char *who,
-                                size_t who_len, bool *owned);
+MLT__MUST_USE mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char *who,
+                                              size_t who_len, bool *owned);
 
 #endif

@@ -30,10 +30,9 @@ static void put_str(mlt__buf *b, const char *s)
     mlt__buf_putc(b, '\0');
 }
 
-void mlt__rec_put_create(mlt__buf *b, uint32_t run_no, const char *run_key,
-                         const char *parent_key, const char *run_name,
-                         const char *experiment_name, const char *experiment_id,
-                         int64_t start_ms, const char *const *tag_keys,
+void mlt__rec_put_create(mlt__buf *b, uint32_t run_no, const char *run_key, const char *parent_key,
+                         const char *run_name, const char *experiment_name,
+                         const char *experiment_id, int64_t start_ms, const char *const *tag_keys,
                          const char *const *tag_values, size_t n_tags)
 {
     if (n_tags > MLT__REC_MAX_TAGS) {

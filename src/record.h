@@ -26,21 +26,21 @@ typedef enum mlt__rec_type {
  * copies: each is NUL-terminated in the payload, the encoder writes the NUL). */
 typedef struct mlt__rec {
     uint64_t seq;
-    uint64_t end_pos;  /* journal position just past the record (set by mlt__journal_next) */
-    uint32_t size;     /* bytes of the whole frame */
+    uint64_t end_pos; /* journal position just past the record (set by mlt__journal_next) */
+    uint32_t size;    /* bytes of the whole frame */
     mlt__rec_type type;
     uint32_t run_no;
-    const char *key;   /* CREATE/ATTACH: run key; PARAM/METRIC/TAG: entity key */
+    const char *key;    /* CREATE/ATTACH: run key; PARAM/METRIC/TAG: entity key */
     const char *run_id; /* ATTACH: the server's run id, "" when only the key is known */
-    const char *value; /* PARAM/TAG */
-    double num;        /* METRIC */
-    int64_t time_ms;   /* CREATE: start; METRIC: timestamp; END: end; ATTACH: written (0:
-                        * unknown) */
-    int64_t step;      /* METRIC */
-    int status;        /* END: mlt_run_status */
+    const char *value;  /* PARAM/TAG */
+    double num;         /* METRIC */
+    int64_t time_ms;    /* CREATE: start; METRIC: timestamp; END: end; ATTACH: written (0:
+                         * unknown) */
+    int64_t step;       /* METRIC */
+    int status;         /* END: mlt_run_status */
     /* CREATE (experiment names also ATTACH) */
-    const char *parent_key; /* "" for none */
-    const char *run_name;   /* "" for none */
+    const char *parent_key;      /* "" for none */
+    const char *run_name;        /* "" for none */
     const char *experiment_name; /* "" for none */
     const char *experiment_id;   /* "" for none */
     size_t n_tags;
@@ -49,10 +49,9 @@ typedef struct mlt__rec {
 } mlt__rec;
 
 /* Encoders: append the payload of a record to b (b->oom on failure). */
-void mlt__rec_put_create(mlt__buf *b, uint32_t run_no, const char *run_key,
-                         const char *parent_key, const char *run_name,
-                         const char *experiment_name, const char *experiment_id,
-                         int64_t start_ms, const char *const *tag_keys,
+void mlt__rec_put_create(mlt__buf *b, uint32_t run_no, const char *run_key, const char *parent_key,
+                         const char *run_name, const char *experiment_name,
+                         const char *experiment_id, int64_t start_ms, const char *const *tag_keys,
                          const char *const *tag_values, size_t n_tags);
 void mlt__rec_put_kv(mlt__buf *b, uint32_t run_no, const char *key, const char *value);
 void mlt__rec_put_metric(mlt__buf *b, uint32_t run_no, const char *key, double value,
@@ -66,6 +65,7 @@ void mlt__rec_clear(mlt__rec *r, mlt__rec_type type);
 
 /* Decodes a payload of the given type into r (r->seq is left to the caller). Returns MLT_OK or
  * MLT_ERR_CORRUPT when the payload does not parse. The payload must outlive r. */
-mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len, mlt__rec *r);
+MLT__MUST_USE mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len,
+                                      mlt__rec *r);
 
 #endif

@@ -138,12 +138,11 @@ static uint32_t run_for(requeue *q, const char *key, const char **why, mlt_err *
         *err = MLT_ERR_NOMEM;
         return 0;
     }
-    *err = mlt__journal_put_run(q->to, r->run_no, key, id, exp[0] ? exp : NULL,
-                                MLT__RUN_ENDED);
+    *err = mlt__journal_put_run(q->to, r->run_no, key, id, exp[0] ? exp : NULL, MLT__RUN_ENDED);
     return *err == MLT_OK ? r->run_no : 0;
 }
 
-static mlt_err append(requeue *q, mlt__rec_type type)
+static MLT__MUST_USE mlt_err append(requeue *q, mlt__rec_type type)
 {
     if (q->rec.oom) {
         return mlt__fail(MLT_ERR_NOMEM, "out of memory");
@@ -156,7 +155,8 @@ static mlt_err append(requeue *q, mlt__rec_type type)
     return err;
 }
 
-static mlt_err put_create(requeue *q, const cJSON *o, const char *line, const char *key)
+static MLT__MUST_USE mlt_err put_create(requeue *q, const cJSON *o, const char *line,
+                                        const char *key)
 {
     int64_t start = 0;
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(o, "tags");
@@ -188,15 +188,15 @@ static mlt_err put_create(requeue *q, const cJSON *o, const char *line, const ch
     if (!r) {
         return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
-    mlt__rec_put_create(&q->rec, r->run_no, key, str_of(o, "parent_run_key"),
-                        str_of(o, "run_name"), str_of(o, "experiment_name"),
-                        str_of(o, "experiment_id"), start, tk, tv, n);
+    mlt__rec_put_create(&q->rec, r->run_no, key, str_of(o, "parent_run_key"), str_of(o, "run_name"),
+                        str_of(o, "experiment_name"), str_of(o, "experiment_id"), start, tk, tv, n);
     return append(q, MLT__REC_CREATE);
 }
 
 /* Requeues one dead letter (a parsed line); MLT_ERR_NOT_FOUND when it must stay a dead letter
  * (*why says why). */
-static mlt_err requeue_one(requeue *q, const cJSON *o, const char *line, const char **why)
+static MLT__MUST_USE mlt_err requeue_one(requeue *q, const cJSON *o, const char *line,
+                                         const char **why)
 {
     const char *type = str_of(o, "type");
     const char *key = str_of(o, "run_key");
@@ -305,8 +305,8 @@ mlt_err mlt__requeue(mlt__journal *from, mlt__journal *to, mlt__requeue_stats *s
         /* the new journal is durable before the letters leave the old one */
         err = mlt__journal_sync(to);
         if (err == MLT_OK) {
-            err = mlt__journal_keep_dead_letters(from, q.kept.data ? q.kept.data : "",
-                                                 q.kept.len, kept_lines);
+            err = mlt__journal_keep_dead_letters(from, q.kept.data ? q.kept.data : "", q.kept.len,
+                                                 kept_lines);
         }
     }
     mlt__buf_free(&q.kept);

@@ -5,9 +5,9 @@
 #include "journal.h"
 
 typedef struct mlt__requeue_stats {
-    uint64_t requeued; /* dead letters appended to the new journal */
-    uint64_t runs;     /* runs the new journal creates or attaches to again */
-    uint64_t kept;     /* dead letters left in place: nothing to log them into (see below) */
+    uint64_t requeued;  /* dead letters appended to the new journal */
+    uint64_t runs;      /* runs the new journal creates or attaches to again */
+    uint64_t kept;      /* dead letters left in place: nothing to log them into (see below) */
     char why_kept[160]; /* the reason of the first one kept */
 } mlt__requeue_stats;
 
@@ -21,6 +21,6 @@ typedef struct mlt__requeue_stats {
  * Returns MLT_OK (nothing to do included), MLT_ERR_IO, MLT_ERR_NOMEM or MLT_ERR_CORRUPT (a line
  * of dead.jsonl that is not one mltrack wrote; nothing is changed then), with mlt_last_error().
  */
-mlt_err mlt__requeue(mlt__journal *from, mlt__journal *to, mlt__requeue_stats *st);
+MLT__MUST_USE mlt_err mlt__requeue(mlt__journal *from, mlt__journal *to, mlt__requeue_stats *st);
 
 #endif

@@ -21,7 +21,7 @@ struct mlt__journal;
 typedef struct mlt__ring_slot {
     _Atomic uint64_t stamp; /* ticket + 1 once the slot holds the ticket's point */
     uint32_t run_no;
-    uint32_t key_id;        /* | MLT__RING_MS when ts is in ms, else ts is a TSC reading */
+    uint32_t key_id; /* | MLT__RING_MS when ts is in ms, else ts is a TSC reading */
     double value;
     int64_t ts;
     int64_t step;
@@ -36,7 +36,7 @@ typedef struct mlt__ring_hdr {
     /* TSC -> wall clock (written by the drainer; read when a dead process's ring is saved):
      * ns = anchor_ns + (tsc - anchor_tsc) * ns_per_tick */
     uint64_t anchor_tsc;
-    int64_t anchor_ns;   /* CLOCK_REALTIME at anchor_tsc */
+    int64_t anchor_ns; /* CLOCK_REALTIME at anchor_tsc */
     double ns_per_tick;
     int64_t anchor_mono; /* CLOCK_MONOTONIC_RAW at anchor_tsc: the scale is measured on it */
     char pad0[16];
@@ -49,14 +49,14 @@ typedef struct mlt__ring_hdr {
 typedef struct mlt__ring {
     mlt__ring_hdr *hdr;
     mlt__ring_slot *slots;
-    atomic_int idle;       /* the writer sleeps until woken */
-    bool tsc;              /* the hot path stamps points with the TSC (see mlt__ring_now) */
-    int full_block_ms;     /* a full ring: how long a put waits for the writer to make room */
-    bool full_fail_fast;   /* ...unless the writer is failing: then it fails at once */
+    atomic_int idle;            /* the writer sleeps until woken */
+    bool tsc;                   /* the hot path stamps points with the TSC (see mlt__ring_now) */
+    int full_block_ms;          /* a full ring: how long a put waits for the writer to make room */
+    bool full_fail_fast;        /* ...unless the writer is failing: then it fails at once */
     atomic_bool writer_failing; /* the writer's last drain failed (werr says why) */
-    _Atomic uint64_t pending; /* undelivered bytes in the segments (mlt__journal_pending_bytes) */
-    uint64_t cap;          /* the hot path puts points here while pending is below it (the
-                            * queue's cap; 0: never, as in a forked child) */
+    _Atomic uint64_t pending;   /* undelivered bytes in the segments (mlt__journal_pending_bytes) */
+    uint64_t cap;               /* the hot path puts points here while pending is below it (the
+                                 * queue's cap; 0: never, as in a forked child) */
     struct mlt__journal *j;
 } mlt__ring;
 
@@ -67,8 +67,8 @@ static inline bool mlt__ring_admits(const mlt__ring *r)
 }
 
 /* The slow paths of mlt__ring_put (ring.c). */
-mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value, int64_t ts,
-                       int64_t step);
+MLT__MUST_USE mlt_err mlt__ring_full(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value,
+                                     int64_t ts, int64_t step);
 void mlt__ring_wake(mlt__ring *r);
 
 /* The hot path stamps a point with the TSC when r->tsc (x86-64, TSC the kernel's clocksource);
@@ -112,8 +112,8 @@ static inline int mlt__ring_try(mlt__ring *r, uint32_t run_no, uint32_t key_id, 
 
 /* Puts one point in the ring, waiting for room as r->full_block_ms and r->full_fail_fast say.
  * Returns MLT_OK, or MLT_ERR_QUEUE_FULL when the ring stayed full. Any thread. */
-static inline mlt_err mlt__ring_put(mlt__ring *r, uint32_t run_no, uint32_t key_id, double value,
-                                    int64_t ts, int64_t step)
+MLT__MUST_USE static inline mlt_err mlt__ring_put(mlt__ring *r, uint32_t run_no, uint32_t key_id,
+                                                  double value, int64_t ts, int64_t step)
 {
     int rc = mlt__ring_try(r, run_no, key_id, value, ts, step);
     if (rc > 0) {

@@ -121,7 +121,8 @@ void mlt__run_free(mlt_run *run)
     free(run);
 }
 
-static mlt_err start_run(mlt_tracker *t, mlt_run *parent, const char *name, mlt_run **out)
+static MLT__MUST_USE mlt_err start_run(mlt_tracker *t, mlt_run *parent, const char *name,
+                                       mlt_run **out)
 {
     if (!out) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "out is required");

@@ -11,9 +11,10 @@
 #include <stdio.h>
 
 /* Starts a run, a child of this thread's active run if it belongs to the same tracker, and
- * makes it active. If it cannot start, no run is active until end_scope(): a body that marks
- * "its" run failed must not reach the caller's run. */
-static mlt_err begin(mlt_tracker *tracker, const char *name, struct mlt_scope *s)
+ * makes it active. If it cannot start, s->run is NULL (mlt_last_error() says why, the tracker
+ * counted it) and no run is active until end_scope(): a body that marks "its" run failed must
+ * not reach the caller's run. */
+static MLT__MUST_USE mlt_err begin(mlt_tracker *tracker, const char *name, struct mlt_scope *s)
 {
     s->run = NULL;
     s->outer = mlt_active_run();
@@ -36,7 +37,7 @@ static mlt_err begin(mlt_tracker *tracker, const char *name, struct mlt_scope *s
 }
 
 /* Ends the scope's run with status (FAILED if marked) and restores the outer active run. */
-static mlt_err end_scope(struct mlt_scope *s, mlt_run_status status)
+static MLT__MUST_USE mlt_err end_scope(struct mlt_scope *s, mlt_run_status status)
 {
     mlt_err err = MLT_OK;
     if (s->run) {
@@ -52,20 +53,27 @@ static mlt_err end_scope(struct mlt_scope *s, mlt_run_status status)
 struct mlt_scope mlt_scope_begin(mlt_tracker *tracker, const char *name)
 {
     struct mlt_scope s;
-    begin(tracker, name, &s);
+    if (begin(tracker, name, &s) != MLT_OK) {
+        /* s.run is NULL: the block runs untracked, mlt_last_error() says why */
+    }
     return s;
 }
 
 void mlt_scope_end(struct mlt_scope *scope)
 {
-    end_scope(scope, MLT_RUN_FINISHED);
+    if (end_scope(scope, MLT_RUN_FINISHED) != MLT_OK) {
+        /* The macros' end returns nothing: the tracker counted the failure
+         * (mlt_tracker_error_count()) and mlt_last_error() says it. */
+    }
 }
 
 struct mlt_scope mlt_tracked_begin(const char *name)
 {
     struct mlt_scope s;
     mlt_tracker *t = mlt_tracker_get_default();
-    begin(t, name, &s);
+    if (begin(t, name, &s) != MLT_OK && t) {
+        /* s.run is NULL: the function runs untracked, mlt_last_error() says why */
+    }
     if (!t) {
         mlt__fail(MLT_ERR_STATE,
                   "no default tracker: '%s' ran untracked (call mlt_tracker_set_default())", name);
@@ -73,7 +81,7 @@ struct mlt_scope mlt_tracked_begin(const char *name)
     return s;
 }
 
-static mlt_err log_duration(mlt_run *run)
+static MLT__MUST_USE mlt_err log_duration(mlt_run *run)
 {
     double d = (double)(mlt__mono_ns() - run->start_mono_ns) / 1e9;
     return mlt_log_metric(run, "duration_s", d, 0);
@@ -81,13 +89,20 @@ static mlt_err log_duration(mlt_run *run)
 
 void mlt_tracked_end(struct mlt_scope *scope, int has_result, double result)
 {
+    /* MLT_TRACKED functions return their own result: a failure here is counted by the tracker
+     * (mlt_tracker_error_count()), as the header says, and mlt_last_error() tells it */
+    mlt_err err = MLT_OK;
     if (scope->run) {
         if (has_result) {
-            mlt_log_metric(scope->run, "result", result, 0);
+            err = mlt_log_metric(scope->run, "result", result, 0);
         }
-        log_duration(scope->run);
+        mlt_err derr = log_duration(scope->run);
+        err = err != MLT_OK ? err : derr;
     }
-    end_scope(scope, MLT_RUN_FINISHED);
+    mlt_err eerr = end_scope(scope, MLT_RUN_FINISHED);
+    if (err != MLT_OK || eerr != MLT_OK) {
+        /* counted; nothing to return */
+    }
 }
 
 /* ---- typed params ----

@@ -321,14 +321,16 @@ static bool timed_wait(mlt__sender *s, int64_t ms, bool wake_ok)
 }
 
 /* A flush makes the tracker's own journal durable first (its writer's group commit may not have
- * come yet). */
-static void sync_own(mlt__sender *s)
+ * come yet): MLT_ERR_IO when it cannot (a full disk), the message in mlt_last_error(). */
+static MLT__MUST_USE mlt_err sync_own(mlt__sender *s)
 {
     for (size_t i = 0; i < s->n_slots; i++) {
-        if (!s->slots[i].adopted) {
-            mlt__journal_sync(s->slots[i].j);
+        mlt_err err = s->slots[i].adopted ? MLT_OK : mlt__journal_sync(s->slots[i].j);
+        if (err != MLT_OK) {
+            return err;
         }
     }
+    return MLT_OK;
 }
 
 static void *run_thread(void *arg)
@@ -444,7 +446,7 @@ typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW } kept_why;
  * deadline), with what this process logged that is kept, where, and why. Call with s->mu held
  * (last_error, down_why).
  */
-static mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for)
+static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for)
 {
     uint64_t records = 0, runs = 0, points = 0;
     for (size_t i = 0; i < s->n_slots; i++) {
@@ -498,10 +500,13 @@ static const char *own_waiting_for(const mlt__sender *s)
 
 mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
 {
+    mlt_err synced = sync_own(s);
+    if (synced != MLT_OK) {
+        return synced; /* what is logged is not safe on disk: no flush can promise it */
+    }
     pthread_mutex_lock(&s->mu);
     s->flushing++;
     pthread_mutex_unlock(&s->mu);
-    sync_own(s);
     int64_t start = mlt__mono_ns();
     int64_t deadline = timeout_ms < 0 ? -1 : start + (int64_t)timeout_ms * 1000000;
     uint64_t *targets = calloc(s->n_slots ? s->n_slots : 1, sizeof *targets);

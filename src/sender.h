@@ -25,12 +25,12 @@ MLT__MUST_USE mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options 
                                            const struct mlt__transport *tr);
 
 /* Hands a journal to the sender (owned from now on; closed by mlt__sender_free). */
-mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted);
+MLT__MUST_USE mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted);
 
 void mlt__sender_on_run_id(mlt__sender *s, mlt__run_id_fn fn, void *ud);
 
 /* Starts the background thread. */
-mlt_err mlt__sender_start(mlt__sender *s);
+MLT__MUST_USE mlt_err mlt__sender_start(mlt__sender *s);
 
 /* Wakes the sender: new records were appended. Cheap; any thread. */
 void mlt__sender_notify(mlt__sender *s);
@@ -42,15 +42,15 @@ void mlt__sender_notify(mlt__sender *s);
  * makes the sender try once more, now). At the deadline (timeout_ms, < 0: none): MLT_ERR_QUEUED
  * when the journal waits for a run the server does not have yet, else MLT_ERR_TIMEOUT.
  * Journals adopted from dead processes are not waited for. Any thread but the sender's. */
-mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms);
+MLT__MUST_USE mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms);
 
 /* Delivers on the calling thread (no background thread) until every journal is delivered or a
  * failure persists past deadline_ns (monotonic; < 0: retry max_retries times then stop):
  * MLT_ERR_TIMEOUT or MLT_ERR_NETWORK then (the server away), MLT_ERR_REJECTED when delivery
  * cannot go on (TLS, an unreadable journal). When only journals that wait for runs the server
  * does not have are left (and no run was created here since they began waiting), it stops with
- * MLT_ERR_QUEUED: mlt_last_error() says what waits for what, summary counts the records. progress (may be
- * NULL) is called after each step. */
+ * MLT_ERR_QUEUED: mlt_last_error() says what waits for what, summary counts the records. progress
+ * (may be NULL) is called after each step. */
 typedef struct mlt__sync_progress {
     uint64_t records_total; /* unacked records when the sync began */
     uint64_t records_done;  /* acked or rejected since */
@@ -63,9 +63,9 @@ typedef struct mlt__sync_progress {
     uint64_t waiting_created;
     uint64_t waiting_nowhere;
 } mlt__sync_progress;
-mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
-                          void (*progress)(const mlt__sync_progress *p, void *ud), void *ud,
-                          mlt__sync_progress *summary);
+MLT__MUST_USE mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns,
+                                        void (*progress)(const mlt__sync_progress *p, void *ud),
+                                        void *ud, mlt__sync_progress *summary);
 
 void mlt__sender_stats(mlt__sender *s, mlt_queue_stats *out);
 

@@ -194,8 +194,8 @@ int mlt__sys_cpu_times(uint64_t *busy, uint64_t *total)
     }
     /* user nice system idle iowait irq softirq steal (guest times are within user/nice) */
     unsigned long long v[8] = {0};
-    int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-                   &v[3], &v[4], &v[5], &v[6], &v[7]);
+    int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
     if (n < 4) {
         return 0;
     }
@@ -214,8 +214,8 @@ int mlt__sys_memory(uint64_t *used, uint64_t *total)
     if (!f) {
         return 0;
     }
-    static const char *const names[] = {"MemTotal:", "MemFree:", "Buffers:", "Cached:",
-                                        "SReclaimable:"};
+    static const char *const names[] = {
+        "MemTotal:", "MemFree:", "Buffers:", "Cached:", "SReclaimable:"};
     unsigned long long kb[5] = {0};
     int seen = 0;
     char line[256];

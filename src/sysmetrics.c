@@ -99,8 +99,7 @@ mlt_err mlt__sysmetrics_start(mlt_tracker *t)
                          "system_metrics: cannot read /proc/stat or /proc/meminfo");
     }
     if (pthread_create(&t->sys_thread, NULL, sys_thread, t) != 0) {
-        return mlt__fail(MLT_ERR_NOMEM,
-                         "system_metrics: cannot start the sampling thread");
+        return mlt__fail(MLT_ERR_NOMEM, "system_metrics: cannot start the sampling thread");
     }
     t->sys_started = true;
     return MLT_OK;

@@ -94,7 +94,7 @@ mlt_err mlt__tracker_forked_err(void)
                                     "cannot use it (it may make a tracker of its own)");
 }
 
-static mlt_err tracker_new(mlt_tracker **out, const mlt_options *opts)
+static MLT__MUST_USE mlt_err tracker_new(mlt_tracker **out, const mlt_options *opts)
 {
     if (!out) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "out is required");

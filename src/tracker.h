@@ -123,8 +123,8 @@ struct mlt_run {
 
 /* Registers a built-in sink: callbacks plus its extension (NULL: none); ext->on_key is told at
  * once of the keys registered so far. */
-mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void *userdata,
-                                  const mlt__sink_ext *ext);
+MLT__MUST_USE mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb,
+                                                void *userdata, const mlt__sink_ext *ext);
 
 /* Fills info from run. */
 void mlt__run_info(const mlt_run *run, mlt_run_info *info, const char *parent_key);
@@ -138,14 +138,14 @@ void mlt__run_use_ring(mlt_run *run, uint32_t ring_run);
 #define MLT__UI_VIEW "workflowType=machine_learning"
 
 /* Records the server run id (copied). Called by the MLflow callback. */
-mlt_err mlt__run_set_id(mlt_run *run, const char *run_id);
+MLT__MUST_USE mlt_err mlt__run_set_id(mlt_run *run, const char *run_id);
 
 /* Records the experiment id the tracker logs into (copied). */
-mlt_err mlt__tracker_set_experiment_id(mlt_tracker *t, const char *id);
+MLT__MUST_USE mlt_err mlt__tracker_set_experiment_id(mlt_tracker *t, const char *id);
 
 /* Sets what the MLflow callback added after this call tags as mlflow.source.name (copied), with
  * the git commit of the current directory: for a wrapper that runs another program. */
-mlt_err mlt__tracker_set_source(mlt_tracker *t, const char *program);
+MLT__MUST_USE mlt_err mlt__tracker_set_source(mlt_tracker *t, const char *program);
 const char *mlt__tracker_source(const mlt_tracker *t);
 
 /* The tracker's options (read-only). */
@@ -179,7 +179,8 @@ mlt_err mlt__tracker_forked_err(void);
 bool mlt__run_has_ended(const mlt_run *run);
 mlt_err mlt__run_ended_err(const mlt_run *run, const char *call);
 /* Checks a call's run, key and (params, tags) value before anything is dispatched; counted. */
-mlt_err mlt__run_check_entry(mlt_run *run, mlt__kind kind, const char *key, const char *value);
+MLT__MUST_USE mlt_err mlt__run_check_entry(mlt_run *run, mlt__kind kind, const char *key,
+                                           const char *value);
 /* The parent's client key, NULL for a top-level run. */
 const char *mlt__run_parent_key(const mlt_run *run);
 /* Frees a run that is not linked anywhere (close frees the ended ones). */

@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 /* ---- strict UTF-8 ---------------------------------------------------------------------------- */
 
 /*
@@ -401,7 +400,7 @@ static const char *kind_name(mlt__kind kind)
  * Checks that s is valid UTF-8 no longer than limit code points; what names s in a message
  * ("run name", "param 'lr' value"). Quotes s itself in the message when quote_s is set.
  */
-static mlt_err check_text(const char *what, const char *s, bool quote_s, long limit)
+static MLT__MUST_USE mlt_err check_text(const char *what, const char *s, bool quote_s, long limit)
 {
     char q[QUOTE_BUF] = "";
     size_t bad_off = 0;
@@ -522,7 +521,8 @@ mlt_err mlt__validate_key(mlt__kind kind, const char *key)
 /* ---- values and names ------------------------------------------------------------------------ */
 
 /* Param and tag values: any characters, only the encoding and the length are checked. */
-static mlt_err check_value(const char *kind, const char *key, const char *value, long limit)
+static MLT__MUST_USE mlt_err check_value(const char *kind, const char *key, const char *value,
+                                         long limit)
 {
     char q[QUOTE_BUF];
     char what[QUOTE_BUF + 32];

@@ -1214,7 +1214,7 @@ START_TEST(journal_read_only_open_of_a_locked_journal_changes_nothing)
         append_param(j, s);
     }
     ck_assert_int_eq(mlt__journal_put_run(j, 1, "key-1", "rid", "0", MLT__RUN_OPEN), MLT_OK);
-    mlt__journal_sync(j);
+    ck_assert_int_eq(mlt__journal_sync(j), MLT_OK);
     snapshot before, after;
     snap(f.dir, &before);
     mlt__recovery rec;

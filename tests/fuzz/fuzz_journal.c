@@ -345,7 +345,8 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
             FUZZ_CHECK(r.seq == c);
             mlt__rec bad = {.seq = r.seq, .end_pos = r.end_pos, .size = r.size, .key = ""};
             if (deliver) {
-                mlt__journal_dead_letter(j, &bad, "the record could not be decoded");
+                FUZZ_CHECK(mlt__journal_dead_letter(j, &bad, "the record could not be decoded") ==
+                           MLT_OK);
             }
             if (out->n < MAX_SEEN) {
                 out->seq[out->n] = c;
@@ -363,7 +364,7 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
         touch_rec(&r);
         if (deliver && (r.type == MLT__REC_PARAM || r.type == MLT__REC_TAG) && c % 4 == 0) {
             /* rejected for good: the value stands in for the server's answer */
-            mlt__journal_dead_letter(j, &r, r.value);
+            FUZZ_CHECK(mlt__journal_dead_letter(j, &r, r.value) == MLT_OK);
         }
         if (out->n < MAX_SEEN) {
             out->seq[out->n] = c;
@@ -383,7 +384,7 @@ static void read_all(mlt__journal *j, seen *out, bool deliver)
     }
     FUZZ_CHECK(err == MLT_ERR_NOT_FOUND || err == MLT_OK);
     if (deliver && have_last) {
-        mlt__journal_ack(j, &last);
+        FUZZ_CHECK(mlt__journal_ack(j, &last) == MLT_OK);
     }
     mlt__buf_free(&scratch);
     size_t n_runs;
