@@ -128,9 +128,8 @@ static inline void bench_key_arrays(int n, const char *opt, char (**names)[BENCH
 }
 
 /* Logs step s of the n keys, by handle or by name (the measured loop); exits on an error. */
-static inline void bench_log_step(mlt_run *run, int64_t s, int n,
-                                  char (*names)[BENCH_KEY_LEN], const mlt_key **handles,
-                                  bool by_handle)
+static inline void bench_log_step(mlt_run *run, int64_t s, int n, char (*names)[BENCH_KEY_LEN],
+                                  const mlt_key **handles, bool by_handle)
 {
     for (int k = 0; k < n; k++) {
         mlt_err e = by_handle ? mlt_log_metric_key(run, handles[k], bench_value(s, k), s)

@@ -16,8 +16,8 @@ typedef struct best_loss {
     int64_t best_step;
 } best_loss;
 
-static mlt_err best_on_metric(const mlt_run_info *info, const char *key, double value,
-                              int64_t step, int64_t timestamp_ms, void *userdata)
+static mlt_err best_on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
+                              int64_t timestamp_ms, void *userdata)
 {
     (void)info;
     (void)timestamp_ms;
@@ -29,12 +29,12 @@ static mlt_err best_on_metric(const mlt_run_info *info, const char *key, double 
     return MLT_OK;
 }
 
-static mlt_err best_on_run_end(const mlt_run_info *info, mlt_run_status status,
-                               double duration_s, void *userdata)
+static mlt_err best_on_run_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
+                               void *userdata)
 {
     const best_loss *b = userdata;
-    printf("best loss of run '%s': %.6f at step %lld (%s after %.3f s)\n", info->run_name,
-           b->best, (long long)b->best_step, mlt_run_status_name(status), duration_s);
+    printf("best loss of run '%s': %.6f at step %lld (%s after %.3f s)\n", info->run_name, b->best,
+           (long long)b->best_step, mlt_run_status_name(status), duration_s);
     return MLT_OK;
 }
 

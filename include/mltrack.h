@@ -48,35 +48,35 @@ extern "C" {
 /** Error codes. MLT_OK is 0; every failure is negative. mlt_strerror() gives the text. */
 typedef enum mlt_err {
     MLT_OK = 0,
-    MLT_ERR_INVALID_ARG = -1,     /**< NULL where a value is required, or an out-of-range number. */
-    MLT_ERR_NOMEM = -2,           /**< An allocation failed. */
-    MLT_ERR_UNKNOWN_OPTION = -3,  /**< mlt_options_set() was given a name it does not know. */
-    MLT_ERR_BAD_OPTION = -4,      /**< An option's value is malformed (bad URL, number, word). */
-    MLT_ERR_INVALID_KEY = -5,     /**< A metric, param or tag key breaks the server's key rules. */
-    MLT_ERR_VALUE_TOO_LONG = -6,  /**< A value or name is longer than the server accepts. */
-    MLT_ERR_INVALID_VALUE = -7,   /**< A value is not valid UTF-8 or a timestamp is negative. */
-    MLT_ERR_PARAM_CONFLICT = -8,  /**< A param was already logged on this run with another value. */
-    MLT_ERR_STATE = -9,           /**< Call out of order (callbacks added after a run began). */
-    MLT_ERR_IO = -10,             /**< A file could not be opened, written or flushed. */
-    MLT_ERR_NETWORK = -11,        /**< Server unreachable (refused, reset, DNS); retriable. */
-    MLT_ERR_TIMEOUT = -12,        /**< The server did not answer in time; retriable. */
-    MLT_ERR_SERVER = -13,         /**< The server failed (HTTP 5xx); retriable. */
-    MLT_ERR_RATE_LIMITED = -14,   /**< The server asked to slow down (HTTP 429); retriable. */
-    MLT_ERR_REJECTED = -15,       /**< The server refused the request for good (HTTP 400). */
-    MLT_ERR_NOT_FOUND = -16,      /**< The server has no such run or experiment (HTTP 404). */
-    MLT_ERR_AUTH = -17,           /**< The server refused the credentials (HTTP 401/403):
-                                       permanent; queued records it refuses become dead letters. */
-    MLT_ERR_PROTOCOL = -18,       /**< The server's answer could not be understood. */
-    MLT_ERR_TLS = -19,            /**< TLS failed: certificate not trusted, handshake failed. */
-    MLT_ERR_CALLBACK = -20,       /**< A user callback reported a failure. */
-    MLT_ERR_QUEUE_FULL = -21,     /**< The durable queue is at its size cap (policy "fail"). */
-    MLT_ERR_CORRUPT = -22,        /**< A journal file is damaged (its bad tail was cut). */
-    MLT_ERR_LOCKED = -23,         /**< The journal or queue belongs to a live process. */
-    MLT_ERR_QUEUED = -24,         /**< Not a failure of the data: what was logged is safe in the
-                                       durable queue on disk, not delivered yet (the server
-                                       cannot be reached, refuses TLS, or does not have the run
-                                       the records are for yet). The next tracker on the queue
-                                       or `mltrack sync` delivers it; retriable. */
+    MLT_ERR_INVALID_ARG = -1,    /**< NULL where a value is required, or an out-of-range number. */
+    MLT_ERR_NOMEM = -2,          /**< An allocation failed. */
+    MLT_ERR_UNKNOWN_OPTION = -3, /**< mlt_options_set() was given a name it does not know. */
+    MLT_ERR_BAD_OPTION = -4,     /**< An option's value is malformed (bad URL, number, word). */
+    MLT_ERR_INVALID_KEY = -5,    /**< A metric, param or tag key breaks the server's key rules. */
+    MLT_ERR_VALUE_TOO_LONG = -6, /**< A value or name is longer than the server accepts. */
+    MLT_ERR_INVALID_VALUE = -7,  /**< A value is not valid UTF-8 or a timestamp is negative. */
+    MLT_ERR_PARAM_CONFLICT = -8, /**< A param was already logged on this run with another value. */
+    MLT_ERR_STATE = -9,          /**< Call out of order (callbacks added after a run began). */
+    MLT_ERR_IO = -10,            /**< A file could not be opened, written or flushed. */
+    MLT_ERR_NETWORK = -11,       /**< Server unreachable (refused, reset, DNS); retriable. */
+    MLT_ERR_TIMEOUT = -12,       /**< The server did not answer in time; retriable. */
+    MLT_ERR_SERVER = -13,        /**< The server failed (HTTP 5xx); retriable. */
+    MLT_ERR_RATE_LIMITED = -14,  /**< The server asked to slow down (HTTP 429); retriable. */
+    MLT_ERR_REJECTED = -15,      /**< The server refused the request for good (HTTP 400). */
+    MLT_ERR_NOT_FOUND = -16,     /**< The server has no such run or experiment (HTTP 404). */
+    MLT_ERR_AUTH = -17,          /**< The server refused the credentials (HTTP 401/403):
+                                      permanent; queued records it refuses become dead letters. */
+    MLT_ERR_PROTOCOL = -18,      /**< The server's answer could not be understood. */
+    MLT_ERR_TLS = -19,           /**< TLS failed: certificate not trusted, handshake failed. */
+    MLT_ERR_CALLBACK = -20,      /**< A user callback reported a failure. */
+    MLT_ERR_QUEUE_FULL = -21,    /**< The durable queue is at its size cap (policy "fail"). */
+    MLT_ERR_CORRUPT = -22,       /**< A journal file is damaged (its bad tail was cut). */
+    MLT_ERR_LOCKED = -23,        /**< The journal or queue belongs to a live process. */
+    MLT_ERR_QUEUED = -24,        /**< Not a failure of the data: what was logged is safe in the
+                                      durable queue on disk, not delivered yet (the server
+                                      cannot be reached, refuses TLS, or does not have the run
+                                      the records are for yet). The next tracker on the queue
+                                      or `mltrack sync` delivers it; retriable. */
 } mlt_err;
 
 /** Human-readable text for an error code. Never NULL; unknown codes give "unknown error". */
@@ -237,8 +237,7 @@ typedef struct mlt_delivery {
 typedef void (*mlt_delivery_fn)(const mlt_delivery *delivery, void *userdata);
 
 /** Sets the delivery callback (NULL: none). userdata is borrowed. */
-mlt_err mlt_options_set_delivery_callback(mlt_options *opts, mlt_delivery_fn fn,
-                                          void *userdata);
+mlt_err mlt_options_set_delivery_callback(mlt_options *opts, mlt_delivery_fn fn, void *userdata);
 
 /**
  * The current text value of option `name` (as mlt_options_set() takes it), or NULL for an unset
@@ -508,8 +507,7 @@ typedef struct mlt_callbacks {
                         void *userdata);
     mlt_err (*on_metric)(const mlt_run_info *info, const char *key, double value, int64_t step,
                          int64_t timestamp_ms, void *userdata);
-    mlt_err (*on_tag)(const mlt_run_info *info, const char *key, const char *value,
-                      void *userdata);
+    mlt_err (*on_tag)(const mlt_run_info *info, const char *key, const char *value, void *userdata);
     mlt_err (*on_run_end)(const mlt_run_info *info, mlt_run_status status, double duration_s,
                           void *userdata);
     /** mlt_tracker_flush(): deliver what is held back, within timeout_ms (< 0: no limit). */
@@ -543,8 +541,7 @@ mlt_err mlt_tracker_add_print(mlt_tracker *tracker, FILE *out);
  * mlt_tracker_close(). Returns MLT_ERR_IO (file cannot be opened, message in errbuf) or as
  * mlt_tracker_add_callbacks().
  */
-mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf,
-                              size_t errlen);
+mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf, size_t errlen);
 
 /**
  * Adds the MLflow callback, using the tracker's options (tracking_uri required), with its
@@ -593,9 +590,8 @@ typedef struct mlt_param {
  * lost to a tracking problem, and run is then NULL inside fn (mlt_ calls on NULL return
  * MLT_ERR_INVALID_ARG). Returns the first tracking error (MLT_OK if none).
  */
-mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params,
-                  size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg,
-                  int *fn_result);
+mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params, size_t n_params,
+                  int (*fn)(mlt_run *run, void *arg), void *arg, int *fn_result);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Scope */
@@ -608,12 +604,11 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  * not start (run is then NULL; mlt_last_error() says why). Leaving by `return` or `goto` skips
  * the end: use MLT_SCOPED_RUN for blocks with such exits.
  */
-#define MLT_WITH_RUN(tracker, run, name)                                                         \
-    MLT__WITH_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
+#define MLT_WITH_RUN(tracker, run, name) MLT__WITH_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
 /* Parameter names must not be member names of struct mlt_scope. */
-#define MLT__WITH_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                            \
-    for (struct mlt_scope mlt__s = mlt_scope_begin((mlt__t), (mlt__n)); mlt__s.state < 2;       \
-         mlt_scope_end(&mlt__s))                                                                 \
+#define MLT__WITH_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                              \
+    for (struct mlt_scope mlt__s = mlt_scope_begin((mlt__t), (mlt__n)); mlt__s.state < 2;          \
+         mlt_scope_end(&mlt__s))                                                                   \
         for (mlt_run *mlt__r = mlt__s.run; mlt__s.state++ == 0;)
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -624,11 +619,11 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  * any exit of the enclosing block including `return` and `goto` (GCC/Clang cleanup attribute):
  * FINISHED, or FAILED if mlt_run_fail(run) was called. The run is active while in scope.
  */
-#define MLT_SCOPED_RUN(tracker, run, name)                                                       \
+#define MLT_SCOPED_RUN(tracker, run, name)                                                         \
     MLT__SCOPED_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
-#define MLT__SCOPED_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                          \
-    __attribute__((cleanup(mlt_scope_end))) struct mlt_scope mlt__s =                            \
-        mlt_scope_begin((mlt__t), (mlt__n));                                                     \
+#define MLT__SCOPED_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                            \
+    __attribute__((cleanup(mlt_scope_end))) struct mlt_scope mlt__s =                              \
+        mlt_scope_begin((mlt__t), (mlt__n));                                                       \
     mlt_run *mlt__r = mlt__s.run
 #endif
 
@@ -661,10 +656,10 @@ void mlt_scope_end(struct mlt_scope *scope);
  * "train_model" on the default tracker (mlt_tracker_set_default()), a child of this thread's
  * active run if any; the arguments are logged as params by name (integers in decimal, floating
  * point as the shortest text that reads back to the same value, strings as they are and a NULL
- * string as "None", _Bool as true/false); the body runs with the run active (mlt_active_run()); the returned value is logged
- * as the metric "result" and the duration as "duration_s"; the run ends FINISHED, or FAILED if
- * the body called mlt_run_fail(mlt_active_run()). Without a default tracker, or if tracking fails,
- * the body still runs. The return type must be arithmetic; 1 to 8 arguments.
+ * string as "None", _Bool as true/false); the body runs with the run active (mlt_active_run()); the
+ * returned value is logged as the metric "result" and the duration as "duration_s"; the run ends
+ * FINISHED, or FAILED if the body called mlt_run_fail(mlt_active_run()). Without a default tracker,
+ * or if tracking fails, the body still runs. The return type must be arithmetic; 1 to 8 arguments.
  * MLT_TRACKED_VOID(name, (type, arg)...) is the same for a function returning void.
  * Prefix with `static` as for any function definition.
  * C++: the same, with the argument types of C++ (bool, std::nullptr_t excepted); the types are
@@ -672,29 +667,29 @@ void mlt_scope_end(struct mlt_scope *scope);
  * A type with no overload (std::string, a class) does not compile: pass .c_str(), or log it in
  * the body. mltrack.hpp has RAII types (mlt::tracker, mlt::run) for C++ programs.
  */
-#define MLT_TRACKED(ret, name, ...)                                                              \
-    ret name(MLT__PARAMS(__VA_ARGS__));                                                          \
-    static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                       \
-    ret name(MLT__PARAMS(__VA_ARGS__))                                                           \
-    {                                                                                            \
-        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                     \
-        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                  \
-        ret mlt__r_ = name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                  \
-        mlt_tracked_end(&mlt__s_, 1, (double)mlt__r_);                                           \
-        return mlt__r_;                                                                          \
-    }                                                                                            \
+#define MLT_TRACKED(ret, name, ...)                                                                \
+    ret name(MLT__PARAMS(__VA_ARGS__));                                                            \
+    static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                         \
+    ret name(MLT__PARAMS(__VA_ARGS__))                                                             \
+    {                                                                                              \
+        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                       \
+        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                    \
+        ret mlt__r_ = name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                    \
+        mlt_tracked_end(&mlt__s_, 1, (double)mlt__r_);                                             \
+        return mlt__r_;                                                                            \
+    }                                                                                              \
     static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__))
 
-#define MLT_TRACKED_VOID(name, ...)                                                              \
-    void name(MLT__PARAMS(__VA_ARGS__));                                                         \
-    static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                      \
-    void name(MLT__PARAMS(__VA_ARGS__))                                                          \
-    {                                                                                            \
-        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                     \
-        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                  \
-        name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                                \
-        mlt_tracked_end(&mlt__s_, 0, 0.0);                                                       \
-    }                                                                                            \
+#define MLT_TRACKED_VOID(name, ...)                                                                \
+    void name(MLT__PARAMS(__VA_ARGS__));                                                           \
+    static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                        \
+    void name(MLT__PARAMS(__VA_ARGS__))                                                            \
+    {                                                                                              \
+        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                       \
+        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                    \
+        name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                                  \
+        mlt_tracked_end(&mlt__s_, 0, 0.0);                                                         \
+    }                                                                                              \
     static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__))
 
 /** Tracked-function support: starts a run on the default tracker and makes it active. */
@@ -719,7 +714,7 @@ void mlt_param_str(mlt_run *run, const char *key, const char *value);
  *  there is no _Generic, it is a set of overloaded inline functions (at the end of this file)
  *  that pick the same formatting, so MLT_TRACKED works there too. */
 #ifndef __cplusplus
-#define mlt_log_param_value(run, key, value)                                                     \
+#define mlt_log_param_value(run, key, value)                                                       \
     _Generic((value),                                                                            \
         _Bool: mlt_param_bool,                                                                   \
         char: mlt_param_i64,                                                                     \

@@ -154,8 +154,8 @@ static void assert_end_line(const char *line, const char *prefix)
     size_t digits = strspn(p, "0123456789");
     ck_assert_msg(digits > 0 && p[digits] == '.', "bad duration in '%s'", line);
     p += digits + 1;
-    ck_assert_msg(strspn(p, "0123456789") == 3 && strcmp(p + 3, " s") == 0,
-                  "bad duration in '%s'", line);
+    ck_assert_msg(strspn(p, "0123456789") == 3 && strcmp(p + 3, " s") == 0, "bad duration in '%s'",
+                  line);
     ck_assert(strtod(line + strlen(prefix), NULL) >= 0.0);
 }
 

@@ -16,15 +16,15 @@
 #include "testutil.h"
 
 #include "journal.h"
-#include "queue.h"
 #include "mltrack.h"
+#include "queue.h"
 
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <sys/wait.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 
 /* Entries of a /proc directory (file descriptors, threads), "." and ".." aside. */
@@ -96,8 +96,10 @@ START_TEST(a_thousand_tracker_lives_leave_no_fd_and_no_thread)
                   fds_after, cycles, fds, warm);
     ck_assert_msg(threads_after == threads, "%d threads after %d cycles, %d after %d",
                   threads_after, cycles, threads, warm);
-    mlt_test_reliability("check_limits", "tracker opened and closed again and again: no file "
-                         "descriptor or thread left behind", cycles, 0, 0);
+    mlt_test_reliability("check_limits",
+                         "tracker opened and closed again and again: no file "
+                         "descriptor or thread left behind",
+                         cycles, 0, 0);
 }
 END_TEST
 
@@ -224,7 +226,8 @@ START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
     for (int i = 0; i < FULL_POINTS + AFTER_POINTS; i++) {
         journaled += seen[i];
     }
-    mlt_test_reliability("check_limits", "disk full while logging (a 1 MiB file size cap), "
+    mlt_test_reliability("check_limits",
+                         "disk full while logging (a 1 MiB file size cap), "
                          "policy fail: calls refused, logging resumes when room comes back",
                          1, failed, journaled);
     mlt__buf_free(&scratch);
@@ -278,16 +281,11 @@ static int child_checks(mlt_tracker *t, mlt_run *run, const mlt_key *k, const ch
     mlt_run *r2 = NULL;
     const mlt_key *k2 = NULL;
     const mlt_err got[] = {
-        mlt_log_metric(run, "m", 1.0, 1),
-        mlt_log_metric_key(run, k, 1.0, 1),
-        mlt_log_metric_at(run, "m", 1.0, 1, 5),
-        mlt_log_param(run, "child", "1"),
-        mlt_set_tag(run, "child", "1"),
-        mlt_metric_key(t, "other", &k2),
-        mlt_run_start(t, "child", &r2),
-        mlt_tracker_flush(t, 1000),
-        mlt_run_end(run, MLT_RUN_FINISHED),
-        mlt_tracker_close(t, 1000),
+        mlt_log_metric(run, "m", 1.0, 1),       mlt_log_metric_key(run, k, 1.0, 1),
+        mlt_log_metric_at(run, "m", 1.0, 1, 5), mlt_log_param(run, "child", "1"),
+        mlt_set_tag(run, "child", "1"),         mlt_metric_key(t, "other", &k2),
+        mlt_run_start(t, "child", &r2),         mlt_tracker_flush(t, 1000),
+        mlt_run_end(run, MLT_RUN_FINISHED),     mlt_tracker_close(t, 1000),
     };
     for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) {
         if (got[i] != MLT_ERR_STATE) {
@@ -373,8 +371,10 @@ START_TEST(a_forked_child_is_refused_the_parents_tracker_and_never_hangs)
     }
     ck_assert_int_eq(rc, MLT_ERR_NOT_FOUND);
     ck_assert_int_eq(points, la.ok);
-    mlt_test_reliability("check_limits", "fork() while a thread logs: the child is refused the "
-                         "parent's tracker", 20, 20, points);
+    mlt_test_reliability("check_limits",
+                         "fork() while a thread logs: the child is refused the "
+                         "parent's tracker",
+                         20, 20, points);
     mlt__buf_free(&scratch);
     mlt__journal_close(j, false);
     mlt_test_remove_tree(queue);

@@ -50,22 +50,22 @@
 
 /* An assertion that records nothing when it holds (ck_assert marks a point each time, which is
  * slow in loops of 100k checks under valgrind). */
-#define REQUIRE(cond, ...)                                                                       \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            ck_abort_msg(__VA_ARGS__);                                                           \
-        }                                                                                        \
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            ck_abort_msg(__VA_ARGS__);                                                             \
+        }                                                                                          \
     } while (0)
 
 /* In a forked child: no Check assertions (the child is not a test), a message and an exit
  * status the parent reports. */
-#define CHILD_REQUIRE(cond)                                                                      \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "child: %s:%d: %s failed (%s)\n", __FILE__, __LINE__, #cond,         \
-                    mlt_last_error());                                                           \
-            _exit(10);                                                                           \
-        }                                                                                        \
+#define CHILD_REQUIRE(cond)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "child: %s:%d: %s failed (%s)\n", __FILE__, __LINE__, #cond,           \
+                    mlt_last_error());                                                             \
+            _exit(10);                                                                             \
+        }                                                                                          \
     } while (0)
 
 #define DIR_LEN 512
@@ -293,15 +293,15 @@ static void expect_gen_point(mlt__journal *j, uint64_t *cursor, mlt__buf *scratc
             "point %" PRIu64 ": seq %" PRIu64 ", cursor %" PRIu64 " after %" PRIu64, i, r.seq,
             *cursor, before);
     REQUIRE(r.type == MLT__REC_METRIC, "point %" PRIu64 ": type %d", i, (int)r.type);
-    REQUIRE(r.run_no == p.run, "point %" PRIu64 ": run %" PRIu32 " where %" PRIu32, i,
-            r.run_no, p.run);
+    REQUIRE(r.run_no == p.run, "point %" PRIu64 ": run %" PRIu32 " where %" PRIu32, i, r.run_no,
+            p.run);
     REQUIRE(r.key && strcmp(r.key, KEYS[p.key]) == 0, "point %" PRIu64 ": key %s where %s", i,
             r.key ? r.key : "(null)", KEYS[p.key]);
     REQUIRE(memcmp(&r.num, &p.bits, sizeof p.bits) == 0,
             "point %" PRIu64 ": value bits %016" PRIx64 " where %016" PRIx64, i, to_bits(r.num),
             p.bits);
-    REQUIRE(r.time_ms == p.ts, "point %" PRIu64 ": time %" PRId64 " where %" PRId64, i,
-            r.time_ms, p.ts);
+    REQUIRE(r.time_ms == p.ts, "point %" PRIu64 ": time %" PRId64 " where %" PRId64, i, r.time_ms,
+            p.ts);
     REQUIRE(r.step == p.step, "point %" PRIu64 ": step %" PRId64 " where %" PRId64, i, r.step,
             p.step);
 }
@@ -326,8 +326,9 @@ static void expect_end(mlt__journal *j, uint64_t *cursor)
     mlt__rec r;
     uint64_t c = *cursor;
     mlt_err e = mlt__journal_next(j, cursor, &scratch, &r);
-    ck_assert_msg(e == MLT_ERR_NOT_FOUND, "a record follows seq %" PRIu64 ": %s (seq %" PRIu64
-                  ", type %d)", c, mlt_strerror(e), r.seq, (int)r.type);
+    ck_assert_msg(e == MLT_ERR_NOT_FOUND,
+                  "a record follows seq %" PRIu64 ": %s (seq %" PRIu64 ", type %d)", c,
+                  mlt_strerror(e), r.seq, (int)r.type);
     ck_assert_uint_eq(*cursor, c);
     mlt__buf_free(&scratch);
 }
@@ -418,7 +419,8 @@ static void child_put(mlt__ring *r, uint64_t seed, uint64_t from, uint64_t to)
     }
 }
 
-/* ---- the ring in one process ------------------------------------------------------------------ */
+/* ---- the ring in one process ------------------------------------------------------------------
+ */
 
 START_TEST(ring_points_read_back_exactly)
 {
@@ -528,11 +530,10 @@ START_TEST(ring_wraps_and_blocks_when_full_without_a_writer)
     mlt_err e = put_gen(r, seed, 2 * SLOTS);
     int64_t waited_ms = (mlt__mono_ns() - t0) / 1000000;
     ck_assert_int_eq(pthread_join(th, NULL), 0);
-    ck_assert_msg(e == MLT_OK, "a blocked put failed: %s (%s)", mlt_strerror(e),
-                  mlt_last_error());
+    ck_assert_msg(e == MLT_OK, "a blocked put failed: %s (%s)", mlt_strerror(e), mlt_last_error());
     ck_assert_int_eq(d.err, MLT_OK);
-    ck_assert_msg(waited_ms >= 40 && waited_ms < r->full_block_ms,
-                  "the put waited %" PRId64 " ms", waited_ms);
+    ck_assert_msg(waited_ms >= 40 && waited_ms < r->full_block_ms, "the put waited %" PRId64 " ms",
+                  waited_ms);
 
     /* fill up again (the late drain may also have moved the blocked point: fill what is
      * free), then with nobody draining, the put waits full_block_ms and fails */
@@ -546,8 +547,7 @@ START_TEST(ring_wraps_and_blocks_when_full_without_a_writer)
     mlt__fail_clear();
     ck_assert_int_eq(mlt__ring_put(r, 2, 1 | MLT__RING_MS, 44.0, 1, 1), MLT_ERR_QUEUE_FULL);
     waited_ms = (mlt__mono_ns() - t0) / 1000000;
-    ck_assert_msg(waited_ms >= 195 && waited_ms < 5000, "the put waited %" PRId64 " ms",
-                  waited_ms);
+    ck_assert_msg(waited_ms >= 195 && waited_ms < 5000, "the put waited %" PRId64 " ms", waited_ms);
     ck_assert_msg(strlen(mlt_last_error()) > 0, "no message for a full ring");
 
     /* every point that was taken, once and in order; none that was refused */
@@ -639,8 +639,8 @@ START_TEST(concurrent_producers_and_the_writer_thread_lose_nothing)
         uint64_t s = next[k]++;
         REQUIRE(rec.step == (int64_t)s && rec.num == (double)k * 1e9 + (double)s &&
                     rec.time_ms == 1700000000000 + (int64_t)s,
-                "record %" PRIu64 ": %s step %" PRId64 " value %.17g where step %" PRIu64,
-                n + 1, rec.key, rec.step, rec.num, s);
+                "record %" PRIu64 ": %s step %" PRId64 " value %.17g where step %" PRIu64, n + 1,
+                rec.key, rec.step, rec.num, s);
     }
     mlt__buf_free(&scratch);
     for (uint32_t i = 0; i < PRODUCERS; i++) {
@@ -652,7 +652,8 @@ START_TEST(concurrent_producers_and_the_writer_thread_lose_nothing)
 }
 END_TEST
 
-/* ---- a dead process's ring -------------------------------------------------------------------- */
+/* ---- a dead process's ring --------------------------------------------------------------------
+ */
 
 typedef struct dead_args {
     uint64_t seed, n1, n2, n3;
@@ -872,8 +873,8 @@ static void child_adopts_a_damaged_ring(const char *dir, void *arg)
     const dead_args *a = arg;
     mlt__recovery rec;
     char err[256] = "";
-    CHILD_REQUIRE(mlt__journal_open(&child_j, dir, false, MLT__FSYNC_NONE, &rec, err,
-                                    sizeof err) == MLT_OK);
+    CHILD_REQUIRE(mlt__journal_open(&child_j, dir, false, MLT__FSYNC_NONE, &rec, err, sizeof err) ==
+                  MLT_OK);
     CHILD_REQUIRE(rec.ring_points == 0);
     CHILD_REQUIRE(rec.records == a->n1);
     CHILD_REQUIRE(strstr(rec.why, "ring") != NULL);
@@ -1164,12 +1165,11 @@ START_TEST(a_point_put_into_an_adopted_journal_is_drained_or_refused)
     if (e == MLT_OK) {
         ck_assert_int_eq(mlt__journal_sync(j), MLT_OK);
         if (mlt__journal_last_seq(j) != 101) {
-            snprintf(failure, sizeof failure,
-                     "a point put into the adopted journal was not drained by a sync that "
-                     "returned MLT_OK (last seq %" PRIu64 ", ring head %" PRIu64
-                     ", tail %" PRIu64 ")",
-                     mlt__journal_last_seq(j), atomic_load(&r->hdr->head),
-                     atomic_load(&r->hdr->tail));
+            snprintf(
+                failure, sizeof failure,
+                "a point put into the adopted journal was not drained by a sync that "
+                "returned MLT_OK (last seq %" PRIu64 ", ring head %" PRIu64 ", tail %" PRIu64 ")",
+                mlt__journal_last_seq(j), atomic_load(&r->hdr->head), atomic_load(&r->hdr->tail));
         }
     }
     mlt__journal_close(j, false);
@@ -1181,7 +1181,8 @@ START_TEST(a_point_put_into_an_adopted_journal_is_drained_or_refused)
 }
 END_TEST
 
-/* ---- TSC stamps -------------------------------------------------------------------------------- */
+/* ---- TSC stamps --------------------------------------------------------------------------------
+ */
 
 static void nap_ms(int ms)
 {
@@ -1315,8 +1316,7 @@ static void child_tsc_dies(const char *dir, void *arg)
     for (uint64_t i = c->n / 2; i < c->n; i++) {
         c->lo[i] = mlt__now_ms();
         int64_t ts = mlt__tsc();
-        CHILD_REQUIRE(mlt__ring_put(r, 1, (uint32_t)(i % 3), (double)i, ts, (int64_t)i) ==
-                      MLT_OK);
+        CHILD_REQUIRE(mlt__ring_put(r, 1, (uint32_t)(i % 3), (double)i, ts, (int64_t)i) == MLT_OK);
         c->hi[i] = mlt__now_ms();
         if (i % 300 == 0) {
             nap_ms(3);
@@ -1446,8 +1446,8 @@ START_TEST(tsc_stamps_stay_the_calls_ms_when_the_ring_was_made_under_load)
                          "journal %d stamped a point %" PRId64 " ms off the call's window "
                          "[%" PRId64 ", %" PRId64 "]: its TSC scale is %.6f ns per tick, the "
                          "real rate %.6f (%+.2f%%)",
-                         k, r.time_ms < lo[k] ? r.time_ms - lo[k] : r.time_ms - hi[k], lo[k],
-                         hi[k], scale[k], real, (scale[k] / real - 1) * 100);
+                         k, r.time_ms < lo[k] ? r.time_ms - lo[k] : r.time_ms - hi[k], lo[k], hi[k],
+                         scale[k], real, (scale[k] / real - 1) * 100);
             }
         }
         mlt__buf_free(&scratch);
@@ -1496,8 +1496,7 @@ START_TEST(keys_are_written_once_and_survive_reopen)
     ck_assert_uint_eq(rec.records, 5);
     ck_assert_int_eq(mlt__journal_put_key(j, 0, "alpha"), MLT_OK); /* known: nothing written */
     ck_assert_int_eq(mlt__journal_put_key(j, 2, "gamma"), MLT_OK);
-    ck_assert_int_eq(mlt__ring_put(mlt__journal_ring(j), 1, 2 | MLT__RING_MS, 6.5, 60, 6),
-                     MLT_OK);
+    ck_assert_int_eq(mlt__ring_put(mlt__journal_ring(j), 1, 2 | MLT__RING_MS, 6.5, 60, 6), MLT_OK);
     mlt__journal_close(j, false);
     settle(f.dir);
     keys = slurp(f.dir, "keys", &len);
@@ -1520,8 +1519,7 @@ START_TEST(keys_are_written_once_and_survive_reopen)
             ck_assert_msg(e == MLT_ERR_CORRUPT, "a point of an unknown key: %s", mlt_strerror(e));
             continue;
         }
-        ck_assert_msg(e == MLT_OK, "record %d: %s (%s)", i + 1, mlt_strerror(e),
-                      mlt_last_error());
+        ck_assert_msg(e == MLT_OK, "record %d: %s (%s)", i + 1, mlt_strerror(e), mlt_last_error());
         ck_assert_int_eq(rr.type, MLT__REC_METRIC);
         ck_assert_str_eq(rr.key, want[i]);
         ck_assert(rr.num == i + 1.5);
@@ -1544,8 +1542,7 @@ START_TEST(a_key_recorded_after_a_torn_keys_line_reads_back)
     fixture_init(&f);
     mlt__journal *j = create_j(f.dir);
     ck_assert_int_eq(mlt__journal_put_key(j, 0, "alpha"), MLT_OK);
-    ck_assert_int_eq(mlt__ring_put(mlt__journal_ring(j), 1, 0 | MLT__RING_MS, 1.0, 1, 1),
-                     MLT_OK);
+    ck_assert_int_eq(mlt__ring_put(mlt__journal_ring(j), 1, 0 | MLT__RING_MS, 1.0, 1, 1), MLT_OK);
     mlt__journal_close(j, false);
     append_to(f.dir, "keys", "1 tor");
 
@@ -1572,8 +1569,8 @@ START_TEST(a_key_recorded_after_a_torn_keys_line_reads_back)
             snprintf(failure, sizeof failure, "record %d: %s (%s)", i + 1, mlt_strerror(e),
                      mlt_last_error());
         } else if (strcmp(rr.key, want[i]) != 0) {
-            snprintf(failure, sizeof failure, "record %d reads back as key '%s', not '%s'",
-                     i + 1, rr.key, want[i]);
+            snprintf(failure, sizeof failure, "record %d reads back as key '%s', not '%s'", i + 1,
+                     rr.key, want[i]);
         }
     }
     mlt__buf_free(&scratch);
@@ -1591,8 +1588,7 @@ START_TEST(a_key_id_past_the_limit_is_refused_and_the_journal_still_opens)
     ck_assert_int_eq(mlt__journal_put_key(j, 0, "alpha"), MLT_OK);
     mlt_err e = mlt__journal_put_key(j, UINT32_MAX, "too/far");
     ck_assert_msg(e != MLT_OK, "key id %u was taken", UINT32_MAX);
-    ck_assert_int_eq(mlt__ring_put(mlt__journal_ring(j), 1, 0 | MLT__RING_MS, 1.0, 1, 1),
-                     MLT_OK);
+    ck_assert_int_eq(mlt__ring_put(mlt__journal_ring(j), 1, 0 | MLT__RING_MS, 1.0, 1, 1), MLT_OK);
     mlt__journal_close(j, false);
 
     mlt__journal *k = NULL;
@@ -1608,7 +1604,8 @@ START_TEST(a_key_id_past_the_limit_is_refused_and_the_journal_still_opens)
 }
 END_TEST
 
-/* ---- the public API with user callbacks ------------------------------------------------------- */
+/* ---- the public API with user callbacks -------------------------------------------------------
+ */
 
 typedef struct seen_metric {
     char key[64];
@@ -1623,8 +1620,8 @@ typedef struct recorder {
     size_t n, cap;
 } recorder;
 
-static mlt_err rec_on_metric(const mlt_run_info *info, const char *key, double value,
-                             int64_t step, int64_t ts, void *ud)
+static mlt_err rec_on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
+                             int64_t ts, void *ud)
 {
     recorder *r = ud;
     pthread_mutex_lock(&r->lock);
@@ -1642,8 +1639,7 @@ static mlt_err rec_on_metric(const mlt_run_info *info, const char *key, double v
     return MLT_OK;
 }
 
-static const mlt_callbacks REC_CB = {.version = MLT_CALLBACKS_VERSION,
-                                     .on_metric = rec_on_metric};
+static const mlt_callbacks REC_CB = {.version = MLT_CALLBACKS_VERSION, .on_metric = rec_on_metric};
 
 static void recorder_init(recorder *r)
 {
@@ -1754,8 +1750,8 @@ START_TEST(metric_keys_through_the_public_api_with_user_callbacks)
     ck_assert(rec.m[0].value == 0.25);
     ck_assert_int_eq(rec.m[0].step, 7);
     ck_assert_msg(rec.m[0].ts >= before && rec.m[0].ts <= after,
-                  "timestamp %" PRId64 " outside [%" PRId64 ", %" PRId64 "]", rec.m[0].ts,
-                  before, after);
+                  "timestamp %" PRId64 " outside [%" PRId64 ", %" PRId64 "]", rec.m[0].ts, before,
+                  after);
     /* special values pass unchanged */
     ck_assert_int_eq(mlt_log_metric_key(run, kr[0].got[3], -0.0, INT64_MIN), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_key(run, kr[0].got[3], NAN, INT64_MAX), MLT_OK);
@@ -1813,7 +1809,8 @@ START_TEST(metric_keys_through_the_public_api_with_user_callbacks)
 }
 END_TEST
 
-/* ---- the public API with the MLflow callback --------------------------------------------------- */
+/* ---- the public API with the MLflow callback ---------------------------------------------------
+ */
 
 typedef struct logged {
     const char *key; /* static or into names */
@@ -1932,8 +1929,8 @@ START_TEST(metric_keys_through_the_public_api_into_the_mlflow_journal)
         const logged *w = &want[i];
         mlt_err e = mlt__journal_next(j, &cursor, &scratch, &r);
         REQUIRE(e == MLT_OK, "metric %zu: %s (%s)", i, mlt_strerror(e), mlt_last_error());
-        REQUIRE(r.type == MLT__REC_METRIC && r.run_no == run_no, "metric %zu: type %d run %u",
-                i, (int)r.type, r.run_no);
+        REQUIRE(r.type == MLT__REC_METRIC && r.run_no == run_no, "metric %zu: type %d run %u", i,
+                (int)r.type, r.run_no);
         REQUIRE(strcmp(r.key, w->key) == 0, "metric %zu: key '%s' where '%s'", i, r.key, w->key);
         REQUIRE(to_bits(r.num) == to_bits(w->value),
                 "metric %zu: value bits %016" PRIx64 " where %016" PRIx64, i, to_bits(r.num),
@@ -1941,13 +1938,13 @@ START_TEST(metric_keys_through_the_public_api_into_the_mlflow_journal)
         REQUIRE(r.step == w->step, "metric %zu: step %" PRId64 " where %" PRId64, i, r.step,
                 w->step);
         if (w->exact) {
-            REQUIRE(r.time_ms == w->lo, "metric %zu: time %" PRId64 " where %" PRId64, i,
-                    r.time_ms, w->lo);
+            REQUIRE(r.time_ms == w->lo, "metric %zu: time %" PRId64 " where %" PRId64, i, r.time_ms,
+                    w->lo);
         } else {
             /* stamped with the TSC, converted to ms by the journal's writer */
             REQUIRE(r.time_ms >= w->lo - 1 && r.time_ms <= w->hi + 1,
-                    "metric %zu: time %" PRId64 " outside the call's window [%" PRId64
-                    ", %" PRId64 "]",
+                    "metric %zu: time %" PRId64 " outside the call's window [%" PRId64 ", %" PRId64
+                    "]",
                     i, r.time_ms, w->lo, w->hi);
         }
     }

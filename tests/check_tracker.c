@@ -122,16 +122,15 @@ static mlt_err rec_on_start(const mlt_run_info *info, void *ud)
     return outcome(ud, EV_START);
 }
 
-static mlt_err rec_on_param(const mlt_run_info *info, const char *key, const char *value,
-                            void *ud)
+static mlt_err rec_on_param(const mlt_run_info *info, const char *key, const char *value, void *ud)
 {
     event e = {.kind = EV_PARAM, .key = xstrdup(key), .value = xstrdup(value)};
     record(ud, &e, info);
     return outcome(ud, EV_PARAM);
 }
 
-static mlt_err rec_on_metric(const mlt_run_info *info, const char *key, double value,
-                             int64_t step, int64_t timestamp_ms, void *ud)
+static mlt_err rec_on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
+                             int64_t timestamp_ms, void *ud)
 {
     event e = {.kind = EV_METRIC,
                .key = xstrdup(key),
@@ -734,8 +733,7 @@ START_TEST(run_end_reports_status_end_time_and_duration)
     ck_assert_int_eq(e->start_ms, s->start_ms);
     ck_assert_int_ge(e->end_ms, e->start_ms + 15);
     ck_assert_int_le(e->end_ms, after);
-    ck_assert_msg(e->duration_s >= 0.015 && e->duration_s < 10.0, "duration %f",
-                  e->duration_s);
+    ck_assert_msg(e->duration_s >= 0.015 && e->duration_s < 10.0, "duration %f", e->duration_s);
     ck_assert_str_eq(e->run_name, "timed");
     /* Ended once: closing the tracker does not end it again. */
     ck_assert_int_eq(fx_close(&fx), MLT_OK);
@@ -1066,13 +1064,13 @@ END_TEST
 /* ---- validation ----------------------------------------------------------------------------- */
 
 /* Asserts that call failed with code, dispatched nothing and named `named` in mlt_last_error. */
-#define ASSERT_REFUSED(fx, call, code, named)                                                    \
-    do {                                                                                         \
-        size_t n_before_ = (fx)->log.n;                                                          \
-        ck_assert_int_eq((call), (code));                                                        \
-        ck_assert_uint_eq((fx)->log.n, n_before_);                                               \
-        ck_assert_msg(contains(mlt_last_error(), (named)), "'%s' not named in '%s'", (named),    \
-                      mlt_last_error());                                                         \
+#define ASSERT_REFUSED(fx, call, code, named)                                                      \
+    do {                                                                                           \
+        size_t n_before_ = (fx)->log.n;                                                            \
+        ck_assert_int_eq((call), (code));                                                          \
+        ck_assert_uint_eq((fx)->log.n, n_before_);                                                 \
+        ck_assert_msg(contains(mlt_last_error(), (named)), "'%s' not named in '%s'", (named),      \
+                      mlt_last_error());                                                           \
     } while (0)
 
 START_TEST(invalid_keys_are_refused_naming_the_key)
@@ -1083,12 +1081,10 @@ START_TEST(invalid_keys_are_refused_naming_the_key)
     ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
     ASSERT_REFUSED(&fx, mlt_log_param(run, "a//b", "v"), MLT_ERR_INVALID_KEY, "a//b");
     ASSERT_REFUSED(&fx, mlt_log_metric(run, "lo$$", 1.0, 0), MLT_ERR_INVALID_KEY, "lo$$");
-    ASSERT_REFUSED(&fx, mlt_log_metric_at(run, "/abs", 1.0, 0, 1), MLT_ERR_INVALID_KEY,
-                   "/abs");
+    ASSERT_REFUSED(&fx, mlt_log_metric_at(run, "/abs", 1.0, 0, 1), MLT_ERR_INVALID_KEY, "/abs");
     ASSERT_REFUSED(&fx, mlt_set_tag(run, "../up", "v"), MLT_ERR_INVALID_KEY, "../up");
     ASSERT_REFUSED(&fx, mlt_log_param(run, "", "v"), MLT_ERR_INVALID_KEY, "param key");
-    ASSERT_REFUSED(&fx, mlt_log_param(run, "trailing/", "v"), MLT_ERR_INVALID_KEY,
-                   "trailing/");
+    ASSERT_REFUSED(&fx, mlt_log_param(run, "trailing/", "v"), MLT_ERR_INVALID_KEY, "trailing/");
 
     char *long_key = repeat("k", 251);
     ASSERT_REFUSED(&fx, mlt_log_metric(run, long_key, 1.0, 0), MLT_ERR_VALUE_TOO_LONG, "kkkk");
@@ -1118,8 +1114,7 @@ START_TEST(too_long_values_are_refused_naming_the_key)
     char *tag_over = repeat("v", 8001);
     ASSERT_REFUSED(&fx, mlt_log_param(run, "big_param", param_over), MLT_ERR_VALUE_TOO_LONG,
                    "big_param");
-    ASSERT_REFUSED(&fx, mlt_set_tag(run, "big_tag", tag_over), MLT_ERR_VALUE_TOO_LONG,
-                   "big_tag");
+    ASSERT_REFUSED(&fx, mlt_set_tag(run, "big_tag", tag_over), MLT_ERR_VALUE_TOO_LONG, "big_tag");
     ck_assert_int_eq(mlt_log_param(run, "big_param", param_max), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "big_tag", tag_max), MLT_OK);
     ck_assert_str_eq(ev_by_key(&fx, EV_PARAM, "big_param")->value, param_max);
@@ -1141,10 +1136,8 @@ START_TEST(invalid_utf8_is_refused_naming_the_key)
     ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
     ASSERT_REFUSED(&fx, mlt_log_param(run, "p_utf", "bad \xc0\xaf byte"), MLT_ERR_INVALID_VALUE,
                    "p_utf");
-    ASSERT_REFUSED(&fx, mlt_set_tag(run, "t_utf", "\xed\xa0\x80"), MLT_ERR_INVALID_VALUE,
-                   "t_utf");
-    ASSERT_REFUSED(&fx, mlt_log_metric(run, "m_utf\xff", 1.0, 0), MLT_ERR_INVALID_VALUE,
-                   "m_utf");
+    ASSERT_REFUSED(&fx, mlt_set_tag(run, "t_utf", "\xed\xa0\x80"), MLT_ERR_INVALID_VALUE, "t_utf");
+    ASSERT_REFUSED(&fx, mlt_log_metric(run, "m_utf\xff", 1.0, 0), MLT_ERR_INVALID_VALUE, "m_utf");
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     fx_free(&fx);
 }
@@ -1667,9 +1660,9 @@ END_TEST
 
 typedef struct track_probe {
     int calls;
-    mlt_run *run;      /* fn's run argument */
-    mlt_run *active;   /* mlt_active_run() inside fn */
-    keybuf key;        /* fn's run key */
+    mlt_run *run;    /* fn's run argument */
+    mlt_run *active; /* mlt_active_run() inside fn */
+    keybuf key;      /* fn's run key */
     void *arg_seen;
     int result;        /* what fn returns */
     bool mark_failed;  /* fn calls mlt_run_fail(run) */
@@ -1901,8 +1894,8 @@ END_TEST
 /* ---- tracked functions: MLT_TRACKED --------------------------------------------------------- */
 
 static int g_calls;
-static keybuf g_active_key;     /* key of mlt_active_run() in the last tracked body */
-static keybuf g_active_parent;  /* key of its parent ("" if none) */
+static keybuf g_active_key;    /* key of mlt_active_run() in the last tracked body */
+static keybuf g_active_parent; /* key of its parent ("" if none) */
 static bool g_active_was_null;
 
 static void note_active(void)
@@ -1921,8 +1914,8 @@ MLT_TRACKED(double, tracked_train, (int, epochs), (double, lr))
     return epochs * lr;
 }
 
-MLT_TRACKED(long long, tracked_mixed, (const char *, label), (_Bool, flag),
-            (unsigned long, count), (float, ratio), (long long, big), (char, letter))
+MLT_TRACKED(long long, tracked_mixed, (const char *, label), (_Bool, flag), (unsigned long, count),
+            (float, ratio), (long long, big), (char, letter))
 {
     note_active();
     return (long long)strlen(label) + (flag ? 100 : 0) + (long long)(count % 7) +
@@ -2634,9 +2627,9 @@ typedef struct worker {
     mlt_tracker *t;
     mlt_run *shared; /* the run to log to, or NULL: start one */
     int index;
-    mlt_err err;     /* first failure */
-    keybuf key;      /* the run logged to */
-    keybuf parent;   /* parent of a scope's run, "" if none */
+    mlt_err err;   /* first failure */
+    keybuf key;    /* the run logged to */
+    keybuf parent; /* parent of a scope's run, "" if none */
 } worker;
 
 static void keep_first(worker *w, mlt_err err)
@@ -2841,8 +2834,7 @@ START_TEST(run_key_option_attaches_top_level_runs_only)
     ck_assert_int_eq(mlt_run_start_child(run, "child", &child), MLT_OK);
     ck_assert(is_uuid4(mlt_run_key(child)));
     ck_assert_ptr_null(mlt_run_id(child));
-    ck_assert_str_eq(get_ev(&fx, 0, EV_START, mlt_run_key(child), 0)->parent_key,
-                     "wrapper-key-1");
+    ck_assert_str_eq(get_ev(&fx, 0, EV_START, mlt_run_key(child), 0)->parent_key, "wrapper-key-1");
     ck_assert_int_eq(mlt_run_end(child, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     /* every top-level run is that run, as the Python client resumes MLFLOW_RUN_ID each time */
@@ -2868,14 +2860,14 @@ START_TEST(run_id_option_alone_attaches_with_a_fresh_key)
 END_TEST
 
 /* The points of one system metric seen by the recorder for run_key, in order. */
-static size_t sys_points(const fixture *fx, const char *run_key, const char *name,
-                         double *values, int64_t *steps, size_t cap)
+static size_t sys_points(const fixture *fx, const char *run_key, const char *name, double *values,
+                         int64_t *steps, size_t cap)
 {
     size_t n = 0;
     for (size_t i = 0; i < fx->log.n; i++) {
         const event *e = &fx->log.ev[i];
-        if (e->kind == EV_METRIC && strcmp(e->run_key, run_key) == 0 &&
-            strcmp(e->key, name) == 0 && n < cap) {
+        if (e->kind == EV_METRIC && strcmp(e->run_key, run_key) == 0 && strcmp(e->key, name) == 0 &&
+            n < cap) {
             values[n] = e->number;
             steps[n++] = e->step;
         }
@@ -2926,8 +2918,9 @@ END_TEST
 
 START_TEST(system_metrics_skip_attached_runs)
 {
-    static const char *const kv[] = {"system_metrics", "true", "system_metrics_interval", "0.02",
-                                     "run_key", "someone-elses", NULL};
+    static const char *const kv[] = {
+        "system_metrics", "true", "system_metrics_interval", "0.02", "run_key",
+        "someone-elses",  NULL};
     fixture fx;
     fx_init_opts(&fx, kv);
     mlt_run *run;

@@ -41,7 +41,8 @@ int main()
         throw std::runtime_error("ends both FAILED");
     } catch (const std::exception &) {
     }
-    MLT_WITH_RUN(t.get(), run, "scope") {
+    MLT_WITH_RUN(t.get(), run, "scope")
+    {
         mlt_log_param_value(run, "f", 0.5f);
     }
     {
