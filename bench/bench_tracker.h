@@ -107,7 +107,7 @@ static inline void bench_keys(mlt_tracker *t, int n, char (*names)[BENCH_KEY_LEN
 {
     for (int k = 0; k < n; k++) {
         bench_key_name(names[k], BENCH_KEY_LEN, k);
-        if (handles != NULL && mlt_metric_key(t, names[k], &handles[k]) != MLT_OK) {
+        if (handles != NULL && mlt_metric_key(&handles[k], t, names[k]) != MLT_OK) {
             bench_die("mlt_metric_key %s: %s", names[k], mlt_last_error());
         }
     }

@@ -46,9 +46,9 @@ static void print_run(mlt_tracker *tracker, mlt_run *run)
     char url[1024];
     mlt_queue_stats stats;
     if (mlt_tracker_flush(tracker, 10000) == MLT_OK &&
-        mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+        mlt_run_ui_url(url, sizeof url, run) == MLT_OK) {
         printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
-    } else if (mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0) {
+    } else if (mlt_tracker_queue_stats(&stats, tracker) == MLT_OK && stats.rejected > 0) {
         printf("run key: %s (not created: rejected by the server)\n", mlt_run_key(run));
     } else {
         printf("run key: %s (queued: not delivered yet)\n", mlt_run_key(run));
@@ -61,7 +61,7 @@ static int finish(mlt_tracker *tracker, const char *prog)
 {
     mlt_queue_stats stats;
     mlt_tracker_flush(tracker, 10000); /* so that the counters include the run's end */
-    int failed = mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0;
+    int failed = mlt_tracker_queue_stats(&stats, tracker) == MLT_OK && stats.rejected > 0;
     if (failed) {
         fprintf(stderr, "%s: the server refused %llu records (see the queue's dead letters)\n",
                 prog, (unsigned long long)stats.rejected);
@@ -94,7 +94,7 @@ int main(void)
     mlt_tracker_add_callbacks(tracker, &best_cb, &best);
 
     mlt_run *run;
-    if (mlt_run_start(tracker, "train_callbacks", &run) != MLT_OK) {
+    if (mlt_run_start(&run, tracker, "train_callbacks") != MLT_OK) {
         fprintf(stderr, "train_callbacks: %s\n", mlt_last_error());
         mlt_tracker_close(tracker, 0);
         return 1;

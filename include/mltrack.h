@@ -12,8 +12,11 @@
  *   callbacks   mlt_callbacks, a versioned struct of hooks; several may be registered on a tracker.
  *
  * Conventions
- *   - Fallible functions return mlt_err: MLT_OK (0) or a negative code. Outputs come first and are
- *     named `out`; `*out` is set only on success.
+ *   - Fallible functions return mlt_err: MLT_OK (0) or a negative code.
+ *   - Outputs come first, before every input: a pointer the function sets (named `out`, and
+ *     `*out` is set only on success; mlt_track()'s fn_result is the one exception, see there),
+ *     or a buffer it fills (`out` followed by its size `outlen`). errbuf/errlen (below), which
+ *     only describe a failure, come last.
  *   - Strings passed in are borrowed for the duration of the call and copied if kept.
  *   - Where a function takes `errbuf`/`errlen`, a message describing a failure is written there
  *     (NUL-terminated, truncated to fit); both may be NULL/0. Functions that take no errbuf leave
@@ -329,7 +332,7 @@ mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
  * The counters of the tracker's durable queue (the MLflow callback's) into *out. Returns
  * MLT_ERR_STATE (and zeros) when the tracker has no MLflow callback. Any thread.
  */
-mlt_err mlt_tracker_queue_stats(mlt_tracker *tracker, mlt_queue_stats *out);
+mlt_err mlt_tracker_queue_stats(mlt_queue_stats *out, mlt_tracker *tracker);
 
 /**
  * Makes tracker the process-wide default used by MLT_TRACKED functions (NULL clears it).
@@ -349,11 +352,12 @@ mlt_tracker *mlt_tracker_get_default(void);
 unsigned long long mlt_tracker_error_count(const mlt_tracker *tracker);
 
 /**
- * Copies into buf ("" if none) the message of the most recent failed call counted by
- * mlt_tracker_error_count(), prefixed with its error name, e.g. "MLT_ERR_NETWORK: create run:
- * POST http://...: Connection refused". Returns the error count. buf may be NULL. Any thread.
+ * Copies into out ("" if none; truncated to outlen) the message of the most recent failed call
+ * counted by mlt_tracker_error_count(), prefixed with its error name, e.g. "MLT_ERR_NETWORK:
+ * create run: POST http://...: Connection refused". Returns the error count. out may be NULL
+ * (outlen 0). Any thread.
  */
-unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_t len);
+unsigned long long mlt_tracker_last_error(char *out, size_t outlen, mlt_tracker *tracker);
 
 /**
  * Starts a run on the tracker at the current time, with a fresh client run key (a UUID).
@@ -373,10 +377,10 @@ unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_
  * mlt_run_end() ends it for the callbacks only, and the process that started it sets its status.
  * Child runs of an attached run are created as usual, with it as their parent.
  */
-mlt_err mlt_run_start(mlt_tracker *tracker, const char *run_name, mlt_run **out);
+mlt_err mlt_run_start(mlt_run **out, mlt_tracker *tracker, const char *run_name);
 
 /** As mlt_run_start(), as a child of parent (MLflow's nested run: tag mlflow.parentRunId). */
-mlt_err mlt_run_start_child(mlt_run *parent, const char *run_name, mlt_run **out);
+mlt_err mlt_run_start_child(mlt_run **out, mlt_run *parent, const char *run_name);
 
 /**
  * Logs a param. Params cannot change: logging the same key again with the same value returns
@@ -415,7 +419,7 @@ typedef struct mlt_key mlt_key;
  * key breaks MLflow's rules; the message names the rule), MLT_ERR_NOMEM. *out is untouched on
  * error.
  */
-mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **out);
+mlt_err mlt_metric_key(const mlt_key **out, mlt_tracker *tracker, const char *key);
 
 /**
  * As mlt_log_metric(), with a handle from mlt_metric_key() on the run's tracker.
@@ -461,14 +465,14 @@ mlt_run *mlt_run_parent(const mlt_run *run);
 mlt_tracker *mlt_run_tracker(const mlt_run *run);
 
 /**
- * The MLflow UI address of the run, written into buf as "<tracking_uri>/#/experiments/<experiment
+ * The MLflow UI address of the run, written into out as "<tracking_uri>/#/experiments/<experiment
  * id>/runs/<run id>/model-metrics?workflowType=machine_learning": the run's metric charts in the
  * UI's "Model training" view, where MLflow 3 would otherwise open a fresh browser in its GenAI
  * view (MLflow 2.x ignores the query). Returns MLT_ERR_STATE when the run id or experiment id is
- * not known (no MLflow callback, or not created yet), MLT_ERR_VALUE_TOO_LONG when buf is too
+ * not known (no MLflow callback, or not created yet), MLT_ERR_VALUE_TOO_LONG when outlen is too
  * small. Any thread; also once the run ended.
  */
-mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len);
+mlt_err mlt_run_ui_url(char *out, size_t outlen, const mlt_run *run);
 
 /**
  * The innermost run that mlt_track(), an MLT_TRACKED function or a scope macro made active on
@@ -585,13 +589,14 @@ typedef struct mlt_param {
  * Runs fn(run, arg) as a run named name (a child of this thread's active run, if any): logs the
  * params, makes the run active while fn runs, logs the metric "duration_s" and the tag
  * "mltrack.return_code", and ends the run FINISHED if fn returned 0 (and did not call
- * mlt_run_fail()), FAILED otherwise. fn's result goes to *fn_result (may be NULL).
+ * mlt_run_fail()), FAILED otherwise. fn's result goes to *fn_result (may be NULL); unlike an
+ * `out`, it is set whenever fn ran, whatever tracking returns.
  * fn is called even when tracking fails (a param is invalid, the server is down): the work is not
  * lost to a tracking problem, and run is then NULL inside fn (mlt_ calls on NULL return
  * MLT_ERR_INVALID_ARG). Returns the first tracking error (MLT_OK if none).
  */
-mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params, size_t n_params,
-                  int (*fn)(mlt_run *run, void *arg), void *arg, int *fn_result);
+mlt_err mlt_track(int *fn_result, mlt_tracker *tracker, const char *name, const mlt_param *params,
+                  size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Scope */

@@ -215,7 +215,7 @@ class tracker
     const mlt_key *metric_key(const char *key)
     {
         const mlt_key *k = nullptr;
-        return mlt_metric_key(t_, key, &k) == MLT_OK ? k : nullptr;
+        return mlt_metric_key(&k, t_, key) == MLT_OK ? k : nullptr;
     }
 
     mlt_tracker *get() const noexcept
@@ -236,19 +236,19 @@ class tracker
 class run
 {
   public:
-    /** mlt_run_start(t, name): a top-level run. Throws. */
+    /** mlt_run_start(&r, t, name): a top-level run. Throws. */
     explicit run(tracker &t, const char *name = nullptr) : unwinding_(detail::uncaught())
     {
-        check(mlt_run_start(t.get(), name, &r_));
+        check(mlt_run_start(&r_, t.get(), name));
     }
     run(tracker &t, const std::string &name) : run(t, name.c_str())
     {
     }
 
-    /** mlt_run_start_child(parent, name). Throws. */
+    /** mlt_run_start_child(&r, parent, name). Throws. */
     run(run &parent, const char *name) : unwinding_(detail::uncaught())
     {
-        check(mlt_run_start_child(parent.r_, name, &r_));
+        check(mlt_run_start_child(&r_, parent.r_, name));
     }
     run(run &parent, const std::string &name) : run(parent, name.c_str())
     {
@@ -349,7 +349,7 @@ class run
     std::string ui_url() const
     {
         char buf[2048];
-        return mlt_run_ui_url(h(), buf, sizeof buf) == MLT_OK ? std::string(buf) : std::string();
+        return mlt_run_ui_url(buf, sizeof buf, h()) == MLT_OK ? std::string(buf) : std::string();
     }
 
     /** The C handle (for the C API, and MLT_TRACKED bodies); still valid once ended. */

@@ -336,27 +336,27 @@ unsigned long long mlt_tracker_error_count(const mlt_tracker *t)
     return t ? atomic_load(&((mlt_tracker *)t)->errors) : 0;
 }
 
-unsigned long long mlt_tracker_last_error(mlt_tracker *t, char *buf, size_t len)
+unsigned long long mlt_tracker_last_error(char *out, size_t outlen, mlt_tracker *t)
 {
     if (!t) {
         return 0;
     }
     if (t->forked) {
-        if (buf && len) {
-            snprintf(buf, len, "MLT_ERR_STATE: %s", mlt_strerror(MLT_ERR_STATE));
+        if (out && outlen) {
+            snprintf(out, outlen, "MLT_ERR_STATE: %s", mlt_strerror(MLT_ERR_STATE));
         }
         return atomic_load(&t->errors);
     }
     pthread_mutex_lock(&t->lock);
     unsigned long long n = atomic_load(&t->errors);
-    if (buf && len) {
-        snprintf(buf, len, "%s", t->last_error);
+    if (out && outlen) {
+        snprintf(out, outlen, "%s", t->last_error);
     }
     pthread_mutex_unlock(&t->lock);
     return n;
 }
 
-mlt_err mlt_tracker_queue_stats(mlt_tracker *t, mlt_queue_stats *out)
+mlt_err mlt_tracker_queue_stats(mlt_queue_stats *out, mlt_tracker *t)
 {
     if (!t || !out) {
         return MLT_ERR_INVALID_ARG;

@@ -325,7 +325,7 @@ static unsigned long long rejected_so_far(mlt_tracker *t)
 {
     mlt_queue_stats st;
     unsigned long long n = atomic_load(&rejected_records);
-    if (mlt_tracker_queue_stats(t, &st) == MLT_OK && st.rejected > n) {
+    if (mlt_tracker_queue_stats(&st, t) == MLT_OK && st.rejected > n) {
         n = st.rejected;
     }
     return n;
@@ -391,7 +391,7 @@ static mlt_err start(mlt_tracker *t, mlt_run *parent, const char *name, const ch
                      mlt_run **out)
 {
     *out = NULL;
-    mlt_err rc = parent ? mlt_run_start_child(parent, name, out) : mlt_run_start(t, name, out);
+    mlt_err rc = parent ? mlt_run_start_child(out, parent, name) : mlt_run_start(out, t, name);
     char msg[1024];
     take_error(rc, msg, sizeof msg);
     led_begin("call");
@@ -680,7 +680,7 @@ static int sc_simple(mlt_tracker *t, int argc, char **argv)
     /* as the examples do: the id and the UI address once delivered, else the run key */
     char url[2048];
     mlt_err rc = flush_rec(t, flush_ms(), "run url");
-    mlt_err urc = rc == MLT_OK ? mlt_run_ui_url(run, url, sizeof url) : MLT_ERR_STATE;
+    mlt_err urc = rc == MLT_OK ? mlt_run_ui_url(url, sizeof url, run) : MLT_ERR_STATE;
     char msg[1024];
     take_error(urc, msg, sizeof msg);
     if (urc == MLT_OK) {
@@ -972,13 +972,13 @@ static int sc_statuses(mlt_tracker *t, int argc, char **argv)
     /* mlt_track: fn returning 0 -> FINISHED; nonzero -> FAILED */
     static const mlt_param track_params[] = {{"alpha", "1"}, {"beta", "two"}};
     int ret_ok = 0, ret_fail = 3, got = -1;
-    mlt_err rc = mlt_track(t, "st_track_ok", track_params, 2, track_fn, &ret_ok, &got);
+    mlt_err rc = mlt_track(&got, t, "st_track_ok", track_params, 2, track_fn, &ret_ok);
     if (rc != MLT_OK || got != 0) {
         fail("mlt_track st_track_ok: %s (fn result %d): %s", mlt_err_name(rc), got,
              mlt_last_error());
     }
     got = -1;
-    rc = mlt_track(t, "st_track_fail", track_params, 2, track_fn, &ret_fail, &got);
+    rc = mlt_track(&got, t, "st_track_fail", track_params, 2, track_fn, &ret_fail);
     if (rc != MLT_OK || got != 3) {
         fail("mlt_track st_track_fail: %s (fn result %d): %s", mlt_err_name(rc), got,
              mlt_last_error());
@@ -1283,7 +1283,7 @@ static int sc_offline(mlt_tracker *t, int argc, char **argv)
     static const mlt_param params[] = {{"p", "1"}};
     offline_state st = {0, 0};
     int fn_result = -1;
-    mlt_err rc = mlt_track(t, "offline_track", params, 1, offline_fn, &st, &fn_result);
+    mlt_err rc = mlt_track(&fn_result, t, "offline_track", params, 1, offline_fn, &st);
     char msg[1024];
     take_error(rc, msg, sizeof msg);
     led_begin("offline_track");
@@ -1380,7 +1380,7 @@ int main(int argc, char **argv)
         int ms = close_ms();
         flush_rec(t, ms, "final");
         mlt_queue_stats st;
-        mlt_err rc = mlt_tracker_queue_stats(t, &st);
+        mlt_err rc = mlt_tracker_queue_stats(&st, t);
         if (rc != MLT_OK) {
             fail("mlt_tracker_queue_stats: %s", mlt_err_name(rc));
             memset(&st, 0, sizeof st);

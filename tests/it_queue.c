@@ -333,7 +333,7 @@ static mlt_run *start_run_in(mlt_tracker *t, mlt_run *parent, const char *name)
 {
     mlt_run *run = NULL;
     seen_start_ms = -1;
-    mlt_err rc = parent ? mlt_run_start_child(parent, name, &run) : mlt_run_start(t, name, &run);
+    mlt_err rc = parent ? mlt_run_start_child(&run, parent, name) : mlt_run_start(&run, t, name);
     if (rc != MLT_OK) {
         call_failed(parent ? "child run start" : "run start", parent, name, rc);
         return NULL;
@@ -764,12 +764,12 @@ static void *scaler_main(void *arg)
     bool by_handle = w->k % 2 == 0;
     const mlt_key *hk = NULL, *hloss = NULL, *hacc = NULL;
     if (by_handle) {
-        mlt_err rc = mlt_metric_key(w->t, key, &hk);
+        mlt_err rc = mlt_metric_key(&hk, w->t, key);
         if (rc == MLT_OK) {
-            rc = mlt_metric_key(w->t, "loss", &hloss);
+            rc = mlt_metric_key(&hloss, w->t, "loss");
         }
         if (rc == MLT_OK) {
-            rc = mlt_metric_key(w->t, "acc", &hacc);
+            rc = mlt_metric_key(&hacc, w->t, "acc");
         }
         if (rc != MLT_OK) {
             call_failed("metric key", w->top, key, rc);
@@ -989,7 +989,7 @@ int main(int argc, char **argv)
         }
     }
     mlt_queue_stats st;
-    mlt_err rc = mlt_tracker_queue_stats(t, &st);
+    mlt_err rc = mlt_tracker_queue_stats(&st, t);
     if (rc == MLT_OK) {
         say("stats queued=%" PRIu64 " sent=%" PRIu64 " acknowledged=%" PRIu64 " retried=%" PRIu64
             " rejected=%" PRIu64 " bytes_pending=%" PRIu64 "\n",

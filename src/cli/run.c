@@ -260,7 +260,7 @@ int cmd_log(cli *c, const args *a)
         return rc;
     }
     mlt_run *run = NULL;
-    mlt_err e = mlt_run_start(t, NULL, &run);
+    mlt_err e = mlt_run_start(&run, t, NULL);
     if (e == MLT_OK) {
         e = metric                                 ? mlt_log_metric(run, a->key, number, step)
             : strcmp(a->command, "log-param") == 0 ? mlt_log_param(run, a->key, a->value)
@@ -826,10 +826,10 @@ int cmd_run(cli *c, const args *a)
     /* Inside another `mltrack run` (its run in the environment), this run is a child of it. */
     mlt_run *outer = NULL, *run = NULL;
     bool nested = mlt_options_get(opts, "run_id") || mlt_options_get(opts, "run_key");
-    mlt_err e = nested ? mlt_run_start(t, NULL, &outer) : MLT_OK;
+    mlt_err e = nested ? mlt_run_start(&outer, t, NULL) : MLT_OK;
     if (e == MLT_OK) {
-        e = nested ? mlt_run_start_child(outer, a->run_name, &run)
-                   : mlt_run_start(t, a->run_name, &run);
+        e = nested ? mlt_run_start_child(&run, outer, a->run_name)
+                   : mlt_run_start(&run, t, a->run_name);
     }
     if (e != MLT_OK) {
         say(c, "cannot start the run: %s", mlt_last_error());
@@ -848,7 +848,7 @@ int cmd_run(cli *c, const args *a)
     /* The child is told the run id when the server makes the run soon enough. */
     if (settle(t, run, SETTLE_RUN_ID, RUN_ID_WAIT_MS) == MLT_OK) {
         char url[2048];
-        if (mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+        if (mlt_run_ui_url(url, sizeof url, run) == MLT_OK) {
             say(c, "view run %s%s%s at %s", a->run_name ? "'" : "", a->run_name ? a->run_name : "",
                 a->run_name ? "'" : mlt_run_id(run), url);
         }
