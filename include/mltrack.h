@@ -493,6 +493,13 @@ typedef struct mlt_run_info {
     int64_t end_time_ms;        /**< Set in on_run_end, else 0. */
 } mlt_run_info;
 
+/**
+ * The version of mlt_callbacks this header declares. Only version 1 exists so far. A later
+ * release that adds hooks adds them at the end and raises the version; the library then still
+ * accepts every version v with 0 < v <= its own and reads a struct of version v only up to the
+ * hooks version v had (the newer ones are taken as NULL), so a program built against an older
+ * header keeps working. Version 0 and versions newer than the library are refused.
+ */
 #define MLT_CALLBACKS_VERSION 1
 
 /**
@@ -523,8 +530,9 @@ typedef struct mlt_callbacks {
 /**
  * Registers callbacks on the tracker. The struct is copied; userdata is borrowed and passed to
  * every hook (the tracker calls on_close at close so the callback may free it).
- * Returns MLT_ERR_STATE once a run has started on the tracker, MLT_ERR_INVALID_ARG for an
- * unknown version, MLT_ERR_NOMEM.
+ * Returns MLT_ERR_STATE once a run has started on the tracker, MLT_ERR_INVALID_ARG for NULL or
+ * a version that is 0 or newer than the library's MLT_CALLBACKS_VERSION (mlt_last_error() names
+ * it), MLT_ERR_NOMEM.
  */
 mlt_err mlt_tracker_add_callbacks(mlt_tracker *tracker, const mlt_callbacks *callbacks,
                                   void *userdata);

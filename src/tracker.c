@@ -147,6 +147,15 @@ const mlt_options *mlt__tracker_options(const mlt_tracker *t)
     return t->opts;
 }
 
+/* The size of mlt_callbacks at each version (index 0 unused), libgit2's rule: a struct of any
+ * version v with 0 < v <= MLT_CALLBACKS_VERSION is accepted and read up to callbacks_size[v],
+ * never further, so that a program built against an older header keeps working. Only version 1
+ * exists so far. A version 2 that adds hooks at the end appends sizeof(mlt_callbacks) here and
+ * turns this entry into offsetof(mlt_callbacks, <its first new hook>). */
+static const size_t callbacks_size[] = {0, sizeof(mlt_callbacks)};
+_Static_assert(sizeof callbacks_size / sizeof callbacks_size[0] == MLT_CALLBACKS_VERSION + 1,
+               "callbacks_size has one entry for each version of mlt_callbacks");
+
 mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void *userdata,
                                   const mlt__sink_ext *ext)
 {
@@ -158,10 +167,16 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
     if (!t || !cb) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker and callbacks are required");
     }
-    if (cb->version != MLT_CALLBACKS_VERSION) {
-        return mlt__fail(MLT_ERR_INVALID_ARG, "callbacks version %d is not supported (want %d)",
+    if (cb->version <= 0 || cb->version > MLT_CALLBACKS_VERSION) {
+        return mlt__fail(MLT_ERR_INVALID_ARG,
+                         "callbacks version %d is not supported: this library takes versions 1 "
+                         "to %d (set version = MLT_CALLBACKS_VERSION)",
                          cb->version, MLT_CALLBACKS_VERSION);
     }
+    /* the hooks the caller's version has; those of later versions stay NULL */
+    mlt_callbacks copy;
+    memset(&copy, 0, sizeof copy);
+    memcpy(&copy, cb, callbacks_size[cb->version]);
     pthread_mutex_lock(&t->keys_lock);
     mlt_err err = MLT_OK;
     /* the keys registered so far, oldest first (the list is newest first) */
@@ -184,7 +199,7 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
             err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
         } else {
             t->cbs = n;
-            t->cbs[t->n_cbs] = (mlt__cb_entry){*cb, userdata, *ext};
+            t->cbs[t->n_cbs] = (mlt__cb_entry){copy, userdata, *ext};
             t->n_cbs++;
             bool alone = t->n_cbs == 1;
             t->ring = alone ? ext->ring : NULL;

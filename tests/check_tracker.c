@@ -403,6 +403,44 @@ START_TEST(add_callbacks_rejects_unknown_version_and_null)
 }
 END_TEST
 
+/* libgit2's rule: every version v with 0 < v <= MLT_CALLBACKS_VERSION is taken (its hooks are
+ * called), version 0, negative and newer versions are refused with a message naming the version. */
+START_TEST(add_callbacks_takes_versions_1_to_current_only)
+{
+    static const int refused[] = {0, -1, MLT_CALLBACKS_VERSION + 1, INT_MAX};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        fixture fx;
+        fx_init(&fx, 0);
+        recorder r = {.id = 0, .log = &fx.log};
+        mlt_callbacks cb = rec_callbacks;
+        cb.version = refused[i];
+        ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &cb, &r), MLT_ERR_INVALID_ARG);
+        char want[64];
+        snprintf(want, sizeof want, "callbacks version %d is not supported", refused[i]);
+        ck_assert_msg(contains(mlt_last_error(), want), "message: %s", mlt_last_error());
+        ck_assert_int_eq(fx_close(&fx), MLT_OK);
+        ck_assert_uint_eq(fx.log.n, 0);
+        fx_free(&fx);
+    }
+    for (int v = 1; v <= MLT_CALLBACKS_VERSION; v++) {
+        fixture fx;
+        fx_init(&fx, 0);
+        recorder r = {.id = 0, .log = &fx.log};
+        mlt_callbacks cb = rec_callbacks;
+        cb.version = v;
+        ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &cb, &r), MLT_OK);
+        mlt_run *run;
+        ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
+        ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+        ck_assert_int_eq(fx_close(&fx), MLT_OK);
+        ck_assert_uint_eq(count_ev(&fx, 0, EV_START), 1);
+        ck_assert_uint_eq(count_ev(&fx, 0, EV_END), 1);
+        ck_assert_uint_eq(count_ev(&fx, 0, EV_CLOSE), 1);
+        fx_free(&fx);
+    }
+}
+END_TEST
+
 START_TEST(add_callbacks_accepts_all_null_hooks)
 {
     fixture fx;
@@ -2940,6 +2978,7 @@ int main(void)
     MLT_ADD_TEST(s, tracker_new_requires_out);
     MLT_ADD_TEST(s, tracker_close_null_is_ok);
     MLT_ADD_TEST(s, add_callbacks_rejects_unknown_version_and_null);
+    MLT_ADD_TEST(s, add_callbacks_takes_versions_1_to_current_only);
     MLT_ADD_TEST(s, add_callbacks_accepts_all_null_hooks);
     MLT_ADD_TEST(s, callbacks_see_every_event_in_registration_order);
     MLT_ADD_TEST(s, add_callbacks_after_first_run_is_state_error);
