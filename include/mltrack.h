@@ -17,6 +17,11 @@
  *     `*out` is set only on success; mlt_track()'s fn_result is the one exception, see there),
  *     or a buffer it fills (`out` followed by its size `outlen`). errbuf/errlen (below), which
  *     only describe a failure, come last.
+ *   - A public struct that the caller fills for the library (mlt_callbacks) or the library fills
+ *     for the caller (mlt_queue_stats) starts with a version, set by the caller with the
+ *     struct's macro (MLT_CALLBACKS_VERSION, MLT_QUEUE_STATS_INIT). Any version v with
+ *     0 < v <= the library's is accepted, and only the fields version v had are read or written;
+ *     version 0 and newer versions are refused with MLT_ERR_INVALID_ARG.
  *   - Strings passed in are borrowed for the duration of the call and copied if kept.
  *   - Where a function takes `errbuf`/`errlen`, a message describing a failure is written there
  *     (NUL-terminated, truncated to fit); both may be NULL/0. Functions that take no errbuf leave
@@ -255,8 +260,28 @@ const char *mlt_options_get(const mlt_options *opts, const char *name);
 typedef struct mlt_tracker mlt_tracker;
 typedef struct mlt_run mlt_run;
 
-/** Counters of the durable queue (mlt_tracker_queue_stats()). */
+/**
+ * The version of mlt_queue_stats this header declares: 1, the six counters below. A later
+ * release that adds counters adds them at the end and raises the version; the library keeps
+ * accepting every version v with 0 < v <= its own and writes only the fields that version had.
+ */
+#define MLT_QUEUE_STATS_VERSION 1
+
+/**
+ * Initializer of an mlt_queue_stats, in C and C++: the current version, every counter 0.
+ *   mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
+ * (Every field is named so that -Wextra's missing-field-initializers stays quiet.)
+ */
+/* clang-format off */
+#define MLT_QUEUE_STATS_INIT {MLT_QUEUE_STATS_VERSION, 0, 0, 0, 0, 0, 0}
+/* clang-format on */
+
+/**
+ * Counters of the durable queue, filled by mlt_tracker_queue_stats(). Allocated by the caller
+ * (on the stack is fine), who sets version before the call: MLT_QUEUE_STATS_INIT does.
+ */
 typedef struct mlt_queue_stats {
+    unsigned int version;   /**< set by the caller: MLT_QUEUE_STATS_VERSION; never written */
     uint64_t queued;        /**< records appended to the journal */
     uint64_t sent;          /**< records sent to the server (a retry counts again) */
     uint64_t acknowledged;  /**< records the server acknowledged */
@@ -329,8 +354,17 @@ mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
  * bug (as with fclose()), which the library cannot detect. */
 
 /**
- * The counters of the tracker's durable queue (the MLflow callback's) into *out. Returns
- * MLT_ERR_STATE (and zeros) when the tracker has no MLflow callback. Any thread.
+ * The counters of the tracker's durable queue (the MLflow callback's) into *out, a struct the
+ * caller owns and whose version it has set (mlt_queue_stats st = MLT_QUEUE_STATS_INIT;). A
+ * struct of any version v with 0 < v <= MLT_QUEUE_STATS_VERSION is accepted, and only the
+ * fields version v has are written: a program built against an older header keeps working.
+ * The counters are a snapshot, each read atomically, not all at one instant. Any thread.
+ * Returns
+ *   MLT_OK               *out holds the counters;
+ *   MLT_ERR_INVALID_ARG  out or tracker is NULL, or out->version is 0 or newer than the
+ *                        library's (an uninitialized struct, or a newer header): nothing is
+ *                        written, mlt_last_error() says why;
+ *   MLT_ERR_STATE        the tracker has no MLflow callback, so no queue: the counters are 0.
  */
 mlt_err mlt_tracker_queue_stats(mlt_queue_stats *out, mlt_tracker *tracker);
 

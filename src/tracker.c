@@ -371,16 +371,41 @@ unsigned long long mlt_tracker_last_error(char *out, size_t outlen, mlt_tracker 
     return n;
 }
 
+/* The size of mlt_queue_stats at each version (index 0 unused): the fields of a caller's struct
+ * of version v end at queue_stats_size[v], and nothing past them is written. A version 2 that
+ * adds counters at the end appends sizeof(mlt_queue_stats) here and turns this entry into
+ * offsetof(mlt_queue_stats, <its first new counter>). */
+static const size_t queue_stats_size[] = {0, sizeof(mlt_queue_stats)};
+_Static_assert(sizeof queue_stats_size / sizeof queue_stats_size[0] == MLT_QUEUE_STATS_VERSION + 1,
+               "queue_stats_size has one entry for each version of mlt_queue_stats");
+
 mlt_err mlt_tracker_queue_stats(mlt_queue_stats *out, mlt_tracker *t)
 {
     if (!t || !out) {
-        return MLT_ERR_INVALID_ARG;
+        return mlt__fail(MLT_ERR_INVALID_ARG, "tracker and out are required");
     }
-    memset(out, 0, sizeof *out);
-    for (size_t i = 0; i < t->n_cbs; i++) {
+    if (out->version == 0 || out->version > MLT_QUEUE_STATS_VERSION) {
+        return mlt__fail(MLT_ERR_INVALID_ARG,
+                         "mlt_queue_stats version %u is not supported: this library takes "
+                         "versions 1 to %d (initialize it with MLT_QUEUE_STATS_INIT)",
+                         out->version, MLT_QUEUE_STATS_VERSION);
+    }
+    mlt_queue_stats all;
+    memset(&all, 0, sizeof all);
+    const mlt__cb_entry *sink = NULL; /* the MLflow callback */
+    for (size_t i = 0; i < t->n_cbs && !sink; i++) {
         if (t->cbs[i].ext.stats) {
-            return t->cbs[i].ext.stats(t->cbs[i].userdata, out);
+            sink = &t->cbs[i];
         }
     }
-    return mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback, so no queue");
+    mlt_err err = MLT_OK;
+    if (sink) {
+        err = sink->ext.stats(sink->userdata, &all);
+    } else {
+        err = mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback, so no queue");
+    }
+    /* the counters of the caller's version, after its version field */
+    const size_t from = offsetof(mlt_queue_stats, queued);
+    memcpy((char *)out + from, (const char *)&all + from, queue_stats_size[out->version] - from);
+    return err;
 }

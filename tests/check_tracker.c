@@ -1634,10 +1634,69 @@ START_TEST(an_ended_runs_points_are_refused_on_the_hot_path_too)
     expect_ended(mlt_log_metric(run, "loss", 1.0, 9), "'hot'");
     expect_ended(mlt_log_metric_key(run, k, 1.0, 9), "'hot'");
     expect_ended(mlt_log_metric_at(run, "loss", 1.0, 9, 1), "'hot'");
-    mlt_queue_stats st;
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
     ck_assert_int_eq(mlt_tracker_flush(t, 0) == MLT_OK, 0); /* the server is away */
     ck_assert_int_eq(mlt_tracker_queue_stats(&st, t), MLT_OK);
     ck_assert_uint_eq(st.queued, 8); /* create, 6 points, end: nothing of the ended run */
+    mlt_tracker_close(t, 0);
+    mlt_test_remove_tree(tmp);
+}
+END_TEST
+
+/* mlt_queue_stats carries a version (libgit2's rule): 0 (a struct left uninitialized) and
+ * versions newer than the library's are refused with a message and nothing written; the current
+ * one is filled, counters only, its version left as the caller set it. */
+START_TEST(queue_stats_takes_versions_1_to_current_only)
+{
+    fixture fx;
+    fx_init(&fx, 0); /* no MLflow callback: no queue */
+    static const unsigned int refused[] = {0, MLT_QUEUE_STATS_VERSION + 1, UINT_MAX};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        mlt_queue_stats st;
+        memset(&st, 0xab, sizeof st);
+        st.version = refused[i];
+        ck_assert_int_eq(mlt_tracker_queue_stats(&st, fx.t), MLT_ERR_INVALID_ARG);
+        char want[64];
+        snprintf(want, sizeof want, "mlt_queue_stats version %u is not supported", refused[i]);
+        ck_assert_msg(contains(mlt_last_error(), want), "message: %s", mlt_last_error());
+        ck_assert_uint_eq(st.version, refused[i]);
+        ck_assert_uint_eq(st.queued, UINT64_C(0xabababababababab));
+        ck_assert_uint_eq(st.bytes_pending, UINT64_C(0xabababababababab));
+    }
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
+    ck_assert_uint_eq(st.version, MLT_QUEUE_STATS_VERSION);
+    ck_assert_int_eq(mlt_tracker_queue_stats(NULL, fx.t), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_tracker_queue_stats(&st, NULL), MLT_ERR_INVALID_ARG);
+    st.queued = 7;
+    ck_assert_int_eq(mlt_tracker_queue_stats(&st, fx.t), MLT_ERR_STATE);
+    ck_assert_uint_eq(st.version, MLT_QUEUE_STATS_VERSION);
+    ck_assert_uint_eq(st.queued, 0);
+    fx_free(&fx);
+
+    /* with the MLflow callback (the server away): every version from 1 is filled */
+    char tmp[PATH_MAX], qdir[PATH_MAX + 16], err[256] = "";
+    mlt_test_tmpdir(tmp, sizeof tmp, "stats");
+    snprintf(qdir, sizeof qdir, "%s/queue", tmp);
+    mlt_options *o = mlt_options_new();
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:9", err, sizeof err),
+                     MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", qdir, err, sizeof err), MLT_OK);
+    mlt_tracker *t;
+    ck_assert_int_eq(mlt_tracker_new(&t, o, err, sizeof err), MLT_OK);
+    mlt_options_free(o);
+    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(&run, t, "stats"), MLT_OK);
+    ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, 0), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    ck_assert_int_ne(mlt_tracker_flush(t, 0), MLT_OK); /* the server is away */
+    for (unsigned int v = 1; v <= MLT_QUEUE_STATS_VERSION; v++) {
+        mlt_queue_stats got = MLT_QUEUE_STATS_INIT;
+        got.version = v;
+        ck_assert_int_eq(mlt_tracker_queue_stats(&got, t), MLT_OK);
+        ck_assert_uint_eq(got.version, v);
+        ck_assert_uint_eq(got.queued, 3); /* create, the point, end */
+    }
     mlt_tracker_close(t, 0);
     mlt_test_remove_tree(tmp);
 }
@@ -3038,6 +3097,7 @@ int main(void)
     MLT_ADD_TEST(s, tag_is_sent_on_every_write);
     /* NULL runs, UI address */
     MLT_ADD_TEST(s, null_run_is_invalid_arg_for_every_call);
+    MLT_ADD_TEST(s, queue_stats_takes_versions_1_to_current_only);
     MLT_ADD_TEST(s, ui_url_without_mlflow_callback_is_state_error);
     MLT_ADD_TEST(s, ui_url_is_built_once_ids_are_known);
     /* mlt_track */

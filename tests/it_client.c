@@ -323,7 +323,7 @@ static int close_ms(void)
 /* Records rejected by the server so far, as the delivery callback and the queue's counters say. */
 static unsigned long long rejected_so_far(mlt_tracker *t)
 {
-    mlt_queue_stats st;
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
     unsigned long long n = atomic_load(&rejected_records);
     if (mlt_tracker_queue_stats(&st, t) == MLT_OK && st.rejected > n) {
         n = st.rejected;
@@ -1379,7 +1379,7 @@ int main(int argc, char **argv)
         /* deliver what the scenario logged (runs it left open are ended at close) */
         int ms = close_ms();
         flush_rec(t, ms, "final");
-        mlt_queue_stats st;
+        mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
         mlt_err rc = mlt_tracker_queue_stats(&st, t);
         if (rc != MLT_OK) {
             fail("mlt_tracker_queue_stats: %s", mlt_err_name(rc));

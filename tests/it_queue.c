@@ -988,7 +988,7 @@ int main(int argc, char **argv)
             complain("--hold: %s did not appear within 600 s", c.hold);
         }
     }
-    mlt_queue_stats st;
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
     mlt_err rc = mlt_tracker_queue_stats(&st, t);
     if (rc == MLT_OK) {
         say("stats queued=%" PRIu64 " sent=%" PRIu64 " acknowledged=%" PRIu64 " retried=%" PRIu64

@@ -39,5 +39,7 @@ int main(void)
     }
     tracked(1, 0.1, NULL, 1);
     tracked_void(3);
+    mlt_queue_stats stats = MLT_QUEUE_STATS_INIT;
+    (void)mlt_tracker_queue_stats(&stats, t);
     return mlt_tracker_close(t, 0) == MLT_OK ? 0 : 1;
 }
