@@ -45,9 +45,10 @@
 extern "C" {
 #endif
 
-#define MLT_VERSION_STRING "0.1.0"
+/* The package version (configure.ac's AC_INIT, mltrack.pc): NEWS says what changed in each. */
+#define MLT_VERSION_STRING "0.2.0"
 #define MLT_VERSION_MAJOR 0
-#define MLT_VERSION_MINOR 1
+#define MLT_VERSION_MINOR 2
 #define MLT_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -4,6 +4,8 @@
  * every event it is given, with all its arguments and the mlt_run_info fields, and the tests
  * read that record.
  */
+#include "config.h" /* PACKAGE_VERSION */
+
 #include "testutil.h"
 
 #include "common.h" /* mlt__fail: a fake callback leaves a message as the built-in ones do */
@@ -345,6 +347,17 @@ static bool contains(const char *haystack, const char *needle)
 }
 
 /* ---- tracker and callbacks registration ----------------------------------------------------- */
+
+/* The header's version is the package's (configure.ac, mltrack.pc, `mltrack --version`). */
+START_TEST(header_version_is_the_package_version)
+{
+    ck_assert_str_eq(MLT_VERSION_STRING, PACKAGE_VERSION);
+    char parts[64];
+    snprintf(parts, sizeof parts, "%d.%d.%d", MLT_VERSION_MAJOR, MLT_VERSION_MINOR,
+             MLT_VERSION_PATCH);
+    ck_assert_str_eq(parts, MLT_VERSION_STRING);
+}
+END_TEST
 
 START_TEST(tracker_new_accepts_null_options)
 {
@@ -3033,6 +3046,7 @@ int main(void)
 {
     Suite *s = suite_create("tracker");
     /* tracker and callbacks */
+    MLT_ADD_TEST(s, header_version_is_the_package_version);
     MLT_ADD_TEST(s, tracker_new_accepts_null_options);
     MLT_ADD_TEST(s, tracker_new_requires_out);
     MLT_ADD_TEST(s, tracker_close_null_is_ok);
