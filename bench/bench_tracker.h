@@ -107,7 +107,7 @@ static inline void bench_keys(mlt_tracker *t, int n, char (*names)[BENCH_KEY_LEN
 {
     for (int k = 0; k < n; k++) {
         bench_key_name(names[k], BENCH_KEY_LEN, k);
-        if (handles != NULL && mlt_metric_key(t, names[k], &handles[k]) != MLT_OK) {
+        if (handles != NULL && mlt_metric_key(&handles[k], t, names[k]) != MLT_OK) {
             bench_die("mlt_metric_key %s: %s", names[k], mlt_last_error());
         }
     }
@@ -128,9 +128,8 @@ static inline void bench_key_arrays(int n, const char *opt, char (**names)[BENCH
 }
 
 /* Logs step s of the n keys, by handle or by name (the measured loop); exits on an error. */
-static inline void bench_log_step(mlt_run *run, int64_t s, int n,
-                                  char (*names)[BENCH_KEY_LEN], const mlt_key **handles,
-                                  bool by_handle)
+static inline void bench_log_step(mlt_run *run, int64_t s, int n, char (*names)[BENCH_KEY_LEN],
+                                  const mlt_key **handles, bool by_handle)
 {
     for (int k = 0; k < n; k++) {
         mlt_err e = by_handle ? mlt_log_metric_key(run, handles[k], bench_value(s, k), s)

@@ -49,10 +49,10 @@ int main(int argc, char **argv)
     mlt_tracker *t = bench_tracker(&c);
     mlt_run *run;
     const mlt_key *key = NULL;
-    if (mlt_run_start(t, "hotpath", &run) != MLT_OK) {
+    if (mlt_run_start(&run, t, "hotpath") != MLT_OK) {
         bench_die("mlt_run_start: %s", mlt_last_error());
     }
-    if (handles && mlt_metric_key(t, "train/loss", &key) != MLT_OK) {
+    if (handles && mlt_metric_key(&key, t, "train/loss") != MLT_OK) {
         bench_die("mlt_metric_key: %s", mlt_last_error());
     }
     double t0 = bench_now();

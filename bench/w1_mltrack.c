@@ -40,7 +40,7 @@ int main(int argc, char **argv)
 
     double t0 = bench_now();
     mlt_run *run;
-    if (mlt_run_start(t, "w1", &run) != MLT_OK) {
+    if (mlt_run_start(&run, t, "w1") != MLT_OK) {
         bench_die("mlt_run_start: %s", mlt_last_error());
     }
     bench_keys(t, nkeys, names, handles ? keys : NULL);

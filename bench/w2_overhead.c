@@ -58,7 +58,7 @@ int main(int argc, char **argv)
     mlt_run *run = NULL;
     if (logging) {
         t = bench_tracker(&c);
-        if (mlt_run_start(t, "w2", &run) != MLT_OK) {
+        if (mlt_run_start(&run, t, "w2") != MLT_OK) {
             bench_die("mlt_run_start: %s", mlt_last_error());
         }
         bench_keys(t, nkeys, names, handles ? keys : NULL);

@@ -62,7 +62,7 @@ int main(int argc, char **argv)
     long long steps = points / nkeys, done = 0;
     double t0 = bench_now();
     mlt_run *run;
-    if (mlt_run_start(t, "w3", &run) != MLT_OK) {
+    if (mlt_run_start(&run, t, "w3") != MLT_OK) {
         bench_die("mlt_run_start: %s", mlt_last_error());
     }
     bench_keys(t, nkeys, names, handles ? keys : NULL);

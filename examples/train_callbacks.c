@@ -16,8 +16,8 @@ typedef struct best_loss {
     int64_t best_step;
 } best_loss;
 
-static mlt_err best_on_metric(const mlt_run_info *info, const char *key, double value,
-                              int64_t step, int64_t timestamp_ms, void *userdata)
+static mlt_err best_on_metric(const mlt_run_info *info, const char *key, double value, int64_t step,
+                              int64_t timestamp_ms, void *userdata)
 {
     (void)info;
     (void)timestamp_ms;
@@ -29,12 +29,12 @@ static mlt_err best_on_metric(const mlt_run_info *info, const char *key, double 
     return MLT_OK;
 }
 
-static mlt_err best_on_run_end(const mlt_run_info *info, mlt_run_status status,
-                               double duration_s, void *userdata)
+static mlt_err best_on_run_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
+                               void *userdata)
 {
     const best_loss *b = userdata;
-    printf("best loss of run '%s': %.6f at step %lld (%s after %.3f s)\n", info->run_name,
-           b->best, (long long)b->best_step, mlt_run_status_name(status), duration_s);
+    printf("best loss of run '%s': %.6f at step %lld (%s after %.3f s)\n", info->run_name, b->best,
+           (long long)b->best_step, mlt_run_status_name(status), duration_s);
     return MLT_OK;
 }
 
@@ -44,11 +44,11 @@ static mlt_err best_on_run_end(const mlt_run_info *info, mlt_run_status status,
 static void print_run(mlt_tracker *tracker, mlt_run *run)
 {
     char url[1024];
-    mlt_queue_stats stats;
+    mlt_queue_stats stats = MLT_QUEUE_STATS_INIT;
     if (mlt_tracker_flush(tracker, 10000) == MLT_OK &&
-        mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+        mlt_run_ui_url(url, sizeof url, run) == MLT_OK) {
         printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
-    } else if (mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0) {
+    } else if (mlt_tracker_queue_stats(&stats, tracker) == MLT_OK && stats.rejected > 0) {
         printf("run key: %s (not created: rejected by the server)\n", mlt_run_key(run));
     } else {
         printf("run key: %s (queued: not delivered yet)\n", mlt_run_key(run));
@@ -59,9 +59,9 @@ static void print_run(mlt_tracker *tracker, mlt_run *run)
  * failure; records the server refused are. */
 static int finish(mlt_tracker *tracker, const char *prog)
 {
-    mlt_queue_stats stats;
+    mlt_queue_stats stats = MLT_QUEUE_STATS_INIT;
     mlt_tracker_flush(tracker, 10000); /* so that the counters include the run's end */
-    int failed = mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0;
+    int failed = mlt_tracker_queue_stats(&stats, tracker) == MLT_OK && stats.rejected > 0;
     if (failed) {
         fprintf(stderr, "%s: the server refused %llu records (see the queue's dead letters)\n",
                 prog, (unsigned long long)stats.rejected);
@@ -94,7 +94,7 @@ int main(void)
     mlt_tracker_add_callbacks(tracker, &best_cb, &best);
 
     mlt_run *run;
-    if (mlt_run_start(tracker, "train_callbacks", &run) != MLT_OK) {
+    if (mlt_run_start(&run, tracker, "train_callbacks") != MLT_OK) {
         fprintf(stderr, "train_callbacks: %s\n", mlt_last_error());
         mlt_tracker_close(tracker, 0);
         return 1;

@@ -14,11 +14,11 @@
 static void print_run(mlt_tracker *tracker, mlt_run *run)
 {
     char url[1024];
-    mlt_queue_stats stats;
+    mlt_queue_stats stats = MLT_QUEUE_STATS_INIT;
     if (mlt_tracker_flush(tracker, 5000) == MLT_OK &&
-        mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+        mlt_run_ui_url(url, sizeof url, run) == MLT_OK) {
         printf("run id: %s\nrun url: %s\n", mlt_run_id(run), url);
-    } else if (mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0) {
+    } else if (mlt_tracker_queue_stats(&stats, tracker) == MLT_OK && stats.rejected > 0) {
         printf("run key: %s (not created: rejected by the server)\n", mlt_run_key(run));
     } else {
         printf("run key: %s (queued: not delivered yet)\n", mlt_run_key(run));
@@ -29,9 +29,9 @@ static void print_run(mlt_tracker *tracker, mlt_run *run)
  * failure; records the server refused are. */
 static int finish(mlt_tracker *tracker, const char *prog)
 {
-    mlt_queue_stats stats;
+    mlt_queue_stats stats = MLT_QUEUE_STATS_INIT;
     mlt_tracker_flush(tracker, 10000); /* so that the counters include the run's end */
-    int failed = mlt_tracker_queue_stats(tracker, &stats) == MLT_OK && stats.rejected > 0;
+    int failed = mlt_tracker_queue_stats(&stats, tracker) == MLT_OK && stats.rejected > 0;
     if (failed) {
         fprintf(stderr, "%s: the server refused %llu records (see the queue's dead letters)\n",
                 prog, (unsigned long long)stats.rejected);

@@ -72,7 +72,7 @@ int main(void)
 
     /* A tracked function returns its own result, so tracking failures are counted instead. */
     int status = 0;
-    if (mlt_tracker_last_error(tracker, err, sizeof err) > 0) {
+    if (mlt_tracker_last_error(err, sizeof err, tracker) > 0) {
         fprintf(stderr, "train_model: tracking failed: %s\n", err);
         status = 1;
     }

@@ -12,8 +12,16 @@
  *   callbacks   mlt_callbacks, a versioned struct of hooks; several may be registered on a tracker.
  *
  * Conventions
- *   - Fallible functions return mlt_err: MLT_OK (0) or a negative code. Outputs come first and are
- *     named `out`; `*out` is set only on success.
+ *   - Fallible functions return mlt_err: MLT_OK (0) or a negative code.
+ *   - Outputs come first, before every input: a pointer the function sets (named `out`, and
+ *     `*out` is set only on success; mlt_track()'s fn_result is the one exception, see there),
+ *     or a buffer it fills (`out` followed by its size `outlen`). errbuf/errlen (below), which
+ *     only describe a failure, come last.
+ *   - A public struct that the caller fills for the library (mlt_callbacks) or the library fills
+ *     for the caller (mlt_queue_stats) starts with a version, set by the caller with the
+ *     struct's macro (MLT_CALLBACKS_VERSION, MLT_QUEUE_STATS_INIT). Any version v with
+ *     0 < v <= the library's is accepted, and only the fields version v had are read or written;
+ *     version 0 and newer versions are refused with MLT_ERR_INVALID_ARG.
  *   - Strings passed in are borrowed for the duration of the call and copied if kept.
  *   - Every failing call leaves a message in a thread-local buffer read with mlt_last_error().
  *     Where a function also takes `errbuf`/`errlen`, the message is copied there (NUL-terminated,
@@ -37,9 +45,10 @@
 extern "C" {
 #endif
 
-#define MLT_VERSION_STRING "0.1.0"
+/* The package version (configure.ac's AC_INIT, mltrack.pc): NEWS says what changed in each. */
+#define MLT_VERSION_STRING "0.2.0"
 #define MLT_VERSION_MAJOR 0
-#define MLT_VERSION_MINOR 1
+#define MLT_VERSION_MINOR 2
 #define MLT_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -48,35 +57,35 @@ extern "C" {
 /** Error codes. MLT_OK is 0; every failure is negative. mlt_strerror() gives the text. */
 typedef enum mlt_err {
     MLT_OK = 0,
-    MLT_ERR_INVALID_ARG = -1,     /**< NULL where a value is required, or an out-of-range number. */
-    MLT_ERR_NOMEM = -2,           /**< An allocation failed. */
-    MLT_ERR_UNKNOWN_OPTION = -3,  /**< mlt_options_set() was given a name it does not know. */
-    MLT_ERR_BAD_OPTION = -4,      /**< An option's value is malformed (bad URL, number, word). */
-    MLT_ERR_INVALID_KEY = -5,     /**< A metric, param or tag key breaks the server's key rules. */
-    MLT_ERR_VALUE_TOO_LONG = -6,  /**< A value or name is longer than the server accepts. */
-    MLT_ERR_INVALID_VALUE = -7,   /**< A value is not valid UTF-8 or a timestamp is negative. */
-    MLT_ERR_PARAM_CONFLICT = -8,  /**< A param was already logged on this run with another value. */
-    MLT_ERR_STATE = -9,           /**< Call out of order (callbacks added after a run began). */
-    MLT_ERR_IO = -10,             /**< A file could not be opened, written or flushed. */
-    MLT_ERR_NETWORK = -11,        /**< Server unreachable (refused, reset, DNS); retriable. */
-    MLT_ERR_TIMEOUT = -12,        /**< The server did not answer in time; retriable. */
-    MLT_ERR_SERVER = -13,         /**< The server failed (HTTP 5xx); retriable. */
-    MLT_ERR_RATE_LIMITED = -14,   /**< The server asked to slow down (HTTP 429); retriable. */
-    MLT_ERR_REJECTED = -15,       /**< The server refused the request for good (HTTP 400). */
-    MLT_ERR_NOT_FOUND = -16,      /**< The server has no such run or experiment (HTTP 404). */
-    MLT_ERR_AUTH = -17,           /**< The server refused the credentials (HTTP 401/403):
-                                       permanent; queued records it refuses become dead letters. */
-    MLT_ERR_PROTOCOL = -18,       /**< The server's answer could not be understood. */
-    MLT_ERR_TLS = -19,            /**< TLS failed: certificate not trusted, handshake failed. */
-    MLT_ERR_CALLBACK = -20,       /**< A user callback reported a failure. */
-    MLT_ERR_QUEUE_FULL = -21,     /**< The durable queue is at its size cap (policy "fail"). */
-    MLT_ERR_CORRUPT = -22,        /**< A journal file is damaged (its bad tail was cut). */
-    MLT_ERR_LOCKED = -23,         /**< The journal or queue belongs to a live process. */
-    MLT_ERR_QUEUED = -24,         /**< Not a failure of the data: what was logged is safe in the
-                                       durable queue on disk, not delivered yet (the server
-                                       cannot be reached, refuses TLS, or does not have the run
-                                       the records are for yet). The next tracker on the queue
-                                       or `mltrack sync` delivers it; retriable. */
+    MLT_ERR_INVALID_ARG = -1,    /**< NULL where a value is required, or an out-of-range number. */
+    MLT_ERR_NOMEM = -2,          /**< An allocation failed. */
+    MLT_ERR_UNKNOWN_OPTION = -3, /**< mlt_options_set() was given a name it does not know. */
+    MLT_ERR_BAD_OPTION = -4,     /**< An option's value is malformed (bad URL, number, word). */
+    MLT_ERR_INVALID_KEY = -5,    /**< A metric, param or tag key breaks the server's key rules. */
+    MLT_ERR_VALUE_TOO_LONG = -6, /**< A value or name is longer than the server accepts. */
+    MLT_ERR_INVALID_VALUE = -7,  /**< A value is not valid UTF-8 or a timestamp is negative. */
+    MLT_ERR_PARAM_CONFLICT = -8, /**< A param was already logged on this run with another value. */
+    MLT_ERR_STATE = -9,          /**< Call out of order (callbacks added after a run began). */
+    MLT_ERR_IO = -10,            /**< A file could not be opened, written or flushed. */
+    MLT_ERR_NETWORK = -11,       /**< Server unreachable (refused, reset, DNS); retriable. */
+    MLT_ERR_TIMEOUT = -12,       /**< The server did not answer in time; retriable. */
+    MLT_ERR_SERVER = -13,        /**< The server failed (HTTP 5xx); retriable. */
+    MLT_ERR_RATE_LIMITED = -14,  /**< The server asked to slow down (HTTP 429); retriable. */
+    MLT_ERR_REJECTED = -15,      /**< The server refused the request for good (HTTP 400). */
+    MLT_ERR_NOT_FOUND = -16,     /**< The server has no such run or experiment (HTTP 404). */
+    MLT_ERR_AUTH = -17,          /**< The server refused the credentials (HTTP 401/403):
+                                      permanent; queued records it refuses become dead letters. */
+    MLT_ERR_PROTOCOL = -18,      /**< The server's answer could not be understood. */
+    MLT_ERR_TLS = -19,           /**< TLS failed: certificate not trusted, handshake failed. */
+    MLT_ERR_CALLBACK = -20,      /**< A user callback reported a failure. */
+    MLT_ERR_QUEUE_FULL = -21,    /**< The durable queue is at its size cap (policy "fail"). */
+    MLT_ERR_CORRUPT = -22,       /**< A journal file is damaged (its bad tail was cut). */
+    MLT_ERR_LOCKED = -23,        /**< The journal or queue belongs to a live process. */
+    MLT_ERR_QUEUED = -24,        /**< Not a failure of the data: what was logged is safe in the
+                                      durable queue on disk, not delivered yet (the server
+                                      cannot be reached, refuses TLS, or does not have the run
+                                      the records are for yet). The next tracker on the queue
+                                      or `mltrack sync` delivers it; retriable. */
 } mlt_err;
 
 /** Human-readable text for an error code. Never NULL; unknown codes give "unknown error". */
@@ -238,8 +247,7 @@ typedef struct mlt_delivery {
 typedef void (*mlt_delivery_fn)(const mlt_delivery *delivery, void *userdata);
 
 /** Sets the delivery callback (NULL: none). userdata is borrowed. */
-mlt_err mlt_options_set_delivery_callback(mlt_options *opts, mlt_delivery_fn fn,
-                                          void *userdata);
+mlt_err mlt_options_set_delivery_callback(mlt_options *opts, mlt_delivery_fn fn, void *userdata);
 
 /**
  * The current text value of option `name` (as mlt_options_set() takes it), or NULL for an unset
@@ -254,8 +262,28 @@ const char *mlt_options_get(const mlt_options *opts, const char *name);
 typedef struct mlt_tracker mlt_tracker;
 typedef struct mlt_run mlt_run;
 
-/** Counters of the durable queue (mlt_tracker_queue_stats()). */
+/**
+ * The version of mlt_queue_stats this header declares: 1, the six counters below. A later
+ * release that adds counters adds them at the end and raises the version; the library keeps
+ * accepting every version v with 0 < v <= its own and writes only the fields that version had.
+ */
+#define MLT_QUEUE_STATS_VERSION 1
+
+/**
+ * Initializer of an mlt_queue_stats, in C and C++: the current version, every counter 0.
+ *   mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
+ * (Every field is named so that -Wextra's missing-field-initializers stays quiet.)
+ */
+/* clang-format off */
+#define MLT_QUEUE_STATS_INIT {MLT_QUEUE_STATS_VERSION, 0, 0, 0, 0, 0, 0}
+/* clang-format on */
+
+/**
+ * Counters of the durable queue, filled by mlt_tracker_queue_stats(). Allocated by the caller
+ * (on the stack is fine), who sets version before the call: MLT_QUEUE_STATS_INIT does.
+ */
 typedef struct mlt_queue_stats {
+    unsigned int version;   /**< set by the caller: MLT_QUEUE_STATS_VERSION; never written */
     uint64_t queued;        /**< records appended to the journal */
     uint64_t sent;          /**< records sent to the server (a retry counts again) */
     uint64_t acknowledged;  /**< records the server acknowledged */
@@ -328,10 +356,19 @@ mlt_err mlt_tracker_close(mlt_tracker *tracker, int timeout_ms);
  * bug (as with fclose()), which the library cannot detect. */
 
 /**
- * The counters of the tracker's durable queue (the MLflow callback's) into *out. Returns
- * MLT_ERR_STATE (and zeros) when the tracker has no MLflow callback. Any thread.
+ * The counters of the tracker's durable queue (the MLflow callback's) into *out, a struct the
+ * caller owns and whose version it has set (mlt_queue_stats st = MLT_QUEUE_STATS_INIT;). A
+ * struct of any version v with 0 < v <= MLT_QUEUE_STATS_VERSION is accepted, and only the
+ * fields version v has are written: a program built against an older header keeps working.
+ * The counters are a snapshot, each read atomically, not all at one instant. Any thread.
+ * Returns
+ *   MLT_OK               *out holds the counters;
+ *   MLT_ERR_INVALID_ARG  out or tracker is NULL, or out->version is 0 or newer than the
+ *                        library's (an uninitialized struct, or a newer header): nothing is
+ *                        written, mlt_last_error() says why;
+ *   MLT_ERR_STATE        the tracker has no MLflow callback, so no queue: the counters are 0.
  */
-mlt_err mlt_tracker_queue_stats(mlt_tracker *tracker, mlt_queue_stats *out);
+mlt_err mlt_tracker_queue_stats(mlt_queue_stats *out, mlt_tracker *tracker);
 
 /**
  * Makes tracker the process-wide default used by MLT_TRACKED functions (NULL clears it).
@@ -351,11 +388,12 @@ mlt_tracker *mlt_tracker_get_default(void);
 unsigned long long mlt_tracker_error_count(const mlt_tracker *tracker);
 
 /**
- * Copies into buf ("" if none) the message of the most recent failed call counted by
- * mlt_tracker_error_count(), prefixed with its error name, e.g. "MLT_ERR_NETWORK: create run:
- * POST http://...: Connection refused". Returns the error count. buf may be NULL. Any thread.
+ * Copies into out ("" if none; truncated to outlen) the message of the most recent failed call
+ * counted by mlt_tracker_error_count(), prefixed with its error name, e.g. "MLT_ERR_NETWORK:
+ * create run: POST http://...: Connection refused". Returns the error count. out may be NULL
+ * (outlen 0). Any thread.
  */
-unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_t len);
+unsigned long long mlt_tracker_last_error(char *out, size_t outlen, mlt_tracker *tracker);
 
 /**
  * Starts a run on the tracker at the current time, with a fresh client run key (a UUID).
@@ -375,10 +413,10 @@ unsigned long long mlt_tracker_last_error(mlt_tracker *tracker, char *buf, size_
  * mlt_run_end() ends it for the callbacks only, and the process that started it sets its status.
  * Child runs of an attached run are created as usual, with it as their parent.
  */
-mlt_err mlt_run_start(mlt_tracker *tracker, const char *run_name, mlt_run **out);
+mlt_err mlt_run_start(mlt_run **out, mlt_tracker *tracker, const char *run_name);
 
 /** As mlt_run_start(), as a child of parent (MLflow's nested run: tag mlflow.parentRunId). */
-mlt_err mlt_run_start_child(mlt_run *parent, const char *run_name, mlt_run **out);
+mlt_err mlt_run_start_child(mlt_run **out, mlt_run *parent, const char *run_name);
 
 /**
  * Logs a param. Params cannot change: logging the same key again with the same value returns
@@ -417,7 +455,7 @@ typedef struct mlt_key mlt_key;
  * key breaks MLflow's rules; the message names the rule), MLT_ERR_NOMEM. *out is untouched on
  * error.
  */
-mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **out);
+mlt_err mlt_metric_key(const mlt_key **out, mlt_tracker *tracker, const char *key);
 
 /**
  * As mlt_log_metric(), with a handle from mlt_metric_key() on the run's tracker.
@@ -463,14 +501,14 @@ mlt_run *mlt_run_parent(const mlt_run *run);
 mlt_tracker *mlt_run_tracker(const mlt_run *run);
 
 /**
- * The MLflow UI address of the run, written into buf as "<tracking_uri>/#/experiments/<experiment
+ * The MLflow UI address of the run, written into out as "<tracking_uri>/#/experiments/<experiment
  * id>/runs/<run id>/model-metrics?workflowType=machine_learning": the run's metric charts in the
  * UI's "Model training" view, where MLflow 3 would otherwise open a fresh browser in its GenAI
  * view (MLflow 2.x ignores the query). Returns MLT_ERR_STATE when the run id or experiment id is
- * not known (no MLflow callback, or not created yet), MLT_ERR_VALUE_TOO_LONG when buf is too
+ * not known (no MLflow callback, or not created yet), MLT_ERR_VALUE_TOO_LONG when outlen is too
  * small. Any thread; also once the run ended.
  */
-mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len);
+mlt_err mlt_run_ui_url(char *out, size_t outlen, const mlt_run *run);
 
 /**
  * The innermost run that mlt_track(), an MLT_TRACKED function or a scope macro made active on
@@ -491,6 +529,13 @@ typedef struct mlt_run_info {
     int64_t end_time_ms;        /**< Set in on_run_end, else 0. */
 } mlt_run_info;
 
+/**
+ * The version of mlt_callbacks this header declares. Only version 1 exists so far. A later
+ * release that adds hooks adds them at the end and raises the version; the library then still
+ * accepts every version v with 0 < v <= its own and reads a struct of version v only up to the
+ * hooks version v had (the newer ones are taken as NULL), so a program built against an older
+ * header keeps working. Version 0 and versions newer than the library are refused.
+ */
 #define MLT_CALLBACKS_VERSION 1
 
 /**
@@ -509,8 +554,7 @@ typedef struct mlt_callbacks {
                         void *userdata);
     mlt_err (*on_metric)(const mlt_run_info *info, const char *key, double value, int64_t step,
                          int64_t timestamp_ms, void *userdata);
-    mlt_err (*on_tag)(const mlt_run_info *info, const char *key, const char *value,
-                      void *userdata);
+    mlt_err (*on_tag)(const mlt_run_info *info, const char *key, const char *value, void *userdata);
     mlt_err (*on_run_end)(const mlt_run_info *info, mlt_run_status status, double duration_s,
                           void *userdata);
     /** mlt_tracker_flush(): deliver what is held back, within timeout_ms (< 0: no limit). */
@@ -522,8 +566,9 @@ typedef struct mlt_callbacks {
 /**
  * Registers callbacks on the tracker. The struct is copied; userdata is borrowed and passed to
  * every hook (the tracker calls on_close at close so the callback may free it).
- * Returns MLT_ERR_STATE once a run has started on the tracker, MLT_ERR_INVALID_ARG for an
- * unknown version, MLT_ERR_NOMEM.
+ * Returns MLT_ERR_STATE once a run has started on the tracker, MLT_ERR_INVALID_ARG for NULL or
+ * a version that is 0 or newer than the library's MLT_CALLBACKS_VERSION (mlt_last_error() names
+ * it), MLT_ERR_NOMEM.
  */
 mlt_err mlt_tracker_add_callbacks(mlt_tracker *tracker, const mlt_callbacks *callbacks,
                                   void *userdata);
@@ -544,8 +589,7 @@ mlt_err mlt_tracker_add_print(mlt_tracker *tracker, FILE *out);
  * mlt_tracker_close(). Returns MLT_ERR_IO (file cannot be opened, message in errbuf) or as
  * mlt_tracker_add_callbacks().
  */
-mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf,
-                              size_t errlen);
+mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf, size_t errlen);
 
 /**
  * Adds the MLflow callback, using the tracker's options (tracking_uri required), with its
@@ -589,14 +633,14 @@ typedef struct mlt_param {
  * Runs fn(run, arg) as a run named name (a child of this thread's active run, if any): logs the
  * params, makes the run active while fn runs, logs the metric "duration_s" and the tag
  * "mltrack.return_code", and ends the run FINISHED if fn returned 0 (and did not call
- * mlt_run_fail()), FAILED otherwise. fn's result goes to *fn_result (may be NULL).
+ * mlt_run_fail()), FAILED otherwise. fn's result goes to *fn_result (may be NULL); unlike an
+ * `out`, it is set whenever fn ran, whatever tracking returns.
  * fn is called even when tracking fails (a param is invalid, the server is down): the work is not
  * lost to a tracking problem, and run is then NULL inside fn (mlt_ calls on NULL return
  * MLT_ERR_INVALID_ARG). Returns the first tracking error (MLT_OK if none).
  */
-mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params,
-                  size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg,
-                  int *fn_result);
+mlt_err mlt_track(int *fn_result, mlt_tracker *tracker, const char *name, const mlt_param *params,
+                  size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Scope */
@@ -609,12 +653,11 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  * not start (run is then NULL; mlt_last_error() says why). Leaving by `return` or `goto` skips
  * the end: use MLT_SCOPED_RUN for blocks with such exits.
  */
-#define MLT_WITH_RUN(tracker, run, name)                                                         \
-    MLT__WITH_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
+#define MLT_WITH_RUN(tracker, run, name) MLT__WITH_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
 /* Parameter names must not be member names of struct mlt_scope. */
-#define MLT__WITH_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                            \
-    for (struct mlt_scope mlt__s = mlt_scope_begin((mlt__t), (mlt__n)); mlt__s.state < 2;       \
-         mlt_scope_end(&mlt__s))                                                                 \
+#define MLT__WITH_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                              \
+    for (struct mlt_scope mlt__s = mlt_scope_begin((mlt__t), (mlt__n)); mlt__s.state < 2;          \
+         mlt_scope_end(&mlt__s))                                                                   \
         for (mlt_run *mlt__r = mlt__s.run; mlt__s.state++ == 0;)
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -625,11 +668,11 @@ mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *param
  * any exit of the enclosing block including `return` and `goto` (GCC/Clang cleanup attribute):
  * FINISHED, or FAILED if mlt_run_fail(run) was called. The run is active while in scope.
  */
-#define MLT_SCOPED_RUN(tracker, run, name)                                                       \
+#define MLT_SCOPED_RUN(tracker, run, name)                                                         \
     MLT__SCOPED_RUN(tracker, run, name, MLT__UNIQUE(mlt__scope_))
-#define MLT__SCOPED_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                          \
-    __attribute__((cleanup(mlt_scope_end))) struct mlt_scope mlt__s =                            \
-        mlt_scope_begin((mlt__t), (mlt__n));                                                     \
+#define MLT__SCOPED_RUN(mlt__t, mlt__r, mlt__n, mlt__s)                                            \
+    __attribute__((cleanup(mlt_scope_end))) struct mlt_scope mlt__s =                              \
+        mlt_scope_begin((mlt__t), (mlt__n));                                                       \
     mlt_run *mlt__r = mlt__s.run
 #endif
 
@@ -662,10 +705,10 @@ void mlt_scope_end(struct mlt_scope *scope);
  * "train_model" on the default tracker (mlt_tracker_set_default()), a child of this thread's
  * active run if any; the arguments are logged as params by name (integers in decimal, floating
  * point as the shortest text that reads back to the same value, strings as they are and a NULL
- * string as "None", _Bool as true/false); the body runs with the run active (mlt_active_run()); the returned value is logged
- * as the metric "result" and the duration as "duration_s"; the run ends FINISHED, or FAILED if
- * the body called mlt_run_fail(mlt_active_run()). Without a default tracker, or if tracking fails,
- * the body still runs. The return type must be arithmetic; 1 to 8 arguments.
+ * string as "None", _Bool as true/false); the body runs with the run active (mlt_active_run()); the
+ * returned value is logged as the metric "result" and the duration as "duration_s"; the run ends
+ * FINISHED, or FAILED if the body called mlt_run_fail(mlt_active_run()). Without a default tracker,
+ * or if tracking fails, the body still runs. The return type must be arithmetic; 1 to 8 arguments.
  * MLT_TRACKED_VOID(name, (type, arg)...) is the same for a function returning void.
  * Prefix with `static` as for any function definition.
  * C++: the same, with the argument types of C++ (bool, std::nullptr_t excepted); the types are
@@ -673,29 +716,29 @@ void mlt_scope_end(struct mlt_scope *scope);
  * A type with no overload (std::string, a class) does not compile: pass .c_str(), or log it in
  * the body. mltrack.hpp has RAII types (mlt::tracker, mlt::run) for C++ programs.
  */
-#define MLT_TRACKED(ret, name, ...)                                                              \
-    ret name(MLT__PARAMS(__VA_ARGS__));                                                          \
-    static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                       \
-    ret name(MLT__PARAMS(__VA_ARGS__))                                                           \
-    {                                                                                            \
-        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                     \
-        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                  \
-        ret mlt__r_ = name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                  \
-        mlt_tracked_end(&mlt__s_, 1, (double)mlt__r_);                                           \
-        return mlt__r_;                                                                          \
-    }                                                                                            \
+#define MLT_TRACKED(ret, name, ...)                                                                \
+    ret name(MLT__PARAMS(__VA_ARGS__));                                                            \
+    static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                         \
+    ret name(MLT__PARAMS(__VA_ARGS__))                                                             \
+    {                                                                                              \
+        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                       \
+        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                    \
+        ret mlt__r_ = name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                    \
+        mlt_tracked_end(&mlt__s_, 1, (double)mlt__r_);                                             \
+        return mlt__r_;                                                                            \
+    }                                                                                              \
     static ret name##__mlt_body(MLT__PARAMS(__VA_ARGS__))
 
-#define MLT_TRACKED_VOID(name, ...)                                                              \
-    void name(MLT__PARAMS(__VA_ARGS__));                                                         \
-    static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                      \
-    void name(MLT__PARAMS(__VA_ARGS__))                                                          \
-    {                                                                                            \
-        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                     \
-        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                  \
-        name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                                \
-        mlt_tracked_end(&mlt__s_, 0, 0.0);                                                       \
-    }                                                                                            \
+#define MLT_TRACKED_VOID(name, ...)                                                                \
+    void name(MLT__PARAMS(__VA_ARGS__));                                                           \
+    static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__));                                        \
+    void name(MLT__PARAMS(__VA_ARGS__))                                                            \
+    {                                                                                              \
+        struct mlt_scope mlt__s_ = mlt_tracked_begin(#name);                                       \
+        MLT__LOG_ARGS(mlt__s_.run, __VA_ARGS__)                                                    \
+        name##__mlt_body(MLT__ARGS(__VA_ARGS__));                                                  \
+        mlt_tracked_end(&mlt__s_, 0, 0.0);                                                         \
+    }                                                                                              \
     static void name##__mlt_body(MLT__PARAMS(__VA_ARGS__))
 
 /** Tracked-function support: starts a run on the default tracker and makes it active. */
@@ -720,7 +763,7 @@ void mlt_param_str(mlt_run *run, const char *key, const char *value);
  *  there is no _Generic, it is a set of overloaded inline functions (at the end of this file)
  *  that pick the same formatting, so MLT_TRACKED works there too. */
 #ifndef __cplusplus
-#define mlt_log_param_value(run, key, value)                                                     \
+#define mlt_log_param_value(run, key, value)                                                       \
     _Generic((value),                                                                            \
         _Bool: mlt_param_bool,                                                                   \
         char: mlt_param_i64,                                                                     \

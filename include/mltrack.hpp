@@ -36,22 +36,28 @@
 #include <string>
 #include <type_traits>
 
-namespace mlt {
+namespace mlt
+{
 
 /** A failure of a constructor: code() is the library's mlt_err, what() its message. */
-class error : public std::runtime_error {
+class error : public std::runtime_error
+{
   public:
     error(mlt_err code, const std::string &message)
         : std::runtime_error(std::string(mlt_err_name(code)) + ": " + message), code_(code)
     {
     }
-    mlt_err code() const noexcept { return code_; }
+    mlt_err code() const noexcept
+    {
+        return code_;
+    }
 
   private:
     mlt_err code_;
 };
 
-namespace detail {
+namespace detail
+{
 
 /* Exceptions unwinding the calling thread's stack now. */
 inline int uncaught() noexcept
@@ -77,8 +83,7 @@ inline typename std::enable_if<std::is_integral<T>::value, std::string>::type pa
 }
 
 template <class T>
-inline typename std::enable_if<std::is_floating_point<T>::value, std::string>::type
-param_text(T v)
+inline typename std::enable_if<std::is_floating_point<T>::value, std::string>::type param_text(T v)
 {
     if (std::isnan(v)) {
         return "nan";
@@ -102,7 +107,8 @@ param_text(T v)
 } // namespace detail
 
 /** Owns an mlt_tracker: closed (mlt_tracker_close) when destroyed, unless closed before. */
-class tracker {
+class tracker
+{
   public:
     /** mlt_tracker_new(opts) (NULL: defaults): a tracker with no callback yet. Throws. */
     explicit tracker(const mlt_options *opts = nullptr)
@@ -128,11 +134,16 @@ class tracker {
     }
 
     /** Takes over t (closed by this object). */
-    explicit tracker(mlt_tracker *t) noexcept : t_(t) {}
+    explicit tracker(mlt_tracker *t) noexcept : t_(t)
+    {
+    }
 
     tracker(const tracker &) = delete;
     tracker &operator=(const tracker &) = delete;
-    tracker(tracker &&o) noexcept : t_(o.t_), close_ms_(o.close_ms_) { o.t_ = nullptr; }
+    tracker(tracker &&o) noexcept : t_(o.t_), close_ms_(o.close_ms_)
+    {
+        o.t_ = nullptr;
+    }
     tracker &operator=(tracker &&o) noexcept
     {
         if (this != &o) {
@@ -146,7 +157,10 @@ class tracker {
 
     /** Closes with the close timeout (10 s unless set_close_timeout() said otherwise); the
      *  result is lost: call close() to see it. */
-    ~tracker() { close(close_ms_); }
+    ~tracker()
+    {
+        close(close_ms_);
+    }
 
     /** mlt_tracker_close(): MLT_OK, MLT_ERR_QUEUED (kept in the queue: not a failure),
      *  MLT_ERR_TIMEOUT... Every run of the tracker must be destroyed or ended before.
@@ -158,10 +172,16 @@ class tracker {
         return mlt_tracker_close(t, timeout_ms);
     }
 
-    void set_close_timeout(int timeout_ms) noexcept { close_ms_ = timeout_ms; }
+    void set_close_timeout(int timeout_ms) noexcept
+    {
+        close_ms_ = timeout_ms;
+    }
 
     /** mlt_tracker_flush() */
-    mlt_err flush(int timeout_ms) { return mlt_tracker_flush(t_, timeout_ms); }
+    mlt_err flush(int timeout_ms)
+    {
+        return mlt_tracker_flush(t_, timeout_ms);
+    }
 
     /** mlt_tracker_add_mlflow(). Throws. */
     void add_mlflow()
@@ -174,7 +194,10 @@ class tracker {
     }
 
     /** mlt_tracker_add_print() */
-    mlt_err add_print(std::FILE *out) { return mlt_tracker_add_print(t_, out); }
+    mlt_err add_print(std::FILE *out)
+    {
+        return mlt_tracker_add_print(t_, out);
+    }
 
     /** mlt_tracker_add_callbacks(): callbacks copied, userdata borrowed. */
     mlt_err add_callbacks(const mlt_callbacks &cb, void *userdata)
@@ -183,16 +206,22 @@ class tracker {
     }
 
     /** mlt_tracker_set_default(): MLT_TRACKED functions log through this tracker. */
-    void make_default() noexcept { mlt_tracker_set_default(t_); }
+    void make_default() noexcept
+    {
+        mlt_tracker_set_default(t_);
+    }
 
     /** mlt_metric_key(): a handle for run::log_metric in a hot loop (nullptr on error). */
     const mlt_key *metric_key(const char *key)
     {
         const mlt_key *k = nullptr;
-        return mlt_metric_key(t_, key, &k) == MLT_OK ? k : nullptr;
+        return mlt_metric_key(&k, t_, key) == MLT_OK ? k : nullptr;
     }
 
-    mlt_tracker *get() const noexcept { return t_; }
+    mlt_tracker *get() const noexcept
+    {
+        return t_;
+    }
 
   private:
     mlt_tracker *t_ = nullptr;
@@ -204,21 +233,26 @@ class tracker {
  * called). A child run (constructed from its parent) is a nested MLflow run. The handle stays
  * readable after the end (id(), ui_url()) until the tracker is closed, as in C.
  */
-class run {
+class run
+{
   public:
-    /** mlt_run_start(t, name): a top-level run. Throws. */
+    /** mlt_run_start(&r, t, name): a top-level run. Throws. */
     explicit run(tracker &t, const char *name = nullptr) : unwinding_(detail::uncaught())
     {
-        check(mlt_run_start(t.get(), name, &r_));
+        check(mlt_run_start(&r_, t.get(), name));
     }
-    run(tracker &t, const std::string &name) : run(t, name.c_str()) {}
+    run(tracker &t, const std::string &name) : run(t, name.c_str())
+    {
+    }
 
-    /** mlt_run_start_child(parent, name). Throws. */
+    /** mlt_run_start_child(&r, parent, name). Throws. */
     run(run &parent, const char *name) : unwinding_(detail::uncaught())
     {
-        check(mlt_run_start_child(parent.r_, name, &r_));
+        check(mlt_run_start_child(&r_, parent.r_, name));
     }
-    run(run &parent, const std::string &name) : run(parent, name.c_str()) {}
+    run(run &parent, const std::string &name) : run(parent, name.c_str())
+    {
+    }
 
     run(const run &) = delete;
     run &operator=(const run &) = delete;
@@ -247,16 +281,21 @@ class run {
     }
 
     /** mlt_run_fail(): it ends FAILED. */
-    void fail() noexcept { mlt_run_fail(h()); }
+    void fail() noexcept
+    {
+        mlt_run_fail(h());
+    }
 
     /** mlt_log_param(); numbers and bool are formatted as MLT_TRACKED formats arguments. */
-    mlt_err log_param(const char *key, const char *value) { return mlt_log_param(h(), key, value); }
+    mlt_err log_param(const char *key, const char *value)
+    {
+        return mlt_log_param(h(), key, value);
+    }
     mlt_err log_param(const char *key, const std::string &value)
     {
         return mlt_log_param(h(), key, value.c_str());
     }
-    template <class T,
-              class = typename std::enable_if<std::is_arithmetic<T>::value>::type>
+    template <class T, class = typename std::enable_if<std::is_arithmetic<T>::value>::type>
     mlt_err log_param(const char *key, T value)
     {
         return mlt_log_param(h(), key, detail::param_text(value).c_str());
@@ -283,26 +322,41 @@ class run {
     }
 
     /** mlt_set_tag() */
-    mlt_err set_tag(const char *key, const char *value) { return mlt_set_tag(h(), key, value); }
+    mlt_err set_tag(const char *key, const char *value)
+    {
+        return mlt_set_tag(h(), key, value);
+    }
     mlt_err set_tag(const char *key, const std::string &value)
     {
         return mlt_set_tag(h(), key, value.c_str());
     }
 
     /** mlt_run_key(), mlt_run_id() (nullptr until the server made the run), mlt_run_name() */
-    const char *key() const noexcept { return mlt_run_key(h()); }
-    const char *id() const noexcept { return mlt_run_id(h()); }
-    const char *name() const noexcept { return mlt_run_name(h()); }
+    const char *key() const noexcept
+    {
+        return mlt_run_key(h());
+    }
+    const char *id() const noexcept
+    {
+        return mlt_run_id(h());
+    }
+    const char *name() const noexcept
+    {
+        return mlt_run_name(h());
+    }
 
     /** mlt_run_ui_url(), or "" while the run's id is not known. */
     std::string ui_url() const
     {
         char buf[2048];
-        return mlt_run_ui_url(h(), buf, sizeof buf) == MLT_OK ? std::string(buf) : std::string();
+        return mlt_run_ui_url(buf, sizeof buf, h()) == MLT_OK ? std::string(buf) : std::string();
     }
 
     /** The C handle (for the C API, and MLT_TRACKED bodies); still valid once ended. */
-    mlt_run *get() const noexcept { return h(); }
+    mlt_run *get() const noexcept
+    {
+        return h();
+    }
 
   private:
     void check(mlt_err rc)
@@ -312,7 +366,10 @@ class run {
         }
     }
     /* after end(), the C handle still answers (MLT_ERR_STATE for logging), until close */
-    mlt_run *h() const noexcept { return r_ ? r_ : ended_; }
+    mlt_run *h() const noexcept
+    {
+        return r_ ? r_ : ended_;
+    }
 
     mlt_run *r_ = nullptr;
     mlt_run *ended_ = nullptr;

@@ -196,7 +196,7 @@ static MLT__MUST_USE mlt_err intern_key(mlt_tracker *t, const char *key, const m
     return err;
 }
 
-mlt_err mlt_metric_key(mlt_tracker *tracker, const char *key, const mlt_key **out)
+mlt_err mlt_metric_key(const mlt_key **out, mlt_tracker *tracker, const char *key)
 {
     if (!tracker || !out) {
         return mlt__tracker_counted(tracker,

@@ -197,7 +197,7 @@ static MLT__MUST_USE mlt_err start_run(mlt_tracker *t, mlt_run *parent, const ch
     return MLT_OK;
 }
 
-mlt_err mlt_run_start(mlt_tracker *t, const char *name, mlt_run **out)
+mlt_err mlt_run_start(mlt_run **out, mlt_tracker *t, const char *name)
 {
     if (!t) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker is required");
@@ -223,7 +223,7 @@ bool mlt__run_has_ended(const mlt_run *run)
     return atomic_load_explicit(&((mlt_run *)run)->ended, memory_order_acquire);
 }
 
-mlt_err mlt_run_start_child(mlt_run *parent, const char *name, mlt_run **out)
+mlt_err mlt_run_start_child(mlt_run **out, mlt_run *parent, const char *name)
 {
     if (!parent) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "parent run is required");
@@ -474,9 +474,9 @@ mlt_tracker *mlt_run_tracker(const mlt_run *run)
     return run ? run->tracker : NULL;
 }
 
-mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len)
+mlt_err mlt_run_ui_url(char *out, size_t outlen, const mlt_run *run)
 {
-    if (!run || !buf) {
+    if (!run || !out) {
         return MLT_ERR_INVALID_ARG;
     }
     const char *id = mlt_run_id(run);
@@ -489,9 +489,9 @@ mlt_err mlt_run_ui_url(const mlt_run *run, char *buf, size_t len)
     } else {
         /* the run's metric charts in the UI's "Model training" view: without the query, MLflow
          * 3 opens a fresh browser in its GenAI view (2.x ignores it) */
-        int n = snprintf(buf, len, "%s/#/experiments/%s/runs/%s/model-metrics?" MLT__UI_VIEW, uri,
-                         t->experiment_id, id);
-        if (n < 0 || (size_t)n >= len) {
+        int n = snprintf(out, outlen, "%s/#/experiments/%s/runs/%s/model-metrics?" MLT__UI_VIEW,
+                         uri, t->experiment_id, id);
+        if (n < 0 || (size_t)n >= outlen) {
             err = MLT_ERR_VALUE_TOO_LONG;
         }
     }

@@ -25,8 +25,8 @@ static MLT__MUST_USE mlt_err begin(mlt_tracker *tracker, const char *name, struc
     } else {
         mlt_run *active = mlt_active_run();
         mlt_run *parent = active && active->tracker == tracker ? active : NULL;
-        err = parent ? mlt_run_start_child(parent, name, &s->run)
-                     : mlt_run_start(tracker, name, &s->run);
+        err = parent ? mlt_run_start_child(&s->run, parent, name)
+                     : mlt_run_start(&s->run, tracker, name);
     }
     if (err == MLT_OK) {
         mlt__active_push(s->run);
@@ -171,8 +171,8 @@ static void keep_first(first_fail *f, mlt_err err)
     }
 }
 
-mlt_err mlt_track(mlt_tracker *tracker, const char *name, const mlt_param *params, size_t n_params,
-                  int (*fn)(mlt_run *run, void *arg), void *arg, int *fn_result)
+mlt_err mlt_track(int *fn_result, mlt_tracker *tracker, const char *name, const mlt_param *params,
+                  size_t n_params, int (*fn)(mlt_run *run, void *arg), void *arg)
 {
     if (!fn) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "fn is required");

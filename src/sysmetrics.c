@@ -46,7 +46,7 @@ static void *sys_thread(void *arg)
     mlt_tracker *t = arg;
     const mlt_key *keys[N_SYS];
     for (size_t i = 0; i < N_SYS; i++) {
-        if (mlt_metric_key(t, sys_names[i], &keys[i]) != MLT_OK) {
+        if (mlt_metric_key(&keys[i], t, sys_names[i]) != MLT_OK) {
             return NULL; /* counted as a tracker error */
         }
     }

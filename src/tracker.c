@@ -152,6 +152,15 @@ const mlt_options *mlt__tracker_options(const mlt_tracker *t)
     return t->opts;
 }
 
+/* The size of mlt_callbacks at each version (index 0 unused), libgit2's rule: a struct of any
+ * version v with 0 < v <= MLT_CALLBACKS_VERSION is accepted and read up to callbacks_size[v],
+ * never further, so that a program built against an older header keeps working. Only version 1
+ * exists so far. A version 2 that adds hooks at the end appends sizeof(mlt_callbacks) here and
+ * turns this entry into offsetof(mlt_callbacks, <its first new hook>). */
+static const size_t callbacks_size[] = {0, sizeof(mlt_callbacks)};
+_Static_assert(sizeof callbacks_size / sizeof callbacks_size[0] == MLT_CALLBACKS_VERSION + 1,
+               "callbacks_size has one entry for each version of mlt_callbacks");
+
 mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void *userdata,
                                   const mlt__sink_ext *ext)
 {
@@ -163,10 +172,16 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
     if (!t || !cb) {
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker and callbacks are required");
     }
-    if (cb->version != MLT_CALLBACKS_VERSION) {
-        return mlt__fail(MLT_ERR_INVALID_ARG, "callbacks version %d is not supported (want %d)",
+    if (cb->version <= 0 || cb->version > MLT_CALLBACKS_VERSION) {
+        return mlt__fail(MLT_ERR_INVALID_ARG,
+                         "callbacks version %d is not supported: this library takes versions 1 "
+                         "to %d (set version = MLT_CALLBACKS_VERSION)",
                          cb->version, MLT_CALLBACKS_VERSION);
     }
+    /* the hooks the caller's version has; those of later versions stay NULL */
+    mlt_callbacks copy;
+    memset(&copy, 0, sizeof copy);
+    memcpy(&copy, cb, callbacks_size[cb->version]);
     pthread_mutex_lock(&t->keys_lock);
     mlt_err err = MLT_OK;
     /* the keys registered so far, oldest first (the list is newest first) */
@@ -189,7 +204,7 @@ mlt_err mlt__tracker_add_internal(mlt_tracker *t, const mlt_callbacks *cb, void 
             err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
         } else {
             t->cbs = n;
-            t->cbs[t->n_cbs] = (mlt__cb_entry){*cb, userdata, *ext};
+            t->cbs[t->n_cbs] = (mlt__cb_entry){copy, userdata, *ext};
             t->n_cbs++;
             bool alone = t->n_cbs == 1;
             t->ring = alone ? ext->ring : NULL;
@@ -341,36 +356,61 @@ unsigned long long mlt_tracker_error_count(const mlt_tracker *t)
     return t ? atomic_load(&((mlt_tracker *)t)->errors) : 0;
 }
 
-unsigned long long mlt_tracker_last_error(mlt_tracker *t, char *buf, size_t len)
+unsigned long long mlt_tracker_last_error(char *out, size_t outlen, mlt_tracker *t)
 {
     if (!t) {
         return 0;
     }
     if (t->forked) {
-        if (buf && len) {
-            snprintf(buf, len, "MLT_ERR_STATE: %s", mlt_strerror(MLT_ERR_STATE));
+        if (out && outlen) {
+            snprintf(out, outlen, "MLT_ERR_STATE: %s", mlt_strerror(MLT_ERR_STATE));
         }
         return atomic_load(&t->errors);
     }
     pthread_mutex_lock(&t->lock);
     unsigned long long n = atomic_load(&t->errors);
-    if (buf && len) {
-        snprintf(buf, len, "%s", t->last_error);
+    if (out && outlen) {
+        snprintf(out, outlen, "%s", t->last_error);
     }
     pthread_mutex_unlock(&t->lock);
     return n;
 }
 
-mlt_err mlt_tracker_queue_stats(mlt_tracker *t, mlt_queue_stats *out)
+/* The size of mlt_queue_stats at each version (index 0 unused): the fields of a caller's struct
+ * of version v end at queue_stats_size[v], and nothing past them is written. A version 2 that
+ * adds counters at the end appends sizeof(mlt_queue_stats) here and turns this entry into
+ * offsetof(mlt_queue_stats, <its first new counter>). */
+static const size_t queue_stats_size[] = {0, sizeof(mlt_queue_stats)};
+_Static_assert(sizeof queue_stats_size / sizeof queue_stats_size[0] == MLT_QUEUE_STATS_VERSION + 1,
+               "queue_stats_size has one entry for each version of mlt_queue_stats");
+
+mlt_err mlt_tracker_queue_stats(mlt_queue_stats *out, mlt_tracker *t)
 {
     if (!t || !out) {
-        return MLT_ERR_INVALID_ARG;
+        return mlt__fail(MLT_ERR_INVALID_ARG, "tracker and out are required");
     }
-    memset(out, 0, sizeof *out);
-    for (size_t i = 0; i < t->n_cbs; i++) {
+    if (out->version == 0 || out->version > MLT_QUEUE_STATS_VERSION) {
+        return mlt__fail(MLT_ERR_INVALID_ARG,
+                         "mlt_queue_stats version %u is not supported: this library takes "
+                         "versions 1 to %d (initialize it with MLT_QUEUE_STATS_INIT)",
+                         out->version, MLT_QUEUE_STATS_VERSION);
+    }
+    mlt_queue_stats all;
+    memset(&all, 0, sizeof all);
+    const mlt__cb_entry *sink = NULL; /* the MLflow callback */
+    for (size_t i = 0; i < t->n_cbs && !sink; i++) {
         if (t->cbs[i].ext.stats) {
-            return t->cbs[i].ext.stats(t->cbs[i].userdata, out);
+            sink = &t->cbs[i];
         }
     }
-    return mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback, so no queue");
+    mlt_err err = MLT_OK;
+    if (sink) {
+        err = sink->ext.stats(sink->userdata, &all);
+    } else {
+        err = mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback, so no queue");
+    }
+    /* the counters of the caller's version, after its version field */
+    const size_t from = offsetof(mlt_queue_stats, queued);
+    memcpy((char *)out + from, (const char *)&all + from, queue_stats_size[out->version] - from);
+    return err;
 }

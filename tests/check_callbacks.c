@@ -154,8 +154,8 @@ static void assert_end_line(const char *line, const char *prefix)
     size_t digits = strspn(p, "0123456789");
     ck_assert_msg(digits > 0 && p[digits] == '.', "bad duration in '%s'", line);
     p += digits + 1;
-    ck_assert_msg(strspn(p, "0123456789") == 3 && strcmp(p + 3, " s") == 0,
-                  "bad duration in '%s'", line);
+    ck_assert_msg(strspn(p, "0123456789") == 3 && strcmp(p + 3, " s") == 0, "bad duration in '%s'",
+                  line);
     ck_assert(strtod(line + strlen(prefix), NULL) >= 0.0);
 }
 
@@ -170,7 +170,7 @@ START_TEST(print_writes_one_exact_line_per_event)
     mlt_run *run;
     mlt_run *child;
     mlt_run *unnamed;
-    ck_assert_int_eq(mlt_run_start(t, "train", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "train"), MLT_OK);
     char key[40];
     snprintf(key, sizeof key, "%s", mlt_run_key(run));
     ck_assert_int_eq(mlt_log_param(run, "lr", "0.01"), MLT_OK);
@@ -179,11 +179,11 @@ START_TEST(print_writes_one_exact_line_per_event)
     ck_assert_int_eq(mlt_log_metric_at(run, "neg", -2.5, -3, 0), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "inf", INFINITY, 0), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "phase", "warm up"), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(run, "epoch", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, run, "epoch"), MLT_OK);
     char child_key[40];
     snprintf(child_key, sizeof child_key, "%s", mlt_run_key(child));
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK); /* child ends KILLED */
-    ck_assert_int_eq(mlt_run_start(t, NULL, &unnamed), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&unnamed, t, NULL), MLT_OK);
     char unnamed_key[40];
     snprintf(unnamed_key, sizeof unnamed_key, "%s", mlt_run_key(unnamed));
     mlt_run_fail(unnamed);
@@ -241,7 +241,7 @@ START_TEST(print_after_first_run_is_state_error)
     mlt_tracker *t;
     ck_assert_int_eq(mlt_tracker_new(&t, NULL, NULL, 0), MLT_OK);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_tracker_add_print(t, m.f), MLT_ERR_STATE);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_tracker_close(t, 0), MLT_OK);
@@ -264,7 +264,7 @@ START_TEST(print_flushes_at_run_end)
     ck_assert_int_eq(mlt_tracker_new(&t, NULL, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt_tracker_add_print(t, f), MLT_OK);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "flushed", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "flushed"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1.0, 0), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
 
@@ -277,7 +277,7 @@ START_TEST(print_flushes_at_run_end)
     free(text);
 
     /* mlt_tracker_flush() flushes the FILE too. */
-    ck_assert_int_eq(mlt_run_start(t, "second", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "second"), MLT_OK);
     ck_assert_int_eq(mlt_tracker_flush(t, 0), MLT_OK);
     text = read_file(path);
     ck_assert_ptr_nonnull(strstr(text, "run 'second' started"));
@@ -302,7 +302,7 @@ START_TEST(print_write_failure_is_io_error)
     ck_assert_int_eq(mlt_tracker_new(&t, NULL, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt_tracker_add_print(t, f), MLT_OK);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_ERR_IO);
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_ERR_IO);
     ck_assert_ptr_null(run);
     ck_assert_str_ne(mlt_last_error(), "");
     ck_assert_uint_eq(mlt_tracker_error_count(t), 1);
@@ -322,7 +322,7 @@ START_TEST(print_failed_flush_at_run_end_is_io_error)
     ck_assert_int_eq(mlt_tracker_new(&t, NULL, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt_tracker_add_print(t, f), MLT_OK);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK); /* buffered */
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK); /* buffered */
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_ERR_IO);
     ck_assert_str_ne(mlt_last_error(), "");
     mlt_tracker_close(t, 0);
@@ -339,7 +339,7 @@ START_TEST(print_keeps_multiline_value_on_one_line)
     ck_assert_int_eq(mlt_tracker_new(&t, NULL, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt_tracker_add_print(t, m.f), MLT_OK);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK);
     ck_assert_int_eq(fflush(m.f), 0);
     size_t before = m.len;
     ck_assert_int_eq(mlt_set_tag(run, "cmd", "first line\nsecond line"), MLT_OK);
@@ -472,13 +472,13 @@ START_TEST(jsonl_writes_one_object_per_event)
     mlt_run *run;
     mlt_run *child;
     int64_t before = now_ms();
-    ck_assert_int_eq(mlt_run_start(j.t, "train", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "train"), MLT_OK);
     char key[40];
     snprintf(key, sizeof key, "%s", mlt_run_key(run));
     ck_assert_int_eq(mlt_log_param(run, "lr", "0.01"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "loss", 0.5, 1, 1700000000000), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "phase", "train"), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(run, "epoch", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, run, "epoch"), MLT_OK);
     char child_key[40];
     snprintf(child_key, sizeof child_key, "%s", mlt_run_key(child));
     ck_assert_int_eq(mlt_log_metric(child, "acc", 0.75, 2), MLT_OK);
@@ -548,7 +548,7 @@ START_TEST(jsonl_unnamed_run_has_no_run_name)
     jfix_init(&j);
     jfix_add(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, NULL, &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, NULL), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1.0, 0), MLT_OK);
     mlt_run_fail(run);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
@@ -571,7 +571,7 @@ START_TEST(jsonl_metric_numbers_are_exact)
     jfix_init(&j);
     jfix_add(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "a", 0.1, INT64_MAX, 4102444800123), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "b", 1e-7, INT64_MIN, 0), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "c", 0.1 + 0.2, 9007199254740993, 1), MLT_OK);
@@ -606,7 +606,7 @@ START_TEST(jsonl_writes_nonfinite_values_as_strings)
     jfix_init(&j);
     jfix_add(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "nan", NAN, 0), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "pinf", INFINITY, 0), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "ninf", -INFINITY, 0), MLT_OK);
@@ -634,7 +634,7 @@ START_TEST(jsonl_escapes_special_characters)
     jfix_init(&j);
     jfix_add(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, name, &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, name), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, key, value), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "t", value), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, key, 1.0, 0), MLT_OK);
@@ -670,14 +670,14 @@ START_TEST(jsonl_appends_to_existing_file)
     write_file(j.path, "{\"event\":\"earlier\"}\n");
     jfix_add(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     jfix_close(&j);
 
     /* A second tracker appends after the first. */
     ck_assert_int_eq(mlt_tracker_new(&j.t, NULL, NULL, 0), MLT_OK);
     jfix_add(&j);
-    ck_assert_int_eq(mlt_run_start(j.t, "r2", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "r2"), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     jfix_close(&j);
 
@@ -698,7 +698,7 @@ START_TEST(jsonl_flushes_at_run_end_and_at_flush)
     jfix_init(&j);
     jfix_add(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "first", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "first"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1.0, 0), MLT_OK);
     char key[40];
     snprintf(key, sizeof key, "%s", mlt_run_key(run));
@@ -710,7 +710,7 @@ START_TEST(jsonl_flushes_at_run_end_and_at_flush)
     ck_assert_int_eq(jfind(&d, "run_end", key, 0), 2);
     free_jsonl(&d);
 
-    ck_assert_int_eq(mlt_run_start(j.t, "second", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "second"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 2.0, 1), MLT_OK);
     ck_assert_int_eq(mlt_tracker_flush(j.t, 100), MLT_OK);
     d = read_jsonl(j.path);
@@ -737,7 +737,7 @@ START_TEST(jsonl_unopenable_path_is_io_error_naming_path)
     ck_assert_uint_eq(strlen(small), sizeof small - 1);
     /* The tracker works on, without that callback. */
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     jfix_free(&j);
 }
@@ -753,7 +753,7 @@ START_TEST(jsonl_failed_write_is_io_error_naming_path)
         return; /* no /dev/full here */
     }
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK); /* buffered */
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK); /* buffered */
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_ERR_IO);
     ck_assert_msg(strstr(mlt_last_error(), "/dev/full") != NULL, "'%s'", mlt_last_error());
     ck_assert_uint_eq(mlt_tracker_error_count(t), 1);
@@ -793,7 +793,7 @@ START_TEST(jsonl_after_first_run_is_state_error_and_closes_its_file)
     jfix j;
     jfix_init(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "r"), MLT_OK);
     int fds = count_fds();
     char err[256] = "";
     ck_assert_int_eq(mlt_tracker_add_jsonl(j.t, j.path, err, sizeof err), MLT_ERR_STATE);
@@ -830,7 +830,7 @@ START_TEST(jsonl_and_print_together_see_the_same_run)
     jfix_add(&j);
     ck_assert_int_eq(mlt_tracker_add_print(j.t, m.f), MLT_OK);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "both", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "both"), MLT_OK);
     char key[40];
     snprintf(key, sizeof key, "%s", mlt_run_key(run));
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_KILLED), MLT_OK);
@@ -872,7 +872,7 @@ START_TEST(jsonl_lines_stay_whole_when_threads_share_a_run)
     jfix_init(&j);
     jfix_add(&j);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(j.t, "shared", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "shared"), MLT_OK);
     pthread_t th[N_THREADS];
     jworker w[N_THREADS];
     for (int i = 0; i < N_THREADS; i++) {

@@ -62,7 +62,7 @@ static void one_cycle(const char *queue, int i)
     mlt_options_free(o);
     ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(t, "cycle", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "cycle"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "i", "x"), MLT_OK);
     for (int s = 0; s < 10; s++) {
         ck_assert_int_eq(mlt_log_metric(run, "m", s * 0.5, s), MLT_OK);
@@ -140,7 +140,7 @@ START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
     mlt_options_free(o);
     ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(t, "full", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "full"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "before", "1"), MLT_OK);
 
     /* the disk fills: no file of the queue may grow past 1 MiB */
@@ -284,8 +284,8 @@ static int child_checks(mlt_tracker *t, mlt_run *run, const mlt_key *k, const ch
     const mlt_err got[] = {
         mlt_log_metric(run, "m", 1.0, 1),       mlt_log_metric_key(run, k, 1.0, 1),
         mlt_log_metric_at(run, "m", 1.0, 1, 5), mlt_log_param(run, "child", "1"),
-        mlt_set_tag(run, "child", "1"),         mlt_metric_key(t, "other", &k2),
-        mlt_run_start(t, "child", &r2),         mlt_tracker_flush(t, 1000),
+        mlt_set_tag(run, "child", "1"),         mlt_metric_key(&k2, t, "other"),
+        mlt_run_start(&r2, t, "child"),         mlt_tracker_flush(t, 1000),
         mlt_run_end(run, MLT_RUN_FINISHED),     mlt_tracker_close(t, 1000),
     };
     for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) {
@@ -302,7 +302,7 @@ static int child_checks(mlt_tracker *t, mlt_run *run, const mlt_key *k, const ch
 #endif
     mlt_tracker *own = away_tracker(own_dir);
     mlt_run *mine = NULL;
-    if (!own || mlt_run_start(own, "child's own", &mine) != MLT_OK ||
+    if (!own || mlt_run_start(&mine, own, "child's own") != MLT_OK ||
         mlt_log_metric(mine, "c", 1.0, 0) != MLT_OK || mlt_run_end(mine, 0) != MLT_OK) {
         return 50;
     }
@@ -319,8 +319,8 @@ START_TEST(a_forked_child_is_refused_the_parents_tracker_and_never_hangs)
     ck_assert_ptr_nonnull(t);
     mlt_run *run = NULL;
     const mlt_key *k = NULL;
-    ck_assert_int_eq(mlt_run_start(t, "parent", &run), MLT_OK);
-    ck_assert_int_eq(mlt_metric_key(t, "m", &k), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "parent"), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&k, t, "m"), MLT_OK);
     logger_arg la = {.run = run, .ok = 0};
     atomic_init(&la.stop, false);
     pthread_t th;

@@ -1668,7 +1668,7 @@ static void *key_racer_main(void *arg)
     for (int i = 0; i < 50; i++) {
         char name[16];
         snprintf(name, sizeof name, "race/%d", i);
-        if (mlt_metric_key(k->t, name, &k->got[i]) != MLT_OK) {
+        if (mlt_metric_key(&k->got[i], k->t, name) != MLT_OK) {
             k->failed++;
         }
     }
@@ -1685,14 +1685,14 @@ START_TEST(metric_keys_through_the_public_api_with_user_callbacks)
     ck_assert_int_eq(mlt_tracker_add_callbacks(t, &REC_CB, &rec), MLT_OK);
 
     const mlt_key *loss = NULL, *again = NULL, *other = NULL;
-    ck_assert_int_eq(mlt_metric_key(t, "loss", &loss), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&loss, t, "loss"), MLT_OK);
     ck_assert_ptr_nonnull(loss);
-    ck_assert_int_eq(mlt_metric_key(t, "loss", &again), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&again, t, "loss"), MLT_OK);
     ck_assert_ptr_eq(loss, again);
     char copy[] = "loss"; /* the same content at another address */
-    ck_assert_int_eq(mlt_metric_key(t, copy, &again), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&again, t, copy), MLT_OK);
     ck_assert_ptr_eq(loss, again);
-    ck_assert_int_eq(mlt_metric_key(t2, "loss", &other), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&other, t2, "loss"), MLT_OK);
     ck_assert_ptr_ne(loss, other);
 
     /* invalid keys: refused, *out untouched */
@@ -1700,7 +1700,7 @@ START_TEST(metric_keys_through_the_public_api_with_user_callbacks)
     static const int sentinel;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const mlt_key *k = (const mlt_key *)(const void *)&sentinel;
-        mlt_err e = mlt_metric_key(t, bad[i], &k);
+        mlt_err e = mlt_metric_key(&k, t, bad[i]);
         ck_assert_msg(e == MLT_ERR_INVALID_KEY, "key '%s': %s", bad[i], mlt_err_name(e));
         ck_assert_msg(k == (const mlt_key *)(const void *)&sentinel, "key '%s': *out changed",
                       bad[i]);
@@ -1710,11 +1710,11 @@ START_TEST(metric_keys_through_the_public_api_with_user_callbacks)
     memset(longkey, 'a', 251);
     longkey[251] = '\0';
     const mlt_key *k = (const mlt_key *)(const void *)&sentinel;
-    ck_assert_int_eq(mlt_metric_key(t, longkey, &k), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt_metric_key(&k, t, longkey), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_eq(k, (const mlt_key *)(const void *)&sentinel);
-    ck_assert_int_eq(mlt_metric_key(t, NULL, &k), MLT_ERR_INVALID_ARG);
-    ck_assert_int_eq(mlt_metric_key(NULL, "loss", &k), MLT_ERR_INVALID_ARG);
-    ck_assert_int_eq(mlt_metric_key(t, "loss", NULL), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_metric_key(&k, t, NULL), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_metric_key(&k, NULL, "loss"), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_metric_key(NULL, t, "loss"), MLT_ERR_INVALID_ARG);
     ck_assert_ptr_eq(k, (const mlt_key *)(const void *)&sentinel);
 
     /* handles registered from several threads at once: one per name */
@@ -1740,8 +1740,8 @@ START_TEST(metric_keys_through_the_public_api_with_user_callbacks)
     }
 
     mlt_run *run, *run2;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK);
-    ck_assert_int_eq(mlt_run_start(t2, "r2", &run2), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run2, t2, "r2"), MLT_OK);
     unsigned long long errs = mlt_tracker_error_count(t);
 
     int64_t before = mlt__now_ms();
@@ -1858,21 +1858,21 @@ START_TEST(metric_keys_through_the_public_api_into_the_mlflow_journal)
 
     /* a key registered before the callback: the callback learns of it when added */
     const mlt_key *early = NULL;
-    ck_assert_int_eq(mlt_metric_key(t, "early/key", &early), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&early, t, "early/key"), MLT_OK);
     ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "add mlflow: %s", err);
     const mlt_key *h[3];
-    ck_assert_int_eq(mlt_metric_key(t, "loss", &h[0]), MLT_OK);
-    ck_assert_int_eq(mlt_metric_key(t, "acc", &h[1]), MLT_OK);
-    ck_assert_int_eq(mlt_metric_key(t, "early/key", &h[2]), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&h[0], t, "loss"), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&h[1], t, "acc"), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&h[2], t, "early/key"), MLT_OK);
     ck_assert_ptr_eq(h[2], early);
     static const char *const hname[3] = {"loss", "acc", "early/key"};
     static const char *const kname[7] = {"k0", "k1", "k2", "k3", "k4", "k5", "k6"};
     const mlt_key *bad = (const mlt_key *)(const void *)&err;
-    ck_assert_int_eq(mlt_metric_key(t, "../x", &bad), MLT_ERR_INVALID_KEY);
+    ck_assert_int_eq(mlt_metric_key(&bad, t, "../x"), MLT_ERR_INVALID_KEY);
     ck_assert_ptr_eq(bad, (const mlt_key *)(const void *)&err);
 
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "ring-test", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "ring-test"), MLT_OK);
     const size_t n = under_valgrind() ? 3000 : 10000;
     logged *want = calloc(n, sizeof *want);
     ck_assert_ptr_nonnull(want);

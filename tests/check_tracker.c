@@ -4,6 +4,8 @@
  * every event it is given, with all its arguments and the mlt_run_info fields, and the tests
  * read that record.
  */
+#include "config.h" /* PACKAGE_VERSION */
+
 #include "testutil.h"
 
 #include "common.h" /* mlt__fail: a fake callback leaves a message as the built-in ones do */
@@ -346,6 +348,17 @@ static bool contains(const char *haystack, const char *needle)
 
 /* ---- tracker and callbacks registration ----------------------------------------------------- */
 
+/* The header's version is the package's (configure.ac, mltrack.pc, `mltrack --version`). */
+START_TEST(header_version_is_the_package_version)
+{
+    ck_assert_str_eq(MLT_VERSION_STRING, PACKAGE_VERSION);
+    char parts[64];
+    snprintf(parts, sizeof parts, "%d.%d.%d", MLT_VERSION_MAJOR, MLT_VERSION_MINOR,
+             MLT_VERSION_PATCH);
+    ck_assert_str_eq(parts, MLT_VERSION_STRING);
+}
+END_TEST
+
 START_TEST(tracker_new_accepts_null_options)
 {
     mlt_tracker *t = NULL;
@@ -354,7 +367,7 @@ START_TEST(tracker_new_accepts_null_options)
     ck_assert_ptr_nonnull(t);
     ck_assert_uint_eq(mlt_tracker_error_count(t), 0);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(t, "no callbacks", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "no callbacks"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1.0, 0), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_tracker_flush(t, 0), MLT_OK);
@@ -395,11 +408,49 @@ START_TEST(add_callbacks_rejects_unknown_version_and_null)
 
     /* None of the refused structs was registered: no hook is ever called. */
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(fx_close(&fx), MLT_OK);
     ck_assert_uint_eq(fx.log.n, 0);
     fx_free(&fx);
+}
+END_TEST
+
+/* libgit2's rule: every version v with 0 < v <= MLT_CALLBACKS_VERSION is taken (its hooks are
+ * called), version 0, negative and newer versions are refused with a message naming the version. */
+START_TEST(add_callbacks_takes_versions_1_to_current_only)
+{
+    static const int refused[] = {0, -1, MLT_CALLBACKS_VERSION + 1, INT_MAX};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        fixture fx;
+        fx_init(&fx, 0);
+        recorder r = {.id = 0, .log = &fx.log};
+        mlt_callbacks cb = rec_callbacks;
+        cb.version = refused[i];
+        ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &cb, &r), MLT_ERR_INVALID_ARG);
+        char want[64];
+        snprintf(want, sizeof want, "callbacks version %d is not supported", refused[i]);
+        ck_assert_msg(contains(mlt_last_error(), want), "message: %s", mlt_last_error());
+        ck_assert_int_eq(fx_close(&fx), MLT_OK);
+        ck_assert_uint_eq(fx.log.n, 0);
+        fx_free(&fx);
+    }
+    for (int v = 1; v <= MLT_CALLBACKS_VERSION; v++) {
+        fixture fx;
+        fx_init(&fx, 0);
+        recorder r = {.id = 0, .log = &fx.log};
+        mlt_callbacks cb = rec_callbacks;
+        cb.version = v;
+        ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &cb, &r), MLT_OK);
+        mlt_run *run;
+        ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
+        ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+        ck_assert_int_eq(fx_close(&fx), MLT_OK);
+        ck_assert_uint_eq(count_ev(&fx, 0, EV_START), 1);
+        ck_assert_uint_eq(count_ev(&fx, 0, EV_END), 1);
+        ck_assert_uint_eq(count_ev(&fx, 0, EV_CLOSE), 1);
+        fx_free(&fx);
+    }
 }
 END_TEST
 
@@ -410,7 +461,7 @@ START_TEST(add_callbacks_accepts_all_null_hooks)
     const mlt_callbacks empty = {.version = MLT_CALLBACKS_VERSION};
     ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &empty, NULL), MLT_OK);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "p", "v"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1, 0), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "t", "v"), MLT_OK);
@@ -425,7 +476,7 @@ START_TEST(callbacks_see_every_event_in_registration_order)
     fixture fx;
     fx_init(&fx, 3);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "ordered", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "ordered"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "p", "1"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 2.0, 3), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "t", "x"), MLT_OK);
@@ -455,13 +506,13 @@ START_TEST(add_callbacks_after_first_run_is_state_error)
     fx_init(&fx, 1);
     recorder late = {.id = 1, .log = &fx.log};
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "first", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "first"), MLT_OK);
     ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &rec_callbacks, &late), MLT_ERR_STATE);
     ck_assert_str_ne(mlt_last_error(), "");
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     /* Still refused once that run is over: the list froze at the first start. */
     ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &rec_callbacks, &late), MLT_ERR_STATE);
-    ck_assert_int_eq(mlt_run_start(fx.t, "second", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "second"), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(fx_close(&fx), MLT_OK);
     ck_assert_uint_eq(count_ev(&fx, 1, EV_START) + count_ev(&fx, 1, EV_CLOSE), 0);
@@ -477,7 +528,7 @@ START_TEST(add_callbacks_still_allowed_after_refused_run_name)
     fx_init(&fx, 1);
     char *long_name = repeat("n", 251);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(fx.t, long_name, &run), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, long_name), MLT_ERR_VALUE_TOO_LONG);
     recorder second = {.id = 1, .log = &fx.log};
     ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, &rec_callbacks, &second), MLT_OK);
     free(long_name);
@@ -566,9 +617,9 @@ START_TEST(run_start_gives_uuid4_key_and_copies_name)
     mlt_run *a = NULL;
     mlt_run *b = NULL;
     int64_t before = now_ms();
-    ck_assert_int_eq(mlt_run_start(fx.t, name, &a), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&a, fx.t, name), MLT_OK);
     int64_t after = now_ms();
-    ck_assert_int_eq(mlt_run_start(fx.t, name, &b), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&b, fx.t, name), MLT_OK);
     snprintf(name, sizeof name, "changed");
 
     ck_assert_msg(is_uuid4(mlt_run_key(a)), "not a UUIDv4: %s", mlt_run_key(a));
@@ -605,7 +656,7 @@ START_TEST(run_keys_are_unique)
     keybuf keys[N];
     for (int i = 0; i < N; i++) {
         mlt_run *run;
-        ck_assert_int_eq(mlt_run_start(fx.t, NULL, &run), MLT_OK);
+        ck_assert_int_eq(mlt_run_start(&run, fx.t, NULL), MLT_OK);
         keys[i] = key_of(run);
         ck_assert(is_uuid4(keys[i].s));
         ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
@@ -625,8 +676,8 @@ START_TEST(run_start_accepts_null_and_empty_names)
     fx_init(&fx, 1);
     mlt_run *unnamed;
     mlt_run *empty;
-    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &unnamed), MLT_OK);
-    ck_assert_int_eq(mlt_run_start(fx.t, "", &empty), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&unnamed, fx.t, NULL), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&empty, fx.t, ""), MLT_OK);
     ck_assert_ptr_null(mlt_run_name(unnamed));
     ck_assert_str_eq(mlt_run_name(empty), "");
     ck_assert_ptr_null(get_ev(&fx, 0, EV_START, mlt_run_key(unnamed), 0)->run_name);
@@ -646,15 +697,15 @@ START_TEST(run_start_refuses_bad_names_without_callbacks)
     char *max_name = repeat("\xc3\xa9", 250); /* 250 code points, 500 bytes */
     char *long_name = repeat("n", 251);
 
-    ck_assert_int_eq(mlt_run_start(fx.t, long_name, &run), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, long_name), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_eq(run, sentinel);
     ck_assert_str_ne(mlt_last_error(), "");
-    ck_assert_int_eq(mlt_run_start(fx.t, "bad \xff name", &run), MLT_ERR_INVALID_VALUE);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "bad \xff name"), MLT_ERR_INVALID_VALUE);
     ck_assert_ptr_eq(run, sentinel);
     ck_assert_uint_eq(fx.log.n, 0);
     ck_assert_uint_eq(mlt_tracker_error_count(fx.t), 2);
 
-    ck_assert_int_eq(mlt_run_start(fx.t, max_name, &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, max_name), MLT_OK);
     ck_assert_str_eq(mlt_run_name(run), max_name);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     free(max_name);
@@ -668,9 +719,9 @@ START_TEST(run_start_requires_tracker_and_out)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(NULL, "x", &run), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_run_start(&run, NULL, "x"), MLT_ERR_INVALID_ARG);
     ck_assert_ptr_null(run);
-    ck_assert_int_eq(mlt_run_start(fx.t, "x", NULL), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_run_start(NULL, fx.t, "x"), MLT_ERR_INVALID_ARG);
     ck_assert_uint_eq(count_ev(&fx, -1, EV_START), 0);
     fx_free(&fx);
 }
@@ -683,9 +734,9 @@ START_TEST(child_runs_carry_parent_key)
     mlt_run *parent;
     mlt_run *child;
     mlt_run *grandchild;
-    ck_assert_int_eq(mlt_run_start(fx.t, "parent", &parent), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(parent, "child", &child), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(child, "grandchild", &grandchild), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&parent, fx.t, "parent"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, parent, "child"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&grandchild, child, "grandchild"), MLT_OK);
     ck_assert_ptr_eq(mlt_run_parent(child), parent);
     ck_assert_ptr_eq(mlt_run_parent(grandchild), child);
     ck_assert_ptr_eq(mlt_run_tracker(grandchild), fx.t);
@@ -720,7 +771,7 @@ START_TEST(run_end_reports_status_end_time_and_duration)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "timed", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "timed"), MLT_OK);
     keybuf k = key_of(run);
     struct timespec pause = {0, 20 * 1000000};
     nanosleep(&pause, NULL);
@@ -750,10 +801,10 @@ START_TEST(run_end_ends_open_children_first_as_killed)
     mlt_run *c1;
     mlt_run *c2;
     mlt_run *gc;
-    ck_assert_int_eq(mlt_run_start(fx.t, "parent", &parent), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(parent, "c1", &c1), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(parent, "c2", &c2), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(c1, "gc", &gc), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&parent, fx.t, "parent"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&c1, parent, "c1"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&c2, parent, "c2"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&gc, c1, "gc"), MLT_OK);
     keybuf kp = key_of(parent), k1 = key_of(c1), k2 = key_of(c2), kg = key_of(gc);
 
     ck_assert_int_eq(mlt_run_end(parent, MLT_RUN_FINISHED), MLT_OK);
@@ -785,9 +836,9 @@ START_TEST(ended_child_is_not_ended_again_with_parent)
     mlt_run *parent;
     mlt_run *a;
     mlt_run *b;
-    ck_assert_int_eq(mlt_run_start(fx.t, "parent", &parent), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(parent, "a", &a), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(parent, "b", &b), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&parent, fx.t, "parent"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&a, parent, "a"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&b, parent, "b"), MLT_OK);
     keybuf ka = key_of(a), kb = key_of(b);
     ck_assert_int_eq(mlt_run_end(a, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_run_end(parent, MLT_RUN_FINISHED), MLT_OK);
@@ -805,9 +856,9 @@ START_TEST(tracker_close_kills_open_runs_children_first_then_flushes)
     mlt_run *a;
     mlt_run *b;
     mlt_run *child;
-    ck_assert_int_eq(mlt_run_start(fx.t, "a", &a), MLT_OK);
-    ck_assert_int_eq(mlt_run_start(fx.t, "b", &b), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(a, "child", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&a, fx.t, "a"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&b, fx.t, "b"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, a, "child"), MLT_OK);
     keybuf ka = key_of(a), kb = key_of(b), kc = key_of(child);
 
     ck_assert_int_eq(fx_close(&fx), MLT_OK);
@@ -833,7 +884,7 @@ START_TEST(run_fail_then_finished_ends_failed)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "failing", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "failing"), MLT_OK);
     keybuf k = key_of(run);
     ck_assert_int_eq(mlt_run_failed(run), 0);
     mlt_run_fail(run);
@@ -852,9 +903,9 @@ START_TEST(run_end_status_failed_and_killed_pass_through)
     mlt_run *f;
     mlt_run *k;
     mlt_run *mk;
-    ck_assert_int_eq(mlt_run_start(fx.t, "f", &f), MLT_OK);
-    ck_assert_int_eq(mlt_run_start(fx.t, "k", &k), MLT_OK);
-    ck_assert_int_eq(mlt_run_start(fx.t, "marked-killed", &mk), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&f, fx.t, "f"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&k, fx.t, "k"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&mk, fx.t, "marked-killed"), MLT_OK);
     keybuf kf = key_of(f), kk = key_of(k), kmk = key_of(mk);
     mlt_run_fail(mk); /* only FINISHED turns into FAILED */
     ck_assert_int_eq(mlt_run_end(f, MLT_RUN_FAILED), MLT_OK);
@@ -885,7 +936,7 @@ START_TEST(failing_run_start_returns_error_and_kills_for_earlier_callbacks)
     rec_fail(&fx.rec[1], EV_START, MLT_ERR_NETWORK, -1);
     mlt_run *const sentinel = (mlt_run *)&fx;
     mlt_run *run = sentinel;
-    ck_assert_int_eq(mlt_run_start(fx.t, "doomed", &run), MLT_ERR_NETWORK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "doomed"), MLT_ERR_NETWORK);
     ck_assert_ptr_eq(run, sentinel);
     ck_assert_uint_eq(mlt_tracker_error_count(fx.t), 1);
     ck_assert_str_ne(mlt_last_error(), "");
@@ -917,7 +968,7 @@ START_TEST(failing_run_start_leaves_callback_message)
     fx.rec[0].fail_msg = "server said no";
     rec_fail(&fx.rec[0], EV_START, MLT_ERR_REJECTED, -1);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(fx.t, "x", &run), MLT_ERR_REJECTED);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "x"), MLT_ERR_REJECTED);
     ck_assert_ptr_null(run);
     ck_assert_str_eq(mlt_last_error(), "server said no");
     /* The first callback failed: nobody saw the start, nobody is told of an end. */
@@ -931,11 +982,11 @@ START_TEST(failing_run_start_of_child_leaves_parent_open)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *parent;
-    ck_assert_int_eq(mlt_run_start(fx.t, "parent", &parent), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&parent, fx.t, "parent"), MLT_OK);
     keybuf kp = key_of(parent);
     rec_fail(&fx.rec[0], EV_START, MLT_ERR_CALLBACK, 1);
     mlt_run *child = NULL;
-    ck_assert_int_eq(mlt_run_start_child(parent, "child", &child), MLT_ERR_CALLBACK);
+    ck_assert_int_eq(mlt_run_start_child(&child, parent, "child"), MLT_ERR_CALLBACK);
     ck_assert_ptr_null(child);
     ck_assert_int_eq(mlt_log_metric(parent, "m", 1, 0), MLT_OK);
     ck_assert_int_eq(mlt_run_end(parent, MLT_RUN_FINISHED), MLT_OK);
@@ -950,7 +1001,7 @@ START_TEST(failing_metric_returns_first_error_and_calls_the_rest)
     fixture fx;
     fx_init(&fx, 3);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     fx.rec[0].fail_msg = "first callback broke";
     fx.rec[1].fail_msg = "second callback broke";
     rec_fail(&fx.rec[0], EV_METRIC, MLT_ERR_IO, -1);
@@ -971,7 +1022,7 @@ START_TEST(failing_later_callback_message_is_kept_over_earlier_success)
     fixture fx;
     fx_init(&fx, 3);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     fx.rec[1].fail_msg = "only the middle one broke";
     rec_fail(&fx.rec[1], EV_TAG, MLT_ERR_SERVER, -1);
     ck_assert_int_eq(mlt_set_tag(run, "t", "v"), MLT_ERR_SERVER);
@@ -987,7 +1038,7 @@ START_TEST(failing_hook_without_message_gets_generic_message_naming_hook)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     rec_fail(&fx.rec[0], EV_METRIC, MLT_ERR_CALLBACK, -1);
     rec_fail(&fx.rec[0], EV_PARAM, MLT_ERR_CALLBACK, -1);
     rec_fail(&fx.rec[0], EV_TAG, MLT_ERR_CALLBACK, -1);
@@ -1006,7 +1057,7 @@ START_TEST(failing_hook_without_message_gets_generic_message_naming_hook)
     ck_assert_msg(contains(mlt_last_error(), "end"), "message: '%s'", mlt_last_error());
 
     rec_fail(&fx.rec[0], EV_START, MLT_ERR_CALLBACK, -1);
-    ck_assert_int_eq(mlt_run_start(fx.t, "r2", &run), MLT_ERR_CALLBACK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r2"), MLT_ERR_CALLBACK);
     ck_assert_msg(contains(mlt_last_error(), "start"), "message: '%s'", mlt_last_error());
 
     rec_fail(&fx.rec[0], EV_FLUSH, MLT_ERR_CALLBACK, 1);
@@ -1021,7 +1072,7 @@ START_TEST(failing_run_end_still_ends_and_frees_the_run)
     fixture fx;
     fx_init(&fx, 2);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     rec_fail(&fx.rec[0], EV_END, MLT_ERR_NETWORK, -1);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_ERR_NETWORK);
     ck_assert_uint_eq(count_ev(&fx, 1, EV_END), 1);
@@ -1038,8 +1089,8 @@ START_TEST(run_end_returns_child_end_error)
     fx_init(&fx, 1);
     mlt_run *parent;
     mlt_run *child;
-    ck_assert_int_eq(mlt_run_start(fx.t, "parent", &parent), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(parent, "child", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&parent, fx.t, "parent"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, parent, "child"), MLT_OK);
     rec_fail(&fx.rec[0], EV_END, MLT_ERR_SERVER, 1); /* only the child's end fails */
     ck_assert_int_eq(mlt_run_end(parent, MLT_RUN_FINISHED), MLT_ERR_SERVER);
     ck_assert_uint_eq(count_ev(&fx, 0, EV_END), 2);
@@ -1052,7 +1103,7 @@ START_TEST(tracker_close_returns_error_of_killed_run)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "open", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "open"), MLT_OK);
     rec_fail(&fx.rec[0], EV_END, MLT_ERR_SERVER, -1);
     ck_assert_int_eq(fx_close(&fx), MLT_ERR_SERVER);
     ck_assert_uint_eq(count_ev(&fx, 0, EV_END), 1);
@@ -1078,7 +1129,7 @@ START_TEST(invalid_keys_are_refused_naming_the_key)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ASSERT_REFUSED(&fx, mlt_log_param(run, "a//b", "v"), MLT_ERR_INVALID_KEY, "a//b");
     ASSERT_REFUSED(&fx, mlt_log_metric(run, "lo$$", 1.0, 0), MLT_ERR_INVALID_KEY, "lo$$");
     ASSERT_REFUSED(&fx, mlt_log_metric_at(run, "/abs", 1.0, 0, 1), MLT_ERR_INVALID_KEY, "/abs");
@@ -1107,7 +1158,7 @@ START_TEST(too_long_values_are_refused_naming_the_key)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     char *param_max = repeat("\xe6\x97\xa5", 6000); /* code points count, not bytes */
     char *param_over = repeat("v", 6001);
     char *tag_max = repeat("\xc3\xa9", 8000);
@@ -1133,7 +1184,7 @@ START_TEST(invalid_utf8_is_refused_naming_the_key)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ASSERT_REFUSED(&fx, mlt_log_param(run, "p_utf", "bad \xc0\xaf byte"), MLT_ERR_INVALID_VALUE,
                    "p_utf");
     ASSERT_REFUSED(&fx, mlt_set_tag(run, "t_utf", "\xed\xa0\x80"), MLT_ERR_INVALID_VALUE, "t_utf");
@@ -1148,7 +1199,7 @@ START_TEST(negative_timestamp_is_refused_without_dispatch)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     size_t before = fx.log.n;
     ck_assert_int_eq(mlt_log_metric_at(run, "loss", 1.0, 0, -1), MLT_ERR_INVALID_VALUE);
     ck_assert_int_eq(mlt_log_metric_at(run, "loss", 1.0, 0, INT64_MIN), MLT_ERR_INVALID_VALUE);
@@ -1167,7 +1218,7 @@ START_TEST(negative_timestamp_message_names_the_key)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ASSERT_REFUSED(&fx, mlt_log_metric_at(run, "val_loss", 1.0, 0, -5), MLT_ERR_INVALID_VALUE,
                    "val_loss");
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
@@ -1180,7 +1231,7 @@ START_TEST(error_count_counts_each_failing_call)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "p", "1"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "p", "1"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1, 0), MLT_OK);
@@ -1210,33 +1261,33 @@ START_TEST(tracker_last_error_is_latest_counted_failure_with_its_name)
     fixture fx;
     fx_init(&fx, 1);
     char buf[512] = "untouched";
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 0);
+    ck_assert_uint_eq(mlt_tracker_last_error(buf, sizeof buf, fx.t), 0);
     ck_assert_str_eq(buf, "");
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "bad key!", "1"), MLT_ERR_INVALID_KEY);
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 1);
+    ck_assert_uint_eq(mlt_tracker_last_error(buf, sizeof buf, fx.t), 1);
     ck_assert_msg(strncmp(buf, "MLT_ERR_INVALID_KEY: ", 21) == 0 && contains(buf, "bad key!"),
                   "'%s'", buf);
 
     fx.rec[0].fail_msg = "connection refused";
     rec_fail(&fx.rec[0], EV_METRIC, MLT_ERR_NETWORK, 1);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1, 0), MLT_ERR_NETWORK);
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 2);
+    ck_assert_uint_eq(mlt_tracker_last_error(buf, sizeof buf, fx.t), 2);
     ck_assert_str_eq(buf, "MLT_ERR_NETWORK: connection refused");
 
     /* Successes change nothing; NULL and short buffers are fine. */
     ck_assert_int_eq(mlt_log_metric(run, "m", 1, 1), MLT_OK);
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 2);
+    ck_assert_uint_eq(mlt_tracker_last_error(buf, sizeof buf, fx.t), 2);
     ck_assert_str_eq(buf, "MLT_ERR_NETWORK: connection refused");
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, NULL, 0), 2);
+    ck_assert_uint_eq(mlt_tracker_last_error(NULL, 0, fx.t), 2);
     char small[8] = "xxxxxxx";
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, small, sizeof small), 2);
+    ck_assert_uint_eq(mlt_tracker_last_error(small, sizeof small, fx.t), 2);
     ck_assert_str_eq(small, "MLT_ERR");
     char none[1] = {'x'};
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, none, 0), 2);
+    ck_assert_uint_eq(mlt_tracker_last_error(none, 0, fx.t), 2);
     ck_assert_int_eq(none[0], 'x');
-    ck_assert_uint_eq(mlt_tracker_last_error(NULL, buf, sizeof buf), 0);
+    ck_assert_uint_eq(mlt_tracker_last_error(buf, sizeof buf, NULL), 0);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     fx_free(&fx);
 }
@@ -1254,12 +1305,12 @@ START_TEST(tracker_last_error_is_readable_from_any_thread)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, fail_on_other_thread, run), 0);
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     char buf[512];
-    ck_assert_uint_eq(mlt_tracker_last_error(fx.t, buf, sizeof buf), 1);
+    ck_assert_uint_eq(mlt_tracker_last_error(buf, sizeof buf, fx.t), 1);
     ck_assert_msg(contains(buf, "not a valid key?"), "'%s'", buf);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     fx_free(&fx);
@@ -1273,7 +1324,7 @@ START_TEST(param_same_value_again_is_ok_and_not_sent_again)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "lr", "0.01"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "lr", "0.01"), MLT_OK);
     ck_assert_uint_eq(count_by_key(&fx, EV_PARAM, "lr"), 1);
@@ -1290,7 +1341,7 @@ START_TEST(param_other_value_is_conflict_and_not_sent)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "epochs", "10"), MLT_OK);
     ASSERT_REFUSED(&fx, mlt_log_param(run, "epochs", "20"), MLT_ERR_PARAM_CONFLICT, "epochs");
     ck_assert_uint_eq(count_by_key(&fx, EV_PARAM, "epochs"), 1);
@@ -1308,8 +1359,8 @@ START_TEST(params_belong_to_their_run)
     fx_init(&fx, 1);
     mlt_run *a;
     mlt_run *b;
-    ck_assert_int_eq(mlt_run_start(fx.t, "a", &a), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(a, "b", &b), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&a, fx.t, "a"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&b, a, "b"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(a, "seed", "1"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(b, "seed", "2"), MLT_OK);
     ck_assert_uint_eq(count_by_key(&fx, EV_PARAM, "seed"), 2);
@@ -1323,7 +1374,7 @@ START_TEST(param_whose_dispatch_failed_can_be_logged_again)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     rec_fail(&fx.rec[0], EV_PARAM, MLT_ERR_NETWORK, 2);
     ck_assert_int_eq(mlt_log_param(run, "lr", "0.1"), MLT_ERR_NETWORK);
     ck_assert_uint_eq(count_by_key(&fx, EV_PARAM, "lr"), 1);
@@ -1347,7 +1398,7 @@ START_TEST(many_params_are_all_remembered)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     char key[16];
     char value[16];
     for (int round = 0; round < 2; round++) {
@@ -1369,7 +1420,7 @@ START_TEST(log_metric_stamps_current_time)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     int64_t before = now_ms();
     ck_assert_int_eq(mlt_log_metric(run, "loss", 0.25, 42), MLT_OK);
     int64_t after = now_ms();
@@ -1392,7 +1443,7 @@ START_TEST(log_metric_at_passes_timestamp_and_any_int64_step)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "a", -1.5, INT64_MAX, 0), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "b", 1e300, INT64_MIN, INT64_MAX), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "c", 0.1, -7, 1700000000123), MLT_OK);
@@ -1418,7 +1469,7 @@ START_TEST(metrics_accept_nan_and_infinities)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "nan", NAN, 0), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "pinf", INFINITY, 0), MLT_OK);
     ck_assert_int_eq(mlt_log_metric_at(run, "ninf", -INFINITY, 0, 5), MLT_OK);
@@ -1438,7 +1489,7 @@ START_TEST(same_metric_key_is_sent_every_time)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     for (int i = 0; i < 5; i++) {
         ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, 0), MLT_OK);
     }
@@ -1456,7 +1507,7 @@ START_TEST(keys_formatted_into_one_buffer_are_logged_by_their_text)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     char buf[64];
     int want[200];
     size_t n = 0;
@@ -1494,7 +1545,7 @@ START_TEST(tag_is_sent_on_every_write)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "phase", "warmup"), MLT_OK);
     ck_assert_int_eq(mlt_set_tag(run, "phase", "train"), MLT_OK);
     ck_assert_uint_eq(count_by_key(&fx, EV_TAG, "phase"), 2);
@@ -1512,7 +1563,7 @@ START_TEST(null_run_is_invalid_arg_for_every_call)
     fx_init(&fx, 1);
     mlt_run *out = NULL;
     char buf[256];
-    ck_assert_int_eq(mlt_run_start_child(NULL, "c", &out), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_run_start_child(&out, NULL, "c"), MLT_ERR_INVALID_ARG);
     ck_assert_ptr_null(out);
     ck_assert_int_eq(mlt_log_param(NULL, "k", "v"), MLT_ERR_INVALID_ARG);
     ck_assert_msg(contains(mlt_last_error(), "k"), "'%s'", mlt_last_error());
@@ -1524,7 +1575,7 @@ START_TEST(null_run_is_invalid_arg_for_every_call)
     ck_assert_int_eq(mlt_log_metric(NULL, NULL, 1.0, 0), MLT_ERR_INVALID_ARG);
     ck_assert_int_eq(mlt_set_tag(NULL, NULL, NULL), MLT_ERR_INVALID_ARG);
     ck_assert_int_eq(mlt_run_end(NULL, MLT_RUN_FINISHED), MLT_ERR_INVALID_ARG);
-    ck_assert_int_eq(mlt_run_ui_url(NULL, buf, sizeof buf), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_run_ui_url(buf, sizeof buf, NULL), MLT_ERR_INVALID_ARG);
     mlt_run_fail(NULL);
     ck_assert_int_eq(mlt_run_failed(NULL), 0);
     ck_assert_ptr_null(mlt_run_id(NULL));
@@ -1551,13 +1602,13 @@ START_TEST(calls_on_an_ended_run_are_refused_naming_the_run)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run, *child = NULL;
-    ck_assert_int_eq(mlt_run_start(fx.t, "train", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "train"), MLT_OK);
     ck_assert_int_eq(mlt_log_param(run, "lr", "0.1"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, 0), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     size_t events = fx.log.n;
     const mlt_key *k;
-    ck_assert_int_eq(mlt_metric_key(fx.t, "loss", &k), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&k, fx.t, "loss"), MLT_OK);
 
     expect_ended(mlt_log_param(run, "lr", "0.1"), "'train'");
     expect_ended(mlt_log_param(run, "other", "1"), "'train'");
@@ -1566,7 +1617,7 @@ START_TEST(calls_on_an_ended_run_are_refused_naming_the_run)
     expect_ended(mlt_log_metric_at(run, "loss", 2.0, 1, 5), "'train'");
     expect_ended(mlt_log_metric_key(run, k, 2.0, 1), "'train'");
     expect_ended(mlt_set_tag(run, "t", "v"), "'train'");
-    expect_ended(mlt_run_start_child(run, "c", &child), "'train'");
+    expect_ended(mlt_run_start_child(&child, run, "c"), "'train'");
     ck_assert_ptr_null(child);
     expect_ended(mlt_run_end(run, MLT_RUN_FAILED), "'train'");
     ck_assert_uint_eq(fx.log.n, events); /* no callback heard of any of them */
@@ -1587,7 +1638,7 @@ START_TEST(an_unnamed_ended_run_is_named_by_its_key)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, NULL), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     expect_ended(mlt_log_metric(run, "loss", 2.0, 1), mlt_run_key(run));
     fx_free(&fx);
@@ -1599,8 +1650,8 @@ START_TEST(children_ended_with_their_parent_stay_valid_handles)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *parent, *child;
-    ck_assert_int_eq(mlt_run_start(fx.t, "parent", &parent), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(parent, "child", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&parent, fx.t, "parent"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, parent, "child"), MLT_OK);
     ck_assert_int_eq(mlt_run_end(parent, MLT_RUN_FINISHED), MLT_OK);
     expect_ended(mlt_set_tag(child, "t", "v"), "'child'");
     expect_ended(mlt_run_end(child, MLT_RUN_FINISHED), "'child'");
@@ -1627,8 +1678,8 @@ START_TEST(an_ended_runs_points_are_refused_on_the_hot_path_too)
     ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
     mlt_run *run;
     const mlt_key *k;
-    ck_assert_int_eq(mlt_metric_key(t, "loss", &k), MLT_OK);
-    ck_assert_int_eq(mlt_run_start(t, "hot", &run), MLT_OK);
+    ck_assert_int_eq(mlt_metric_key(&k, t, "loss"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "hot"), MLT_OK);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, i), MLT_OK);
         ck_assert_int_eq(mlt_log_metric_key(run, k, 1.0, i), MLT_OK);
@@ -1637,10 +1688,69 @@ START_TEST(an_ended_runs_points_are_refused_on_the_hot_path_too)
     expect_ended(mlt_log_metric(run, "loss", 1.0, 9), "'hot'");
     expect_ended(mlt_log_metric_key(run, k, 1.0, 9), "'hot'");
     expect_ended(mlt_log_metric_at(run, "loss", 1.0, 9, 1), "'hot'");
-    mlt_queue_stats st;
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
     ck_assert_int_eq(mlt_tracker_flush(t, 0) == MLT_OK, 0); /* the server is away */
-    ck_assert_int_eq(mlt_tracker_queue_stats(t, &st), MLT_OK);
+    ck_assert_int_eq(mlt_tracker_queue_stats(&st, t), MLT_OK);
     ck_assert_uint_eq(st.queued, 8); /* create, 6 points, end: nothing of the ended run */
+    mlt_tracker_close(t, 0);
+    mlt_test_remove_tree(tmp);
+}
+END_TEST
+
+/* mlt_queue_stats carries a version (libgit2's rule): 0 (a struct left uninitialized) and
+ * versions newer than the library's are refused with a message and nothing written; the current
+ * one is filled, counters only, its version left as the caller set it. */
+START_TEST(queue_stats_takes_versions_1_to_current_only)
+{
+    fixture fx;
+    fx_init(&fx, 0); /* no MLflow callback: no queue */
+    static const unsigned int refused[] = {0, MLT_QUEUE_STATS_VERSION + 1, UINT_MAX};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        mlt_queue_stats st;
+        memset(&st, 0xab, sizeof st);
+        st.version = refused[i];
+        ck_assert_int_eq(mlt_tracker_queue_stats(&st, fx.t), MLT_ERR_INVALID_ARG);
+        char want[64];
+        snprintf(want, sizeof want, "mlt_queue_stats version %u is not supported", refused[i]);
+        ck_assert_msg(contains(mlt_last_error(), want), "message: %s", mlt_last_error());
+        ck_assert_uint_eq(st.version, refused[i]);
+        ck_assert_uint_eq(st.queued, UINT64_C(0xabababababababab));
+        ck_assert_uint_eq(st.bytes_pending, UINT64_C(0xabababababababab));
+    }
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
+    ck_assert_uint_eq(st.version, MLT_QUEUE_STATS_VERSION);
+    ck_assert_int_eq(mlt_tracker_queue_stats(NULL, fx.t), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_tracker_queue_stats(&st, NULL), MLT_ERR_INVALID_ARG);
+    st.queued = 7;
+    ck_assert_int_eq(mlt_tracker_queue_stats(&st, fx.t), MLT_ERR_STATE);
+    ck_assert_uint_eq(st.version, MLT_QUEUE_STATS_VERSION);
+    ck_assert_uint_eq(st.queued, 0);
+    fx_free(&fx);
+
+    /* with the MLflow callback (the server away): every version from 1 is filled */
+    char tmp[PATH_MAX], qdir[PATH_MAX + 16], err[256] = "";
+    mlt_test_tmpdir(tmp, sizeof tmp, "stats");
+    snprintf(qdir, sizeof qdir, "%s/queue", tmp);
+    mlt_options *o = mlt_options_new();
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:9", err, sizeof err),
+                     MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", qdir, err, sizeof err), MLT_OK);
+    mlt_tracker *t;
+    ck_assert_int_eq(mlt_tracker_new(&t, o, err, sizeof err), MLT_OK);
+    mlt_options_free(o);
+    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(&run, t, "stats"), MLT_OK);
+    ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, 0), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    ck_assert_int_ne(mlt_tracker_flush(t, 0), MLT_OK); /* the server is away */
+    for (unsigned int v = 1; v <= MLT_QUEUE_STATS_VERSION; v++) {
+        mlt_queue_stats got = MLT_QUEUE_STATS_INIT;
+        got.version = v;
+        ck_assert_int_eq(mlt_tracker_queue_stats(&got, t), MLT_OK);
+        ck_assert_uint_eq(got.version, v);
+        ck_assert_uint_eq(got.queued, 3); /* create, the point, end */
+    }
     mlt_tracker_close(t, 0);
     mlt_test_remove_tree(tmp);
 }
@@ -1655,17 +1765,17 @@ START_TEST(ui_url_without_mlflow_callback_is_state_error)
     ck_assert_int_eq(mlt_tracker_new(&t, opts, NULL, 0), MLT_OK);
     mlt_options_free(opts);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK);
     char buf[256] = "untouched";
-    ck_assert_int_eq(mlt_run_ui_url(run, buf, sizeof buf), MLT_ERR_STATE);
-    ck_assert_int_eq(mlt_run_ui_url(run, NULL, 0), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_run_ui_url(buf, sizeof buf, run), MLT_ERR_STATE);
+    ck_assert_int_eq(mlt_run_ui_url(NULL, 0, run), MLT_ERR_INVALID_ARG);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_tracker_close(t, 0), MLT_OK);
 
     /* No tracking URI at all: also unknown. */
     ck_assert_int_eq(mlt_tracker_new(&t, NULL, NULL, 0), MLT_OK);
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK);
-    ck_assert_int_eq(mlt_run_ui_url(run, buf, sizeof buf), MLT_ERR_STATE);
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK);
+    ck_assert_int_eq(mlt_run_ui_url(buf, sizeof buf, run), MLT_ERR_STATE);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_tracker_close(t, 0), MLT_OK);
 }
@@ -1680,18 +1790,18 @@ START_TEST(ui_url_is_built_once_ids_are_known)
     ck_assert_int_eq(mlt_tracker_new(&t, opts, NULL, 0), MLT_OK);
     mlt_options_free(opts);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "r", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "r"), MLT_OK);
     ck_assert_int_eq(mlt__run_set_id(run, "abc123"), MLT_OK);
     char buf[256];
-    ck_assert_int_eq(mlt_run_ui_url(run, buf, sizeof buf), MLT_ERR_STATE);
+    ck_assert_int_eq(mlt_run_ui_url(buf, sizeof buf, run), MLT_ERR_STATE);
     ck_assert_int_eq(mlt__tracker_set_experiment_id(t, "7"), MLT_OK);
     ck_assert_str_eq(mlt_run_id(run), "abc123");
-    ck_assert_int_eq(mlt_run_ui_url(run, buf, sizeof buf), MLT_OK);
+    ck_assert_int_eq(mlt_run_ui_url(buf, sizeof buf, run), MLT_OK);
     ck_assert_str_eq(buf, "http://mlflow.example:5000/#/experiments/7/runs/abc123/model-metrics"
                           "?workflowType=machine_learning");
     size_t need = strlen(buf) + 1;
-    ck_assert_int_eq(mlt_run_ui_url(run, buf, need), MLT_OK);
-    ck_assert_int_eq(mlt_run_ui_url(run, buf, need - 1), MLT_ERR_VALUE_TOO_LONG);
+    ck_assert_int_eq(mlt_run_ui_url(buf, need, run), MLT_OK);
+    ck_assert_int_eq(mlt_run_ui_url(buf, need - 1, run), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_tracker_close(t, 0), MLT_OK);
 }
@@ -1728,7 +1838,7 @@ static int probe_fn(mlt_run *run, void *arg)
     }
     if (p->nested) {
         track_probe inner = {.result = 0};
-        p->nested_err = mlt_track(p->nested->t, "inner", NULL, 0, probe_fn, &inner, NULL);
+        p->nested_err = mlt_track(NULL, p->nested->t, "inner", NULL, 0, probe_fn, &inner);
         p->nested_key = inner.key;
     }
     return p->result;
@@ -1741,7 +1851,7 @@ START_TEST(track_logs_params_and_runs_fn_with_its_run_and_arg)
     const mlt_param params[] = {{"lr", "0.01"}, {"epochs", "10"}};
     track_probe p = {.result = 0};
     int fn_result = -1;
-    ck_assert_int_eq(mlt_track(fx.t, "train", params, 2, probe_fn, &p, &fn_result), MLT_OK);
+    ck_assert_int_eq(mlt_track(&fn_result, fx.t, "train", params, 2, probe_fn, &p), MLT_OK);
     ck_assert_int_eq(p.calls, 1);
     ck_assert_int_eq(fn_result, 0);
     ck_assert_ptr_nonnull(p.run);
@@ -1773,14 +1883,14 @@ START_TEST(track_nonzero_result_ends_failed)
     fx_init(&fx, 1);
     track_probe p = {.result = 3};
     int fn_result = 0;
-    ck_assert_int_eq(mlt_track(fx.t, "bad", NULL, 0, probe_fn, &p, &fn_result), MLT_OK);
+    ck_assert_int_eq(mlt_track(&fn_result, fx.t, "bad", NULL, 0, probe_fn, &p), MLT_OK);
     ck_assert_int_eq(fn_result, 3);
     ck_assert_str_eq(ev_by_key(&fx, EV_TAG, "mltrack.return_code")->value, "3");
     ck_assert_ptr_nonnull(ev_by_key(&fx, EV_METRIC, "duration_s"));
     ck_assert_int_eq(get_ev(&fx, 0, EV_END, p.key.s, 0)->status, MLT_RUN_FAILED);
 
     track_probe neg = {.result = -2};
-    ck_assert_int_eq(mlt_track(fx.t, "neg", NULL, 0, probe_fn, &neg, NULL), MLT_OK);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "neg", NULL, 0, probe_fn, &neg), MLT_OK);
     ck_assert_int_eq(get_ev(&fx, 0, EV_END, neg.key.s, 0)->status, MLT_RUN_FAILED);
     ck_assert_str_eq(get_ev(&fx, 0, EV_TAG, neg.key.s, 0)->value, "-2");
     fx_free(&fx);
@@ -1792,7 +1902,7 @@ START_TEST(track_fn_marking_fail_ends_failed)
     fixture fx;
     fx_init(&fx, 1);
     track_probe p = {.result = 0, .mark_failed = true};
-    ck_assert_int_eq(mlt_track(fx.t, "marked", NULL, 0, probe_fn, &p, NULL), MLT_OK);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "marked", NULL, 0, probe_fn, &p), MLT_OK);
     ck_assert_int_eq(get_ev(&fx, 0, EV_END, p.key.s, 0)->status, MLT_RUN_FAILED);
     fx_free(&fx);
 }
@@ -1803,7 +1913,7 @@ START_TEST(track_inside_fn_is_child_run)
     fixture fx;
     fx_init(&fx, 1);
     track_probe p = {.result = 0, .nested = &fx};
-    ck_assert_int_eq(mlt_track(fx.t, "outer", NULL, 0, probe_fn, &p, NULL), MLT_OK);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "outer", NULL, 0, probe_fn, &p), MLT_OK);
     ck_assert_int_eq(p.nested_err, MLT_OK);
     const event *s = get_ev(&fx, 0, EV_START, p.nested_key.s, 0);
     ck_assert_str_eq(s->run_name, "inner");
@@ -1823,7 +1933,7 @@ START_TEST(track_with_null_tracker_still_runs_fn)
 {
     track_probe p = {.result = 5};
     int fn_result = 0;
-    ck_assert_int_eq(mlt_track(NULL, "untracked", NULL, 0, probe_fn, &p, &fn_result),
+    ck_assert_int_eq(mlt_track(&fn_result, NULL, "untracked", NULL, 0, probe_fn, &p),
                      MLT_ERR_INVALID_ARG);
     ck_assert_int_eq(p.calls, 1);
     ck_assert_ptr_null(p.run);
@@ -1837,7 +1947,7 @@ START_TEST(track_requires_fn)
 {
     fixture fx;
     fx_init(&fx, 1);
-    ck_assert_int_eq(mlt_track(fx.t, "nofn", NULL, 0, NULL, NULL, NULL), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "nofn", NULL, 0, NULL, NULL), MLT_ERR_INVALID_ARG);
     ck_assert_uint_eq(fx.log.n, 0);
     fx_free(&fx);
 }
@@ -1850,7 +1960,7 @@ START_TEST(track_invalid_param_returns_error_but_runs_fn)
     const mlt_param params[] = {{"good", "1"}, {"bad//key", "2"}, {"also_good", "3"}};
     track_probe p = {.result = 0};
     int fn_result = -1;
-    ck_assert_int_eq(mlt_track(fx.t, "t", params, 3, probe_fn, &p, &fn_result),
+    ck_assert_int_eq(mlt_track(&fn_result, fx.t, "t", params, 3, probe_fn, &p),
                      MLT_ERR_INVALID_KEY);
     ck_assert_msg(contains(mlt_last_error(), "bad//key"), "'%s'", mlt_last_error());
     ck_assert_int_eq(p.calls, 1);
@@ -1873,7 +1983,7 @@ START_TEST(track_failed_start_runs_fn_with_null_run)
     rec_fail(&fx.rec[0], EV_START, MLT_ERR_SERVER, -1);
     const mlt_param params[] = {{"lr", "0.1"}};
     track_probe p = {.result = 0};
-    ck_assert_int_eq(mlt_track(fx.t, "t", params, 1, probe_fn, &p, NULL), MLT_ERR_SERVER);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "t", params, 1, probe_fn, &p), MLT_ERR_SERVER);
     ck_assert_str_eq(mlt_last_error(), "cannot create run");
     ck_assert_int_eq(p.calls, 1);
     ck_assert_ptr_null(p.run);
@@ -1889,7 +1999,7 @@ START_TEST(track_returns_error_of_return_code_tag)
     fx_init(&fx, 1);
     rec_fail(&fx.rec[0], EV_TAG, MLT_ERR_NETWORK, -1);
     track_probe p = {.result = 0};
-    ck_assert_int_eq(mlt_track(fx.t, "t", NULL, 0, probe_fn, &p, NULL), MLT_ERR_NETWORK);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "t", NULL, 0, probe_fn, &p), MLT_ERR_NETWORK);
     fx_free(&fx);
 }
 END_TEST
@@ -1900,7 +2010,7 @@ START_TEST(track_logs_duration_even_if_tag_fails)
     fx_init(&fx, 1);
     rec_fail(&fx.rec[0], EV_TAG, MLT_ERR_NETWORK, -1);
     track_probe p = {.result = 0};
-    mlt_track(fx.t, "t", NULL, 0, probe_fn, &p, NULL);
+    mlt_track(NULL, fx.t, "t", NULL, 0, probe_fn, &p);
     ck_assert_ptr_nonnull(ev_by_key(&fx, EV_METRIC, "duration_s"));
     fx_free(&fx);
 }
@@ -1913,7 +2023,7 @@ START_TEST(track_returns_error_of_duration_metric)
     track_probe p = {.result = 0};
     /* Every metric fails: probe_fn ignores its own, mlt_track must not ignore duration_s. */
     rec_fail(&fx.rec[0], EV_METRIC, MLT_ERR_NETWORK, -1);
-    ck_assert_int_eq(mlt_track(fx.t, "t", NULL, 0, probe_fn, &p, NULL), MLT_ERR_NETWORK);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "t", NULL, 0, probe_fn, &p), MLT_ERR_NETWORK);
     ck_assert_ptr_nonnull(ev_by_key(&fx, EV_METRIC, "duration_s"));
     fx_free(&fx);
 }
@@ -1926,7 +2036,7 @@ START_TEST(track_returns_error_of_run_end)
     fx.rec[0].fail_msg = "update failed";
     rec_fail(&fx.rec[0], EV_END, MLT_ERR_SERVER, -1);
     track_probe p = {.result = 0};
-    ck_assert_int_eq(mlt_track(fx.t, "t", NULL, 0, probe_fn, &p, NULL), MLT_ERR_SERVER);
+    ck_assert_int_eq(mlt_track(NULL, fx.t, "t", NULL, 0, probe_fn, &p), MLT_ERR_SERVER);
     ck_assert_str_eq(mlt_last_error(), "update failed");
     fx_free(&fx);
 }
@@ -2176,7 +2286,7 @@ START_TEST(tracked_null_string_args_are_logged_as_none)
     ck_assert_str_eq(param_of(&fx, g_active_key.s, "path"), "/data");
 
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "direct", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "direct"), MLT_OK);
     const char *none = NULL;
     mlt_log_param_value(run, "none", none);
     ck_assert_str_eq(param_of(&fx, mlt_run_key(run), "none"), "None");
@@ -2685,7 +2795,7 @@ static void *metrics_worker(void *arg)
     worker *w = arg;
     mlt_run *run = w->shared;
     if (!run) {
-        keep_first(w, mlt_run_start(w->t, "worker", &run));
+        keep_first(w, mlt_run_start(&run, w->t, "worker"));
         if (!run) {
             return NULL;
         }
@@ -2769,7 +2879,7 @@ START_TEST(threads_logging_to_one_run_deliver_every_event_once)
     fixture fx;
     fx_init(&fx, 2);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "shared", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "shared"), MLT_OK);
     keybuf k = key_of(run);
     worker w[N_THREADS];
     run_workers(w, fx.t, run, metrics_worker);
@@ -2788,7 +2898,7 @@ START_TEST(threads_logging_one_param_send_it_once)
     fixture fx;
     fx_init(&fx, 1);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, "shared", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "shared"), MLT_OK);
     worker w[N_THREADS];
     run_workers(w, fx.t, run, metrics_worker);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
@@ -2869,17 +2979,17 @@ START_TEST(run_key_option_attaches_top_level_runs_only)
     fixture fx;
     fx_init_opts(&fx, kv);
     mlt_run *run, *again, *child;
-    ck_assert_int_eq(mlt_run_start(fx.t, "ignored", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "ignored"), MLT_OK);
     ck_assert_str_eq(mlt_run_key(run), "wrapper-key-1");
     ck_assert_str_eq(mlt_run_id(run), "abc123");
-    ck_assert_int_eq(mlt_run_start_child(run, "child", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, run, "child"), MLT_OK);
     ck_assert(is_uuid4(mlt_run_key(child)));
     ck_assert_ptr_null(mlt_run_id(child));
     ck_assert_str_eq(get_ev(&fx, 0, EV_START, mlt_run_key(child), 0)->parent_key, "wrapper-key-1");
     ck_assert_int_eq(mlt_run_end(child, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     /* every top-level run is that run, as the Python client resumes MLFLOW_RUN_ID each time */
-    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &again), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&again, fx.t, NULL), MLT_OK);
     ck_assert_str_eq(mlt_run_key(again), "wrapper-key-1");
     ck_assert_int_eq(mlt_run_end(again, MLT_RUN_FINISHED), MLT_OK);
     fx_free(&fx);
@@ -2892,7 +3002,7 @@ START_TEST(run_id_option_alone_attaches_with_a_fresh_key)
     fixture fx;
     fx_init_opts(&fx, kv);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, NULL), MLT_OK);
     ck_assert(is_uuid4(mlt_run_key(run)));
     ck_assert_str_eq(mlt_run_id(run), "0123456789abcdef0123456789abcdef");
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
@@ -2923,8 +3033,8 @@ START_TEST(system_metrics_are_logged_under_mlflow_names_at_steps_0_1_2)
     fixture fx;
     fx_init_opts(&fx, kv);
     mlt_run *run, *child;
-    ck_assert_int_eq(mlt_run_start(fx.t, "sys", &run), MLT_OK);
-    ck_assert_int_eq(mlt_run_start_child(run, "child", &child), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "sys"), MLT_OK);
+    ck_assert_int_eq(mlt_run_start_child(&child, run, "child"), MLT_OK);
     usleep(400 * 1000);
     keybuf k = key_of(run);
     keybuf ck = key_of(child);
@@ -2965,7 +3075,7 @@ START_TEST(system_metrics_skip_attached_runs)
     fixture fx;
     fx_init_opts(&fx, kv);
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(fx.t, NULL, &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, NULL), MLT_OK);
     usleep(150 * 1000);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_uint_eq(count_ev(&fx, 0, EV_METRIC), 0);
@@ -2977,10 +3087,12 @@ int main(void)
 {
     Suite *s = suite_create("tracker");
     /* tracker and callbacks */
+    MLT_ADD_TEST(s, header_version_is_the_package_version);
     MLT_ADD_TEST(s, tracker_new_accepts_null_options);
     MLT_ADD_TEST(s, tracker_new_requires_out);
     MLT_ADD_TEST(s, tracker_close_null_is_ok);
     MLT_ADD_TEST(s, add_callbacks_rejects_unknown_version_and_null);
+    MLT_ADD_TEST(s, add_callbacks_takes_versions_1_to_current_only);
     MLT_ADD_TEST(s, add_callbacks_accepts_all_null_hooks);
     MLT_ADD_TEST(s, callbacks_see_every_event_in_registration_order);
     MLT_ADD_TEST(s, add_callbacks_after_first_run_is_state_error);
@@ -3041,6 +3153,7 @@ int main(void)
     MLT_ADD_TEST(s, tag_is_sent_on_every_write);
     /* NULL runs, UI address */
     MLT_ADD_TEST(s, null_run_is_invalid_arg_for_every_call);
+    MLT_ADD_TEST(s, queue_stats_takes_versions_1_to_current_only);
     MLT_ADD_TEST(s, ui_url_without_mlflow_callback_is_state_error);
     MLT_ADD_TEST(s, ui_url_is_built_once_ids_are_known);
     /* mlt_track */

@@ -102,7 +102,7 @@ START_TEST(a_wall_clock_step_moves_no_deadline)
     int srv = silent_server(uri, sizeof uri);
     mlt_tracker *t = tracker_for(uri, tmp, "interval");
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "clock", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "clock"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "m", 1.0, 0), MLT_OK);
     /* the server took the connection: not away, so the flush waits its whole deadline, on the
      * monotonic clock whatever the wall clock does (a realtime deadline would wait an hour, or
@@ -136,7 +136,7 @@ static long syncs_while_logging(const char *fsync_mode)
     mlt_test_tmpdir(tmp, sizeof tmp, "fsync");
     mlt_tracker *t = tracker_for("http://127.0.0.1:1", tmp, fsync_mode); /* refused at once */
     mlt_run *run;
-    ck_assert_int_eq(mlt_run_start(t, "fsync", &run), MLT_OK);
+    ck_assert_int_eq(mlt_run_start(&run, t, "fsync"), MLT_OK);
     long before = atomic_load(&syncs);
     for (int i = 0; i < 2500; i++) {
         ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0 / (i + 1), i), MLT_OK);

@@ -77,7 +77,8 @@
 #define IT_PRINTF(f, a)
 #endif
 
-/* ---- failures ---------------------------------------------------------------------------------- */
+/* ---- failures ----------------------------------------------------------------------------------
+ */
 
 static atomic_int failures;
 
@@ -94,7 +95,8 @@ static void fail(const char *fmt, ...)
     atomic_fetch_add(&failures, 1);
 }
 
-/* ---- the ledger -------------------------------------------------------------------------------- */
+/* ---- the ledger --------------------------------------------------------------------------------
+ */
 
 static FILE *led;
 static pthread_mutex_t led_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -195,7 +197,8 @@ static bool led_end(void)
     return ok;
 }
 
-/* ---- the ledger callback: what the library dispatched, with its timestamps -------------------- */
+/* ---- the ledger callback: what the library dispatched, with its timestamps --------------------
+ */
 
 static mlt_err cb_start(const mlt_run_info *info, void *ud)
 {
@@ -242,8 +245,7 @@ static mlt_err cb_tag(const mlt_run_info *info, const char *key, const char *val
     return led_end() ? MLT_OK : MLT_ERR_CALLBACK;
 }
 
-static mlt_err cb_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
-                      void *ud)
+static mlt_err cb_end(const mlt_run_info *info, mlt_run_status status, double duration_s, void *ud)
 {
     (void)ud;
     led_begin("cb_end");
@@ -262,7 +264,8 @@ static void take_error(mlt_err err, char *buf, size_t len)
     snprintf(buf, len, "%s", err == MLT_OK ? "" : mlt_last_error());
 }
 
-/* ---- the delivery callback: what the sender thread delivered, and the server's answer ---------- */
+/* ---- the delivery callback: what the sender thread delivered, and the server's answer ----------
+ */
 
 static atomic_ullong rejected_records; /* records the delivery callback saw rejected */
 
@@ -287,7 +290,8 @@ static void on_delivery(const mlt_delivery *d, void *ud)
     led_end();
 }
 
-/* ---- flushes ------------------------------------------------------------------------------------ */
+/* ---- flushes ------------------------------------------------------------------------------------
+ */
 
 /* A timeout in ms from the environment variable name (def when unset or empty). */
 static int env_ms(const char *name, int def)
@@ -319,9 +323,9 @@ static int close_ms(void)
 /* Records rejected by the server so far, as the delivery callback and the queue's counters say. */
 static unsigned long long rejected_so_far(mlt_tracker *t)
 {
-    mlt_queue_stats st;
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
     unsigned long long n = atomic_load(&rejected_records);
-    if (mlt_tracker_queue_stats(t, &st) == MLT_OK && st.rejected > n) {
+    if (mlt_tracker_queue_stats(&st, t) == MLT_OK && st.rejected > n) {
         n = st.rejected;
     }
     return n;
@@ -387,7 +391,7 @@ static mlt_err start(mlt_tracker *t, mlt_run *parent, const char *name, const ch
                      mlt_run **out)
 {
     *out = NULL;
-    mlt_err rc = parent ? mlt_run_start_child(parent, name, out) : mlt_run_start(t, name, out);
+    mlt_err rc = parent ? mlt_run_start_child(out, parent, name) : mlt_run_start(out, t, name);
     char msg[1024];
     take_error(rc, msg, sizeof msg);
     led_begin("call");
@@ -406,8 +410,7 @@ static mlt_err start(mlt_tracker *t, mlt_run *parent, const char *name, const ch
     return MLT_OK;
 }
 
-static void record_call(const char *op, mlt_run *run, const char *key, mlt_err rc,
-                        const char *msg)
+static void record_call(const char *op, mlt_run *run, const char *key, mlt_err rc, const char *msg)
 {
     (void)op;
     led_s("run_key", mlt_run_key(run));
@@ -503,7 +506,8 @@ static mlt_err end(mlt_run *run, mlt_run_status status, bool must)
     return rc;
 }
 
-/* ---- setup ------------------------------------------------------------------------------------- */
+/* ---- setup -------------------------------------------------------------------------------------
+ */
 
 static void log_to_stderr(int level, const char *message, void *userdata)
 {
@@ -514,9 +518,8 @@ static void log_to_stderr(int level, const char *message, void *userdata)
 static void record_options(const mlt_options *o)
 {
     static const char *const names[] = {
-        "tracking_uri", "experiment_name", "experiment_id", "token",
-        "username",     "password",        "max_retries",   "backoff_factor",
-        "backoff_jitter", "timeout",    "queue_dir",     "fsync",
+        "tracking_uri", "experiment_name", "experiment_id",  "token",   "username",  "password",
+        "max_retries",  "backoff_factor",  "backoff_jitter", "timeout", "queue_dir", "fsync",
     };
     led_begin("options");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -543,8 +546,7 @@ static int setup(mlt_tracker **out)
     if (how && strcmp(how, "from_env") == 0) {
         rc = mlt_tracker_from_env(&t, err, sizeof err);
         if (rc != MLT_OK) {
-            fprintf(stderr, "it_client: tracker from env failed: %s: %s\n", mlt_err_name(rc),
-                    err);
+            fprintf(stderr, "it_client: tracker from env failed: %s: %s\n", mlt_err_name(rc), err);
             return EXIT_SETUP;
         }
         led_begin("setup");
@@ -559,8 +561,7 @@ static int setup(mlt_tracker **out)
         }
         rc = mlt_options_from_env(o, err, sizeof err);
         if (rc != MLT_OK) {
-            fprintf(stderr, "it_client: options from env failed: %s: %s\n", mlt_err_name(rc),
-                    err);
+            fprintf(stderr, "it_client: options from env failed: %s: %s\n", mlt_err_name(rc), err);
             mlt_options_free(o);
             return EXIT_SETUP;
         }
@@ -584,8 +585,7 @@ static int setup(mlt_tracker **out)
         }
         rc = mlt_tracker_add_mlflow(t, err, sizeof err);
         if (rc != MLT_OK) {
-            fprintf(stderr, "it_client: mlflow callback failed: %s: %s\n", mlt_err_name(rc),
-                    err);
+            fprintf(stderr, "it_client: mlflow callback failed: %s: %s\n", mlt_err_name(rc), err);
             mlt_tracker_close(t, 0);
             return EXIT_SETUP;
         }
@@ -601,7 +601,8 @@ static int setup(mlt_tracker **out)
     return 0;
 }
 
-/* ---- text helpers ------------------------------------------------------------------------------ */
+/* ---- text helpers ------------------------------------------------------------------------------
+ */
 
 /*
  * A text of exactly n_cp code points: prefix (ASCII), then "a", "é", "€", "𝄞" in turn, and a
@@ -660,7 +661,8 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
     return true;
 }
 
-/* ---- scenarios --------------------------------------------------------------------------------- */
+/* ---- scenarios ---------------------------------------------------------------------------------
+ */
 
 /* simple: one run "simple" with a param, two metrics (one stamped, one explicit) and a tag. */
 static int sc_simple(mlt_tracker *t, int argc, char **argv)
@@ -678,7 +680,7 @@ static int sc_simple(mlt_tracker *t, int argc, char **argv)
     /* as the examples do: the id and the UI address once delivered, else the run key */
     char url[2048];
     mlt_err rc = flush_rec(t, flush_ms(), "run url");
-    mlt_err urc = rc == MLT_OK ? mlt_run_ui_url(run, url, sizeof url) : MLT_ERR_STATE;
+    mlt_err urc = rc == MLT_OK ? mlt_run_ui_url(url, sizeof url, run) : MLT_ERR_STATE;
     char msg[1024];
     take_error(urc, msg, sizeof msg);
     if (urc == MLT_OK) {
@@ -709,14 +711,8 @@ static int sc_values(mlt_tracker *t, int argc, char **argv)
         const char *key;
         double v;
     } vals[] = {
-        {"nan", NAN},
-        {"pinf", INFINITY},
-        {"ninf", -INFINITY},
-        {"negzero", -0.0},
-        {"denorm_min", 5e-324},
-        {"dbl_max", DBL_MAX},
-        {"tenth", 0.1},
-        {"third", one / three},
+        {"nan", NAN},           {"pinf", INFINITY},   {"ninf", -INFINITY}, {"negzero", -0.0},
+        {"denorm_min", 5e-324}, {"dbl_max", DBL_MAX}, {"tenth", 0.1},      {"third", one / three},
     };
     const size_t n = sizeof vals / sizeof vals[0];
     const int64_t two53p1 = (INT64_C(1) << 53) + 1;
@@ -876,8 +872,8 @@ static void inner_scope(mlt_tracker *t, const mlt_run *outer)
     }
 }
 
-static MLT_TRACKED(double, tracked_fn, (int, n), (const char *, label), (double, x),
-                   (_Bool, flag), (unsigned long, big))
+static MLT_TRACKED(double, tracked_fn, (int, n), (const char *, label), (double, x), (_Bool, flag),
+                   (unsigned long, big))
 {
     mlt_run *run = mlt_active_run();
     if (!run) {
@@ -976,13 +972,13 @@ static int sc_statuses(mlt_tracker *t, int argc, char **argv)
     /* mlt_track: fn returning 0 -> FINISHED; nonzero -> FAILED */
     static const mlt_param track_params[] = {{"alpha", "1"}, {"beta", "two"}};
     int ret_ok = 0, ret_fail = 3, got = -1;
-    mlt_err rc = mlt_track(t, "st_track_ok", track_params, 2, track_fn, &ret_ok, &got);
+    mlt_err rc = mlt_track(&got, t, "st_track_ok", track_params, 2, track_fn, &ret_ok);
     if (rc != MLT_OK || got != 0) {
         fail("mlt_track st_track_ok: %s (fn result %d): %s", mlt_err_name(rc), got,
              mlt_last_error());
     }
     got = -1;
-    rc = mlt_track(t, "st_track_fail", track_params, 2, track_fn, &ret_fail, &got);
+    rc = mlt_track(&got, t, "st_track_fail", track_params, 2, track_fn, &ret_fail);
     if (rc != MLT_OK || got != 3) {
         fail("mlt_track st_track_fail: %s (fn result %d): %s", mlt_err_name(rc), got,
              mlt_last_error());
@@ -1194,8 +1190,10 @@ static int sc_threads_one(mlt_tracker *t, int argc, char **argv)
 }
 
 /* strings: run names at and over the limit, Unicode keys, values needing JSON escapes. */
-#define JSON_CHARS                                                                               \
-    "q\"uote b\\ack n\nl t\tab c\x01trl d\x7f" "el </script> ls\xe2\x80\xa8" "end \xf0\x9f\x8e\x89"
+#define JSON_CHARS                                                                                 \
+    "q\"uote b\\ack n\nl t\tab c\x01trl d\x7f"                                                     \
+    "el </script> ls\xe2\x80\xa8"                                                                  \
+    "end \xf0\x9f\x8e\x89"
 
 static int sc_strings(mlt_tracker *t, int argc, char **argv)
 {
@@ -1285,7 +1283,7 @@ static int sc_offline(mlt_tracker *t, int argc, char **argv)
     static const mlt_param params[] = {{"p", "1"}};
     offline_state st = {0, 0};
     int fn_result = -1;
-    mlt_err rc = mlt_track(t, "offline_track", params, 1, offline_fn, &st, &fn_result);
+    mlt_err rc = mlt_track(&fn_result, t, "offline_track", params, 1, offline_fn, &st);
     char msg[1024];
     take_error(rc, msg, sizeof msg);
     led_begin("offline_track");
@@ -1321,18 +1319,17 @@ static int sc_offline(mlt_tracker *t, int argc, char **argv)
     return 0;
 }
 
-/* ---- main -------------------------------------------------------------------------------------- */
+/* ---- main --------------------------------------------------------------------------------------
+ */
 
 static const struct scenario {
     const char *name;
     int (*fn)(mlt_tracker *t, int argc, char **argv);
 } scenarios[] = {
-    {"simple", sc_simple},       {"values", sc_values},
-    {"batch", sc_batch},         {"nested", sc_nested},
-    {"statuses", sc_statuses},   {"tracked_f64", sc_tracked_f64},
-    {"badinput", sc_badinput},   {"threads", sc_threads},
-    {"threads_one", sc_threads_one}, {"strings", sc_strings},
-    {"close_open", sc_close_open},   {"offline", sc_offline},
+    {"simple", sc_simple},     {"values", sc_values},         {"batch", sc_batch},
+    {"nested", sc_nested},     {"statuses", sc_statuses},     {"tracked_f64", sc_tracked_f64},
+    {"badinput", sc_badinput}, {"threads", sc_threads},       {"threads_one", sc_threads_one},
+    {"strings", sc_strings},   {"close_open", sc_close_open}, {"offline", sc_offline},
 };
 
 static int usage(void)
@@ -1382,8 +1379,8 @@ int main(int argc, char **argv)
         /* deliver what the scenario logged (runs it left open are ended at close) */
         int ms = close_ms();
         flush_rec(t, ms, "final");
-        mlt_queue_stats st;
-        mlt_err rc = mlt_tracker_queue_stats(t, &st);
+        mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
+        mlt_err rc = mlt_tracker_queue_stats(&st, t);
         if (rc != MLT_OK) {
             fail("mlt_tracker_queue_stats: %s", mlt_err_name(rc));
             memset(&st, 0, sizeof st);
@@ -1419,8 +1416,9 @@ int main(int argc, char **argv)
             code = EXIT_FAILED;
         }
         if (rejected > 0) {
-            fprintf(stderr, "it_client: the server rejected %llu records (dead letters in the "
-                            "queue)\n",
+            fprintf(stderr,
+                    "it_client: the server rejected %llu records (dead letters in the "
+                    "queue)\n",
                     rejected);
             if (code == 0) {
                 code = EXIT_REJECTED;

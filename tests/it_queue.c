@@ -271,8 +271,7 @@ static mlt_err cb_metric(const mlt_run_info *info, const char *key, double value
     return MLT_OK;
 }
 
-static mlt_err cb_end(const mlt_run_info *info, mlt_run_status status, double duration_s,
-                      void *ud)
+static mlt_err cb_end(const mlt_run_info *info, mlt_run_status status, double duration_s, void *ud)
 {
     (void)status, (void)duration_s, (void)ud;
     seen_end_ms = info->end_time_ms;
@@ -302,7 +301,8 @@ static void on_delivery(const mlt_delivery *d, void *ud)
     out_line(&l);
 }
 
-/* ---- the library's diagnostics (--verbose) ----------------------------------------------------- */
+/* ---- the library's diagnostics (--verbose) -----------------------------------------------------
+ */
 
 static void on_log(int level, const char *message, void *ud)
 {
@@ -333,7 +333,7 @@ static mlt_run *start_run_in(mlt_tracker *t, mlt_run *parent, const char *name)
 {
     mlt_run *run = NULL;
     seen_start_ms = -1;
-    mlt_err rc = parent ? mlt_run_start_child(parent, name, &run) : mlt_run_start(t, name, &run);
+    mlt_err rc = parent ? mlt_run_start_child(&run, parent, name) : mlt_run_start(&run, t, name);
     if (rc != MLT_OK) {
         call_failed(parent ? "child run start" : "run start", parent, name, rc);
         return NULL;
@@ -386,8 +386,8 @@ static void kv_int(mlt_run *run, bool is_param, const char *key, long long value
 }
 
 /* ts < 0: stamped by the library (mlt_log_metric). r and i go to the ledger for the test. */
-static void metric(mlt_run *run, const char *key, double value, int64_t step, int64_t ts,
-                   long r, long i)
+static void metric(mlt_run *run, const char *key, double value, int64_t step, int64_t ts, long r,
+                   long i)
 {
     seen_metric_ts = -1;
     mlt_err rc = ts < 0 ? mlt_log_metric(run, key, value, step)
@@ -764,12 +764,12 @@ static void *scaler_main(void *arg)
     bool by_handle = w->k % 2 == 0;
     const mlt_key *hk = NULL, *hloss = NULL, *hacc = NULL;
     if (by_handle) {
-        mlt_err rc = mlt_metric_key(w->t, key, &hk);
+        mlt_err rc = mlt_metric_key(&hk, w->t, key);
         if (rc == MLT_OK) {
-            rc = mlt_metric_key(w->t, "loss", &hloss);
+            rc = mlt_metric_key(&hloss, w->t, "loss");
         }
         if (rc == MLT_OK) {
-            rc = mlt_metric_key(w->t, "acc", &hacc);
+            rc = mlt_metric_key(&hacc, w->t, "acc");
         }
         if (rc != MLT_OK) {
             call_failed("metric key", w->top, key, rc);
@@ -827,7 +827,12 @@ static void cmd_scale(mlt_tracker *t, const config *c, const char *tag, long thr
         return;
     }
     for (long k = 0; k < threads; k++) {
-        w[k] = (scaler){.t = t, .top = top, .tag = tag, .k = k, .runs = runs, .points = points,
+        w[k] = (scaler){.t = t,
+                        .top = top,
+                        .tag = tag,
+                        .k = k,
+                        .runs = runs,
+                        .points = points,
                         .ring = c->ring};
         if (pthread_create(&w[k].thread, NULL, scaler_main, &w[k]) != 0) {
             complain("cannot start thread %ld", k);
@@ -846,10 +851,11 @@ static void cmd_scale(mlt_tracker *t, const config *c, const char *tag, long thr
 
 static int usage(void)
 {
-    complain("usage: it_queue [--ledger PATH] [--close-ms N] [--flush-ms N] [--delay-ms N] "
-             "[--before-flush FILE] [--hold FILE] [--verbose] [--from-env] [--ring] (log RUNS POINTS | "
-             "forever TAG [POINTS_PER_RUN] | threads THREADS POINTS | "
-             "scale TAG THREADS RUNS POINTS | pause-between FILE)");
+    complain(
+        "usage: it_queue [--ledger PATH] [--close-ms N] [--flush-ms N] [--delay-ms N] "
+        "[--before-flush FILE] [--hold FILE] [--verbose] [--from-env] [--ring] (log RUNS POINTS | "
+        "forever TAG [POINTS_PER_RUN] | threads THREADS POINTS | "
+        "scale TAG THREADS RUNS POINTS | pause-between FILE)");
     return EXIT_USAGE;
 }
 
@@ -982,8 +988,8 @@ int main(int argc, char **argv)
             complain("--hold: %s did not appear within 600 s", c.hold);
         }
     }
-    mlt_queue_stats st;
-    mlt_err rc = mlt_tracker_queue_stats(t, &st);
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
+    mlt_err rc = mlt_tracker_queue_stats(&st, t);
     if (rc == MLT_OK) {
         say("stats queued=%" PRIu64 " sent=%" PRIu64 " acknowledged=%" PRIu64 " retried=%" PRIu64
             " rejected=%" PRIu64 " bytes_pending=%" PRIu64 "\n",

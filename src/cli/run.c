@@ -33,10 +33,10 @@
 
 extern char **environ;
 
-#define RUN_ID_WAIT_MS 10000  /* how long the child's start may wait for the server's run id */
-#define RUN_CLOSE_MS 10000    /* default --timeout of run: delivery after the child is done */
-#define LOG_CLOSE_MS 2000     /* default --timeout of the log commands */
-#define MAX_REPORTS 10        /* malformed lines reported one by one; the rest counted */
+#define RUN_ID_WAIT_MS 10000 /* how long the child's start may wait for the server's run id */
+#define RUN_CLOSE_MS 10000   /* default --timeout of run: delivery after the child is done */
+#define LOG_CLOSE_MS 2000    /* default --timeout of the log commands */
+#define MAX_REPORTS 10       /* malformed lines reported one by one; the rest counted */
 
 /* ---- signals ---- */
 
@@ -194,8 +194,9 @@ static void report_left(cli *c, mlt_err err, int timeout_ms)
     } else if (err == MLT_ERR_TIMEOUT && !pending_signal && !stop_waiting) {
         say(c, "%s (--timeout %.1f s)", mlt_last_error(), timeout_ms / 1000.0);
     } else if (err != MLT_OK) {
-        say(c, "not delivered (%s): it stays in the queue, and the next mltrack process or "
-               "`mltrack sync` delivers it",
+        say(c,
+            "not delivered (%s): it stays in the queue, and the next mltrack process or "
+            "`mltrack sync` delivers it",
             mlt_last_error());
     }
 }
@@ -248,8 +249,9 @@ int cmd_log(cli *c, const args *a)
     mlt_tracker *t = NULL;
     int rc = EXIT_SUCCESS;
     if (!getenv("MLFLOW_RUN_ID") && !getenv("MLTRACK_RUN_KEY")) {
-        say(c, "%s: no run to log into: MLFLOW_RUN_ID or MLTRACK_RUN_KEY must be set (`mltrack "
-               "run` sets them for the command it runs)",
+        say(c,
+            "%s: no run to log into: MLFLOW_RUN_ID or MLTRACK_RUN_KEY must be set (`mltrack "
+            "run` sets them for the command it runs)",
             a->command);
         return EXIT_USAGE;
     }
@@ -258,9 +260,9 @@ int cmd_log(cli *c, const args *a)
         return rc;
     }
     mlt_run *run = NULL;
-    mlt_err e = mlt_run_start(t, NULL, &run);
+    mlt_err e = mlt_run_start(&run, t, NULL);
     if (e == MLT_OK) {
-        e = metric ? mlt_log_metric(run, a->key, number, step)
+        e = metric                                 ? mlt_log_metric(run, a->key, number, step)
             : strcmp(a->command, "log-param") == 0 ? mlt_log_param(run, a->key, a->value)
                                                    : mlt_set_tag(run, a->key, a->value);
         if (e != MLT_OK) {
@@ -306,10 +308,10 @@ typedef struct reader {
     /* nested (an outer `mltrack run` reads our stdout): the protocol lines read here pass
      * through indented, so that the outer one does not log them again */
     bool mark;
-    bool bol;               /* the next byte starts a line */
-    size_t held;            /* bytes of a line start held back: the prefix, matched so far */
+    bool bol;    /* the next byte starts a line */
+    size_t held; /* bytes of a line start held back: the prefix, matched so far */
     char hold[sizeof MLT_PROTO_PREFIX];
-    mlt__buf out;           /* what is passed through, marks included */
+    mlt__buf out; /* what is passed through, marks included */
 } reader;
 
 /* What marks a protocol line already logged, for an outer `mltrack run`: not in column 1. */
@@ -357,8 +359,8 @@ static const char *log_line(reader *r, const mlt_proto_line *l)
     for (size_t i = 0; i < l->n_pairs; i++) {
         const mlt_proto_pair *p = &l->pairs[i];
         mlt__kind kind = l->kind == MLT_PROTO_METRIC  ? MLT__METRIC
-                             : l->kind == MLT_PROTO_PARAM ? MLT__PARAM
-                                                          : MLT__TAG;
+                         : l->kind == MLT_PROTO_PARAM ? MLT__PARAM
+                                                      : MLT__TAG;
         mlt_err e = mlt__validate_key(kind, p->key);
         if (e == MLT_OK && l->kind == MLT_PROTO_PARAM) {
             e = mlt__validate_param_value(p->key, p->value);
@@ -532,10 +534,9 @@ static void env_free(env_list *e)
     free(e->v);
 }
 
-static const char *const exported[] = {"MLFLOW_TRACKING_URI",    "MLFLOW_RUN_ID",
-                                       "MLTRACK_RUN_KEY",        "MLFLOW_EXPERIMENT_NAME",
-                                       "MLFLOW_EXPERIMENT_ID",   "MLTRACK_QUEUE_DIR",
-                                       READER_ENV};
+static const char *const exported[] = {
+    "MLFLOW_TRACKING_URI",  "MLFLOW_RUN_ID",     "MLTRACK_RUN_KEY", "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID", "MLTRACK_QUEUE_DIR", READER_ENV};
 #define N_EXPORTED (sizeof exported / sizeof exported[0])
 
 static bool build_env(env_list *e, const mlt_options *opts, mlt_run *run, const seen *s)
@@ -621,8 +622,7 @@ static int pairs(cli *c, const args *a, mlt_run *run)
                 }
             }
             if (e != MLT_OK) {
-                say(c, "%s %.300s: %s (see `mltrack run --help`)", flag, list[i],
-                    mlt_last_error());
+                say(c, "%s %.300s: %s (see `mltrack run --help`)", flag, list[i], mlt_last_error());
                 return EXIT_USAGE;
             }
         }
@@ -649,8 +649,9 @@ static int describe_run(cli *c, const args *a, mlt_run *run)
         }
         b.len = keep;
         mlt__buf_puts(&b, mark);
-        say(c, "the command line is longer than a tag can hold: mltrack.command keeps its first "
-               "%zu bytes",
+        say(c,
+            "the command line is longer than a tag can hold: mltrack.command keeps its first "
+            "%zu bytes",
             keep);
     }
     char host[256] = "", cwd[PATH_MAX] = "";
@@ -817,10 +818,10 @@ int cmd_run(cli *c, const args *a)
     /* Inside another `mltrack run` (its run in the environment), this run is a child of it. */
     mlt_run *outer = NULL, *run = NULL;
     bool nested = mlt_options_get(opts, "run_id") || mlt_options_get(opts, "run_key");
-    mlt_err e = nested ? mlt_run_start(t, NULL, &outer) : MLT_OK;
+    mlt_err e = nested ? mlt_run_start(&outer, t, NULL) : MLT_OK;
     if (e == MLT_OK) {
-        e = nested ? mlt_run_start_child(outer, a->run_name, &run)
-                   : mlt_run_start(t, a->run_name, &run);
+        e = nested ? mlt_run_start_child(&run, outer, a->run_name)
+                   : mlt_run_start(&run, t, a->run_name);
     }
     if (e != MLT_OK) {
         say(c, "cannot start the run: %s", mlt_last_error());
@@ -839,7 +840,7 @@ int cmd_run(cli *c, const args *a)
     /* The child is told the run id when the server makes the run soon enough. */
     if (settle(t, run, SETTLE_RUN_ID, RUN_ID_WAIT_MS) == MLT_OK) {
         char url[2048];
-        if (mlt_run_ui_url(run, url, sizeof url) == MLT_OK) {
+        if (mlt_run_ui_url(url, sizeof url, run) == MLT_OK) {
             say(c, "view run %s%s%s at %s", a->run_name ? "'" : "", a->run_name ? a->run_name : "",
                 a->run_name ? "'" : mlt_run_id(run), url);
         }

@@ -28,7 +28,8 @@ int main(void)
     const mlt_callbacks cb = {.version = MLT_CALLBACKS_VERSION, .on_metric = on_metric};
     mlt_tracker_add_callbacks(t, &cb, NULL);
     mlt_tracker_set_default(t);
-    MLT_WITH_RUN(t, run, "scope") {
+    MLT_WITH_RUN(t, run, "scope")
+    {
         mlt_log_param_value(run, "f", 0.5f);
         mlt_log_metric(run, "loss", 1.0, 0);
     }
@@ -38,5 +39,7 @@ int main(void)
     }
     tracked(1, 0.1, NULL, 1);
     tracked_void(3);
+    mlt_queue_stats stats = MLT_QUEUE_STATS_INIT;
+    (void)mlt_tracker_queue_stats(&stats, t);
     return mlt_tracker_close(t, 0) == MLT_OK ? 0 : 1;
 }

@@ -41,7 +41,8 @@ int main()
         throw std::runtime_error("ends both FAILED");
     } catch (const std::exception &) {
     }
-    MLT_WITH_RUN(t.get(), run, "scope") {
+    MLT_WITH_RUN(t.get(), run, "scope")
+    {
         mlt_log_param_value(run, "f", 0.5f);
     }
     {
@@ -50,5 +51,7 @@ int main()
     }
     tracked(1, 0.1, nullptr, true, 1.0L, 7);
     tracked_void(3);
+    mlt_queue_stats stats = MLT_QUEUE_STATS_INIT;
+    (void)mlt_tracker_queue_stats(&stats, t.get());
     return t.close(0) == MLT_OK ? 0 : 1;
 }
