@@ -333,7 +333,43 @@ static void notify_sender(void *ud)
     mlt__sender_notify(ud);
 }
 
-/* Opens the queue: a new journal for this tracker, and every journal whose owner died. */
+/* A journal whose owner died: taken over by this tracker's sender, unless it is another
+ * server's (left for a tracker of that server, or `mltrack sync`). */
+static bool take_over(const mlt__adoption *a, void *ud)
+{
+    mlflow_cb *m = ud;
+    const mlt__logger *lg = &m->opts->logger;
+    if (a->rec->cut_bytes) {
+        mlt__log(lg, MLT_LOG_WARN,
+                 "journal %s: cut %" PRIu64 " bytes of a torn or corrupt tail (%s)", a->dir,
+                 a->rec->cut_bytes, a->rec->why);
+    }
+    if (a->err != MLT_OK) {
+        if (a->err != MLT_ERR_LOCKED) {
+            mlt__log(lg, MLT_LOG_WARN, "cannot take over journal: %s", mlt_last_error());
+        }
+        return true;
+    }
+    const char *uri = mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI);
+    if (!mlt__journal_is_for(a->j, uri)) {
+        mlt__log(lg, MLT_LOG_INFO, "journal %s is for %s, not this tracker's server: left alone",
+                 a->dir, mlt__journal_target(a->j));
+        mlt__journal_close(a->j, false);
+        return true;
+    }
+    mlt__journal_set_interval(a->j, (int)m->opts->fsync_interval_ms);
+    if (a->rec->ring_points) {
+        mlt__log(lg, MLT_LOG_INFO,
+                 "journal %s: %" PRIu64 " points its process left in memory were saved", a->dir,
+                 a->rec->ring_points);
+    }
+    if (mlt__sender_add(m->sender, a->j, true) != MLT_OK) {
+        mlt__journal_close(a->j, false); /* out of memory: left for the next tracker */
+    }
+    return true;
+}
+
+/* Opens the queue: every journal whose owner died, and a new journal for this tracker. */
 static MLT__MUST_USE mlt_err open_queue(mlflow_cb *m)
 {
     char qdir[PATH_MAX - 64], jdir[PATH_MAX];
@@ -341,46 +377,12 @@ static MLT__MUST_USE mlt_err open_queue(mlflow_cb *m)
     if (err != MLT_OK) {
         return err;
     }
-    char **dirs = NULL;
-    size_t n = 0;
-    err = mlt__queue_list(qdir, &dirs, &n);
-    for (size_t i = 0; err == MLT_OK && i < n; i++) {
-        mlt__journal *j;
-        mlt__recovery rec;
-        mlt_err oerr = mlt__journal_open(&j, dirs[i], false, m->opts->fsync_mode, &rec);
-        const char *uri = mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI);
-        if (oerr == MLT_OK && !mlt__journal_is_for(j, uri)) {
-            /* another server's: left for a tracker of that server, or mltrack sync */
-            mlt__log(&m->opts->logger, MLT_LOG_INFO,
-                     "journal %s is for %s, not this tracker's server: left alone", dirs[i],
-                     mlt__journal_target(j));
-            mlt__journal_close(j, false);
-            continue;
-        }
-        if (oerr == MLT_OK) {
-            mlt__journal_set_interval(j, (int)m->opts->fsync_interval_ms);
-            if (rec.cut_bytes) {
-                mlt__log(&m->opts->logger, MLT_LOG_WARN,
-                         "journal %s: cut %" PRIu64 " bytes of a torn or corrupt tail (%s)",
-                         dirs[i], rec.cut_bytes, rec.why);
-            }
-            if (rec.ring_points) {
-                mlt__log(&m->opts->logger, MLT_LOG_INFO,
-                         "journal %s: %" PRIu64 " points its process left in memory were saved",
-                         dirs[i], rec.ring_points);
-            }
-            if (mlt__sender_add(m->sender, j, true) != MLT_OK) {
-                mlt__journal_close(j, false);
-            }
-        } else if (oerr != MLT_ERR_LOCKED) {
-            mlt__log(&m->opts->logger, MLT_LOG_WARN, "cannot take over journal: %s",
-                     mlt_last_error());
-        }
+    if (mlt__queue_adopt(qdir, m->opts->fsync_mode, take_over, m, NULL) != MLT_OK) {
+        /* what dead processes left waits for the next tracker or `mltrack sync`; this one
+         * still needs its own journal, made below (which says why if the queue is unusable) */
+        mlt__log(&m->opts->logger, MLT_LOG_WARN, "cannot look for journals to take over: %s",
+                 mlt_last_error());
     }
-    for (size_t i = 0; i < n; i++) {
-        free(dirs[i]);
-    }
-    free(dirs);
     char id[37];
     mlt__uuid4(id);
     int len = snprintf(jdir, sizeof jdir, "%s/j-%s", qdir, id);

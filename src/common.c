@@ -1,6 +1,7 @@
 /*
  * common.c - growable buffers, the JSON writer and number formatting, string helpers, the
- * thread-local error detail, clocks, UUIDs and diagnostics.
+ * library's one error channel (the thread-local detail of the last failure), clocks and timed
+ * waits, UUIDs and diagnostics.
  */
 #include "config.h"
 

@@ -1,6 +1,7 @@
 /*
- * common.h - internal helpers shared by every module: growable buffers, the JSON writer,
- * clocks, UUIDs, thread-local error detail and diagnostics. Not installed.
+ * common.h - the ground floor shared by every module: growable buffers, the JSON writer, clocks
+ * and the one timed wait (CLOCK_MONOTONIC), the library's one error channel (mlt__fail,
+ * mlt_last_error, mlt__errbuf at public functions), UUIDs and diagnostics. Not installed.
  */
 #ifndef MLT_COMMON_H
 #define MLT_COMMON_H

@@ -1,7 +1,7 @@
 /*
  * mlflow_api.h - the MLflow REST mapping, free of I/O: build each request, pack log-batch
- * bodies to the server's limits, and classify an answer. The MLflow client drives it; so will
- * the queue's sender.
+ * bodies to the server's limits, and classify an answer. The MLflow client (mlflow_client.c)
+ * drives it.
  */
 #ifndef MLT_MLFLOW_API_H
 #define MLT_MLFLOW_API_H

@@ -1,5 +1,6 @@
 /*
- * queue.c - questions about the queue directory as a whole (see queue.h).
+ * queue.c - the queue directory as a whole (see queue.h): listing its journals, adopting them,
+ * asking whether one is owned, finding the journal that creates a run.
  */
 #include "config.h"
 
@@ -15,6 +16,29 @@
 #include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
+
+mlt_err mlt__queue_adopt(const char *queue_dir, mlt__fsync_mode mode, mlt__adopt_fn fn, void *ud,
+                         size_t *n)
+{
+    char **dirs = NULL;
+    size_t count = 0;
+    mlt_err err = mlt__queue_list(queue_dir, &dirs, &count);
+    if (n) {
+        *n = err == MLT_OK ? count : 0;
+    }
+    bool go_on = err == MLT_OK;
+    for (size_t i = 0; i < count; i++) {
+        if (go_on) {
+            mlt__recovery rec;
+            mlt__adoption a = {.dir = dirs[i], .rec = &rec};
+            a.err = mlt__journal_open(&a.j, dirs[i], false, mode, &rec);
+            go_on = fn(&a, ud);
+        }
+        free(dirs[i]);
+    }
+    free(dirs);
+    return err;
+}
 
 int mlt__journal_owned(const char *journal_dir)
 {

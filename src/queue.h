@@ -1,11 +1,13 @@
 /*
- * queue.h - the queue directory as a whole: where it is, its journals, whether a live process
- * owns one, and which journal creates a given run.
+ * queue.h - the queue directory as a whole: where it is, its journals, adopting those whose
+ * process died (for a tracker's sender or `mltrack sync`), whether a live process owns one, and
+ * which journal creates a given run. Nothing above the queue opens a journal's lock file.
  */
 #ifndef MLT_QUEUE_H
 #define MLT_QUEUE_H
 
 #include "common.h"
+#include "journal.h"
 #include "options.h"
 
 #include <stdbool.h>
@@ -17,6 +19,32 @@ MLT__MUST_USE mlt_err mlt__queue_dir(const mlt_options *opts, char *out, size_t 
 /* The journal directories under queue_dir (absolute paths, sorted; caller frees each and the
  * array). A missing queue_dir has none. */
 MLT__MUST_USE mlt_err mlt__queue_list(const char *queue_dir, char ***out, size_t *n);
+
+/* One journal met by mlt__queue_adopt(). */
+typedef struct mlt__adoption {
+    const char *dir;          /* the journal's directory */
+    mlt_err err;              /* MLT_OK: j is open and locked; MLT_ERR_LOCKED: a live process
+                               * owns it; else it cannot be opened (mlt_last_error() says why) */
+    mlt__journal *j;          /* when err is MLT_OK: the callback's (it hands it on or closes it) */
+    const mlt__recovery *rec; /* what opening it did: a torn tail cut, points its process left
+                               * in memory saved (also when err is not MLT_OK) */
+} mlt__adoption;
+
+/* Called for each journal of the queue; false stops the adoption (journals not reached yet are
+ * left alone). */
+typedef bool (*mlt__adopt_fn)(const mlt__adoption *a, void *ud);
+
+/*
+ * Adopts the journals of queue_dir that no live process owns, for delivery: opens each in turn
+ * (taking its lock, cutting a torn or corrupt tail, moving what its dead process left in its
+ * ring into its segments) with fsync mode, and hands it to fn, with those it could not open.
+ * Used by the MLflow callback (a tracker takes over the journals of dead processes) and by
+ * `mltrack sync` alike: nothing else in the library or the CLI opens a journal's lock. *n
+ * (may be NULL) is the number of journals the queue holds. Returns MLT_OK, or the failure to
+ * list the queue (fn not called).
+ */
+MLT__MUST_USE mlt_err mlt__queue_adopt(const char *queue_dir, mlt__fsync_mode mode,
+                                       mlt__adopt_fn fn, void *ud, size_t *n);
 
 /* Whether a live process holds the journal's lock: 1 yes, 0 no, -1 unknown (errno set). A
  * shared, non-blocking flock conflicts with the owner's exclusive one and is released at once;

@@ -1,10 +1,11 @@
 /*
- * sysmetrics.h - the system metrics sampler of a tracker (sysmetrics.c).
+ * sysmetrics.h - the system metrics sampler of a tracker (sysmetrics.c): started and stopped by
+ * the tracker, it logs through the public API like any program.
  */
 #ifndef MLT_SYSMETRICS_H
 #define MLT_SYSMETRICS_H
 
-#include "mltrack.h"
+#include "common.h"
 
 #include <stddef.h>
 

@@ -1,8 +1,8 @@
 /*
- * mltrack.c - the command-line tool: argument parsing and help for every command (run.c has
- * `mltrack run` and the log commands), `mltrack sync`, which delivers the journals of the
- * durable queue that no live process owns, and `mltrack status`, which shows what the queue
- * holds. Owns the progress bar, the stderr logger and the stable stdout summaries tests parse.
+ * mltrack.c - the command-line tool: argument parsing and help for every command, and what the
+ * commands share (cli.h): the terminal, loading options, the queue's path, the stderr logger.
+ * The commands live in their own files: run.c (`mltrack run` and the log commands), sync.c,
+ * status.c, drop.c and requeue.c.
  */
 #include "config.h"
 

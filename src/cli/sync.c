@@ -34,7 +34,7 @@ typedef struct sync_job {
     cli *c;
     mlt__sender *sender;
     handled *done;
-    size_t n_done;
+    size_t n_done, cap;
     uint64_t n_locked, locked_left; /* journals owned by a running process, their records */
     uint64_t n_failed, failed_left; /* journals that could not be opened, their records */
     mlt__sync_progress last;        /* the latest progress report */
@@ -88,25 +88,23 @@ static bool peek_pending(const char *dir, uint64_t *out)
     return true;
 }
 
-/* Opens one journal and hands it to the sender, or counts why it cannot. */
-static void sync_take(sync_job *job, const char *dir)
+/* One journal of the queue, adopted (mlt__queue_adopt): handed to the sender, or counted with
+ * why it cannot be. */
+static bool sync_take(const mlt__adoption *a, void *ud)
 {
+    sync_job *job = ud;
     cli *c = job->c;
-    mlt__journal *j = NULL;
-    mlt__recovery rec;
+    const char *dir = a->dir;
     uint64_t pending = 0;
-    memset(&rec, 0, sizeof rec);
-    mlt__fail_clear();
-    mlt_err e = mlt__journal_open(&j, dir, false, MLT__FSYNC_ALWAYS, &rec);
-    if (rec.cut_bytes > 0) {
-        say(c, "journal %s: cut %" PRIu64 " bytes of a torn/corrupt tail: %s", dir, rec.cut_bytes,
-            rec.why);
+    if (a->rec->cut_bytes > 0) {
+        say(c, "journal %s: cut %" PRIu64 " bytes of a torn/corrupt tail: %s", dir,
+            a->rec->cut_bytes, a->rec->why);
     }
-    if (rec.ring_points > 0) {
+    if (a->rec->ring_points > 0) {
         verbose(c, "journal %s: %" PRIu64 " points its process left in memory were saved", dir,
-                rec.ring_points);
+                a->rec->ring_points);
     }
-    if (e == MLT_ERR_LOCKED) {
+    if (a->err == MLT_ERR_LOCKED) {
         if (peek_pending(dir, &pending)) {
             job->n_locked++;
             job->locked_left += pending;
@@ -116,34 +114,48 @@ static void sync_take(sync_job *job, const char *dir)
             say(c, "journal %s: owned by a running process, and unreadable", dir);
             job->n_failed++;
         }
-        return;
+        return true;
     }
-    if (e != MLT_OK) {
-        say(c, "journal %s: %s", dir, detail_of(e));
+    if (a->err != MLT_OK) {
+        say(c, "journal %s: %s", dir, detail_of(a->err));
         job->n_failed++;
         if (peek_pending(dir, &pending)) {
             job->failed_left += pending;
         }
-        return;
+        return true;
     }
+    mlt__journal *j = a->j;
     if (!mlt__journal_is_for(j, job->uri)) {
         say(c, "journal %s was written for %s: delivering it to %s", dir, mlt__journal_target(j),
             job->uri);
     }
     uint64_t dead_before = mlt__journal_dead_count(j);
     pending = pending_records(j);
-    e = mlt__sender_add(job->sender, j, true);
+    mlt_err e = MLT_OK;
+    if (job->n_done == job->cap) {
+        size_t cap = job->cap ? job->cap * 2 : 16;
+        handled *grown = cap > job->cap ? realloc(job->done, cap * sizeof *grown) : NULL;
+        e = grown ? MLT_OK : MLT_ERR_NOMEM;
+        if (grown) {
+            job->done = grown;
+            job->cap = cap;
+        }
+    }
+    if (e == MLT_OK) {
+        e = mlt__sender_add(job->sender, j, true);
+    }
     if (e != MLT_OK) {
         say(c, "journal %s: %s", dir, mlt_strerror(e));
         job->n_failed++;
         job->failed_left += pending;
         mlt__journal_close(j, false); /* not taken: still ours */
-        return;
+        return true;
     }
     verbose(c, "journal %s: %" PRIu64 " records pending", dir, pending);
     job->done[job->n_done].j = j;
     job->done[job->n_done].dead_before = dead_before;
     job->n_done++;
+    return true;
 }
 
 /* The last line of the summary: why something is left. */
@@ -275,42 +287,30 @@ int cmd_sync(cli *c, const args *a)
     }
     verbose(c, "syncing %s to %s", queue, uri); /* say() masks user:password@ */
 
-    char **list = NULL;
-    size_t n_list = 0;
-    mlt__fail_clear();
-    mlt_err e = mlt__queue_list(queue, &list, &n_list);
-    if (e != MLT_OK) {
-        say(c, "cannot read the queue %s: %s", queue, detail_of(e));
-        free_list(list, n_list);
-        unload_options(c, opts);
-        return EXIT_LEFT;
-    }
-    if (n_list == 0) {
-        verbose(c, "no journal in %s", queue);
-    }
-
     sync_job job;
     memset(&job, 0, sizeof job);
     job.c = c;
     job.uri = uri;
-    rc = EXIT_SUCCESS;
-    if (n_list > 0) {
-        job.done = calloc(n_list, sizeof *job.done);
-        e = job.done ? mlt__sender_new(&job.sender, opts)
-                     : mlt__fail(MLT_ERR_NOMEM, "out of memory");
-        if (e != MLT_OK) {
-            say(c, "%s", detail_of(e));
-            rc = e == MLT_ERR_BAD_OPTION || e == MLT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_LEFT;
-        }
+    mlt__fail_clear();
+    mlt_err e = mlt__sender_new(&job.sender, opts);
+    if (e != MLT_OK) {
+        say(c, "%s", detail_of(e));
+        unload_options(c, opts);
+        return e == MLT_ERR_BAD_OPTION || e == MLT_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_LEFT;
     }
-    if (rc == EXIT_SUCCESS) {
-        for (size_t i = 0; i < n_list; i++) {
-            sync_take(&job, list[i]);
+    size_t n_list = 0;
+    e = mlt__queue_adopt(queue, MLT__FSYNC_ALWAYS, sync_take, &job, &n_list);
+    if (e != MLT_OK) {
+        say(c, "cannot read the queue %s: %s", queue, detail_of(e));
+        rc = EXIT_LEFT;
+        mlt__sender_free(job.sender, 0);
+    } else {
+        if (n_list == 0) {
+            verbose(c, "no journal in %s", queue);
         }
         rc = sync_deliver(&job, deadline_ns);
     }
     free(job.done);
-    free_list(list, n_list);
     unload_options(c, opts);
     return rc;
 }
