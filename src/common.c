@@ -1,6 +1,6 @@
 /*
- * common.c - growable buffers, the JSON writer and number formatting, string helpers, the
- * thread-local error detail, clocks, UUIDs and diagnostics.
+ * common.c - growable arrays and buffers, the JSON writer and number formatting, string helpers,
+ * the thread-local error detail, clocks, UUIDs and diagnostics.
  */
 #include "config.h"
 
@@ -18,6 +18,42 @@
 #ifdef HAVE_GETRANDOM
 #include <sys/random.h>
 #endif
+
+/* ---- growable arrays ---- */
+
+mlt_err mlt__grow(void *items, size_t *cap, size_t need, size_t elem_size)
+{
+    if (need <= *cap) {
+        return MLT_OK;
+    }
+    if (elem_size == 0) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    /* no array over PTRDIFF_MAX bytes: pointer differences inside it must not overflow (and
+     * malloc refuses such a size anyway) */
+    size_t most = (size_t)PTRDIFF_MAX / elem_size;
+    if (need > most) {
+        return MLT_ERR_NOMEM;
+    }
+    size_t n = *cap ? *cap : elem_size < 8 ? 64 / elem_size : 8;
+    while (n < need) {
+        n = n > most / 2 ? need : n * 2;
+    }
+    if (n > most) {
+        n = need; /* the first capacity alone is too large for elements this big */
+    }
+    /* items is a T **: its pointer is read and written as bytes, not through a void ** (which
+     * would break the aliasing rules) */
+    void *old;
+    memcpy(&old, items, sizeof old);
+    void *p = realloc(old, n * elem_size);
+    if (!p) {
+        return MLT_ERR_NOMEM;
+    }
+    memcpy(items, &p, sizeof p);
+    *cap = n;
+    return MLT_OK;
+}
 
 /* ---- buffers ---- */
 
@@ -55,17 +91,10 @@ bool mlt__buf_reserve(mlt__buf *b, size_t extra)
         return true;
     }
     bool fresh = b->data == NULL;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) {
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    }
-    char *p = realloc(b->data, cap);
-    if (!p) {
+    if (MLT__GROW(b->data, b->cap, need) != MLT_OK) {
         b->oom = true;
         return false;
     }
-    b->data = p;
-    b->cap = cap;
     if (fresh) {
         b->data[0] = '\0';
     }
@@ -284,6 +313,23 @@ char *mlt__strndup(const char *s, size_t n)
         p[n] = '\0';
     }
     return p;
+}
+
+size_t mlt__utf8_cut(const char *s, size_t len, size_t max)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = len < max ? len : max;
+    size_t lead = n; /* back over the last character's continuation bytes (10xxxxxx) */
+    while (lead > 0 && n - lead < 3 && (u[lead - 1] & 0xC0) == 0x80) {
+        lead--;
+    }
+    if (lead == 0 || u[lead - 1] < 0xC0) {
+        return n; /* it ends with ASCII, or with continuation bytes no lead byte announced */
+    }
+    lead--;
+    size_t announced = u[lead] >= 0xF0 ? 4 : u[lead] >= 0xE0 ? 3 : 2;
+    bool goes_on = n < len && (u[n] & 0xC0) == 0x80;
+    return n - lead < announced || goes_on ? lead : n;
 }
 
 char *mlt__aprintf(const char *fmt, ...)
