@@ -23,17 +23,13 @@
  */
 #include "validate.h"
 
+#include "common.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-
-#if defined(__GNUC__) || defined(__clang__)
-#define VALIDATE_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define VALIDATE_PRINTF(f, a)
-#endif
 
 /* ---- strict UTF-8 ---------------------------------------------------------------------------- */
 
@@ -364,7 +360,7 @@ static void quote(const char *s, char *out)
  * Formats a message into errbuf (which may be NULL, or errlen 0). When it does not fit, the text is
  * cut, and a UTF-8 sequence left incomplete at the cut is dropped so the result stays valid UTF-8.
  */
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) VALIDATE_PRINTF(3, 4);
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) MLT__PRINTF(3, 4);
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 {
@@ -382,18 +378,7 @@ static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
         return;
     }
     if ((size_t)n >= errlen) {
-        size_t end = errlen - 1;
-        size_t start = end;
-        /* Back up over continuation bytes to the lead byte of the last sequence. */
-        while (start > 0 && ((unsigned char)errbuf[start - 1] & 0xC0) == 0x80) {
-            start--;
-        }
-        if (start > 0 && (unsigned char)errbuf[start - 1] >= 0xC0) {
-            uint32_t cp;
-            if (utf8_decode((const unsigned char *)errbuf + start - 1, &cp) == 0) {
-                errbuf[start - 1] = '\0';
-            }
-        }
+        errbuf[mlt__utf8_cut(errbuf, errlen - 1, errlen - 1)] = '\0';
     }
 }
 

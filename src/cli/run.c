@@ -637,10 +637,7 @@ static int describe_run(cli *c, const args *a, mlt_run *run)
     if (mlt__validate_tag_value("mltrack.command", b.data, msg, len) != MLT_OK) {
         /* longer than a tag can be: cut where the server's limit allows, and say so */
         const char *mark = " ...(cut: the command line is longer than a tag can hold)";
-        size_t keep = MLT__MAX_TAG_VALUE - strlen(mark) - 4;
-        while (keep > 0 && ((unsigned char)b.data[keep] & 0xC0) == 0x80) {
-            keep--;
-        }
+        size_t keep = mlt__utf8_cut(b.data, b.len, MLT__MAX_TAG_VALUE - strlen(mark) - 4);
         b.len = keep;
         mlt__buf_puts(&b, mark);
         say(c, "the command line is longer than a tag can hold: mltrack.command keeps its first "
