@@ -18,31 +18,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-/* An assertion that records nothing when it holds (ck_assert marks a point each time, which is
- * slow in loops of 100k checks under valgrind). */
-#define REQUIRE(cond, ...)                                                                       \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            ck_abort_msg(__VA_ARGS__);                                                           \
-        }                                                                                        \
-    } while (0)
-
-/* splitmix64 with a fixed seed: the same "random" values on every run. */
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double bits_to_double(uint64_t bits)
-{
-    double d;
-    memcpy(&d, &bits, sizeof d);
-    return d;
-}
-
 static float bits_to_float(uint32_t bits)
 {
     float f;
@@ -680,7 +655,7 @@ START_TEST(json_str_long_mixed_string_parses_back)
     char *in = malloc(n + 1);
     ck_assert_ptr_nonnull(in);
     for (size_t i = 0; i < n; i++) {
-        unsigned c = (unsigned)(rng_next(&st) % 0x7f) + 1; /* 1..0x7f */
+        unsigned c = (unsigned)(mlt_test_rng_next(&st) % 0x7f) + 1; /* 1..0x7f */
         in[i] = (char)c;
     }
     in[n] = '\0';
@@ -740,7 +715,7 @@ START_TEST(json_double_writes_nan_and_infinities_as_strings)
     ck_assert_str_eq(s, "\"NaN\"");
     json_double_text(-NAN, s, sizeof s);
     ck_assert_str_eq(s, "\"NaN\"");
-    json_double_text(bits_to_double(0x7ff0000000000001ull), s, sizeof s); /* signalling NaN */
+    json_double_text(mlt_test_double_of(0x7ff0000000000001ull), s, sizeof s); /* signalling NaN */
     ck_assert_str_eq(s, "\"NaN\"");
     json_double_text(INFINITY, s, sizeof s);
     ck_assert_str_eq(s, "\"Infinity\"");
@@ -827,7 +802,7 @@ START_TEST(json_double_round_trips_random_doubles_in_shortest_form)
     uint64_t st = 0x5eed5eed12345678ull;
     int finite = 0;
     for (int i = 0; i < 100000; i++) {
-        double v = bits_to_double(rng_next(&st));
+        double v = mlt_test_double_of(mlt_test_rng_next(&st));
         if (!isfinite(v)) {
             continue;
         }
@@ -843,8 +818,8 @@ START_TEST(json_double_keeps_short_decimals_short)
     uint64_t st = 0x0123456789abcdefull;
     for (int i = 0; i < 10000; i++) {
         char src[32];
-        snprintf(src, sizeof src, "%d.%de%d", (int)(rng_next(&st) % 1000),
-                 (int)(rng_next(&st) % 100), (int)(rng_next(&st) % 600) - 300);
+        snprintf(src, sizeof src, "%d.%de%d", (int)(mlt_test_rng_next(&st) % 1000),
+                 (int)(mlt_test_rng_next(&st) % 100), (int)(mlt_test_rng_next(&st) % 600) - 300);
         assert_double_round_trips(strtod(src, NULL), true);
     }
 }
@@ -860,12 +835,13 @@ START_TEST(json_double_is_shortest_for_subnormals)
     uint64_t st = 99;
     for (int i = 0; i < 2000; i++) {
         /* subnormals: exponent bits 0, random mantissa of random width */
-        uint64_t mant = rng_next(&st) & ((1ull << 52) - 1);
-        mant >>= rng_next(&st) % 52;
+        uint64_t mant = mlt_test_rng_next(&st) & ((1ull << 52) - 1);
+        mant >>= mlt_test_rng_next(&st) % 52;
         if (mant == 0) {
             continue;
         }
-        assert_double_round_trips(bits_to_double(mant | (rng_next(&st) & (1ull << 63))), true);
+        assert_double_round_trips(
+            mlt_test_double_of(mant | (mlt_test_rng_next(&st) & (1ull << 63))), true);
     }
 }
 END_TEST
@@ -910,7 +886,7 @@ START_TEST(fmt_float_round_trips_random_floats_in_shortest_form)
 {
     uint64_t st = 7;
     for (int i = 0; i < 50000; i++) {
-        float v = bits_to_float((uint32_t)rng_next(&st));
+        float v = bits_to_float((uint32_t)mlt_test_rng_next(&st));
         if (!isfinite(v)) {
             continue;
         }
@@ -926,8 +902,8 @@ START_TEST(fmt_float_is_shortest_for_subnormals)
     ck_assert_msg(strcmp(s, "1e-45") == 0, "1e-45f written as '%s'", s);
     uint64_t st = 11;
     for (int i = 0; i < 2000; i++) {
-        uint32_t mant = (uint32_t)rng_next(&st) & ((1u << 23) - 1);
-        mant >>= rng_next(&st) % 23;
+        uint32_t mant = (uint32_t)mlt_test_rng_next(&st) & ((1u << 23) - 1);
+        mant >>= mlt_test_rng_next(&st) % 23;
         if (mant == 0) {
             continue;
         }

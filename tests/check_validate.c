@@ -13,19 +13,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-/* unit repeated n times, in a new string (caller frees). */
-static char *repeat(const char *unit, size_t n)
-{
-    size_t len = strlen(unit);
-    char *s = malloc(len * n + 1);
-    ck_assert_ptr_nonnull(s);
-    for (size_t i = 0; i < n; i++) {
-        memcpy(s + i * len, unit, len);
-    }
-    s[len * n] = '\0';
-    return s;
-}
-
 /* a followed by b, in a new string (caller frees). */
 static char *concat(const char *a, const char *b)
 {
@@ -524,7 +511,7 @@ END_TEST
 
 START_TEST(key_accepts_250_ascii_characters)
 {
-    char *key = repeat("a", 250);
+    char *key = mlt_test_repeat("a", 250);
     assert_key_all_kinds(key, MLT_OK);
     free(key);
 }
@@ -532,7 +519,7 @@ END_TEST
 
 START_TEST(key_rejects_251_ascii_characters)
 {
-    char *key = repeat("a", 251);
+    char *key = mlt_test_repeat("a", 251);
     assert_key_all_kinds(key, MLT_ERR_VALUE_TOO_LONG);
     ck_assert_int_eq(key_message_has(key, "is too long: 251 characters, the limit is 250"),
                      MLT_ERR_VALUE_TOO_LONG);
@@ -542,7 +529,7 @@ END_TEST
 
 START_TEST(key_accepts_250_two_byte_letters)
 {
-    char *key = repeat("\xc3\xb1", 250); /* 500 bytes */
+    char *key = mlt_test_repeat("\xc3\xb1", 250); /* 500 bytes */
     ck_assert_uint_eq(strlen(key), 500);
     assert_key_all_kinds(key, MLT_OK);
     free(key);
@@ -551,7 +538,7 @@ END_TEST
 
 START_TEST(key_rejects_251_two_byte_letters)
 {
-    char *key = repeat("\xc3\xb1", 251);
+    char *key = mlt_test_repeat("\xc3\xb1", 251);
     assert_key_all_kinds(key, MLT_ERR_VALUE_TOO_LONG);
     free(key);
 }
@@ -559,8 +546,8 @@ END_TEST
 
 START_TEST(key_counts_four_byte_letters_as_one)
 {
-    char *ok = repeat("\xf0\xa0\x80\x80", 250); /* 1000 bytes */
-    char *bad = repeat("\xf0\xa0\x80\x80", 251);
+    char *ok = mlt_test_repeat("\xf0\xa0\x80\x80", 250); /* 1000 bytes */
+    char *bad = mlt_test_repeat("\xf0\xa0\x80\x80", 251);
     assert_key_all_kinds(ok, MLT_OK);
     assert_key_all_kinds(bad, MLT_ERR_VALUE_TOO_LONG);
     free(ok);
@@ -570,8 +557,8 @@ END_TEST
 
 START_TEST(key_length_boundary_with_multibyte_last_character)
 {
-    char *base249 = repeat("a", 249);
-    char *base250 = repeat("a", 250);
+    char *base249 = mlt_test_repeat("a", 249);
+    char *base250 = mlt_test_repeat("a", 250);
     char *ok = concat(base249, "\xe6\x97\xa5");  /* 250 code points, 252 bytes */
     char *bad = concat(base250, "\xe6\x97\xa5"); /* 251 code points */
     assert_key_all_kinds(ok, MLT_OK);
@@ -610,8 +597,8 @@ END_TEST
 START_TEST(key_message_quotes_at_most_64_bytes_of_a_long_key)
 {
     char err[512] = "";
-    char *key = repeat("a", 300);
-    char *a64 = repeat("a", 64);
+    char *key = mlt_test_repeat("a", 300);
+    char *a64 = mlt_test_repeat("a", 64);
     char expected[512];
     snprintf(expected, sizeof expected,
              "tag key '%s...' is too long: 300 characters, the limit is 250", a64);
@@ -625,7 +612,7 @@ END_TEST
 START_TEST(key_message_does_not_shorten_a_64_byte_key)
 {
     char err[512] = "";
-    char *key = repeat("a", 63);
+    char *key = mlt_test_repeat("a", 63);
     char *bad = concat(key, "#"); /* exactly 64 bytes */
     ck_assert_int_eq(mlt__validate_key(MLT__TAG, bad, err, sizeof err), MLT_ERR_INVALID_KEY);
     ck_assert_ptr_null(strstr(err, "..."));
@@ -638,8 +625,8 @@ END_TEST
 START_TEST(key_message_cuts_the_quote_on_a_utf8_boundary)
 {
     char err[512] = "";
-    char *a63 = repeat("a", 63);
-    char *tail = repeat("\xc3\xb1", 200);
+    char *a63 = mlt_test_repeat("a", 63);
+    char *tail = mlt_test_repeat("\xc3\xb1", 200);
     char *key = concat(a63, tail); /* byte 64 is the first half of an ñ */
     char *expected_quote = concat(a63, "...'");
     ck_assert_int_eq(mlt__validate_key(MLT__PARAM, key, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
@@ -655,8 +642,8 @@ END_TEST
 START_TEST(key_message_of_multibyte_key_stays_valid_utf8)
 {
     char err[512] = "";
-    char *key = repeat("\xe6\x97\xa5", 300);
-    char *q21 = repeat("\xe6\x97\xa5", 21); /* 63 bytes: a 22nd would pass 64 */
+    char *key = mlt_test_repeat("\xe6\x97\xa5", 300);
+    char *q21 = mlt_test_repeat("\xe6\x97\xa5", 21); /* 63 bytes: a 22nd would pass 64 */
     char *expected = concat(q21, "...'");
     ck_assert_int_eq(mlt__validate_key(MLT__PARAM, key, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_nonnull(strstr(err, expected));
@@ -696,7 +683,7 @@ END_TEST
 START_TEST(key_message_of_long_control_key_is_bounded)
 {
     char err[1024] = "";
-    char *key = repeat("\x01", 500);
+    char *key = mlt_test_repeat("\x01", 500);
     ck_assert_int_eq(mlt__validate_key(MLT__TAG, key, err, sizeof err), MLT_ERR_INVALID_KEY);
     /* 16 escapes of 4 bytes fill the 64-byte quote. */
     ck_assert_ptr_nonnull(strstr(err, "\\x01\\x01...'"));
@@ -761,7 +748,7 @@ END_TEST
 
 START_TEST(param_value_accepts_6000_characters)
 {
-    char *v = repeat("x", 6000);
+    char *v = mlt_test_repeat("x", 6000);
     ck_assert_int_eq(mlt__validate_param_value("lr", v, NULL, 0), MLT_OK);
     free(v);
 }
@@ -770,7 +757,7 @@ END_TEST
 START_TEST(param_value_rejects_6001_characters)
 {
     char err[256] = "";
-    char *v = repeat("x", 6001);
+    char *v = mlt_test_repeat("x", 6001);
     ck_assert_int_eq(mlt__validate_param_value("lr", v, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "param 'lr' value is too long: 6001 characters, the limit is 6000");
     free(v);
@@ -779,10 +766,10 @@ END_TEST
 
 START_TEST(param_value_counts_code_points_not_bytes)
 {
-    char *ok = repeat("\xe6\x97\xa5", 6000); /* 18000 bytes */
-    char *bad = repeat("\xe6\x97\xa5", 6001);
-    char *x5999 = repeat("x", 5999);
-    char *x6000 = repeat("x", 6000);
+    char *ok = mlt_test_repeat("\xe6\x97\xa5", 6000); /* 18000 bytes */
+    char *bad = mlt_test_repeat("\xe6\x97\xa5", 6001);
+    char *x5999 = mlt_test_repeat("x", 5999);
+    char *x6000 = mlt_test_repeat("x", 6000);
     char *ok_emoji = concat(x5999, "\xf0\x9f\x98\x80");
     char *bad_emoji = concat(x6000, "\xf0\x9f\x98\x80");
     ck_assert_int_eq(mlt__validate_param_value("k", ok, NULL, 0), MLT_OK);
@@ -832,9 +819,9 @@ END_TEST
 START_TEST(param_value_message_quotes_a_long_key_briefly)
 {
     char err[512] = "";
-    char *key = repeat("k", 200);
-    char *k64 = repeat("k", 64);
-    char *v = repeat("x", 6001);
+    char *key = mlt_test_repeat("k", 200);
+    char *k64 = mlt_test_repeat("k", 64);
+    char *v = mlt_test_repeat("x", 6001);
     char expected[512];
     snprintf(expected, sizeof expected,
              "param '%s...' value is too long: 6001 characters, the limit is 6000", k64);
@@ -859,7 +846,7 @@ END_TEST
 
 START_TEST(tag_value_accepts_8000_characters)
 {
-    char *v = repeat("x", 8000);
+    char *v = mlt_test_repeat("x", 8000);
     ck_assert_int_eq(mlt__validate_tag_value("note", v, NULL, 0), MLT_OK);
     free(v);
 }
@@ -868,7 +855,7 @@ END_TEST
 START_TEST(tag_value_rejects_8001_characters)
 {
     char err[256] = "";
-    char *v = repeat("x", 8001);
+    char *v = mlt_test_repeat("x", 8001);
     ck_assert_int_eq(mlt__validate_tag_value("note", v, err, sizeof err), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "tag 'note' value is too long: 8001 characters, the limit is 8000");
     free(v);
@@ -877,9 +864,9 @@ END_TEST
 
 START_TEST(tag_value_counts_code_points_not_bytes)
 {
-    char *ok = repeat("\xc3\xb1", 8000); /* 16000 bytes */
-    char *bad = repeat("\xc3\xb1", 8001);
-    char *x7999 = repeat("x", 7999);
+    char *ok = mlt_test_repeat("\xc3\xb1", 8000); /* 16000 bytes */
+    char *bad = mlt_test_repeat("\xc3\xb1", 8001);
+    char *x7999 = mlt_test_repeat("x", 7999);
     char *boundary = concat(x7999, "\xf0\x9f\x98\x80"); /* 8000 code points */
     ck_assert_int_eq(mlt__validate_tag_value("k", ok, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt__validate_tag_value("k", bad, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
@@ -940,10 +927,10 @@ END_TEST
 START_TEST(run_name_length_boundary)
 {
     char err[256] = "";
-    char *ok = repeat("r", 250);
-    char *bad = repeat("r", 251);
-    char *ok_mb = repeat("\xe6\x97\xa5", 250);
-    char *bad_mb = repeat("\xe6\x97\xa5", 251);
+    char *ok = mlt_test_repeat("r", 250);
+    char *bad = mlt_test_repeat("r", 251);
+    char *ok_mb = mlt_test_repeat("\xe6\x97\xa5", 250);
+    char *bad_mb = mlt_test_repeat("\xe6\x97\xa5", 251);
     ck_assert_int_eq(mlt__validate_run_name(ok, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt__validate_run_name(ok_mb, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt__validate_run_name(bad_mb, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
@@ -989,9 +976,9 @@ END_TEST
 
 START_TEST(experiment_name_accepts_256_characters)
 {
-    char *ascii = repeat("e", 256);
-    char *two = repeat("\xc3\xb1", 256);
-    char *four = repeat("\xf0\x9f\x98\x80", 256);
+    char *ascii = mlt_test_repeat("e", 256);
+    char *two = mlt_test_repeat("\xc3\xb1", 256);
+    char *four = mlt_test_repeat("\xf0\x9f\x98\x80", 256);
     ck_assert_int_eq(mlt__validate_experiment_name(ascii, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt__validate_experiment_name(two, NULL, 0), MLT_OK);
     ck_assert_int_eq(mlt__validate_experiment_name(four, NULL, 0), MLT_OK);
@@ -1004,9 +991,9 @@ END_TEST
 START_TEST(experiment_name_rejects_257_characters)
 {
     char err[256] = "";
-    char *ascii = repeat("e", 257);
-    char *two = repeat("\xc3\xb1", 257);
-    char *e256 = repeat("e", 256);
+    char *ascii = mlt_test_repeat("e", 257);
+    char *two = mlt_test_repeat("\xc3\xb1", 257);
+    char *e256 = mlt_test_repeat("e", 256);
     char *mixed = concat(e256, "\xc3\xb1");
     ck_assert_int_eq(mlt__validate_experiment_name(two, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_int_eq(mlt__validate_experiment_name(mixed, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
@@ -1057,7 +1044,7 @@ END_TEST
 
 START_TEST(value_and_name_checks_allow_null_errbuf)
 {
-    char *v = repeat("x", 8001);
+    char *v = mlt_test_repeat("x", 8001);
     ck_assert_int_eq(mlt__validate_param_value("k", v, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_int_eq(mlt__validate_tag_value("k", v, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_int_eq(mlt__validate_run_name(v, NULL, 0), MLT_ERR_VALUE_TOO_LONG);
@@ -1070,7 +1057,7 @@ END_TEST
 START_TEST(value_check_truncated_errbuf_stays_nul_terminated)
 {
     char err[32];
-    char *v = repeat("x", 6001);
+    char *v = mlt_test_repeat("x", 6001);
     memset(err, 'X', sizeof err);
     ck_assert_int_eq(mlt__validate_param_value("lr", v, err, 6), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "param");
