@@ -154,15 +154,9 @@ static MLT__MUST_USE mlt_err on_start(const mlt_run_info *info, void *ud)
     mlflow_cb *m = ud;
     pthread_mutex_lock(&m->lock);
     mlt_err err = MLT_OK;
-    if (m->n_live == m->cap_live) {
-        size_t cap = m->cap_live ? m->cap_live * 2 : 8;
-        live_run *n = realloc(m->live, cap * sizeof *n);
-        if (!n) {
-            pthread_mutex_unlock(&m->lock);
-            return mlt__fail(MLT_ERR_NOMEM, "out of memory");
-        }
-        m->live = n;
-        m->cap_live = cap;
+    if (MLT__GROW(m->live, m->cap_live, m->n_live + 1) != MLT_OK) {
+        pthread_mutex_unlock(&m->lock);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     uint32_t run_no = ++m->next_run_no;
     live_run *l = &m->live[m->n_live++];

@@ -1,6 +1,6 @@
 /*
- * common.c - growable buffers, the JSON writer and number formatting, string helpers, the
- * library's one error channel (the thread-local detail of the last failure), clocks and timed
+ * common.c - growable arrays and buffers, the JSON writer and number formatting, string helpers,
+ * the library's one error channel (the thread-local detail of the last failure), clocks and timed
  * waits, UUIDs and diagnostics.
  */
 #include "config.h"
@@ -19,6 +19,42 @@
 #ifdef HAVE_GETRANDOM
 #include <sys/random.h>
 #endif
+
+/* ---- growable arrays ---- */
+
+mlt_err mlt__grow(void *items, size_t *cap, size_t need, size_t elem_size)
+{
+    if (need <= *cap) {
+        return MLT_OK;
+    }
+    if (elem_size == 0) {
+        return MLT_ERR_INVALID_ARG;
+    }
+    /* no array over PTRDIFF_MAX bytes: pointer differences inside it must not overflow (and
+     * malloc refuses such a size anyway) */
+    size_t most = (size_t)PTRDIFF_MAX / elem_size;
+    if (need > most) {
+        return MLT_ERR_NOMEM;
+    }
+    size_t n = *cap ? *cap : elem_size < 8 ? 64 / elem_size : 8;
+    while (n < need) {
+        n = n > most / 2 ? need : n * 2;
+    }
+    if (n > most) {
+        n = need; /* the first capacity alone is too large for elements this big */
+    }
+    /* items is a T **: its pointer is read and written as bytes, not through a void ** (which
+     * would break the aliasing rules) */
+    void *old;
+    memcpy(&old, items, sizeof old);
+    void *p = realloc(old, n * elem_size);
+    if (!p) {
+        return MLT_ERR_NOMEM;
+    }
+    memcpy(items, &p, sizeof p);
+    *cap = n;
+    return MLT_OK;
+}
 
 /* ---- buffers ---- */
 
@@ -56,17 +92,10 @@ bool mlt__buf_reserve(mlt__buf *b, size_t extra)
         return true;
     }
     bool fresh = b->data == NULL;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) {
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    }
-    char *p = realloc(b->data, cap);
-    if (!p) {
+    if (MLT__GROW(b->data, b->cap, need) != MLT_OK) {
         b->oom = true;
         return false;
     }
-    b->data = p;
-    b->cap = cap;
     if (fresh) {
         b->data[0] = '\0';
     }
@@ -287,6 +316,23 @@ char *mlt__strndup(const char *s, size_t n)
     return p;
 }
 
+size_t mlt__utf8_cut(const char *s, size_t len, size_t max)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = len < max ? len : max;
+    size_t lead = n; /* back over the last character's continuation bytes (10xxxxxx) */
+    while (lead > 0 && n - lead < 3 && (u[lead - 1] & 0xC0) == 0x80) {
+        lead--;
+    }
+    if (lead == 0 || u[lead - 1] < 0xC0) {
+        return n; /* it ends with ASCII, or with continuation bytes no lead byte announced */
+    }
+    lead--;
+    size_t announced = u[lead] >= 0xF0 ? 4 : u[lead] >= 0xE0 ? 3 : 2;
+    bool goes_on = n < len && (u[n] & 0xC0) == 0x80;
+    return n - lead < announced || goes_on ? lead : n;
+}
+
 char *mlt__aprintf(const char *fmt, ...)
 {
     va_list ap;
@@ -315,21 +361,6 @@ const char *mlt_last_error(void)
     return fail_msg;
 }
 
-/* The length of the longest start of s[0..len) that fits in size - 1 bytes and does not end
- * inside a UTF-8 character. */
-static size_t fit_utf8(const char *s, size_t len, size_t size)
-{
-    if (len < size) {
-        return len;
-    }
-    size_t n = size - 1;
-    size_t i = n;
-    while (i > 0 && n - i < 4 && ((unsigned char)s[i] & 0xC0) == 0x80) {
-        i--; /* s[n] continues a character that starts at s[i] */
-    }
-    return ((unsigned char)s[i] & 0xC0) == 0x80 ? n : i;
-}
-
 mlt_err mlt__fail(mlt_err err, const char *fmt, ...)
 {
     char tmp[MLT__FAIL_LEN + 1]; /* a message may quote the one it replaces */
@@ -338,7 +369,7 @@ mlt_err mlt__fail(mlt_err err, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     size_t len = n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1;
-    len = fit_utf8(tmp, len, sizeof fail_msg);
+    len = mlt__utf8_cut(tmp, len, sizeof fail_msg - 1);
     memcpy(fail_msg, tmp, len);
     fail_msg[len] = '\0';
     return err;
@@ -347,7 +378,7 @@ mlt_err mlt__fail(mlt_err err, const char *fmt, ...)
 mlt_err mlt__errbuf(char *errbuf, size_t errlen, mlt_err err)
 {
     if (err != MLT_OK && errbuf && errlen) {
-        size_t len = fit_utf8(fail_msg, strlen(fail_msg), errlen);
+        size_t len = mlt__utf8_cut(fail_msg, strlen(fail_msg), errlen - 1);
         memcpy(errbuf, fail_msg, len);
         errbuf[len] = '\0';
     }

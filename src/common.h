@@ -1,6 +1,6 @@
 /*
- * common.h - the ground floor shared by every module: growable buffers, the JSON writer, clocks
- * and the one timed wait (CLOCK_MONOTONIC), the library's one error channel (mlt__fail,
+ * common.h - the ground floor shared by every module: growable arrays and buffers, the JSON writer,
+ * clocks and the one timed wait (CLOCK_MONOTONIC), the library's one error channel (mlt__fail,
  * mlt_last_error, mlt__errbuf at public functions), UUIDs and diagnostics. Not installed.
  */
 #ifndef MLT_COMMON_H
@@ -17,8 +17,8 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MLT__PRINTF(f, a) __attribute__((format(printf, f, a)))
-/* On internal functions that return mlt_err: a result is handled or its neglect justified
- * with a (void) cast and a comment. */
+/* On internal functions that return mlt_err: a result is handled, or an empty if-block's
+ * comment says why it may be dropped. */
 #define MLT__MUST_USE __attribute__((warn_unused_result))
 #else
 #define MLT__PRINTF(f, a)
@@ -44,6 +44,21 @@ void mlt__buf_printf(mlt__buf *b, const char *fmt, ...) MLT__PRINTF(2, 3);
 /* Detaches the data (caller frees); returns NULL if an append failed. */
 char *mlt__buf_steal(mlt__buf *b);
 
+/* ---- growable arrays ---- */
+/*
+ * Makes room for need items of elem_size bytes in an array: when need > *cap, reallocates the
+ * array to its capacity doubled as often as need asks (an empty one starts with room for 8 items,
+ * or for as many as 64 bytes hold when that is more; a doubling past the largest array takes need
+ * itself). items is the address of the array's pointer (a T **, taken as void * so that any T
+ * converts without a cast). Returns MLT_ERR_NOMEM, with *items and *cap as they were, when
+ * need * elem_size does not fit in a ptrdiff_t or realloc fails (MLT_ERR_INVALID_ARG for an
+ * elem_size of 0); sets no mlt__fail() detail.
+ */
+MLT__MUST_USE mlt_err mlt__grow(void *items, size_t *cap, size_t need, size_t elem_size);
+/* mlt__grow() for an array arr with capacity cap, both lvalues:
+ * MLT__GROW(m->live, m->cap_live, m->n_live + 1). */
+#define MLT__GROW(arr, cap, need) mlt__grow(&(arr), &(cap), (need), sizeof *(arr))
+
 /* ---- JSON writer: appends JSON text to a buffer ---- */
 void mlt__json_str(mlt__buf *b, const char *s); /* "..." with escapes */
 void mlt__json_strn(mlt__buf *b, const char *s, size_t len);
@@ -60,6 +75,15 @@ int mlt__fmt_float(char *out, size_t len, float v);
 /* ---- strings ---- */
 char *mlt__strdup(const char *s); /* NULL for NULL */
 char *mlt__strndup(const char *s, size_t n);
+/*
+ * Where to cut s[0..len) to keep at most max bytes without splitting a UTF-8 character: n =
+ * min(len, max), less the last character's bytes when they are incomplete before n (its lead
+ * byte announces more bytes than stand there) or go on past it (s[n] is a continuation byte,
+ * n < len). A lead byte is any byte >= 0xC0 and announces 2 (0xC0-0xDF), 3 (0xE0-0xEF) or 4
+ * bytes (0xF0-0xFF); at most 3 continuation bytes are looked back over. Only the last character
+ * is looked at: the text before it is kept as it is, valid or not.
+ */
+size_t mlt__utf8_cut(const char *s, size_t len, size_t max);
 /* Formats into a new string; NULL on out of memory. */
 char *mlt__aprintf(const char *fmt, ...) MLT__PRINTF(1, 2);
 

@@ -80,19 +80,9 @@ mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char 
     }
     mlt__buf_puts(&b, ",\"answer\":");
     /* answers may have been cut to a buffer inside a UTF-8 character: keep the file UTF-8 */
-    size_t keep = answer ? strlen(answer) : 0;
-    size_t i = keep;
-    while (i > 0 && keep - i < 4 && ((unsigned char)answer[i - 1] & 0xC0) == 0x80) {
-        i--;
-    }
-    if (i > 0 && (unsigned char)answer[i - 1] >= 0xC0) {
-        unsigned char lead = (unsigned char)answer[i - 1];
-        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-        if (keep - (i - 1) < need) {
-            keep = i - 1; /* drop the incomplete last character */
-        }
-    }
-    mlt__json_strn(&b, answer ? answer : "", keep);
+    const char *text = answer ? answer : "";
+    size_t len = strlen(text);
+    mlt__json_strn(&b, text, mlt__utf8_cut(text, len, len));
     mlt__buf_puts(&b, "}\n");
     char path[PATH_MAX];
     mlt_err err = MLT_OK;

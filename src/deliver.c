@@ -129,14 +129,8 @@ static MLT__MUST_USE mlt_err read_unit(mlt__sender *s, slot *sl)
             sl->has_ctl = true;
             break;
         }
-        if (sl->n_win == sl->cap_win) {
-            size_t cap = sl->cap_win ? sl->cap_win * 2 : 64;
-            ent *n = realloc(sl->win, cap * sizeof *n);
-            if (!n) {
-                return MLT_ERR_NOMEM;
-            }
-            sl->win = n;
-            sl->cap_win = cap;
+        if (MLT__GROW(sl->win, sl->cap_win, sl->n_win + 1) != MLT_OK) {
+            return MLT_ERR_NOMEM;
         }
         ent *e = &sl->win[sl->n_win];
         *e = (ent){r.type,

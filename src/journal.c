@@ -121,14 +121,8 @@ mlt_err mlt__j_replace_file(const mlt__journal *j, const char *name, const char 
 
 static MLT__MUST_USE mlt_err add_segment(mlt__journal *j, uint64_t first_seq, uint64_t size)
 {
-    if (j->n_segs == j->cap_segs) {
-        size_t cap = j->cap_segs ? j->cap_segs * 2 : 8;
-        segment *n = realloc(j->segs, cap * sizeof *n);
-        if (!n) {
-            return MLT_ERR_NOMEM;
-        }
-        j->segs = n;
-        j->cap_segs = cap;
+    if (MLT__GROW(j->segs, j->cap_segs, j->n_segs + 1) != MLT_OK) {
+        return MLT_ERR_NOMEM;
     }
     j->segs[j->n_segs++] = (segment){first_seq, size};
     return MLT_OK;
@@ -355,14 +349,9 @@ mlt_err mlt__j_list_names(const char *dir, bool (*keep)(const char *name), bool 
         if (!keep(e->d_name)) {
             continue;
         }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 8;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn) {
-                err = MLT_ERR_NOMEM;
-                break;
-            }
-            names = nn;
+        if (MLT__GROW(names, cap, *n + 1) != MLT_OK) {
+            err = MLT_ERR_NOMEM;
+            break;
         }
         names[*n] = full ? mlt__aprintf("%s/%s", dir, e->d_name) : mlt__strdup(e->d_name);
         if (!names[*n]) {

@@ -228,14 +228,8 @@ mlt_err mlt__j_put_run(mlt__journal *j, uint32_t run_no, const char *key, const 
 {
     mlt__run_entry *e = mlt__journal_run(j, run_no);
     if (!e) {
-        if (j->n_runs == j->cap_runs) {
-            size_t cap = j->cap_runs ? j->cap_runs * 2 : 8;
-            mlt__run_entry *n = realloc(j->runs, cap * sizeof *n);
-            if (!n) {
-                return MLT_ERR_NOMEM;
-            }
-            j->runs = n;
-            j->cap_runs = cap;
+        if (MLT__GROW(j->runs, j->cap_runs, j->n_runs + 1) != MLT_OK) {
+            return MLT_ERR_NOMEM;
         }
         e = &j->runs[j->n_runs++];
         memset(e, 0, sizeof *e);

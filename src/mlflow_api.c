@@ -300,24 +300,16 @@ void mlt__api_answer_free(mlt__api_answer *a)
 }
 
 /* The first bytes of a non-JSON body, on one line, for messages; a UTF-8 character the cut
- * falls into is left out (messages go into dead.jsonl, which stays UTF-8). */
+ * falls into, or left incomplete before it, is left out (messages go into dead.jsonl, which stays
+ * UTF-8). */
 static void snippet(char *out, size_t len, const char *body, size_t body_len)
 {
-    size_t o = 0, i = 0;
-    for (; i < body_len && o + 1 < len && i < 200; i++) {
-        unsigned char c = (unsigned char)body[i];
-        out[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    size_t o = 0;
+    for (; o < body_len && o + 1 < len && o < 200; o++) {
+        unsigned char c = (unsigned char)body[o];
+        out[o] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
     }
-    if (i < body_len && ((unsigned char)body[i] & 0xC0) == 0x80) {
-        size_t keep = o;
-        while (keep > 0 && o - keep < 3 && ((unsigned char)out[keep - 1] & 0xC0) == 0x80) {
-            keep--;
-        }
-        if (keep > 0 && (unsigned char)out[keep - 1] >= 0xC0) {
-            o = keep - 1;
-        }
-    }
-    out[o] = '\0';
+    out[mlt__utf8_cut(body, body_len, o)] = '\0';
 }
 
 static MLT__MUST_USE mlt_err err_for_code(const char *code, long status, bool *retriable,

@@ -84,14 +84,8 @@ static const requeued_run *find_run(const requeue *q, const char *key)
 
 static const requeued_run *add_run(requeue *q, const char *key)
 {
-    if (q->n_runs == q->cap_runs) {
-        size_t cap = q->cap_runs ? q->cap_runs * 2 : 8;
-        requeued_run *r = realloc(q->runs, cap * sizeof *r);
-        if (!r) {
-            return NULL;
-        }
-        q->runs = r;
-        q->cap_runs = cap;
+    if (MLT__GROW(q->runs, q->cap_runs, q->n_runs + 1) != MLT_OK) {
+        return NULL;
     }
     requeued_run *r = &q->runs[q->n_runs];
     snprintf(r->key, sizeof r->key, "%s", key);

@@ -276,15 +276,9 @@ static int remember_param(mlt_run *run, const char *key, const char *value)
             goto out;
         }
     }
-    if (run->n_params == run->cap_params) {
-        size_t cap = run->cap_params ? run->cap_params * 2 : 8;
-        mlt__param_rec *n = realloc(run->params, cap * sizeof *n);
-        if (!n) {
-            rc = mlt__fail(MLT_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        run->params = n;
-        run->cap_params = cap;
+    if (MLT__GROW(run->params, run->cap_params, run->n_params + 1) != MLT_OK) {
+        rc = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+        goto out;
     }
     char *k = mlt__strdup(key), *v = mlt__strdup(value);
     if (!k || !v) {

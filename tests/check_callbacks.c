@@ -25,67 +25,12 @@
 
 #define DIR_LEN 512 /* temporary directory names; paths in them get PATH_MAX */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void make_tmpdir(char *out, size_t len)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(out, len, "%s/mlt-callbacks-XXXXXX", base && *base ? base : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(out));
-}
-
-/* Removes dir and the files in it (the tests make no subdirectories). */
-static void remove_tmpdir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    ck_assert_ptr_nonnull(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-            continue;
-        }
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        ck_assert_int_eq(unlink(path), 0);
-    }
-    closedir(d);
-    ck_assert_int_eq(rmdir(dir), 0);
-}
-
 /* The whole file, NUL-terminated (caller frees); "" for an empty file. */
 static char *read_file(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s: %s", path, strerror(errno));
-    size_t cap = 4096;
-    size_t len = 0;
-    char *buf = malloc(cap);
-    ck_assert_ptr_nonnull(buf);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            ck_assert_ptr_nonnull(buf);
-        }
-    }
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fputs(text, f) >= 0, 1);
-    ck_assert_int_eq(fclose(f), 0);
+    char *text = mlt_test_read_file(path, NULL);
+    ck_assert_msg(text != NULL, "cannot open %s: %s", path, strerror(errno));
+    return text;
 }
 
 /* Lines of a text: pointers into a private copy, without their '\n'. */
@@ -254,7 +199,7 @@ END_TEST
 START_TEST(print_flushes_at_run_end)
 {
     char dir[DIR_LEN];
-    make_tmpdir(dir, sizeof dir);
+    mlt_test_tmpdir(dir, sizeof dir, "callbacks");
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/print.log", dir);
     FILE *f = fopen(path, "w");
@@ -285,17 +230,17 @@ START_TEST(print_flushes_at_run_end)
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     ck_assert_int_eq(mlt_tracker_close(t, 0), MLT_OK);
     ck_assert_int_eq(fclose(f), 0);
-    remove_tmpdir(dir);
+    mlt_test_remove_tree(dir);
 }
 END_TEST
 
 START_TEST(print_write_failure_is_io_error)
 {
     char dir[DIR_LEN];
-    make_tmpdir(dir, sizeof dir);
+    mlt_test_tmpdir(dir, sizeof dir, "callbacks");
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/readonly.log", dir);
-    write_file(path, "");
+    mlt_test_write_file(path, "wb", "", 0);
     FILE *f = fopen(path, "r"); /* cannot be written to */
     ck_assert_ptr_nonnull(f);
     mlt_tracker *t;
@@ -308,7 +253,7 @@ START_TEST(print_write_failure_is_io_error)
     ck_assert_uint_eq(mlt_tracker_error_count(t), 1);
     ck_assert_int_eq(mlt_tracker_close(t, 0), MLT_OK);
     fclose(f);
-    remove_tmpdir(dir);
+    mlt_test_remove_tree(dir);
 }
 END_TEST
 
@@ -373,7 +318,7 @@ typedef struct jfix {
 
 static void jfix_init(jfix *j)
 {
-    make_tmpdir(j->dir, sizeof j->dir);
+    mlt_test_tmpdir(j->dir, sizeof j->dir, "callbacks");
     snprintf(j->path, sizeof j->path, "%s/runs.jsonl", j->dir);
     ck_assert_int_eq(mlt_tracker_new(&j->t, NULL, NULL, 0), MLT_OK);
 }
@@ -395,7 +340,7 @@ static void jfix_close(jfix *j)
 static void jfix_free(jfix *j)
 {
     jfix_close(j);
-    remove_tmpdir(j->dir);
+    mlt_test_remove_tree(j->dir);
 }
 
 /* Each line of the file, parsed. */
@@ -433,20 +378,6 @@ static void free_jsonl(jdoc *d)
     free(d->text);
 }
 
-static const char *jstr(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    ck_assert_msg(cJSON_IsString(v), "field %s is not a string", name);
-    return v->valuestring;
-}
-
-static double jnum(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    ck_assert_msg(cJSON_IsNumber(v), "field %s is not a number", name);
-    return v->valuedouble;
-}
-
 static bool jhas(const cJSON *o, const char *name)
 {
     return cJSON_GetObjectItemCaseSensitive(o, name) != NULL;
@@ -456,8 +387,8 @@ static bool jhas(const cJSON *o, const char *name)
 static long jfind(const jdoc *d, const char *ev, const char *run_key, size_t from)
 {
     for (size_t i = from; i < d->n; i++) {
-        if (strcmp(jstr(d->obj[i], "event"), ev) == 0 &&
-            (!run_key || strcmp(jstr(d->obj[i], "run_key"), run_key) == 0)) {
+        if (strcmp(mlt_test_jstr(d->obj[i], "event"), ev) == 0 &&
+            (!run_key || strcmp(mlt_test_jstr(d->obj[i], "run_key"), run_key) == 0)) {
             return (long)i;
         }
     }
@@ -471,7 +402,7 @@ START_TEST(jsonl_writes_one_object_per_event)
     jfix_add(&j);
     mlt_run *run;
     mlt_run *child;
-    int64_t before = now_ms();
+    int64_t before = mlt_test_wall_ms();
     ck_assert_int_eq(mlt_run_start(&run, j.t, "train"), MLT_OK);
     char key[40];
     snprintf(key, sizeof key, "%s", mlt_run_key(run));
@@ -483,7 +414,7 @@ START_TEST(jsonl_writes_one_object_per_event)
     snprintf(child_key, sizeof child_key, "%s", mlt_run_key(child));
     ck_assert_int_eq(mlt_log_metric(child, "acc", 0.75, 2), MLT_OK);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
-    int64_t after = now_ms();
+    int64_t after = mlt_test_wall_ms();
     jfix_close(&j);
 
     jdoc d = read_jsonl(j.path);
@@ -491,52 +422,54 @@ START_TEST(jsonl_writes_one_object_per_event)
     static const char *events[] = {"run_start", "param",  "metric",  "tag",
                                    "run_start", "metric", "run_end", "run_end"};
     for (size_t i = 0; i < d.n; i++) {
-        ck_assert_str_eq(jstr(d.obj[i], "event"), events[i]);
+        ck_assert_str_eq(mlt_test_jstr(d.obj[i], "event"), events[i]);
     }
     const cJSON *o = d.obj[0];
-    ck_assert_str_eq(jstr(o, "run_key"), key);
-    ck_assert_str_eq(jstr(o, "run_name"), "train");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), key);
+    ck_assert_str_eq(mlt_test_jstr(o, "run_name"), "train");
     ck_assert(!jhas(o, "parent_run_key"));
-    ck_assert(jnum(o, "start_time") >= (double)before && jnum(o, "start_time") <= (double)after);
+    ck_assert(mlt_test_jnum(o, "start_time") >= (double)before &&
+              mlt_test_jnum(o, "start_time") <= (double)after);
 
     o = d.obj[1];
-    ck_assert_str_eq(jstr(o, "run_key"), key);
-    ck_assert_str_eq(jstr(o, "run_name"), "train");
-    ck_assert_str_eq(jstr(o, "key"), "lr");
-    ck_assert_str_eq(jstr(o, "value"), "0.01");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), key);
+    ck_assert_str_eq(mlt_test_jstr(o, "run_name"), "train");
+    ck_assert_str_eq(mlt_test_jstr(o, "key"), "lr");
+    ck_assert_str_eq(mlt_test_jstr(o, "value"), "0.01");
 
     o = d.obj[2];
-    ck_assert_str_eq(jstr(o, "key"), "loss");
-    ck_assert(jnum(o, "value") == 0.5);
-    ck_assert(jnum(o, "step") == 1);
-    ck_assert(jnum(o, "timestamp") == 1700000000000.0);
+    ck_assert_str_eq(mlt_test_jstr(o, "key"), "loss");
+    ck_assert(mlt_test_jnum(o, "value") == 0.5);
+    ck_assert(mlt_test_jnum(o, "step") == 1);
+    ck_assert(mlt_test_jnum(o, "timestamp") == 1700000000000.0);
     ck_assert_ptr_nonnull(strstr(d.raw.line[2], "\"timestamp\":1700000000000"));
 
     o = d.obj[3];
-    ck_assert_str_eq(jstr(o, "key"), "phase");
-    ck_assert_str_eq(jstr(o, "value"), "train");
+    ck_assert_str_eq(mlt_test_jstr(o, "key"), "phase");
+    ck_assert_str_eq(mlt_test_jstr(o, "value"), "train");
 
     o = d.obj[4];
-    ck_assert_str_eq(jstr(o, "run_key"), child_key);
-    ck_assert_str_eq(jstr(o, "run_name"), "epoch");
-    ck_assert_str_eq(jstr(o, "parent_run_key"), key);
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), child_key);
+    ck_assert_str_eq(mlt_test_jstr(o, "run_name"), "epoch");
+    ck_assert_str_eq(mlt_test_jstr(o, "parent_run_key"), key);
 
     o = d.obj[5];
-    ck_assert_str_eq(jstr(o, "run_key"), child_key);
-    ck_assert(jnum(o, "timestamp") >= (double)before && jnum(o, "timestamp") <= (double)after);
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), child_key);
+    ck_assert(mlt_test_jnum(o, "timestamp") >= (double)before &&
+              mlt_test_jnum(o, "timestamp") <= (double)after);
 
     /* The child ends first, KILLED with its parent. */
     o = d.obj[6];
-    ck_assert_str_eq(jstr(o, "run_key"), child_key);
-    ck_assert_str_eq(jstr(o, "status"), "KILLED");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), child_key);
+    ck_assert_str_eq(mlt_test_jstr(o, "status"), "KILLED");
     o = d.obj[7];
-    ck_assert_str_eq(jstr(o, "run_key"), key);
-    ck_assert_str_eq(jstr(o, "run_name"), "train");
-    ck_assert_str_eq(jstr(o, "status"), "FINISHED");
-    ck_assert(jnum(o, "start_time") == jnum(d.obj[0], "start_time"));
-    ck_assert(jnum(o, "end_time") >= jnum(o, "start_time"));
-    ck_assert(jnum(o, "end_time") <= (double)after);
-    ck_assert(jnum(o, "duration_s") >= 0.0 && jnum(o, "duration_s") < 10.0);
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), key);
+    ck_assert_str_eq(mlt_test_jstr(o, "run_name"), "train");
+    ck_assert_str_eq(mlt_test_jstr(o, "status"), "FINISHED");
+    ck_assert(mlt_test_jnum(o, "start_time") == mlt_test_jnum(d.obj[0], "start_time"));
+    ck_assert(mlt_test_jnum(o, "end_time") >= mlt_test_jnum(o, "start_time"));
+    ck_assert(mlt_test_jnum(o, "end_time") <= (double)after);
+    ck_assert(mlt_test_jnum(o, "duration_s") >= 0.0 && mlt_test_jnum(o, "duration_s") < 10.0);
     free_jsonl(&d);
     jfix_free(&j);
 }
@@ -559,7 +492,7 @@ START_TEST(jsonl_unnamed_run_has_no_run_name)
         ck_assert(!jhas(d.obj[i], "run_name"));
         ck_assert(!jhas(d.obj[i], "run_id"));
     }
-    ck_assert_str_eq(jstr(d.obj[2], "status"), "FAILED");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[2], "status"), "FAILED");
     free_jsonl(&d);
     jfix_free(&j);
 }
@@ -589,12 +522,12 @@ START_TEST(jsonl_metric_numbers_are_exact)
     ck_assert_ptr_nonnull(strstr(d.raw.line[1], ",\"value\":0.1,"));
     ck_assert_ptr_nonnull(strstr(d.raw.line[3], ",\"value\":0.30000000000000004,"));
     /* Doubles read back exactly. */
-    ck_assert(jnum(d.obj[1], "value") == 0.1);
-    ck_assert(jnum(d.obj[2], "value") == 1e-7);
-    ck_assert(jnum(d.obj[3], "value") == 0.1 + 0.2);
-    ck_assert(jnum(d.obj[4], "value") == -1e300);
-    ck_assert(jnum(d.obj[5], "value") == 5e-324);
-    ck_assert(jnum(d.obj[4], "step") == -1);
+    ck_assert(mlt_test_jnum(d.obj[1], "value") == 0.1);
+    ck_assert(mlt_test_jnum(d.obj[2], "value") == 1e-7);
+    ck_assert(mlt_test_jnum(d.obj[3], "value") == 0.1 + 0.2);
+    ck_assert(mlt_test_jnum(d.obj[4], "value") == -1e300);
+    ck_assert(mlt_test_jnum(d.obj[5], "value") == 5e-324);
+    ck_assert(mlt_test_jnum(d.obj[4], "step") == -1);
     free_jsonl(&d);
     jfix_free(&j);
 }
@@ -615,10 +548,10 @@ START_TEST(jsonl_writes_nonfinite_values_as_strings)
     jfix_close(&j);
     jdoc d = read_jsonl(j.path);
     ck_assert_uint_eq(d.n, 6);
-    ck_assert_str_eq(jstr(d.obj[1], "value"), "NaN");
-    ck_assert_str_eq(jstr(d.obj[2], "value"), "Infinity");
-    ck_assert_str_eq(jstr(d.obj[3], "value"), "-Infinity");
-    ck_assert_str_eq(jstr(d.obj[4], "value"), "NaN");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[1], "value"), "NaN");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[2], "value"), "Infinity");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[3], "value"), "-Infinity");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[4], "value"), "NaN");
     free_jsonl(&d);
     jfix_free(&j);
 }
@@ -650,12 +583,12 @@ START_TEST(jsonl_escapes_special_characters)
     jdoc d = read_jsonl(j.path);
     ck_assert_uint_eq(d.n, 5);
     for (size_t i = 0; i < d.n; i++) {
-        ck_assert_str_eq(jstr(d.obj[i], "run_name"), name);
+        ck_assert_str_eq(mlt_test_jstr(d.obj[i], "run_name"), name);
     }
-    ck_assert_str_eq(jstr(d.obj[1], "key"), key);
-    ck_assert_str_eq(jstr(d.obj[1], "value"), value);
-    ck_assert_str_eq(jstr(d.obj[2], "value"), value);
-    ck_assert_str_eq(jstr(d.obj[3], "key"), key);
+    ck_assert_str_eq(mlt_test_jstr(d.obj[1], "key"), key);
+    ck_assert_str_eq(mlt_test_jstr(d.obj[1], "value"), value);
+    ck_assert_str_eq(mlt_test_jstr(d.obj[2], "value"), value);
+    ck_assert_str_eq(mlt_test_jstr(d.obj[3], "key"), key);
     /* UTF-8 is written as is. */
     ck_assert_ptr_nonnull(strstr(d.raw.line[1], "\xe6\x97\xa5\xf0\x9f\x98\x80"));
     free_jsonl(&d);
@@ -667,7 +600,8 @@ START_TEST(jsonl_appends_to_existing_file)
 {
     jfix j;
     jfix_init(&j);
-    write_file(j.path, "{\"event\":\"earlier\"}\n");
+    const char *earlier = "{\"event\":\"earlier\"}\n";
+    mlt_test_write_file(j.path, "wb", earlier, strlen(earlier));
     jfix_add(&j);
     mlt_run *run;
     ck_assert_int_eq(mlt_run_start(&run, j.t, "r"), MLT_OK);
@@ -684,9 +618,9 @@ START_TEST(jsonl_appends_to_existing_file)
     jdoc d = read_jsonl(j.path);
     ck_assert_uint_eq(d.n, 5);
     ck_assert_str_eq(d.raw.line[0], "{\"event\":\"earlier\"}");
-    ck_assert_str_eq(jstr(d.obj[1], "run_name"), "r");
-    ck_assert_str_eq(jstr(d.obj[3], "run_name"), "r2");
-    ck_assert_str_eq(jstr(d.obj[4], "event"), "run_end");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[1], "run_name"), "r");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[3], "run_name"), "r2");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[4], "event"), "run_end");
     free_jsonl(&d);
     jfix_free(&j);
 }
@@ -715,7 +649,7 @@ START_TEST(jsonl_flushes_at_run_end_and_at_flush)
     ck_assert_int_eq(mlt_tracker_flush(j.t, 100), MLT_OK);
     d = read_jsonl(j.path);
     ck_assert_uint_eq(d.n, 5);
-    ck_assert_str_eq(jstr(d.obj[4], "event"), "metric");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[4], "event"), "metric");
     free_jsonl(&d);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     jfix_free(&j);
@@ -840,8 +774,8 @@ START_TEST(jsonl_and_print_together_see_the_same_run)
     ck_assert_ptr_nonnull(strstr(m.buf, "[mltrack] run 'both' KILLED in "));
     jdoc d = read_jsonl(j.path);
     ck_assert_uint_eq(d.n, 2);
-    ck_assert_str_eq(jstr(d.obj[1], "run_key"), key);
-    ck_assert_str_eq(jstr(d.obj[1], "status"), "KILLED");
+    ck_assert_str_eq(mlt_test_jstr(d.obj[1], "run_key"), key);
+    ck_assert_str_eq(mlt_test_jstr(d.obj[1], "status"), "KILLED");
     free_jsonl(&d);
     free(m.buf);
     jfix_free(&j);
@@ -890,12 +824,12 @@ START_TEST(jsonl_lines_stay_whole_when_threads_share_a_run)
     ck_assert_uint_eq(d.n, (size_t)N_THREADS * N_PER_THREAD + 2);
     unsigned char seen[N_THREADS * N_PER_THREAD] = {0};
     for (size_t i = 1; i + 1 < d.n; i++) {
-        ck_assert_str_eq(jstr(d.obj[i], "event"), "metric");
-        double step = jnum(d.obj[i], "step");
+        ck_assert_str_eq(mlt_test_jstr(d.obj[i], "event"), "metric");
+        double step = mlt_test_jnum(d.obj[i], "step");
         ck_assert(step >= 0 && step < N_THREADS * N_PER_THREAD);
         ck_assert_int_eq(seen[(int)step], 0);
         seen[(int)step] = 1;
-        ck_assert(jnum(d.obj[i], "value") == ((int)step % N_PER_THREAD) * 0.5);
+        ck_assert(mlt_test_jnum(d.obj[i], "value") == ((int)step % N_PER_THREAD) * 0.5);
     }
     free_jsonl(&d);
     jfix_free(&j);

@@ -1,8 +1,8 @@
 /*
- * check_common.c - unit tests of src/common.c and src/error.c: the growable buffer and its oom
- * flag, the JSON writer (escapes, exact int64, NaN/Inf as strings, shortest round-tripping
- * doubles and floats), UUIDs, jitter randomness, the thread-local last error, the error table
- * and run status names.
+ * check_common.c - unit tests of src/common.c and src/error.c: the array growth helper, the
+ * growable buffer and its oom flag, the UTF-8 cut, the JSON writer (escapes, exact int64, NaN/Inf
+ * as strings, shortest round-tripping doubles and floats), UUIDs, jitter randomness, the
+ * thread-local last error, the error table and run status names.
  */
 #include "common.h"
 #include "testutil.h"
@@ -17,31 +17,6 @@
 #include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-
-/* An assertion that records nothing when it holds (ck_assert marks a point each time, which is
- * slow in loops of 100k checks under valgrind). */
-#define REQUIRE(cond, ...)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            ck_abort_msg(__VA_ARGS__);                                                             \
-        }                                                                                          \
-    } while (0)
-
-/* splitmix64 with a fixed seed: the same "random" values on every run. */
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double bits_to_double(uint64_t bits)
-{
-    double d;
-    memcpy(&d, &bits, sizeof d);
-    return d;
-}
 
 static float bits_to_float(uint32_t bits)
 {
@@ -455,6 +430,138 @@ START_TEST(buf_reset_clears_oom)
 }
 END_TEST
 
+/* ---- growable arrays ------------------------------------------------------------------------ */
+
+typedef struct item24 {
+    uint64_t a, b, c;
+} item24;
+
+START_TEST(grow_doubles_from_a_first_capacity_and_keeps_the_items)
+{
+    int *a = NULL;
+    size_t cap = 0;
+    ck_assert_int_eq(mlt__grow(&a, &cap, 1, sizeof *a), MLT_OK);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq(cap, 16); /* 64 bytes of ints */
+    for (int i = 0; i < 1000; i++) {
+        ck_assert_int_eq(MLT__GROW(a, cap, (size_t)i + 1), MLT_OK);
+        ck_assert_uint_ge(cap, (size_t)i + 1);
+        a[i] = i * 7;
+    }
+    ck_assert_uint_eq(cap, 1024); /* 16 doubled six times */
+    for (int i = 0; i < 1000; i++) {
+        REQUIRE(a[i] == i * 7, "item %d is %d", i, a[i]);
+    }
+    free(a);
+
+    item24 *big = NULL;
+    cap = 0;
+    ck_assert_int_eq(MLT__GROW(big, cap, 1), MLT_OK);
+    ck_assert_uint_eq(cap, 8); /* 8 items of more than 8 bytes */
+    ck_assert_int_eq(MLT__GROW(big, cap, 9), MLT_OK);
+    ck_assert_uint_eq(cap, 16);
+    ck_assert_int_eq(MLT__GROW(big, cap, 100), MLT_OK); /* doubled as often as need asks */
+    ck_assert_uint_eq(cap, 128);
+    big[99] = (item24){1, 2, 3};
+    free(big);
+
+    char *bytes = NULL;
+    cap = 0;
+    ck_assert_int_eq(MLT__GROW(bytes, cap, 1), MLT_OK);
+    ck_assert_uint_eq(cap, 64);
+    ck_assert_int_eq(MLT__GROW(bytes, cap, 1000), MLT_OK); /* empty or not: 64, 128, ... */
+    ck_assert_uint_eq(cap, 1024);
+    free(bytes);
+}
+END_TEST
+
+START_TEST(grow_to_exactly_the_capacity_does_nothing)
+{
+    int *a = NULL;
+    size_t cap = 0;
+    ck_assert_int_eq(MLT__GROW(a, cap, 0), MLT_OK); /* nothing needed: nothing allocated */
+    ck_assert_ptr_null(a);
+    ck_assert_uint_eq(cap, 0);
+    ck_assert_int_eq(MLT__GROW(a, cap, 16), MLT_OK);
+    ck_assert_uint_eq(cap, 16); /* need is the first capacity exactly */
+    int *before = a;
+    ck_assert_int_eq(MLT__GROW(a, cap, 16), MLT_OK);
+    ck_assert_int_eq(MLT__GROW(a, cap, 3), MLT_OK);
+    ck_assert_ptr_eq(a, before);
+    ck_assert_uint_eq(cap, 16);
+    ck_assert_int_eq(MLT__GROW(a, cap, 17), MLT_OK); /* one more: doubled */
+    ck_assert_uint_eq(cap, 32);
+    free(a);
+}
+END_TEST
+
+/* A new array of 4 items, 10 to 13. */
+static int *four_items(void)
+{
+    int *a = malloc(4 * sizeof *a);
+    ck_assert_ptr_nonnull(a);
+    for (int i = 0; i < 4; i++) {
+        a[i] = 10 + i;
+    }
+    return a;
+}
+
+/* The array as it was: pointer, capacity and items. */
+static void assert_untouched(const int *a, const int *was, size_t cap, size_t cap_was)
+{
+    ck_assert_ptr_eq(a, was);
+    ck_assert_uint_eq(cap, cap_was);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(a[i], 10 + i);
+    }
+}
+
+START_TEST(grow_refuses_a_size_that_overflows_and_leaves_the_array)
+{
+    int *a = four_items();
+    int *was = a;
+    size_t cap = 4;
+    /* need * elem_size wraps around size_t */
+    ck_assert_int_eq(MLT__GROW(a, cap, SIZE_MAX / sizeof *a + 1), MLT_ERR_NOMEM);
+    assert_untouched(a, was, cap, 4);
+    ck_assert_int_eq(MLT__GROW(a, cap, SIZE_MAX), MLT_ERR_NOMEM);
+    assert_untouched(a, was, cap, 4);
+    /* it fits in a size_t but no object can be that large */
+    ck_assert_int_eq(MLT__GROW(a, cap, (size_t)PTRDIFF_MAX / sizeof *a + 1), MLT_ERR_NOMEM);
+    assert_untouched(a, was, cap, 4);
+    ck_assert_int_eq(mlt__grow(&a, &cap, 5, SIZE_MAX / 2 + 1), MLT_ERR_NOMEM);
+    assert_untouched(a, was, cap, 4);
+    ck_assert_int_eq(mlt__grow(&a, &cap, 5, 0), MLT_ERR_INVALID_ARG);
+    assert_untouched(a, was, cap, 4);
+    free(a);
+}
+END_TEST
+
+START_TEST(grow_refuses_a_doubling_that_overflows_and_leaves_the_array)
+{
+    int *a = four_items();
+    int *was = a;
+    /* a capacity near SIZE_MAX / elem_size, which doubled wraps around (only claimed: the call
+     * must fail before it reallocates) */
+    size_t cap = SIZE_MAX / sizeof *a - 1;
+    ck_assert_int_eq(MLT__GROW(a, cap, cap + 1), MLT_ERR_NOMEM);
+    assert_untouched(a, was, cap, SIZE_MAX / sizeof *a - 1);
+    cap = SIZE_MAX / sizeof *a / 2 + 1;
+    ck_assert_int_eq(MLT__GROW(a, cap, cap + 1), MLT_ERR_NOMEM);
+    assert_untouched(a, was, cap, SIZE_MAX / sizeof *a / 2 + 1);
+    /* and so for bytes */
+    char *b = malloc(1);
+    ck_assert_ptr_nonnull(b);
+    char *b_was = b;
+    size_t bcap = SIZE_MAX - 1;
+    ck_assert_int_eq(MLT__GROW(b, bcap, SIZE_MAX), MLT_ERR_NOMEM);
+    ck_assert_ptr_eq(b, b_was);
+    ck_assert_uint_eq(bcap, SIZE_MAX - 1);
+    free(b);
+    free(a);
+}
+END_TEST
+
 /* ---- JSON strings ---------------------------------------------------------------------------- */
 
 START_TEST(json_str_escapes_quote_and_backslash)
@@ -557,7 +664,7 @@ START_TEST(json_str_long_mixed_string_parses_back)
     char *in = malloc(n + 1);
     ck_assert_ptr_nonnull(in);
     for (size_t i = 0; i < n; i++) {
-        unsigned c = (unsigned)(rng_next(&st) % 0x7f) + 1; /* 1..0x7f */
+        unsigned c = (unsigned)(mlt_test_rng_next(&st) % 0x7f) + 1; /* 1..0x7f */
         in[i] = (char)c;
     }
     in[n] = '\0';
@@ -617,7 +724,7 @@ START_TEST(json_double_writes_nan_and_infinities_as_strings)
     ck_assert_str_eq(s, "\"NaN\"");
     json_double_text(-NAN, s, sizeof s);
     ck_assert_str_eq(s, "\"NaN\"");
-    json_double_text(bits_to_double(0x7ff0000000000001ull), s, sizeof s); /* signalling NaN */
+    json_double_text(mlt_test_double_of(0x7ff0000000000001ull), s, sizeof s); /* signalling NaN */
     ck_assert_str_eq(s, "\"NaN\"");
     json_double_text(INFINITY, s, sizeof s);
     ck_assert_str_eq(s, "\"Infinity\"");
@@ -724,7 +831,7 @@ START_TEST(json_double_round_trips_random_doubles_in_shortest_form)
     uint64_t st = 0x5eed5eed12345678ull;
     int finite = 0;
     for (int i = 0; i < 100000; i++) {
-        double v = bits_to_double(rng_next(&st));
+        double v = mlt_test_double_of(mlt_test_rng_next(&st));
         if (!isfinite(v)) {
             continue;
         }
@@ -740,8 +847,8 @@ START_TEST(json_double_keeps_short_decimals_short)
     uint64_t st = 0x0123456789abcdefull;
     for (int i = 0; i < 10000; i++) {
         char src[32];
-        snprintf(src, sizeof src, "%d.%de%d", (int)(rng_next(&st) % 1000),
-                 (int)(rng_next(&st) % 100), (int)(rng_next(&st) % 600) - 300);
+        snprintf(src, sizeof src, "%d.%de%d", (int)(mlt_test_rng_next(&st) % 1000),
+                 (int)(mlt_test_rng_next(&st) % 100), (int)(mlt_test_rng_next(&st) % 600) - 300);
         assert_double_round_trips(strtod(src, NULL), true);
     }
 }
@@ -757,12 +864,13 @@ START_TEST(json_double_is_shortest_for_subnormals)
     uint64_t st = 99;
     for (int i = 0; i < 2000; i++) {
         /* subnormals: exponent bits 0, random mantissa of random width */
-        uint64_t mant = rng_next(&st) & ((1ull << 52) - 1);
-        mant >>= rng_next(&st) % 52;
+        uint64_t mant = mlt_test_rng_next(&st) & ((1ull << 52) - 1);
+        mant >>= mlt_test_rng_next(&st) % 52;
         if (mant == 0) {
             continue;
         }
-        assert_double_round_trips(bits_to_double(mant | (rng_next(&st) & (1ull << 63))), true);
+        assert_double_round_trips(
+            mlt_test_double_of(mant | (mlt_test_rng_next(&st) & (1ull << 63))), true);
     }
 }
 END_TEST
@@ -807,7 +915,7 @@ START_TEST(fmt_float_round_trips_random_floats_in_shortest_form)
 {
     uint64_t st = 7;
     for (int i = 0; i < 50000; i++) {
-        float v = bits_to_float((uint32_t)rng_next(&st));
+        float v = bits_to_float((uint32_t)mlt_test_rng_next(&st));
         if (!isfinite(v)) {
             continue;
         }
@@ -823,8 +931,8 @@ START_TEST(fmt_float_is_shortest_for_subnormals)
     ck_assert_msg(strcmp(s, "1e-45") == 0, "1e-45f written as '%s'", s);
     uint64_t st = 11;
     for (int i = 0; i < 2000; i++) {
-        uint32_t mant = (uint32_t)rng_next(&st) & ((1u << 23) - 1);
-        mant >>= rng_next(&st) % 23;
+        uint32_t mant = (uint32_t)mlt_test_rng_next(&st) & ((1u << 23) - 1);
+        mant >>= mlt_test_rng_next(&st) % 23;
         if (mant == 0) {
             continue;
         }
@@ -866,7 +974,8 @@ START_TEST(errbuf_copies_the_last_error_cut_to_fit_and_returns_the_code)
     ck_assert_int_eq(mlt__errbuf(keep, sizeof keep, MLT_OK), MLT_OK);
     ck_assert_str_eq(keep, "keep");
     /* cut before a character that does not fit whole: "ab" then a 3-byte character */
-    mlt__fail(MLT_ERR_IO, "ab\xe6\x97\xa5" "c");
+    mlt__fail(MLT_ERR_IO, "ab\xe6\x97\xa5"
+                          "c");
     char cut[5];
     ck_assert_int_eq(mlt__errbuf(cut, sizeof cut, MLT_ERR_IO), MLT_ERR_IO);
     ck_assert_str_eq(cut, "ab");
@@ -874,6 +983,73 @@ START_TEST(errbuf_copies_the_last_error_cut_to_fit_and_returns_the_code)
     ck_assert_int_eq(mlt__errbuf(whole, sizeof whole, MLT_ERR_IO), MLT_ERR_IO);
     ck_assert_str_eq(whole, "ab\xe6\x97\xa5");
     mlt__fail_clear();
+}
+END_TEST
+
+/* Every cut of s (len bytes) at max = 0..len+2 against the expected cut for each max. */
+static void assert_cuts(const char *s, size_t len, const size_t *want)
+{
+    for (size_t max = 0; max <= len + 2; max++) {
+        size_t got = mlt__utf8_cut(s, len, max);
+        ck_assert_msg(got == want[max < len ? max : len],
+                      "cut of %zu-byte string at %zu: %zu, want %zu", len, max, got,
+                      want[max < len ? max : len]);
+    }
+}
+
+START_TEST(utf8_cut_keeps_whole_characters)
+{
+    static const size_t ascii[] = {0, 1, 2, 3, 4, 5};
+    assert_cuts("hello", 5, ascii);
+    ck_assert_uint_eq(mlt__utf8_cut("", 0, 10), 0);
+    ck_assert_uint_eq(mlt__utf8_cut("abc", 3, 0), 0);
+    ck_assert_uint_eq(mlt__utf8_cut("abc", 3, SIZE_MAX), 3); /* max beyond len: len */
+
+    /* "a" U+00E9 "z": a cut inside the 2-byte character leaves it out */
+    static const size_t two[] = {0, 1, 1, 3, 4};
+    assert_cuts("a\xC3\xA9z", 4, two);
+    /* "a" U+20AC "z" */
+    static const size_t three[] = {0, 1, 1, 1, 4, 5};
+    assert_cuts("a\xE2\x82\xACz", 5, three);
+    /* "a" U+1F600 "z" */
+    static const size_t four[] = {0, 1, 1, 1, 1, 5, 6};
+    assert_cuts("a\xF0\x9F\x98\x80z", 6, four);
+    /* characters back to back */
+    static const size_t mixed[] = {0, 0, 2, 2, 2, 5, 5, 5, 5, 9};
+    assert_cuts("\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80", 9, mixed);
+}
+END_TEST
+
+START_TEST(utf8_cut_drops_an_incomplete_character_at_the_end)
+{
+    /* the string itself ends inside a character (an answer cut to a buffer) */
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xE2\x82", 4, 4), 2);
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xF0\x9F\x98", 5, 100), 2);
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xC3", 3, 3), 2);
+    ck_assert_uint_eq(mlt__utf8_cut("\xC3", 1, 1), 0);
+}
+END_TEST
+
+START_TEST(utf8_cut_treats_invalid_bytes_as_the_copies_it_replaced_did)
+{
+    /* any byte >= 0xC0 is a lead byte, announcing 2, 3 or 4 bytes by its high bits */
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xFF", 3, 3), 2);
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xFF\x80\x80", 5, 5), 2);
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xF8\x80\x80\x80", 6, 6), 6);
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xC0\x80", 4, 4), 4); /* overlong, but whole */
+    ck_assert_uint_eq(mlt__utf8_cut("ab\xC0\x80", 4, 3), 2);
+    /* a lone Latin-1 byte is a lead byte without its continuation bytes */
+    ck_assert_uint_eq(mlt__utf8_cut("caf\xE9", 4, 4), 3);
+    ck_assert_uint_eq(mlt__utf8_cut("caf\xE9 au lait", 13, 4), 3);
+    /* only the last character is looked at */
+    ck_assert_uint_eq(mlt__utf8_cut("\xE9\xE9", 2, 2), 1);
+    /* continuation bytes without a lead byte within 3 bytes are kept */
+    ck_assert_uint_eq(mlt__utf8_cut("\x80\x80xy", 4, 1), 1);
+    ck_assert_uint_eq(mlt__utf8_cut("a\x80\x80\x80\x80", 5, 5), 5);
+    ck_assert_uint_eq(mlt__utf8_cut("\xF0\x80\x80\x80\x80", 5, 5), 5);
+    /* more continuation bytes than announced: whole at the end, cut where they go on */
+    ck_assert_uint_eq(mlt__utf8_cut("\xC3\xA9\xA9", 3, 3), 3);
+    ck_assert_uint_eq(mlt__utf8_cut("\xC3\xA9\xA9", 3, 2), 0);
 }
 END_TEST
 
@@ -1180,6 +1356,10 @@ int main(void)
     MLT_ADD_TEST(s, buf_oom_flag_sticks_and_steal_returns_null);
     MLT_ADD_TEST(s, buf_reserve_overflowing_size_sets_oom_without_allocating);
     MLT_ADD_TEST(s, buf_reset_clears_oom);
+    MLT_ADD_TEST(s, grow_doubles_from_a_first_capacity_and_keeps_the_items);
+    MLT_ADD_TEST(s, grow_to_exactly_the_capacity_does_nothing);
+    MLT_ADD_TEST(s, grow_refuses_a_size_that_overflows_and_leaves_the_array);
+    MLT_ADD_TEST(s, grow_refuses_a_doubling_that_overflows_and_leaves_the_array);
     MLT_ADD_TEST(s, json_str_escapes_quote_and_backslash);
     MLT_ADD_TEST(s, json_str_writes_other_control_chars_as_u00xx);
     MLT_ADD_TEST(s, json_strn_escapes_nul_and_stops_at_length);
@@ -1199,6 +1379,9 @@ int main(void)
     MLT_ADD_TEST(s, fmt_float_is_shortest_for_subnormals);
     MLT_ADD_TEST(s, strdup_strndup_and_aprintf_copy);
     MLT_ADD_TEST(s, errbuf_copies_the_last_error_cut_to_fit_and_returns_the_code);
+    MLT_ADD_TEST(s, utf8_cut_keeps_whole_characters);
+    MLT_ADD_TEST(s, utf8_cut_drops_an_incomplete_character_at_the_end);
+    MLT_ADD_TEST(s, utf8_cut_treats_invalid_bytes_as_the_copies_it_replaced_did);
     MLT_ADD_TEST(s, uuid4_has_version_and_variant_bits);
     MLT_ADD_TEST(s, uuid4_is_distinct_across_10k_calls);
     MLT_ADD_TEST(s, rand01_is_in_unit_interval_and_spread);

@@ -35,29 +35,14 @@
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-/* An assertion that records nothing when it holds (ck_assert marks a point each time, which is
- * slow in loops of 100k checks under valgrind). */
-#define REQUIRE(cond, ...)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            ck_abort_msg(__VA_ARGS__);                                                             \
-        }                                                                                          \
-    } while (0)
-
 #define DIR_LEN 512
 
 static const char SEG1[] = "seg-00000000000000000001.log";
 
-static void path_of(char *out, const char *dir, const char *name)
-{
-    int n = snprintf(out, PATH_MAX, "%s/%s", dir, name);
-    ck_assert(n > 0 && n < PATH_MAX);
-}
-
 static bool exists(const char *dir, const char *name)
 {
     char p[PATH_MAX];
-    path_of(p, dir, name);
+    mlt_test_path(p, dir, name);
     struct stat st;
     return stat(p, &st) == 0;
 }
@@ -65,52 +50,29 @@ static bool exists(const char *dir, const char *name)
 static off_t file_size(const char *dir, const char *name)
 {
     char p[PATH_MAX];
-    path_of(p, dir, name);
+    mlt_test_path(p, dir, name);
     struct stat st;
     ck_assert_msg(stat(p, &st) == 0, "stat %s: %s", p, strerror(errno));
     return st.st_size;
 }
 
-/* The whole file (caller frees), its length in *len; NULL when it does not exist. */
+/* The whole file as bytes (caller frees), its length in *len; NULL when it does not exist. */
 static unsigned char *slurp(const char *dir, const char *name, size_t *len)
 {
-    char p[PATH_MAX];
-    path_of(p, dir, name);
-    FILE *f = fopen(p, "rb");
-    if (!f) {
-        return NULL;
-    }
-    size_t cap = 4096, n = 0, got;
-    unsigned char *buf = malloc(cap + 1);
-    ck_assert_ptr_nonnull(buf);
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap + 1);
-            ck_assert_ptr_nonnull(buf);
-        }
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
+    return (unsigned char *)mlt_test_slurp(dir, name, len);
 }
 
 static void spit(const char *dir, const char *name, const void *data, size_t len)
 {
     char p[PATH_MAX];
-    path_of(p, dir, name);
-    FILE *f = fopen(p, "wb");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", p, strerror(errno));
-    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
-    ck_assert_int_eq(fclose(f), 0);
+    mlt_test_path(p, dir, name);
+    mlt_test_write_file(p, "wb", data, len);
 }
 
 static void truncate_to(const char *dir, const char *name, off_t size)
 {
     char p[PATH_MAX];
-    path_of(p, dir, name);
+    mlt_test_path(p, dir, name);
     ck_assert_int_eq(truncate(p, size), 0);
 }
 
@@ -129,7 +91,7 @@ static mode_t mode_of(const char *dir, const char *name)
 {
     char p[PATH_MAX];
     if (name) {
-        path_of(p, dir, name);
+        mlt_test_path(p, dir, name);
     } else {
         snprintf(p, sizeof p, "%s", dir);
     }
@@ -258,20 +220,16 @@ static size_t param_frame_size(uint64_t seq)
 }
 
 /* A fresh journal directory path (not created) under a fresh temporary directory. */
-typedef struct fixture {
-    char tmp[DIR_LEN];
-    char dir[DIR_LEN + 16];
-} fixture;
+typedef mlt_test_jdir fixture;
 
 static void fixture_init(fixture *f)
 {
-    mlt_test_tmpdir(f->tmp, sizeof f->tmp, "journal");
-    snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
+    mlt_test_jdir_init(f, "journal");
 }
 
 static void fixture_done(fixture *f)
 {
-    mlt_test_remove_tree(f->tmp);
+    mlt_test_jdir_done(f);
 }
 
 static mlt__journal *create_j(const char *dir, mlt__fsync_mode mode)
@@ -548,13 +506,6 @@ START_TEST(record_param_and_tag_round_trip)
 }
 END_TEST
 
-static uint64_t dbits(double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, sizeof u);
-    return u;
-}
-
 START_TEST(record_metric_round_trips_special_values_bit_exact)
 {
     double nan_payload;
@@ -574,8 +525,8 @@ START_TEST(record_metric_round_trips_special_values_bit_exact)
             ck_assert_int_eq(r.type, MLT__REC_METRIC);
             ck_assert_uint_eq(r.run_no, 9);
             ck_assert_str_eq(r.key, "loss/val");
-            ck_assert_msg(dbits(r.num) == dbits(vals[i]), "value %zu: bits %016" PRIx64, i,
-                          dbits(r.num));
+            ck_assert_msg(mlt_test_bits_of(r.num) == mlt_test_bits_of(vals[i]),
+                          "value %zu: bits %016" PRIx64, i, mlt_test_bits_of(r.num));
             ck_assert_int_eq(r.time_ms, ts);
             ck_assert_int_eq(r.step, step);
             mlt__buf_free(&b);
@@ -751,14 +702,6 @@ START_TEST(record_malformed_strings_are_corrupt)
 }
 END_TEST
 
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 START_TEST(record_decode_survives_random_bytes)
 {
     uint64_t st = 20240601;
@@ -766,7 +709,7 @@ START_TEST(record_decode_survives_random_bytes)
     mlt__buf sample;
     mlt__buf_init(&sample);
     for (int i = 0; i < 100000; i++) {
-        uint64_t x = rng_next(&st);
+        uint64_t x = mlt_test_rng_next(&st);
         size_t len = (size_t)(x % 200);
         unsigned char *p;
         if (i % 4 == 0) {
@@ -783,7 +726,7 @@ START_TEST(record_decode_survives_random_bytes)
             p = malloc(len ? len : 1); /* exact size: ASan sees a read past the end */
             ck_assert_ptr_nonnull(p);
             for (size_t k = 0; k < len; k++) {
-                p[k] = (unsigned char)(rng_next(&st) >> 56);
+                p[k] = (unsigned char)(mlt_test_rng_next(&st) >> 56);
             }
             if (len >= 8 && (x & 1)) {
                 p[4] = (unsigned char)(x >> 48) & 0x1f; /* small string lengths */
@@ -985,7 +928,7 @@ START_TEST(journal_appends_read_back_in_order)
     ck_assert_uint_eq(r.end_pos, pos);
     ck_assert_int_eq(mlt__journal_next(j, &cursor, &scratch, &r), MLT_OK);
     ck_assert_int_eq(r.type, MLT__REC_METRIC);
-    ck_assert_uint_eq(dbits(r.num), dbits(-0.0));
+    ck_assert_uint_eq(mlt_test_bits_of(r.num), mlt_test_bits_of(-0.0));
     ck_assert_int_eq(r.step, INT64_MIN);
     ck_assert_int_eq(mlt__journal_next(j, &cursor, &scratch, &r), MLT_OK);
     ck_assert_int_eq(r.type, MLT__REC_TAG);
@@ -2331,20 +2274,6 @@ static cJSON *dead_line(const char *text, int i)
     return o;
 }
 
-static const char *jstr(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    ck_assert_msg(cJSON_IsString(v), "%s is not a string", name);
-    return v->valuestring;
-}
-
-static double jnum(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", name);
-    return v->valuedouble;
-}
-
 START_TEST(journal_dead_letters_are_json_lines_with_the_answer)
 {
     fixture f;
@@ -2413,49 +2342,49 @@ START_TEST(journal_dead_letters_are_json_lines_with_the_answer)
     size_t len;
     char *text = (char *)slurp(f.dir, "dead.jsonl", &len);
     cJSON *o = dead_line(text, 0);
-    ck_assert_int_eq((int)jnum(o, "seq"), 7);
-    ck_assert_str_eq(jstr(o, "type"), "param");
-    ck_assert_str_eq(jstr(o, "run_key"), "run-key-1");
-    ck_assert_str_eq(jstr(o, "key"), "lr \"quoted\"");
-    ck_assert_str_eq(jstr(o, "value"), "line\nbreak\ttab \x01 \xc3\xa9");
-    ck_assert_str_eq(jstr(o, "answer"), answer);
+    ck_assert_int_eq((int)mlt_test_jnum(o, "seq"), 7);
+    ck_assert_str_eq(mlt_test_jstr(o, "type"), "param");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), "run-key-1");
+    ck_assert_str_eq(mlt_test_jstr(o, "key"), "lr \"quoted\"");
+    ck_assert_str_eq(mlt_test_jstr(o, "value"), "line\nbreak\ttab \x01 \xc3\xa9");
+    ck_assert_str_eq(mlt_test_jstr(o, "answer"), answer);
     cJSON_Delete(o);
     o = dead_line(text, 1);
-    ck_assert_str_eq(jstr(o, "type"), "metric");
-    ck_assert_str_eq(jstr(o, "key"), "loss");
-    ck_assert_str_eq(jstr(o, "value"), "NaN");
+    ck_assert_str_eq(mlt_test_jstr(o, "type"), "metric");
+    ck_assert_str_eq(mlt_test_jstr(o, "key"), "loss");
+    ck_assert_str_eq(mlt_test_jstr(o, "value"), "NaN");
     /* int64 extremes written exactly (cJSON reads them as doubles: compare the text) */
     ck_assert_ptr_nonnull(strstr(text, "\"timestamp\":-9223372036854775808"));
     ck_assert_ptr_nonnull(strstr(text, "\"step\":9223372036854775807"));
-    ck_assert_str_eq(jstr(o, "answer"), "");
+    ck_assert_str_eq(mlt_test_jstr(o, "answer"), "");
     cJSON_Delete(o);
     o = dead_line(text, 2);
-    ck_assert(jnum(o, "value") == 0.1);
+    ck_assert(mlt_test_jnum(o, "value") == 0.1);
     cJSON_Delete(o);
     o = dead_line(text, 3);
-    ck_assert_str_eq(jstr(o, "type"), "create_run");
-    ck_assert_str_eq(jstr(o, "run_key"), "run-key-2");
-    ck_assert_str_eq(jstr(o, "answer"), "experiment is deleted");
+    ck_assert_str_eq(mlt_test_jstr(o, "type"), "create_run");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), "run-key-2");
+    ck_assert_str_eq(mlt_test_jstr(o, "answer"), "experiment is deleted");
     /* all the create holds, so that the run can be made again by hand */
-    ck_assert_str_eq(jstr(o, "run_name"), "train \"7\"");
-    ck_assert_str_eq(jstr(o, "experiment_name"), "sweep");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_name"), "train \"7\"");
+    ck_assert_str_eq(mlt_test_jstr(o, "experiment_name"), "sweep");
     ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(o, "experiment_id")); /* "": left out */
     ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(o, "parent_run_key"));
     ck_assert_ptr_nonnull(strstr(text, "\"start_time\":1700000000123,"));
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(o, "tags");
     ck_assert_int_eq(cJSON_GetArraySize(tags), 2);
-    ck_assert_str_eq(jstr(tags, "team"), "a");
-    ck_assert_str_eq(jstr(tags, "mlflow.user"), "b\n");
+    ck_assert_str_eq(mlt_test_jstr(tags, "team"), "a");
+    ck_assert_str_eq(mlt_test_jstr(tags, "mlflow.user"), "b\n");
     cJSON_Delete(o);
     o = dead_line(text, 4);
-    ck_assert_str_eq(jstr(o, "type"), "end_run");
-    ck_assert_str_eq(jstr(o, "run_key"), "run-key-1");
-    ck_assert_str_eq(jstr(o, "status"), "FAILED");
+    ck_assert_str_eq(mlt_test_jstr(o, "type"), "end_run");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), "run-key-1");
+    ck_assert_str_eq(mlt_test_jstr(o, "status"), "FAILED");
     ck_assert_ptr_nonnull(strstr(text, "\"end_time\":1700000000999,"));
     cJSON_Delete(o);
     o = dead_line(text, 5);
-    ck_assert_str_eq(jstr(o, "type"), "tag");
-    ck_assert_str_eq(jstr(o, "run_key"), "");
+    ck_assert_str_eq(mlt_test_jstr(o, "type"), "tag");
+    ck_assert_str_eq(mlt_test_jstr(o, "run_key"), "");
     cJSON_Delete(o);
     ck_assert_uint_eq(len, strlen(text)); /* no NUL bytes */
     ck_assert_int_eq(text[len - 1], '\n');
@@ -2638,13 +2567,13 @@ START_TEST(queue_list_lists_journal_directories_sorted)
     static const char *const names[] = {"j-c", "j-a", "x-b", "j-b", "lock", "jj-z", "J-d"};
     char path[PATH_MAX];
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        path_of(path, tmp, names[i]);
+        mlt_test_path(path, tmp, names[i]);
         ck_assert_int_eq(mkdir(path, 0700), 0);
     }
     for (int i = 0; i < 20; i++) { /* more than the first allocation */
         char name[16];
         snprintf(name, sizeof name, "j-z%02d", 19 - i);
-        path_of(path, tmp, name);
+        mlt_test_path(path, tmp, name);
         ck_assert_int_eq(mkdir(path, 0700), 0);
     }
     ck_assert_int_eq(mlt__queue_list(tmp, &dirs, &n), MLT_OK);

@@ -103,13 +103,6 @@ START_TEST(a_thousand_tracker_lives_leave_no_fd_and_no_thread)
 }
 END_TEST
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The only journal directory under queue. */
 static void journal_dir(const char *queue, char *out, size_t len)
 {
@@ -170,10 +163,10 @@ START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
     ck_assert_int_ne(during, MLT_OK);
 
     /* logging resumes: the writer retries and drains the ring */
-    int64_t until = now_ms() + 10000;
+    int64_t until = mlt_test_mono_ms() + 10000;
     mlt_err rc;
     while ((rc = mlt_log_metric(run, "m", (double)FULL_POINTS, FULL_POINTS)) != MLT_OK &&
-           now_ms() < until) {
+           mlt_test_mono_ms() < until) {
         usleep(20 * 1000);
     }
     ck_assert_msg(rc == MLT_OK, "logging did not resume: %s", mlt_last_error());

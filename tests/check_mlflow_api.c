@@ -17,23 +17,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-/* An assertion that records nothing when it holds (ck_assert marks a point each time, which is
- * slow in loops over thousands of entities under valgrind). */
-#define REQUIRE(cond, ...)                                                                       \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            ck_abort_msg(__VA_ARGS__);                                                           \
-        }                                                                                        \
-    } while (0)
-
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* The request body parsed as a JSON object (caller deletes). */
 static cJSON *parse_body(const mlt__api_req *r)
 {
@@ -41,13 +24,6 @@ static cJSON *parse_body(const mlt__api_req *r)
     cJSON *j = cJSON_ParseWithLength(r->body.data, r->body.len);
     REQUIRE(j != NULL && cJSON_IsObject(j), "body is not a JSON object: %.200s", r->body.data);
     return j;
-}
-
-static const char *str_member(const cJSON *j, const char *key)
-{
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, key);
-    REQUIRE(cJSON_IsString(m), "member %s is not a string", key);
-    return m->valuestring;
 }
 
 static const cJSON *array_member(const cJSON *j, const char *key)
@@ -61,19 +37,6 @@ static void assert_body_has(const mlt__api_req *r, const char *needle)
 {
     ck_assert_msg(strstr(r->body.data, needle) != NULL, "body lacks %s: %.300s", needle,
                   r->body.data);
-}
-
-/* n copies of unit in a new string (caller frees). */
-static char *repeat(const char *unit, size_t n)
-{
-    size_t len = strlen(unit);
-    char *s = malloc(len * n + 1);
-    REQUIRE(s != NULL, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        memcpy(s + i * len, unit, len);
-    }
-    s[len * n] = '\0';
-    return s;
 }
 
 /* prefix followed by i, zero-padded to width digits, in a new string (caller frees). */
@@ -138,10 +101,10 @@ static void assert_kv_array(const cJSON *arr, const mlt__kv *want, size_t n)
     const cJSON *e;
     cJSON_ArrayForEach(e, arr)
     {
-        REQUIRE(strcmp(str_member(e, "key"), want[i].key) == 0, "entry %zu: key %s, want %s", i,
-                str_member(e, "key"), want[i].key);
-        REQUIRE(strcmp(str_member(e, "value"), want[i].value) == 0, "entry %zu (%s): wrong value",
-                i, want[i].key);
+        REQUIRE(strcmp(mlt_test_jstr(e, "key"), want[i].key) == 0, "entry %zu: key %s, want %s", i,
+                mlt_test_jstr(e, "key"), want[i].key);
+        REQUIRE(strcmp(mlt_test_jstr(e, "value"), want[i].value) == 0,
+                "entry %zu (%s): wrong value", i, want[i].key);
         REQUIRE(cJSON_GetArraySize(e) == 2, "entry %zu has extra members", i);
         i++;
     }
@@ -157,8 +120,8 @@ static void assert_metric_array(const cJSON *arr, const mlt__metric *want, size_
     const cJSON *e;
     cJSON_ArrayForEach(e, arr)
     {
-        REQUIRE(strcmp(str_member(e, "key"), want[i].key) == 0, "metric %zu: key %s, want %s", i,
-                str_member(e, "key"), want[i].key);
+        REQUIRE(strcmp(mlt_test_jstr(e, "key"), want[i].key) == 0, "metric %zu: key %s, want %s", i,
+                mlt_test_jstr(e, "key"), want[i].key);
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "value");
         double w = want[i].value;
         if (isnan(w)) {
@@ -205,7 +168,7 @@ static void assert_batch_body(const mlt__api_req *r, const mlt__batch *in, const
                 took->n_metrics <= in->n_metrics,
             "took more than given");
     cJSON *j = parse_body(r);
-    REQUIRE(strcmp(str_member(j, "run_id"), "0123456789abcdef0123456789abcdef") == 0,
+    REQUIRE(strcmp(mlt_test_jstr(j, "run_id"), "0123456789abcdef0123456789abcdef") == 0,
             "wrong run_id");
     assert_kv_array(array_member(j, "params"), in->params, took->n_params);
     assert_kv_array(array_member(j, "tags"), in->tags, took->n_tags);
@@ -270,7 +233,7 @@ END_TEST
 START_TEST(get_experiment_by_name_fits_the_longest_name_and_refuses_more)
 {
     /* 256 code points of 4 bytes: the longest valid name, 3072 bytes once encoded */
-    char *name = repeat("\xf0\x9f\x98\x80", 256);
+    char *name = mlt_test_repeat("\xf0\x9f\x98\x80", 256);
     mlt__api_req r;
     mlt__api_req_init(&r);
     ck_assert_int_eq(mlt__api_get_experiment_by_name(&r, name), MLT_OK);
@@ -279,7 +242,7 @@ START_TEST(get_experiment_by_name_fits_the_longest_name_and_refuses_more)
     mlt__api_req_free(&r);
     free(name);
     /* far longer: refused, not overflowed */
-    name = repeat(" ", 5000);
+    name = mlt_test_repeat(" ", 5000);
     mlt__api_req_init(&r);
     ck_assert_int_eq(mlt__api_get_experiment_by_name(&r, name), MLT_ERR_VALUE_TOO_LONG);
     mlt__api_req_free(&r);
@@ -296,7 +259,7 @@ START_TEST(create_experiment_body_has_the_name)
     ck_assert_str_eq(r.method, "POST");
     ck_assert_str_eq(r.path, "experiments/create");
     cJSON *j = parse_body(&r);
-    ck_assert_str_eq(str_member(j, "name"), name);
+    ck_assert_str_eq(mlt_test_jstr(j, "name"), name);
     ck_assert_int_eq(cJSON_GetArraySize(j), 1);
     cJSON_Delete(j);
     mlt__api_req_free(&r);
@@ -316,9 +279,9 @@ START_TEST(create_run_body_has_every_field)
     ck_assert_str_eq(r.method, "POST");
     ck_assert_str_eq(r.path, "runs/create");
     cJSON *j = parse_body(&r);
-    ck_assert_str_eq(str_member(j, "experiment_id"), "7");
-    ck_assert_str_eq(str_member(j, "run_name"), "train run");
-    ck_assert_str_eq(str_member(j, "user_id"), "alice");
+    ck_assert_str_eq(mlt_test_jstr(j, "experiment_id"), "7");
+    ck_assert_str_eq(mlt_test_jstr(j, "run_name"), "train run");
+    ck_assert_str_eq(mlt_test_jstr(j, "user_id"), "alice");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "start_time");
     ck_assert(cJSON_IsNumber(st));
     assert_body_has(&r, "\"start_time\":1700000000123");
@@ -338,7 +301,7 @@ START_TEST(create_run_leaves_out_missing_name_and_user)
     cJSON *j = parse_body(&r);
     ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(j, "run_name"));
     ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(j, "user_id"));
-    ck_assert_str_eq(str_member(j, "experiment_id"), "0");
+    ck_assert_str_eq(mlt_test_jstr(j, "experiment_id"), "0");
     assert_body_has(&r, "\"start_time\":9223372036854775807");
     assert_kv_array(array_member(j, "tags"), tags, 1);
     cJSON_Delete(j);
@@ -370,7 +333,7 @@ START_TEST(search_by_key_filters_on_the_client_run_key_tag)
     ck_assert_str_eq(cJSON_GetArrayItem(ids, 0)->valuestring, "5");
     char want[128];
     snprintf(want, sizeof want, "tags.\"mltrack.client_run_key\" = '%s'", key);
-    ck_assert_str_eq(str_member(j, "filter"), want);
+    ck_assert_str_eq(mlt_test_jstr(j, "filter"), want);
     const cJSON *max = cJSON_GetObjectItemCaseSensitive(j, "max_results");
     ck_assert(cJSON_IsNumber(max));
     ck_assert_int_ge(max->valueint, 1);
@@ -396,7 +359,7 @@ END_TEST
  * (a cut filter has no closing quote: the server answers 400). */
 START_TEST(search_by_key_never_truncates_the_filter)
 {
-    char *key = repeat("abcdef0123", 12); /* 120 hex characters */
+    char *key = mlt_test_repeat("abcdef0123", 12); /* 120 hex characters */
     mlt__api_req r;
     mlt__api_req_init(&r);
     mlt_err rc = mlt__api_search_run_by_key(&r, "1", key);
@@ -428,8 +391,8 @@ START_TEST(update_run_body_has_status_and_exact_end_time)
         ck_assert_str_eq(r.method, "POST");
         ck_assert_str_eq(r.path, "runs/update");
         cJSON *j = parse_body(&r);
-        ck_assert_str_eq(str_member(j, "run_id"), "run-1");
-        ck_assert_str_eq(str_member(j, "status"), names[i]);
+        ck_assert_str_eq(mlt_test_jstr(j, "run_id"), "run-1");
+        ck_assert_str_eq(mlt_test_jstr(j, "status"), names[i]);
         ck_assert(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "end_time")));
         char want[64];
         snprintf(want, sizeof want, "\"end_time\":922337203685477580%d", 7 - i);
@@ -610,7 +573,7 @@ START_TEST(log_batch_fills_params_before_tags_before_metrics)
     mlt__metric *m = make_metrics(10);
     for (int i = 0; i < 10; i++) {
         free((char *)m[i].key);
-        m[i].key = repeat("k", 240); /* ~300 bytes each */
+        m[i].key = mlt_test_repeat("k", 240); /* ~300 bytes each */
     }
     mlt__batch none = {NULL, 0, NULL, 0, NULL, 0};
     mlt__batch one_p = {NULL, 0, p, 1, NULL, 0};
@@ -649,7 +612,7 @@ END_TEST
 START_TEST(log_batch_fills_the_byte_budget_with_6000_char_params)
 {
     enum { N = 100 };
-    char *v = repeat("\xf0\x9f\x98\x80", 6000); /* 6000 code points, 24000 bytes */
+    char *v = mlt_test_repeat("\xf0\x9f\x98\x80", 6000); /* 6000 code points, 24000 bytes */
     mlt__kv *p = make_kvs(N, "p", 3, "x", 0);
     for (int i = 0; i < N; i++) {
         free((char *)p[i].value);
@@ -681,8 +644,8 @@ END_TEST
 START_TEST(log_batch_fills_the_byte_budget_with_8000_char_escaped_tags)
 {
     enum { N = 100 };
-    char *v = repeat("\"", 8000); /* 16000 bytes once escaped */
-    char *w = repeat("\x01", 8000); /* 48000 bytes once escaped */
+    char *v = mlt_test_repeat("\"", 8000);   /* 16000 bytes once escaped */
+    char *w = mlt_test_repeat("\x01", 8000); /* 48000 bytes once escaped */
     mlt__kv *t = make_kvs(N, "tag", 3, "x", 0);
     for (int i = 0; i < N; i++) {
         free((char *)t[i].value);
@@ -712,12 +675,13 @@ static char *random_text(uint64_t *st, size_t max)
 {
     static const char *units[] = {"a", "Z", "7", " ", "\"", "\\", "\n", "\x01",
                                   "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "/"};
-    size_t n = rng_next(st) % 8 == 0 ? rng_next(st) % (max + 1) : rng_next(st) % 40;
+    size_t n = mlt_test_rng_next(st) % 8 == 0 ? mlt_test_rng_next(st) % (max + 1)
+                                              : mlt_test_rng_next(st) % 40;
     char *s = malloc(n * 4 + 1);
     REQUIRE(s != NULL, "out of memory");
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *u = units[rng_next(st) % (sizeof units / sizeof units[0])];
+        const char *u = units[mlt_test_rng_next(st) % (sizeof units / sizeof units[0])];
         size_t l = strlen(u);
         memcpy(s + o, u, l);
         o += l;
@@ -731,9 +695,9 @@ START_TEST(log_batch_respects_the_byte_budget_for_many_mixes)
     uint64_t st = 2024;
     int near_budget = 0; /* bodies that the byte budget, not the counts, cut */
     for (int round = 0; round < 40; round++) {
-        size_t np = rng_next(&st) % 260;
-        size_t nt = rng_next(&st) % 260;
-        size_t nm = rng_next(&st) % 2600;
+        size_t np = mlt_test_rng_next(&st) % 260;
+        size_t nt = mlt_test_rng_next(&st) % 260;
+        size_t nm = mlt_test_rng_next(&st) % 2600;
         mlt__kv *p = calloc(np + 1, sizeof *p);
         mlt__kv *t = calloc(nt + 1, sizeof *t);
         mlt__metric *m = make_metrics(nm);
@@ -747,13 +711,15 @@ START_TEST(log_batch_respects_the_byte_budget_for_many_mixes)
             t[i].value = random_text(&st, 8000);
         }
         for (size_t i = 0; i < nm; i++) {
-            uint64_t k = rng_next(&st) % 10;
-            m[i].value = k == 0 ? NAN : k == 1 ? -INFINITY : (double)(int64_t)rng_next(&st) / 7;
-            m[i].step = (int64_t)(rng_next(&st) % 2000000) - 1000000;
+            uint64_t k = mlt_test_rng_next(&st) % 10;
+            m[i].value = k == 0   ? NAN
+                         : k == 1 ? -INFINITY
+                                  : (double)(int64_t)mlt_test_rng_next(&st) / 7;
+            m[i].step = (int64_t)(mlt_test_rng_next(&st) % 2000000) - 1000000;
         }
         /* any budget that holds the largest single entity (an 8000-char tag of \u0001) */
-        size_t max = rng_next(&st) % 3 == 0 ? MLT__BATCH_MAX_BYTES
-                                            : 50000 + rng_next(&st) % 400000;
+        size_t max = mlt_test_rng_next(&st) % 3 == 0 ? MLT__BATCH_MAX_BYTES
+                                                     : 50000 + mlt_test_rng_next(&st) % 400000;
         /* drain, as the client does: every entity goes out once, in order */
         mlt__batch left = {m, nm, p, np, t, nt};
         int calls = 0;
@@ -788,7 +754,7 @@ END_TEST
 
 START_TEST(log_batch_refuses_an_entity_larger_than_the_budget)
 {
-    char *big = repeat("v", 6000);
+    char *big = mlt_test_repeat("v", 6000);
     mlt__kv p = {"big", big};
     mlt__batch in = {NULL, 0, &p, 1, NULL, 0};
     mlt__batch took;
@@ -803,7 +769,7 @@ START_TEST(log_batch_refuses_an_entity_larger_than_the_budget)
     ck_assert_uint_eq(took.n_params + took.n_tags + took.n_metrics, 0);
     mlt__api_req_free(&r);
 
-    char *key = repeat("k", 250);
+    char *key = mlt_test_repeat("k", 250);
     mlt__metric m = {key, 1.0, 1, 1};
     mlt__batch in_m = {&m, 1, NULL, 0, NULL, 0};
     ck_assert_int_eq(batch(&r, &in_m, 200, &took), MLT_ERR_VALUE_TOO_LONG);
@@ -1112,7 +1078,7 @@ END_TEST
 
 START_TEST(classify_message_quotes_a_bounded_snippet_of_long_bodies)
 {
-    char *body = repeat("<p>line\n</p>", 5000);
+    char *body = mlt_test_repeat("<p>line\n</p>", 5000);
     answer_case c = {502, body, -1, MLT_OK, false};
     mlt__api_answer a;
     classify(&c, &a);

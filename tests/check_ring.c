@@ -48,15 +48,6 @@
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-/* An assertion that records nothing when it holds (ck_assert marks a point each time, which is
- * slow in loops of 100k checks under valgrind). */
-#define REQUIRE(cond, ...)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            ck_abort_msg(__VA_ARGS__);                                                             \
-        }                                                                                          \
-    } while (0)
-
 /* In a forked child: no Check assertions (the child is not a test), a message and an exit
  * status the parent reports. */
 #define CHILD_REQUIRE(cond)                                                                        \
@@ -84,63 +75,24 @@ static bool under_valgrind(void)
 #endif
 }
 
-static void path_of(char *out, const char *dir, const char *name)
-{
-    int n = snprintf(out, PATH_MAX, "%s/%s", dir, name);
-    ck_assert(n > 0 && n < PATH_MAX);
-}
-
-/* The whole file (caller frees), its length in *len; NULL when it does not exist. */
-static char *slurp(const char *dir, const char *name, size_t *len)
-{
-    char p[PATH_MAX];
-    path_of(p, dir, name);
-    FILE *f = fopen(p, "rb");
-    if (!f) {
-        return NULL;
-    }
-    size_t cap = 4096, n = 0, got;
-    char *buf = malloc(cap + 1);
-    ck_assert_ptr_nonnull(buf);
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap + 1);
-            ck_assert_ptr_nonnull(buf);
-        }
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 static void append_to(const char *dir, const char *name, const char *text)
 {
     char p[PATH_MAX];
-    path_of(p, dir, name);
-    FILE *f = fopen(p, "ab");
-    ck_assert_msg(f != NULL, "cannot append to %s: %s", p, strerror(errno));
-    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    ck_assert_int_eq(fclose(f), 0);
+    mlt_test_path(p, dir, name);
+    mlt_test_write_file(p, "ab", text, strlen(text));
 }
 
 /* A fresh journal directory path (not created) under a fresh temporary directory. */
-typedef struct fixture {
-    char tmp[DIR_LEN];
-    char dir[DIR_LEN + 16];
-} fixture;
+typedef mlt_test_jdir fixture;
 
 static void fixture_init(fixture *f)
 {
-    mlt_test_tmpdir(f->tmp, sizeof f->tmp, "ring");
-    snprintf(f->dir, sizeof f->dir, "%s/j-test", f->tmp);
+    mlt_test_jdir_init(f, "ring");
 }
 
 static void fixture_done(fixture *f)
 {
-    mlt_test_remove_tree(f->tmp);
+    mlt_test_jdir_done(f);
 }
 
 static mlt__journal *create_j(const char *dir)
@@ -188,24 +140,7 @@ typedef struct pt {
 
 static uint64_t mix64(uint64_t x)
 {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-static double from_bits(uint64_t b)
-{
-    double d;
-    memcpy(&d, &b, sizeof d);
-    return d;
-}
-
-static uint64_t to_bits(double d)
-{
-    uint64_t b;
-    memcpy(&b, &d, sizeof b);
-    return b;
+    return mlt_test_rng_next(&x); /* splitmix64 of x */
 }
 
 /* Values that a codec gets wrong first: NaNs (quiet, negative, signalling, with payloads),
@@ -267,7 +202,7 @@ static mlt_err put_gen(mlt__ring *r, uint64_t seed, uint64_t i)
 {
     pt p;
     gen_point(seed, i, &p);
-    return mlt__ring_put(r, p.run, p.key | MLT__RING_MS, from_bits(p.bits), p.ts, p.step);
+    return mlt__ring_put(r, p.run, p.key | MLT__RING_MS, mlt_test_double_of(p.bits), p.ts, p.step);
 }
 
 static void put_gen_range(mlt__ring *r, uint64_t seed, uint64_t from, uint64_t to)
@@ -299,8 +234,8 @@ static void expect_gen_point(mlt__journal *j, uint64_t *cursor, mlt__buf *scratc
     REQUIRE(r.key && strcmp(r.key, KEYS[p.key]) == 0, "point %" PRIu64 ": key %s where %s", i,
             r.key ? r.key : "(null)", KEYS[p.key]);
     REQUIRE(memcmp(&r.num, &p.bits, sizeof p.bits) == 0,
-            "point %" PRIu64 ": value bits %016" PRIx64 " where %016" PRIx64, i, to_bits(r.num),
-            p.bits);
+            "point %" PRIu64 ": value bits %016" PRIx64 " where %016" PRIx64, i,
+            mlt_test_bits_of(r.num), p.bits);
     REQUIRE(r.time_ms == p.ts, "point %" PRIu64 ": time %" PRId64 " where %" PRId64, i, r.time_ms,
             p.ts);
     REQUIRE(r.step == p.step, "point %" PRIu64 ": step %" PRId64 " where %" PRId64, i, r.step,
@@ -795,7 +730,7 @@ START_TEST(crash_in_the_middle_of_a_group_write_moves_each_point_once)
     run_child(child_rewinds_the_tail, f.dir, &a);
     char seg[NAME_MAX + 1], path[PATH_MAX];
     last_segment(f.dir, seg, sizeof seg);
-    path_of(path, f.dir, seg);
+    mlt_test_path(path, f.dir, seg);
     struct stat st;
     ck_assert_int_eq(stat(path, &st), 0);
     /* about 100 points before the end, inside a frame */
@@ -898,7 +833,7 @@ START_TEST(a_ring_file_of_the_wrong_size_is_started_afresh)
     put_gen_range(mlt__journal_ring(j), a.seed, 0, a.n1);
     mlt__journal_close(j, false);
     char path[PATH_MAX];
-    path_of(path, f.dir, "ring");
+    mlt_test_path(path, f.dir, "ring");
     ck_assert_int_eq(truncate(path, 100), 0);
 
     /* a process adopts the journal with its new ring, puts points and dies; the next owner
@@ -930,7 +865,7 @@ START_TEST(status_counts_no_ring_points_of_a_ring_the_next_open_starts_afresh)
     run_child(child_puts_and_dies, f.dir, &a);
     ck_assert_uint_eq(status_of(f.dir).ring_points, a.n2);
     char path[PATH_MAX];
-    path_of(path, f.dir, "ring");
+    mlt_test_path(path, f.dir, "ring");
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     ck_assert_int_ge(fd, 0);
     uint32_t slot_size = sizeof(mlt__ring_slot) + 8;
@@ -963,7 +898,7 @@ START_TEST(points_after_an_acked_cursor_past_the_segments_are_numbered_after_it)
     dead_args a = {9, 1000, 300, 0};
     run_child(child_puts_and_dies, f.dir, &a);
     char path[PATH_MAX];
-    path_of(path, f.dir, "acked");
+    mlt_test_path(path, f.dir, "acked");
     FILE *af = fopen(path, "w");
     ck_assert_ptr_nonnull(af);
     fprintf(af, "%" PRIu64 "\n", a.n1 + 50);
@@ -1002,8 +937,8 @@ START_TEST(points_into_a_segment_cut_to_its_magic_follow_its_name)
     put_keys(j);
     mlt__journal_close(j, false);
     char from[PATH_MAX], to[PATH_MAX];
-    path_of(from, f.dir, "seg-00000000000000000001.log");
-    path_of(to, f.dir, "seg-00000000000000000004.log");
+    mlt_test_path(from, f.dir, "seg-00000000000000000001.log");
+    mlt_test_path(to, f.dir, "seg-00000000000000000004.log");
     ck_assert_int_eq(rename(from, to), 0);
 
     mlt__recovery rec;
@@ -1048,7 +983,7 @@ START_TEST(ring_tickets_near_the_wrap_of_64_bits_are_not_taken)
         if (variant == 0) {
             /* the ring's tail at the last ticket */
             char path[PATH_MAX];
-            path_of(path, f.dir, "ring");
+            mlt_test_path(path, f.dir, "ring");
             int fd = open(path, O_WRONLY | O_CLOEXEC);
             ck_assert_int_ge(fd, 0);
             uint64_t tail = UINT64_MAX, head = 0;
@@ -1075,11 +1010,8 @@ START_TEST(ring_tickets_near_the_wrap_of_64_bits_are_not_taken)
             uint32_t crc = mlt__crc32c(mlt__crc32c(0, f0 + 8, 9), f0 + MLT__FRAME_HEADER, len);
             memcpy(f0 + 4, &crc, 4);
             char path[PATH_MAX];
-            path_of(path, f.dir, "seg-00000000000000000001.log");
-            FILE *sf = fopen(path, "wb");
-            ck_assert_ptr_nonnull(sf);
-            ck_assert_uint_eq(fwrite(seg, 1, (size_t)(p - seg), sf), (size_t)(p - seg));
-            ck_assert_int_eq(fclose(sf), 0);
+            mlt_test_path(path, f.dir, "seg-00000000000000000001.log");
+            mlt_test_write_file(path, "wb", seg, (size_t)(p - seg));
             want++;
         }
         mlt__recovery rec;
@@ -1113,7 +1045,7 @@ START_TEST(record_numbers_never_wrap_past_an_acked_cursor_at_the_last_number)
     put_keys(j);
     mlt__journal_close(j, false);
     char path[PATH_MAX];
-    path_of(path, f.dir, "acked");
+    mlt_test_path(path, f.dir, "acked");
     FILE *af = fopen(path, "w");
     ck_assert_ptr_nonnull(af);
     fprintf(af, "%" PRIu64 "\n", UINT64_MAX);
@@ -1128,7 +1060,7 @@ START_TEST(record_numbers_never_wrap_past_an_acked_cursor_at_the_last_number)
     ck_assert_ptr_nonnull(strstr(mlt_last_error(), "used up"));
     mlt__journal_close(j, false);
     ck_assert(access(path, F_OK) == 0);
-    path_of(path, f.dir, "seg-00000000000000000000.log");
+    mlt_test_path(path, f.dir, "seg-00000000000000000000.log");
     ck_assert(access(path, F_OK) != 0);
 
     /* the point waits in the ring; status sees it, an owner is told */
@@ -1479,7 +1411,7 @@ START_TEST(keys_are_written_once_and_survive_reopen)
     ck_assert_int_eq(mlt__journal_put_key(j, 5000, "far/away"), MLT_OK); /* another page */
     ck_assert_int_eq(mlt__journal_put_key(j, 1, "b e t a"), MLT_OK);
     size_t len;
-    char *keys = slurp(f.dir, "keys", &len);
+    char *keys = mlt_test_slurp(f.dir, "keys", &len);
     ck_assert_ptr_nonnull(keys);
     ck_assert_str_eq(keys, "0 alpha\n1 b e t a\n5000 far/away\n");
     free(keys);
@@ -1502,7 +1434,7 @@ START_TEST(keys_are_written_once_and_survive_reopen)
     ck_assert_int_eq(mlt__ring_put(mlt__journal_ring(j), 1, 2 | MLT__RING_MS, 6.5, 60, 6), MLT_OK);
     mlt__journal_close(j, false);
     settle(f.dir);
-    keys = slurp(f.dir, "keys", &len);
+    keys = mlt_test_slurp(f.dir, "keys", &len);
     ck_assert_str_eq(keys, "0 alpha\n1 b e t a\n5000 far/away\n2 gamma\n");
     free(keys);
 
@@ -1760,7 +1692,7 @@ START_TEST(metric_keys_through_the_public_api_with_user_callbacks)
     ck_assert_int_eq(mlt_log_metric_key(run, kr[0].got[3], NAN, INT64_MAX), MLT_OK);
     ck_assert_uint_eq(rec.n, 3);
     ck_assert_str_eq(rec.m[1].key, "race/3");
-    ck_assert_uint_eq(to_bits(rec.m[1].value), to_bits(-0.0));
+    ck_assert_uint_eq(mlt_test_bits_of(rec.m[1].value), mlt_test_bits_of(-0.0));
     ck_assert_int_eq(rec.m[1].step, INT64_MIN);
     ck_assert(isnan(rec.m[2].value));
     ck_assert_int_eq(rec.m[2].step, INT64_MAX);
@@ -1881,7 +1813,7 @@ START_TEST(metric_keys_through_the_public_api_into_the_mlflow_journal)
         logged *w = &want[i];
         pt p;
         gen_point(9, i, &p);
-        w->value = from_bits(p.bits);
+        w->value = mlt_test_double_of(p.bits);
         w->step = p.step;
         mlt_err e;
         w->lo = mlt__now_ms();
@@ -1935,9 +1867,9 @@ START_TEST(metric_keys_through_the_public_api_into_the_mlflow_journal)
         REQUIRE(r.type == MLT__REC_METRIC && r.run_no == run_no, "metric %zu: type %d run %u", i,
                 (int)r.type, r.run_no);
         REQUIRE(strcmp(r.key, w->key) == 0, "metric %zu: key '%s' where '%s'", i, r.key, w->key);
-        REQUIRE(to_bits(r.num) == to_bits(w->value),
-                "metric %zu: value bits %016" PRIx64 " where %016" PRIx64, i, to_bits(r.num),
-                to_bits(w->value));
+        REQUIRE(mlt_test_bits_of(r.num) == mlt_test_bits_of(w->value),
+                "metric %zu: value bits %016" PRIx64 " where %016" PRIx64, i,
+                mlt_test_bits_of(r.num), mlt_test_bits_of(w->value));
         REQUIRE(r.step == w->step, "metric %zu: step %" PRId64 " where %" PRId64, i, r.step,
                 w->step);
         if (w->exact) {

@@ -322,20 +322,6 @@ static cJSON *expect_req(server *s, size_t i, const char *method, const char *pa
     return j;
 }
 
-static const char *jstr(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    ck_assert_msg(cJSON_IsString(v), "%s is not a string", name);
-    return v->valuestring;
-}
-
-static double jnum(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", name);
-    return v->valuedouble;
-}
-
 static int jlen(const cJSON *o, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -348,8 +334,8 @@ static const char *tag_of(const cJSON *o, const char *key)
     const cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(o, "tags"))
     {
-        if (strcmp(jstr(e, "key"), key) == 0) {
-            return jstr(e, "value");
+        if (strcmp(mlt_test_jstr(e, "key"), key) == 0) {
+            return mlt_test_jstr(e, "value");
         }
     }
     return NULL;
@@ -529,28 +515,28 @@ START_TEST(sender_drain_delivers_a_run_in_order)
     cJSON *b = expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp");
     ck_assert_ptr_null(b);
     b = expect_req(s, 1, "POST", "runs/create");
-    ck_assert_str_eq(jstr(b, "experiment_id"), "7");
-    ck_assert_str_eq(jstr(b, "run_name"), "train");
-    ck_assert(jnum(b, "start_time") == 1000);
+    ck_assert_str_eq(mlt_test_jstr(b, "experiment_id"), "7");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_name"), "train");
+    ck_assert(mlt_test_jnum(b, "start_time") == 1000);
     ck_assert_str_eq(tag_of(b, "mltrack.client_run_key"), K1);
     ck_assert_str_eq(tag_of(b, "team"), "a");
     cJSON_Delete(b);
     b = expect_req(s, 2, "POST", "runs/log-batch");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-1");
     ck_assert_int_eq(jlen(b, "metrics"), 2);
     ck_assert_int_eq(jlen(b, "params"), 1);
     ck_assert_int_eq(jlen(b, "tags"), 1);
     const cJSON *m0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(b, "metrics"), 0);
-    ck_assert_str_eq(jstr(m0, "key"), "loss");
-    ck_assert(jnum(m0, "value") == 0.5);
-    ck_assert(jnum(m0, "timestamp") == 1001);
-    ck_assert(jnum(m0, "step") == 0);
+    ck_assert_str_eq(mlt_test_jstr(m0, "key"), "loss");
+    ck_assert(mlt_test_jnum(m0, "value") == 0.5);
+    ck_assert(mlt_test_jnum(m0, "timestamp") == 1001);
+    ck_assert(mlt_test_jnum(m0, "step") == 0);
     ck_assert_str_eq(tag_of(b, "phase"), "train");
     cJSON_Delete(b);
     b = expect_req(s, 3, "POST", "runs/update");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
-    ck_assert_str_eq(jstr(b, "status"), "FINISHED");
-    ck_assert(jnum(b, "end_time") == 2000);
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(mlt_test_jstr(b, "status"), "FINISHED");
+    ck_assert(mlt_test_jnum(b, "end_time") == 2000);
     cJSON_Delete(b);
     ck_assert_uint_eq(s->n_reqs, 4);
 
@@ -596,20 +582,20 @@ START_TEST(sender_keeps_runs_apart_and_ends_a_run_after_its_logs)
     cJSON_Delete(expect_req(s, 1, "POST", "runs/create"));
     cJSON_Delete(expect_req(s, 2, "POST", "runs/create")); /* the experiment is cached */
     cJSON *b = expect_req(s, 3, "POST", "runs/log-batch");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-1");
     ck_assert_int_eq(jlen(b, "metrics"), 2);
     cJSON_Delete(b);
     b = expect_req(s, 4, "POST", "runs/log-batch");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-2");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-2");
     ck_assert_int_eq(jlen(b, "metrics"), 1);
     cJSON_Delete(b);
     b = expect_req(s, 5, "POST", "runs/update");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
-    ck_assert_str_eq(jstr(b, "status"), "FAILED");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(mlt_test_jstr(b, "status"), "FAILED");
     cJSON_Delete(b);
     b = expect_req(s, 6, "POST", "runs/update");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-2");
-    ck_assert_str_eq(jstr(b, "status"), "KILLED");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-2");
+    ck_assert_str_eq(mlt_test_jstr(b, "status"), "KILLED");
     cJSON_Delete(b);
     ck_assert_uint_eq(s->n_reqs, 7);
     ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 7);
@@ -631,7 +617,7 @@ START_TEST(sender_replays_a_created_run_without_creating_it_again)
     ck_assert_int_eq(drain(&f, &sum), MLT_OK);
     server *s = f.srv;
     cJSON *b = expect_req(s, 0, "POST", "runs/log-batch");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-9");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-9");
     cJSON_Delete(b);
     cJSON_Delete(expect_req(s, 1, "POST", "runs/update"));
     ck_assert_uint_eq(s->n_reqs, 2);
@@ -652,13 +638,13 @@ START_TEST(sender_adopted_journal_searches_before_creating_and_ends_orphans_kill
     server *s = f.srv;
     cJSON_Delete(expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp"));
     cJSON *b = expect_req(s, 1, "POST", "runs/search");
-    ck_assert_ptr_nonnull(strstr(jstr(b, "filter"), K1));
+    ck_assert_ptr_nonnull(strstr(mlt_test_jstr(b, "filter"), K1));
     cJSON_Delete(b);
     cJSON_Delete(expect_req(s, 2, "POST", "runs/create"));
     cJSON_Delete(expect_req(s, 3, "POST", "runs/log-batch"));
     b = expect_req(s, 4, "POST", "runs/update");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-1");
-    ck_assert_str_eq(jstr(b, "status"), "KILLED");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-1");
+    ck_assert_str_eq(mlt_test_jstr(b, "status"), "KILLED");
     cJSON_Delete(b);
     ck_assert_uint_eq(s->n_reqs, 5);
     ck_assert_int_eq(mlt__journal_run(f.j, 1)->state, MLT__RUN_ENDED);
@@ -681,7 +667,7 @@ START_TEST(sender_adopted_journal_finds_a_run_created_before_the_crash)
     cJSON_Delete(expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp"));
     cJSON_Delete(expect_req(s, 1, "POST", "runs/search"));
     cJSON *b = expect_req(s, 2, "POST", "runs/log-batch");
-    ck_assert_str_eq(jstr(b, "run_id"), "run-found");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-found");
     cJSON_Delete(b);
     cJSON_Delete(expect_req(s, 3, "POST", "runs/update"));
     ck_assert_uint_eq(s->n_reqs, 4);
@@ -713,11 +699,11 @@ START_TEST(sender_bisects_a_rejected_batch_down_to_the_bad_record)
     size_t n;
     cJSON **l = dead_letters(f.dir, &n);
     ck_assert_uint_eq(n, 1);
-    ck_assert_str_eq(jstr(l[0], "type"), "metric");
-    ck_assert_str_eq(jstr(l[0], "key"), "bad");
-    ck_assert_str_eq(jstr(l[0], "run_key"), K1);
-    ck_assert(jnum(l[0], "seq") == 7);
-    ck_assert_ptr_nonnull(strstr(jstr(l[0], "answer"), "bad entity"));
+    ck_assert_str_eq(mlt_test_jstr(l[0], "type"), "metric");
+    ck_assert_str_eq(mlt_test_jstr(l[0], "key"), "bad");
+    ck_assert_str_eq(mlt_test_jstr(l[0], "run_key"), K1);
+    ck_assert(mlt_test_jnum(l[0], "seq") == 7);
+    ck_assert_ptr_nonnull(strstr(mlt_test_jstr(l[0], "answer"), "bad entity"));
     free_letters(l, n);
     ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 10);
     ck_assert_uint_eq(sum.rejected, 1);
@@ -779,8 +765,8 @@ START_TEST(sender_keeps_a_refused_record_until_its_dead_letter_is_written)
     size_t n;
     cJSON **l = dead_letters(f.dir, &n);
     ck_assert_uint_eq(n, 1);
-    ck_assert_str_eq(jstr(l[0], "key"), "bad");
-    ck_assert(jnum(l[0], "seq") == 3);
+    ck_assert_str_eq(mlt_test_jstr(l[0], "key"), "bad");
+    ck_assert(mlt_test_jnum(l[0], "seq") == 3);
     free_letters(l, n);
     ck_assert_uint_eq(mlt__journal_acked_seq(f.j), 4);
     ck_assert_int_eq(mlt__journal_run(f.j, 1)->state, MLT__RUN_ENDED);
@@ -839,9 +825,9 @@ START_TEST(sender_dead_letters_the_records_of_a_run_the_server_refuses_to_create
     size_t n;
     cJSON **l = dead_letters(f.dir, &n);
     ck_assert_uint_eq(n, 4);
-    ck_assert_str_eq(jstr(l[0], "type"), "create_run");
-    ck_assert_ptr_nonnull(strstr(jstr(l[0], "answer"), "bad entity"));
-    ck_assert_str_eq(jstr(l[3], "type"), "end_run");
+    ck_assert_str_eq(mlt_test_jstr(l[0], "type"), "create_run");
+    ck_assert_ptr_nonnull(strstr(mlt_test_jstr(l[0], "answer"), "bad entity"));
+    ck_assert_str_eq(mlt_test_jstr(l[3], "type"), "end_run");
     free_letters(l, n);
     const mlt__run_entry *e = mlt__journal_run(f.j, 1);
     ck_assert_ptr_nonnull(e);

@@ -301,13 +301,6 @@ static keybuf key_of(const mlt_run *run)
     return k;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool is_lower_hex(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -326,19 +319,6 @@ static bool is_uuid4(const char *s)
         }
     }
     return s[14] == '4' && strchr("89ab", s[19]) != NULL;
-}
-
-/* value repeated n times, in a new string (caller frees). */
-static char *repeat(const char *unit, size_t n)
-{
-    size_t len = strlen(unit);
-    char *s = malloc(len * n + 1);
-    ck_assert_ptr_nonnull(s);
-    for (size_t i = 0; i < n; i++) {
-        memcpy(s + i * len, unit, len);
-    }
-    s[len * n] = '\0';
-    return s;
 }
 
 static bool contains(const char *haystack, const char *needle)
@@ -526,7 +506,7 @@ START_TEST(add_callbacks_still_allowed_after_refused_run_name)
     /* A start refused by validation did not start a run. */
     fixture fx;
     fx_init(&fx, 1);
-    char *long_name = repeat("n", 251);
+    char *long_name = mlt_test_repeat("n", 251);
     mlt_run *run = NULL;
     ck_assert_int_eq(mlt_run_start(&run, fx.t, long_name), MLT_ERR_VALUE_TOO_LONG);
     recorder second = {.id = 1, .log = &fx.log};
@@ -616,9 +596,9 @@ START_TEST(run_start_gives_uuid4_key_and_copies_name)
     char name[32] = "train";
     mlt_run *a = NULL;
     mlt_run *b = NULL;
-    int64_t before = now_ms();
+    int64_t before = mlt_test_wall_ms();
     ck_assert_int_eq(mlt_run_start(&a, fx.t, name), MLT_OK);
-    int64_t after = now_ms();
+    int64_t after = mlt_test_wall_ms();
     ck_assert_int_eq(mlt_run_start(&b, fx.t, name), MLT_OK);
     snprintf(name, sizeof name, "changed");
 
@@ -694,8 +674,8 @@ START_TEST(run_start_refuses_bad_names_without_callbacks)
     fx_init(&fx, 1);
     mlt_run *const sentinel = (mlt_run *)&fx;
     mlt_run *run = sentinel;
-    char *max_name = repeat("\xc3\xa9", 250); /* 250 code points, 500 bytes */
-    char *long_name = repeat("n", 251);
+    char *max_name = mlt_test_repeat("\xc3\xa9", 250); /* 250 code points, 500 bytes */
+    char *long_name = mlt_test_repeat("n", 251);
 
     ck_assert_int_eq(mlt_run_start(&run, fx.t, long_name), MLT_ERR_VALUE_TOO_LONG);
     ck_assert_ptr_eq(run, sentinel);
@@ -776,7 +756,7 @@ START_TEST(run_end_reports_status_end_time_and_duration)
     struct timespec pause = {0, 20 * 1000000};
     nanosleep(&pause, NULL);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
-    int64_t after = now_ms();
+    int64_t after = mlt_test_wall_ms();
 
     const event *s = get_ev(&fx, 0, EV_START, k.s, 0);
     const event *e = get_ev(&fx, 0, EV_END, k.s, 0);
@@ -1137,7 +1117,7 @@ START_TEST(invalid_keys_are_refused_naming_the_key)
     ASSERT_REFUSED(&fx, mlt_log_param(run, "", "v"), MLT_ERR_INVALID_KEY, "param key");
     ASSERT_REFUSED(&fx, mlt_log_param(run, "trailing/", "v"), MLT_ERR_INVALID_KEY, "trailing/");
 
-    char *long_key = repeat("k", 251);
+    char *long_key = mlt_test_repeat("k", 251);
     ASSERT_REFUSED(&fx, mlt_log_metric(run, long_key, 1.0, 0), MLT_ERR_VALUE_TOO_LONG, "kkkk");
     ASSERT_REFUSED(&fx, mlt_log_param(run, long_key, "v"), MLT_ERR_VALUE_TOO_LONG, "kkkk");
     ASSERT_REFUSED(&fx, mlt_set_tag(run, long_key, "v"), MLT_ERR_VALUE_TOO_LONG, "kkkk");
@@ -1159,10 +1139,10 @@ START_TEST(too_long_values_are_refused_naming_the_key)
     fx_init(&fx, 1);
     mlt_run *run;
     ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
-    char *param_max = repeat("\xe6\x97\xa5", 6000); /* code points count, not bytes */
-    char *param_over = repeat("v", 6001);
-    char *tag_max = repeat("\xc3\xa9", 8000);
-    char *tag_over = repeat("v", 8001);
+    char *param_max = mlt_test_repeat("\xe6\x97\xa5", 6000); /* code points count, not bytes */
+    char *param_over = mlt_test_repeat("v", 6001);
+    char *tag_max = mlt_test_repeat("\xc3\xa9", 8000);
+    char *tag_over = mlt_test_repeat("v", 8001);
     ASSERT_REFUSED(&fx, mlt_log_param(run, "big_param", param_over), MLT_ERR_VALUE_TOO_LONG,
                    "big_param");
     ASSERT_REFUSED(&fx, mlt_set_tag(run, "big_tag", tag_over), MLT_ERR_VALUE_TOO_LONG, "big_tag");
@@ -1421,9 +1401,9 @@ START_TEST(log_metric_stamps_current_time)
     fx_init(&fx, 1);
     mlt_run *run;
     ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
-    int64_t before = now_ms();
+    int64_t before = mlt_test_wall_ms();
     ck_assert_int_eq(mlt_log_metric(run, "loss", 0.25, 42), MLT_OK);
-    int64_t after = now_ms();
+    int64_t after = mlt_test_wall_ms();
     const event *e = ev_by_key(&fx, EV_METRIC, "loss");
     ck_assert_ptr_nonnull(e);
     ck_assert(e->number == 0.25);

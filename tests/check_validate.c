@@ -13,19 +13,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-/* unit repeated n times, in a new string (caller frees). */
-static char *repeat(const char *unit, size_t n)
-{
-    size_t len = strlen(unit);
-    char *s = malloc(len * n + 1);
-    ck_assert_ptr_nonnull(s);
-    for (size_t i = 0; i < n; i++) {
-        memcpy(s + i * len, unit, len);
-    }
-    s[len * n] = '\0';
-    return s;
-}
-
 /* a followed by b, in a new string (caller frees). */
 static char *concat(const char *a, const char *b)
 {
@@ -545,7 +532,7 @@ END_TEST
 
 START_TEST(key_accepts_250_ascii_characters)
 {
-    char *key = repeat("a", 250);
+    char *key = mlt_test_repeat("a", 250);
     assert_key_all_kinds(key, MLT_OK);
     free(key);
 }
@@ -553,7 +540,7 @@ END_TEST
 
 START_TEST(key_rejects_251_ascii_characters)
 {
-    char *key = repeat("a", 251);
+    char *key = mlt_test_repeat("a", 251);
     assert_key_all_kinds(key, MLT_ERR_VALUE_TOO_LONG);
     ck_assert_int_eq(key_message_has(key, "is too long: 251 characters, the limit is 250"),
                      MLT_ERR_VALUE_TOO_LONG);
@@ -563,7 +550,7 @@ END_TEST
 
 START_TEST(key_accepts_250_two_byte_letters)
 {
-    char *key = repeat("\xc3\xb1", 250); /* 500 bytes */
+    char *key = mlt_test_repeat("\xc3\xb1", 250); /* 500 bytes */
     ck_assert_uint_eq(strlen(key), 500);
     assert_key_all_kinds(key, MLT_OK);
     free(key);
@@ -572,7 +559,7 @@ END_TEST
 
 START_TEST(key_rejects_251_two_byte_letters)
 {
-    char *key = repeat("\xc3\xb1", 251);
+    char *key = mlt_test_repeat("\xc3\xb1", 251);
     assert_key_all_kinds(key, MLT_ERR_VALUE_TOO_LONG);
     free(key);
 }
@@ -580,8 +567,8 @@ END_TEST
 
 START_TEST(key_counts_four_byte_letters_as_one)
 {
-    char *ok = repeat("\xf0\xa0\x80\x80", 250); /* 1000 bytes */
-    char *bad = repeat("\xf0\xa0\x80\x80", 251);
+    char *ok = mlt_test_repeat("\xf0\xa0\x80\x80", 250); /* 1000 bytes */
+    char *bad = mlt_test_repeat("\xf0\xa0\x80\x80", 251);
     assert_key_all_kinds(ok, MLT_OK);
     assert_key_all_kinds(bad, MLT_ERR_VALUE_TOO_LONG);
     free(ok);
@@ -591,8 +578,8 @@ END_TEST
 
 START_TEST(key_length_boundary_with_multibyte_last_character)
 {
-    char *base249 = repeat("a", 249);
-    char *base250 = repeat("a", 250);
+    char *base249 = mlt_test_repeat("a", 249);
+    char *base250 = mlt_test_repeat("a", 250);
     char *ok = concat(base249, "\xe6\x97\xa5");  /* 250 code points, 252 bytes */
     char *bad = concat(base250, "\xe6\x97\xa5"); /* 251 code points */
     assert_key_all_kinds(ok, MLT_OK);
@@ -633,8 +620,8 @@ END_TEST
 START_TEST(key_message_quotes_at_most_64_bytes_of_a_long_key)
 {
     char err[512] = "";
-    char *key = repeat("a", 300);
-    char *a64 = repeat("a", 64);
+    char *key = mlt_test_repeat("a", 300);
+    char *a64 = mlt_test_repeat("a", 64);
     char expected[512];
     snprintf(expected, sizeof expected,
              "tag key '%s...' is too long: 300 characters, the limit is 250", a64);
@@ -649,7 +636,7 @@ END_TEST
 START_TEST(key_message_does_not_shorten_a_64_byte_key)
 {
     char err[512] = "";
-    char *key = repeat("a", 63);
+    char *key = mlt_test_repeat("a", 63);
     char *bad = concat(key, "#"); /* exactly 64 bytes */
     ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__TAG, bad)),
                      MLT_ERR_INVALID_KEY);
@@ -663,8 +650,8 @@ END_TEST
 START_TEST(key_message_cuts_the_quote_on_a_utf8_boundary)
 {
     char err[512] = "";
-    char *a63 = repeat("a", 63);
-    char *tail = repeat("\xc3\xb1", 200);
+    char *a63 = mlt_test_repeat("a", 63);
+    char *tail = mlt_test_repeat("\xc3\xb1", 200);
     char *key = concat(a63, tail); /* byte 64 is the first half of an ñ */
     char *expected_quote = concat(a63, "...'");
     ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__PARAM, key)),
@@ -681,8 +668,8 @@ END_TEST
 START_TEST(key_message_of_multibyte_key_stays_valid_utf8)
 {
     char err[512] = "";
-    char *key = repeat("\xe6\x97\xa5", 300);
-    char *q21 = repeat("\xe6\x97\xa5", 21); /* 63 bytes: a 22nd would pass 64 */
+    char *key = mlt_test_repeat("\xe6\x97\xa5", 300);
+    char *q21 = mlt_test_repeat("\xe6\x97\xa5", 21); /* 63 bytes: a 22nd would pass 64 */
     char *expected = concat(q21, "...'");
     ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__PARAM, key)),
                      MLT_ERR_VALUE_TOO_LONG);
@@ -727,7 +714,7 @@ END_TEST
 START_TEST(key_message_of_long_control_key_is_bounded)
 {
     char err[1024] = "";
-    char *key = repeat("\x01", 500);
+    char *key = mlt_test_repeat("\x01", 500);
     ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_key(MLT__TAG, key)),
                      MLT_ERR_INVALID_KEY);
     /* 16 escapes of 4 bytes fill the 64-byte quote. */
@@ -800,7 +787,7 @@ END_TEST
 
 START_TEST(param_value_accepts_6000_characters)
 {
-    char *v = repeat("x", 6000);
+    char *v = mlt_test_repeat("x", 6000);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("lr", v)), MLT_OK);
     free(v);
 }
@@ -809,7 +796,7 @@ END_TEST
 START_TEST(param_value_rejects_6001_characters)
 {
     char err[256] = "";
-    char *v = repeat("x", 6001);
+    char *v = mlt_test_repeat("x", 6001);
     ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_param_value("lr", v)),
                      MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "param 'lr' value is too long: 6001 characters, the limit is 6000");
@@ -819,10 +806,10 @@ END_TEST
 
 START_TEST(param_value_counts_code_points_not_bytes)
 {
-    char *ok = repeat("\xe6\x97\xa5", 6000); /* 18000 bytes */
-    char *bad = repeat("\xe6\x97\xa5", 6001);
-    char *x5999 = repeat("x", 5999);
-    char *x6000 = repeat("x", 6000);
+    char *ok = mlt_test_repeat("\xe6\x97\xa5", 6000); /* 18000 bytes */
+    char *bad = mlt_test_repeat("\xe6\x97\xa5", 6001);
+    char *x5999 = mlt_test_repeat("x", 5999);
+    char *x6000 = mlt_test_repeat("x", 6000);
     char *ok_emoji = concat(x5999, "\xf0\x9f\x98\x80");
     char *bad_emoji = concat(x6000, "\xf0\x9f\x98\x80");
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", ok)), MLT_OK);
@@ -880,9 +867,9 @@ END_TEST
 START_TEST(param_value_message_quotes_a_long_key_briefly)
 {
     char err[512] = "";
-    char *key = repeat("k", 200);
-    char *k64 = repeat("k", 64);
-    char *v = repeat("x", 6001);
+    char *key = mlt_test_repeat("k", 200);
+    char *k64 = mlt_test_repeat("k", 64);
+    char *v = mlt_test_repeat("x", 6001);
     char expected[512];
     snprintf(expected, sizeof expected,
              "param '%s...' value is too long: 6001 characters, the limit is 6000", k64);
@@ -908,7 +895,7 @@ END_TEST
 
 START_TEST(tag_value_accepts_8000_characters)
 {
-    char *v = repeat("x", 8000);
+    char *v = mlt_test_repeat("x", 8000);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("note", v)), MLT_OK);
     free(v);
 }
@@ -917,7 +904,7 @@ END_TEST
 START_TEST(tag_value_rejects_8001_characters)
 {
     char err[256] = "";
-    char *v = repeat("x", 8001);
+    char *v = mlt_test_repeat("x", 8001);
     ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_tag_value("note", v)),
                      MLT_ERR_VALUE_TOO_LONG);
     ck_assert_str_eq(err, "tag 'note' value is too long: 8001 characters, the limit is 8000");
@@ -927,9 +914,9 @@ END_TEST
 
 START_TEST(tag_value_counts_code_points_not_bytes)
 {
-    char *ok = repeat("\xc3\xb1", 8000); /* 16000 bytes */
-    char *bad = repeat("\xc3\xb1", 8001);
-    char *x7999 = repeat("x", 7999);
+    char *ok = mlt_test_repeat("\xc3\xb1", 8000); /* 16000 bytes */
+    char *bad = mlt_test_repeat("\xc3\xb1", 8001);
+    char *x7999 = mlt_test_repeat("x", 7999);
     char *boundary = concat(x7999, "\xf0\x9f\x98\x80"); /* 8000 code points */
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", ok)), MLT_OK);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", bad)),
@@ -995,10 +982,10 @@ END_TEST
 START_TEST(run_name_length_boundary)
 {
     char err[256] = "";
-    char *ok = repeat("r", 250);
-    char *bad = repeat("r", 251);
-    char *ok_mb = repeat("\xe6\x97\xa5", 250);
-    char *bad_mb = repeat("\xe6\x97\xa5", 251);
+    char *ok = mlt_test_repeat("r", 250);
+    char *bad = mlt_test_repeat("r", 251);
+    char *ok_mb = mlt_test_repeat("\xe6\x97\xa5", 250);
+    char *bad_mb = mlt_test_repeat("\xe6\x97\xa5", 251);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name(ok)), MLT_OK);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name(ok_mb)), MLT_OK);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_run_name(bad_mb)), MLT_ERR_VALUE_TOO_LONG);
@@ -1051,9 +1038,9 @@ END_TEST
 
 START_TEST(experiment_name_accepts_256_characters)
 {
-    char *ascii = repeat("e", 256);
-    char *two = repeat("\xc3\xb1", 256);
-    char *four = repeat("\xf0\x9f\x98\x80", 256);
+    char *ascii = mlt_test_repeat("e", 256);
+    char *two = mlt_test_repeat("\xc3\xb1", 256);
+    char *four = mlt_test_repeat("\xf0\x9f\x98\x80", 256);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(ascii)), MLT_OK);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(two)), MLT_OK);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(four)), MLT_OK);
@@ -1066,9 +1053,9 @@ END_TEST
 START_TEST(experiment_name_rejects_257_characters)
 {
     char err[256] = "";
-    char *ascii = repeat("e", 257);
-    char *two = repeat("\xc3\xb1", 257);
-    char *e256 = repeat("e", 256);
+    char *ascii = mlt_test_repeat("e", 257);
+    char *two = mlt_test_repeat("\xc3\xb1", 257);
+    char *e256 = mlt_test_repeat("e", 256);
     char *mixed = concat(e256, "\xc3\xb1");
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_experiment_name(two)),
                      MLT_ERR_VALUE_TOO_LONG);
@@ -1123,7 +1110,7 @@ END_TEST
 
 START_TEST(value_and_name_checks_allow_null_errbuf)
 {
-    char *v = repeat("x", 8001);
+    char *v = mlt_test_repeat("x", 8001);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_param_value("k", v)),
                      MLT_ERR_VALUE_TOO_LONG);
     ck_assert_int_eq(mlt__errbuf(NULL, 0, mlt__validate_tag_value("k", v)), MLT_ERR_VALUE_TOO_LONG);
@@ -1139,7 +1126,7 @@ END_TEST
 START_TEST(value_check_truncated_errbuf_stays_nul_terminated)
 {
     char err[32];
-    char *v = repeat("x", 6001);
+    char *v = mlt_test_repeat("x", 6001);
     memset(err, 'X', sizeof err);
     ck_assert_int_eq(mlt__errbuf(err, 6, mlt__validate_param_value("lr", v)),
                      MLT_ERR_VALUE_TOO_LONG);

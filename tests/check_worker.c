@@ -46,13 +46,6 @@ int fsync(int fd)
     return (int)syscall(SYS_fsync, fd);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A tracker with the MLflow callback aimed at uri, its queue in dir. */
 static mlt_tracker *tracker_for(const char *uri, const char *dir, const char *fsync_mode)
 {
@@ -88,9 +81,9 @@ static int silent_server(char *uri, size_t len)
 static int64_t flush_ms_after_a_step(mlt_tracker *t, long long step_s)
 {
     atomic_store(&wall_step_ns, step_s * 1000000000LL);
-    int64_t t0 = mono_ms();
+    int64_t t0 = mlt_test_mono_ms();
     mlt_err rc = mlt_tracker_flush(t, 300);
-    int64_t took = mono_ms() - t0;
+    int64_t took = mlt_test_mono_ms() - t0;
     ck_assert_msg(rc == MLT_ERR_TIMEOUT, "flush: %s: %s", mlt_err_name(rc), mlt_last_error());
     return took;
 }
@@ -117,9 +110,9 @@ START_TEST(a_wall_clock_step_moves_no_deadline)
      * Python client would), but the close's deadline is not moved by it either */
     atomic_store(&wall_step_ns, 3600LL * 1000000000LL);
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
-    int64_t t0 = mono_ms();
+    int64_t t0 = mlt_test_mono_ms();
     mlt_err rc = mlt_tracker_close(t, 300);
-    int64_t took = mono_ms() - t0;
+    int64_t took = mlt_test_mono_ms() - t0;
     atomic_store(&wall_step_ns, 0);
     ck_assert_int_eq(rc, MLT_ERR_TIMEOUT);
     ck_assert_msg(took >= 280 && took < 5000, "close(300) took %lld ms", (long long)took);

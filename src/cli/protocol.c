@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include "common.h"
 #include "protocol.h"
 
 #include <errno.h>
@@ -98,14 +99,8 @@ static bool parse_double(const char *s, double *out)
 
 static bool add_pair(mlt_proto_line *out, const char *key, const char *value, double number)
 {
-    if (out->n_pairs == out->cap_pairs) {
-        size_t cap = out->cap_pairs ? out->cap_pairs * 2 : 8;
-        mlt_proto_pair *n = realloc(out->pairs, cap * sizeof *n);
-        if (!n) {
-            return false;
-        }
-        out->pairs = n;
-        out->cap_pairs = cap;
+    if (MLT__GROW(out->pairs, out->cap_pairs, out->n_pairs + 1) != MLT_OK) {
+        return false;
     }
     out->pairs[out->n_pairs++] = (mlt_proto_pair){key, value, number};
     return true;
@@ -244,18 +239,9 @@ static void keep(mlt_proto_splitter *s, const char *data, size_t n)
         s->too_long = true;
         return;
     }
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->len + n + 1) {
-            cap *= 2;
-        }
-        char *b = realloc(s->buf, cap);
-        if (!b) {
-            s->too_long = true;
-            return;
-        }
-        s->buf = b;
-        s->cap = cap;
+    if (MLT__GROW(s->buf, s->cap, s->len + n + 1) != MLT_OK) {
+        s->too_long = true;
+        return;
     }
     memcpy(s->buf + s->len, data, n);
     s->len += n;

@@ -326,14 +326,8 @@ static int64_t *step_slot(reader *r, const char *key)
             return &r->steps[i].next;
         }
     }
-    if (r->n_steps == r->cap_steps) {
-        size_t cap = r->cap_steps ? r->cap_steps * 2 : 16;
-        auto_step *n = realloc(r->steps, cap * sizeof *n);
-        if (!n) {
-            return NULL;
-        }
-        r->steps = n;
-        r->cap_steps = cap;
+    if (MLT__GROW(r->steps, r->cap_steps, r->n_steps + 1) != MLT_OK) {
+        return NULL;
     }
     char *copy = mlt__strdup(key);
     if (!copy) {
@@ -500,14 +494,8 @@ typedef struct env_list {
 /* Appends NAME=VALUE (value NULL: entry is already NAME=VALUE). */
 static bool env_add(env_list *e, const char *name, const char *value)
 {
-    if (e->n + 2 > e->cap) {
-        size_t cap = e->cap ? e->cap * 2 : 64;
-        char **grown = realloc(e->v, cap * sizeof *grown);
-        if (!grown) {
-            return false;
-        }
-        e->v = grown;
-        e->cap = cap;
+    if (MLT__GROW(e->v, e->cap, e->n + 2) != MLT_OK) { /* the item and the closing NULL */
+        return false;
     }
     char *item = NULL;
     if (!value) {
@@ -643,10 +631,7 @@ static int describe_run(cli *c, const args *a, mlt_run *run)
     if (mlt__validate_tag_value("mltrack.command", b.data) != MLT_OK) {
         /* longer than a tag can be: cut where the server's limit allows, and say so */
         const char *mark = " ...(cut: the command line is longer than a tag can hold)";
-        size_t keep = MLT__MAX_TAG_VALUE - strlen(mark) - 4;
-        while (keep > 0 && ((unsigned char)b.data[keep] & 0xC0) == 0x80) {
-            keep--;
-        }
+        size_t keep = mlt__utf8_cut(b.data, b.len, MLT__MAX_TAG_VALUE - strlen(mark) - 4);
         b.len = keep;
         mlt__buf_puts(&b, mark);
         say(c,

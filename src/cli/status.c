@@ -101,15 +101,9 @@ static void print_queued_runs(mlt__journal *j, const char *queue, const mlt_opti
             (mapped && mapped->run_id)) {
             continue;
         }
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            queued_run *nq = realloc(q, ncap * sizeof *nq);
-            if (!nq) {
-                oom = true;
-                break;
-            }
-            q = nq;
-            cap = ncap;
+        if (MLT__GROW(q, cap, n + 1) != MLT_OK) {
+            oom = true;
+            break;
         }
         q[n] = (queued_run){r.run_no,
                             mlt__strdup(r.key),
