@@ -45,11 +45,20 @@ static char *unquote(char **p, char *end)
                 return NULL;
             }
             switch (src[1]) {
-            case '"': *dst++ = '"'; break;
-            case '\\': *dst++ = '\\'; break;
-            case 'n': *dst++ = '\n'; break;
-            case 't': *dst++ = '\t'; break;
-            default: return NULL;
+            case '"':
+                *dst++ = '"';
+                break;
+            case '\\':
+                *dst++ = '\\';
+                break;
+            case 'n':
+                *dst++ = '\n';
+                break;
+            case 't':
+                *dst++ = '\t';
+                break;
+            default:
+                return NULL;
             }
             src += 2;
         } else {
@@ -129,7 +138,8 @@ int mlt_proto_parse(char *line, size_t len, mlt_proto_line *out, char *why, size
         mlt_proto_kind kind;
     } verbs[] = {{"metric", MLT_PROTO_METRIC}, {"param", MLT_PROTO_PARAM}, {"tag", MLT_PROTO_TAG}};
     size_t v = 0;
-    while (v < 3 && !(strlen(verbs[v].word) == verb_len && memcmp(p, verbs[v].word, verb_len) == 0)) {
+    while (v < 3 &&
+           !(strlen(verbs[v].word) == verb_len && memcmp(p, verbs[v].word, verb_len) == 0)) {
         v++;
     }
     if (v == 3) {
@@ -164,13 +174,13 @@ int mlt_proto_parse(char *line, size_t len, mlt_proto_line *out, char *why, size
         if (p < end && *p == '"') {
             value = unquote(&p, end);
             if (!value) {
-                return fail(why, why_len, "the value of '%.80s' has an unclosed quote or an "
-                                          "unknown escape (\\\" \\\\ \\n \\t)",
+                return fail(why, why_len,
+                            "the value of '%.80s' has an unclosed quote or an "
+                            "unknown escape (\\\" \\\\ \\n \\t)",
                             key);
             }
             if (p < end && !is_space(*p)) {
-                return fail(why, why_len, "the quoted value of '%.80s' is followed by text",
-                            key);
+                return fail(why, why_len, "the quoted value of '%.80s' is followed by text", key);
             }
         } else {
             value = p;
@@ -261,7 +271,8 @@ void mlt_proto_feed(mlt_proto_splitter *s, const char *data, size_t n, mlt_proto
             size_t have = s->len;
             if (have < PREFIX_LEN && !s->too_long) {
                 size_t cmp = chunk < PREFIX_LEN - have ? chunk : PREFIX_LEN - have;
-                if (memcmp(data, MLT_PROTO_PREFIX + have, cmp) != 0 || (nl && have + cmp < PREFIX_LEN)) {
+                if (memcmp(data, &MLT_PROTO_PREFIX[have], cmp) != 0 ||
+                    (nl && have + cmp < PREFIX_LEN)) {
                     s->skipping = true;
                 }
             }
