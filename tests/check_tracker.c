@@ -1641,12 +1641,12 @@ START_TEST(children_ended_with_their_parent_stay_valid_handles)
 }
 END_TEST
 
-/* The same through the MLflow callback alone, whose points skip every check on the hot path:
- * an ended run has no ring, so its points take the slow path, which refuses. */
-START_TEST(an_ended_runs_points_are_refused_on_the_hot_path_too)
+/* A tracker with the MLflow callback alone, the server away (a closed port), its queue in a new
+ * directory tmp (for mlt_test_remove_tree). */
+static mlt_tracker *mlflow_tracker(char *tmp, size_t len, const char *label)
 {
-    char tmp[PATH_MAX], qdir[PATH_MAX + 16], err[256] = "";
-    mlt_test_tmpdir(tmp, sizeof tmp, "ended");
+    char qdir[PATH_MAX + 16], err[256] = "";
+    mlt_test_tmpdir(tmp, len, label);
     snprintf(qdir, sizeof qdir, "%s/queue", tmp);
     mlt_options *o = mlt_options_new();
     ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:9", err, sizeof err),
@@ -1656,6 +1656,15 @@ START_TEST(an_ended_runs_points_are_refused_on_the_hot_path_too)
     ck_assert_int_eq(mlt_tracker_new(&t, o, err, sizeof err), MLT_OK);
     mlt_options_free(o);
     ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    return t;
+}
+
+/* The same through the MLflow callback alone, whose points skip every check on the hot path:
+ * an ended run has no ring, so its points take the slow path, which refuses. */
+START_TEST(an_ended_runs_points_are_refused_on_the_hot_path_too)
+{
+    char tmp[PATH_MAX];
+    mlt_tracker *t = mlflow_tracker(tmp, sizeof tmp, "ended");
     mlt_run *run;
     const mlt_key *k;
     ck_assert_int_eq(mlt_metric_key(&k, t, "loss"), MLT_OK);
@@ -1708,17 +1717,8 @@ START_TEST(queue_stats_takes_versions_1_to_current_only)
     fx_free(&fx);
 
     /* with the MLflow callback (the server away): every version from 1 is filled */
-    char tmp[PATH_MAX], qdir[PATH_MAX + 16], err[256] = "";
-    mlt_test_tmpdir(tmp, sizeof tmp, "stats");
-    snprintf(qdir, sizeof qdir, "%s/queue", tmp);
-    mlt_options *o = mlt_options_new();
-    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:9", err, sizeof err),
-                     MLT_OK);
-    ck_assert_int_eq(mlt_options_set(o, "queue_dir", qdir, err, sizeof err), MLT_OK);
-    mlt_tracker *t;
-    ck_assert_int_eq(mlt_tracker_new(&t, o, err, sizeof err), MLT_OK);
-    mlt_options_free(o);
-    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    char tmp[PATH_MAX];
+    mlt_tracker *t = mlflow_tracker(tmp, sizeof tmp, "stats");
     mlt_run *run;
     ck_assert_int_eq(mlt_run_start(&run, t, "stats"), MLT_OK);
     ck_assert_int_eq(mlt_log_metric(run, "loss", 1.0, 0), MLT_OK);
