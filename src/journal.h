@@ -46,10 +46,6 @@ typedef enum mlt__fsync_mode {
 #define MLT__SEGMENT_MAGIC "MLTJRNL1"  /* 8 bytes at the start of every segment */
 #define MLT__SEGMENT_BYTES (64u << 20) /* a new segment starts past this size */
 
-/* Record types of the journal only (record.h has the others): a metric point whose key is
- * named by id (decoded as MLT__REC_METRIC). */
-#define MLT__REC_POINT 6
-
 typedef struct mlt__journal mlt__journal;
 
 /* The journal's ring (NULL for a read-only journal). */

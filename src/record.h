@@ -14,7 +14,8 @@ typedef enum mlt__rec_type {
     MLT__REC_METRIC = 3, /* run_no, key, value, timestamp, step */
     MLT__REC_TAG = 4,    /* run_no, key, value */
     MLT__REC_END = 5,    /* run_no, status, end time */
-    /* 6 is the journal's POINT (journal.h) */
+    MLT__REC_POINT = 6,  /* metric points moved from the ring, their key named by id (ring.c
+                          * writes them, journal_read.c reads each back as MLT__REC_METRIC) */
     MLT__REC_ATTACH = 7, /* run_no, run key, run id ("" unknown), experiment name/id, the time
                           * it was written (absent before mltrack 0.2: 0): log into a run
                           * another process started; never created or ended from here */

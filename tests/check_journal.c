@@ -576,11 +576,14 @@ static void sample_payload(mlt__rec_type t, mlt__buf *b)
     case MLT__REC_ATTACH:
         mlt__rec_put_attach(b, 1, "key", "0123abcd", "exp", "7", 1700000000123);
         break;
+    case MLT__REC_POINT:
+        ck_abort_msg("POINT records are written from the ring only (check_ring)");
+        break;
     }
     ck_assert(!b->oom);
 }
 
-/* Every record type of record.h. */
+/* Every record type of record.h that a record payload encodes (POINT: check_ring). */
 static const mlt__rec_type rec_types[] = {MLT__REC_CREATE, MLT__REC_PARAM, MLT__REC_METRIC,
                                           MLT__REC_TAG,    MLT__REC_END,   MLT__REC_ATTACH};
 #define N_REC_TYPES (sizeof rec_types / sizeof rec_types[0])

@@ -43,11 +43,22 @@ static void count_pending(mlt__journal *j, contents *n, mlt__buf *runs)
             mlt__buf_printf(runs, "  run %s%s%s%s -> (not created)\n", r.key,
                             r.run_name[0] ? " '" : "", r.run_name, r.run_name[0] ? "'" : "");
             break;
-        case MLT__REC_ATTACH: n->attaches++; break;
-        case MLT__REC_PARAM: n->params++; break;
-        case MLT__REC_METRIC: n->points++; break;
-        case MLT__REC_TAG: n->tags++; break;
-        case MLT__REC_END: n->ends++; break;
+        case MLT__REC_ATTACH:
+            n->attaches++;
+            break;
+        case MLT__REC_PARAM:
+            n->params++;
+            break;
+        case MLT__REC_METRIC:
+        case MLT__REC_POINT: /* read back as METRIC: counted there */
+            n->points++;
+            break;
+        case MLT__REC_TAG:
+            n->tags++;
+            break;
+        case MLT__REC_END:
+            n->ends++;
+            break;
         }
     }
     mlt__buf_free(&scratch);
@@ -58,8 +69,8 @@ static void count_pending(mlt__journal *j, contents *n, mlt__buf *runs)
 /* The journal's directory for what the user gave: a path, or a name in the queue. */
 static int journal_path(cli *c, const char *queue, const char *arg, char *out, size_t len)
 {
-    int n = strchr(arg, '/') ? snprintf(out, len, "%s", arg)
-                             : snprintf(out, len, "%s/%s", queue, arg);
+    int n =
+        strchr(arg, '/') ? snprintf(out, len, "%s", arg) : snprintf(out, len, "%s/%s", queue, arg);
     struct stat st;
     if (n < 0 || (size_t)n >= len) {
         say(c, "%s: the path is too long", arg);
@@ -124,8 +135,8 @@ static int drop_one(cli *c, const char *queue, const char *arg, bool dead_only)
     printf("dropped %s: %" PRIu64 " records not delivered (%" PRIu64 " run creations, %" PRIu64
            " attaches, %" PRIu64 " params, %" PRIu64 " metric points, %" PRIu64 " tags, %" PRIu64
            " run ends, %" PRIu64 " undecodable), %" PRIu64 " dead letters\n",
-           dir, n.records, n.creates, n.attaches, n.params, n.points, n.tags, n.ends,
-           n.undecodable, dead);
+           dir, n.records, n.creates, n.attaches, n.params, n.points, n.tags, n.ends, n.undecodable,
+           dead);
     print_runs(j);
     fputs(created.data && !created.oom ? created.data : "", stdout);
     mlt__buf_free(&created);
