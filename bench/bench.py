@@ -704,9 +704,12 @@ class Report:
         rows = []
         for mode, x in h.items():
             b = base.get(baseline_key(mode, clock_kind()))
-            rows.append([x["function"], f"{x['calls']:,}", f"{x['per_call']:.1f}",
+            rows.append([f"{mode} ({x['function']})", f"{x['calls']:,}", f"{x['per_call']:.1f}",
                          fmt(b, ".1f"), fmt((x["per_call"] - b) / b * 100 if b else None, "+.2f")])
-        return self.table(["HOT callgrind", "calls", "instr/call", "baseline", "diff %"], rows)
+        note = ("(the baseline counts 50,000 calls; fewer calls share the first calls' key "
+                "registrations among fewer points)")
+        return self.table(["HOT callgrind", "calls", "instr/call", "baseline", "diff %"], rows) + \
+            ("\n" + note if any(x["calls"] != 50_000 for x in h.values()) else "")
 
     def render(self):
         parts = [p for p in (self.w1(), self.w2(), self.w3(), self.w4(), self.mem(), self.hot())
