@@ -223,6 +223,7 @@ typedef enum mlt_op {
     MLT_OP_CREATE_RUN = 0, /**< runs/create (the run id is known from here on) */
     MLT_OP_LOG = 1,        /**< params, metrics and tags (one log batch) */
     MLT_OP_END_RUN = 2,    /**< runs/update with the status and end time */
+    MLT_OP_LOG_ARTIFACT = 3, /**< one artifact's upload (mltrack 0.3) */
 } mlt_op;
 
 /** The fate of a delivered operation. */
@@ -466,6 +467,54 @@ mlt_err mlt_log_metric_key(mlt_run *run, const mlt_key *key, double value, int64
 /** Sets a tag (last write wins). value is at most 8000 characters. Errors as mlt_log_param(). */
 mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value);
 
+/*
+ * Artifacts: files and bytes kept with a run (MLflow's Artifacts tab). What the call logs is what
+ * lands: the bytes are snapshotted into the durable queue at the call (a reflink where the file
+ * system makes them, else a copy, with their size and SHA-256), so a file changed or deleted
+ * afterwards still uploads what was logged, and an artifact logged while the server is away is
+ * uploaded when it is back, or by `mltrack sync`. The call returns once the snapshot is as
+ * durable as the fsync option says (interval and always: on disk). Upload goes through the
+ * tracking server's artifact proxy (`mlflow server` serves artifacts by default); a server that
+ * does not proxy them makes each a dead letter that says so (`mltrack requeue` brings it back).
+ *
+ * An artifact's path in the run is relative, '/'-separated and at most 1024 bytes, each part at
+ * most 255 bytes; what MLflow refuses or would store under another name is refused at the call,
+ * and nothing is queued: an absolute path, "." or ".." parts, empty parts ("a//b"), a backslash,
+ * '#', '%' followed by two hex digits (the server decodes it), control characters, a drive
+ * letter ("C:"), or text that is not UTF-8.
+ *
+ * Any thread; several threads may log artifacts to one run. The run must be open.
+ */
+
+/**
+ * Logs the regular file at local_path as an artifact of run, under the directory artifact_dir
+ * of the run (NULL or "" for its root), keeping its name: mlt_log_artifact(run, "out/model.bin",
+ * "models") logs "models/model.bin" (MLflow's log_artifact(local_path, artifact_path)). The file
+ * is borrowed for the call only.
+ * Returns MLT_ERR_INVALID_ARG (NULL run or path, an artifact path refused as above: the message
+ * names the rule), MLT_ERR_IO (the file is missing, unreadable, a directory or not a regular
+ * file, or it cannot be snapshotted: no room), MLT_ERR_QUEUE_FULL (queue_max_bytes, as for
+ * metrics), MLT_ERR_STATE (the run has ended), MLT_ERR_NOMEM, or a callback's error.
+ */
+mlt_err mlt_log_artifact(mlt_run *run, const char *local_path, const char *artifact_dir);
+
+/**
+ * Logs every regular file under the directory local_dir (recursively; symbolic links to files
+ * are followed, to directories not) under artifact_dir of the run (NULL or "" for its root),
+ * keeping their paths relative to local_dir, as MLflow's log_artifacts(). Every file is checked
+ * first: when one is unreadable or its path is refused, nothing is logged. An empty directory
+ * logs nothing. Errors as mlt_log_artifact(), and MLT_ERR_IO when local_dir is not a directory.
+ */
+mlt_err mlt_log_artifacts(mlt_run *run, const char *local_dir, const char *artifact_dir);
+
+/**
+ * Logs len bytes at data (copied; NULL allowed when len is 0) as the artifact artifact_file of
+ * the run, a path such as "config.json" or "eval/predictions.csv" (MLflow's log_text and
+ * log_dict). Errors as mlt_log_artifact().
+ */
+mlt_err mlt_log_artifact_bytes(mlt_run *run, const char *artifact_file, const void *data,
+                               size_t len);
+
 /**
  * Ends the run with status, at the current time. Open child runs are ended KILLED first. If the
  * run was marked with mlt_run_fail() and status is MLT_RUN_FINISHED, it ends FAILED.
@@ -519,6 +568,15 @@ mlt_run *mlt_active_run(void);
 /* ---------------------------------------------------------------------------------------------- */
 /* Callbacks (the Protocol) */
 
+/** What callbacks learn of an artifact (on_artifact). Read-only; valid during the callback only. */
+typedef struct mlt_artifact_info {
+    const char *path;       /**< Its path in the run, e.g. "plots/loss.png". */
+    const char *local_path; /**< The file logged (as given); NULL for bytes. */
+    const void *data;       /**< mlt_log_artifact_bytes(): the bytes; NULL for a file. */
+    uint64_t size;          /**< Its size in bytes, as logged. */
+    const char *sha256;     /**< SHA-256 of the bytes logged: 64 lowercase hex digits. */
+} mlt_artifact_info;
+
 /** What callbacks learn of a run. Read-only; valid during the callback only. */
 typedef struct mlt_run_info {
     mlt_run *run;               /**< The run (for mlt_run_id() and friends). */
@@ -530,13 +588,13 @@ typedef struct mlt_run_info {
 } mlt_run_info;
 
 /**
- * The version of mlt_callbacks this header declares. Only version 1 exists so far. A later
+ * The version of mlt_callbacks this header declares: 2 (version 1 had no on_artifact). A
  * release that adds hooks adds them at the end and raises the version; the library then still
  * accepts every version v with 0 < v <= its own and reads a struct of version v only up to the
  * hooks version v had (the newer ones are taken as NULL), so a program built against an older
  * header keeps working. Version 0 and versions newer than the library are refused.
  */
-#define MLT_CALLBACKS_VERSION 1
+#define MLT_CALLBACKS_VERSION 2
 
 /**
  * A sink for run events. Fill it with version = MLT_CALLBACKS_VERSION; any hook may be NULL.
@@ -561,6 +619,10 @@ typedef struct mlt_callbacks {
     mlt_err (*on_flush)(int timeout_ms, void *userdata);
     /** mlt_tracker_close(), after the last flush: release userdata. Return value ignored. */
     void (*on_close)(void *userdata);
+    /** An artifact was logged (version 2): its path, size and SHA-256, once the durable queue
+     * (when the tracker has the MLflow callback) holds its snapshot. */
+    mlt_err (*on_artifact)(const mlt_run_info *info, const mlt_artifact_info *artifact,
+                           void *userdata);
 } mlt_callbacks;
 
 /**

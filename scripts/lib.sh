@@ -14,10 +14,11 @@ MLT_PSYCOPG2_VERSION=2.9.10
 # Debian packages needed to build, test and demo (checked one by one, installed only if missing).
 # (nginx-light and openssl: the TLS terminator and the test CA of tests/integration/test_tls.py;
 # postgresql: the database behind the MLflow server of the scale check, scripts/check-scale.sh;
-# clang: tests/check_header.sh compiles the public headers with clang as well as gcc)
+# clang: tests/check_header.sh compiles the public headers with clang as well as gcc;
+# libssl-dev: OpenSSL's libcrypto, for the SHA-256 of artifacts)
 MLT_DEB_PACKAGES=(build-essential autoconf automake libtool pkg-config libcurl4-openssl-dev
     libcjson-dev check valgrind python3 python3-venv curl jq git man-db groff-base nginx-light
-    openssl postgresql clang)
+    openssl postgresql clang libssl-dev)
 
 # The UI check (scripts/check-ui.sh) only: Debian's Chromium and its WebDriver (same version, from
 # the same source package), a font for the screenshot, and Selenium from PyPI in the venv.

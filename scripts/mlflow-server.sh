@@ -3,7 +3,8 @@
 #
 #   scripts/mlflow-server.sh start DIR [PORT] [--] [EXTRA MLFLOW SERVER ARGS...]
 #       Starts `mlflow server` (sqlite store DIR/mlflow.db unless the extra args give a
-#       --backend-store-uri, artifacts in DIR/artifacts, log appended to DIR/server.log) in its own
+#       --backend-store-uri; artifacts served through its artifact proxy and kept in DIR/artifacts
+#       unless the extra args say otherwise; log appended to DIR/server.log) in its own
 #       session/process group, waits until GET /health answers OK (MLTRACK_SERVER_TIMEOUT seconds,
 #       default 120), writes DIR/pid, DIR/port and DIR/uri, and prints the URI
 #       (http://127.0.0.1:PORT) on stdout. Without PORT a free port is picked; give the port of
@@ -25,7 +26,7 @@ die() {
 }
 
 usage() {
-    sed -n '3,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '3,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -78,7 +79,7 @@ cmd_start() {
         shift
     fi
     [[ ${1:-} == -- ]] && shift
-    local extra=("$@") a store=()
+    local extra=("$@") a store=() arts=()
     for a in ${extra[@]+"${extra[@]}"}; do
         case $a in
         -h | --host | --host=*) die "the server only ever listens on 127.0.0.1: drop $a" ;;
@@ -91,6 +92,12 @@ cmd_start() {
     case " ${extra[*]-} " in
     *" --backend-store-uri "* | *" --backend-store-uri="*) ;;
     *) store=(--backend-store-uri "sqlite:///$dir/mlflow.db") ;;
+    esac
+    # artifacts through the server's proxy (mlflow-artifacts: URIs), kept in DIR/artifacts, unless
+    # the caller sets up artifacts itself (a server without the proxy, an S3 destination)
+    case " ${extra[*]-} " in
+    *" --default-artifact-root"* | *" --artifacts-destination"* | *" --no-serve-artifacts "*) ;;
+    *) arts=(--artifacts-destination "$dir/artifacts") ;;
     esac
     if pid=$(read_pid "$dir") && [[ -n $(server_procs "$pid") ]]; then
         die "a server from $dir is already running (pid $pid); stop it first"
@@ -105,8 +112,7 @@ cmd_start() {
 
     local log=$dir/server.log uri=http://127.0.0.1:$port
     printf '==== %s mltrack: starting mlflow server on %s\n' "$(date '+%F %T')" "$uri" >>"$log"
-    setsid "$MLT_MLFLOW" server ${store[@]+"${store[@]}"} \
-        --default-artifact-root "$dir/artifacts" \
+    setsid "$MLT_MLFLOW" server ${store[@]+"${store[@]}"} ${arts[@]+"${arts[@]}"} \
         --host 127.0.0.1 --port "$port" ${extra[@]+"${extra[@]}"} \
         >>"$log" 2>&1 </dev/null &
     pid=$!

@@ -118,6 +118,21 @@ static MLT__MUST_USE mlt_err on_tag(const mlt_run_info *info, const char *key, c
     return emit(ud, &b, 0);
 }
 
+static MLT__MUST_USE mlt_err on_artifact(const mlt_run_info *info, const mlt_artifact_info *a,
+                                         void *ud)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, "artifact", info);
+    mlt__buf_puts(&b, ",\"path\":");
+    mlt__json_str(&b, a->path);
+    mlt__buf_puts(&b, ",\"size\":");
+    mlt__json_i64(&b, (int64_t)a->size);
+    mlt__buf_puts(&b, ",\"sha256\":");
+    mlt__json_str(&b, a->sha256);
+    return emit(ud, &b, 0);
+}
+
 static MLT__MUST_USE mlt_err on_end(const mlt_run_info *info, mlt_run_status status,
                                     double duration_s, void *ud)
 {
@@ -195,6 +210,7 @@ static MLT__MUST_USE mlt_err add_jsonl(mlt_tracker *tracker, const char *path)
         .on_run_end = on_end,
         .on_flush = on_flush,
         .on_close = on_close,
+        .on_artifact = on_artifact,
     };
     mlt_err err = mlt_tracker_add_callbacks(tracker, &cb, j);
     if (err != MLT_OK) {

@@ -235,6 +235,29 @@ static MLT__MUST_USE mlt_err on_tag(const mlt_run_info *info, const char *key, c
     return kv(ud, MLT__REC_TAG, info, key, value);
 }
 
+/* An artifact: snapshotted into the journal (its ARTIFACT record follows the snapshot), which
+ * counts against queue_max_bytes as records do. */
+static MLT__MUST_USE mlt_err keep_artifact(void *ud, const mlt_run_info *info, const char *path,
+                                           int fd, const void *data, uint64_t len,
+                                           uint64_t *bytes, char sha256[65])
+{
+    mlflow_cb *m = ud;
+    uint32_t run_no;
+    mlt_err err = ready_run_no(m, info->run_key, &run_no);
+    if (err == MLT_OK) {
+        err = make_room(m, len + 256);
+    }
+    if (err != MLT_OK) {
+        return err;
+    }
+    const mlt__art_src src = {fd, data, len};
+    err = mlt__journal_put_artifact(m->journal, run_no, path, &src, mlt__now_ms(), bytes, sha256);
+    if (err == MLT_OK) {
+        mlt__sender_notify(m->sender);
+    }
+    return err;
+}
+
 /* The hot path: one slot of the ring, no lock, no syscall. */
 static MLT__MUST_USE mlt_err fast_metric(void *ud, mlt_run *run, const mlt_key *key, double value,
                                          int64_t step, int64_t ts)
@@ -468,8 +491,8 @@ static MLT__MUST_USE mlt_err add_mlflow(mlt_tracker *tracker)
         .on_close = on_close,
     };
     /* fsync=always: every point goes through fast_metric, which syncs */
-    const mlt__sink_ext ext = {fast_metric, on_key, m->sync_always ? NULL : m->ring, on_fork_child,
-                               stats};
+    const mlt__sink_ext ext = {fast_metric,   on_key, m->sync_always ? NULL : m->ring,
+                               on_fork_child, stats,  keep_artifact};
     err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {
         on_close(m);

@@ -92,6 +92,18 @@ static MLT__MUST_USE mlt_err on_tag(const mlt_run_info *info, const char *key, c
     return kv_line(info, "tag ", key, value, ud);
 }
 
+static MLT__MUST_USE mlt_err on_artifact(const mlt_run_info *info, const mlt_artifact_info *a,
+                                         void *ud)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    head(&b, info);
+    mlt__buf_puts(&b, "artifact ");
+    put_escaped(&b, a->path);
+    mlt__buf_printf(&b, " (%" PRIu64 " bytes, sha256 %s)", a->size, a->sha256);
+    return emit(&b, ud, 0);
+}
+
 static MLT__MUST_USE mlt_err on_metric(const mlt_run_info *info, const char *key, double value,
                                        int64_t step, int64_t ts, void *ud)
 {
@@ -136,6 +148,7 @@ mlt_err mlt_tracker_add_print(mlt_tracker *tracker, FILE *out)
         .on_tag = on_tag,
         .on_run_end = on_end,
         .on_flush = on_flush,
+        .on_artifact = on_artifact,
     };
     return mlt_tracker_add_callbacks(tracker, &cb, out);
 }

@@ -36,13 +36,13 @@ static void dead_str(mlt__buf *b, const char *name, const char *value)
 
 mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char *answer)
 {
-    static const char *const types[] = {"?",   "create_run", "param",  "metric",
-                                        "tag", "end_run",    "metric", "attach_run"};
+    static const char *const types[] = {"?",       "create_run", "param",      "metric", "tag",
+                                        "end_run", "metric",     "attach_run", "artifact"};
     const mlt__run_entry *e = mlt__journal_run(j, r->run_no);
     mlt__buf b;
     mlt__buf_init(&b);
     mlt__buf_printf(&b, "{\"seq\":%" PRIu64 ",\"type\":\"%s\",\"run_key\":", r->seq,
-                    r->type <= MLT__REC_ATTACH ? types[r->type] : "?");
+                    r->type <= MLT__REC_ARTIFACT ? types[r->type] : "?");
     mlt__json_str(&b, r->type == MLT__REC_CREATE || r->type == MLT__REC_ATTACH ? r->key
                       : e                                                      ? e->key
                                                                                : "");
@@ -77,6 +77,16 @@ mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char 
     } else if (r->type == MLT__REC_END) {
         mlt__buf_printf(&b, ",\"status\":\"%s\",\"end_time\":%" PRId64,
                         mlt_run_status_name((mlt_run_status)r->status), r->time_ms);
+    } else if (r->type == MLT__REC_ARTIFACT) {
+        /* its bytes are kept beside it (art/dead-<seq>), for `mltrack requeue` */
+        char snap[64];
+        mlt__j_art_set_aside(j, r->seq, r->bytes, snap, sizeof snap);
+        mlt__buf_puts(&b, ",\"path\":");
+        mlt__json_str(&b, r->key ? r->key : "");
+        mlt__buf_printf(&b, ",\"size\":%" PRIu64, r->bytes);
+        dead_str(&b, "sha256", r->value);
+        mlt__buf_printf(&b, ",\"logged_at\":%" PRId64, r->time_ms);
+        dead_str(&b, "snapshot", snap);
     }
     mlt__buf_puts(&b, ",\"answer\":");
     /* answers may have been cut to a buffer inside a UTF-8 character: keep the file UTF-8 */

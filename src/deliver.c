@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- helpers ---- */
 
@@ -117,7 +118,8 @@ static MLT__MUST_USE mlt_err read_unit(mlt__sender *s, slot *sl)
         sl->cursor = c;
         sl->last = r;
         sl->have_unit = true;
-        if (r.type == MLT__REC_CREATE || r.type == MLT__REC_END || r.type == MLT__REC_ATTACH) {
+        if (r.type == MLT__REC_CREATE || r.type == MLT__REC_END || r.type == MLT__REC_ATTACH ||
+            r.type == MLT__REC_ARTIFACT) {
             if (sl->n_win) {
                 /* the window's strings are copies; the control record lives in s->scratch:
                  * move it to ctl_buf so the next read cannot overwrite it */
@@ -604,6 +606,96 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
     return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
 }
 
+/* ---- artifacts ---- */
+
+/* The artifact proxy's path of run_id's artifacts (the last run asked is remembered). */
+static outcome artifact_root(mlt__sender *s, const char *run_id, const char **root)
+{
+    if (s->art_run_id && strcmp(s->art_run_id, run_id) == 0) {
+        *root = s->art_root;
+        return OK;
+    }
+    char msg[1024];
+    char *got = NULL;
+    mlt_err err = mlt__client_artifact_root(&s->client, run_id, &got);
+    mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
+    if (err != MLT_OK) {
+        return classify(s, err, msg);
+    }
+    char *id = mlt__strdup(run_id);
+    if (!id) {
+        free(got);
+        return classify(s, MLT_ERR_NOMEM, "out of memory");
+    }
+    free(s->art_run_id);
+    free(s->art_root);
+    s->art_run_id = id;
+    s->art_root = got;
+    *root = got;
+    return OK;
+}
+
+/* An artifact refused for good: a dead letter (its snapshot kept beside it for requeue). */
+static outcome dead_artifact(mlt__sender *s, slot *sl, const mlt__rec *r,
+                             const mlt__run_entry *re, const char *why)
+{
+    outcome o = dead_letter(s, sl, r, why);
+    if (o == OK) {
+        mlt__log(&s->opts->logger, MLT_LOG_WARN, "artifact '%s' rejected for good, kept in %s: %s",
+                 r->key, mlt__journal_dir(sl->j), why);
+        report(s, MLT_OP_LOG_ARTIFACT, MLT_DELIVERY_REJECTED, re ? re->key : "",
+               re ? re->run_id : NULL, re ? re->experiment_id : NULL, 1, why);
+    }
+    return o;
+}
+
+/* Uploads the snapshot an ARTIFACT record names, through the tracking server's artifact proxy.
+ * A snapshot from a journal taken over after a crash is checked against its SHA-256 first: a
+ * torn one is never uploaded as if whole. */
+static outcome deliver_artifact(mlt__sender *s, slot *sl)
+{
+    const mlt__rec *r = &sl->ctl;
+    const mlt__run_entry *re = mlt__journal_run(sl->j, r->run_no);
+    if (!re || !re->run_id) {
+        return dead_artifact(s, sl, r, re,
+                             !re                          ? "the run is unknown to the journal"
+                             : re->state == MLT__RUN_DEAD ? "the run could not be created"
+                                                          : "the run was not created");
+    }
+    const char *root = NULL;
+    outcome o = artifact_root(s, re->run_id, &root);
+    if (o == DEAD) {
+        return dead_artifact(s, sl, r, re, s->last_error);
+    }
+    if (o != OK) {
+        return o;
+    }
+    int fd = -1;
+    mlt_err err = mlt__journal_open_artifact(sl->j, r, sl->adopted, &fd);
+    if (err == MLT_ERR_NOT_FOUND || err == MLT_ERR_CORRUPT) {
+        char why[1024];
+        mlt__errbuf(why, sizeof why, err);
+        return dead_artifact(s, sl, r, re, why);
+    }
+    if (err != MLT_OK) {
+        return classify(s, err, mlt_last_error());
+    }
+    char msg[1024];
+    atomic_fetch_add(&s->sent, 1);
+    err = mlt__client_put_artifact(&s->client, root, r->key, fd, r->bytes, -1);
+    mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
+    close(fd);
+    if (err != MLT_OK) {
+        o = classify(s, err, msg);
+        return o == DEAD ? dead_artifact(s, sl, r, re, msg) : o;
+    }
+    s->prog.artifacts_sent++;
+    s->prog.artifact_bytes_sent += r->bytes;
+    report(s, MLT_OP_LOG_ARTIFACT, MLT_DELIVERY_ACKNOWLEDGED, re->key, re->run_id,
+           re->experiment_id, 1, NULL);
+    return OK;
+}
+
 /* A journal taken over from a process that died ends with runs that never ended: once all its
  * records are delivered, they end KILLED on the server (the process did die). */
 static outcome end_orphans(mlt__sender *s, slot *sl, bool *did)
@@ -650,9 +742,10 @@ outcome mlt__deliver_step(mlt__sender *s, slot *sl, bool *did)
     }
     outcome o = deliver_window(s, sl);
     if (o == OK && sl->has_ctl) {
-        o = sl->ctl.type == MLT__REC_CREATE   ? deliver_create(s, sl)
-            : sl->ctl.type == MLT__REC_ATTACH ? deliver_attach(s, sl)
-                                              : deliver_end(s, sl);
+        o = sl->ctl.type == MLT__REC_CREATE     ? deliver_create(s, sl)
+            : sl->ctl.type == MLT__REC_ATTACH   ? deliver_attach(s, sl)
+            : sl->ctl.type == MLT__REC_ARTIFACT ? deliver_artifact(s, sl)
+                                                : deliver_end(s, sl);
     }
     if (o != OK) {
         return o;
@@ -661,6 +754,9 @@ outcome mlt__deliver_step(mlt__sender *s, slot *sl, bool *did)
     if (err != MLT_OK) {
         set_error(s, mlt_last_error());
         return RETRY;
+    }
+    if (sl->has_ctl && sl->ctl.type == MLT__REC_ARTIFACT) {
+        mlt__journal_artifact_done(sl->j, &sl->ctl); /* acked: its snapshot goes */
     }
     mlt__deliver_free_window(sl);
     *did = true;

@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -59,6 +60,8 @@ typedef struct curl_tr {
     pthread_mutex_t fds_mu;
     atomic_bool *abort;
     struct curl_slist *headers;
+    struct curl_slist *upload_headers; /* a PUT of a file's bytes */
+    long timeout_ms;
     char errbuf[CURL_ERROR_SIZE];
 } curl_tr;
 
@@ -195,6 +198,48 @@ static void curl_interrupt(void *self)
     pthread_mutex_unlock(&c->fds_mu);
 }
 
+/* An upload's body, read at the stream's position (pread: the descriptor's offset is not
+ * used, so a rewind is only a new position). */
+typedef struct upload_pos {
+    const mlt__http_upload *up;
+    uint64_t at;
+    int err; /* errno of a failed read */
+} upload_pos;
+
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+    upload_pos *p = ud;
+    size_t want = size * n;
+    if (p->at >= p->up->len) {
+        return 0;
+    }
+    if (want > p->up->len - p->at) {
+        want = (size_t)(p->up->len - p->at);
+    }
+    for (;;) {
+        ssize_t got = pread(p->up->fd, buf, want, (off_t)p->at);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0) {
+            p->err = got < 0 ? errno : EIO; /* a file shorter than its length: torn */
+            return CURL_READFUNC_ABORT;
+        }
+        p->at += (uint64_t)got;
+        return (size_t)got;
+    }
+}
+
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    upload_pos *p = ud;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > p->up->len) {
+        return CURL_SEEKFUNC_CANTSEEK;
+    }
+    p->at = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 static void curl_perform(void *self, const mlt__http_request *req, mlt__http_response *resp)
 {
     curl_tr *c = self;
@@ -204,7 +249,21 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
     head_ctx hc = {resp, c};
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
-    if (strcmp(req->method, "POST") == 0) {
+    upload_pos up = {req->upload, 0, 0};
+    if (req->upload) {
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, &up);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, &up);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload->len);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->upload_headers);
+        /* a large file takes as long as it takes: no limit on the whole transfer, but one that
+         * moves less than 1 KB/s for the timeout is given up */
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 0L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->timeout_ms / 1000 > 0 ? c->timeout_ms / 1000 : 1L);
+    } else if (strcmp(req->method, "POST") == 0) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
@@ -216,6 +275,25 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, req->not_idempotent ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_FORBID_REUSE, req->not_idempotent ? 1L : 0L);
     CURLcode rc = curl_easy_perform(h);
+    if (req->upload) {
+        /* back to what every other request expects */
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 0L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, NULL);
+        curl_easy_setopt(h, CURLOPT_READDATA, NULL);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, NULL);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, NULL);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 0L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 0L);
+    }
+    if (rc == CURLE_ABORTED_BY_CALLBACK && up.err) {
+        resp->net_err = MLT_ERR_IO;
+        snprintf(resp->errmsg, sizeof resp->errmsg, "cannot read the file to upload: %s",
+                 strerror(up.err));
+        resp->maybe_sent = true;
+        return;
+    }
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
         return;
@@ -271,6 +349,7 @@ static void curl_destroy(void *self)
     if (c) {
         curl_easy_cleanup(c->h);
         curl_slist_free_all(c->headers);
+        curl_slist_free_all(c->upload_headers);
         pthread_mutex_destroy(&c->fds_mu);
         free(c);
     }
@@ -310,6 +389,15 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
         return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     c->headers = h3;
+    struct curl_slist *u1 = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+    struct curl_slist *u2 = u1 ? curl_slist_append(u1, "Accept: application/json") : NULL;
+    struct curl_slist *u3 = u2 ? curl_slist_append(u2, "Expect:") : NULL;
+    if (!u3) {
+        curl_slist_free_all(u1);
+        curl_destroy(c);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    c->upload_headers = u3;
     const char *user = mlt__opt_str(o, MLT__OPT_USERNAME);
     const char *pass = mlt__opt_str(o, MLT__OPT_PASSWORD);
     const char *token = mlt__opt_str(o, MLT__OPT_TOKEN);
@@ -322,6 +410,7 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
         curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, token);
     }
     long timeout_ms = (long)(o->timeout_s * 1000.0);
+    c->timeout_ms = timeout_ms;
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "mltrack/" MLT_VERSION_STRING);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

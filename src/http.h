@@ -11,11 +11,19 @@
 
 #include <stdatomic.h>
 
+/* A PUT's body, streamed from a file: bytes [0, len) of fd, read with pread (a retry, or a
+ * redirect of the stream, reads them again from the start). */
+typedef struct mlt__http_upload {
+    int fd;
+    uint64_t len;
+} mlt__http_upload;
+
 typedef struct mlt__http_request {
-    const char *method; /* "GET" or "POST" */
+    const char *method; /* "GET", "POST" or "PUT" */
     const char *url;    /* absolute */
     const char *body;   /* POST body (JSON), NULL for GET */
     size_t body_len;
+    const mlt__http_upload *upload; /* PUT: the body (application/octet-stream); NULL else */
     bool not_idempotent; /* sending it twice has an effect (runs/create): never resent */
 } mlt__http_request;
 

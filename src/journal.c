@@ -662,6 +662,10 @@ mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only, m
     if (err == MLT_OK) {
         follow_on(j);
     }
+    if (err == MLT_OK) {
+        /* before the ring's points take the numbers after the last record */
+        err = mlt__j_art_recover(j);
+    }
     if (err == MLT_OK && !read_only) {
         err = mlt__j_ring_recover(j, rec);
     } else if (err == MLT_OK) {
@@ -721,28 +725,25 @@ void mlt__journal_appended(mlt__journal *j, uint64_t *runs, uint64_t *points)
     pthread_mutex_unlock(&j->mu);
 }
 
-mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload, size_t len,
-                            uint64_t *seq_out)
+mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type, const void *payload, size_t len,
+                            bool drain, uint64_t *seq_out)
 {
     if (len > MLT__FRAME_MAX_PAYLOAD) {
         return mlt__fail(MLT_ERR_VALUE_TOO_LONG, "journal record of %zu bytes is too large", len);
     }
-    pthread_mutex_lock(&j->mu);
     mlt_err err = MLT_OK;
     if (j->read_only || j->wfd < 0) {
-        err = mlt__fail(MLT_ERR_STATE, "journal %s does not take appends", j->dir);
-        goto out;
+        return mlt__fail(MLT_ERR_STATE, "journal %s does not take appends", j->dir);
     }
     /* the ring's points were made before this record */
-    if ((err = mlt__j_drain_locked(j, false, NULL, NULL)) != MLT_OK) {
-        goto out;
+    if (drain && (err = mlt__j_drain_locked(j, false, NULL, NULL)) != MLT_OK) {
+        return err;
     }
     if (j->last_seq == UINT64_MAX) {
-        err = mlt__j_used_up(j);
-        goto out;
+        return mlt__j_used_up(j);
     }
     if ((err = mlt__j_roll_segment(j)) != MLT_OK) {
-        goto out;
+        return err;
     }
     uint64_t seq = j->last_seq + 1;
     unsigned char h[MLT__FRAME_HEADER];
@@ -756,25 +757,30 @@ mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *pay
     mlt__buf_append(&j->frame, h, sizeof h);
     mlt__buf_append(&j->frame, payload, len);
     if (j->frame.oom) {
-        err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
-        goto out;
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     if ((err = mlt__j_write_frames(j, &j->frame, seq)) != MLT_OK) {
-        goto out;
+        return err;
     }
     j->appended_runs += type == MLT__REC_CREATE;
     j->appended_points += type == MLT__REC_METRIC;
     if (j->mode == MLT__FSYNC_ALWAYS) {
         if (fdatasync(j->wfd) != 0) {
-            err = mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
-            goto out;
+            return mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));
         }
         j->dirty = false;
     }
     if (seq_out) {
         *seq_out = seq;
     }
-out:
+    return MLT_OK;
+}
+
+mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, const void *payload, size_t len,
+                            uint64_t *seq_out)
+{
+    pthread_mutex_lock(&j->mu);
+    mlt_err err = mlt__j_append_locked(j, type, payload, len, true, seq_out);
     pthread_mutex_unlock(&j->mu);
     return err;
 }
@@ -850,6 +856,7 @@ static bool all_done(mlt__journal *j)
 
 static void remove_dir(mlt__journal *j)
 {
+    mlt__j_art_remove(j);
     DIR *d = opendir(j->dir);
     if (!d) {
         return;

@@ -13,6 +13,9 @@
  *   keys                 "<id> <metric key>\n" lines: the keys that POINT records name by id
  *   target               the tracking URI the journal is for (credentials removed)
  *   ring                 the metric ring (below), mapped shared: survives the process's crash
+ *   art/<seq>            the snapshot of the artifact that ARTIFACT record seq names (20
+ *                        digits); art/dead-<seq> once the server refused it; art/tmp-* while
+ *                        one is made
  *
  * Metric points take a lock-free path: the application thread writes a fixed-size slot of the
  * ring (mlt__ring_put, no syscall, no lock) and the journal's writer thread moves the ring into
@@ -178,6 +181,37 @@ MLT__MUST_USE mlt_err mlt__journal_put_run(mlt__journal *j, uint32_t run_no, con
                                            mlt__run_state state);
 /* Every entry, for status. */
 const mlt__run_entry *mlt__journal_runs(mlt__journal *j, size_t *n);
+
+/* ---- artifacts ---- */
+
+/* Where an artifact's bytes come from: a file open for reading (fd >= 0, read from its current
+ * offset to its end), or len bytes at data (fd < 0). */
+typedef struct mlt__art_src {
+    int fd;
+    const void *data;
+    uint64_t len;
+} mlt__art_src;
+
+/*
+ * Snapshots src into the journal as art/<seq> (a reflink where the file system makes them,
+ * else a copy), with its size and SHA-256, then appends the ARTIFACT record seq that names it:
+ * later changes to the file do not reach what is uploaded. Under fsync=interval and always the
+ * snapshot is synced before its record is written, so a record never names bytes the disk does
+ * not hold whole. *bytes and sha get the snapshot's size and digest. Thread-safe. A failure
+ * (MLT_ERR_IO: cannot read, no room; MLT_ERR_STATE: read-only) leaves nothing behind.
+ */
+MLT__MUST_USE mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *path,
+                                                const mlt__art_src *src, int64_t time_ms,
+                                                uint64_t *bytes, char sha[65]);
+
+/* Opens the snapshot of ARTIFACT record r for reading (*fd, the caller closes it): MLT_OK,
+ * MLT_ERR_NOT_FOUND when it is gone, MLT_ERR_CORRUPT when its size (with verify, also its
+ * SHA-256) is not the record's: torn by a crash. Messages in mlt_last_error(). */
+MLT__MUST_USE mlt_err mlt__journal_open_artifact(mlt__journal *j, const mlt__rec *r, bool verify,
+                                                 int *fd);
+
+/* The snapshot of ARTIFACT record r is delivered (r is acked): it is removed. Reader thread. */
+void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r);
 
 /* Appends a dead letter: the record (as JSON) and the server's answer. */
 MLT__MUST_USE mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r,

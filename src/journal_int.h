@@ -81,6 +81,9 @@ struct mlt__journal {
     char *target;      /* the tracking URI it is for (credentials removed), or NULL */
     /* records appended through this handle, by type (under mu): runs and points it holds */
     uint64_t appended_runs, appended_points;
+    /* artifact snapshots (journal_art.c): bytes of those not yet delivered (under mu) */
+    uint64_t art_bytes;
+    bool art_dir_made;
 };
 
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
@@ -89,6 +92,17 @@ struct mlt__journal {
 #define RING_BYTES (sizeof(mlt__ring_hdr) + (size_t)MLT__RING_SLOTS * sizeof(mlt__ring_slot))
 #define GROUP_MAX 8192 /* points per write */
 
+/* Appends one record (caller holds mu); with drain, the ring's points go first. */
+MLT__MUST_USE mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type,
+                                           const void *payload, size_t len, bool drain,
+                                           uint64_t *seq_out);
+/* Artifact snapshots (journal_art.c): at open, temporary and delivered snapshots go and the
+ * others are counted; at removal, the art directory goes; a refused one is set aside as
+ * art/dead-<seq> (its name in name_out). */
+MLT__MUST_USE mlt_err mlt__j_art_recover(mlt__journal *j);
+void mlt__j_art_remove(mlt__journal *j);
+void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *name_out,
+                          size_t len);
 MLT__MUST_USE mlt_err mlt__j_drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved,
                                           uint64_t *holes);
 MLT__MUST_USE mlt_err mlt__j_ensure_wfd(mlt__journal *j);

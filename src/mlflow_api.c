@@ -12,6 +12,7 @@
 #include <string.h>
 
 #define API_PREFIX "/api/2.0/mlflow/"
+#define ARTIFACTS_PREFIX "/api/2.0/mlflow-artifacts/"
 
 void mlt__api_req_init(mlt__api_req *r)
 {
@@ -26,7 +27,8 @@ void mlt__api_req_free(mlt__api_req *r)
 
 char *mlt__api_url(const char *tracking_uri, const mlt__api_req *r)
 {
-    return mlt__aprintf("%s" API_PREFIX "%s", tracking_uri, r->path);
+    return mlt__aprintf("%s%s%s", tracking_uri, r->artifacts ? ARTIFACTS_PREFIX : API_PREFIX,
+                        r->path);
 }
 
 static MLT__MUST_USE mlt_err finish(mlt__api_req *r)
@@ -34,13 +36,15 @@ static MLT__MUST_USE mlt_err finish(mlt__api_req *r)
     return r->body.oom ? MLT_ERR_NOMEM : MLT_OK;
 }
 
-/* Percent-encodes s into out (RFC 3986 unreserved characters stay). */
-static bool url_encode(char *out, size_t len, const char *s)
+/* Percent-encodes s into out (RFC 3986 unreserved characters stay; with keep_slash, '/' too:
+ * a path). */
+static bool url_encode_as(char *out, size_t len, const char *s, bool keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || *p == '-' || *p == '_' || *p == '.' || *p == '~') {
+        if (isalnum(*p) || *p == '-' || *p == '_' || *p == '.' || *p == '~' ||
+            (keep_slash && *p == '/')) {
             if (o + 1 >= len) {
                 return false;
             }
@@ -56,6 +60,11 @@ static bool url_encode(char *out, size_t len, const char *s)
     }
     out[o] = '\0';
     return true;
+}
+
+static bool url_encode(char *out, size_t len, const char *s)
+{
+    return url_encode_as(out, len, s, false);
 }
 
 mlt_err mlt__api_get_experiment_by_name(mlt__api_req *r, const char *name)
@@ -177,6 +186,41 @@ mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id, mlt_run_status 
     member_i64(b, "end_time", end_time_ms);
     mlt__buf_putc(b, '}');
     return finish(r);
+}
+
+mlt_err mlt__api_get_run(mlt__api_req *r, const char *run_id)
+{
+    char enc[128 * 3 + 1];
+    r->method = "GET";
+    r->what = "get run";
+    if (!url_encode(enc, sizeof enc, run_id)) {
+        return MLT_ERR_VALUE_TOO_LONG;
+    }
+    int n = snprintf(r->path, sizeof r->path, "runs/get?run_id=%s", enc);
+    return n < 0 || (size_t)n >= sizeof r->path ? MLT_ERR_VALUE_TOO_LONG : MLT_OK;
+}
+
+mlt_err mlt__api_put_artifact(mlt__api_req *r, const char *root, const char *path,
+                              const mlt__http_upload *upload)
+{
+    char enc_root[512], enc_path[sizeof r->path];
+    r->method = "PUT";
+    r->what = "upload artifact";
+    r->artifacts = true;
+    r->upload = upload;
+    while (*root == '/') {
+        root++;
+    }
+    if (!url_encode_as(enc_root, sizeof enc_root, root, true) ||
+        !url_encode_as(enc_path, sizeof enc_path, path, true)) {
+        return MLT_ERR_VALUE_TOO_LONG;
+    }
+    size_t rl = strlen(enc_root);
+    while (rl && enc_root[rl - 1] == '/') {
+        enc_root[--rl] = '\0';
+    }
+    int n = snprintf(r->path, sizeof r->path, "artifacts/%s/%s", enc_root, enc_path);
+    return n < 0 || (size_t)n >= sizeof r->path ? MLT_ERR_VALUE_TOO_LONG : MLT_OK;
 }
 
 static void metric_object(mlt__buf *b, const mlt__metric *m)
@@ -375,6 +419,10 @@ void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp, ml
         a->retriable = resp->net_err == MLT_ERR_NETWORK || resp->net_err == MLT_ERR_TIMEOUT;
         a->ambiguous = resp->maybe_sent;
         snprintf(a->msg, sizeof a->msg, "%s: %s", r->what, resp->errmsg);
+        return;
+    }
+    if (r->upload && resp->status >= 200 && resp->status < 300) {
+        a->err = MLT_OK; /* an upload's answer has no body (or {}): its status says it */
         return;
     }
     cJSON *json = cJSON_ParseWithLength(resp->body.data ? resp->body.data : "", resp->body.len);

@@ -19,10 +19,12 @@
 /* Body size kept under the server's 1 MB request limit, with room for the envelope. */
 #define MLT__BATCH_MAX_BYTES 1000000
 
-/* A request relative to <tracking_uri>/api/2.0/mlflow/. */
+/* A request relative to <tracking_uri>/api/2.0/mlflow/ (artifacts: /api/2.0/mlflow-artifacts/). */
 typedef struct mlt__api_req {
-    const char *method;  /* "GET" or "POST" */
-    char path[3200];     /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
+    const char *method;  /* "GET", "POST" or "PUT" */
+    char path[4096];     /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
+    bool artifacts;      /* path is under the artifact proxy's prefix */
+    const mlt__http_upload *upload; /* PUT: the body, from a file */
     mlt__buf body;       /* JSON for POST */
     const char *what;    /* short description for messages, e.g. "create run" */
     bool not_idempotent; /* a second copy would have an effect (runs/create) */
@@ -56,6 +58,14 @@ MLT__MUST_USE mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *ex
                                                  const char *run_key);
 MLT__MUST_USE mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id,
                                           mlt_run_status status, int64_t end_time_ms);
+
+/* runs/get of run_id (the answer's run.info.artifact_uri says where its artifacts go). */
+MLT__MUST_USE mlt_err mlt__api_get_run(mlt__api_req *r, const char *run_id);
+/* PUT of upload as the artifact at path (relative, '/'-separated) under root, the artifact proxy's
+ * path of a run ("<experiment id>/<run id>/artifacts", from an mlflow-artifacts: URI): each part
+ * percent-encoded. The answer has no JSON body: a 2xx is success. */
+MLT__MUST_USE mlt_err mlt__api_put_artifact(mlt__api_req *r, const char *root, const char *path,
+                                            const mlt__http_upload *upload);
 
 /* What a log-batch body takes from the pending arrays, front first. */
 typedef struct mlt__batch {

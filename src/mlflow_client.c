@@ -91,6 +91,7 @@ static MLT__MUST_USE mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__ap
         .url = url,
         .body = r->body.data,
         .body_len = r->body.len,
+        .upload = r->upload,
         .not_idempotent = r->not_idempotent,
     };
     mlt__http_response resp;
@@ -420,5 +421,74 @@ mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status s
     }
     mlt__api_answer_free(&a);
     mlt__api_req_free(&r);
+    return err;
+}
+
+/* ---- artifacts ---- */
+
+#define PROXY_SCHEME "mlflow-artifacts:"
+
+mlt_err mlt__client_artifact_root(mlt__client *c, const char *run_id, char **out_root)
+{
+    mlt__api_req r;
+    mlt__api_req_init(&r);
+    mlt_err err = mlt__api_get_run(&r, run_id);
+    if (err != MLT_OK) {
+        mlt__api_req_free(&r);
+        return mlt__fail(err, "run id %s is too long for a URL", run_id);
+    }
+    mlt__api_answer a;
+    mlt__api_answer_init(&a);
+    err = mlt__client_call(c, &r, true, -1, &a);
+    mlt__api_req_free(&r);
+    if (err != MLT_OK) {
+        err = mlt__fail(err, "%s", a.msg);
+        mlt__api_answer_free(&a);
+        return err;
+    }
+    const char *uri = mlt__api_json_str(a.json, "run.info.artifact_uri");
+    if (!uri) {
+        err = mlt__fail(MLT_ERR_PROTOCOL, "get run %s: the answer has no artifact_uri", run_id);
+    } else if (strncmp(uri, PROXY_SCHEME, sizeof PROXY_SCHEME - 1) != 0) {
+        err = mlt__fail(MLT_ERR_REJECTED,
+                        "run %s keeps its artifacts at %s, which the tracking server does not "
+                        "serve: start `mlflow server` with --serve-artifacts (its default; not "
+                        "--no-serve-artifacts) and an --artifacts-destination, so that new runs "
+                        "get an mlflow-artifacts: URI",
+                        run_id, uri);
+    } else {
+        /* mlflow-artifacts:/<path> or mlflow-artifacts://<host>/<path>: the path, under this
+         * tracking server's proxy */
+        const char *p = uri + sizeof PROXY_SCHEME - 1;
+        if (p[0] == '/' && p[1] == '/') {
+            p = strchr(p + 2, '/');
+        }
+        *out_root = mlt__strdup(p ? p : "");
+        err = *out_root ? MLT_OK : mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    mlt__api_answer_free(&a);
+    return err;
+}
+
+mlt_err mlt__client_put_artifact(mlt__client *c, const char *root, const char *path, int fd,
+                                 uint64_t len, int64_t deadline_ns)
+{
+    mlt__http_upload up = {fd, len};
+    mlt__api_req r;
+    mlt__api_req_init(&r);
+    mlt_err err = mlt__api_put_artifact(&r, root, path, &up);
+    if (err != MLT_OK) {
+        mlt__api_req_free(&r);
+        return mlt__fail(err, "artifact path %s is too long for a URL", path);
+    }
+    mlt__api_answer a;
+    mlt__api_answer_init(&a);
+    /* the same bytes to the same path: safe to send again after any failure */
+    err = mlt__client_call(c, &r, true, deadline_ns, &a);
+    mlt__api_req_free(&r);
+    if (err != MLT_OK) {
+        err = mlt__fail(err, "%s", a.msg);
+    }
+    mlt__api_answer_free(&a);
     return err;
 }

@@ -83,6 +83,18 @@ void mlt__client_interrupt(mlt__client *c);
 MLT__MUST_USE mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *batch,
                                             int64_t deadline_ns);
 
+/* Where run_id's artifacts go through the artifact proxy: the path of its mlflow-artifacts: URI
+ * ("/<experiment id>/<run id>/artifacts"), malloc'd into *out_root. MLT_ERR_REJECTED when the
+ * run's artifact_uri is not proxied (the server runs without --serve-artifacts): the message
+ * says so. Other failures as mlt__client_call. */
+MLT__MUST_USE mlt_err mlt__client_artifact_root(mlt__client *c, const char *run_id,
+                                                char **out_root);
+
+/* PUTs bytes [0, len) of fd as the artifact at path under root (mlt__client_artifact_root),
+ * retried as any call: a PUT of the same bytes to the same path may be sent again. */
+MLT__MUST_USE mlt_err mlt__client_put_artifact(mlt__client *c, const char *root, const char *path,
+                                               int fd, uint64_t len, int64_t deadline_ns);
+
 MLT__MUST_USE mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
                                           int64_t end_time_ms, int64_t deadline_ns);
 

@@ -90,6 +90,16 @@ void mlt__rec_put_end(mlt__buf *b, uint32_t run_no, int status, int64_t end_ms)
     put_u64(b, (uint64_t)end_ms);
 }
 
+void mlt__rec_put_artifact(mlt__buf *b, uint32_t run_no, const char *path, uint64_t bytes,
+                           const char *sha256_hex, int64_t time_ms)
+{
+    put_u32(b, run_no);
+    put_str(b, path);
+    put_u64(b, bytes);
+    put_str(b, sha256_hex);
+    put_u64(b, (uint64_t)time_ms);
+}
+
 /* ---- decoding ---- */
 
 typedef struct reader {
@@ -190,6 +200,15 @@ mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len, mlt
     case MLT__REC_END:
         out->status = (int)get_u32(&r);
         out->time_ms = (int64_t)get_u64(&r);
+        break;
+    case MLT__REC_ARTIFACT:
+        out->key = get_str(&r);
+        out->bytes = get_u64(&r);
+        out->value = get_str(&r);
+        out->time_ms = (int64_t)get_u64(&r);
+        if (!r.bad && strlen(out->value) != 64) {
+            return MLT_ERR_CORRUPT;
+        }
         break;
     default:
         return MLT_ERR_CORRUPT;

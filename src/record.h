@@ -19,6 +19,9 @@ typedef enum mlt__rec_type {
     MLT__REC_ATTACH = 7, /* run_no, run key, run id ("" unknown), experiment name/id, the time
                           * it was written (absent before mltrack 0.2: 0): log into a run
                           * another process started; never created or ended from here */
+    MLT__REC_ARTIFACT = 8, /* run_no, artifact path, size, sha256 (hex), time logged: a file
+                            * whose bytes, as the call saw them, are the journal's snapshot
+                            * art/<seq> (journal_art.c) */
 } mlt__rec_type;
 
 #define MLT__REC_MAX_TAGS 16
@@ -31,12 +34,14 @@ typedef struct mlt__rec {
     uint32_t size;    /* bytes of the whole frame */
     mlt__rec_type type;
     uint32_t run_no;
-    const char *key;    /* CREATE/ATTACH: run key; PARAM/METRIC/TAG: entity key */
+    const char *key;    /* CREATE/ATTACH: run key; PARAM/METRIC/TAG: entity key; ARTIFACT: its
+                         * path in the run */
     const char *run_id; /* ATTACH: the server's run id, "" when only the key is known */
-    const char *value;  /* PARAM/TAG */
+    const char *value;  /* PARAM/TAG; ARTIFACT: the snapshot's sha256 (hex) */
+    uint64_t bytes;     /* ARTIFACT: the snapshot's size */
     double num;         /* METRIC */
     int64_t time_ms;    /* CREATE: start; METRIC: timestamp; END: end; ATTACH: written (0:
-                         * unknown) */
+                         * unknown); ARTIFACT: logged */
     int64_t step;       /* METRIC */
     int status;         /* END: mlt_run_status */
     /* CREATE (experiment names also ATTACH) */
@@ -60,6 +65,8 @@ void mlt__rec_put_metric(mlt__buf *b, uint32_t run_no, const char *key, double v
 void mlt__rec_put_attach(mlt__buf *b, uint32_t run_no, const char *run_key, const char *run_id,
                          const char *experiment_name, const char *experiment_id, int64_t time_ms);
 void mlt__rec_put_end(mlt__buf *b, uint32_t run_no, int status, int64_t end_ms);
+void mlt__rec_put_artifact(mlt__buf *b, uint32_t run_no, const char *path, uint64_t bytes,
+                           const char *sha256_hex, int64_t time_ms);
 
 /* Clears r for a record of the given type, keeping where it is (seq, end_pos, size). */
 void mlt__rec_clear(mlt__rec *r, mlt__rec_type type);

@@ -234,12 +234,14 @@ mlt_err mlt__j_ring_map(mlt__journal *j, char *why, size_t whylen)
     return MLT_OK;
 }
 
-/* Recounts the undelivered bytes (caller holds mu or owns j alone): the one count, read by
- * mlt__journal_pending_bytes and by the hot path for the queue's cap. */
+/* Recounts the undelivered bytes, records and artifact snapshots (caller holds mu or owns j
+ * alone): the one count, read by mlt__journal_pending_bytes and by the hot path for the queue's
+ * cap. */
 void mlt__j_update_pending(mlt__journal *j)
 {
     uint64_t acked = atomic_load(&j->acked_pos);
-    atomic_store_explicit(&j->ring.pending, j->end_pos > acked ? j->end_pos - acked : 0,
+    atomic_store_explicit(&j->ring.pending,
+                          (j->end_pos > acked ? j->end_pos - acked : 0) + j->art_bytes,
                           memory_order_relaxed);
 }
 

@@ -722,6 +722,8 @@ void mlt__sender_free(mlt__sender *s, int timeout_ms)
     mlt__client_free(&s->client);
     free(s->exp_name);
     free(s->exp_id);
+    free(s->art_run_id);
+    free(s->art_root);
     free(s->queue_dir);
     mlt_options_free(s->opts);
     pthread_cond_destroy(&s->wake_cv);

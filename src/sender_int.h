@@ -32,7 +32,7 @@ typedef struct slot {
     /* the unit in flight */
     ent *win;
     size_t n_win, cap_win;
-    bool has_ctl; /* a CREATE or END record follows the window */
+    bool has_ctl; /* a CREATE, END, ATTACH or ARTIFACT record follows the window */
     mlt__rec ctl; /* points into ctl_buf */
     mlt__buf ctl_buf;
     mlt__rec last; /* the unit's last record (for the ack) */
@@ -72,6 +72,8 @@ struct mlt__sender {
     mlt__buf scratch;
     char *exp_name; /* experiment cache: the last name resolved and its id */
     char *exp_id;
+    char *art_run_id; /* artifact root cache: the last run asked and its proxy path */
+    char *art_root;
     mlt__run_id_fn on_run_id;
     void *on_run_id_ud;
     int failures; /* consecutive retriable failures */

@@ -11,6 +11,7 @@
 #include "tracker.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <math.h>
 #include <time.h>
 
@@ -154,10 +155,11 @@ const mlt_options *mlt__tracker_options(const mlt_tracker *t)
 
 /* The size of mlt_callbacks at each version (index 0 unused), libgit2's rule: a struct of any
  * version v with 0 < v <= MLT_CALLBACKS_VERSION is accepted and read up to callbacks_size[v],
- * never further, so that a program built against an older header keeps working. Only version 1
- * exists so far. A version 2 that adds hooks at the end appends sizeof(mlt_callbacks) here and
- * turns this entry into offsetof(mlt_callbacks, <its first new hook>). */
-static const size_t callbacks_size[] = {0, sizeof(mlt_callbacks)};
+ * never further, so that a program built against an older header keeps working. A version that
+ * adds hooks at the end appends sizeof(mlt_callbacks) here and turns the entry before it into
+ * offsetof(mlt_callbacks, <its first new hook>). Version 2 added on_artifact. */
+static const size_t callbacks_size[] = {0, offsetof(mlt_callbacks, on_artifact),
+                                        sizeof(mlt_callbacks)};
 _Static_assert(sizeof callbacks_size / sizeof callbacks_size[0] == MLT_CALLBACKS_VERSION + 1,
                "callbacks_size has one entry for each version of mlt_callbacks");
 

@@ -20,6 +20,12 @@
 typedef mlt_err (*mlt__fast_metric_fn)(void *ud, mlt_run *run, const mlt_key *key, double value,
                                        int64_t step, int64_t timestamp_ms);
 typedef mlt_err (*mlt__key_fn)(void *ud, const mlt_key *key);
+/* An artifact's bytes for a sink that keeps them: the file fd (>= 0, read from offset 0 to its
+ * end; the sink may move the offset) or len bytes at data. The sink writes the size and SHA-256
+ * (hex) of what it kept. */
+typedef mlt_err (*mlt__artifact_fn)(void *ud, const mlt_run_info *info, const char *path, int fd,
+                                    const void *data, uint64_t len, uint64_t *bytes,
+                                    char sha256[65]);
 
 /* What a built-in sink adds to mlt_callbacks: the one seam between the tracker and a sink's
  * insides. */
@@ -31,6 +37,7 @@ typedef struct mlt__sink_ext {
     void (*on_fork_child)(void *ud); /* in a forked child, which will never use the sink: let go
                                       * of what the parent must keep alone (no lock, no malloc) */
     mlt_err (*stats)(void *ud, mlt_queue_stats *out); /* mlt_tracker_queue_stats() */
+    mlt__artifact_fn artifact; /* keeps an artifact's bytes, before any on_artifact is called */
 } mlt__sink_ext;
 
 typedef struct mlt__cb_entry {

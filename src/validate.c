@@ -25,6 +25,7 @@
 
 #include "common.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -576,6 +577,77 @@ mlt_err mlt__validate_timestamp(int64_t ts_ms)
                          "timestamp %" PRId64
                          " is invalid: it must be >= 0 (milliseconds since the epoch)",
                          ts_ms);
+    }
+    return MLT_OK;
+}
+
+/* ---- artifact paths ---- */
+
+/* Why an artifact path breaks a rule (see mlt__validate_artifact_path), NULL when it keeps them. */
+static const char *artifact_rule_broken(const char *path)
+{
+    size_t n = strlen(path);
+    if (n > MLT__MAX_ARTIFACT_PATH) {
+        return "it is longer than 1024 bytes";
+    }
+    if (path[0] == '/') {
+        return "it must be relative, not start with '/'";
+    }
+    if (n >= 2 && path[1] == ':' && isalpha((unsigned char)path[0])) {
+        return "it must not start with a drive letter";
+    }
+    size_t bad_off;
+    if (utf8_scan(path, &bad_off) < 0) {
+        return "it is not valid UTF-8";
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)path[i];
+        if (c < 0x20 || c == 0x7f) {
+            return "it must not contain control characters";
+        }
+        if (c == '\\') {
+            return "it must not contain '\\' (parts are separated by '/')";
+        }
+        if (c == '#') {
+            return "it must not contain '#' (the MLflow server refuses it)";
+        }
+        if (c == '%' && isxdigit((unsigned char)path[i + 1]) &&
+            isxdigit((unsigned char)path[i + 2])) {
+            return "it must not contain '%' followed by two hex digits (the MLflow server "
+                   "decodes it and would store another name)";
+        }
+    }
+    for (const char *part = path;;) {
+        size_t len = strcspn(part, "/");
+        if (len == 0) {
+            return part[0] ? "it must not contain an empty part ('//')"
+                           : "it must not end with '/'";
+        }
+        if ((len == 1 && part[0] == '.') || (len == 2 && part[0] == '.' && part[1] == '.')) {
+            return "it must not contain a '.' or '..' part";
+        }
+        if (len > MLT__MAX_ARTIFACT_NAME) {
+            return "each part is at most 255 bytes";
+        }
+        if (!part[len]) {
+            return NULL;
+        }
+        part += len + 1;
+    }
+}
+
+mlt_err mlt__validate_artifact_path(const char *what, const char *path, bool empty_ok)
+{
+    if (path == NULL || path[0] == '\0') {
+        return path == NULL && !empty_ok ? mlt__fail(MLT_ERR_INVALID_ARG, "%s is NULL", what)
+               : empty_ok                ? MLT_OK
+                                         : mlt__fail(MLT_ERR_INVALID_ARG, "%s is empty", what);
+    }
+    const char *why = artifact_rule_broken(path);
+    if (why) {
+        char q[QUOTE_BUF];
+        quote(path, q);
+        return mlt__fail(MLT_ERR_INVALID_ARG, "%s '%s' is invalid: %s", what, q, why);
     }
     return MLT_OK;
 }

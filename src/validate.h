@@ -48,6 +48,16 @@ MLT__MUST_USE mlt_err mlt__validate_run_name(const char *name);
 /* Experiment name: non-empty, valid UTF-8, at most 256 code points. */
 MLT__MUST_USE mlt_err mlt__validate_experiment_name(const char *name);
 
+/* An artifact's path in a run (what is its name: "artifact path", "artifact_dir"): relative,
+ * '/'-separated, at most MLT__MAX_ARTIFACT_PATH bytes and MLT__MAX_ARTIFACT_NAME a part, valid
+ * UTF-8; no '.', '..' or empty part, no trailing '/', no '\\', '#', control character, drive
+ * letter, or '%' with two hex digits (the server decodes those). NULL or "" is the run's root
+ * when empty_ok, else refused. MLT_OK or MLT_ERR_INVALID_ARG with a message naming the rule. */
+#define MLT__MAX_ARTIFACT_PATH 1024
+#define MLT__MAX_ARTIFACT_NAME 255
+MLT__MUST_USE mlt_err mlt__validate_artifact_path(const char *what, const char *path,
+                                                  bool empty_ok);
+
 /* Timestamp in ms: >= 0. */
 MLT__MUST_USE mlt_err mlt__validate_timestamp(int64_t ts_ms);
 

@@ -17,7 +17,7 @@
 
 /* What the undelivered records of a journal are, by kind. */
 typedef struct contents {
-    uint64_t records, creates, attaches, params, points, tags, ends, undecodable;
+    uint64_t records, creates, attaches, params, points, tags, ends, artifacts, undecodable;
 } contents;
 
 /* Counts the undelivered records by kind; the runs they create go to runs, a line each. */
@@ -58,6 +58,9 @@ static void count_pending(mlt__journal *j, contents *n, mlt__buf *runs)
             break;
         case MLT__REC_END:
             n->ends++;
+            break;
+        case MLT__REC_ARTIFACT:
+            n->artifacts++;
             break;
         }
     }
@@ -134,9 +137,9 @@ static int drop_one(cli *c, const char *queue, const char *arg, bool dead_only)
     count_pending(j, &n, &created);
     printf("dropped %s: %" PRIu64 " records not delivered (%" PRIu64 " run creations, %" PRIu64
            " attaches, %" PRIu64 " params, %" PRIu64 " metric points, %" PRIu64 " tags, %" PRIu64
-           " run ends, %" PRIu64 " undecodable), %" PRIu64 " dead letters\n",
-           dir, n.records, n.creates, n.attaches, n.params, n.points, n.tags, n.ends, n.undecodable,
-           dead);
+           " run ends, %" PRIu64 " artifacts, %" PRIu64 " undecodable), %" PRIu64 " dead letters\n",
+           dir, n.records, n.creates, n.attaches, n.params, n.points, n.tags, n.ends, n.artifacts,
+           n.undecodable, dead);
     print_runs(j);
     fputs(created.data && !created.oom ? created.data : "", stdout);
     mlt__buf_free(&created);

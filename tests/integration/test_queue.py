@@ -601,7 +601,7 @@ def test_drop_says_what_it_drops_and_spares_a_live_journal(queue_for, unused_por
     runs = expected_runs(read_ledger(ledger))
     assert res.stdout.splitlines() == [
         f"dropped {jdir}: 36 records not delivered (2 run creations, 0 attaches, 6 params, 20 "
-        "metric points, 6 tags, 2 run ends, 0 undecodable), 0 dead letters"] + [
+        "metric points, 6 tags, 2 run ends, 0 artifacts, 0 undecodable), 0 dead letters"] + [
         f"  run {k} '{r.name}' -> (not created)" for k, r in runs.items()], res
     assert not os.path.exists(jdir)
     res = q.programs.run(["mltrack", "drop", "j-nosuch"], env=q.env(), timeout=60)

@@ -1,0 +1,373 @@
+/*
+ * journal_art.c - a journal's artifact snapshots: the bytes an ARTIFACT record names, kept in
+ * art/<seq> from the call until the upload is acknowledged. Made under a temporary name (a
+ * reflink or a copy, hashed as it is made), synced as the fsync mode says, renamed to the number
+ * its record gets and only then is the record written, all under the journal's lock. At open,
+ * temporary and delivered snapshots go; the others count towards the queue's size.
+ */
+#include "config.h"
+
+#include "digest.h"
+#include "journal_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <linux/fs.h>
+#endif
+
+#define ART_DIR "art"
+#define COPY_CHUNK (1u << 20)
+
+static int art_path(const mlt__journal *j, const char *name, char *out, size_t len)
+{
+    int n = snprintf(out, len, "%s/" ART_DIR "/%s", j->dir, name);
+    return FITS(n, len) ? 0 : -1;
+}
+
+static void seq_name(uint64_t seq, char out[32])
+{
+    snprintf(out, 32, "%020" PRIu64, seq);
+}
+
+/* The art directory, made once (durable under fsync interval and always). */
+static MLT__MUST_USE mlt_err art_dir(mlt__journal *j)
+{
+    if (j->art_dir_made) {
+        return MLT_OK;
+    }
+    char path[PATH_MAX];
+    if (mlt__j_path_in(j, ART_DIR, path, sizeof path) != 0) {
+        return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
+    }
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        return mlt__j_sys_err("cannot create the artifact directory", path);
+    }
+    if (j->mode != MLT__FSYNC_NONE && mlt__j_fsync_dir(j->dir) != 0) {
+        return mlt__j_sys_err("cannot sync the journal directory", j->dir);
+    }
+    j->art_dir_made = true;
+    return MLT_OK;
+}
+
+/* Copies src into dst, hashing what passes. */
+static MLT__MUST_USE mlt_err copy_into(int dst, const mlt__art_src *src, const char *tmp,
+                                       uint64_t *bytes, char sha[65])
+{
+    mlt__sha256 *c = mlt__sha256_new();
+    if (!c) {
+        return MLT_ERR_NOMEM;
+    }
+    if (src->fd < 0) {
+        mlt__sha256_update(c, src->data, (size_t)src->len);
+        if (src->len && mlt__j_write_all(dst, src->data, (size_t)src->len) != 0) {
+            mlt__sha256_free(c);
+            return mlt__j_sys_err("cannot write the artifact snapshot", tmp);
+        }
+        *bytes = src->len;
+        mlt__sha256_hex(c, sha);
+        return MLT_OK;
+    }
+    unsigned char *buf = malloc(COPY_CHUNK);
+    if (!buf) {
+        mlt__sha256_free(c);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    uint64_t done = 0;
+    mlt_err err = MLT_OK;
+    for (;;) {
+        ssize_t n = read(src->fd, buf, COPY_CHUNK);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            err = mlt__fail(MLT_ERR_IO, "cannot read the file: %s", strerror(errno));
+            break;
+        }
+        if (n == 0) {
+            break;
+        }
+        mlt__sha256_update(c, buf, (size_t)n);
+        if (mlt__j_write_all(dst, buf, (size_t)n) != 0) {
+            err = mlt__j_sys_err("cannot write the artifact snapshot", tmp);
+            break;
+        }
+        done += (uint64_t)n;
+    }
+    free(buf);
+    if (err != MLT_OK) {
+        mlt__sha256_free(c);
+        return err;
+    }
+    *bytes = done;
+    mlt__sha256_hex(c, sha);
+    return MLT_OK;
+}
+
+/* A reflink of the whole of src->fd into dst, hashed by reading the clone (which nothing
+ * else writes): MLT_OK, or MLT_ERR_NOT_FOUND when the file system makes no reflink here. */
+static MLT__MUST_USE mlt_err clone_into(int dst, const mlt__art_src *src, uint64_t *bytes,
+                                        char sha[65])
+{
+#ifdef FICLONE
+    off_t at = lseek(src->fd, 0, SEEK_CUR);
+    if (src->fd < 0 || at != 0 || ioctl(dst, FICLONE, src->fd) != 0) {
+        return MLT_ERR_NOT_FOUND;
+    }
+    struct stat st;
+    if (fstat(dst, &st) != 0) {
+        return mlt__fail(MLT_ERR_IO, "cannot read the artifact snapshot: %s", strerror(errno));
+    }
+    *bytes = (uint64_t)st.st_size;
+    return mlt__sha256_fd(dst, 0, *bytes, sha);
+#else
+    (void)dst;
+    (void)src;
+    (void)bytes;
+    (void)sha;
+    return MLT_ERR_NOT_FOUND;
+#endif
+}
+
+mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *path,
+                                  const mlt__art_src *src, int64_t time_ms, uint64_t *bytes,
+                                  char sha[65])
+{
+    static _Atomic uint64_t counter;
+    if (j->read_only) {
+        return mlt__fail(MLT_ERR_STATE, "journal %s does not take appends", j->dir);
+    }
+    pthread_mutex_lock(&j->mu);
+    mlt_err err = art_dir(j);
+    pthread_mutex_unlock(&j->mu);
+    if (err != MLT_OK) {
+        return err;
+    }
+    char name[64], tmp[PATH_MAX];
+    snprintf(name, sizeof name, "tmp-%ld-%" PRIu64, (long)getpid(),
+             atomic_fetch_add(&counter, 1));
+    if (art_path(j, name, tmp, sizeof tmp) != 0) {
+        return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
+    }
+    int dst = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (dst < 0) {
+        return mlt__j_sys_err("cannot create the artifact snapshot", tmp);
+    }
+    /* the snapshot, outside the journal's lock: appends go on meanwhile */
+    err = clone_into(dst, src, bytes, sha);
+    if (err == MLT_ERR_NOT_FOUND) {
+        err = copy_into(dst, src, tmp, bytes, sha);
+    }
+    if (err == MLT_OK && j->mode != MLT__FSYNC_NONE && fdatasync(dst) != 0) {
+        err = mlt__j_sys_err("cannot sync the artifact snapshot", tmp);
+    }
+    close(dst);
+    if (err != MLT_OK) {
+        unlink(tmp);
+        return err;
+    }
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_artifact(&b, run_no, path, *bytes, sha, time_ms);
+    if (b.oom) {
+        unlink(tmp);
+        mlt__buf_free(&b);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    /* The snapshot takes the number its record will have: the ring is drained first (its
+     * points come before), then nothing else appends until the record is written. */
+    pthread_mutex_lock(&j->mu);
+    char final[PATH_MAX], seqs[32];
+    err = j->wfd < 0 ? mlt__fail(MLT_ERR_STATE, "journal %s does not take appends", j->dir)
+                     : mlt__j_drain_locked(j, false, NULL, NULL);
+    if (err == MLT_OK && j->last_seq == UINT64_MAX) {
+        err = mlt__j_used_up(j);
+    }
+    uint64_t seq = j->last_seq + 1;
+    seq_name(seq, seqs);
+    if (err == MLT_OK && art_path(j, seqs, final, sizeof final) != 0) {
+        err = mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
+    }
+    if (err == MLT_OK && rename(tmp, final) != 0) {
+        err = mlt__j_sys_err("cannot name the artifact snapshot", final);
+    }
+    if (err == MLT_OK && j->mode != MLT__FSYNC_NONE) {
+        char dir[PATH_MAX];
+        if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0 || mlt__j_fsync_dir(dir) != 0) {
+            err = mlt__j_sys_err("cannot sync the artifact directory of", j->dir);
+        }
+    }
+    uint64_t got = 0;
+    if (err == MLT_OK) {
+        err = mlt__j_append_locked(j, MLT__REC_ARTIFACT, b.data, b.len, false, &got);
+        if (err == MLT_OK && got != seq) {
+            /* cannot happen: nothing appended between; said rather than uploaded wrong */
+            err = mlt__fail(MLT_ERR_CORRUPT, "journal %s: artifact record %" PRIu64
+                                             " is not %" PRIu64, j->dir, got, seq);
+        }
+        if (err != MLT_OK) {
+            unlink(final);
+        }
+    } else {
+        unlink(tmp);
+    }
+    if (err == MLT_OK) {
+        j->art_bytes += *bytes;
+        mlt__j_update_pending(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+    mlt__buf_free(&b);
+    return err;
+}
+
+mlt_err mlt__journal_open_artifact(mlt__journal *j, const mlt__rec *r, bool verify, int *fd)
+{
+    char seqs[32], path[PATH_MAX];
+    seq_name(r->seq, seqs);
+    if (art_path(j, seqs, path, sizeof path) != 0) {
+        return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
+    }
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0) {
+        int e = errno;
+        return mlt__fail(e == ENOENT ? MLT_ERR_NOT_FOUND : MLT_ERR_IO,
+                         "the snapshot of artifact '%s' (%s): %s", r->key, path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(f, &st) != 0) {
+        int e = errno;
+        close(f);
+        return mlt__fail(MLT_ERR_IO, "the snapshot of artifact '%s' (%s): %s", r->key, path,
+                         strerror(e));
+    }
+    if ((uint64_t)st.st_size != r->bytes) {
+        close(f);
+        return mlt__fail(MLT_ERR_CORRUPT,
+                         "the snapshot of artifact '%s' (%s) holds %lld bytes, not the %" PRIu64
+                         " logged: it was torn by a crash",
+                         r->key, path, (long long)st.st_size, r->bytes);
+    }
+    if (verify) {
+        char sha[MLT__SHA256_HEX];
+        mlt_err err = mlt__sha256_fd(f, 0, r->bytes, sha);
+        if (err == MLT_OK && strcmp(sha, r->value) != 0) {
+            err = mlt__fail(MLT_ERR_CORRUPT,
+                            "the snapshot of artifact '%s' (%s) has SHA-256 %s, not the %s "
+                            "logged: it was torn by a crash",
+                            r->key, path, sha, r->value);
+        }
+        if (err != MLT_OK) {
+            close(f);
+            return err;
+        }
+    }
+    *fd = f;
+    return MLT_OK;
+}
+
+static void forget_bytes(mlt__journal *j, uint64_t bytes)
+{
+    pthread_mutex_lock(&j->mu);
+    j->art_bytes = j->art_bytes > bytes ? j->art_bytes - bytes : 0;
+    mlt__j_update_pending(j);
+    pthread_mutex_unlock(&j->mu);
+}
+
+void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r)
+{
+    char seqs[32], path[PATH_MAX];
+    seq_name(r->seq, seqs);
+    if (art_path(j, seqs, path, sizeof path) == 0 && unlink(path) == 0) {
+        forget_bytes(j, r->bytes);
+    }
+    /* else gone already; one left by a failure here goes at the next open */
+}
+
+void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *name_out,
+                          size_t len)
+{
+    char seqs[32], from[PATH_MAX], to[PATH_MAX], dead[48];
+    seq_name(seq, seqs);
+    snprintf(dead, sizeof dead, "dead-%s", seqs);
+    name_out[0] = '\0';
+    if (art_path(j, seqs, from, sizeof from) == 0 && art_path(j, dead, to, sizeof to) == 0 &&
+        rename(from, to) == 0) {
+        forget_bytes(j, bytes);
+        snprintf(name_out, len, ART_DIR "/%s", dead);
+    } else if (access(to, F_OK) == 0) {
+        snprintf(name_out, len, ART_DIR "/%s", dead); /* set aside by an earlier try */
+    }
+}
+
+/* A snapshot's number from its name, 0 when the name is not a number. */
+static uint64_t name_seq(const char *name)
+{
+    if (strlen(name) != 20 || strspn(name, "0123456789") != 20) {
+        return 0;
+    }
+    return strtoull(name, NULL, 10);
+}
+
+mlt_err mlt__j_art_recover(mlt__journal *j)
+{
+    char dir[PATH_MAX];
+    if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0) {
+        return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        return errno == ENOENT ? MLT_OK : mlt__j_sys_err("cannot read", dir);
+    }
+    j->art_dir_made = true;
+    uint64_t acked = atomic_load(&j->acked_seq);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX];
+        if (e->d_name[0] == '.' || strncmp(e->d_name, "dead-", 5) == 0 ||
+            art_path(j, e->d_name, path, sizeof path) != 0) {
+            continue;
+        }
+        uint64_t seq = name_seq(e->d_name);
+        bool stale = strncmp(e->d_name, "tmp-", 4) == 0 ||
+                     (seq && (seq <= acked || seq > j->last_seq));
+        struct stat st;
+        if (stale && !j->read_only) {
+            unlink(path); /* made for a record never written, or delivered */
+        } else if (!stale && seq && stat(path, &st) == 0) {
+            j->art_bytes += (uint64_t)st.st_size;
+        }
+    }
+    closedir(d);
+    return MLT_OK;
+}
+
+void mlt__j_art_remove(mlt__journal *j)
+{
+    char dir[PATH_MAX];
+    if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0) {
+        return;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX];
+        if (e->d_name[0] != '.' && art_path(j, e->d_name, path, sizeof path) == 0) {
+            unlink(path);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+}
