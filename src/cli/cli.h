@@ -45,6 +45,10 @@ typedef struct args {
     const char *key;
     const char *value;
     const char *step;
+    /* log-artifact */
+    const char **paths; /* borrowed from argv */
+    size_t n_paths;
+    const char *artifact_path;
     /* drop */
     const char **journals; /* borrowed from argv */
     size_t n_journals;
@@ -87,7 +91,7 @@ int cmd_run(cli *c, const args *a);
 int cmd_sync(cli *c, const args *a);
 int cmd_status(cli *c, const args *a);
 int cmd_requeue(cli *c, const args *a);
-int cmd_log(cli *c, const args *a); /* log-metric, log-param, set-tag */
+int cmd_log(cli *c, const args *a); /* log-metric, log-param, set-tag, log-artifact */
 int cmd_drop(cli *c, const args *a);
 
 #endif

@@ -50,6 +50,7 @@ static const char usage_text[] =
     "  log-metric   log a metric point into the current run (MLFLOW_RUN_ID / MLTRACK_RUN_KEY)\n"
     "  log-param    log a param into the current run\n"
     "  set-tag      set a tag on the current run\n"
+    "  log-artifact log files or directories as artifacts of the current run\n"
     "  sync         deliver every journal of the queue that no running process owns\n"
     "  status       show each journal of the queue: owner, pending records, dead letters, runs\n"
     "  requeue      put the queue's dead letters back, for `mltrack sync` to deliver\n"
@@ -116,6 +117,21 @@ static const char log_help[] =
     "  --step N               the metric's step (log-metric)\n"
     "  --timeout SECONDS      how long to try delivering before leaving the record queued for\n"
     "                         the next mltrack or `mltrack sync` (default 2)\n" CONN_HELP;
+
+static const char log_artifact_help[] =
+    "usage: mltrack log-artifact PATH... [--artifact-path DIR] [OPTIONS]\n"
+    "\n"
+    "Logs each PATH as an artifact of the run named by MLFLOW_RUN_ID or MLTRACK_RUN_KEY (set by\n"
+    "`mltrack run` for the command it runs): a file keeps its name, a directory its name and\n"
+    "the files under it, under DIR of the run (default: its root). The bytes are snapshotted\n"
+    "into the queue when the command returns: a file changed afterwards uploads what was logged.\n"
+    "What cannot be uploaded within --timeout stays queued for the next mltrack or `mltrack\n"
+    "sync`.\n"
+    "\n"
+    "options:\n"
+    "  --artifact-path DIR    the directory of the run to log into\n"
+    "  --timeout SECONDS      how long to try uploading before leaving the rest queued\n"
+    "                         (default 2)\n" CONN_HELP;
 
 static const char sync_help[] =
     "usage: mltrack sync [OPTIONS]\n"
@@ -512,12 +528,14 @@ enum {
     F_RUN = 1 << 3,  /* --experiment, --run-name, --param, --tag, --system-metrics[-interval] */
     F_STEP = 1 << 4, /* --step */
     F_DEAD = 1 << 5, /* --dead-letters */
+    F_ART = 1 << 6,  /* --artifact-path */
 };
 
 typedef struct command {
     const char *name;
     unsigned flags;
-    int n_args; /* positional arguments (-1: a command to run; -2: one or more journals) */
+    int n_args; /* positional arguments (-1: a command to run; -2: one or more journals; -3:
+                 * one or more paths) */
     const char *help;
     int (*fn)(cli *c, const args *a);
 } command;
@@ -527,6 +545,7 @@ static const command commands[] = {
     {"log-metric", F_QUEUE | F_URI | F_TIMEOUT | F_STEP, 2, log_help, cmd_log},
     {"log-param", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
     {"set-tag", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
+    {"log-artifact", F_QUEUE | F_URI | F_TIMEOUT | F_ART, -3, log_artifact_help, cmd_log},
     {"sync", F_QUEUE | F_URI | F_TIMEOUT, 0, sync_help, cmd_sync},
     {"status", F_QUEUE, 0, status_help, cmd_status},
     {"requeue", F_QUEUE, 0, requeue_help, cmd_requeue},
@@ -597,6 +616,7 @@ static int command_flag(const command *cmd, int argc, char **argv, int *i, args 
         {"--run-name", F_RUN, &a->run_name},
         {"--system-metrics-interval", F_RUN, &a->system_metrics_interval},
         {"--step", F_STEP, &a->step},
+        {"--artifact-path", F_ART, &a->artifact_path},
     };
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) {
         if (!(cmd->flags & valued[k].needs)) {
@@ -706,8 +726,9 @@ static int parse_args(cli *c, int argc, char **argv, args *a, const command **ou
             a->cmd = &argv[i]; /* the rest is the command to run, with its own options */
             break;
         }
-        if (cmd->n_args == -2) {
-            if (!push(&a->journals, &a->n_journals, arg)) {
+        if (cmd->n_args == -2 || cmd->n_args == -3) {
+            if (!(cmd->n_args == -2 ? push(&a->journals, &a->n_journals, arg)
+                                    : push(&a->paths, &a->n_paths, arg))) {
                 return usage_error(c, cmd, "out of memory");
             }
             continue;
@@ -729,6 +750,9 @@ static int parse_args(cli *c, int argc, char **argv, args *a, const command **ou
     }
     if (cmd->n_args == -2 && a->n_journals == 0) {
         return usage_error(c, cmd, "no journal given");
+    }
+    if (cmd->n_args == -3 && a->n_paths == 0) {
+        return usage_error(c, cmd, "no file given");
     }
     if (cmd->n_args > 0 && n_pos < cmd->n_args) {
         return usage_error(c, cmd, "%s needs KEY and VALUE", cmd->name);
@@ -761,5 +785,6 @@ int main(int argc, char **argv)
     free(a.params);
     free(a.tags);
     free(a.journals);
+    free(a.paths);
     return rc;
 }

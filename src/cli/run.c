@@ -227,9 +227,41 @@ static bool parse_step(const char *text, int64_t *out)
     return true;
 }
 
+/* log-artifact: each path a file (kept by its name) or a directory (kept with its name, its
+ * tree under it, as MLflow's log_artifact of a directory), under --artifact-path. */
+static mlt_err log_artifacts(cli *c, const args *a, mlt_run *run)
+{
+    for (size_t i = 0; i < a->n_paths; i++) {
+        const char *p = a->paths[i];
+        struct stat st;
+        mlt_err e;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+            char base[PATH_MAX], under[PATH_MAX];
+            snprintf(base, sizeof base, "%s", p);
+            size_t n = strlen(base);
+            while (n > 1 && base[n - 1] == '/') {
+                base[--n] = '\0';
+            }
+            const char *name = strrchr(base, '/') ? strrchr(base, '/') + 1 : base;
+            snprintf(under, sizeof under, "%s%s%s", a->artifact_path ? a->artifact_path : "",
+                     a->artifact_path && a->artifact_path[0] ? "/" : "",
+                     strcmp(name, ".") && strcmp(name, "/") ? name : "");
+            e = mlt_log_artifacts(run, p, under);
+        } else {
+            e = mlt_log_artifact(run, p, a->artifact_path);
+        }
+        if (e != MLT_OK) {
+            say(c, "log-artifact: %s", mlt_last_error());
+            return e;
+        }
+    }
+    return MLT_OK;
+}
+
 int cmd_log(cli *c, const args *a)
 {
     bool metric = strcmp(a->command, "log-metric") == 0;
+    bool artifact = strcmp(a->command, "log-artifact") == 0;
     double number = 0;
     int64_t step = 0;
     if (metric && !parse_number(a->value, &number)) {
@@ -262,12 +294,18 @@ int cmd_log(cli *c, const args *a)
     mlt_run *run = NULL;
     mlt_err e = mlt_run_start(&run, t, NULL);
     if (e == MLT_OK) {
-        e = metric                                 ? mlt_log_metric(run, a->key, number, step)
-            : strcmp(a->command, "log-param") == 0 ? mlt_log_param(run, a->key, a->value)
-                                                   : mlt_set_tag(run, a->key, a->value);
+        if (artifact) {
+            e = log_artifacts(c, a, run);
+        } else {
+            e = metric                                 ? mlt_log_metric(run, a->key, number, step)
+                : strcmp(a->command, "log-param") == 0 ? mlt_log_param(run, a->key, a->value)
+                                                       : mlt_set_tag(run, a->key, a->value);
+            if (e != MLT_OK) {
+                say(c, "%s: %s", a->command, mlt_last_error());
+            }
+        }
         if (e != MLT_OK) {
-            say(c, "%s: %s", a->command, mlt_last_error());
-            rc = EXIT_USAGE;
+            rc = e == MLT_ERR_IO || e == MLT_ERR_QUEUE_FULL ? EXIT_LEFT : EXIT_USAGE;
         }
         mlt_run_end(run, MLT_RUN_FINISHED); /* an attached run: its owner ends it */
     } else {
