@@ -268,7 +268,7 @@ def valgrind():
 
 # ---- MLflow servers of a test's own (the durable queue's tests stop and restart them) ----------
 
-QUEUE_PROGRAMS = ("tests/it_queue", "mltrack")
+QUEUE_PROGRAMS = ("tests/it_queue", "tests/it_artifact", "mltrack")
 
 
 class MlflowServer:
@@ -327,13 +327,15 @@ class MlflowServer:
 
 @pytest.fixture
 def server_factory(src_dir, tmp_path_factory):
-    """server_factory(port=None, start=True) -> MlflowServer of the test's own; every server it
-    made is stopped when the test ends."""
+    """server_factory(port=None, start=True, extra_args=None) -> MlflowServer of the test's own
+    (extra_args: of `mlflow server`, default MLTRACK_TEST_QUEUE_SERVER_ARGS); every server it made
+    is stopped when the test ends."""
     made = []
     script = os.path.join(src_dir, "scripts", "mlflow-server.sh")
 
-    def make(port=None, start=True):
-        srv = MlflowServer(script, tmp_path_factory.mktemp("mlflow-server"), port=port)
+    def make(port=None, start=True, extra_args=None):
+        srv = MlflowServer(script, tmp_path_factory.mktemp("mlflow-server"), port=port,
+                           extra_args=extra_args)
         made.append(srv)
         if start:
             srv.start()

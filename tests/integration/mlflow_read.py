@@ -11,6 +11,7 @@ Wire details handled here:
     next_page_token; runs/search is followed through next_page_token too.
 """
 
+import hashlib
 import json
 import math
 import struct
@@ -227,3 +228,57 @@ class MlflowReader:
             "tags": self.tags(run),
             "metrics": self.full_metrics(run),
         }
+
+
+# ---- artifacts (through the server's artifact proxy, read with urllib alone) -----------------------
+
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+
+
+def artifact_root(run):
+    """The proxy path of a run's artifacts ("<exp>/<run>/artifacts"), from its artifact_uri."""
+    uri = run["info"]["artifact_uri"]
+    assert uri.startswith("mlflow-artifacts:"), f"artifacts not proxied: {uri}"
+    rest = uri[len("mlflow-artifacts:"):]
+    if rest.startswith("//"):
+        rest = rest[2:].split("/", 1)[1]
+    return rest.strip("/")
+
+
+def _raw(reader, url):
+    headers = {}
+    if reader.authorization:
+        headers["Authorization"] = reader.authorization
+    req = urllib.request.Request(url, headers=headers)
+    with reader._opener.open(req, timeout=reader.timeout) as resp:
+        return resp.read()
+
+
+def list_artifacts(reader, run):
+    """Every artifact file of a run: {path: size or None}, walking artifacts/list."""
+    root = artifact_root(run)
+    out = {}
+
+    def walk(rel):
+        q = urllib.parse.urlencode({"path": root + ("/" + rel if rel else "")})
+        js = json.loads(_raw(reader, reader.uri + ARTIFACTS_API + "?" + q) or b"{}")
+        for f in js.get("files", []):
+            p = (rel + "/" if rel else "") + f["path"]
+            if f.get("is_dir"):
+                walk(p)
+            else:
+                out[p] = f.get("file_size")
+    walk("")
+    return out
+
+
+def read_artifact(reader, run, path):
+    """The bytes of one artifact of a run."""
+    url = reader.uri + ARTIFACTS_API + "/" + urllib.parse.quote(artifact_root(run) + "/" + path)
+    return _raw(reader, url)
+
+
+def artifact_digests(reader, run):
+    """{path: sha256 hex} of every artifact of a run, from the bytes the server gives back."""
+    return {p: hashlib.sha256(read_artifact(reader, run, p)).hexdigest()
+            for p in list_artifacts(reader, run)}

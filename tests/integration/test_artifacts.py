@@ -1,0 +1,229 @@
+"""Artifacts through the durable queue, against a real MLflow server that proxies artifacts.
+
+Each test logs files, directories and bytes with tests/it_artifact (the library) or
+`mltrack log-artifact` (the command), then reads every artifact back through the server's artifact
+proxy with urllib alone (mlflow_read.list_artifacts / read_artifact) and compares its SHA-256 with
+the bytes as they were at the call.
+"""
+
+import hashlib
+import json
+import os
+import random
+import unicodedata
+
+import pytest
+
+from mlflow_read import artifact_digests, list_artifacts
+from test_queue import Queue, journal_dirs, parse_sync  # noqa: F401 - helpers, not tests
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return sha(data)
+
+
+def parse(res):
+    """it_artifact's stdout: ([(action, err, msg)], run_key, run_id, close_err)."""
+    calls, key, rid, close = [], None, None, None
+    for line in res.stdout.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "run_key":
+            key = rest
+        elif word == "run_id":
+            rid = rest
+        elif word == "close":
+            close = rest
+        else:
+            err, _, msg = rest.partition(" ")
+            calls.append((word, err, msg))
+    return calls, key, rid, close
+
+
+@pytest.fixture
+def queue_at(queue_build_dir, tmp_path, exp_name):
+    return lambda uri: Queue(queue_build_dir, tmp_path, exp_name, uri)
+
+
+def it_artifact(q, args, env=None, uri=None, timeout=300):
+    return q.programs.run(["tests/it_artifact"] + [str(a) for a in args], env=q.env(env, uri),
+                          timeout=timeout)
+
+
+def the_run(reader, exp_name, name):
+    _, runs = reader.runs_of_experiment_named(exp_name)
+    mine = [r for r in runs if r["info"].get("run_name") == name]
+    assert len(mine) == 1, f"expected one run {name!r}, found {len(mine)}"
+    return mine[0]
+
+
+def make_tree(base):
+    """Files of every kind the tests log: {relative path: sha256}."""
+    rng = random.Random(14)
+    files = {
+        "empty.bin": b"",
+        "binary.bin": bytes(rng.getrandbits(8) for _ in range(300000)),
+        "résumé ü.txt": "naïve café\n".encode(),
+        "a b+c;d=e&f,g@h!.txt": b"needs encoding\n",
+        "nested/deeper/still/leaf.json": b'{"k": [1, 2, 3]}\n',
+        "nested/x.csv": b"a,b\n1,2\n",
+    }
+    return {p: write(os.path.join(base, p), d) for p, d in files.items()}
+
+
+def test_files_directories_and_bytes_land_exactly(queue_at, tracking_uri, reader, tmp_path):
+    q = queue_at(tracking_uri)
+    src = str(tmp_path / "src")
+    tree = make_tree(src)
+    mut = str(tmp_path / "mutable.txt")
+    gone = str(tmp_path / "gone.txt")
+    mut_sha = write(mut, b"as logged\n")
+    gone_sha = write(gone, b"deleted after the call\n")
+    big = str(tmp_path / "big.bin")
+    big_sha = write(big, os.urandom(20 << 20))
+    res = it_artifact(q, [
+        "run-a",
+        "file", os.path.join(src, "binary.bin"), "-",
+        "file", os.path.join(src, "résumé ü.txt"), "docs/ünïcode dir",
+        "dir", src, "tree",
+        "bytes", "config/params.json", '{"lr": 0.1}',
+        "file", mut, "-", "change", mut, "changed after the call\n",
+        "file", gone, "-", "delete", gone,
+        "file", big, "large",
+    ])
+    calls, key, rid, close = parse(res)
+    assert res.rc == 0 and all(c[1] == "MLT_OK" for c in calls), res
+    assert close == "MLT_OK", res
+    want = {"binary.bin": tree["binary.bin"],
+            "docs/ünïcode dir/résumé ü.txt": tree["résumé ü.txt"],
+            "config/params.json": sha(b'{"lr": 0.1}'),
+            "mutable.txt": mut_sha, "gone.txt": gone_sha, "large/big.bin": big_sha}
+    want.update({"tree/" + p: d for p, d in tree.items()})
+    run = the_run(reader, q.exp_name, "run-a")
+    got = artifact_digests(reader, run)
+    got = {unicodedata.normalize("NFC", p): d for p, d in got.items()}
+    assert got == want
+    sizes = list_artifacts(reader, run)
+    assert sizes.get("large/big.bin") == 20 << 20
+    # delivered: nothing is left in the queue
+    assert journal_dirs(q.dir) == [], os.listdir(q.dir)
+
+
+def test_bad_input_is_refused_at_the_call_and_nothing_is_queued(queue_at, unused_port, tmp_path):
+    q = queue_at(f"http://127.0.0.1:{unused_port}")  # nobody listens: everything would stay
+    d = str(tmp_path / "d")
+    os.makedirs(d)
+    ok = str(tmp_path / "ok.txt")
+    write(ok, b"ok")
+    bad_tree = str(tmp_path / "badtree")
+    write(os.path.join(bad_tree, "fine.txt"), b"fine")
+    write(os.path.join(bad_tree, "no#hash.txt"), b"refused name")
+    res = it_artifact(q, [
+        "run-bad",
+        "file", str(tmp_path / "missing.txt"), "-",
+        "file", d, "-",
+        "file", "/dev/null", "-",
+        "file", ok, "/abs",
+        "file", ok, "../up",
+        "file", ok, "a//b",
+        "bytes", "x#y", "z",
+        "bytes", "pct%41", "z",
+        "bytes", "", "z",
+        "bytes", "dir/", "z",
+        "dir", bad_tree, "-",
+        "dir", ok, "-",
+    ], env={"IT_ARTIFACT_CLOSE_MS": "0"})
+    calls, key, rid, close = parse(res)
+    errs = [c[1] for c in calls]
+    assert errs == ["MLT_ERR_IO", "MLT_ERR_IO", "MLT_ERR_IO", "MLT_ERR_INVALID_ARG",
+                    "MLT_ERR_INVALID_ARG", "MLT_ERR_INVALID_ARG", "MLT_ERR_INVALID_ARG",
+                    "MLT_ERR_INVALID_ARG", "MLT_ERR_INVALID_ARG", "MLT_ERR_INVALID_ARG",
+                    "MLT_ERR_INVALID_ARG", "MLT_ERR_IO"], res
+    msgs = [c[2] for c in calls]
+    assert "No such file or directory" in msgs[0]
+    assert "is a directory" in msgs[1]
+    assert "'#'" in msgs[6] and "no#hash.txt" in msgs[10], msgs
+    # the run's create and end are queued; no artifact record and no snapshot is
+    for j in journal_dirs(q.dir):
+        art = os.path.join(j, "art")
+        assert not os.path.isdir(art) or os.listdir(art) == [], os.listdir(art)
+
+
+def test_offline_then_sync_uploads_what_was_logged(queue_at, unused_port, server_factory, reader,
+                                                   tmp_path):
+    port = unused_port
+    q = queue_at(f"http://127.0.0.1:{port}")
+    src = str(tmp_path / "src")
+    tree = make_tree(src)
+    f = str(tmp_path / "model.bin")
+    f_sha = write(f, os.urandom(1 << 20))
+    res = it_artifact(q, ["run-offline", "dir", src, "-", "file", f, "models", "change", f, "x"],
+                      env={"IT_ARTIFACT_CLOSE_MS": "3000"})
+    calls, key, rid, close = parse(res)
+    assert all(c[1] == "MLT_OK" for c in calls) and close == "MLT_ERR_QUEUED", res
+    [j] = journal_dirs(q.dir)
+    assert len(os.listdir(os.path.join(j, "art"))) == len(tree) + 1
+    srv = server_factory(port=port)
+    res, summary = q.sync(uri=srv.uri)
+    assert summary["rejected"] == 0, res
+    rd = type(reader)(srv.uri)
+    run = the_run(rd, q.exp_name, "run-offline")
+    got = {unicodedata.normalize("NFC", p): d for p, d in artifact_digests(rd, run).items()}
+    want = dict(tree)
+    want["models/model.bin"] = f_sha
+    assert got == want
+    assert journal_dirs(q.dir) == []
+    # a second sync has nothing to do: nothing is uploaded twice
+    res, summary = q.sync(uri=srv.uri)
+    assert summary["runs_created"] == 0 and summary["left"] == 0, res
+
+
+def test_a_server_without_the_artifact_proxy_makes_dead_letters_that_say_so(
+        queue_at, server_factory, reader, tmp_path):
+    store = tmp_path / "plain-artifacts"
+    srv = server_factory(extra_args=["--workers", "1", "--no-serve-artifacts",
+                                     "--default-artifact-root", str(store)])
+    q = queue_at(srv.uri)
+    f = str(tmp_path / "plot.png")
+    write(f, b"\x89PNG fake")
+    res = it_artifact(q, ["run-noproxy", "file", f, "-", "bytes", "notes.txt", "hi"])
+    calls, key, rid, close = parse(res)
+    assert [c[1] for c in calls] == ["MLT_OK", "MLT_OK"] and close == "MLT_OK", res
+    rd = type(reader)(srv.uri)
+    run = the_run(rd, q.exp_name, "run-noproxy")
+    assert run["info"]["status"] == "FINISHED"
+    [j] = journal_dirs(q.dir)
+    with open(os.path.join(j, "dead.jsonl"), encoding="utf-8") as fh:
+        dead = [json.loads(line) for line in fh]
+    assert sorted(d["path"] for d in dead) == ["notes.txt", "plot.png"]
+    for d in dead:
+        assert d["type"] == "artifact" and "--serve-artifacts" in d["answer"], d
+        snap = os.path.join(j, d["snapshot"])
+        with open(snap, "rb") as fh:
+            assert sha(fh.read()) == d["sha256"]
+
+
+def test_mltrack_log_artifact_logs_into_the_run_of_mltrack_run(queue_at, tracking_uri, reader,
+                                                                 tmp_path):
+    q = queue_at(tracking_uri)
+    src = str(tmp_path / "out")
+    tree = make_tree(src)
+    f = str(tmp_path / "metrics.csv")
+    f_sha = write(f, b"step,loss\n0,1.0\n")
+    script = (f"mltrack log-artifact {f!r} && mltrack log-artifact {src!r} --artifact-path res"
+              f" && echo changed > {f!r}")
+    res = q.programs.run(["mltrack", "run", "--experiment", q.exp_name, "--run-name", "cli-art",
+                          "--", "sh", "-c", script], env=q.env({"PATH": os.path.dirname(
+                              q.programs.path("mltrack")) + os.pathsep + os.environ["PATH"]}))
+    assert res.rc == 0, res
+    run = the_run(reader, q.exp_name, "cli-art")
+    got = {unicodedata.normalize("NFC", p): d for p, d in artifact_digests(reader, run).items()}
+    want = {"res/out/" + p: d for p, d in tree.items()}
+    want["metrics.csv"] = f_sha
+    assert got == want
