@@ -480,8 +480,8 @@ mlt_err mlt_set_tag(mlt_run *run, const char *key, const char *value);
  * An artifact's path in the run is relative, '/'-separated and at most 1024 bytes, each part at
  * most 255 bytes; what MLflow refuses or would store under another name is refused at the call,
  * and nothing is queued: an absolute path, "." or ".." parts, empty parts ("a//b"), a backslash,
- * '#', '%' followed by two hex digits (the server decodes it), control characters, a drive
- * letter ("C:"), or text that is not UTF-8.
+ * '#', '%' followed by two hex digits (the server decodes it), control characters, a first part
+ * that starts like a URI scheme or a drive letter ("file:", "C:"), or text that is not UTF-8.
  *
  * Any thread; several threads may log artifacts to one run. The run must be open.
  */

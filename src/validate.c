@@ -593,8 +593,13 @@ static const char *artifact_rule_broken(const char *path)
     if (path[0] == '/') {
         return "it must be relative, not start with '/'";
     }
-    if (n >= 2 && path[1] == ':' && isalpha((unsigned char)path[0])) {
-        return "it must not start with a drive letter";
+    size_t scheme = isalpha((unsigned char)path[0]) ? strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                                   "abcdefghijklmnopqrstuvwxyz"
+                                                                   "0123456789+-.")
+                                                    : 0;
+    if (scheme && path[scheme] == ':') {
+        return "it must not start with a URI scheme or a drive letter ('name:'): the MLflow "
+               "server reads it as one";
     }
     size_t bad_off;
     if (utf8_scan(path, &bad_off) < 0) {

@@ -50,8 +50,9 @@ MLT__MUST_USE mlt_err mlt__validate_experiment_name(const char *name);
 
 /* An artifact's path in a run (what is its name: "artifact path", "artifact_dir"): relative,
  * '/'-separated, at most MLT__MAX_ARTIFACT_PATH bytes and MLT__MAX_ARTIFACT_NAME a part, valid
- * UTF-8; no '.', '..' or empty part, no trailing '/', no '\\', '#', control character, drive
- * letter, or '%' with two hex digits (the server decodes those). NULL or "" is the run's root
+ * UTF-8; no '.', '..' or empty part, no trailing '/', no '\\', '#' or control character, no
+ * leading URI scheme or drive letter ("name:"), no '%' with two hex digits (the server decodes
+ * those). NULL or "" is the run's root
  * when empty_ok, else refused. MLT_OK or MLT_ERR_INVALID_ARG with a message naming the rule. */
 #define MLT__MAX_ARTIFACT_PATH 1024
 #define MLT__MAX_ARTIFACT_NAME 255

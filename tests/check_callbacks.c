@@ -836,10 +836,105 @@ START_TEST(jsonl_lines_stay_whole_when_threads_share_a_run)
 }
 END_TEST
 
+/* ---- artifacts ------------------------------------------------------------------------------ */
+
+typedef struct seen_art {
+    int n;
+    char path[64];
+    char sha[65];
+    uint64_t size;
+    bool had_data;
+    bool had_local;
+} seen_art;
+
+static mlt_err count_artifact(const mlt_run_info *info, const mlt_artifact_info *a, void *ud)
+{
+    (void)info;
+    seen_art *s = ud;
+    s->n++;
+    snprintf(s->path, sizeof s->path, "%s", a->path);
+    snprintf(s->sha, sizeof s->sha, "%s", a->sha256);
+    s->size = a->size;
+    s->had_data = a->data != NULL;
+    s->had_local = a->local_path != NULL;
+    return MLT_OK;
+}
+
+START_TEST(print_and_jsonl_write_artifact_events_with_size_and_digest)
+{
+    jfix j;
+    jfix_init(&j);
+    jfix_add(&j);
+    memout m;
+    mem_open(&m);
+    ck_assert_int_eq(mlt_tracker_add_print(j.t, m.f), MLT_OK);
+    seen_art seen = {0};
+    const mlt_callbacks cb = {.version = MLT_CALLBACKS_VERSION, .on_artifact = count_artifact};
+    ck_assert_int_eq(mlt_tracker_add_callbacks(j.t, &cb, &seen), MLT_OK);
+    char file[PATH_MAX + 16];
+    snprintf(file, sizeof file, "%s/model.bin", j.dir);
+    FILE *f = fopen(file, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs("abc", f);
+    fclose(f);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(&run, j.t, "train"), MLT_OK);
+    ck_assert_int_eq(mlt_log_artifact(run, file, "models"), MLT_OK);
+    ck_assert_int_eq(seen.n, 1);
+    ck_assert(seen.had_local && !seen.had_data);
+    ck_assert_int_eq(mlt_log_artifact_bytes(run, "notes/empty.txt", NULL, 0), MLT_OK);
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert(!seen.had_local && seen.had_data);
+    ck_assert_str_eq(seen.path, "notes/empty.txt");
+    ck_assert_uint_eq(seen.size, 0);
+    /* refused at the call: no event */
+    ck_assert_int_eq(mlt_log_artifact_bytes(run, "../x", "a", 1), MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(mlt_log_artifact(run, j.dir, NULL), MLT_ERR_IO);
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    /* after the end: refused */
+    ck_assert_int_eq(mlt_log_artifact_bytes(run, "late.txt", "a", 1), MLT_ERR_STATE);
+    jfix_close(&j);
+    ck_assert_int_eq(fclose(m.f), 0);
+    /* sha256sum of "abc" and of nothing */
+    static const char abc[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    static const char none[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    ck_assert_str_eq(seen.sha, none);
+    char want[256];
+    snprintf(want, sizeof want,
+             "[mltrack] run 'train' artifact models/model.bin (3 bytes, sha256 %s)", abc);
+    ck_assert_ptr_nonnull(strstr(m.buf, want));
+    snprintf(want, sizeof want,
+             "[mltrack] run 'train' artifact notes/empty.txt (0 bytes, sha256 %s)", none);
+    ck_assert_ptr_nonnull(strstr(m.buf, want));
+    free(m.buf);
+    jdoc d = read_jsonl(j.path);
+    int found = 0;
+    for (long i = jfind(&d, "artifact", NULL, 0); i >= 0; i = jfind(&d, "artifact", NULL, i + 1)) {
+        const cJSON *o = d.obj[i];
+        const cJSON *size = cJSON_GetObjectItemCaseSensitive(o, "size");
+        ck_assert(cJSON_IsNumber(size));
+        if (strcmp(mlt_test_jstr(o, "path"), "models/model.bin") == 0) {
+            ck_assert_str_eq(mlt_test_jstr(o, "sha256"), abc);
+            ck_assert_int_eq(size->valueint, 3);
+        } else {
+            ck_assert_str_eq(mlt_test_jstr(o, "path"), "notes/empty.txt");
+            ck_assert_str_eq(mlt_test_jstr(o, "sha256"), none);
+            ck_assert_int_eq(size->valueint, 0);
+        }
+        found++;
+    }
+    ck_assert_int_eq(found, 2);
+    free_jsonl(&d);
+    jfix_free(&j);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("callbacks");
     MLT_ADD_TEST(s, print_writes_one_exact_line_per_event);
+    MLT_ADD_TEST(s, print_and_jsonl_write_artifact_events_with_size_and_digest);
     MLT_ADD_TEST(s, print_requires_file_and_tracker);
     MLT_ADD_TEST(s, print_after_first_run_is_state_error);
     MLT_ADD_TEST(s, print_flushes_at_run_end);

@@ -576,6 +576,11 @@ static void sample_payload(mlt__rec_type t, mlt__buf *b)
     case MLT__REC_ATTACH:
         mlt__rec_put_attach(b, 1, "key", "0123abcd", "exp", "7", 1700000000123);
         break;
+    case MLT__REC_ARTIFACT:
+        mlt__rec_put_artifact(b, 1, "dir/f.bin", 42,
+                              "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                              1700000000123);
+        break;
     case MLT__REC_POINT:
         ck_abort_msg("POINT records are written from the ring only (check_ring)");
         break;
@@ -584,8 +589,9 @@ static void sample_payload(mlt__rec_type t, mlt__buf *b)
 }
 
 /* Every record type of record.h that a record payload encodes (POINT: check_ring). */
-static const mlt__rec_type rec_types[] = {MLT__REC_CREATE, MLT__REC_PARAM, MLT__REC_METRIC,
-                                          MLT__REC_TAG,    MLT__REC_END,   MLT__REC_ATTACH};
+static const mlt__rec_type rec_types[] = {MLT__REC_CREATE, MLT__REC_PARAM,  MLT__REC_METRIC,
+                                          MLT__REC_TAG,    MLT__REC_END,    MLT__REC_ATTACH,
+                                          MLT__REC_ARTIFACT};
 #define N_REC_TYPES (sizeof rec_types / sizeof rec_types[0])
 
 START_TEST(record_truncated_payloads_are_corrupt)
@@ -761,6 +767,175 @@ START_TEST(record_decode_survives_random_bytes)
 END_TEST
 
 /* ---- journal: files, append, read ----------------------------------------------------------- */
+
+/* ---- artifacts ---- */
+
+START_TEST(record_artifact_round_trips_and_refuses_a_bad_digest)
+{
+    static const char sha[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_artifact(&b, 7, "plots/r\xc3\xa9sum\xc3\xa9 1.png", UINT64_MAX, sha, INT64_MAX);
+    mlt__rec r;
+    ck_assert_int_eq(decode(MLT__REC_ARTIFACT, &b, &r), MLT_OK);
+    ck_assert_uint_eq(r.run_no, 7);
+    ck_assert_str_eq(r.key, "plots/r\xc3\xa9sum\xc3\xa9 1.png");
+    ck_assert_uint_eq(r.bytes, UINT64_MAX);
+    ck_assert_str_eq(r.value, sha);
+    ck_assert_int_eq(r.time_ms, INT64_MAX);
+    mlt__buf_free(&b);
+    mlt__buf_init(&b);
+    mlt__rec_put_artifact(&b, 7, "a", 1, "abc", 0); /* not a SHA-256 */
+    ck_assert_int_eq(decode(MLT__REC_ARTIFACT, &b, &r), MLT_ERR_CORRUPT);
+    mlt__buf_free(&b);
+}
+END_TEST
+
+/* Logs bytes as artifact path of run 1; returns the record's sequence number. */
+static uint64_t put_art(mlt__journal *j, const char *path, const char *data, char sha[65])
+{
+    mlt__art_src src = {-1, data, strlen(data)};
+    uint64_t bytes = 0;
+    char err[512] = "";
+    mlt_err e = mlt__errbuf(err, sizeof err,
+                            mlt__journal_put_artifact(j, 1, path, &src, 1700000000000, &bytes, sha));
+    ck_assert_msg(e == MLT_OK, "put_artifact: %s", err);
+    ck_assert_uint_eq(bytes, strlen(data));
+    return mlt__journal_last_seq(j);
+}
+
+START_TEST(journal_artifact_snapshot_is_what_was_logged_until_acked)
+{
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir, MLT__FSYNC_INTERVAL);
+    append_param(j, 1);
+    /* a file changed after the call uploads what was logged */
+    char src_path[PATH_MAX + 32];
+    snprintf(src_path, sizeof src_path, "%s/model.bin", f.tmp);
+    FILE *fp = fopen(src_path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    fputs("weights v1", fp);
+    fclose(fp);
+    int fd = open(src_path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    mlt__art_src src = {fd, NULL, 10};
+    uint64_t bytes;
+    char sha[65];
+    uint64_t before = mlt__journal_pending_bytes(j);
+    ck_assert_int_eq(mlt__journal_put_artifact(j, 1, "models/model.bin", &src, 5, &bytes, sha),
+                     MLT_OK);
+    close(fd);
+    ck_assert_uint_eq(bytes, 10);
+    /* sha256sum of "weights v1" */
+    ck_assert_str_eq(sha, "13e35c44395f6cade670c076230362267c5288989d3498e207877d62b859a6d8");
+    fp = fopen(src_path, "wb");
+    fputs("weights v2, longer", fp);
+    fclose(fp);
+    ck_assert_uint_ge(mlt__journal_pending_bytes(j), before + 10);
+    size_t len;
+    char path_only[PATH_MAX + 64];
+    snprintf(path_only, sizeof path_only, "art/%020d", 2);
+    unsigned char *kept = slurp(f.dir, path_only, &len);
+    ck_assert_uint_eq(len, 10);
+    ck_assert(memcmp(kept, "weights v1", 10) == 0);
+    free(kept);
+    /* the record names it */
+    uint64_t c = 0;
+    mlt__rec r1, r;
+    expect_params(j, &c, 1, 1, &r1);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_int_eq(r.type, MLT__REC_ARTIFACT);
+    ck_assert_uint_eq(r.seq, 2);
+    ck_assert_str_eq(r.key, "models/model.bin");
+    ck_assert_uint_eq(r.bytes, 10);
+    ck_assert_str_eq(r.value, sha);
+    int rfd = -1;
+    ck_assert_int_eq(mlt__journal_open_artifact(j, &r, true, &rfd), MLT_OK);
+    close(rfd);
+    /* acked, then done: the snapshot goes and the queue's size with it */
+    ck_assert_int_eq(mlt__journal_ack(j, &r), MLT_OK);
+    mlt__journal_artifact_done(j, &r);
+    ck_assert(!exists(f.dir, path_only));
+    ck_assert_uint_eq(mlt__journal_pending_bytes(j), 0);
+    mlt__buf_free(&scratch);
+    mlt__journal_close(j, true);
+    ck_assert(access(f.dir, F_OK) != 0); /* all delivered: removed, art/ with it */
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(journal_artifact_recovery_keeps_only_what_a_record_needs)
+{
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir, MLT__FSYNC_NONE);
+    char sha1[65], sha2[65], sha3[65];
+    uint64_t s1 = put_art(j, "one.txt", "first", sha1);
+    uint64_t s2 = put_art(j, "two.txt", "second!", sha2);
+    uint64_t s3 = put_art(j, "three.txt", "third", sha3);
+    ck_assert_uint_eq(s1, 1);
+    ck_assert_uint_eq(s3, 3);
+    uint64_t c = 0;
+    mlt__rec r;
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_int_eq(mlt__journal_ack(j, &r), MLT_OK); /* acked; a crash before its removal */
+    mlt__journal_close(j, false);
+    /* what a crash leaves: a snapshot half made, one renamed for a record never written */
+    char name[PATH_MAX + 64];
+    spit(f.dir, "art/tmp-999-1", "half", 4);
+    snprintf(name, sizeof name, "art/%020d", 9);
+    spit(f.dir, name, "no record", 9);
+    j = open_j(f.dir, false, NULL);
+    char listed[PATH_MAX + 64];
+    snprintf(listed, sizeof listed, "%s/art", f.dir);
+    char *names = listing(listed);
+    char want[128];
+    snprintf(want, sizeof want, "%020d %020d", 2, 3);
+    ck_assert_str_eq(names, want);
+    free(names);
+    /* the queue's size counts the snapshots left, besides the records */
+    ck_assert_uint_ge(mlt__journal_pending_bytes(j), strlen("second!") + strlen("third"));
+    c = mlt__journal_acked_seq(j);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_uint_eq(r.seq, s2);
+    int fd = -1;
+    /* torn: shorter than logged; same size, other bytes (seen only when verified) */
+    snprintf(name, sizeof name, "art/%020d", 2);
+    truncate_to(f.dir, name, 3);
+    ck_assert_int_eq(mlt__journal_open_artifact(j, &r, false, &fd), MLT_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(mlt_last_error(), "torn"));
+    spit(f.dir, name, "SECOND!", 7);
+    ck_assert_int_eq(mlt__journal_open_artifact(j, &r, true, &fd), MLT_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(mlt_last_error(), sha2));
+    ck_assert_int_eq(mlt__journal_open_artifact(j, &r, false, &fd), MLT_OK);
+    close(fd);
+    /* refused for good: set aside with its bytes, named in the dead letter */
+    ck_assert_int_eq(mlt__journal_dead_letter(j, &r, "HTTP 400: no"), MLT_OK);
+    ck_assert(!exists(f.dir, name));
+    snprintf(name, sizeof name, "art/dead-%020d", 2);
+    ck_assert(exists(f.dir, name));
+    size_t len;
+    char *dead = (char *)slurp(f.dir, "dead.jsonl", &len);
+    cJSON *o = cJSON_Parse(dead);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_str_eq(mlt_test_jstr(o, "type"), "artifact");
+    ck_assert_str_eq(mlt_test_jstr(o, "path"), "two.txt");
+    ck_assert_str_eq(mlt_test_jstr(o, "sha256"), sha2);
+    ck_assert_str_eq(mlt_test_jstr(o, "snapshot"), name);
+    cJSON_Delete(o);
+    free(dead);
+    /* a snapshot gone is said so */
+    ck_assert_int_eq(mlt__journal_open_artifact(j, &r, false, &fd), MLT_ERR_NOT_FOUND);
+    mlt__buf_free(&scratch);
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
 
 START_TEST(journal_create_makes_private_files_and_a_first_segment)
 {
@@ -2689,6 +2864,9 @@ int main(void)
     MLT_ADD_TEST(s, record_attach_round_trips);
     MLT_ADD_TEST(s, record_malformed_strings_are_corrupt);
     MLT_ADD_TEST(s, record_decode_survives_random_bytes);
+    MLT_ADD_TEST(s, record_artifact_round_trips_and_refuses_a_bad_digest);
+    MLT_ADD_TEST(s, journal_artifact_snapshot_is_what_was_logged_until_acked);
+    MLT_ADD_TEST(s, journal_artifact_recovery_keeps_only_what_a_record_needs);
     MLT_ADD_TEST(s, journal_create_makes_private_files_and_a_first_segment);
     MLT_ADD_TEST(s, journal_create_makes_missing_parent_directories);
     MLT_ADD_TEST(s, journal_create_takes_a_relative_directory);

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -431,6 +432,33 @@ START_TEST(add_callbacks_takes_versions_1_to_current_only)
         ck_assert_uint_eq(count_ev(&fx, 0, EV_CLOSE), 1);
         fx_free(&fx);
     }
+}
+END_TEST
+
+/* A program built against version 1 of the header has a struct that ends before on_artifact:
+ * the library reads no further (an exact-size copy lets ASan see a read past it) and calls
+ * no hook it does not have. */
+START_TEST(a_version_1_struct_is_read_only_to_its_end)
+{
+    fixture fx;
+    fx_init(&fx, 0);
+    recorder r = {.id = 0, .log = &fx.log};
+    size_t v1 = offsetof(mlt_callbacks, on_artifact);
+    unsigned char *buf = malloc(v1);
+    ck_assert_ptr_nonnull(buf);
+    memcpy(buf, &rec_callbacks, v1);
+    const int one = 1;
+    memcpy(buf + offsetof(mlt_callbacks, version), &one, sizeof one);
+    ck_assert_int_eq(mlt_tracker_add_callbacks(fx.t, (const mlt_callbacks *)(void *)buf, &r),
+                     MLT_OK);
+    free(buf);
+    mlt_run *run;
+    ck_assert_int_eq(mlt_run_start(&run, fx.t, "r"), MLT_OK);
+    ck_assert_int_eq(mlt_log_artifact_bytes(run, "a.txt", "x", 1), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    ck_assert_int_eq(fx_close(&fx), MLT_OK);
+    ck_assert_uint_eq(count_ev(&fx, 0, EV_START), 1);
+    fx_free(&fx);
 }
 END_TEST
 
@@ -3073,6 +3101,7 @@ int main(void)
     MLT_ADD_TEST(s, tracker_close_null_is_ok);
     MLT_ADD_TEST(s, add_callbacks_rejects_unknown_version_and_null);
     MLT_ADD_TEST(s, add_callbacks_takes_versions_1_to_current_only);
+    MLT_ADD_TEST(s, a_version_1_struct_is_read_only_to_its_end);
     MLT_ADD_TEST(s, add_callbacks_accepts_all_null_hooks);
     MLT_ADD_TEST(s, callbacks_see_every_event_in_registration_order);
     MLT_ADD_TEST(s, add_callbacks_after_first_run_is_state_error);
