@@ -210,6 +210,14 @@ MLT__MUST_USE mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no
 MLT__MUST_USE mlt_err mlt__journal_open_artifact(mlt__journal *j, const mlt__rec *r, bool verify,
                                                  int *fd);
 
+/* The bytes of an artifact set aside with its dead letter: snapshot is the letter's "snapshot"
+ * ("art/dead-<20 digits>", nothing else is opened). *fd for reading, the caller closes it.
+ * MLT_ERR_NOT_FOUND (gone, or not such a name) or MLT_ERR_IO, with mlt_last_error(). */
+MLT__MUST_USE mlt_err mlt__journal_open_dead_artifact(mlt__journal *j, const char *snapshot,
+                                                      int *fd);
+/* Removes such a snapshot once its letter is requeued (nothing for another name). */
+void mlt__journal_forget_dead_artifact(mlt__journal *j, const char *snapshot);
+
 /* The snapshot of ARTIFACT record r is delivered (r is acked): it is removed. Reader thread. */
 void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r);
 

@@ -309,6 +309,42 @@ void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *n
     }
 }
 
+/* Whether name is "art/dead-<20 digits>", the only name a dead letter gives its snapshot. */
+static bool dead_name(const char *name)
+{
+    static const char pre[] = ART_DIR "/dead-";
+    return strncmp(name, pre, sizeof pre - 1) == 0 && strlen(name) == sizeof pre - 1 + 20 &&
+           strspn(name + sizeof pre - 1, "0123456789") == 20;
+}
+
+mlt_err mlt__journal_open_dead_artifact(mlt__journal *j, const char *snapshot, int *fd)
+{
+    char path[PATH_MAX];
+    if (!dead_name(snapshot)) {
+        return mlt__fail(MLT_ERR_NOT_FOUND, "'%.80s' is not the name of a snapshot set aside",
+                         snapshot);
+    }
+    if (mlt__j_path_in(j, snapshot, path, sizeof path) != 0) {
+        return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
+    }
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (f < 0) {
+        int e = errno;
+        return mlt__fail(e == ENOENT ? MLT_ERR_NOT_FOUND : MLT_ERR_IO, "%s: %s", path,
+                         strerror(e));
+    }
+    *fd = f;
+    return MLT_OK;
+}
+
+void mlt__journal_forget_dead_artifact(mlt__journal *j, const char *snapshot)
+{
+    char path[PATH_MAX];
+    if (dead_name(snapshot) && mlt__j_path_in(j, snapshot, path, sizeof path) == 0) {
+        unlink(path);
+    }
+}
+
 /* A snapshot's number from its name, 0 when the name is not a number. */
 static uint64_t name_seq(const char *name)
 {

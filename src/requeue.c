@@ -11,6 +11,11 @@
 
 #include "common.h"
 #include "record.h"
+#include "digest.h"
+#include "validate.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* A run of the new journal: its client key and number there. */
 typedef struct requeued_run {
@@ -25,6 +30,8 @@ typedef struct requeue {
     mlt__buf kept; /* the lines left in from's dead.jsonl */
     mlt__buf rec;  /* the payload being appended */
     mlt__requeue_stats *st;
+    char **snaps; /* the snapshots of requeued artifacts: removed from `from` once requeued */
+    size_t n_snaps, cap_snaps;
 } requeue;
 
 static const char *str_of(const cJSON *o, const char *name)
@@ -187,6 +194,62 @@ static MLT__MUST_USE mlt_err put_create(requeue *q, const cJSON *o, const char *
     return append(q, MLT__REC_CREATE);
 }
 
+/* An artifact refused: its snapshot, set aside beside the letter, is snapshotted into the new
+ * journal again (and checked against the digest logged: a torn one stays a dead letter). */
+static MLT__MUST_USE mlt_err put_artifact(requeue *q, const cJSON *o, const char *line,
+                                          const char *key, const char **why)
+{
+    const char *path = str_of(o, "path"), *sha = str_of(o, "sha256");
+    const char *snap = str_of(o, "snapshot");
+    int64_t size = -1, at = 0;
+    if (!i64_of(line, "size", &size) || !i64_of(line, "logged_at", &at) || strlen(sha) != 64 ||
+        mlt__validate_artifact_path("artifact path", path, false) != MLT_OK) {
+        return mlt__fail(MLT_ERR_CORRUPT, "an artifact in the dead letters is not mltrack's");
+    }
+    if (!snap[0]) {
+        *why = "the artifact's bytes were not kept (its snapshot was lost or torn)";
+        return MLT_ERR_NOT_FOUND;
+    }
+    mlt_err err = MLT_OK;
+    uint32_t run_no = run_for(q, key, why, &err);
+    if (run_no == 0) {
+        return err != MLT_OK ? err : MLT_ERR_NOT_FOUND;
+    }
+    int fd = -1;
+    err = mlt__journal_open_dead_artifact(q->from, snap, &fd);
+    if (err == MLT_ERR_NOT_FOUND) {
+        *why = "the artifact's bytes are gone from the journal";
+        return err;
+    }
+    if (err != MLT_OK) {
+        return err;
+    }
+    /* checked before it is queued again: a torn copy stays a dead letter */
+    char got[MLT__SHA256_HEX];
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)size ||
+        mlt__sha256_fd(fd, 0, (uint64_t)size, got) != MLT_OK || strcmp(got, sha) != 0) {
+        close(fd);
+        *why = "the bytes kept for the artifact are not those logged (torn)";
+        return MLT_ERR_NOT_FOUND;
+    }
+    mlt__art_src src = {fd, NULL, (uint64_t)size};
+    uint64_t bytes = 0;
+    err = mlt__journal_put_artifact(q->to, run_no, path, &src, at, &bytes, got);
+    close(fd);
+    if (err != MLT_OK) {
+        return err;
+    }
+    char *copy = mlt__strdup(snap);
+    if (!copy || MLT__GROW(q->snaps, q->cap_snaps, q->n_snaps + 1) != MLT_OK) {
+        free(copy);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    q->snaps[q->n_snaps++] = copy;
+    q->st->requeued++;
+    return MLT_OK;
+}
+
 /* Requeues one dead letter (a parsed line); MLT_ERR_NOT_FOUND when it must stay a dead letter
  * (*why says why). */
 static MLT__MUST_USE mlt_err requeue_one(requeue *q, const cJSON *o, const char *line,
@@ -219,6 +282,9 @@ static MLT__MUST_USE mlt_err requeue_one(requeue *q, const cJSON *o, const char 
     }
     bool metric = strcmp(type, "metric") == 0, end = strcmp(type, "end_run") == 0;
     bool kv = strcmp(type, "param") == 0 || strcmp(type, "tag") == 0;
+    if (strcmp(type, "artifact") == 0) {
+        return put_artifact(q, o, line, key, why);
+    }
     if (!metric && !end && !kv) {
         *why = "it is not a record mltrack can send (an undecodable one)";
         return MLT_ERR_NOT_FOUND;
@@ -302,7 +368,14 @@ mlt_err mlt__requeue(mlt__journal *from, mlt__journal *to, mlt__requeue_stats *s
             err = mlt__journal_keep_dead_letters(from, q.kept.data ? q.kept.data : "", q.kept.len,
                                                  kept_lines);
         }
+        for (size_t i = 0; err == MLT_OK && i < q.n_snaps; i++) {
+            mlt__journal_forget_dead_artifact(from, q.snaps[i]); /* requeued: their copy is new */
+        }
     }
+    for (size_t i = 0; i < q.n_snaps; i++) {
+        free(q.snaps[i]);
+    }
+    free(q.snaps);
     mlt__buf_free(&q.kept);
     mlt__buf_free(&q.rec);
     free(q.runs);

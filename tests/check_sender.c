@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include "common.h"
+#include "digest.h"
 #include "http.h"
 #include "journal.h"
 #include "options.h"
@@ -69,6 +70,13 @@ typedef struct server {
     long search_status;      /* runs/search answers this (with search_body); 0: 200 */
     long all_status;         /* every request answers this; 0: no */
     int delay_ms;            /* each answer waits this long first */
+    /* artifacts: runs/get answers artifact_uri (NULL: the proxy's "mlflow-artifacts:/7/<run
+     * id>/artifacts"); a PUT under the proxy answers put_status (0: 200) for put_refusals
+     * (0: all), and what a 200 took is "artifact:<path>=<sha256 of the bytes>" */
+    const char *artifact_uri;
+    long put_status;
+    int put_refusals;
+    int n_puts;
 } server;
 
 static void add_accepted(server *s, const char *what)
@@ -122,12 +130,39 @@ static const char *const E400 =
 static const char *const E503 =
     "{\"error_code\":\"TEMPORARILY_UNAVAILABLE\",\"message\":\"try later\"}";
 
-/* Decides the answer to one request (server thread, under s->mu). */
-static long answer(server *s, const char *method, const char *path, const char *body, mlt__buf *out)
+/* Decides the answer to one request (server thread, under s->mu); up: a PUT's body. */
+static long answer(server *s, const char *method, const char *path, const char *body,
+                   const mlt__http_upload *up, mlt__buf *out)
 {
     if (s->all_status) {
         mlt__buf_puts(out, E503);
         return s->all_status;
+    }
+    static const char get_run[] = "/api/2.0/mlflow/runs/get?run_id=";
+    if (strcmp(method, "GET") == 0 && strncmp(path, get_run, sizeof get_run - 1) == 0) {
+        if (s->artifact_uri) {
+            mlt__buf_printf(out, "{\"run\":{\"info\":{\"artifact_uri\":\"%s\"}}}",
+                            s->artifact_uri);
+        } else {
+            mlt__buf_printf(out,
+                            "{\"run\":{\"info\":{\"artifact_uri\":\"mlflow-artifacts:/7/%s/"
+                            "artifacts\"}}}",
+                            path + sizeof get_run - 1);
+        }
+        return 200;
+    }
+    static const char put[] = "/api/2.0/mlflow-artifacts/artifacts/";
+    if (strcmp(method, "PUT") == 0 && strncmp(path, put, sizeof put - 1) == 0 && up) {
+        if (s->put_status && (s->put_refusals == 0 || s->n_puts++ < s->put_refusals)) {
+            mlt__buf_puts(out, "{\"error_code\":\"PERMISSION_DENIED\",\"message\":\"no\"}");
+            return s->put_status;
+        }
+        char sha[65];
+        ck_assert_int_eq(mlt__sha256_fd(up->fd, 0, up->len, sha), MLT_OK);
+        char line[1024];
+        snprintf(line, sizeof line, "artifact:%s=%s", path + sizeof put - 1, sha);
+        add_accepted(s, line);
+        return 200; /* no body, as the MLflow server */
     }
     if (strcmp(method, "GET") == 0 &&
         strncmp(path, "/api/2.0/mlflow/experiments/get-by-name?", 40) == 0) {
@@ -227,7 +262,7 @@ static void fake_perform(void *self, const mlt__http_request *rq, mlt__http_resp
     }
     char *body = rq->body ? strndup(rq->body, rq->body_len) : NULL;
     pthread_mutex_lock(&s->mu);
-    resp->status = answer(s, rq->method, path, body, &resp->body);
+    resp->status = answer(s, rq->method, path, body, rq->upload, &resp->body);
     pthread_mutex_unlock(&s->mu);
     free(body);
 }
@@ -286,6 +321,18 @@ static size_t taken(server *s, const char *what)
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n_accepted; i++) {
         n += strcmp(s->accepted[i], what) == 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* How many things the server took start with prefix. */
+static size_t taken_prefix(server *s, const char *prefix)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_accepted; i++) {
+        n += strncmp(s->accepted[i], prefix, strlen(prefix)) == 0;
     }
     pthread_mutex_unlock(&s->mu);
     return n;
@@ -1257,6 +1304,174 @@ START_TEST(sender_free_aborts_a_request_in_flight)
 }
 END_TEST
 
+/* ---- artifacts ---- */
+
+static const char ABC_SHA[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+static void put_art(mlt__journal *j, uint32_t run_no, const char *path, const char *data)
+{
+    mlt__art_src src = {-1, data, strlen(data)};
+    uint64_t bytes;
+    char sha[65];
+    ck_assert_int_eq(mlt__journal_put_artifact(j, run_no, path, &src, 1700000000000, &bytes, sha),
+                     MLT_OK);
+}
+
+START_TEST(sender_uploads_artifacts_through_the_proxy_and_removes_their_snapshots)
+{
+    fixture f;
+    fixture_init(&f);
+    put_create(f.j, 1, K1, "exp");
+    put_art(f.j, 1, "plots/a b/r\xc3\xa9s#.txt", "abc"); /* the journal takes what it is given */
+    put_metric(f.j, 1, "loss", 1, 10, 0);
+    put_art(f.j, 1, "empty", "");
+    put_end(f.j, 1, MLT_RUN_FINISHED, 11);
+    sender_new(&f, false, 1);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(sum.artifacts_sent, 2);
+    ck_assert_uint_eq(sum.artifact_bytes_sent, 3);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 0);
+    char want[256];
+    /* each part percent-encoded, under the run's proxy path */
+    snprintf(want, sizeof want, "artifact:7/run-1/artifacts/plots/a%%20b/r%%C3%%A9s%%23.txt=%s",
+             ABC_SHA);
+    ck_assert_uint_eq(taken(f.srv, want), 1);
+    ck_assert_uint_eq(
+        taken(f.srv, "artifact:7/run-1/artifacts/empty="
+                     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        1);
+    ck_assert_uint_eq(taken(f.srv, "metric:loss"), 1);
+    /* the run's artifact root was asked once */
+    size_t gets = 0;
+    for (size_t i = 0; i < f.srv->n_reqs; i++) {
+        gets += strncmp(f.srv->reqs[i].path, "/api/2.0/mlflow/runs/get?", 25) == 0;
+    }
+    ck_assert_uint_eq(gets, 1);
+    char art[PATH_MAX + 8];
+    snprintf(art, sizeof art, "%s/art", f.dir);
+    DIR *d = opendir(art);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    int left = 0;
+    while ((e = readdir(d))) {
+        left += e->d_name[0] != '.';
+    }
+    closedir(d);
+    ck_assert_int_eq(left, 0); /* delivered: the snapshots are gone */
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_dead_letters_an_artifact_the_server_refuses_and_requeue_brings_it_back)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->put_status = 403;
+    f.srv->put_refusals = 1;
+    put_create(f.j, 1, K1, "exp");
+    put_art(f.j, 1, "model.bin", "abc");
+    put_end(f.j, 1, MLT_RUN_FINISHED, 11);
+    sender_new(&f, false, 1);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 1);
+    size_t n = 0;
+    cJSON **l = dead_letters(f.dir, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(mlt_test_jstr(l[0], "type"), "artifact");
+    ck_assert_str_eq(mlt_test_jstr(l[0], "path"), "model.bin");
+    ck_assert_str_eq(mlt_test_jstr(l[0], "sha256"), ABC_SHA);
+    ck_assert_ptr_nonnull(strstr(mlt_test_jstr(l[0], "answer"), "403"));
+    char snap[PATH_MAX + 64];
+    snprintf(snap, sizeof snap, "%s/%s", f.dir, mlt_test_jstr(l[0], "snapshot"));
+    free_letters(l, n);
+    ck_assert_int_eq(access(snap, R_OK), 0); /* its bytes are kept */
+    mlt__sender_free(f.s, 1000);
+    f.s = NULL;
+
+    char err[256] = "", to_dir[DIR_LEN + 32];
+    mlt__journal *from = NULL, *to = NULL;
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__journal_open(&from, f.dir, false, MLT__FSYNC_NONE, NULL)),
+        MLT_OK);
+    snprintf(to_dir, sizeof to_dir, "%s/j-requeued", f.tmp);
+    ck_assert_int_eq(mlt__journal_create(&to, to_dir, MLT__FSYNC_NONE), MLT_OK);
+    mlt__requeue_stats st;
+    ck_assert_int_eq(mlt__requeue(from, to, &st), MLT_OK);
+    ck_assert_uint_eq(st.requeued, 1);
+    ck_assert_uint_eq(st.kept, 0);
+    ck_assert_int_eq(access(snap, F_OK), -1); /* requeued: the copy set aside goes */
+    mlt__journal_close(from, true);
+    ck_assert(!dir_exists(f.dir));
+    f.j = to;
+    sender_new(&f, true, 1);
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 0);
+    char want[160];
+    snprintf(want, sizeof want, "artifact:7/run-1/artifacts/model.bin=%s", ABC_SHA);
+    ck_assert_uint_eq(taken(f.srv, want), 1); /* into the run the server has */
+    ck_assert_int_eq(f.srv->n_creates, 0);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_dead_letters_artifacts_of_a_run_whose_artifacts_are_not_proxied)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->artifact_uri = "s3://bucket/1/run-1/artifacts";
+    put_create(f.j, 1, K1, "exp");
+    put_art(f.j, 1, "a.txt", "abc");
+    put_art(f.j, 1, "b.txt", "abc");
+    put_end(f.j, 1, MLT_RUN_FINISHED, 11);
+    sender_new(&f, false, 1);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    ck_assert_uint_eq(mlt__journal_dead_count(f.j), 2);
+    size_t n = 0;
+    cJSON **l = dead_letters(f.dir, &n);
+    ck_assert_uint_eq(n, 2);
+    const char *answer = mlt_test_jstr(l[0], "answer");
+    ck_assert_ptr_nonnull(strstr(answer, "s3://bucket/1/run-1/artifacts"));
+    ck_assert_ptr_nonnull(strstr(answer, "--serve-artifacts"));
+    free_letters(l, n);
+    ck_assert_uint_eq(taken_prefix(f.srv, "artifact:"), 0);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_never_uploads_a_torn_snapshot_of_a_journal_taken_over)
+{
+    fixture f;
+    fixture_init(&f);
+    put_create(f.j, 1, K1, "exp");
+    put_art(f.j, 1, "whole.txt", "abc");
+    put_art(f.j, 1, "torn.txt", "abc");
+    /* a crash left the second snapshot with other bytes of the same size */
+    char snap[PATH_MAX + 64];
+    snprintf(snap, sizeof snap, "%s/art/%020d", f.dir, 3);
+    FILE *fp = fopen(snap, "wb");
+    ck_assert_ptr_nonnull(fp);
+    fputs("xyz", fp);
+    fclose(fp);
+    sender_new(&f, true, 1); /* adopted: snapshots are checked before they go */
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    char want[160];
+    snprintf(want, sizeof want, "artifact:7/run-1/artifacts/whole.txt=%s", ABC_SHA);
+    ck_assert_uint_eq(taken(f.srv, want), 1);
+    ck_assert_uint_eq(taken_prefix(f.srv, "artifact:7/run-1/artifacts/torn.txt"), 0);
+    ck_assert_uint_eq(taken_prefix(f.srv, "artifact:"), 1);
+    size_t n = 0;
+    cJSON **l = dead_letters(f.dir, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_ptr_nonnull(strstr(mlt_test_jstr(l[0], "answer"), "torn"));
+    free_letters(l, n);
+    fixture_done(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sender");
@@ -1274,6 +1489,10 @@ int main(void)
     MLT_ADD_TEST(s, sender_dead_letters_a_run_refused_permission_and_delivers_the_next);
     MLT_ADD_TEST(s, sender_dead_letters_an_attach_refused_for_its_credentials);
     MLT_ADD_TEST(s, requeue_puts_dead_letters_back_and_they_land_once_the_server_takes_them);
+    MLT_ADD_TEST(s, sender_uploads_artifacts_through_the_proxy_and_removes_their_snapshots);
+    MLT_ADD_TEST(s, sender_dead_letters_an_artifact_the_server_refuses_and_requeue_brings_it_back);
+    MLT_ADD_TEST(s, sender_dead_letters_artifacts_of_a_run_whose_artifacts_are_not_proxied);
+    MLT_ADD_TEST(s, sender_never_uploads_a_torn_snapshot_of_a_journal_taken_over);
     MLT_ADD_TEST(s, requeue_keeps_what_it_cannot_log_and_changes_nothing_on_a_bad_line);
     MLT_ADD_TEST(s, sender_counts_metric_points_apart_from_rejected_params);
     MLT_ADD_TEST(s, sender_creates_a_run_once_after_an_ambiguous_failure);

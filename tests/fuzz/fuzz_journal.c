@@ -5,7 +5,9 @@
  *   ==NAME\n<content>[\n==NAME\n<content>]...
  *
  * (a file's content ends where "\n==" starts the next one). NAME is any file name (printable, no
- * '/'): seg-<20 digits>.log, acked, runs, keys, target, dead.jsonl, ring, or anything else.
+ * '/'): seg-<20 digits>.log, acked, runs, keys, target, dead.jsonl, ring, or anything else;
+ * "art:NAME" is NAME in the art/ directory (artifact snapshots: <20 digits>, dead-<20 digits>,
+ * tmp-...).
  * "ring*" writes the ring file at its full size from a short description: up to 4096 bytes of
  * header, then groups of a 2-byte slot index (little-endian) and a 40-byte slot. A NAME ending in
  * '!' is written without the '!', with the checksum of each whole frame made right (a segment's
@@ -201,6 +203,12 @@ static void write_input(const uint8_t *data, size_t size)
                 write_file(name, fixed, content_len);
                 free(fixed);
             }
+        } else if (strncmp(name, "art:", 4) == 0 && good_name(name + 4)) {
+            char art[PATH_MAX], sub[80];
+            path_of(art, jdir, "art");
+            FUZZ_CHECK(mkdir(art, 0700) == 0 || errno == EEXIST);
+            snprintf(sub, sizeof sub, "art/%s", name + 4);
+            write_file(sub, content, content_len);
         } else if (good_name(name)) {
             write_file(name, content, content_len);
         }

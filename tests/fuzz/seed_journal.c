@@ -60,9 +60,10 @@ static int cmp_file(const void *a, const void *b)
     return strcmp(((const file *)a)->name, ((const file *)b)->name);
 }
 
-static void load(jdir *d, const char *dir)
+/* The files of dir into d (those of its art/ directory named "art:NAME", as the fuzz target
+ * reads them). */
+static void load_from(jdir *d, const char *dir, const char *prefix)
 {
-    memset(d, 0, sizeof *d);
     DIR *dd = opendir(dir);
     REQUIRE(dd != NULL);
     struct dirent *e;
@@ -70,11 +71,15 @@ static void load(jdir *d, const char *dir)
         if (e->d_name[0] == '.' || strcmp(e->d_name, "lock") == 0 || strstr(e->d_name, ".tmp")) {
             continue;
         }
-        REQUIRE(d->n < sizeof d->f / sizeof d->f[0]);
-        file *f = &d->f[d->n++];
-        snprintf(f->name, sizeof f->name, "%s", e->d_name);
         char p[PATH_MAX];
         path_of(p, dir, e->d_name);
+        if (!prefix[0] && strcmp(e->d_name, "art") == 0) {
+            load_from(d, p, "art:");
+            continue;
+        }
+        REQUIRE(d->n < sizeof d->f / sizeof d->f[0]);
+        file *f = &d->f[d->n++];
+        snprintf(f->name, sizeof f->name, "%s%s", prefix, e->d_name);
         FILE *in = fopen(p, "rb");
         REQUIRE(in != NULL);
         struct stat st;
@@ -86,6 +91,12 @@ static void load(jdir *d, const char *dir)
         fclose(in);
     }
     closedir(dd);
+}
+
+static void load(jdir *d, const char *dir)
+{
+    memset(d, 0, sizeof *d);
+    load_from(d, dir, "");
     qsort(d->f, d->n, sizeof d->f[0], cmp_file);
 }
 
@@ -422,6 +433,41 @@ int main(int argc, char **argv)
     mlt__journal_close(j, false);
     load(&d, dir);
     pack(&d, "attached-dead-letters");
+    unload(&d);
+
+    /* artifacts: snapshots of records delivered or not, one set aside with its dead letter, one
+     * half made, one torn */
+    j = create("artifacts", dir);
+    mlt__buf_init(&b);
+    mlt__rec_put_create(&b, 1, "7d7c1d52-0000-4000-8000-000000000001", "", "train", "exp", "",
+                        1764547300000, NULL, NULL, 0);
+    append(j, MLT__REC_CREATE, &b);
+    mlt__buf_free(&b);
+    static const char *const names[] = {"model.bin", "plots/loss curve.png", "empty"};
+    static const char *const bytes[] = {"weights", "\x89PNG\r\n", ""};
+    for (int i = 0; i < 3; i++) {
+        mlt__art_src src = {-1, bytes[i], strlen(bytes[i])};
+        uint64_t n;
+        char sha[65];
+        REQUIRE(mlt__journal_put_artifact(j, 1, names[i], &src, 1764547300001 + i, &n, sha) ==
+                MLT_OK);
+    }
+    mlt__rec art = {.seq = 3, .type = MLT__REC_ARTIFACT, .run_no = 1, .key = "plots/loss curve.png",
+                    .bytes = 6,
+                    .value = "823ceb99fcef5252333ede1b2202341c3b287b6d47571963e6b0ddf393a24f82",
+                    .time_ms = 1764547300002};
+    REQUIRE(mlt__journal_dead_letter(j, &art, "HTTP 403 PERMISSION_DENIED: no") == MLT_OK);
+    mlt__journal_close(j, false);
+    char half_path[PATH_MAX];
+    path_of(half_path, dir, "art/tmp-1-0");
+    FILE *half = fopen(half_path, "wb");
+    REQUIRE(half != NULL && fputs("half", half) >= 0 && fclose(half) == 0);
+    load(&d, dir);
+    pack(&d, "artifacts");
+    file *snap = find(&d, "art:00000000000000000002");
+    REQUIRE(snap != NULL && snap->len == 7);
+    snap->data[0] ^= 1;
+    pack(&d, "artifacts-torn");
     unload(&d);
 
     /* a directory left by a crash between mkdir and the first files */
