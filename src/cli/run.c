@@ -232,6 +232,13 @@ static bool parse_step(const char *text, int64_t *out)
 static mlt_err log_artifacts(cli *c, const args *a, mlt_run *run)
 {
     for (size_t i = 0; i < a->n_paths; i++) {
+        /* every path readable before anything is logged */
+        if (access(a->paths[i], R_OK) != 0) {
+            say(c, "log-artifact: cannot read %s: %s", a->paths[i], strerror(errno));
+            return MLT_ERR_IO;
+        }
+    }
+    for (size_t i = 0; i < a->n_paths; i++) {
         const char *p = a->paths[i];
         struct stat st;
         mlt_err e;
