@@ -7,6 +7,8 @@
 
 #include "common.h"
 
+#include <limits.h>
+#include <mltrack.h>
 #include <pthread.h>
 #include <stdbool.h>
 
@@ -40,6 +42,10 @@ typedef struct args {
     size_t n_tags;
     bool system_metrics;
     const char *system_metrics_interval;
+    const char **artifacts; /* --artifact GLOB, borrowed from argv */
+    size_t n_artifacts;
+    bool no_capture;
+    const char *capture_every;
     char **cmd; /* the command to run: NULL-terminated, inside argv */
     /* log-metric, log-param, set-tag */
     const char *key;
@@ -86,6 +92,30 @@ uint64_t pending_records(struct mlt__journal *j);
 void free_list(char **list, size_t n);
 /* Parses SECONDS (0 to a year) of --timeout. EXIT_SUCCESS or EXIT_USAGE (said). */
 int parse_seconds(cli *c, const char *text, double *out);
+
+/* ---- run: the child's console (console.c) ---- */
+typedef struct console {
+    cli *c;
+    mlt_run *run;
+    char dir[PATH_MAX]; /* private temporary directory of the pieces */
+    int fd;             /* the piece being written, -1 when none */
+    unsigned piece;     /* its number (from 1) */
+    uint64_t bytes;     /* in it */
+    int64_t opened_ns;  /* monotonic */
+    int64_t every_ns;   /* a piece closes this long after it opened */
+    unsigned logged;    /* pieces logged */
+    bool broken;        /* no more is kept (said once) */
+} console;
+void console_init(console *con, cli *c, mlt_run *run, double every_s);
+/* Keeps n bytes of the console. */
+void console_write(console *con, const char *buf, size_t n);
+/* Closes and logs the piece when it is old enough (call now and then). */
+void console_tick(console *con);
+/* Logs the last piece and removes the temporary directory. */
+void console_finish(console *con);
+/* Logs what each --artifact glob matches (files by name, directories with their name); says
+ * what fails. Returns how many failed. */
+int log_artifact_globs(cli *c, mlt_run *run, const char *const *globs, size_t n);
 
 int cmd_run(cli *c, const args *a);
 int cmd_sync(cli *c, const args *a);

@@ -98,6 +98,13 @@ static const char run_help[] =
     "  --run-name NAME        the run's name (default: the server picks one)\n"
     "  --param K=V            log a param (repeatable)\n"
     "  --tag K=V              set a tag (repeatable)\n"
+    "  --artifact GLOB        when CMD has ended, whatever its status, log the files GLOB\n"
+    "                         matches as artifacts (a directory with its tree; repeatable)\n"
+    "  --no-capture           do not keep CMD's console; by default its stdout and stderr,\n"
+    "                         interleaved as they came, are logged as artifacts logs/output-\n"
+    "                         NNNNNN.log, a piece every minute or 16 MiB, so a crash loses at\n"
+    "                         most the last piece (the bytes still pass through unchanged)\n"
+    "  --capture-every SECONDS  how often a piece of the console closes (default 60)\n"
     "  --system-metrics       log CPU and memory use (system/...) every 10 s\n"
     "  --system-metrics-interval SECONDS   the sampling interval (implies --system-metrics)\n"
     "  --timeout SECONDS      how long to wait for delivery once CMD is done (default 10);\n"
@@ -615,6 +622,7 @@ static int command_flag(const command *cmd, int argc, char **argv, int *i, args 
         {"--experiment", F_RUN, &a->experiment},
         {"--run-name", F_RUN, &a->run_name},
         {"--system-metrics-interval", F_RUN, &a->system_metrics_interval},
+        {"--capture-every", F_RUN, &a->capture_every},
         {"--step", F_STEP, &a->step},
         {"--artifact-path", F_ART, &a->artifact_path},
     };
@@ -634,6 +642,22 @@ static int command_flag(const command *cmd, int argc, char **argv, int *i, args 
     if (cmd->flags & F_RUN) {
         if (strcmp(argv[*i], "--system-metrics") == 0) {
             a->system_metrics = true;
+            return 1;
+        }
+        if (strcmp(argv[*i], "--no-capture") == 0) {
+            a->no_capture = true;
+            return 1;
+        }
+        const char *glob = NULL;
+        int g = flag_value(argc, argv, i, "--artifact", &glob);
+        if (g < 0) {
+            return -1;
+        }
+        if (g > 0) {
+            if (!push(&a->artifacts, &a->n_artifacts, glob)) {
+                snprintf(flag_problem, sizeof flag_problem, "out of memory");
+                return -1;
+            }
             return 1;
         }
         const char *kv = NULL;
@@ -786,5 +810,6 @@ int main(int argc, char **argv)
     free(a.tags);
     free(a.journals);
     free(a.paths);
+    free(a.artifacts);
     return rc;
 }

@@ -740,7 +740,7 @@ static int find_program(const char *name, char *out, size_t len)
     return err;
 }
 
-static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, pid_t *pid)
+static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, int err_fd, pid_t *pid)
 {
     char program[PATH_MAX];
     int err = find_program(cmd[0], program, sizeof program);
@@ -752,6 +752,9 @@ static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, pid_t *pid)
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
+    if (err_fd >= 0) {
+        posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO);
+    }
     posix_spawnattr_init(&attr);
     sigset_t def, none;
     sigemptyset(&def);
@@ -773,30 +776,51 @@ static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, pid_t *pid)
     return err == ENOENT ? 127 : 126;
 }
 
-/* Copies the child's stdout through and reads its protocol lines until it is done; waits for
- * it. Returns its wait status. */
-static int pump(reader *r, int in_fd, pid_t pid)
+/* Copies the child's stdout through and reads its protocol lines until it is done (and its
+ * stderr, when err_fd >= 0, to ours), keeping both in the console (con, NULL: not kept); waits
+ * for it. Returns its wait status. */
+static int pump(reader *r, int in_fd, int err_fd, console *con, pid_t pid)
 {
     char buf[65536];
     int status = 0;
     bool exited = false;
-    bool open = true;
-    while (open) {
-        struct pollfd p = {in_fd, POLLIN, 0};
-        int ready = poll(&p, 1, exited ? 0 : 200);
-        if (ready > 0) {
+    bool out_open = true, err_open = err_fd >= 0;
+    while (out_open || err_open) {
+        struct pollfd p[2] = {{out_open ? in_fd : -1, POLLIN, 0}, {err_open ? err_fd : -1, POLLIN, 0}};
+        int ready = poll(p, 2, exited ? 0 : 200);
+        if (con) {
+            console_tick(con);
+        }
+        if (ready > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             ssize_t n = read(in_fd, buf, sizeof buf);
             if (n > 0) {
+                if (con) {
+                    console_write(con, buf, (size_t)n);
+                }
                 if (!r->out_broken && !pass_through(r, buf, (size_t)n)) {
                     r->out_broken = true; /* the child will see its stdout closed too */
-                    open = false;
+                    out_open = false;
                 }
                 mlt_proto_feed(&r->split, buf, (size_t)n, on_line, r);
             } else if (n == 0 || errno != EINTR) {
-                open = false;
+                out_open = false;
             }
-        } else if (ready == 0 && exited) {
-            open = false; /* done, and a descendant holding the pipe is not waited for */
+        }
+        if (ready > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            ssize_t n = read(err_fd, buf, sizeof buf);
+            if (n > 0) {
+                if (con) {
+                    console_write(con, buf, (size_t)n);
+                }
+                pthread_mutex_lock(&r->c->lock); /* whole, between our own messages */
+                (void)write_all(STDERR_FILENO, buf, (size_t)n);
+                pthread_mutex_unlock(&r->c->lock);
+            } else if (n == 0 || errno != EINTR) {
+                err_open = false;
+            }
+        }
+        if (ready == 0 && exited) {
+            break; /* done, and a descendant holding a pipe is not waited for */
         }
         if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
             exited = true;
@@ -834,6 +858,14 @@ int cmd_run(cli *c, const args *a)
     }
     if (a->run_name && mlt__validate_run_name(a->run_name) != MLT_OK) {
         say(c, "--run-name: %s (see `mltrack run --help`)", mlt_last_error());
+        return EXIT_USAGE;
+    }
+    double capture_s = 60;
+    if (a->capture_every && (!parse_number(a->capture_every, &capture_s) ||
+                             !(capture_s >= 0.1 && capture_s <= 86400))) {
+        say(c, "--capture-every: '%s' is not a number of seconds from 0.1 to 86400 (see `mltrack "
+               "run --help`)",
+            a->capture_every);
         return EXIT_USAGE;
     }
     args with_sys = *a;
@@ -876,7 +908,8 @@ int cmd_run(cli *c, const args *a)
         }
     }
     env_list env = {0};
-    int fds[2] = {-1, -1};
+    int fds[2] = {-1, -1}, efds[2] = {-1, -1};
+    bool capture = !a->no_capture;
     pthread_mutex_lock(&s.lock);
     bool env_ok = build_env(&env, opts, run, &s);
     pthread_mutex_unlock(&s.lock);
@@ -893,12 +926,15 @@ int cmd_run(cli *c, const args *a)
     } else if (!env_ok) {
         say(c, "out of memory");
         rc = 126;
-    } else if (pipe2(fds, O_CLOEXEC) != 0) {
+    } else if (pipe2(fds, O_CLOEXEC) != 0 || (capture && pipe2(efds, O_CLOEXEC) != 0)) {
         say(c, "cannot make a pipe: %s", strerror(errno));
         rc = 126;
     } else {
-        rc = spawn_child(c, a->cmd, env.v, fds[1], &pid);
+        rc = spawn_child(c, a->cmd, env.v, fds[1], efds[1], &pid);
         close(fds[1]);
+        if (efds[1] >= 0) {
+            close(efds[1]);
+        }
     }
     env_free(&env);
     if (rc == 0) {
@@ -909,8 +945,15 @@ int cmd_run(cli *c, const args *a)
         }
         /* an outer `mltrack run` reads what we pass through: it must not log it again */
         reader r = {.c = c, .run = run, .mark = getenv(READER_ENV) != NULL, .bol = true};
-        int ws = pump(&r, fds[0], pid);
+        console con;
+        if (capture) {
+            console_init(&con, c, run, capture_s);
+        }
+        int ws = pump(&r, fds[0], efds[0], capture ? &con : NULL, pid);
         child_pid = 0;
+        if (capture) {
+            console_finish(&con);
+        }
         if (WIFSIGNALED(ws)) {
             status = MLT_RUN_KILLED;
             rc = 128 + WTERMSIG(ws);
@@ -931,6 +974,12 @@ int cmd_run(cli *c, const args *a)
     phase = CHILD_DONE;
     if (fds[0] >= 0) {
         close(fds[0]);
+    }
+    if (efds[0] >= 0) {
+        close(efds[0]);
+    }
+    if (pid > 0 && a->n_artifacts > 0) {
+        log_artifact_globs(c, run, a->artifacts, a->n_artifacts);
     }
     mlt_set_tag(run, outcome_key, outcome);
     mlt_run_end(run, status);
