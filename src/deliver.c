@@ -641,6 +641,7 @@ static outcome dead_artifact(mlt__sender *s, slot *sl, const mlt__rec *r,
 {
     outcome o = dead_letter(s, sl, r, why);
     if (o == OK) {
+        atomic_fetch_add(&sl->artifacts_done, 1);
         mlt__log(&s->opts->logger, MLT_LOG_WARN, "artifact '%s' rejected for good, kept in %s: %s",
                  r->key, mlt__journal_dir(sl->j), why);
         report(s, MLT_OP_LOG_ARTIFACT, MLT_DELIVERY_REJECTED, re ? re->key : "",
@@ -690,6 +691,7 @@ static outcome deliver_artifact(mlt__sender *s, slot *sl)
         return o == DEAD ? dead_artifact(s, sl, r, re, msg) : o;
     }
     s->prog.artifacts_sent++;
+    atomic_fetch_add(&sl->artifacts_done, 1);
     s->prog.artifact_bytes_sent += r->bytes;
     report(s, MLT_OP_LOG_ARTIFACT, MLT_DELIVERY_ACKNOWLEDGED, re->key, re->run_id,
            re->experiment_id, 1, NULL);

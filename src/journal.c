@@ -725,6 +725,14 @@ void mlt__journal_appended(mlt__journal *j, uint64_t *runs, uint64_t *points)
     pthread_mutex_unlock(&j->mu);
 }
 
+uint64_t mlt__journal_appended_artifacts(mlt__journal *j)
+{
+    pthread_mutex_lock(&j->mu);
+    uint64_t n = j->appended_artifacts;
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}
+
 mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type, const void *payload, size_t len,
                             bool drain, uint64_t *seq_out)
 {
@@ -764,6 +772,7 @@ mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type, const void *pa
     }
     j->appended_runs += type == MLT__REC_CREATE;
     j->appended_points += type == MLT__REC_METRIC;
+    j->appended_artifacts += type == MLT__REC_ARTIFACT;
     if (j->mode == MLT__FSYNC_ALWAYS) {
         if (fdatasync(j->wfd) != 0) {
             return mlt__fail(MLT_ERR_IO, "cannot sync journal %s: %s", j->dir, strerror(errno));

@@ -80,7 +80,7 @@ struct mlt__journal {
     char werr[256];    /* the writer's last failure */
     char *target;      /* the tracking URI it is for (credentials removed), or NULL */
     /* records appended through this handle, by type (under mu): runs and points it holds */
-    uint64_t appended_runs, appended_points;
+    uint64_t appended_runs, appended_points, appended_artifacts;
     /* artifact snapshots (journal_art.c): bytes of those not yet delivered (under mu) */
     uint64_t art_bytes;
     bool art_dir_made;

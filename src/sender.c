@@ -90,6 +90,7 @@ mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
     sl->start_acked = sl->cursor;
     atomic_init(&sl->runs_done, 0);
     atomic_init(&sl->points_done, 0);
+    atomic_init(&sl->artifacts_done, 0);
     mlt__buf_init(&sl->ctl_buf);
     s->prog.records_total += mlt__journal_last_seq(j) - sl->cursor;
     s->wake = true;
@@ -448,7 +449,7 @@ typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW } kept_why;
  */
 static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for)
 {
-    uint64_t records = 0, runs = 0, points = 0;
+    uint64_t records = 0, runs = 0, points = 0, arts = 0;
     for (size_t i = 0; i < s->n_slots; i++) {
         slot *sl = &s->slots[i];
         if (sl->adopted) {
@@ -456,9 +457,12 @@ static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *wa
         }
         uint64_t r = 0, p = 0;
         mlt__journal_appended(sl->j, &r, &p);
+        uint64_t a = mlt__journal_appended_artifacts(sl->j);
         uint64_t rd = atomic_load(&sl->runs_done), pd = atomic_load(&sl->points_done);
+        uint64_t ad = atomic_load(&sl->artifacts_done);
         runs += r > rd ? r - rd : 0;
         points += p > pd ? p - pd : 0;
+        arts += a > ad ? a - ad : 0;
         uint64_t last = mlt__journal_last_seq(sl->j), acked = mlt__journal_acked_seq(sl->j);
         records += last > acked ? last - acked : 0;
     }
@@ -479,11 +483,19 @@ static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *wa
                  s->last_error[0] ? ": " : "", s->last_error);
         when = "later";
     }
+    char what[160];
+    if (arts) {
+        snprintf(what, sizeof what, "%" PRIu64 " %s, %" PRIu64 " %s and %" PRIu64 " %s", runs,
+                 plural(runs, "run", "runs"), points, plural(points, "point", "points"), arts,
+                 plural(arts, "artifact", "artifacts"));
+    } else {
+        snprintf(what, sizeof what, "%" PRIu64 " %s and %" PRIu64 " %s", runs,
+                 plural(runs, "run", "runs"), points, plural(points, "point", "points"));
+    }
     return mlt__fail(cause == KEPT_SLOW ? MLT_ERR_TIMEOUT : MLT_ERR_QUEUED,
-                     "kept in the queue, not delivered yet: %" PRIu64 " %s and %" PRIu64
-                     " %s (%" PRIu64 " %s) in %s: %s. `mltrack sync --queue %s` delivers them %s",
-                     runs, plural(runs, "run", "runs"), points, plural(points, "point", "points"),
-                     records, plural(records, "record", "records"), qdir, why, qdir, when);
+                     "kept in the queue, not delivered yet: %s (%" PRIu64
+                     " %s) in %s: %s. `mltrack sync --queue %s` delivers them %s",
+                     what, records, plural(records, "record", "records"), qdir, why, qdir, when);
 }
 
 /* The run key the tracker's own journal waits for, or NULL. Call with s->mu held. */

@@ -49,7 +49,7 @@ typedef struct slot {
     char waiting_for[40];  /* the run key it waits for ("" for none: a create settling) */
     char wait_key[40];     /* what the unit that returned WAIT waits for (attach_missing) */
     /* what it delivered (acknowledged or dead-lettered), for what a flush says is kept */
-    _Atomic uint64_t runs_done, points_done;
+    _Atomic uint64_t runs_done, points_done, artifacts_done;
     /* an adopted journal all delivered is closed (j NULL, under mu) while the sender lives on:
      * its records for the counters */
     uint64_t retired_queued;

@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import random
+import time
 import unicodedata
 
 import pytest
 
-from mlflow_read import artifact_digests, list_artifacts
+from conftest import slow_factor
+from mlflow_read import artifact_digests, list_artifacts, read_artifact
 from test_queue import Queue, journal_dirs, parse_sync  # noqa: F401 - helpers, not tests
 
 
@@ -227,3 +229,95 @@ def test_mltrack_log_artifact_logs_into_the_run_of_mltrack_run(queue_at, trackin
     want = {"res/out/" + p: d for p, d in tree.items()}
     want["metrics.csv"] = f_sha
     assert got == want
+
+
+# ---- mltrack run: the console and --artifact -----------------------------------------------------
+
+def mltrack_run(q, flags, script, env=None, timeout=300):
+    return q.programs.run(["mltrack", "run", "--experiment", q.exp_name, *flags, "--", "sh", "-c",
+                           script], env=q.env(env), timeout=timeout)
+
+
+def console_pieces(reader, run):
+    """The console pieces of a run, in order: [(name, bytes)]."""
+    names = sorted(p for p in list_artifacts(reader, run) if p.startswith("logs/"))
+    return [(n, read_artifact(reader, run, n)) for n in names]
+
+
+def test_mltrack_run_keeps_50_mb_of_console_in_pieces_that_add_up(queue_at, tracking_uri, reader,
+                                                                    tmp_path):
+    q = queue_at(tracking_uri)
+    # 50 MB on stdout, with lines on stderr between: every byte passes through and is kept
+    script = ("i=0; while [ $i -lt 5 ]; do head -c 10000000 /dev/zero | tr '\\0' x; "
+              "echo; echo \"err $i\" >&2; i=$((i+1)); done")
+    res = q.programs.start(["mltrack", "run", "--experiment", q.exp_name, "--run-name", "big-out",
+                            "--", "sh", "-c", script], env=q.env())
+    out, err = res.communicate(timeout=600)
+    assert res.returncode == 0, err[-2000:]
+    assert len(out) == 5 * 10000001 and out.count(b"x") == 5 * 10000000
+    run = the_run(reader, q.exp_name, "big-out")
+    pieces = console_pieces(reader, run)
+    names = [n for n, _ in pieces]
+    assert names == [f"logs/output-{i:06d}.log" for i in range(1, len(pieces) + 1)], names
+    # pieces close once they hold 16 MiB (a read of the pipe at most past it), then the rest
+    for _, d in pieces[:-1]:
+        assert (16 << 20) <= len(d) <= (16 << 20) + 65536, len(d)
+    assert len(pieces) == 3
+    kept = b"".join(d for _, d in pieces)
+    errs = [f"err {i}\n".encode() for i in range(5)]
+    assert len(kept) == len(out) + sum(len(e) for e in errs)
+    for e in errs:
+        assert e in kept and e in err
+    # stdout's bytes, in order, once stderr's lines are taken out
+    for e in errs:
+        kept = kept.replace(e, b"", 1)
+    assert kept == out
+
+
+def test_mltrack_run_without_capture_logs_no_console(queue_at, tracking_uri, reader):
+    q = queue_at(tracking_uri)
+    res = mltrack_run(q, ["--run-name", "quiet", "--no-capture"], "echo out; echo err >&2")
+    assert res.rc == 0 and res.stdout == "out\n" and "err\n" in res.stderr, res
+    run = the_run(reader, q.exp_name, "quiet")
+    assert list_artifacts(reader, run) == {}
+
+
+def test_mltrack_run_logs_artifact_globs_whatever_the_status(queue_at, tracking_uri, reader,
+                                                           tmp_path):
+    q = queue_at(tracking_uri)
+    d = tmp_path / "work"
+    d.mkdir()
+    script = ("mkdir -p ckpt/sub && echo 1 > ckpt/a.pt && echo 2 > ckpt/b.pt && echo 3 > ckpt/sub/c && "
+              "echo r > report.txt && exit 4")
+    res = q.programs.run(["mltrack", "run", "--experiment", q.exp_name, "--run-name", "globs",
+                          "--no-capture", "--artifact", "ckpt/*.pt", "--artifact", "report.*",
+                          "--artifact", "ckpt/sub", "--artifact", "none-*", "--", "sh", "-c",
+                          script], env=q.env(), cwd=str(d))
+    assert res.rc == 4, res
+    assert "--artifact none-*: no file matches" in res.stderr, res
+    run = the_run(reader, q.exp_name, "globs")
+    assert run["info"]["status"] == "FAILED"
+    got = artifact_digests(reader, run)
+    assert got == {"a.pt": sha(b"1\n"), "b.pt": sha(b"2\n"), "report.txt": sha(b"r\n"),
+                   "sub/c": sha(b"3\n")}
+
+
+def test_a_crash_of_mltrack_run_keeps_every_closed_piece_of_the_console(queue_at, tracking_uri,
+                                                                          reader):
+    q = queue_at(tracking_uri)
+    script = "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done"
+    proc = q.programs.start(["mltrack", "run", "--experiment", q.exp_name, "--run-name",
+                             "crashed", "--capture-every", "0.5", "--", "sh", "-c", script],
+                            env=q.env())
+    time.sleep(3 * slow_factor())
+    proc.kill()  # SIGKILL: the piece being written is lost, the closed ones are in the queue
+    proc.communicate(timeout=60)
+    res, summary = q.sync()
+    run = the_run(reader, q.exp_name, "crashed")
+    pieces = console_pieces(reader, run)
+    assert len(pieces) >= 2, pieces
+    names = [n for n, _ in pieces]
+    assert names == [f"logs/output-{i:06d}.log" for i in range(1, len(pieces) + 1)], names
+    text = b"".join(d for _, d in pieces).decode()
+    lines = text.splitlines()
+    assert text.endswith("\n") and lines == [f"line {i}" for i in range(len(lines))], lines[-3:]

@@ -295,7 +295,7 @@ def test_offline_run_and_log_metric_then_sync_delivers_once(cli, build_dir, tmp_
     assert len(lines) == 2, res  # log-metric's line, then run's: nothing else
     uri, queue = f"http://127.0.0.1:{unused_port}", off.queue
     for line, what in zip(lines, ["0 runs and 1 point (2 records)",
-                                  "1 run and 1 point (7 records)"]):
+                                  "1 run, 1 point and 1 artifact (8 records)"]):
         assert line.startswith(f"mltrack: kept in the queue, not delivered yet: {what} in "
                                f"{queue}: the tracking server {uri} cannot be reached ("), res
         assert line.endswith(f"`mltrack sync --queue {queue}` delivers them once the server is "
