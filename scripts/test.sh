@@ -155,6 +155,9 @@ integration() { # BUILD_DIR LABEL
     echo "tracking server: $MLTRACK_TEST_TRACKING_URI${MLTRACK_TEST_WRAPPER:+; wrapper: $MLTRACK_TEST_WRAPPER}"
     # the fault tests' figures (docs/reliability.md), printed at the end
     export MLTRACK_RELIABILITY_LOG=$1/reliability-$2.jsonl
+    # which run of the integration tests this is (default, asan, tsan, valgrind): the largest
+    # artifacts (1 GiB) go in the default one only
+    export MLTRACK_TEST_LABEL=$2
     rm -f "$MLTRACK_RELIABILITY_LOG"
     make -C "$1" -j"$NPROC" check-integration PYTHON_FOR_TESTS="$MLT_PYTHON" \
         MLTRACK_TEST_TRACKING_URI="$MLTRACK_TEST_TRACKING_URI"

@@ -7,6 +7,8 @@
  * - A full disk (a file size cap, RLIMIT_FSIZE, which any process may set on itself): calls fail
  *   with the writer's reason, nothing journaled is lost or doubled, and logging resumes when
  *   room comes back.
+ * - An artifact snapshot on a full disk: the call fails with the reason, nothing of it is left
+ *   in the queue (no snapshot, no record), and the same call succeeds once there is room.
  * - fork() while threads log: the child's copies of the trackers refuse every call at once
  *   (MLT_ERR_STATE, no hang on a lock a parent thread held), the child may make a tracker of its
  *   own, and the parent's journal holds only the parent's points.
@@ -117,6 +119,74 @@ static void journal_dir(const char *queue, char *out, size_t len)
 
 #define FULL_POINTS 100000 /* about 3.7 MB of journal: well past the 1 MiB cap */
 #define AFTER_POINTS 1000
+
+/* The files in dir/art (0 when there is no such directory). */
+static int art_files(const char *queue)
+{
+    char dir[PATH_MAX], art[PATH_MAX + 8];
+    journal_dir(queue, dir, sizeof dir);
+    snprintf(art, sizeof art, "%s/art", dir);
+    DIR *d = opendir(art);
+    if (!d) {
+        return 0;
+    }
+    closedir(d);
+    return count_entries(art);
+}
+
+START_TEST(an_artifact_on_a_full_disk_fails_leaves_nothing_and_goes_once_there_is_room)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    char queue[PATH_MAX], err[256] = "", file[PATH_MAX + 16];
+    mlt_test_tmpdir(queue, sizeof queue, "full-art");
+    snprintf(file, sizeof file, "%s/model.bin", queue);
+    FILE *f = fopen(file, "wb");
+    ck_assert_ptr_nonnull(f);
+    static char block[1 << 16];
+    memset(block, 'w', sizeof block);
+    for (int i = 0; i < 32; i++) { /* 2 MiB */
+        ck_assert_uint_eq(fwrite(block, 1, sizeof block, f), sizeof block);
+    }
+    ck_assert_int_eq(fclose(f), 0);
+    mlt_options *o = mlt_options_new();
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err),
+                     MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", queue, err, sizeof err), MLT_OK);
+    mlt_tracker *t = NULL;
+    ck_assert_msg(mlt_tracker_new(&t, o, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_options_free(o);
+    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_run *run = NULL;
+    ck_assert_int_eq(mlt_run_start(&run, t, "full"), MLT_OK);
+    struct rlimit old, cap;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    cap = old;
+    cap.rlim_cur = 1 << 20; /* no file may grow past 1 MiB */
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &cap), 0);
+    mlt_err during = mlt_log_artifact(run, file, NULL);
+    char why[512];
+    snprintf(why, sizeof why, "%s", mlt_last_error());
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    ck_assert_int_eq(during, MLT_ERR_IO);
+    ck_assert_msg(strstr(why, "File too large") && strstr(why, "snapshot"), "%s", why);
+    ck_assert_int_eq(art_files(queue), 0); /* the half-made snapshot is gone */
+    mlt_queue_stats st = MLT_QUEUE_STATS_INIT;
+    ck_assert_int_eq(mlt_tracker_queue_stats(&st, t), MLT_OK);
+    uint64_t queued = st.queued;
+    /* room again: the same call goes, once */
+    ck_assert_int_eq(mlt_log_artifact(run, file, NULL), MLT_OK);
+    ck_assert_int_eq(art_files(queue), 1);
+    ck_assert_int_eq(mlt_tracker_queue_stats(&st, t), MLT_OK);
+    ck_assert_uint_eq(st.queued, queued + 1);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    mlt_tracker_close(t, 0);
+    mlt_test_remove_tree(queue);
+    mlt_test_reliability("check_limits",
+                         "disk full at an artifact's snapshot (a 1 MiB file size cap, a 2 MiB "
+                         "file): the call fails, nothing is left queued, it goes once there is room",
+                         1, 1, 0);
+}
+END_TEST
 
 START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
 {
@@ -385,6 +455,7 @@ int main(void)
     tcase_add_test(tc, a_thousand_tracker_lives_leave_no_fd_and_no_thread);
     suite_add_tcase(s, tc);
     MLT_ADD_TEST(s, a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes);
+    MLT_ADD_TEST(s, an_artifact_on_a_full_disk_fails_leaves_nothing_and_goes_once_there_is_room);
     MLT_ADD_TEST(s, a_forked_child_is_refused_the_parents_tracker_and_never_hangs);
     return mlt_test_run_suite(s);
 }

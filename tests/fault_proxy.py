@@ -14,7 +14,10 @@ contains a given substring, can:
                 release() end the wait early; a client that gave up meanwhile just sees nothing)
   garble        forward, then return 200 with a body that is not JSON (the server DID act)
   status        do not forward; answer `status` (503 by default) with an MLflow-style JSON error
+                (the error_code MLflow gives that status: PERMISSION_DENIED for 403...)
                 and, if retry_after is given, a Retry-After header (the server did NOT act)
+  cut_body      an upload cut halfway: forward the head and the first half of the body (by its
+                Content-Length), then close both connections (the server got half an upload)
 
 Rules are tried in the order they were added; a rule applies to the requests it matches after
 skipping `skip` of them, `count` times (None: forever), then it is spent. Requests no rule takes
@@ -46,7 +49,8 @@ import threading
 import time
 
 LOOPBACK = "127.0.0.1"
-ACTIONS = ("pass", "pass_close", "cut_before", "cut_after", "delay", "garble", "status")
+ACTIONS = ("pass", "pass_close", "cut_before", "cut_after", "delay", "garble", "status",
+           "cut_body")
 MAX_HEAD = 64 * 1024
 GARBLED = b'{"run": {"info": {"run_id": "\x00\xff garbled by fault_proxy'
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
@@ -377,6 +381,21 @@ class FaultProxy:
         finally:
             self._close(up)
 
+    def _cut_body(self, conn, method, target, version, headers):
+        """Forwards the head and half the body, then closes the server's connection."""
+        n = int(_header(headers, "Content-Length") or 0)
+        half = conn.read_exact(n // 2)
+        up = socket.create_connection(self.upstream, timeout=self.upstream_timeout)
+        self._track(up)
+        try:
+            hdrs = _without(headers, "Expect", "Connection", "Keep-Alive", "Proxy-Connection")
+            hdrs.append(("Connection", "close"))
+            start = " ".join([method, target, version or "HTTP/1.1"]) + "\r\n"
+            up.sendall((start + "".join(f"{k}: {v}\r\n" for k, v in hdrs) + "\r\n")
+                       .encode("latin-1") + half)
+        finally:
+            self._close(up)
+
     def _serve(self, client):
         conn = _Conn(client)
         try:
@@ -387,16 +406,22 @@ class FaultProxy:
                 (method, target, version), headers = _parse_head(head)
                 if (_header(headers, "Expect") or "").lower() == "100-continue":
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-                body, _ = _read_body(conn, headers, is_response=False)
                 rule = self._pick(method, target)
                 action = rule.action if rule else "pass"
                 entry = self._note(method, target, rule)
+                if action == "cut_body":
+                    self._cut_body(conn, method, target, version, headers)
+                    self._done(entry, action, None)
+                    return
+                body, _ = _read_body(conn, headers, is_response=False)
                 if action == "cut_before":
                     self._done(entry, action, None)
                     return
                 if action == "status":
-                    err = {"error_code": "TEMPORARILY_UNAVAILABLE" if rule.status == 503
-                           else "INTERNAL_ERROR", "message": f"fault_proxy: {rule.status}"}
+                    code = {503: "TEMPORARILY_UNAVAILABLE", 401: "UNAUTHENTICATED",
+                            403: "PERMISSION_DENIED", 400: "INVALID_PARAMETER_VALUE"}
+                    err = {"error_code": code.get(rule.status, "INTERNAL_ERROR"),
+                           "message": f"fault_proxy: {rule.status}"}
                     rh = [("Content-Type", "application/json")]
                     if rule.retry_after is not None:
                         rh.append(("Retry-After", str(rule.retry_after)))
