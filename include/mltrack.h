@@ -151,7 +151,8 @@ void mlt_options_free(mlt_options *opts);
  *                       $XDG_STATE_HOME/mltrack/queue or ~/.local/state/mltrack/queue).
  *   fsync               none, interval (default) or always: when journal appends reach the disk.
  *   fsync_interval_ms   group commit period of fsync=interval (default 100).
- *   queue_max_bytes     cap of undelivered journal bytes (default 1073741824, 1 GiB).
+ *   queue_max_bytes     cap of undelivered journal bytes, artifact snapshots included
+ *                       (default 17179869184, 16 GiB).
  *   queue_segment_bytes size of the journal's segment files (default 67108864, 64 MiB; 65536 to
  *                       4294967296; MLTRACK_QUEUE_SEGMENT_BYTES). A segment is deleted once all
  *                       it holds is acknowledged, so a delivered journal keeps about one segment

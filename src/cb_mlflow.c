@@ -244,7 +244,13 @@ static MLT__MUST_USE mlt_err keep_artifact(void *ud, const mlt_run_info *info, c
     mlflow_cb *m = ud;
     uint32_t run_no;
     mlt_err err = ready_run_no(m, info->run_key, &run_no);
-    if (err == MLT_OK) {
+    if (err == MLT_OK && len + 256 > (uint64_t)m->opts->queue_max_bytes) {
+        /* it would never fit: said at once rather than waited for */
+        err = mlt__fail(MLT_ERR_QUEUE_FULL,
+                        "artifact '%s' of %" PRIu64 " bytes is larger than the queue's cap "
+                        "(queue_max_bytes %lld): it was not logged; raise queue_max_bytes",
+                        path, len, m->opts->queue_max_bytes);
+    } else if (err == MLT_OK) {
         err = make_room(m, len + 256);
     }
     if (err != MLT_OK) {

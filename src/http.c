@@ -271,8 +271,11 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
     /* libcurl silently sends a request again when a reused connection turns out dead; for a
-     * request that is not idempotent that would be a second run, so it gets a fresh one. */
-    curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, req->not_idempotent ? 1L : 0L);
+     * request that is not idempotent that would be a second run, so it gets a fresh one. An
+     * upload gets one too: libcurl 7.88 sends such a second try's head but never its body (it
+     * waits for a rewind that does not come), so a dead connection is left to our own retry,
+     * which starts the body again. */
+    curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, req->not_idempotent || req->upload ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_FORBID_REUSE, req->not_idempotent ? 1L : 0L);
     CURLcode rc = curl_easy_perform(h);
     if (req->upload) {

@@ -55,7 +55,7 @@ static const struct opt_def {
     [MLT__OPT_FSYNC] =
         {"fsync", K_WORD, "MLTRACK_FSYNC", "interval", 0, 0, {"none", "interval", "always", NULL}},
     [MLT__OPT_FSYNC_INTERVAL_MS] = {"fsync_interval_ms", K_INT, NULL, "100", 1, 60000},
-    [MLT__OPT_QUEUE_MAX_BYTES] = {"queue_max_bytes", K_INT, NULL, "1073741824", 4096,
+    [MLT__OPT_QUEUE_MAX_BYTES] = {"queue_max_bytes", K_INT, NULL, "17179869184", 4096,
                                   (long long)1 << 50},
     [MLT__OPT_QUEUE_FULL] = {"queue_full", K_WORD, NULL, "block", 0, 0, {"block", "fail", NULL}},
     [MLT__OPT_QUEUE_BLOCK_MS] = {"queue_block_ms", K_INT, NULL, "1000", 0, 3600000},

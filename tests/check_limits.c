@@ -188,6 +188,34 @@ START_TEST(an_artifact_on_a_full_disk_fails_leaves_nothing_and_goes_once_there_i
 }
 END_TEST
 
+START_TEST(an_artifact_larger_than_the_queue_cap_is_refused_at_once)
+{
+    char queue[PATH_MAX], err[256] = "";
+    mlt_test_tmpdir(queue, sizeof queue, "cap-art");
+    mlt_options *o = mlt_options_new();
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err),
+                     MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", queue, err, sizeof err), MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_max_bytes", "65536", err, sizeof err), MLT_OK);
+    mlt_tracker *t = NULL;
+    ck_assert_msg(mlt_tracker_new(&t, o, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_options_free(o);
+    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_run *run = NULL;
+    ck_assert_int_eq(mlt_run_start(&run, t, "cap"), MLT_OK);
+    static char data[100000];
+    int64_t t0 = mlt_test_mono_ms();
+    ck_assert_int_eq(mlt_log_artifact_bytes(run, "big.bin", data, sizeof data), MLT_ERR_QUEUE_FULL);
+    ck_assert_int_lt(mlt_test_mono_ms() - t0, 500); /* not waited for: it would never fit */
+    ck_assert_ptr_nonnull(strstr(mlt_last_error(), "larger than the queue's cap"));
+    ck_assert_int_eq(art_files(queue), 0);
+    ck_assert_int_eq(mlt_log_artifact_bytes(run, "small.bin", data, 1000), MLT_OK);
+    ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
+    mlt_tracker_close(t, 0);
+    mlt_test_remove_tree(queue);
+}
+END_TEST
+
 START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
 {
     signal(SIGXFSZ, SIG_IGN); /* past the cap a write fails with EFBIG instead */
@@ -456,6 +484,7 @@ int main(void)
     suite_add_tcase(s, tc);
     MLT_ADD_TEST(s, a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes);
     MLT_ADD_TEST(s, an_artifact_on_a_full_disk_fails_leaves_nothing_and_goes_once_there_is_room);
+    MLT_ADD_TEST(s, an_artifact_larger_than_the_queue_cap_is_refused_at_once);
     MLT_ADD_TEST(s, a_forked_child_is_refused_the_parents_tracker_and_never_hangs);
     return mlt_test_run_suite(s);
 }

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 import unicodedata
 
@@ -321,3 +322,139 @@ def test_a_crash_of_mltrack_run_keeps_every_closed_piece_of_the_console(queue_at
     text = b"".join(d for _, d in pieces).decode()
     lines = text.splitlines()
     assert text.endswith("\n") and lines == [f"line {i}" for i in range(len(lines))], lines[-3:]
+
+
+# ---- faults --------------------------------------------------------------------------------------
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fault_proxy import FaultProxy  # noqa: E402
+
+# The largest artifact of the tests: 1 GiB in the default run of the integration tests, less
+# under the sanitizers and valgrind (MLTRACK_TEST_LABEL, set by scripts/test.sh), where every byte
+# is slower; MLTRACK_TEST_BIG_BYTES overrides.
+BIG = int(os.environ.get("MLTRACK_TEST_BIG_BYTES") or (
+    (1 << 30) if os.environ.get("MLTRACK_TEST_LABEL", "default") == "default" else (32 << 20)))
+
+
+def big_file(path, size=BIG):
+    """A file of random bytes (written in pieces; memory stays small); its sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            block = os.urandom(n)
+            h.update(block)
+            f.write(block)
+            left -= n
+    return h.hexdigest()
+
+
+def server_port(uri):
+    return int(uri.rsplit(":", 1)[1])
+
+
+def test_an_upload_cut_halfway_completes_once_and_whole(queue_at, tracking_uri, reader,
+                                                          tmp_path, reliability):
+    with FaultProxy(server_port(tracking_uri)) as proxy:
+        proxy.add_rule("/mlflow-artifacts/artifacts/", "cut_body", count=1, method="PUT")
+        q = queue_at(proxy.uri)
+        f = str(tmp_path / "big.bin")
+        want = big_file(f)
+        res = it_artifact(q, ["cut", "file", f, "-"], timeout=900)
+        calls, key, rid, close = parse(res)
+        assert calls == [("file", "MLT_OK", "")] and close == "MLT_OK", res
+        puts = proxy.requests("/mlflow-artifacts/artifacts/")
+        assert [p["action"] for p in puts] == ["cut_body", "pass"], puts
+    run = the_run(reader, q.exp_name, "cut")
+    assert artifact_digests(reader, run) == {"big.bin": want}
+    assert list_artifacts(reader, run) == {"big.bin": BIG}
+    reliability("an artifact upload cut halfway (fault proxy)", faults=1, checked="server")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_upload_is_a_dead_letter_that_requeue_brings_back(queue_at, tracking_uri, reader,
+                                                                    tmp_path, status):
+    f = str(tmp_path / "model.bin")
+    want = write(f, os.urandom(100000))
+    with FaultProxy(server_port(tracking_uri)) as proxy:
+        proxy.add_rule("/mlflow-artifacts/artifacts/", "status", count=None, method="PUT",
+                       status=status)
+        q = queue_at(proxy.uri)
+        res = it_artifact(q, ["refused", "file", f, "-", "bytes", "notes.txt", "kept"])
+        calls, key, rid, close = parse(res)
+        assert [c[1] for c in calls] == ["MLT_OK", "MLT_OK"] and close == "MLT_OK", res
+        # one PUT each: a refusal is not tried again
+        assert len(proxy.requests("/mlflow-artifacts/artifacts/")) == 2
+    run = the_run(reader, q.exp_name, "refused")
+    assert list_artifacts(reader, run) == {}
+    [j] = journal_dirs(q.dir)
+    with open(os.path.join(j, "dead.jsonl"), encoding="utf-8") as fh:
+        dead = [json.loads(line) for line in fh]
+    assert sorted(d["path"] for d in dead) == ["model.bin", "notes.txt"]
+    assert all(str(status) in d["answer"] for d in dead), dead
+    os.remove(f)  # the bytes are in the queue: the file is not needed any more
+    res = q.programs.run(["mltrack", "requeue", "--queue", q.dir], env=q.env(), timeout=120)
+    assert res.rc == 0, res
+    res, summary = q.sync(uri=tracking_uri)  # the proxy is gone: straight to the server
+    assert summary["rejected"] == 0, res
+    assert artifact_digests(reader, run) == {"model.bin": want, "notes.txt": sha(b"kept")}
+    assert journal_dirs(q.dir) == []
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def art_names(q):
+    out = []
+    for j in journal_dirs(q.dir):
+        d = os.path.join(j, "art")
+        out += os.listdir(d) if os.path.isdir(d) else []
+    return out
+
+
+def test_kill_9_during_the_snapshot_leaves_nothing_half_made(queue_at, tracking_uri, reader,
+                                                              tmp_path, reliability):
+    q = queue_at(tracking_uri)
+    f = str(tmp_path / "big.bin")
+    big_file(f, max(BIG, 256 << 20))  # its snapshot lasts long enough to be caught at it
+    proc = q.programs.start(["tests/it_artifact", "snap-kill", "file", f, "-"], env=q.env())
+    wait_for(lambda: any(n.startswith("tmp-") for n in art_names(q)), 120 * slow_factor(),
+             "the snapshot to begin")
+    proc.kill()
+    proc.communicate(timeout=60)
+    res, summary = q.sync()
+    run = the_run(reader, q.exp_name, "snap-kill")
+    # the call never returned: nothing is owed, and nothing half made is uploaded or left
+    assert list_artifacts(reader, run) == {}
+    assert run["info"]["status"] == "KILLED"
+    assert journal_dirs(q.dir) == []
+    reliability("kill -9 during an artifact's snapshot", faults=1, checked="server")
+
+
+def test_kill_9_during_the_upload_then_sync_uploads_it_once_and_whole(queue_at, tracking_uri,
+                                                                       reader, tmp_path,
+                                                                       reliability):
+    f = str(tmp_path / "big.bin")
+    want = big_file(f)
+    with FaultProxy(server_port(tracking_uri)) as proxy:
+        # the upload is held at the proxy until the program is killed
+        proxy.add_rule("/mlflow-artifacts/artifacts/", "delay", count=1, method="PUT", delay=600)
+        q = queue_at(proxy.uri)
+        proc = q.programs.start(["tests/it_artifact", "up-kill", "file", f, "-"], env=q.env())
+        assert proxy.wait_for(lambda: proxy.requests("/mlflow-artifacts/artifacts/"),
+                              300 * slow_factor()), "no upload began"
+        proc.kill()
+        proc.communicate(timeout=60)
+        proxy.release()
+    res, summary = q.sync(uri=tracking_uri)  # the proxy is gone: straight to the server
+    run = the_run(reader, q.exp_name, "up-kill")
+    assert artifact_digests(reader, run) == {"big.bin": want}
+    assert journal_dirs(q.dir) == []
+    reliability("kill -9 during an artifact's upload, then mltrack sync", faults=1,
+                checked="server")
