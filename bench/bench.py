@@ -6,6 +6,8 @@
     bench.py report RESULTS.json          (the table again, from a run's raw results)
     bench.py py-client VARIANT --uri URI --experiment NAME --steps N      (internal)
     bench.py cli --build DIR [--uri URI] [--rounds N]   (`mltrack run`: pass-through, protocol)
+    bench.py art --build DIR --uri URI [--rounds N] [--mib 1024] [--files 1000] [--python PY]
+                 (artifacts: ART1 one large file, ART2 many small files, OFFLINE the snapshot)
     bench.py scale --build DIR --uri URI --label TEXT [--rounds N] [--server-log FILE]
                    [--procs 16 --threads 4 --ranks 8 --runs 2 --points 600]
                    (many processes x threads at once: tests/integration/scale.py per round)
@@ -26,6 +28,14 @@ Workloads (every variant of a workload is measured in each round, side by side):
       first process's start until the last one's flush returned (everything acknowledged), and the
       server's error answers (its access log: 5xx, 4xx) and the library's retried/rejected
       counters; the server is read back and compared exactly with every process's ledger.
+  ART (its own subcommand) artifacts through the tracking server's proxy. ART1: one file of MIB
+      MiB, mltrack (mlt_log_artifact, then a flush until it is uploaded) against `curl -T` of the
+      same bytes to the same proxy URL (the ceiling) and the official Python client's
+      MlflowClient.log_artifact; MB/s and each one's peak RSS. ART2: FILES files of 4 KiB logged one
+      by one against Python's log_artifacts of the same directory: files/s. OFFLINE: the time
+      mlt_log_artifact takes to snapshot the MIB file into the queue (fsync=interval, no server)
+      against `cp` of it. Every variant's artifacts are listed back (names, sizes); mltrack's are
+      read back whole and compared by SHA-256.
   CLI `mltrack run` (its own subcommand): the child's stdout passed through (MiB/s, against the
       same command without mltrack), protocol lines taken (1M `mltrack:metric` lines into the
       queue, no server), and the time `mltrack run -- true` takes with the server up and away.
@@ -40,6 +50,7 @@ Standard library only, except `py-client`, which imports mlflow (run it with the
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import platform
@@ -53,7 +64,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
+import uuid
+from collections import Counter, defaultdict
 
 KEYS = 100
 API = "/api/2.0/mlflow/"
@@ -803,6 +815,201 @@ def cli_bench(args):
     return 0
 
 
+# ---- ART: artifacts ------------------------------------------------------------------------------
+
+ART_PY = r"""
+import json, resource, sys, time
+from mlflow.tracking import MlflowClient
+uri, run_id, what, path = sys.argv[1:5]
+c = MlflowClient(uri)
+t0 = time.perf_counter()
+if what == "file":
+    c.log_artifact(run_id, path)
+else:
+    c.log_artifacts(run_id, path)
+dt = time.perf_counter() - t0
+print(json.dumps({"total_s": dt, "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def art_root(rest, run_id):
+    uri = rest.call("GET", "runs/get", {"run_id": run_id})["run"]["info"]["artifact_uri"]
+    assert uri.startswith("mlflow-artifacts:"), f"the server does not proxy artifacts: {uri}"
+    rest_ = uri[len("mlflow-artifacts:"):]
+    return (rest_[2:].split("/", 1)[1] if rest_.startswith("//") else rest_).strip("/")
+
+
+def art_list(rest, run_id):
+    """{path: size} of a run's artifacts, walking the proxy's listing."""
+    root, out = art_root(rest, run_id), {}
+
+    def walk(rel):
+        q = urllib.parse.urlencode({"path": root + ("/" + rel if rel else "")})
+        with rest.opener.open(rest.uri + "/api/2.0/mlflow-artifacts/artifacts?" + q,
+                              timeout=120) as resp:
+            ans = json.loads(resp.read() or b"{}")
+        for f in ans.get("files", []):
+            p = (rel + "/" if rel else "") + f["path"]
+            if f.get("is_dir"):
+                walk(p)
+            else:
+                out[p] = int(f.get("file_size") or 0)
+    walk("")
+    return out
+
+
+def art_sha(rest, run_id, path):
+    """SHA-256 of one artifact as the server gives it back (streamed)."""
+    url = (rest.uri + "/api/2.0/mlflow-artifacts/artifacts/" +
+           urllib.parse.quote(art_root(rest, run_id) + "/" + path))
+    h = hashlib.sha256()
+    with rest.opener.open(url, timeout=600) as resp:
+        while True:
+            block = resp.read(1 << 20)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def wait_rss(cmd, env=None):
+    """Runs cmd to its end: (wall seconds, its stdout, its peak RSS in KiB, from wait4)."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err)
+        out = p.stdout.read()
+        p.stdout.close()
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{cmd[0]} exited {p.returncode}: "
+                               f"{err.read().decode(errors='replace')[-800:]}")
+    return dt, out.decode(), ru.ru_maxrss
+
+
+def art_bench(args):
+    """ART1, ART2 and OFFLINE, side by side in each round; a table of medians."""
+    rest = Rest(args.uri)
+    art = os.path.join(args.build, "bench", "art_mltrack")
+    work = tempfile.mkdtemp(prefix="mltrack-bench-art-")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLTRACK_"))}
+    tag = uuid.uuid4().hex[:8]
+    big = os.path.join(work, "big.bin")
+    with open(big, "wb") as f:
+        for _ in range(args.mib):
+            f.write(os.urandom(1 << 20))
+    big_sha = file_sha(big)
+    size = args.mib << 20
+    small = os.path.join(work, "small")
+    os.makedirs(small)
+    for i in range(args.files):
+        with open(os.path.join(small, f"f{i:05d}.bin"), "wb") as f:
+            f.write(os.urandom(4096))
+    rows = defaultdict(list)
+    failures = 0
+    try:
+        for rnd in range(args.rounds):
+            exp = f"bench-art-{tag}-{rnd}"
+            # ART1: mltrack
+            q = os.path.join(work, f"q{rnd}")
+            _, out, _ = wait_rss([art, "--uri", args.uri, "--experiment", exp + "-m", "--queue",
+                                  q, "--run-name", "art1", big], base)
+            m = json.loads(out)
+            ok = (m["flush"] == "MLT_OK" and m["rejected"] == 0 and
+                  art_list(rest, m["run_id"]) == {"big.bin": size} and
+                  art_sha(rest, m["run_id"], "big.bin") == big_sha)
+            failures += not ok
+            rows["ART1/mltrack"].append(dict(m, ok=ok))
+            # ART1: curl -T to the same proxy URL
+            rid = rest.create_run(exp + "-c")
+            url = (args.uri + "/api/2.0/mlflow-artifacts/artifacts/" +
+                   art_root(rest, rid) + "/big.bin")
+            dt, out, rss = wait_rss(["curl", "-sS", "-f", "-T", big, "-o", "/dev/null", url],
+                                    base)
+            ok = art_list(rest, rid) == {"big.bin": size}
+            failures += not ok
+            rows["ART1/curl"].append({"total_s": dt, "max_rss_kb": rss, "ok": ok})
+            # ART1: the Python client
+            rid = rest.create_run(exp + "-p")
+            _, out, rss = wait_rss([args.python, "-c", ART_PY, args.uri, rid, "file", big],
+                                   dict(base, MLFLOW_TRACKING_URI=args.uri))
+            p = json.loads(out.strip().splitlines()[-1])
+            ok = art_list(rest, rid) == {"big.bin": size}
+            failures += not ok
+            rows["ART1/python"].append(dict(p, ok=ok))
+            # ART2: files one by one, mltrack and Python's log_artifacts
+            _, out, _ = wait_rss([art, "--uri", args.uri, "--experiment", exp + "-m2", "--queue",
+                                  os.path.join(work, f"q2-{rnd}"), "--run-name", "art2", small],
+                                 base)
+            m = json.loads(out)
+            got = art_list(rest, m["run_id"])
+            ok = (m["files"] == args.files and len(got) == args.files and
+                  set(got.values()) == {4096})
+            failures += not ok
+            rows["ART2/mltrack"].append(dict(m, ok=ok))
+            rid = rest.create_run(exp + "-p2")
+            _, out, _ = wait_rss([args.python, "-c", ART_PY, args.uri, rid, "dir", small],
+                                 dict(base, MLFLOW_TRACKING_URI=args.uri))
+            p = json.loads(out.strip().splitlines()[-1])
+            got = art_list(rest, rid)
+            ok = len(got) == args.files and set(got.values()) == {4096}
+            failures += not ok
+            rows["ART2/python"].append(dict(p, ok=ok))
+            # OFFLINE: the snapshot alone (fsync=interval, no server), against cp
+            away = f"http://127.0.0.1:{free_port()}"
+            _, out, _ = wait_rss([art, "--uri", away, "--experiment", exp, "--queue",
+                                  os.path.join(work, f"off{rnd}"), "--fsync", "interval",
+                                  "--no-flush", big], base)
+            m = json.loads(out)
+            rows["OFFLINE/mltrack"].append(dict(m, ok=m["files"] == 1))
+            shutil.rmtree(os.path.join(work, f"off{rnd}"), ignore_errors=True)
+            dt, _, _ = wait_rss(["cp", big, os.path.join(work, "copy.bin")], base)
+            rows["OFFLINE/cp"].append({"total_s": dt, "ok": True})
+            os.remove(os.path.join(work, "copy.bin"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def md(k, f="total_s"):
+        v = [r[f] for r in rows[k] if r.get(f) is not None]
+        return statistics.median(v) if v else float("nan")
+
+    mb = size / 1e6
+    print(f"artifacts, medians of {args.rounds} rounds ({os.cpu_count()} CPUs), every variant's "
+          f"artifacts listed back, mltrack's read back and compared by SHA-256:"
+          + ("" if not failures else f"  {failures} FAILED"))
+    m1, c1, p1 = md("ART1/mltrack"), md("ART1/curl"), md("ART1/python")
+    print(f"  ART1 one {args.mib:,} MiB file: mltrack {mb / m1:,.0f} MB/s (snapshot "
+          f"{md('ART1/mltrack', 'log_s'):.2f} s + upload {md('ART1/mltrack', 'flush_s'):.2f} s), "
+          f"curl -T {mb / c1:,.0f} MB/s, Python log_artifact {mb / p1:,.0f} MB/s: "
+          f"{c1 / m1:.2f}x curl (target >= 0.9x) {'ok' if c1 / m1 >= 0.9 else 'MISS'}, "
+          f"{p1 / m1:.2f}x Python (target >= 1x) {'ok' if p1 / m1 >= 1 else 'MISS'}")
+    rss = md("ART1/mltrack", "max_rss_kb") / 1024
+    print(f"       peak RSS: mltrack {rss:,.1f} MiB (target < 32 MiB) "
+          f"{'ok' if rss < 32 else 'MISS'}, curl {md('ART1/curl', 'max_rss_kb') / 1024:,.1f} MiB, "
+          f"Python {md('ART1/python', 'max_rss_kb') / 1024:,.1f} MiB")
+    m2, p2 = md("ART2/mltrack"), md("ART2/python")
+    print(f"  ART2 {args.files:,} files of 4 KiB, one call each: mltrack {args.files / m2:,.0f} "
+          f"files/s (snapshots {md('ART2/mltrack', 'log_s'):.2f} s + uploads "
+          f"{md('ART2/mltrack', 'flush_s'):.2f} s), Python log_artifacts {args.files / p2:,.0f} "
+          f"files/s: {p2 / m2:.2f}x Python (target >= 1x) {'ok' if p2 / m2 >= 1 else 'MISS'}")
+    o, cp = md("OFFLINE/mltrack", "log_s"), md("OFFLINE/cp")
+    print(f"  OFFLINE snapshot of the {args.mib:,} MiB file into the queue (fsync=interval, no "
+          f"server): {o:.2f} s ({mb / o:,.0f} MB/s, SHA-256 and sync included), cp {cp:.2f} s "
+          f"({mb / cp:,.0f} MB/s, no sync)")
+    return 1 if failures else 0
+
+
 # ---- SCALE: many processes x threads at once -----------------------------------------------------
 
 
@@ -892,6 +1099,13 @@ def main():
     c.add_argument("--rounds", type=int, default=3)
     c.add_argument("--mib", type=int, default=512)
     c.add_argument("--lines", type=int, default=1_000_000)
+    a = sub.add_parser("art")
+    a.add_argument("--build", required=True)
+    a.add_argument("--uri", required=True)
+    a.add_argument("--python", default=sys.executable, help="python with mlflow installed")
+    a.add_argument("--rounds", type=int, default=3)
+    a.add_argument("--mib", type=int, default=1024)
+    a.add_argument("--files", type=int, default=1000)
     sc = sub.add_parser("scale")
     sc.add_argument("--build", required=True)
     sc.add_argument("--uri", required=True)
@@ -909,6 +1123,8 @@ def main():
         return scale_bench(args)
     if args.cmd == "cli":
         return cli_bench(args)
+    if args.cmd == "art":
+        return art_bench(args)
     if args.cmd == "py-client":
         py_client(args.variant, args.uri, args.experiment, args.steps)
         return 0

@@ -6,11 +6,12 @@
 #   workload's variants side by side in every round, the server's contents checked after each, and
 #   a table of medians, ratios and targets on stdout (raw results in BUILD_ROOT/bench/results.json).
 # Usage: scripts/bench.sh [--rounds N] [--w4-rounds N] [--quick]
-#                         [--only W1,W2,W3,W4,MEM,HOTPATH,CLI,SCALE] [--write-baseline]
+#                         [--only W1,W2,W3,W4,MEM,HOTPATH,CLI,ART,SCALE] [--write-baseline]
 #   --rounds N        rounds of W1-W3 and SCALE (default 3; 1 with --quick)
 #   --w4-rounds N     rounds of W4, each a replay of 1M points at the server's pace (default 1)
 #   --quick           fewer points (a smoke test, about 2 minutes)
-#   --only LIST       only these workloads (comma-separated; CLI: `mltrack run`'s figures; SCALE:
+#   --only LIST       only these workloads (comma-separated; CLI: `mltrack run`'s figures; ART:
+#                     artifacts, a 1 GiB file and 1000 small ones (256 MiB and 200 with --quick); SCALE:
 #                     16 processes x 4 threads at once into an MLflow server with --workers 4 on
 #                     PostgreSQL (scripts/pg-server.sh), then on SQLite, servers of its own)
 #   --write-baseline  write the measured hot-path counts to bench/hotpath-baseline.txt
@@ -23,12 +24,13 @@ SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 source "$SCRIPTS/lib.sh"
 
 usage() {
-    sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     exit "${1:-0}"
 }
 
 BENCH_ARGS=()
 SCALE_ROUNDS=3
+ART_ARGS=(--rounds 3)
 ONLY=""
 while (($# > 0)); do
     case $1 in
@@ -41,6 +43,7 @@ while (($# > 0)); do
     --quick)
         BENCH_ARGS+=("$1")
         SCALE_ROUNDS=1
+        ART_ARGS=(--rounds 1 --mib 256 --files 200)
         ;;
     --write-baseline) BENCH_ARGS+=("$1") ;;
     --only)
@@ -119,7 +122,7 @@ if [[ ${ONLY^^} != HOTPATH && ${ONLY^^} != HOT && ${ONLY^^} != SCALE ]]; then
 fi
 
 rc=0
-if [[ ${ONLY^^} != CLI && ${ONLY^^} != SCALE ]]; then
+if [[ ${ONLY^^} != CLI && ${ONLY^^} != SCALE && ${ONLY^^} != ART ]]; then
     "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" run "${URI_ARGS[@]}" --build "$BUILD_DIR" \
         --python "$MLT_PYTHON" --out "$BUILD_DIR/results.json" \
         ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || rc=$?
@@ -128,6 +131,12 @@ fi
 if [[ -z $ONLY || ,${ONLY^^}, == *,CLI,* ]]; then
     echo
     "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" cli "${URI_ARGS[@]}" --build "$BUILD_DIR" || rc=$?
+fi
+# ART: artifacts through the shared server's proxy
+if [[ -z $ONLY || ,${ONLY^^}, == *,ART,* ]]; then
+    echo
+    "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" art "${URI_ARGS[@]}" --build "$BUILD_DIR" \
+        --python "$MLT_PYTHON" "${ART_ARGS[@]}" || rc=$?
 fi
 # SCALE: many processes at once, on PostgreSQL and on SQLite (servers of its own, 4 workers each)
 if [[ -z $ONLY || ,${ONLY^^}, == *,SCALE,* ]]; then

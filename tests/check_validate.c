@@ -1187,16 +1187,18 @@ END_TEST
 
 START_TEST(artifact_path_length_limits)
 {
-    char path[MLT__MAX_ARTIFACT_PATH + 2];
-    /* parts of 255 bytes, the whole 1024: taken */
-    memset(path, 'a', MLT__MAX_ARTIFACT_PATH);
-    for (size_t i = 255; i < MLT__MAX_ARTIFACT_PATH; i += 256) {
+    char path[MLT__MAX_ARTIFACT_PATH + 4];
+    /* four parts of 255 bytes: 1023 bytes in all, taken */
+    memset(path, 'a', sizeof path);
+    for (size_t i = 255; i < 1023; i += 256) {
         path[i] = '/';
     }
-    path[MLT__MAX_ARTIFACT_PATH] = '\0';
+    path[1023] = '\0';
     ck_assert_int_eq(mlt__validate_artifact_path("p", path, false), MLT_OK);
-    path[MLT__MAX_ARTIFACT_PATH] = 'a';
-    path[MLT__MAX_ARTIFACT_PATH + 1] = '\0';
+    /* 1025 bytes: refused */
+    path[1023] = '/';
+    path[1024] = 'a';
+    path[1025] = '\0';
     ck_assert_int_eq(mlt__validate_artifact_path("p", path, false), MLT_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(mlt_last_error(), "longer than 1024 bytes"));
     char part[300];
