@@ -198,6 +198,9 @@ static void curl_interrupt(void *self)
     pthread_mutex_unlock(&c->fds_mu);
 }
 
+/* The upload buffer: larger than libcurl's 64 KiB default, fewer reads and sends per file. */
+#define UPLOAD_BUFFER (1L << 20)
+
 /* An upload's body, read at the stream's position (pread: the descriptor's offset is not
  * used, so a rewind is only a new position). */
 typedef struct upload_pos {
@@ -257,6 +260,7 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
         curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
         curl_easy_setopt(h, CURLOPT_SEEKDATA, &up);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload->len);
+        curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, UPLOAD_BUFFER);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->upload_headers);
         /* a large file takes as long as it takes: no limit on the whole transfer, but one that
          * moves less than 1 KB/s for the timeout is given up */

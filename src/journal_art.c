@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 
 #define ART_DIR "art"
 #define COPY_CHUNK (1u << 20)
+#define PARALLEL_BYTES (8u << 20) /* a copy at least this large is hashed on a thread of its own */
 
 static int art_path(const mlt__journal *j, const char *name, char *out, size_t len)
 {
@@ -60,7 +62,127 @@ static MLT__MUST_USE mlt_err art_dir(mlt__journal *j)
     return MLT_OK;
 }
 
-/* Copies src into dst, hashing what passes. */
+/* ---- the snapshot: a copy, hashed as it is made ---- */
+
+/* The hasher of a large copy: a thread that reads the copy (never the source, which may change)
+ * behind the copier and hashes it, so that copying and hashing take one core each. */
+typedef struct hasher {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int fd;          /* the copy */
+    uint64_t copied; /* bytes the copier has written (under mu) */
+    bool done;       /* the copier is finished, copied is the size (under mu) */
+    mlt__sha256 *sha;
+    mlt_err err;
+    char why[200];
+} hasher;
+
+static void *hash_main(void *arg)
+{
+    hasher *h = arg;
+    unsigned char *buf = malloc(COPY_CHUNK);
+    uint64_t at = 0;
+    if (!buf) {
+        h->err = MLT_ERR_NOMEM;
+        snprintf(h->why, sizeof h->why, "out of memory");
+    }
+    while (h->err == MLT_OK) {
+        pthread_mutex_lock(&h->mu);
+        while (h->copied == at && !h->done) {
+            pthread_cond_wait(&h->cv, &h->mu);
+        }
+        uint64_t upto = h->copied;
+        bool last = h->done && upto == at;
+        pthread_mutex_unlock(&h->mu);
+        if (last) {
+            break;
+        }
+        while (at < upto && h->err == MLT_OK) {
+            size_t want = upto - at < COPY_CHUNK ? (size_t)(upto - at) : COPY_CHUNK;
+            ssize_t n = pread(h->fd, buf, want, (off_t)at);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                h->err = MLT_ERR_IO;
+                snprintf(h->why, sizeof h->why, "cannot read the artifact snapshot back: %s",
+                         n < 0 ? strerror(errno) : "it is shorter than written");
+                break;
+            }
+            mlt__sha256_update(h->sha, buf, (size_t)n);
+            at += (uint64_t)n;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static void hasher_advance(hasher *h, uint64_t copied, bool done)
+{
+    if (!h) {
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    h->copied = copied;
+    h->done = done;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Copies the file src_fd (from its offset to its end) into dst: in the kernel
+ * (copy_file_range: no bytes through this process; a server-side copy on NFS) where it can,
+ * else by read and write. *copied follows; h (may be NULL) is told. */
+static MLT__MUST_USE mlt_err copy_file(int dst, int src_fd, const char *tmp, hasher *h,
+                                       uint64_t *copied)
+{
+    bool kernel = true;
+    unsigned char *buf = NULL;
+    mlt_err err = MLT_OK;
+    for (;;) {
+        ssize_t n;
+        if (kernel) {
+            n = copy_file_range(src_fd, NULL, dst, NULL, COPY_CHUNK * 16, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                          errno == EOPNOTSUPP || errno == EBADF) && *copied == 0) {
+                kernel = false; /* not between these files: by hand */
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = malloc(COPY_CHUNK))) {
+                err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+                break;
+            }
+            n = read(src_fd, buf, COPY_CHUNK);
+            if (n > 0 && mlt__j_write_all(dst, buf, (size_t)n) != 0) {
+                err = mlt__j_sys_err("cannot write the artifact snapshot", tmp);
+                break;
+            }
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            int e = errno;
+            err = e == EFBIG || e == ENOSPC || e == EDQUOT
+                      ? mlt__fail(MLT_ERR_IO, "cannot write the artifact snapshot %s: %s", tmp,
+                                  strerror(e))
+                      : mlt__fail(MLT_ERR_IO, "cannot read the file: %s", strerror(e));
+            break;
+        }
+        if (n == 0) {
+            break;
+        }
+        *copied += (uint64_t)n;
+        hasher_advance(h, *copied, false);
+    }
+    free(buf);
+    return err;
+}
+
+/* Makes dst a copy of src and its SHA-256: bytes in memory are hashed as they are written; a
+ * large file is copied while a hasher thread reads the copy behind; a small one is copied,
+ * then hashed. */
 static MLT__MUST_USE mlt_err copy_into(int dst, const mlt__art_src *src, const char *tmp,
                                        uint64_t *bytes, char sha[65])
 {
@@ -78,40 +200,34 @@ static MLT__MUST_USE mlt_err copy_into(int dst, const mlt__art_src *src, const c
         mlt__sha256_hex(c, sha);
         return MLT_OK;
     }
-    unsigned char *buf = malloc(COPY_CHUNK);
-    if (!buf) {
+    uint64_t copied = 0;
+    if (src->len < PARALLEL_BYTES) {
         mlt__sha256_free(c);
-        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+        mlt_err err = copy_file(dst, src->fd, tmp, NULL, &copied);
+        *bytes = copied;
+        return err == MLT_OK ? mlt__sha256_fd(dst, 0, copied, sha) : err;
     }
-    uint64_t done = 0;
-    mlt_err err = MLT_OK;
-    for (;;) {
-        ssize_t n = read(src->fd, buf, COPY_CHUNK);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            err = mlt__fail(MLT_ERR_IO, "cannot read the file: %s", strerror(errno));
-            break;
-        }
-        if (n == 0) {
-            break;
-        }
-        mlt__sha256_update(c, buf, (size_t)n);
-        if (mlt__j_write_all(dst, buf, (size_t)n) != 0) {
-            err = mlt__j_sys_err("cannot write the artifact snapshot", tmp);
-            break;
-        }
-        done += (uint64_t)n;
+    hasher h = {.fd = dst, .sha = c, .err = MLT_OK};
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    bool threaded = pthread_create(&h.thread, NULL, hash_main, &h) == 0;
+    mlt_err err = copy_file(dst, src->fd, tmp, threaded ? &h : NULL, &copied);
+    if (threaded) {
+        hasher_advance(&h, copied, true);
+        pthread_join(h.thread, NULL);
     }
-    free(buf);
-    if (err != MLT_OK) {
-        mlt__sha256_free(c);
-        return err;
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+    if (err == MLT_OK && h.err != MLT_OK) {
+        err = mlt__fail(h.err, "%s", h.why);
     }
-    *bytes = done;
-    mlt__sha256_hex(c, sha);
-    return MLT_OK;
+    *bytes = copied;
+    if (err == MLT_OK && threaded) {
+        mlt__sha256_hex(c, sha); /* frees c */
+        return MLT_OK;
+    }
+    mlt__sha256_free(c);
+    return err != MLT_OK ? err : mlt__sha256_fd(dst, 0, copied, sha);
 }
 
 /* A reflink of the whole of src->fd into dst, hashed by reading the clone (which nothing
@@ -120,7 +236,7 @@ static MLT__MUST_USE mlt_err clone_into(int dst, const mlt__art_src *src, uint64
                                         char sha[65])
 {
 #ifdef FICLONE
-    off_t at = lseek(src->fd, 0, SEEK_CUR);
+    off_t at = src->fd >= 0 ? lseek(src->fd, 0, SEEK_CUR) : -1;
     if (src->fd < 0 || at != 0 || ioctl(dst, FICLONE, src->fd) != 0) {
         return MLT_ERR_NOT_FOUND;
     }
@@ -159,7 +275,7 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
     if (art_path(j, name, tmp, sizeof tmp) != 0) {
         return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
     }
-    int dst = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int dst = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600); /* read back: hashed */
     if (dst < 0) {
         return mlt__j_sys_err("cannot create the artifact snapshot", tmp);
     }
@@ -168,8 +284,12 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
     if (err == MLT_ERR_NOT_FOUND) {
         err = copy_into(dst, src, tmp, bytes, sha);
     }
-    if (err == MLT_OK && j->mode != MLT__FSYNC_NONE && fdatasync(dst) != 0) {
+    if (err == MLT_OK && j->mode == MLT__FSYNC_ALWAYS && fdatasync(dst) != 0) {
         err = mlt__j_sys_err("cannot sync the artifact snapshot", tmp);
+    } else if (err == MLT_OK && j->mode == MLT__FSYNC_INTERVAL) {
+        /* handed to the disk now, not waited for: a power loss before it is there leaves a
+         * snapshot whose digest says it is torn, never uploaded as if whole */
+        (void)sync_file_range(dst, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
     close(dst);
     if (err != MLT_OK) {
@@ -201,7 +321,7 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
     if (err == MLT_OK && rename(tmp, final) != 0) {
         err = mlt__j_sys_err("cannot name the artifact snapshot", final);
     }
-    if (err == MLT_OK && j->mode != MLT__FSYNC_NONE) {
+    if (err == MLT_OK && j->mode == MLT__FSYNC_ALWAYS) {
         char dir[PATH_MAX];
         if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0 || mlt__j_fsync_dir(dir) != 0) {
             err = mlt__j_sys_err("cannot sync the artifact directory of", j->dir);

@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include "common.h"
+#include "digest.h"
 #include "journal.h"
 #include "options.h"
 #include "queue.h"
@@ -863,6 +864,50 @@ START_TEST(journal_artifact_snapshot_is_what_was_logged_until_acked)
     mlt__buf_free(&scratch);
     mlt__journal_close(j, true);
     ck_assert(access(f.dir, F_OK) != 0); /* all delivered: removed, art/ with it */
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(journal_artifact_snapshot_of_a_large_file_is_copied_and_hashed_whole)
+{
+    /* past the size where the copy is hashed on a thread of its own, not a multiple of any
+     * chunk: the snapshot holds the bytes, and its digest is the file's, hashed in one go */
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir, MLT__FSYNC_INTERVAL);
+    size_t len = (9u << 20) + 12345;
+    unsigned char *data = malloc(len);
+    ck_assert_ptr_nonnull(data);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data[i] = (unsigned char)x;
+    }
+    spit(f.tmp, "large.bin", data, len);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/large.bin", f.tmp);
+    int fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    char want[65];
+    ck_assert_int_eq(mlt__sha256_fd(fd, 0, len, want), MLT_OK);
+    mlt__art_src src = {fd, NULL, len};
+    uint64_t bytes;
+    char sha[65];
+    ck_assert_int_eq(mlt__journal_put_artifact(j, 1, "large.bin", &src, 5, &bytes, sha), MLT_OK);
+    close(fd);
+    ck_assert_uint_eq(bytes, len);
+    ck_assert_str_eq(sha, want);
+    size_t got_len;
+    char name[64];
+    snprintf(name, sizeof name, "art/%020d", 1);
+    unsigned char *got = slurp(f.dir, name, &got_len);
+    ck_assert_uint_eq(got_len, len);
+    ck_assert(memcmp(got, data, len) == 0);
+    free(got);
+    free(data);
+    mlt__journal_close(j, false);
     fixture_done(&f);
 }
 END_TEST
@@ -2866,6 +2911,7 @@ int main(void)
     MLT_ADD_TEST(s, record_decode_survives_random_bytes);
     MLT_ADD_TEST(s, record_artifact_round_trips_and_refuses_a_bad_digest);
     MLT_ADD_TEST(s, journal_artifact_snapshot_is_what_was_logged_until_acked);
+    MLT_ADD_TEST(s, journal_artifact_snapshot_of_a_large_file_is_copied_and_hashed_whole);
     MLT_ADD_TEST(s, journal_artifact_recovery_keeps_only_what_a_record_needs);
     MLT_ADD_TEST(s, journal_create_makes_private_files_and_a_first_segment);
     MLT_ADD_TEST(s, journal_create_makes_missing_parent_directories);
