@@ -46,9 +46,9 @@ extern "C" {
 #endif
 
 /* The package version (configure.ac's AC_INIT, mltrack.pc): NEWS says what changed in each. */
-#define MLT_VERSION_STRING "0.2.0"
+#define MLT_VERSION_STRING "0.3.0"
 #define MLT_VERSION_MAJOR 0
-#define MLT_VERSION_MINOR 2
+#define MLT_VERSION_MINOR 3
 #define MLT_VERSION_PATCH 0
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -221,9 +221,9 @@ mlt_err mlt_options_set_logger(mlt_options *opts, mlt_log_fn fn, void *userdata)
 
 /** What a delivery report is about. */
 typedef enum mlt_op {
-    MLT_OP_CREATE_RUN = 0, /**< runs/create (the run id is known from here on) */
-    MLT_OP_LOG = 1,        /**< params, metrics and tags (one log batch) */
-    MLT_OP_END_RUN = 2,    /**< runs/update with the status and end time */
+    MLT_OP_CREATE_RUN = 0,   /**< runs/create (the run id is known from here on) */
+    MLT_OP_LOG = 1,          /**< params, metrics and tags (one log batch) */
+    MLT_OP_END_RUN = 2,      /**< runs/update with the status and end time */
     MLT_OP_LOG_ARTIFACT = 3, /**< one artifact's upload (mltrack 0.3) */
 } mlt_op;
 

@@ -177,8 +177,8 @@ mlt_err mlt_log_artifact_bytes(mlt_run *run, const char *artifact_file, const vo
         err = mlt__validate_artifact_path("artifact_file", artifact_file, false);
     }
     if (err == MLT_OK && !data && len) {
-        err = mlt__fail(MLT_ERR_INVALID_ARG, "data is NULL and len is %zu (log_artifact_bytes)",
-                        len);
+        err =
+            mlt__fail(MLT_ERR_INVALID_ARG, "data is NULL and len is %zu (log_artifact_bytes)", len);
     }
     if (err == MLT_OK) {
         err = dispatch(run, artifact_file, NULL, -1, data ? data : "", len);
@@ -221,8 +221,7 @@ static MLT__MUST_USE mlt_err walk(const char *dir, const char *rel, file_list *o
     }
     DIR *d = opendir(dir);
     if (!d) {
-        return mlt__fail(MLT_ERR_IO, "cannot read artifact directory %s: %s", dir,
-                         strerror(errno));
+        return mlt__fail(MLT_ERR_IO, "cannot read artifact directory %s: %s", dir, strerror(errno));
     }
     char **names = NULL;
     size_t n = 0, cap = 0;
@@ -251,8 +250,7 @@ static MLT__MUST_USE mlt_err walk(const char *dir, const char *rel, file_list *o
         if (!local || !r) {
             err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
         } else if (lstat(local, &lst) != 0 || (S_ISLNK(lst.st_mode) && stat(local, &st) != 0)) {
-            err = mlt__fail(MLT_ERR_IO, "cannot read artifact file %s: %s", local,
-                            strerror(errno));
+            err = mlt__fail(MLT_ERR_IO, "cannot read artifact file %s: %s", local, strerror(errno));
         } else if (S_ISDIR(lst.st_mode)) {
             err = walk(local, r, out, depth + 1);
         } else if (S_ISLNK(lst.st_mode) && S_ISDIR(st.st_mode)) {
@@ -276,8 +274,7 @@ static MLT__MUST_USE mlt_err walk(const char *dir, const char *rel, file_list *o
     return err;
 }
 
-static MLT__MUST_USE mlt_err log_dir(mlt_run *run, const char *local_dir,
-                                     const char *artifact_dir)
+static MLT__MUST_USE mlt_err log_dir(mlt_run *run, const char *local_dir, const char *artifact_dir)
 {
     mlt_err err = check_run(run, "log_artifacts");
     if (err == MLT_OK && !local_dir) {

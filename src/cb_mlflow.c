@@ -238,8 +238,8 @@ static MLT__MUST_USE mlt_err on_tag(const mlt_run_info *info, const char *key, c
 /* An artifact: snapshotted into the journal (its ARTIFACT record follows the snapshot), which
  * counts against queue_max_bytes as records do. */
 static MLT__MUST_USE mlt_err keep_artifact(void *ud, const mlt_run_info *info, const char *path,
-                                           int fd, const void *data, uint64_t len,
-                                           uint64_t *bytes, char sha256[65])
+                                           int fd, const void *data, uint64_t len, uint64_t *bytes,
+                                           char sha256[65])
 {
     mlflow_cb *m = ud;
     uint32_t run_no;

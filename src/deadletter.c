@@ -36,7 +36,7 @@ static void dead_str(mlt__buf *b, const char *name, const char *value)
 
 mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char *answer)
 {
-    static const char *const types[] = {"?",       "create_run", "param",      "metric", "tag",
+    static const char *const types[] = {"?",       "create_run", "param",      "metric",  "tag",
                                         "end_run", "metric",     "attach_run", "artifact"};
     const mlt__run_entry *e = mlt__journal_run(j, r->run_no);
     mlt__buf b;

@@ -636,8 +636,8 @@ static outcome artifact_root(mlt__sender *s, const char *run_id, const char **ro
 }
 
 /* An artifact refused for good: a dead letter (its snapshot kept beside it for requeue). */
-static outcome dead_artifact(mlt__sender *s, slot *sl, const mlt__rec *r,
-                             const mlt__run_entry *re, const char *why)
+static outcome dead_artifact(mlt__sender *s, slot *sl, const mlt__rec *r, const mlt__run_entry *re,
+                             const char *why)
 {
     outcome o = dead_letter(s, sl, r, why);
     if (o == OK) {

@@ -79,8 +79,7 @@ mlt_err mlt__sha256_fd(int fd, uint64_t off, uint64_t len, char out[MLT__SHA256_
         }
         if (n <= 0) {
             mlt_err err = n < 0 ? mlt__fail(MLT_ERR_IO, "cannot read: %s", strerror(errno))
-                                : mlt__fail(MLT_ERR_IO,
-                                            "the file ends after %llu of %llu bytes",
+                                : mlt__fail(MLT_ERR_IO, "the file ends after %llu of %llu bytes",
                                             (unsigned long long)done, (unsigned long long)len);
             free(buf);
             mlt__sha256_free(c);

@@ -21,7 +21,6 @@ void mlt__sha256_free(mlt__sha256 *c);
 
 /* The SHA-256 of bytes [off, off + len) of fd, read with pread (the file offset does not move),
  * into out. MLT_ERR_IO when it cannot be read, or is shorter (message in mlt_last_error()). */
-MLT__MUST_USE mlt_err mlt__sha256_fd(int fd, uint64_t off, uint64_t len,
-                                     char out[MLT__SHA256_HEX]);
+MLT__MUST_USE mlt_err mlt__sha256_fd(int fd, uint64_t off, uint64_t len, char out[MLT__SHA256_HEX]);
 
 #endif

@@ -266,7 +266,8 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
          * moves less than 1 KB/s for the timeout is given up */
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 0L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->timeout_ms / 1000 > 0 ? c->timeout_ms / 1000 : 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+                         c->timeout_ms / 1000 > 0 ? c->timeout_ms / 1000 : 1L);
     } else if (strcmp(req->method, "POST") == 0) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");

@@ -24,7 +24,7 @@ typedef struct mlt__http_request {
     const char *body;   /* POST body (JSON), NULL for GET */
     size_t body_len;
     const mlt__http_upload *upload; /* PUT: the body (application/octet-stream); NULL else */
-    bool not_idempotent; /* sending it twice has an effect (runs/create): never resent */
+    bool not_idempotent;            /* sending it twice has an effect (runs/create): never resent */
 } mlt__http_request;
 
 typedef struct mlt__http_response {

@@ -734,7 +734,7 @@ uint64_t mlt__journal_appended_artifacts(mlt__journal *j)
 }
 
 mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type, const void *payload, size_t len,
-                            bool drain, uint64_t *seq_out)
+                             bool drain, uint64_t *seq_out)
 {
     if (len > MLT__FRAME_MAX_PAYLOAD) {
         return mlt__fail(MLT_ERR_VALUE_TOO_LONG, "journal record of %zu bytes is too large", len);

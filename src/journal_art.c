@@ -29,7 +29,8 @@
 
 #define ART_DIR "art"
 #define COPY_CHUNK (1u << 20)
-#define PARALLEL_BYTES (8u << 20) /* a copy at least this large is hashed on a thread of its own */
+#define PARALLEL_BYTES (8u << 20) /* a copy at least this large is hashed on a thread of its own   \
+                                   */
 
 static int art_path(const mlt__journal *j, const char *name, char *out, size_t len)
 {
@@ -143,8 +144,10 @@ static MLT__MUST_USE mlt_err copy_file(int dst, int src_fd, const char *tmp, has
         ssize_t n;
         if (kernel) {
             n = copy_file_range(src_fd, NULL, dst, NULL, COPY_CHUNK * 16, 0);
-            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-                          errno == EOPNOTSUPP || errno == EBADF) && *copied == 0) {
+            if (n < 0 &&
+                (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+                 errno == EBADF) &&
+                *copied == 0) {
                 kernel = false; /* not between these files: by hand */
                 continue;
             }
@@ -270,8 +273,7 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
         return err;
     }
     char name[64], tmp[PATH_MAX];
-    snprintf(name, sizeof name, "tmp-%ld-%" PRIu64, (long)getpid(),
-             atomic_fetch_add(&counter, 1));
+    snprintf(name, sizeof name, "tmp-%ld-%" PRIu64, (long)getpid(), atomic_fetch_add(&counter, 1));
     if (art_path(j, name, tmp, sizeof tmp) != 0) {
         return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
     }
@@ -332,8 +334,9 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
         err = mlt__j_append_locked(j, MLT__REC_ARTIFACT, b.data, b.len, false, &got);
         if (err == MLT_OK && got != seq) {
             /* cannot happen: nothing appended between; said rather than uploaded wrong */
-            err = mlt__fail(MLT_ERR_CORRUPT, "journal %s: artifact record %" PRIu64
-                                             " is not %" PRIu64, j->dir, got, seq);
+            err = mlt__fail(MLT_ERR_CORRUPT,
+                            "journal %s: artifact record %" PRIu64 " is not %" PRIu64, j->dir, got,
+                            seq);
         }
         if (err != MLT_OK) {
             unlink(final);
@@ -413,8 +416,7 @@ void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r)
     /* else gone already; one left by a failure here goes at the next open */
 }
 
-void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *name_out,
-                          size_t len)
+void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *name_out, size_t len)
 {
     char seqs[32], from[PATH_MAX], to[PATH_MAX], dead[48];
     seq_name(seq, seqs);
@@ -450,8 +452,7 @@ mlt_err mlt__journal_open_dead_artifact(mlt__journal *j, const char *snapshot, i
     int f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (f < 0) {
         int e = errno;
-        return mlt__fail(e == ENOENT ? MLT_ERR_NOT_FOUND : MLT_ERR_IO, "%s: %s", path,
-                         strerror(e));
+        return mlt__fail(e == ENOENT ? MLT_ERR_NOT_FOUND : MLT_ERR_IO, "%s: %s", path, strerror(e));
     }
     *fd = f;
     return MLT_OK;
@@ -494,8 +495,8 @@ mlt_err mlt__j_art_recover(mlt__journal *j)
             continue;
         }
         uint64_t seq = name_seq(e->d_name);
-        bool stale = strncmp(e->d_name, "tmp-", 4) == 0 ||
-                     (seq && (seq <= acked || seq > j->last_seq));
+        bool stale =
+            strncmp(e->d_name, "tmp-", 4) == 0 || (seq && (seq <= acked || seq > j->last_seq));
         struct stat st;
         if (stale && !j->read_only) {
             unlink(path); /* made for a record never written, or delivered */

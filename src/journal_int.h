@@ -93,9 +93,8 @@ struct mlt__journal {
 #define GROUP_MAX 8192 /* points per write */
 
 /* Appends one record (caller holds mu); with drain, the ring's points go first. */
-MLT__MUST_USE mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type,
-                                           const void *payload, size_t len, bool drain,
-                                           uint64_t *seq_out);
+MLT__MUST_USE mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type, const void *payload,
+                                           size_t len, bool drain, uint64_t *seq_out);
 /* Artifact snapshots (journal_art.c): at open, temporary and delivered snapshots go and the
  * others are counted; at removal, the art directory goes; a refused one is set aside as
  * art/dead-<seq> (its name in name_out). */

@@ -21,13 +21,13 @@
 
 /* A request relative to <tracking_uri>/api/2.0/mlflow/ (artifacts: /api/2.0/mlflow-artifacts/). */
 typedef struct mlt__api_req {
-    const char *method;  /* "GET", "POST" or "PUT" */
-    char path[4096];     /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
-    bool artifacts;      /* path is under the artifact proxy's prefix */
+    const char *method; /* "GET", "POST" or "PUT" */
+    char path[4096];    /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
+    bool artifacts;     /* path is under the artifact proxy's prefix */
     const mlt__http_upload *upload; /* PUT: the body, from a file */
-    mlt__buf body;       /* JSON for POST */
-    const char *what;    /* short description for messages, e.g. "create run" */
-    bool not_idempotent; /* a second copy would have an effect (runs/create) */
+    mlt__buf body;                  /* JSON for POST */
+    const char *what;               /* short description for messages, e.g. "create run" */
+    bool not_idempotent;            /* a second copy would have an effect (runs/create) */
 } mlt__api_req;
 
 void mlt__api_req_init(mlt__api_req *r);

@@ -9,16 +9,16 @@
 #include "common.h"
 
 typedef enum mlt__rec_type {
-    MLT__REC_CREATE = 1, /* run_no, key, parent key, name, experiment name/id, start, tags */
-    MLT__REC_PARAM = 2,  /* run_no, key, value */
-    MLT__REC_METRIC = 3, /* run_no, key, value, timestamp, step */
-    MLT__REC_TAG = 4,    /* run_no, key, value */
-    MLT__REC_END = 5,    /* run_no, status, end time */
-    MLT__REC_POINT = 6,  /* metric points moved from the ring, their key named by id (ring.c
-                          * writes them, journal_read.c reads each back as MLT__REC_METRIC) */
-    MLT__REC_ATTACH = 7, /* run_no, run key, run id ("" unknown), experiment name/id, the time
-                          * it was written (absent before mltrack 0.2: 0): log into a run
-                          * another process started; never created or ended from here */
+    MLT__REC_CREATE = 1,   /* run_no, key, parent key, name, experiment name/id, start, tags */
+    MLT__REC_PARAM = 2,    /* run_no, key, value */
+    MLT__REC_METRIC = 3,   /* run_no, key, value, timestamp, step */
+    MLT__REC_TAG = 4,      /* run_no, key, value */
+    MLT__REC_END = 5,      /* run_no, status, end time */
+    MLT__REC_POINT = 6,    /* metric points moved from the ring, their key named by id (ring.c
+                            * writes them, journal_read.c reads each back as MLT__REC_METRIC) */
+    MLT__REC_ATTACH = 7,   /* run_no, run key, run id ("" unknown), experiment name/id, the time
+                            * it was written (absent before mltrack 0.2: 0): log into a run
+                            * another process started; never created or ended from here */
     MLT__REC_ARTIFACT = 8, /* run_no, artifact path, size, sha256 (hex), time logged: a file
                             * whose bytes, as the call saw them, are the journal's snapshot
                             * art/<seq> (journal_art.c) */

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "common.h"
-#include "record.h"
 #include "digest.h"
+#include "record.h"
 #include "validate.h"
 
 #include <sys/stat.h>

@@ -11,8 +11,8 @@
 #include "tracker.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <math.h>
+#include <stddef.h>
 #include <time.h>
 
 #include <stdlib.h>

@@ -590,8 +590,8 @@ static void sample_payload(mlt__rec_type t, mlt__buf *b)
 }
 
 /* Every record type of record.h that a record payload encodes (POINT: check_ring). */
-static const mlt__rec_type rec_types[] = {MLT__REC_CREATE, MLT__REC_PARAM,  MLT__REC_METRIC,
-                                          MLT__REC_TAG,    MLT__REC_END,    MLT__REC_ATTACH,
+static const mlt__rec_type rec_types[] = {MLT__REC_CREATE,  MLT__REC_PARAM, MLT__REC_METRIC,
+                                          MLT__REC_TAG,     MLT__REC_END,   MLT__REC_ATTACH,
                                           MLT__REC_ARTIFACT};
 #define N_REC_TYPES (sizeof rec_types / sizeof rec_types[0])
 
@@ -798,8 +798,8 @@ static uint64_t put_art(mlt__journal *j, const char *path, const char *data, cha
     mlt__art_src src = {-1, data, strlen(data)};
     uint64_t bytes = 0;
     char err[512] = "";
-    mlt_err e = mlt__errbuf(err, sizeof err,
-                            mlt__journal_put_artifact(j, 1, path, &src, 1700000000000, &bytes, sha));
+    mlt_err e = mlt__errbuf(
+        err, sizeof err, mlt__journal_put_artifact(j, 1, path, &src, 1700000000000, &bytes, sha));
     ck_assert_msg(e == MLT_OK, "put_artifact: %s", err);
     ck_assert_uint_eq(bytes, strlen(data));
     return mlt__journal_last_seq(j);

@@ -120,6 +120,27 @@ static void journal_dir(const char *queue, char *out, size_t len)
 #define FULL_POINTS 100000 /* about 3.7 MB of journal: well past the 1 MiB cap */
 #define AFTER_POINTS 1000
 
+/* A tracker on queue with the MLflow callback, its server away (a closed port), and one more
+ * option (name NULL: none); its run `name` started into *run. */
+static mlt_tracker *away_run(const char *queue, const char *opt, const char *value,
+                             const char *name, mlt_run **run)
+{
+    char err[256] = "";
+    mlt_options *o = mlt_options_new();
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err),
+                     MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", queue, err, sizeof err), MLT_OK);
+    if (opt) {
+        ck_assert_int_eq(mlt_options_set(o, opt, value, err, sizeof err), MLT_OK);
+    }
+    mlt_tracker *t = NULL;
+    ck_assert_msg(mlt_tracker_new(&t, o, err, sizeof err) == MLT_OK, "%s", err);
+    mlt_options_free(o);
+    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
+    ck_assert_int_eq(mlt_run_start(run, t, name), MLT_OK);
+    return t;
+}
+
 /* The files in dir/art (0 when there is no such directory). */
 static int art_files(const char *queue)
 {
@@ -137,7 +158,7 @@ static int art_files(const char *queue)
 START_TEST(an_artifact_on_a_full_disk_fails_leaves_nothing_and_goes_once_there_is_room)
 {
     signal(SIGXFSZ, SIG_IGN);
-    char queue[PATH_MAX], err[256] = "", file[PATH_MAX + 16];
+    char queue[PATH_MAX], file[PATH_MAX + 16];
     mlt_test_tmpdir(queue, sizeof queue, "full-art");
     snprintf(file, sizeof file, "%s/model.bin", queue);
     FILE *f = fopen(file, "wb");
@@ -148,16 +169,8 @@ START_TEST(an_artifact_on_a_full_disk_fails_leaves_nothing_and_goes_once_there_i
         ck_assert_uint_eq(fwrite(block, 1, sizeof block, f), sizeof block);
     }
     ck_assert_int_eq(fclose(f), 0);
-    mlt_options *o = mlt_options_new();
-    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err),
-                     MLT_OK);
-    ck_assert_int_eq(mlt_options_set(o, "queue_dir", queue, err, sizeof err), MLT_OK);
-    mlt_tracker *t = NULL;
-    ck_assert_msg(mlt_tracker_new(&t, o, err, sizeof err) == MLT_OK, "%s", err);
-    mlt_options_free(o);
-    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(&run, t, "full"), MLT_OK);
+    mlt_tracker *t = away_run(queue, NULL, NULL, "full", &run);
     struct rlimit old, cap;
     ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
     cap = old;
@@ -181,28 +194,20 @@ START_TEST(an_artifact_on_a_full_disk_fails_leaves_nothing_and_goes_once_there_i
     ck_assert_int_eq(mlt_run_end(run, MLT_RUN_FINISHED), MLT_OK);
     mlt_tracker_close(t, 0);
     mlt_test_remove_tree(queue);
-    mlt_test_reliability("check_limits",
-                         "disk full at an artifact's snapshot (a 1 MiB file size cap, a 2 MiB "
-                         "file): the call fails, nothing is left queued, it goes once there is room",
-                         1, 1, 0);
+    mlt_test_reliability(
+        "check_limits",
+        "disk full at an artifact's snapshot (a 1 MiB file size cap, a 2 MiB "
+        "file): the call fails, nothing is left queued, it goes once there is room",
+        1, 1, 0);
 }
 END_TEST
 
 START_TEST(an_artifact_larger_than_the_queue_cap_is_refused_at_once)
 {
-    char queue[PATH_MAX], err[256] = "";
+    char queue[PATH_MAX];
     mlt_test_tmpdir(queue, sizeof queue, "cap-art");
-    mlt_options *o = mlt_options_new();
-    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err),
-                     MLT_OK);
-    ck_assert_int_eq(mlt_options_set(o, "queue_dir", queue, err, sizeof err), MLT_OK);
-    ck_assert_int_eq(mlt_options_set(o, "queue_max_bytes", "65536", err, sizeof err), MLT_OK);
-    mlt_tracker *t = NULL;
-    ck_assert_msg(mlt_tracker_new(&t, o, err, sizeof err) == MLT_OK, "%s", err);
-    mlt_options_free(o);
-    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(&run, t, "cap"), MLT_OK);
+    mlt_tracker *t = away_run(queue, "queue_max_bytes", "65536", "cap", &run);
     static char data[100000];
     int64_t t0 = mlt_test_mono_ms();
     ck_assert_int_eq(mlt_log_artifact_bytes(run, "big.bin", data, sizeof data), MLT_ERR_QUEUE_FULL);
@@ -221,17 +226,8 @@ START_TEST(a_full_disk_fails_calls_keeps_what_was_journaled_and_resumes)
     signal(SIGXFSZ, SIG_IGN); /* past the cap a write fails with EFBIG instead */
     char queue[PATH_MAX], err[256] = "";
     mlt_test_tmpdir(queue, sizeof queue, "full");
-    mlt_options *o = mlt_options_new();
-    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:1", err, sizeof err),
-                     MLT_OK);
-    ck_assert_int_eq(mlt_options_set(o, "queue_dir", queue, err, sizeof err), MLT_OK);
-    ck_assert_int_eq(mlt_options_set(o, "queue_full", "fail", err, sizeof err), MLT_OK);
-    mlt_tracker *t = NULL;
-    ck_assert_msg(mlt_tracker_new(&t, o, err, sizeof err) == MLT_OK, "%s", err);
-    mlt_options_free(o);
-    ck_assert_msg(mlt_tracker_add_mlflow(t, err, sizeof err) == MLT_OK, "%s", err);
     mlt_run *run = NULL;
-    ck_assert_int_eq(mlt_run_start(&run, t, "full"), MLT_OK);
+    mlt_tracker *t = away_run(queue, "queue_full", "fail", "full", &run);
     ck_assert_int_eq(mlt_log_param(run, "before", "1"), MLT_OK);
 
     /* the disk fills: no file of the queue may grow past 1 MiB */

@@ -141,8 +141,7 @@ static long answer(server *s, const char *method, const char *path, const char *
     static const char get_run[] = "/api/2.0/mlflow/runs/get?run_id=";
     if (strcmp(method, "GET") == 0 && strncmp(path, get_run, sizeof get_run - 1) == 0) {
         if (s->artifact_uri) {
-            mlt__buf_printf(out, "{\"run\":{\"info\":{\"artifact_uri\":\"%s\"}}}",
-                            s->artifact_uri);
+            mlt__buf_printf(out, "{\"run\":{\"info\":{\"artifact_uri\":\"%s\"}}}", s->artifact_uri);
         } else {
             mlt__buf_printf(out,
                             "{\"run\":{\"info\":{\"artifact_uri\":\"mlflow-artifacts:/7/%s/"
@@ -1337,10 +1336,10 @@ START_TEST(sender_uploads_artifacts_through_the_proxy_and_removes_their_snapshot
     snprintf(want, sizeof want, "artifact:7/run-1/artifacts/plots/a%%20b/r%%C3%%A9s%%23.txt=%s",
              ABC_SHA);
     ck_assert_uint_eq(taken(f.srv, want), 1);
-    ck_assert_uint_eq(
-        taken(f.srv, "artifact:7/run-1/artifacts/empty="
-                     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-        1);
+    ck_assert_uint_eq(taken(f.srv,
+                            "artifact:7/run-1/artifacts/empty="
+                            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+                      1);
     ck_assert_uint_eq(taken(f.srv, "metric:loss"), 1);
     /* the run's artifact root was asked once */
     size_t gets = 0;

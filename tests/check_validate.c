@@ -1138,13 +1138,24 @@ END_TEST
 
 /* ---- suite --------------------------------------------------------------------------------- */
 
-/* ---- artifact paths --------------------------------------------------------------------------- */
+/* ---- artifact paths ---------------------------------------------------------------------------
+ */
 
 START_TEST(artifact_path_accepts_relative_paths_of_any_characters)
 {
-    static const char *const ok[] = {"a", "model.bin", "plots/loss curve.png", "a b+c;d=e&f,g@h!",
-                                     "d\xc3\xa9j\xc3\xa0/\xe6\x97\xa5\xe6\x9c\xac.txt", "100%.txt",
-                                     "%zz", "a/x:y", "1:2", "..hidden", "a.", "...", "v1.2/ckpt-3.pt"};
+    static const char *const ok[] = {"a",
+                                     "model.bin",
+                                     "plots/loss curve.png",
+                                     "a b+c;d=e&f,g@h!",
+                                     "d\xc3\xa9j\xc3\xa0/\xe6\x97\xa5\xe6\x9c\xac.txt",
+                                     "100%.txt",
+                                     "%zz",
+                                     "a/x:y",
+                                     "1:2",
+                                     "..hidden",
+                                     "a.",
+                                     "...",
+                                     "v1.2/ckpt-3.pt"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         char err[256] = "";
         mlt_err e = mlt__errbuf(err, sizeof err, mlt__validate_artifact_path("path", ok[i], false));
@@ -1161,26 +1172,41 @@ START_TEST(artifact_path_refuses_what_the_server_refuses_or_renames)
         const char *path;
         const char *why;
     } bad[] = {
-        {"/abs", "relative"},         {"a/../b", "'..'"},         {"..", "'..'"},
-        {"./a", "'.'"},               {"a/.", "'.'"},             {"a//b", "empty part"},
-        {"a/", "end with '/'"},       {"a\\b", "'\\'"},         {"a#b", "'#'"},
-        {"a%41b", "hex digits"},      {"a%2e%2e/b", "hex digits"}, {"C:x", "drive letter"}, {"file:x", "URI scheme"}, {"Run:1/x", "URI scheme"},
-        {"tab\there", "control"},    {"nl\n", "control"},        {"del\x7f", "control"},
-        {"bad\xff", "UTF-8"},        {"over\xc0\xaf", "UTF-8"},
+        {"/abs", "relative"},
+        {"a/../b", "'..'"},
+        {"..", "'..'"},
+        {"./a", "'.'"},
+        {"a/.", "'.'"},
+        {"a//b", "empty part"},
+        {"a/", "end with '/'"},
+        {"a\\b", "'\\'"},
+        {"a#b", "'#'"},
+        {"a%41b", "hex digits"},
+        {"a%2e%2e/b", "hex digits"},
+        {"C:x", "drive letter"},
+        {"file:x", "URI scheme"},
+        {"Run:1/x", "URI scheme"},
+        {"tab\there", "control"},
+        {"nl\n", "control"},
+        {"del\x7f", "control"},
+        {"bad\xff", "UTF-8"},
+        {"over\xc0\xaf", "UTF-8"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[512] = "";
-        mlt_err e =
-            mlt__errbuf(err, sizeof err, mlt__validate_artifact_path("artifact path", bad[i].path, false));
+        mlt_err e = mlt__errbuf(err, sizeof err,
+                                mlt__validate_artifact_path("artifact path", bad[i].path, false));
         ck_assert_msg(e == MLT_ERR_INVALID_ARG, "path %zu accepted", i);
         ck_assert_msg(strstr(err, bad[i].why) && strstr(err, "artifact path '"),
                       "path %zu: message '%s' lacks '%s'", i, err, bad[i].why);
     }
     char err[512];
-    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_artifact_path("artifact_file", NULL, false)),
-                     MLT_ERR_INVALID_ARG);
-    ck_assert_int_eq(mlt__errbuf(err, sizeof err, mlt__validate_artifact_path("artifact_file", "", false)),
-                     MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__validate_artifact_path("artifact_file", NULL, false)),
+        MLT_ERR_INVALID_ARG);
+    ck_assert_int_eq(
+        mlt__errbuf(err, sizeof err, mlt__validate_artifact_path("artifact_file", "", false)),
+        MLT_ERR_INVALID_ARG);
     ck_assert_str_eq(err, "artifact_file is empty");
 }
 END_TEST

@@ -12,10 +12,11 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#define EXIT_LEFT 1    /* something is left undelivered, or the queue cannot be read */
-#define EXIT_USAGE 2   /* bad command line or configuration */
-#define EXIT_WAITING 3 /* sync: all was delivered but records waiting for runs nobody here makes   \
-                        */
+#define EXIT_LEFT 1  /* something is left undelivered, or the queue cannot be read */
+#define EXIT_USAGE 2 /* bad command line or configuration */
+#define EXIT_WAITING                                                                               \
+    3 /* sync: all was delivered but records waiting for runs nobody here makes                    \
+       */
 
 /* The terminal side of the tool: who may write to stderr and whether a bar is on screen. */
 typedef struct cli {

@@ -156,7 +156,8 @@ int log_artifact_globs(cli *c, mlt_run *run, const char *const *globs, size_t n)
             continue;
         }
         if (rc != 0) {
-            say(c, "--artifact %s: %s", globs[i], rc == GLOB_NOSPACE ? "out of memory" : "cannot read a directory");
+            say(c, "--artifact %s: %s", globs[i],
+                rc == GLOB_NOSPACE ? "out of memory" : "cannot read a directory");
             failed++;
             continue;
         }

@@ -786,7 +786,8 @@ static int pump(reader *r, int in_fd, int err_fd, console *con, pid_t pid)
     bool exited = false;
     bool out_open = true, err_open = err_fd >= 0;
     while (out_open || err_open) {
-        struct pollfd p[2] = {{out_open ? in_fd : -1, POLLIN, 0}, {err_open ? err_fd : -1, POLLIN, 0}};
+        struct pollfd p[2] = {{out_open ? in_fd : -1, POLLIN, 0},
+                              {err_open ? err_fd : -1, POLLIN, 0}};
         int ready = poll(p, 2, exited ? 0 : 200);
         if (con) {
             console_tick(con);
@@ -863,8 +864,9 @@ int cmd_run(cli *c, const args *a)
     double capture_s = 60;
     if (a->capture_every && (!parse_number(a->capture_every, &capture_s) ||
                              !(capture_s >= 0.1 && capture_s <= 86400))) {
-        say(c, "--capture-every: '%s' is not a number of seconds from 0.1 to 86400 (see `mltrack "
-               "run --help`)",
+        say(c,
+            "--capture-every: '%s' is not a number of seconds from 0.1 to 86400 (see `mltrack "
+            "run --help`)",
             a->capture_every);
         return EXIT_USAGE;
     }

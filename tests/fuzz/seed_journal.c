@@ -452,7 +452,10 @@ int main(int argc, char **argv)
         REQUIRE(mlt__journal_put_artifact(j, 1, names[i], &src, 1764547300001 + i, &n, sha) ==
                 MLT_OK);
     }
-    mlt__rec art = {.seq = 3, .type = MLT__REC_ARTIFACT, .run_no = 1, .key = "plots/loss curve.png",
+    mlt__rec art = {.seq = 3,
+                    .type = MLT__REC_ARTIFACT,
+                    .run_no = 1,
+                    .key = "plots/loss curve.png",
                     .bytes = 6,
                     .value = "823ceb99fcef5252333ede1b2202341c3b287b6d47571963e6b0ddf393a24f82",
                     .time_ms = 1764547300002};
