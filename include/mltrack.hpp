@@ -331,6 +331,27 @@ class run
         return mlt_set_tag(h(), key, value.c_str());
     }
 
+    /** mlt_log_artifact(): the file keeps its name, under artifact_dir (nullptr or "": the
+     * run's root). */
+    mlt_err log_artifact(const std::string &local_path, const char *artifact_dir = nullptr)
+    {
+        return mlt_log_artifact(h(), local_path.c_str(), artifact_dir);
+    }
+    /** mlt_log_artifacts(): a directory tree. */
+    mlt_err log_artifacts(const std::string &local_dir, const char *artifact_dir = nullptr)
+    {
+        return mlt_log_artifacts(h(), local_dir.c_str(), artifact_dir);
+    }
+    /** mlt_log_artifact_bytes(): what the program holds (text, JSON, a PNG it drew). */
+    mlt_err log_artifact_bytes(const char *artifact_file, const void *data, size_t len)
+    {
+        return mlt_log_artifact_bytes(h(), artifact_file, data, len);
+    }
+    mlt_err log_artifact_bytes(const char *artifact_file, const std::string &text)
+    {
+        return mlt_log_artifact_bytes(h(), artifact_file, text.data(), text.size());
+    }
+
     /** mlt_run_key(), mlt_run_id() (nullptr until the server made the run), mlt_run_name() */
     const char *key() const noexcept
     {

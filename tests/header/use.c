@@ -36,6 +36,9 @@ int main(void)
     {
         MLT_SCOPED_RUN(t, run, "scoped");
         mlt_set_tag(run, "k", "v");
+        mlt_log_artifact_bytes(run, "notes.txt", "text", 4);
+        mlt_log_artifact(run, "/nonexistent", NULL);
+        mlt_log_artifacts(run, "/nonexistent", "dir");
     }
     tracked(1, 0.1, NULL, 1);
     tracked_void(3);

@@ -35,6 +35,9 @@ int main()
         run.log_metric("loss", 0.5, 1);
         run.log_metric(std::string("acc"), 0.9);
         run.set_tag("k", std::string("v"));
+        run.log_artifact_bytes("notes.txt", std::string("text"));
+        run.log_artifact_bytes("raw.bin", "ab", 2);
+        (void)run.log_artifact(std::string("/nonexistent"), "dir");
         mlt::run child(run, "child");
         const mlt_key *k = t.metric_key("fast/loss");
         child.log_metric(k, 1.0, 0);
