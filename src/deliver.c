@@ -650,6 +650,22 @@ static outcome dead_artifact(mlt__sender *s, slot *sl, const mlt__rec *r, const 
     return o;
 }
 
+/* An upload in flight: its bytes count in the sync's progress as they go. */
+typedef struct upload_count {
+    mlt__sender *s;
+    uint64_t base; /* artifact bytes sent before this upload */
+} upload_count;
+
+static void upload_sent(void *ud, uint64_t bytes)
+{
+    upload_count *u = ud;
+    mlt__sender *s = u->s;
+    s->prog.artifact_bytes_sent = u->base + bytes;
+    if (s->drain_progress) {
+        s->drain_progress(&s->prog, s->drain_ud);
+    }
+}
+
 /* Uploads the snapshot an ARTIFACT record names, through the tracking server's artifact proxy.
  * A snapshot from a journal taken over after a crash is checked against its SHA-256 first: a
  * torn one is never uploaded as if whole. */
@@ -683,7 +699,9 @@ static outcome deliver_artifact(mlt__sender *s, slot *sl)
     }
     char msg[1024];
     atomic_fetch_add(&s->sent, 1);
-    err = mlt__client_put_artifact(&s->client, root, r->key, fd, r->bytes, -1);
+    upload_count count = {s, s->prog.artifact_bytes_sent};
+    err = mlt__client_put_artifact(&s->client, root, r->key, fd, r->bytes, -1, upload_sent, &count);
+    s->prog.artifact_bytes_sent = count.base; /* counted once it is acknowledged, below */
     mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
     close(fd);
     if (err != MLT_OK) {

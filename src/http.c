@@ -60,7 +60,8 @@ typedef struct curl_tr {
     pthread_mutex_t fds_mu;
     atomic_bool *abort;
     struct curl_slist *headers;
-    struct curl_slist *upload_headers; /* a PUT of a file's bytes */
+    struct curl_slist *upload_headers;     /* a PUT of a file's bytes */
+    const mlt__http_upload *uploading;     /* the upload in flight, for on_progress */
     long timeout_ms;
     char errbuf[CURL_ERROR_SIZE];
 } curl_tr;
@@ -82,6 +83,8 @@ typedef struct head_ctx {
 } head_ctx;
 
 static void quickack(curl_socket_t fd);
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow);
 
 static size_t on_header(char *data, size_t size, size_t n, void *ud)
 {
@@ -261,6 +264,12 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
         curl_easy_setopt(h, CURLOPT_SEEKDATA, &up);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload->len);
         curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, UPLOAD_BUFFER);
+        c->uploading = req->upload;
+        if (req->upload->sent) { /* on_progress tells it */
+            curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+            curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+            curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        }
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->upload_headers);
         /* a large file takes as long as it takes: no limit on the whole transfer, but one that
          * moves less than 1 KB/s for the timeout is given up */
@@ -294,6 +303,8 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 0L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 0L);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, c->abort ? 0L : 1L);
+        c->uploading = NULL;
     }
     if (rc == CURLE_ABORTED_BY_CALLBACK && up.err) {
         resp->net_err = MLT_ERR_IO;
@@ -339,6 +350,9 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     (void)ultotal;
     (void)ulnow;
     const curl_tr *c = ud;
+    if (c->uploading && c->uploading->sent && ulnow > 0) {
+        c->uploading->sent(c->uploading->sent_ud, (uint64_t)ulnow);
+    }
     return c->abort && atomic_load(c->abort) ? 1 : 0;
 }
 

@@ -16,6 +16,9 @@
 typedef struct mlt__http_upload {
     int fd;
     uint64_t len;
+    /* optional: told how many bytes of the body went out so far, as they go */
+    void (*sent)(void *ud, uint64_t bytes);
+    void *sent_ud;
 } mlt__http_upload;
 
 typedef struct mlt__http_request {

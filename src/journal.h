@@ -110,6 +110,8 @@ MLT__MUST_USE mlt_err mlt__journal_append(mlt__journal *j, mlt__rec_type type, c
 /* The runs (CREATE records) and metric points appended through this handle since it was made
  * or opened, the ring's points once moved into the segments. Thread-safe. */
 void mlt__journal_appended(mlt__journal *j, uint64_t *runs, uint64_t *points);
+/* Bytes of the artifact snapshots not delivered yet. Thread-safe. */
+uint64_t mlt__journal_artifact_bytes(mlt__journal *j);
 /* The ARTIFACT records appended through this handle. Thread-safe. */
 uint64_t mlt__journal_appended_artifacts(mlt__journal *j);
 

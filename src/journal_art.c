@@ -406,6 +406,14 @@ static void forget_bytes(mlt__journal *j, uint64_t bytes)
     pthread_mutex_unlock(&j->mu);
 }
 
+uint64_t mlt__journal_artifact_bytes(mlt__journal *j)
+{
+    pthread_mutex_lock(&j->mu);
+    uint64_t n = j->art_bytes;
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}
+
 void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r)
 {
     char seqs[32], path[PATH_MAX];

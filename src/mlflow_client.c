@@ -471,9 +471,10 @@ mlt_err mlt__client_artifact_root(mlt__client *c, const char *run_id, char **out
 }
 
 mlt_err mlt__client_put_artifact(mlt__client *c, const char *root, const char *path, int fd,
-                                 uint64_t len, int64_t deadline_ns)
+                                 uint64_t len, int64_t deadline_ns,
+                                 void (*sent)(void *ud, uint64_t bytes), void *sent_ud)
 {
-    mlt__http_upload up = {fd, len};
+    mlt__http_upload up = {fd, len, sent, sent_ud};
     mlt__api_req r;
     mlt__api_req_init(&r);
     mlt_err err = mlt__api_put_artifact(&r, root, path, &up);

@@ -91,9 +91,12 @@ MLT__MUST_USE mlt_err mlt__client_artifact_root(mlt__client *c, const char *run_
                                                 char **out_root);
 
 /* PUTs bytes [0, len) of fd as the artifact at path under root (mlt__client_artifact_root),
- * retried as any call: a PUT of the same bytes to the same path may be sent again. */
+ * retried as any call: a PUT of the same bytes to the same path may be sent again. sent (may be
+ * NULL) is told the bytes of the try in flight sent so far. */
 MLT__MUST_USE mlt_err mlt__client_put_artifact(mlt__client *c, const char *root, const char *path,
-                                               int fd, uint64_t len, int64_t deadline_ns);
+                                               int fd, uint64_t len, int64_t deadline_ns,
+                                               void (*sent)(void *ud, uint64_t bytes),
+                                               void *sent_ud);
 
 MLT__MUST_USE mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
                                           int64_t end_time_ms, int64_t deadline_ns);

@@ -93,6 +93,7 @@ mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
     atomic_init(&sl->artifacts_done, 0);
     mlt__buf_init(&sl->ctl_buf);
     s->prog.records_total += mlt__journal_last_seq(j) - sl->cursor;
+    s->prog.artifact_bytes_total += mlt__journal_artifact_bytes(j);
     s->wake = true;
     pthread_cond_signal(&s->wake_cv);
     pthread_mutex_unlock(&s->mu);
@@ -621,7 +622,10 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
     for (;;) {
         bool did = false;
         int64_t next_ns = 0;
+        s->drain_progress = progress;
+        s->drain_ud = ud;
         outcome o = pass(s, &did, &next_ns, false, progress, ud);
+        s->drain_progress = NULL;
         if (progress) {
             progress(&s->prog, ud);
         }

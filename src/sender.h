@@ -56,7 +56,9 @@ typedef struct mlt__sync_progress {
     uint64_t records_done;  /* acked or rejected since */
     uint64_t runs_created;
     uint64_t points_sent;                         /* metric points acknowledged */
-    uint64_t artifacts_sent, artifact_bytes_sent; /* artifacts uploaded, and their bytes */
+    uint64_t artifacts_sent, artifact_bytes_sent; /* artifacts uploaded, and their bytes (an
+                                                   * upload's counted as it goes) */
+    uint64_t artifact_bytes_total; /* snapshot bytes undelivered when the sync began */
     uint64_t rejected;                            /* records dead-lettered */
     /* left by a drain that returned MLT_ERR_QUEUED: records waiting for runs the server does
      * not have, which a journal of the queue creates (owned by a running process, or for

@@ -88,6 +88,9 @@ struct mlt__sender {
     /* counters */
     _Atomic uint64_t sent, acknowledged, retried, rejected;
     uint64_t rejected_points; /* metric records among the rejected (sender thread) */
+    /* a drain's progress callback, told of an upload's bytes as they go (drain's thread) */
+    void (*drain_progress)(const mlt__sync_progress *p, void *ud);
+    void *drain_ud;
     mlt__sync_progress prog;
 };
 

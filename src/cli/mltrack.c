@@ -344,7 +344,13 @@ void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
     }
     c->last_draw_ns = now;
     size_t filled = BAR_WIDTH;
-    if (p->records_total > 0 && p->records_done < p->records_total) {
+    if (p->artifact_bytes_total > 0) {
+        /* artifacts take the time: the bar counts their bytes */
+        uint64_t done = p->artifact_bytes_sent < p->artifact_bytes_total ? p->artifact_bytes_sent
+                                                                          : p->artifact_bytes_total;
+        filled = final ? BAR_WIDTH
+                       : (size_t)((double)done * BAR_WIDTH / (double)p->artifact_bytes_total);
+    } else if (p->records_total > 0 && p->records_done < p->records_total) {
         filled = (size_t)((double)p->records_done * BAR_WIDTH / (double)p->records_total);
     }
     char bar[BAR_WIDTH + 1];
@@ -352,12 +358,17 @@ void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
         bar[i] = i < filled ? '#' : '.';
     }
     bar[BAR_WIDTH] = '\0';
-    char line[256];
+    char line[256], bytes[64] = "";
+    if (p->artifact_bytes_total > 0) {
+        /* first, where a narrow terminal cuts the line last */
+        snprintf(bytes, sizeof bytes, "%.1f/%.1f MB of artifacts  ",
+                 (double)p->artifact_bytes_sent / 1e6, (double)p->artifact_bytes_total / 1e6);
+    }
     int n = snprintf(line, sizeof line,
-                     "[%s] %" PRIu64 "/%" PRIu64 " records  runs %" PRIu64 "  points %" PRIu64
+                     "[%s] %s%" PRIu64 "/%" PRIu64 " records  runs %" PRIu64 "  points %" PRIu64
                      "  rejected %" PRIu64,
-                     bar, p->records_done, p->records_total, p->runs_created, p->points_sent,
-                     p->rejected);
+                     bar, bytes, p->records_done, p->records_total, p->runs_created,
+                     p->points_sent, p->rejected);
     if (n < 0) {
         pthread_mutex_unlock(&c->lock);
         return;
