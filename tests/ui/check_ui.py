@@ -11,12 +11,16 @@ chart card titled with the key that holds a drawn plot with the run's line in it
 the view is not the GenAI one (no "Evaluation runs"); it saves a full-page screenshot. Then, with
 --overview-screenshot, the run's overview tab (the same address without "/model-metrics"): each
 --param's key and value as cells of one table row, each --metric key as a cell and each --tag key
-somewhere, and its screenshot. Exit status 0 when everything was seen, 1 otherwise (the message
+somewhere, and its screenshot. Then, with --image or --text, the run's Artifacts tab: it clicks
+through the tree to the --image artifact and waits until its preview is drawn (an image loaded
+from the server), then to the --text artifact and waits until its LINE is shown, with a screenshot
+of each (--artifacts-screenshot). Exit status 0 when everything was seen, 1 otherwise (the message
 names what is missing; the screenshots are saved either way), 2 when the browser cannot be started.
 
   python tests/ui/check_ui.py --url URL --run-name NAME [--chart KEY]... --screenshot FILE
                               [--param KEY=VALUE]... [--metric KEY]... [--tag KEY]...
-                              [--overview-screenshot FILE] [--timeout SECONDS]
+                              [--overview-screenshot FILE] [--image PATH] [--text PATH=LINE]
+                              [--artifacts-screenshot PREFIX] [--timeout SECONDS]
 """
 
 import argparse
@@ -30,6 +34,7 @@ import time
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -53,6 +58,12 @@ return Array.from(document.querySelectorAll('[data-testid="experiment-view-compa
     .map(c => ({title: (c.innerText || '').split('\\n')[0].trim(),
                 plotted: c.querySelectorAll('.js-plotly-plot svg.main-svg').length > 0,
                 text: c.innerText || ''}));
+"""
+
+# Whether an image artifact is drawn: the preview's <img> (a blob: address) has loaded pixels.
+IMAGE_JS = """
+return Array.from(document.querySelectorAll('img'))
+    .some(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0);
 """
 
 # The height the page needs: the document's, or that of its tallest scrolling element (the MLflow
@@ -82,6 +93,12 @@ def parse_args():
     ap.add_argument("--screenshot", required=True, metavar="FILE")
     ap.add_argument("--overview-screenshot", metavar="FILE",
                     help="also check the params, metrics and tags on the overview tab")
+    ap.add_argument("--image", metavar="PATH",
+                    help="also open the run's Artifacts tab: this artifact (a PNG) is shown")
+    ap.add_argument("--text", metavar="PATH=LINE",
+                    help="...and this artifact (a text file) is shown with LINE in it")
+    ap.add_argument("--artifacts-screenshot", metavar="PREFIX",
+                    help="the Artifacts tab's screenshots: PREFIX-image.png, PREFIX-text.png")
     ap.add_argument("--timeout", type=float, default=90.0, help="for the page to show everything")
     args = ap.parse_args()
     for p in args.param:
@@ -161,6 +178,64 @@ def missing_items(driver, args):
     return missing
 
 
+def open_artifact(driver, path, timeout):
+    """Clicks through the Artifacts tab's tree to path ("plots/loss.png"): False when a part
+    of it never shows."""
+    deadline = time.monotonic() + timeout
+    for part in path.split("/"):
+        while True:
+            els = driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{part}']")
+            if els:
+                try:
+                    els[-1].click()
+                    break
+                except WebDriverException:
+                    pass  # not clickable yet: the tree is still being drawn
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        time.sleep(0.5)
+    return True
+
+
+def check_artifacts(driver, url, args):
+    """The Artifacts tab: the image artifact drawn (an <img> of its size), the text artifact
+    shown with its line. Returns what is missing; saves a screenshot of each."""
+    missing = []
+    tab = url.replace("/model-metrics", "/artifacts", 1)
+    print(f"check_ui: opening {tab}")
+    driver.get(tab)
+    if args.image:
+        drawn = False
+        if open_artifact(driver, args.image, args.timeout):
+            deadline = time.monotonic() + args.timeout
+            while not drawn and time.monotonic() < deadline:
+                drawn = bool(driver.execute_script(IMAGE_JS))
+                time.sleep(0.5)
+        if not drawn:
+            missing.append(f"the image artifact {args.image!r}, drawn")
+        if args.artifacts_screenshot:
+            shot = args.artifacts_screenshot + "-image.png"
+            full_page_screenshot(driver, shot)
+            print(f"check_ui: screenshot: {os.path.abspath(shot)}")
+    if args.text:
+        path, line = args.text.split("=", 1)
+        shown = False
+        if open_artifact(driver, path, args.timeout):
+            deadline = time.monotonic() + args.timeout
+            while not shown and time.monotonic() < deadline:
+                text = driver.execute_script("return document.body.innerText") or ""
+                shown = line in text
+                time.sleep(0.5)
+        if not shown:
+            missing.append(f"the text artifact {path!r} with the line {line!r}")
+        if args.artifacts_screenshot:
+            shot = args.artifacts_screenshot + "-text.png"
+            full_page_screenshot(driver, shot)
+            print(f"check_ui: screenshot: {os.path.abspath(shot)}")
+    return missing
+
+
 def full_page_screenshot(driver, path):
     """The whole page, not only the window: the window is made as tall as the content."""
     height = min(int(driver.execute_script(HEIGHT_JS) or WINDOW[1]), MAX_HEIGHT)
@@ -222,6 +297,11 @@ def main():
                           f"{', '.join(args.param) or '(none asked)'}, the metrics "
                           f"{', '.join(args.metric) or '(none asked)'} and the tags "
                           f"{', '.join(args.tag) or '(none asked)'}")
+            if not missing and (args.image or args.text):
+                missing = check_artifacts(driver, args.url, args)
+                if not missing:
+                    print(f"check_ui: the Artifacts tab draws {args.image or '(none asked)'} "
+                          f"and shows {args.text or '(none asked)'}")
         finally:
             driver.quit()
     if missing:
