@@ -154,5 +154,8 @@ mlt_err mlt__journal_keep_dead_letters(mlt__journal *j, const char *text, size_t
         return mlt__fail(MLT_ERR_IO, "cannot rewrite %s/dead.jsonl: %s", j->dir, strerror(errno));
     }
     j->dead = lines;
+    if (len == 0) {
+        mlt__j_art_forget_dead(j); /* no letter left: the bytes kept for them go too */
+    }
     return MLT_OK;
 }

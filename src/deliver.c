@@ -49,6 +49,7 @@ void mlt__deliver_free_window(slot *sl)
     }
     sl->n_win = 0;
     sl->has_ctl = false;
+    sl->ctl_done = false;
     sl->have_unit = false;
     sl->create_ambiguous = false;
 }
@@ -688,7 +689,12 @@ static outcome deliver_artifact(mlt__sender *s, slot *sl)
         return o;
     }
     int fd = -1;
-    mlt_err err = mlt__journal_open_artifact(sl->j, r, sl->adopted, &fd);
+    /* a journal taken over after a crash: each snapshot's digest checked once */
+    bool verify = sl->adopted && sl->verified_seq != r->seq;
+    mlt_err err = mlt__journal_open_artifact(sl->j, r, verify, &fd);
+    if (err == MLT_OK && verify) {
+        sl->verified_seq = r->seq;
+    }
     if (err == MLT_ERR_NOT_FOUND || err == MLT_ERR_CORRUPT) {
         char why[1024];
         mlt__errbuf(why, sizeof why, err);
@@ -702,7 +708,7 @@ static outcome deliver_artifact(mlt__sender *s, slot *sl)
     upload_count count = {s, s->prog.artifact_bytes_sent};
     err = mlt__client_put_artifact(&s->client, root, r->key, fd, r->bytes, -1, upload_sent, &count);
     s->prog.artifact_bytes_sent = count.base; /* counted once it is acknowledged, below */
-    mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
+    mlt__errbuf(msg, sizeof msg, err);        /* kept: retried, dead-lettered or reported */
     close(fd);
     if (err != MLT_OK) {
         o = classify(s, err, msg);
@@ -761,11 +767,12 @@ outcome mlt__deliver_step(mlt__sender *s, slot *sl, bool *did)
         }
     }
     outcome o = deliver_window(s, sl);
-    if (o == OK && sl->has_ctl) {
+    if (o == OK && sl->has_ctl && !sl->ctl_done) {
         o = sl->ctl.type == MLT__REC_CREATE     ? deliver_create(s, sl)
             : sl->ctl.type == MLT__REC_ATTACH   ? deliver_attach(s, sl)
             : sl->ctl.type == MLT__REC_ARTIFACT ? deliver_artifact(s, sl)
                                                 : deliver_end(s, sl);
+        sl->ctl_done = o == OK;
     }
     if (o != OK) {
         return o;

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -60,8 +61,8 @@ typedef struct curl_tr {
     pthread_mutex_t fds_mu;
     atomic_bool *abort;
     struct curl_slist *headers;
-    struct curl_slist *upload_headers;     /* a PUT of a file's bytes */
-    const mlt__http_upload *uploading;     /* the upload in flight, for on_progress */
+    struct curl_slist *upload_headers; /* a PUT of a file's bytes */
+    const mlt__http_upload *uploading; /* the upload in flight, for on_progress */
     long timeout_ms;
     char errbuf[CURL_ERROR_SIZE];
 } curl_tr;
@@ -271,12 +272,10 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
             curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
         }
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->upload_headers);
-        /* a large file takes as long as it takes: no limit on the whole transfer, but one that
-         * moves less than 1 KB/s for the timeout is given up */
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 0L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-                         c->timeout_ms / 1000 > 0 ? c->timeout_ms / 1000 : 1L);
+        /* a large file takes longer: the timeout plus a second a MB, for the body and for the
+         * server to store it before it answers (an S3 destination does that at the end) */
+        double ms = (double)c->timeout_ms + (double)req->upload->len / 1000.0;
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms < (double)LONG_MAX ? (long)ms : LONG_MAX);
     } else if (strcmp(req->method, "POST") == 0) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
@@ -301,8 +300,6 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
         curl_easy_setopt(h, CURLOPT_SEEKDATA, NULL);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 0L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 0L);
         curl_easy_setopt(h, CURLOPT_NOPROGRESS, c->abort ? 0L : 1L);
         c->uploading = NULL;
     }

@@ -227,6 +227,7 @@ static void free_journal(mlt__journal *j)
         free(j->runs[i].experiment_id);
     }
     free(j->runs);
+    free(j->art_done);
     free(j->segs);
     mlt__buf_free(&j->frame);
     pthread_mutex_destroy(&j->mu);
@@ -805,6 +806,10 @@ void mlt__journal_set_interval(mlt__journal *j, int interval_ms)
 
 mlt_err mlt__j_sync_locked(mlt__journal *j)
 {
+    mlt_err aerr = mlt__j_art_sync_locked(j); /* snapshots before the records that name them */
+    if (aerr != MLT_OK) {
+        return aerr;
+    }
     if (j->keys_dirty && j->keys_fd >= 0) { /* before the points that name them */
         if (fdatasync(j->keys_fd) != 0) {
             return mlt__fail(MLT_ERR_IO, "cannot sync the keys of journal %s: %s", j->dir,
@@ -833,6 +838,7 @@ mlt_err mlt__j_sync_locked(mlt__journal *j)
         }
         j->acked_dirty = false;
     }
+    mlt__j_art_acked_locked(j); /* delivered snapshots go once their ack is on disk */
     j->synced_ms = mlt__mono_ns() / 1000000;
     return MLT_OK;
 }

@@ -199,9 +199,11 @@ typedef struct mlt__art_src {
 /*
  * Snapshots src into the journal as art/<seq> (a reflink where the file system makes them,
  * else a copy), with its size and SHA-256, then appends the ARTIFACT record seq that names it:
- * later changes to the file do not reach what is uploaded. Under fsync=interval and always the
- * snapshot is synced before its record is written, so a record never names bytes the disk does
- * not hold whole. *bytes and sha get the snapshot's size and digest. Thread-safe. A failure
+ * later changes to the file do not reach what is uploaded. Under fsync=always the snapshot is
+ * synced before its record is written; under interval the group commit syncs it before the
+ * segment (a power loss within the interval may lose it, as the interval's records; a snapshot
+ * that reached the disk torn is found by its digest, never uploaded as whole). *bytes and sha
+ * get the snapshot's size and digest. Thread-safe. A failure
  * (MLT_ERR_IO: cannot read, no room; MLT_ERR_STATE: read-only) leaves nothing behind.
  */
 MLT__MUST_USE mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *path,
@@ -222,7 +224,9 @@ MLT__MUST_USE mlt_err mlt__journal_open_dead_artifact(mlt__journal *j, const cha
 /* Removes such a snapshot once its letter is requeued (nothing for another name). */
 void mlt__journal_forget_dead_artifact(mlt__journal *j, const char *snapshot);
 
-/* The snapshot of ARTIFACT record r is delivered (r is acked): it is removed. Reader thread. */
+/* The snapshot of ARTIFACT record r is delivered (r is acked): it is removed once the ack is on
+ * disk (at the next sync under fsync=interval), so that a record delivered again after a power
+ * loss still finds it. Reader thread. */
 void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r);
 
 /* Appends a dead letter: the record (as JSON) and the server's answer. */

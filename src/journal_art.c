@@ -29,8 +29,11 @@
 
 #define ART_DIR "art"
 #define COPY_CHUNK (1u << 20)
-#define PARALLEL_BYTES (8u << 20) /* a copy at least this large is hashed on a thread of its own   \
-                                   */
+#define PARALLEL_BYTES                                                                             \
+    (8u << 20) /* a copy at least this large is hashed on a thread of its own                      \
+                */
+
+static uint64_t name_seq(const char *name);
 
 static int art_path(const mlt__journal *j, const char *name, char *out, size_t len)
 {
@@ -134,8 +137,8 @@ static void hasher_advance(hasher *h, uint64_t copied, bool done)
 /* Copies the file src_fd (from its offset to its end) into dst: in the kernel
  * (copy_file_range: no bytes through this process; a server-side copy on NFS) where it can,
  * else by read and write. *copied follows; h (may be NULL) is told. */
-static MLT__MUST_USE mlt_err copy_file(int dst, int src_fd, const char *tmp, hasher *h,
-                                       uint64_t *copied)
+static MLT__MUST_USE mlt_err copy_file(int dst, int src_fd, uint64_t expect, const char *tmp,
+                                       hasher *h, uint64_t *copied)
 {
     bool kernel = true;
     unsigned char *buf = NULL;
@@ -173,6 +176,10 @@ static MLT__MUST_USE mlt_err copy_file(int dst, int src_fd, const char *tmp, has
                       : mlt__fail(MLT_ERR_IO, "cannot read the file: %s", strerror(e));
             break;
         }
+        if (n == 0 && kernel && *copied == 0 && expect > 0) {
+            kernel = false; /* a file the kernel copies as empty (some FUSE, /proc): by hand */
+            continue;
+        }
         if (n == 0) {
             break;
         }
@@ -206,7 +213,7 @@ static MLT__MUST_USE mlt_err copy_into(int dst, const mlt__art_src *src, const c
     uint64_t copied = 0;
     if (src->len < PARALLEL_BYTES) {
         mlt__sha256_free(c);
-        mlt_err err = copy_file(dst, src->fd, tmp, NULL, &copied);
+        mlt_err err = copy_file(dst, src->fd, src->len, tmp, NULL, &copied);
         *bytes = copied;
         return err == MLT_OK ? mlt__sha256_fd(dst, 0, copied, sha) : err;
     }
@@ -214,7 +221,7 @@ static MLT__MUST_USE mlt_err copy_into(int dst, const mlt__art_src *src, const c
     pthread_mutex_init(&h.mu, NULL);
     pthread_cond_init(&h.cv, NULL);
     bool threaded = pthread_create(&h.thread, NULL, hash_main, &h) == 0;
-    mlt_err err = copy_file(dst, src->fd, tmp, threaded ? &h : NULL, &copied);
+    mlt_err err = copy_file(dst, src->fd, src->len, tmp, threaded ? &h : NULL, &copied);
     if (threaded) {
         hasher_advance(&h, copied, true);
         pthread_join(h.thread, NULL);
@@ -283,14 +290,17 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
     }
     /* the snapshot, outside the journal's lock: appends go on meanwhile */
     err = clone_into(dst, src, bytes, sha);
-    if (err == MLT_ERR_NOT_FOUND) {
+    if (err == MLT_ERR_NOT_FOUND && ftruncate(dst, 0) != 0) { /* a clone may stop half way */
+        err = mlt__j_sys_err("cannot write the artifact snapshot", tmp);
+    } else if (err == MLT_ERR_NOT_FOUND) {
         err = copy_into(dst, src, tmp, bytes, sha);
     }
     if (err == MLT_OK && j->mode == MLT__FSYNC_ALWAYS && fdatasync(dst) != 0) {
         err = mlt__j_sys_err("cannot sync the artifact snapshot", tmp);
     } else if (err == MLT_OK && j->mode == MLT__FSYNC_INTERVAL) {
-        /* handed to the disk now, not waited for: a power loss before it is there leaves a
-         * snapshot whose digest says it is torn, never uploaded as if whole */
+        /* handed to the disk now, not waited for; the next group commit syncs it (and the art
+         * directory) before the segment, as for records: a power loss before then loses it
+         * with the records of that interval, and a torn one is never uploaded as if whole */
         (void)sync_file_range(dst, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
     close(dst);
@@ -320,9 +330,11 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
     if (err == MLT_OK && art_path(j, seqs, final, sizeof final) != 0) {
         err = mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
     }
+    bool renamed = false;
     if (err == MLT_OK && rename(tmp, final) != 0) {
         err = mlt__j_sys_err("cannot name the artifact snapshot", final);
     }
+    renamed = err == MLT_OK;
     if (err == MLT_OK && j->mode == MLT__FSYNC_ALWAYS) {
         char dir[PATH_MAX];
         if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0 || mlt__j_fsync_dir(dir) != 0) {
@@ -342,10 +354,11 @@ mlt_err mlt__journal_put_artifact(mlt__journal *j, uint32_t run_no, const char *
             unlink(final);
         }
     } else {
-        unlink(tmp);
+        unlink(renamed ? final : tmp);
     }
     if (err == MLT_OK) {
         j->art_bytes += *bytes;
+        j->art_unsynced = j->mode == MLT__FSYNC_INTERVAL;
         mlt__j_update_pending(j);
     }
     pthread_mutex_unlock(&j->mu);
@@ -414,14 +427,76 @@ uint64_t mlt__journal_artifact_bytes(mlt__journal *j)
     return n;
 }
 
-void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r)
+/* Removes the snapshot of record seq (bytes long). Caller holds mu. */
+static void remove_snapshot(mlt__journal *j, uint64_t seq, uint64_t bytes)
 {
     char seqs[32], path[PATH_MAX];
-    seq_name(r->seq, seqs);
+    seq_name(seq, seqs);
     if (art_path(j, seqs, path, sizeof path) == 0 && unlink(path) == 0) {
-        forget_bytes(j, r->bytes);
+        j->art_bytes = j->art_bytes > bytes ? j->art_bytes - bytes : 0;
+        mlt__j_update_pending(j);
     }
     /* else gone already; one left by a failure here goes at the next open */
+}
+
+void mlt__journal_artifact_done(mlt__journal *j, const mlt__rec *r)
+{
+    pthread_mutex_lock(&j->mu);
+    if (!j->acked_dirty || j->mode == MLT__FSYNC_NONE) { /* none: nothing waits for a sync */
+        remove_snapshot(j, r->seq, r->bytes);
+    } else if (MLT__GROW(j->art_done, j->cap_art_done, j->n_art_done + 1) == MLT_OK) {
+        /* the ack is not on disk yet: a power loss would deliver the record again, and its
+         * snapshot must still be there; it goes once the ack is synced */
+        j->art_done[j->n_art_done++] = (mlt__art_done){r->seq, r->bytes};
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+mlt_err mlt__j_art_sync_locked(mlt__journal *j)
+{
+    if (!j->art_unsynced) {
+        return MLT_OK;
+    }
+    /* every snapshot not yet acked: the journal holds few at a time */
+    char dir[PATH_MAX];
+    if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0) {
+        return mlt__fail(MLT_ERR_IO, "journal path %s is too long", j->dir);
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        return mlt__j_sys_err("cannot read", dir);
+    }
+    mlt_err err = MLT_OK;
+    struct dirent *e;
+    while (err == MLT_OK && (e = readdir(d))) {
+        char path[PATH_MAX];
+        if (!name_seq(e->d_name) || art_path(j, e->d_name, path, sizeof path) != 0) {
+            continue;
+        }
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && fdatasync(fd) != 0) {
+            err = mlt__j_sys_err("cannot sync the artifact snapshot", path);
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    closedir(d);
+    if (err == MLT_OK && mlt__j_fsync_dir(dir) != 0) {
+        err = mlt__j_sys_err("cannot sync the artifact directory of", j->dir);
+    }
+    if (err == MLT_OK) {
+        j->art_unsynced = false;
+    }
+    return err;
+}
+
+void mlt__j_art_acked_locked(mlt__journal *j)
+{
+    for (size_t i = 0; i < j->n_art_done; i++) {
+        remove_snapshot(j, j->art_done[i].seq, j->art_done[i].bytes);
+    }
+    j->n_art_done = 0;
 }
 
 void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *name_out, size_t len)
@@ -514,6 +589,26 @@ mlt_err mlt__j_art_recover(mlt__journal *j)
     }
     closedir(d);
     return MLT_OK;
+}
+
+void mlt__j_art_forget_dead(mlt__journal *j)
+{
+    char dir[PATH_MAX];
+    if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0) {
+        return;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX];
+        if (strncmp(e->d_name, "dead-", 5) == 0 && art_path(j, e->d_name, path, sizeof path) == 0) {
+            unlink(path);
+        }
+    }
+    closedir(d);
 }
 
 void mlt__j_art_remove(mlt__journal *j)

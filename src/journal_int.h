@@ -81,10 +81,18 @@ struct mlt__journal {
     char *target;      /* the tracking URI it is for (credentials removed), or NULL */
     /* records appended through this handle, by type (under mu): runs and points it holds */
     uint64_t appended_runs, appended_points, appended_artifacts;
-    /* artifact snapshots (journal_art.c): bytes of those not yet delivered (under mu) */
+    /* artifact snapshots (journal_art.c): bytes of those not yet delivered, whether one is
+     * not synced yet (fsync=interval: the group commit does), those delivered whose ack is not
+     * on disk yet (removed once it is) (under mu) */
     uint64_t art_bytes;
     bool art_dir_made;
+    bool art_unsynced;
+    struct mlt__art_done {
+        uint64_t seq, bytes;
+    } * art_done;
+    size_t n_art_done, cap_art_done;
 };
+typedef struct mlt__art_done mlt__art_done;
 
 #define FITS(n, size) ((n) >= 0 && (size_t)(n) < (size))
 
@@ -100,6 +108,12 @@ MLT__MUST_USE mlt_err mlt__j_append_locked(mlt__journal *j, mlt__rec_type type, 
  * art/dead-<seq> (its name in name_out). */
 MLT__MUST_USE mlt_err mlt__j_art_recover(mlt__journal *j);
 void mlt__j_art_remove(mlt__journal *j);
+/* The group commit's part (caller holds mu): every snapshot and the art directory synced, when
+ * one may not be; then, once the acked cursor is synced, the delivered ones removed. */
+MLT__MUST_USE mlt_err mlt__j_art_sync_locked(mlt__journal *j);
+void mlt__j_art_acked_locked(mlt__journal *j);
+/* Removes every art/dead-<seq> (no dead letter is left to name one). */
+void mlt__j_art_forget_dead(mlt__journal *j);
 void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *name_out,
                           size_t len);
 MLT__MUST_USE mlt_err mlt__j_drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved,

@@ -422,8 +422,15 @@ void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp, ml
         return;
     }
     if (r->upload && resp->status >= 200 && resp->status < 300) {
-        a->err = MLT_OK; /* an upload's answer has no body (or {}): its status says it */
-        return;
+        /* an upload's answer has no body, or {}: anything else is not the MLflow server's (a
+         * proxy's page), so the upload is not taken as done */
+        cJSON *j = resp->body.len ? cJSON_ParseWithLength(resp->body.data, resp->body.len) : NULL;
+        bool mlflow = resp->body.len == 0 || cJSON_IsObject(j);
+        cJSON_Delete(j);
+        if (mlflow) {
+            a->err = MLT_OK;
+            return;
+        }
     }
     cJSON *json = cJSON_ParseWithLength(resp->body.data ? resp->body.data : "", resp->body.len);
     if (resp->status >= 200 && resp->status < 300) {

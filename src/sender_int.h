@@ -32,8 +32,11 @@ typedef struct slot {
     /* the unit in flight */
     ent *win;
     size_t n_win, cap_win;
-    bool has_ctl; /* a CREATE, END, ATTACH or ARTIFACT record follows the window */
-    mlt__rec ctl; /* points into ctl_buf */
+    bool has_ctl;          /* a CREATE, END, ATTACH or ARTIFACT record follows the window */
+    bool ctl_done;         /* ...and it is delivered (or set aside): a retry of the unit (its ack
+                            * failed) does not do it again */
+    uint64_t verified_seq; /* the artifact record whose snapshot's digest was checked last */
+    mlt__rec ctl;          /* points into ctl_buf */
     mlt__buf ctl_buf;
     mlt__rec last; /* the unit's last record (for the ack) */
     bool have_unit;

@@ -856,9 +856,11 @@ START_TEST(journal_artifact_snapshot_is_what_was_logged_until_acked)
     int rfd = -1;
     ck_assert_int_eq(mlt__journal_open_artifact(j, &r, true, &rfd), MLT_OK);
     close(rfd);
-    /* acked, then done: the snapshot goes and the queue's size with it */
+    /* acked, then done: the snapshot goes once the ack is on disk (the next sync), and the
+     * queue's size with it */
     ck_assert_int_eq(mlt__journal_ack(j, &r), MLT_OK);
     mlt__journal_artifact_done(j, &r);
+    ck_assert_int_eq(mlt__journal_sync(j), MLT_OK);
     ck_assert(!exists(f.dir, path_only));
     ck_assert_uint_eq(mlt__journal_pending_bytes(j), 0);
     mlt__buf_free(&scratch);
@@ -907,6 +909,35 @@ START_TEST(journal_artifact_snapshot_of_a_large_file_is_copied_and_hashed_whole)
     ck_assert(memcmp(got, data, len) == 0);
     free(got);
     free(data);
+    mlt__journal_close(j, false);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(journal_artifact_snapshot_outlives_an_ack_not_yet_on_disk)
+{
+    /* fsync=interval: a power loss before the ack's sync would deliver the record again, so
+     * its snapshot stays until the ack is on disk */
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *j = create_j(f.dir, MLT__FSYNC_INTERVAL);
+    mlt__journal_set_interval(j, 60000); /* no sync comes with the ack */
+    char sha[65];
+    put_art(j, "a.txt", "abc", sha);
+    ck_assert_int_eq(mlt__journal_sync(j), MLT_OK);
+    uint64_t c = 0;
+    mlt__rec r;
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    ck_assert_int_eq(mlt__journal_next(j, &c, &scratch, &r), MLT_OK);
+    ck_assert_int_eq(mlt__journal_ack(j, &r), MLT_OK);
+    mlt__journal_artifact_done(j, &r);
+    char name[64];
+    snprintf(name, sizeof name, "art/%020d", 1);
+    ck_assert(exists(f.dir, name));
+    ck_assert_int_eq(mlt__journal_sync(j), MLT_OK);
+    ck_assert(!exists(f.dir, name));
+    mlt__buf_free(&scratch);
     mlt__journal_close(j, false);
     fixture_done(&f);
 }
@@ -2912,6 +2943,7 @@ int main(void)
     MLT_ADD_TEST(s, record_artifact_round_trips_and_refuses_a_bad_digest);
     MLT_ADD_TEST(s, journal_artifact_snapshot_is_what_was_logged_until_acked);
     MLT_ADD_TEST(s, journal_artifact_snapshot_of_a_large_file_is_copied_and_hashed_whole);
+    MLT_ADD_TEST(s, journal_artifact_snapshot_outlives_an_ack_not_yet_on_disk);
     MLT_ADD_TEST(s, journal_artifact_recovery_keeps_only_what_a_record_needs);
     MLT_ADD_TEST(s, journal_create_makes_private_files_and_a_first_segment);
     MLT_ADD_TEST(s, journal_create_makes_missing_parent_directories);

@@ -779,8 +779,9 @@ static int spawn_child(cli *c, char **cmd, char **envp, int out_fd, int err_fd, 
 /* Copies the child's stdout through and reads its protocol lines until it is done (and its
  * stderr, when err_fd >= 0, to ours), keeping both in the console (con, NULL: not kept); waits
  * for it. Returns its wait status. */
-static int pump(reader *r, int in_fd, int err_fd, console *con, pid_t pid)
+static int pump(reader *r, int *in_fdp, int err_fd, console *con, pid_t pid)
 {
+    int in_fd = *in_fdp;
     char buf[65536];
     int status = 0;
     bool exited = false;
@@ -799,8 +800,12 @@ static int pump(reader *r, int in_fd, int err_fd, console *con, pid_t pid)
                     console_write(con, buf, (size_t)n);
                 }
                 if (!r->out_broken && !pass_through(r, buf, (size_t)n)) {
-                    r->out_broken = true; /* the child will see its stdout closed too */
+                    /* our stdout is gone: the child sees its own closed too (SIGPIPE), as it
+                     * would in a pipeline, rather than block on a pipe nobody reads */
+                    r->out_broken = true;
                     out_open = false;
+                    close(in_fd);
+                    *in_fdp = -1;
                 }
                 mlt_proto_feed(&r->split, buf, (size_t)n, on_line, r);
             } else if (n == 0 || errno != EINTR) {
@@ -951,7 +956,7 @@ int cmd_run(cli *c, const args *a)
         if (capture) {
             console_init(&con, c, run, capture_s);
         }
-        int ws = pump(&r, fds[0], efds[0], capture ? &con : NULL, pid);
+        int ws = pump(&r, &fds[0], efds[0], capture ? &con : NULL, pid);
         child_pid = 0;
         if (capture) {
             console_finish(&con);
