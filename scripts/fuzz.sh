@@ -132,7 +132,7 @@ build() {
     make -C "$FUZZ_DIR" -j"$(nproc)" libmltrack_internal.la WARN_CFLAGS= >/dev/null
     local deps t extra
     # shellcheck disable=SC2207
-    deps=($(pkg-config --cflags --libs libcurl libcjson))
+    deps=($(pkg-config --cflags --libs libcurl libcjson libcrypto))
     for t in "${TARGETS[@]}"; do
         extra=()
         [[ $t == fuzz_protocol ]] && extra=("$MLT_SRC/src/cli/protocol.c")
