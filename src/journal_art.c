@@ -591,7 +591,8 @@ mlt_err mlt__j_art_recover(mlt__journal *j)
     return MLT_OK;
 }
 
-void mlt__j_art_forget_dead(mlt__journal *j)
+/* Removes the files of art/ whose names start with prefix ("": all of them, and art/ too). */
+static void remove_in_art(mlt__journal *j, const char *prefix)
 {
     char dir[PATH_MAX];
     if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0) {
@@ -604,30 +605,23 @@ void mlt__j_art_forget_dead(mlt__journal *j)
     struct dirent *e;
     while ((e = readdir(d))) {
         char path[PATH_MAX];
-        if (strncmp(e->d_name, "dead-", 5) == 0 && art_path(j, e->d_name, path, sizeof path) == 0) {
+        if (e->d_name[0] != '.' && strncmp(e->d_name, prefix, strlen(prefix)) == 0 &&
+            art_path(j, e->d_name, path, sizeof path) == 0) {
             unlink(path);
         }
     }
     closedir(d);
+    if (!prefix[0]) {
+        rmdir(dir);
+    }
+}
+
+void mlt__j_art_forget_dead(mlt__journal *j)
+{
+    remove_in_art(j, "dead-");
 }
 
 void mlt__j_art_remove(mlt__journal *j)
 {
-    char dir[PATH_MAX];
-    if (mlt__j_path_in(j, ART_DIR, dir, sizeof dir) != 0) {
-        return;
-    }
-    DIR *d = opendir(dir);
-    if (!d) {
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char path[PATH_MAX];
-        if (e->d_name[0] != '.' && art_path(j, e->d_name, path, sizeof path) == 0) {
-            unlink(path);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
+    remove_in_art(j, "");
 }
