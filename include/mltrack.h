@@ -178,6 +178,16 @@ void mlt_options_free(mlt_options *opts);
  *                       system/system_memory_usage_percentage), steps 0, 1, 2, ...
  *   system_metrics_interval  MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL: seconds between two
  *                       samples (default 10, above 0).
+ *   multipart_upload    MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD, "true"/"false": whether an artifact
+ *                       of multipart_min_bytes or more goes as a multipart upload (create, parts
+ *                       PUT in parallel to the presigned URLs of the server's artifact store,
+ *                       complete). Unset (the default): as the server's
+ *                       /api/3.0/mlflow/server-info says (true when its destination is S3, GCS
+ *                       or Azure). A store that cannot (501) gets one PUT.
+ *   multipart_min_bytes MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE (default 524288000, 500 MiB).
+ *   multipart_chunk_bytes  MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE: bytes a part (default 10485760,
+ *                       10 MiB; 1 MiB to 5 GiB; larger when the file would need more than
+ *                       10,000 parts).
  *
  * Returns MLT_OK, MLT_ERR_UNKNOWN_OPTION, MLT_ERR_BAD_OPTION, MLT_ERR_VALUE_TOO_LONG or
  * MLT_ERR_NOMEM, with a message in errbuf. On failure the option keeps its previous value.
@@ -192,7 +202,8 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
  * MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
  * MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
  * MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_RUN_ID, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
- * MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, and mltrack's own MLTRACK_QUEUE_DIR, MLTRACK_FSYNC,
+ * MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD,
+ * MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE, MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE, and mltrack's own MLTRACK_QUEUE_DIR, MLTRACK_FSYNC,
  * MLTRACK_LINGER_MS, MLTRACK_RUN_KEY and MLTRACK_QUEUE_SEGMENT_BYTES. Unset or
  * empty variables leave the option as it is.
  * Returns the first error met (naming the variable in errbuf); options read before it are kept.

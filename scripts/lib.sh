@@ -10,6 +10,11 @@ MLT_MLFLOW_VERSION=3.17.2
 MLT_FLASK_WTF_VERSION=1.3.0
 # The PostgreSQL driver of the MLflow server's SQL store (scripts/check-scale.sh), in the same venv.
 MLT_PSYCOPG2_VERSION=2.9.10
+# Multipart uploads (tests/integration/test_multipart.py): an S3-compatible store on 127.0.0.1, the
+# moto server, in a venv of its own (its pins stay apart from mlflow's), and boto3 in the server's
+# venv for its s3:// artifact destination.
+MLT_MOTO_VERSION=5.2.6
+MLT_BOTO3_VERSION=1.44.18
 
 # Debian packages needed to build, test and demo (checked one by one, installed only if missing).
 # (nginx-light and openssl: the TLS terminator and the test CA of tests/integration/test_tls.py;
@@ -94,7 +99,9 @@ mlt_venv_vars() {
     MLT_VENV=$(mlt_venv_dir)
     MLT_PYTHON=$MLT_VENV/bin/python
     MLT_MLFLOW=$MLT_VENV/bin/mlflow
-    export MLT_VENV MLT_PYTHON MLT_MLFLOW
+    MLT_S3_VENV=$MLT_VENV-s3
+    MLT_MOTO_SERVER=$MLT_S3_VENV/bin/moto_server
+    export MLT_VENV MLT_PYTHON MLT_MLFLOW MLT_S3_VENV MLT_MOTO_SERVER
 }
 
 # Create the virtual environment if needed and make sure it has mlflow[auth]==$MLT_MLFLOW_VERSION,
@@ -136,6 +143,35 @@ mlt_venv() {
             mlt_die "mlflow $MLT_MLFLOW_VERSION not importable after install"
             exit 1
         }
+    ) || return 1
+}
+
+# Make sure the venv (mlt_venv) also has boto3==$MLT_BOTO3_VERSION (the server's s3:// artifact
+# destination), and that a venv of its own, $MLT_S3_VENV, has moto[server]==$MLT_MOTO_VERSION
+# (an S3-compatible store for the multipart tests): exports MLT_MOTO_SERVER.
+mlt_venv_s3() {
+    mlt_venv || return 1
+    (
+        exec 9>"$MLT_VENV.lock"
+        flock 9
+        if ! "$MLT_PYTHON" -c 'import boto3,sys; sys.exit(boto3.__version__!=sys.argv[1])' \
+            "$MLT_BOTO3_VERSION" >/dev/null 2>&1; then
+            mlt_log "installing boto3==$MLT_BOTO3_VERSION into $MLT_VENV"
+            "$MLT_PYTHON" -m pip install -q --disable-pip-version-check \
+                "boto3==$MLT_BOTO3_VERSION" || exit 1
+        fi
+        local py=$MLT_S3_VENV/bin/python
+        if "$py" -c 'import moto,sys; sys.exit(moto.__version__!=sys.argv[1])' \
+            "$MLT_MOTO_VERSION" >/dev/null 2>&1 && [[ -x $MLT_MOTO_SERVER ]]; then
+            mlt_log "S3 venv: moto $MLT_MOTO_VERSION present ($MLT_S3_VENV)"
+            exit 0
+        fi
+        mlt_log "installing moto[server]==$MLT_MOTO_VERSION into $MLT_S3_VENV"
+        if [[ ! -x $py ]] || ! "$py" -m pip --version >/dev/null 2>&1; then
+            python3 -m venv --clear "$MLT_S3_VENV" || exit 1
+        fi
+        "$py" -m pip install -q --disable-pip-version-check "moto[server]==$MLT_MOTO_VERSION" ||
+            exit 1
     ) || return 1
 }
 

@@ -258,7 +258,7 @@ if [[ ${MLTRACK_SKIP_DEPS:-0} == 1 ]]; then
 else
     stage deps "Debian packages (install the missing ones)" "" mlt_install_deps
 fi
-stage venv "Python venv with mlflow==$MLT_MLFLOW_VERSION and pytest" "" mlt_venv
+stage venv "Python venv with mlflow==$MLT_MLFLOW_VERSION and pytest; moto for S3" "" mlt_venv_s3
 mlt_venv_vars # the stage ran in a subshell: set MLT_PYTHON/MLT_MLFLOW here too
 
 stage build "configure and build (default) in $DEFAULT_DIR" "" mlt_build "$DEFAULT_DIR"

@@ -100,6 +100,21 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
         }
         return len;
     }
+    static const char etag[] = "etag:";
+    if (len > sizeof etag - 1 && strncasecmp(data, etag, sizeof etag - 1) == 0) {
+        const char *v = data + sizeof etag - 1, *e = data + len;
+        while (v < e && (*v == ' ' || *v == '\t')) {
+            v++;
+        }
+        while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ')) {
+            e--;
+        }
+        if ((size_t)(e - v) < sizeof r->etag) {
+            memcpy(r->etag, v, (size_t)(e - v));
+            r->etag[e - v] = '\0';
+        }
+        return len;
+    }
     static const char name[] = "retry-after:";
     if (len > sizeof name - 1 && len < 256 && strncasecmp(data, name, sizeof name - 1) == 0) {
         char v[256];
@@ -224,7 +239,7 @@ static size_t on_read(char *buf, size_t size, size_t n, void *ud)
         want = (size_t)(p->up->len - p->at);
     }
     for (;;) {
-        ssize_t got = pread(p->up->fd, buf, want, (off_t)p->at);
+        ssize_t got = pread(p->up->fd, buf, want, (off_t)(p->up->off + p->at));
         if (got < 0 && errno == EINTR) {
             continue;
         }
@@ -247,6 +262,29 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+/* A copy of the lines of base followed by lines (NULL-terminated); NULL when out of memory. */
+static struct curl_slist *slist_join(const struct curl_slist *base, const char *const *lines)
+{
+    struct curl_slist *all = NULL;
+    for (; base; base = base->next) {
+        struct curl_slist *x = curl_slist_append(all, base->data);
+        if (!x) {
+            curl_slist_free_all(all);
+            return NULL;
+        }
+        all = x;
+    }
+    for (size_t i = 0; lines[i]; i++) {
+        struct curl_slist *x = curl_slist_append(all, lines[i]);
+        if (!x) {
+            curl_slist_free_all(all);
+            return NULL;
+        }
+        all = x;
+    }
+    return all;
+}
+
 static void curl_perform(void *self, const mlt__http_request *req, mlt__http_response *resp)
 {
     curl_tr *c = self;
@@ -257,6 +295,16 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
     head_ctx hc = {resp, c};
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
     upload_pos up = {req->upload, 0, 0};
+    /* the request's own headers, after the transport's */
+    struct curl_slist *extra = NULL;
+    if (req->headers) {
+        extra = slist_join(req->upload ? c->upload_headers : c->headers, req->headers);
+        if (!extra) {
+            resp->net_err = MLT_ERR_NOMEM;
+            snprintf(resp->errmsg, sizeof resp->errmsg, "out of memory");
+            return;
+        }
+    }
     if (req->upload) {
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
@@ -271,16 +319,22 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
             curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
             curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
         }
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->upload_headers);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, extra ? extra : c->upload_headers);
         /* a large file takes longer: the timeout plus a second a MB, for the body and for the
          * server to store it before it answers (an S3 destination does that at the end) */
         double ms = (double)c->timeout_ms + (double)req->upload->len / 1000.0;
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms < (double)LONG_MAX ? (long)ms : LONG_MAX);
     } else if (strcmp(req->method, "POST") == 0) {
+        if (extra) {
+            curl_easy_setopt(h, CURLOPT_HTTPHEADER, extra);
+        }
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     } else {
+        if (extra) {
+            curl_easy_setopt(h, CURLOPT_HTTPHEADER, extra);
+        }
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
     /* libcurl silently sends a request again when a reused connection turns out dead; for a
@@ -302,6 +356,10 @@ static void curl_perform(void *self, const mlt__http_request *req, mlt__http_res
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
         curl_easy_setopt(h, CURLOPT_NOPROGRESS, c->abort ? 0L : 1L);
         c->uploading = NULL;
+    }
+    if (extra) {
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+        curl_slist_free_all(extra);
     }
     if (rc == CURLE_ABORTED_BY_CALLBACK && up.err) {
         resp->net_err = MLT_ERR_IO;
@@ -382,7 +440,10 @@ static void global_init(void)
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
+/* A transport's handle with what every request shares: headers (json for the REST calls, upload
+ * for a file's bytes), timeouts, the socket hooks, http(s) only, no redirects. */
+static MLT__MUST_USE mlt_err curl_base_new(curl_tr **out, double timeout_s, const char *const *json,
+                                           const char *const *upload)
 {
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) {
@@ -398,37 +459,14 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
         return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&c->fds_mu, NULL);
+    c->headers = slist_join(NULL, json);
+    c->upload_headers = slist_join(NULL, upload);
+    if (!c->headers || !c->upload_headers) {
+        curl_destroy(c);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
     CURL *h = c->h;
-    struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
-    struct curl_slist *h2 = hs ? curl_slist_append(hs, "Accept: application/json") : NULL;
-    struct curl_slist *h3 = h2 ? curl_slist_append(h2, "Expect:") : NULL;
-    if (!h3) {
-        curl_slist_free_all(hs);
-        curl_destroy(c);
-        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
-    }
-    c->headers = h3;
-    struct curl_slist *u1 = curl_slist_append(NULL, "Content-Type: application/octet-stream");
-    struct curl_slist *u2 = u1 ? curl_slist_append(u1, "Accept: application/json") : NULL;
-    struct curl_slist *u3 = u2 ? curl_slist_append(u2, "Expect:") : NULL;
-    if (!u3) {
-        curl_slist_free_all(u1);
-        curl_destroy(c);
-        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
-    }
-    c->upload_headers = u3;
-    const char *user = mlt__opt_str(o, MLT__OPT_USERNAME);
-    const char *pass = mlt__opt_str(o, MLT__OPT_PASSWORD);
-    const char *token = mlt__opt_str(o, MLT__OPT_TOKEN);
-    if (user && pass) {
-        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(h, CURLOPT_USERNAME, user);
-        curl_easy_setopt(h, CURLOPT_PASSWORD, pass);
-    } else if (token) {
-        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
-        curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, token);
-    }
-    long timeout_ms = (long)(o->timeout_s * 1000.0);
+    long timeout_ms = (long)(timeout_s * 1000.0);
     c->timeout_ms = timeout_ms;
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "mltrack/" MLT_VERSION_STRING);
@@ -449,6 +487,42 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
 #else
     curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
+    *out = c;
+    return MLT_OK;
+}
+
+static void curl_vtable(mlt__transport *out, curl_tr *c)
+{
+    out->perform = curl_perform;
+    out->destroy = curl_destroy;
+    out->set_abort = curl_set_abort;
+    out->interrupt = curl_interrupt;
+    out->self = c;
+}
+
+mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
+{
+    static const char *const json[] = {"Content-Type: application/json", "Accept: application/json",
+                                       "Expect:", NULL};
+    static const char *const upload[] = {"Content-Type: application/octet-stream",
+                                         "Accept: application/json", "Expect:", NULL};
+    curl_tr *c;
+    mlt_err err = curl_base_new(&c, o->timeout_s, json, upload);
+    if (err != MLT_OK) {
+        return err;
+    }
+    CURL *h = c->h;
+    const char *user = mlt__opt_str(o, MLT__OPT_USERNAME);
+    const char *pass = mlt__opt_str(o, MLT__OPT_PASSWORD);
+    const char *token = mlt__opt_str(o, MLT__OPT_TOKEN);
+    if (user && pass) {
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(h, CURLOPT_USERNAME, user);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, pass);
+    } else if (token) {
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+        curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, token);
+    }
     if (o->insecure_tls) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -467,10 +541,18 @@ mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *o)
     if (cert) {
         curl_easy_setopt(h, CURLOPT_SSLCERT, cert);
     }
-    out->perform = curl_perform;
-    out->destroy = curl_destroy;
-    out->set_abort = curl_set_abort;
-    out->interrupt = curl_interrupt;
-    out->self = c;
+    curl_vtable(out, c);
     return MLT_OK;
+}
+
+mlt_err mlt__transport_presigned_new(mlt__transport *out, double timeout_s)
+{
+    /* the store's own headers come with each part (the server's answer says which) */
+    static const char *const none[] = {"Expect:", NULL};
+    curl_tr *c;
+    mlt_err err = curl_base_new(&c, timeout_s, none, none);
+    if (err == MLT_OK) {
+        curl_vtable(out, c);
+    }
+    return err;
 }

@@ -11,11 +11,12 @@
 
 #include <stdatomic.h>
 
-/* A PUT's body, streamed from a file: bytes [0, len) of fd, read with pread (a retry, or a
- * redirect of the stream, reads them again from the start). */
+/* A PUT's body, streamed from a file: bytes [off, off + len) of fd, read with pread (a retry,
+ * or a redirect of the stream, reads them again from the start). */
 typedef struct mlt__http_upload {
     int fd;
     uint64_t len;
+    uint64_t off; /* where the body starts in the file (a part of a multipart upload) */
     /* optional: told how many bytes of the body went out so far, as they go */
     void (*sent)(void *ud, uint64_t bytes);
     void *sent_ud;
@@ -28,6 +29,7 @@ typedef struct mlt__http_request {
     size_t body_len;
     const mlt__http_upload *upload; /* PUT: the body (application/octet-stream); NULL else */
     bool not_idempotent;            /* sending it twice has an effect (runs/create): never resent */
+    const char *const *headers;     /* NULL or NULL-terminated "Name: value" lines, added */
 } mlt__http_request;
 
 typedef struct mlt__http_response {
@@ -37,6 +39,7 @@ typedef struct mlt__http_response {
     mlt_err net_err;      /* MLT_OK when an answer came, else NETWORK, TIMEOUT, TLS, NOMEM... */
     bool maybe_sent;      /* the request may have reached the server although no answer came */
     char errmsg[256];     /* what failed, when net_err is set */
+    char etag[256];       /* the ETag header, quotes kept ("" when absent or longer) */
 } mlt__http_response;
 
 void mlt__http_response_init(mlt__http_response *r);
@@ -59,6 +62,11 @@ typedef struct mlt__transport {
 /* The libcurl transport for opts: timeouts, TLS verification (insecure_tls, ca_cert_path,
  * client_cert_path), bearer token or basic auth (basic wins), keep-alive. */
 MLT__MUST_USE mlt_err mlt__transport_curl_new(mlt__transport *out, const mlt_options *opts);
+
+/* A transport for presigned URLs (the parts of a multipart upload, straight to the artifact
+ * store): the URL carries its own credentials, so no tracking-server auth, CA or client
+ * certificate goes with it; the system's CAs verify the store. timeout_s as the option. */
+MLT__MUST_USE mlt_err mlt__transport_presigned_new(mlt__transport *out, double timeout_s);
 
 /* Largest answer body accepted before the request fails with MLT_ERR_PROTOCOL. */
 #define MLT__HTTP_MAX_BODY (64u << 20)

@@ -27,7 +27,13 @@ void mlt__api_req_free(mlt__api_req *r)
 
 char *mlt__api_url(const char *tracking_uri, const mlt__api_req *r)
 {
-    return mlt__aprintf("%s%s%s", tracking_uri, r->artifacts ? ARTIFACTS_PREFIX : API_PREFIX,
+    if (r->url) {
+        return mlt__strdup(r->url);
+    }
+    return mlt__aprintf("%s%s%s", tracking_uri,
+                        r->prefix      ? r->prefix
+                        : r->artifacts ? ARTIFACTS_PREFIX
+                                       : API_PREFIX,
                         r->path);
 }
 
@@ -200,27 +206,106 @@ mlt_err mlt__api_get_run(mlt__api_req *r, const char *run_id)
     return n < 0 || (size_t)n >= sizeof r->path ? MLT_ERR_VALUE_TOO_LONG : MLT_OK;
 }
 
-mlt_err mlt__api_put_artifact(mlt__api_req *r, const char *root, const char *path,
-                              const mlt__http_upload *upload)
+/* "<prefix><root>[/<rest>]" into r->path, root and rest percent-encoded but for '/'. */
+static MLT__MUST_USE mlt_err artifact_path(mlt__api_req *r, const char *prefix, const char *root,
+                                           const char *rest)
 {
-    char enc_root[512], enc_path[sizeof r->path];
-    r->method = "PUT";
-    r->what = "upload artifact";
+    char enc_root[512], enc_rest[sizeof r->path];
     r->artifacts = true;
-    r->upload = upload;
     while (*root == '/') {
         root++;
     }
     if (!url_encode_as(enc_root, sizeof enc_root, root, true) ||
-        !url_encode_as(enc_path, sizeof enc_path, path, true)) {
+        !url_encode_as(enc_rest, sizeof enc_rest, rest ? rest : "", true)) {
         return MLT_ERR_VALUE_TOO_LONG;
     }
     size_t rl = strlen(enc_root);
     while (rl && enc_root[rl - 1] == '/') {
         enc_root[--rl] = '\0';
     }
-    int n = snprintf(r->path, sizeof r->path, "artifacts/%s/%s", enc_root, enc_path);
+    int n = snprintf(r->path, sizeof r->path, "%s%s%s%s", prefix, enc_root, enc_rest[0] ? "/" : "",
+                     enc_rest);
     return n < 0 || (size_t)n >= sizeof r->path ? MLT_ERR_VALUE_TOO_LONG : MLT_OK;
+}
+
+mlt_err mlt__api_put_artifact(mlt__api_req *r, const char *root, const char *path,
+                              const mlt__http_upload *upload)
+{
+    r->method = "PUT";
+    r->what = "upload artifact";
+    r->upload = upload;
+    return artifact_path(r, "artifacts/", root, path);
+}
+
+void mlt__api_server_info(mlt__api_req *r)
+{
+    r->method = "GET";
+    r->what = "server info";
+    r->prefix = "/api/3.0/mlflow/";
+    snprintf(r->path, sizeof r->path, "server-info");
+}
+
+/* The start of a multipart call's body: {"path":name */
+static MLT__MUST_USE mlt_err mpu_call(mlt__api_req *r, const char *op, const char *what,
+                                      const char *root, const char *dir, const char *name)
+{
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "mpu/%s/", op);
+    r->method = "POST";
+    r->what = what;
+    mlt__buf_puts(&r->body, "{\"path\":");
+    mlt__json_str(&r->body, name);
+    return artifact_path(r, prefix, root, dir);
+}
+
+mlt_err mlt__api_mpu_create(mlt__api_req *r, const char *root, const char *dir, const char *name,
+                            uint32_t num_parts)
+{
+    mlt_err err = mpu_call(r, "create", "create multipart upload", root, dir, name);
+    mlt__buf_puts(&r->body, ",\"num_parts\":");
+    mlt__json_i64(&r->body, num_parts);
+    mlt__buf_puts(&r->body, "}");
+    return err ? err : finish(r);
+}
+
+mlt_err mlt__api_mpu_complete(mlt__api_req *r, const char *root, const char *dir, const char *name,
+                              const char *upload_id, const mlt__mpu_part *parts, size_t n)
+{
+    mlt_err err = mpu_call(r, "complete", "complete multipart upload", root, dir, name);
+    mlt__buf_puts(&r->body, ",\"upload_id\":");
+    mlt__json_str(&r->body, upload_id);
+    mlt__buf_puts(&r->body, ",\"parts\":[");
+    for (size_t i = 0; i < n; i++) {
+        mlt__buf_puts(&r->body, i ? ",{\"part_number\":" : "{\"part_number\":");
+        mlt__json_i64(&r->body, parts[i].number);
+        mlt__buf_puts(&r->body, ",\"etag\":");
+        mlt__json_str(&r->body, parts[i].etag);
+        mlt__buf_puts(&r->body, ",\"url\":");
+        mlt__json_str(&r->body, parts[i].url);
+        mlt__buf_puts(&r->body, "}");
+    }
+    mlt__buf_puts(&r->body, "]}");
+    return err ? err : finish(r);
+}
+
+mlt_err mlt__api_mpu_abort(mlt__api_req *r, const char *root, const char *dir, const char *name,
+                           const char *upload_id)
+{
+    mlt_err err = mpu_call(r, "abort", "abort multipart upload", root, dir, name);
+    mlt__buf_puts(&r->body, ",\"upload_id\":");
+    mlt__json_str(&r->body, upload_id);
+    mlt__buf_puts(&r->body, "}");
+    return err ? err : finish(r);
+}
+
+void mlt__api_put_part(mlt__api_req *r, const char *url, const char *const *headers,
+                       const mlt__http_upload *upload)
+{
+    r->method = "PUT";
+    r->what = "upload part";
+    r->url = url;
+    r->headers = headers;
+    r->upload = upload;
 }
 
 static void metric_object(mlt__buf *b, const mlt__metric *m)
@@ -387,6 +472,9 @@ static MLT__MUST_USE mlt_err err_for_code(const char *code, long status, bool *r
         *retriable = true;
         return MLT_ERR_RATE_LIMITED;
     }
+    if (status == 501) {
+        return MLT_ERR_REJECTED; /* not implemented: asking again does not help */
+    }
     if (status >= 500) {
         *retriable = *ambiguous = true;
         return MLT_ERR_SERVER;
@@ -414,6 +502,7 @@ void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp, ml
 {
     a->status = resp->status;
     a->retry_after_s = resp->retry_after_s;
+    snprintf(a->etag, sizeof a->etag, "%s", resp->etag);
     if (resp->net_err != MLT_OK) {
         a->err = resp->net_err;
         a->retriable = resp->net_err == MLT_ERR_NETWORK || resp->net_err == MLT_ERR_TIMEOUT;
@@ -427,6 +516,13 @@ void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp, ml
         cJSON *j = resp->body.len ? cJSON_ParseWithLength(resp->body.data, resp->body.len) : NULL;
         bool mlflow = resp->body.len == 0 || cJSON_IsObject(j);
         cJSON_Delete(j);
+        if (mlflow && r->url && !resp->etag[0]) {
+            /* a part is named by its ETag when the upload completes */
+            a->err = MLT_ERR_PROTOCOL;
+            a->retriable = true;
+            snprintf(a->msg, sizeof a->msg, "%s: HTTP %ld without an ETag", r->what, resp->status);
+            return;
+        }
         if (mlflow) {
             a->err = MLT_OK;
             return;
@@ -466,7 +562,9 @@ void mlt__api_classify(const mlt__api_req *r, const mlt__http_response *resp, ml
         snippet(snip, sizeof snip, resp->body.data, resp->body.len);
         snprintf(a->msg, sizeof a->msg, "%s: HTTP %ld%s (not an MLflow answer: '%s')", r->what,
                  resp->status,
-                 resp->status == 404 || resp->status == 405 ? ", is the tracking URI right?" : "",
+                 (resp->status == 404 || resp->status == 405) && !r->url
+                     ? ", is the tracking URI right?"
+                     : "",
                  snip);
         if (resp->status == 404 || resp->status == 405) {
             a->err = MLT_ERR_PROTOCOL;

@@ -19,11 +19,15 @@
 /* Body size kept under the server's 1 MB request limit, with room for the envelope. */
 #define MLT__BATCH_MAX_BYTES 1000000
 
-/* A request relative to <tracking_uri>/api/2.0/mlflow/ (artifacts: /api/2.0/mlflow-artifacts/). */
+/* A request relative to <tracking_uri>/api/2.0/mlflow/ (artifacts: /api/2.0/mlflow-artifacts/;
+ * or the prefix it names), or to an absolute URL (a presigned part of a multipart upload). */
 typedef struct mlt__api_req {
     const char *method; /* "GET", "POST" or "PUT" */
     char path[4096];    /* e.g. "runs/create", or "experiments/get-by-name?experiment_name=x" */
     bool artifacts;     /* path is under the artifact proxy's prefix */
+    const char *prefix; /* NULL, or the prefix path goes under (e.g. "/api/3.0/mlflow/") */
+    const char *url;    /* NULL, or the absolute URL, used as is (not owned) */
+    const char *const *headers;     /* NULL, or "Name: value" lines sent too (not owned) */
     const mlt__http_upload *upload; /* PUT: the body, from a file */
     mlt__buf body;                  /* JSON for POST */
     const char *what;               /* short description for messages, e.g. "create run" */
@@ -67,6 +71,32 @@ MLT__MUST_USE mlt_err mlt__api_get_run(mlt__api_req *r, const char *run_id);
 MLT__MUST_USE mlt_err mlt__api_put_artifact(mlt__api_req *r, const char *root, const char *path,
                                             const mlt__http_upload *upload);
 
+/* GET /api/3.0/mlflow/server-info: what the server can do (multipart_uploads_enabled). */
+void mlt__api_server_info(mlt__api_req *r);
+
+/* One part of a multipart upload, as complete names it. */
+typedef struct mlt__mpu_part {
+    uint32_t number; /* from 1 */
+    const char *etag;
+    const char *url;
+} mlt__mpu_part;
+
+/* The multipart calls of the artifact proxy, for the file name in the directory dir (NULL or ""
+ * for the run's root) under root (as mlt__api_put_artifact): create with num_parts (the answer:
+ * upload_id and a presigned URL per part), complete with the parts' ETags, abort. */
+MLT__MUST_USE mlt_err mlt__api_mpu_create(mlt__api_req *r, const char *root, const char *dir,
+                                          const char *name, uint32_t num_parts);
+MLT__MUST_USE mlt_err mlt__api_mpu_complete(mlt__api_req *r, const char *root, const char *dir,
+                                            const char *name, const char *upload_id,
+                                            const mlt__mpu_part *parts, size_t n);
+MLT__MUST_USE mlt_err mlt__api_mpu_abort(mlt__api_req *r, const char *root, const char *dir,
+                                         const char *name, const char *upload_id);
+
+/* PUT of upload (a part) to a presigned URL, with the headers the server named. The answer's
+ * ETag names the part to complete. */
+void mlt__api_put_part(mlt__api_req *r, const char *url, const char *const *headers,
+                       const mlt__http_upload *upload);
+
 /* What a log-batch body takes from the pending arrays, front first. */
 typedef struct mlt__batch {
     const mlt__metric *metrics;
@@ -95,6 +125,7 @@ typedef struct mlt__api_answer {
     char error_code[48];  /* the server's error_code, "" when none */
     double retry_after_s; /* < 0 when absent */
     char msg[1024];       /* what happened, for the user */
+    char etag[256];       /* the answer's ETag ("" when none) */
     cJSON *json;          /* the parsed answer on success (owned; freed by answer_free) */
 } mlt__api_answer;
 

@@ -29,7 +29,19 @@ mlt_err mlt__client_init_with(mlt__client *c, const mlt_options *o, mlt__transpo
     c->max_backoff_s = DEFAULT_MAX_BACKOFF_S;
     c->last_retry_after_s = -1;
     c->logger = o->logger;
+    c->part_retries = o->max_retries;
+    c->mpu_mode = mlt__opt_str(o, MLT__OPT_MULTIPART_UPLOAD) ? o->multipart_upload : -1;
+    c->mpu_server = -1;
+    c->mpu_min_bytes = (uint64_t)o->multipart_min_bytes;
+    c->mpu_chunk_bytes = (uint64_t)o->multipart_chunk_bytes;
+    c->timeout_s = o->timeout_s;
+    pthread_mutex_init(&c->part_mu, NULL);
     return MLT_OK;
+}
+
+static mlt_err presigned_transport(mlt__transport *out, const mlt__client *c)
+{
+    return mlt__transport_presigned_new(out, c->timeout_s);
 }
 
 mlt_err mlt__client_init(mlt__client *c, const mlt_options *o)
@@ -41,13 +53,20 @@ mlt_err mlt__client_init(mlt__client *c, const mlt_options *o)
         return err;
     }
     err = mlt__client_init_with(c, o, tr);
-    return err ? mlt__fail(err, "out of memory") : MLT_OK;
+    if (err != MLT_OK) {
+        return mlt__fail(err, "out of memory");
+    }
+    c->part_transport = presigned_transport;
+    return MLT_OK;
 }
 
 void mlt__client_free(mlt__client *c)
 {
     if (c->tr.self && c->tr.destroy) {
         c->tr.destroy(c->tr.self);
+    }
+    if (c->base) {
+        pthread_mutex_destroy(&c->part_mu);
     }
     free(c->base);
     memset(c, 0, sizeof *c);
@@ -69,13 +88,20 @@ int64_t mlt__client_backoff_ms(const mlt__client *c, int n, const mlt__api_answe
     return (int64_t)(s * 1000.0);
 }
 
-static void pause_ms(mlt__client *c, int64_t ms)
+/* Waits ms before a retry; a set abort flag ends the wait early (false). */
+static bool pause_ms(mlt__client *c, int64_t ms)
 {
     if (c->sleep_fn) {
         c->sleep_fn(ms, c->sleep_ud);
-    } else {
-        mlt__sleep_ms(ms);
+        return true;
     }
+    for (int64_t left = ms; left > 0; left -= 100) {
+        if (c->abort && atomic_load(c->abort)) {
+            return false;
+        }
+        mlt__sleep_ms(left < 100 ? left : 100);
+    }
+    return !(c->abort && atomic_load(c->abort));
 }
 
 static MLT__MUST_USE mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__api_answer *a)
@@ -93,6 +119,7 @@ static MLT__MUST_USE mlt_err once(mlt__client *c, const mlt__api_req *r, mlt__ap
         .body_len = r->body.len,
         .upload = r->upload,
         .not_idempotent = r->not_idempotent,
+        .headers = r->headers,
     };
     mlt__http_response resp;
     mlt__http_response_init(&resp);
@@ -134,7 +161,9 @@ mlt_err mlt__client_call(mlt__client *c, const mlt__api_req *r, bool retry_ambig
         }
         mlt__log(&c->logger, MLT_LOG_WARN, "%s (retry %d of %d in %.1f s)", a->msg, attempt + 1,
                  c->max_retries, (double)wait / 1000.0);
-        pause_ms(c, wait);
+        if (!pause_ms(c, wait)) {
+            return a->err;
+        }
     }
 }
 
@@ -269,10 +298,18 @@ void mlt__client_interrupt(mlt__client *c)
     if (c->tr.interrupt) {
         c->tr.interrupt(c->tr.self);
     }
+    pthread_mutex_lock(&c->part_mu);
+    for (size_t i = 0; i < c->n_part_trs; i++) {
+        if (c->part_trs[i].interrupt) {
+            c->part_trs[i].interrupt(c->part_trs[i].self);
+        }
+    }
+    pthread_mutex_unlock(&c->part_mu);
 }
 
 void mlt__client_set_abort(mlt__client *c, atomic_bool *flag)
 {
+    c->abort = flag;
     if (c->tr.set_abort) {
         c->tr.set_abort(c->tr.self, flag);
     }
@@ -364,7 +401,10 @@ mlt_err mlt__client_create_run(mlt__client *c, const char *experiment_id, const 
             mlt__fail(err, "%s", first_msg);
             goto out;
         }
-        pause_ms(c, wait);
+        if (!pause_ms(c, wait)) {
+            mlt__fail(err, "%s", first_msg);
+            goto out;
+        }
     }
 out:
     mlt__api_req_free(&r);
@@ -474,10 +514,16 @@ mlt_err mlt__client_put_artifact(mlt__client *c, const char *root, const char *p
                                  uint64_t len, int64_t deadline_ns,
                                  void (*sent)(void *ud, uint64_t bytes), void *sent_ud)
 {
-    mlt__http_upload up = {fd, len, sent, sent_ud};
+    bool used;
+    mlt_err err =
+        mlt__client_put_multipart(c, root, path, fd, len, deadline_ns, sent, sent_ud, &used);
+    if (used || err != MLT_OK) {
+        return err;
+    }
+    mlt__http_upload up = {.fd = fd, .len = len, .sent = sent, .sent_ud = sent_ud};
     mlt__api_req r;
     mlt__api_req_init(&r);
-    mlt_err err = mlt__api_put_artifact(&r, root, path, &up);
+    err = mlt__api_put_artifact(&r, root, path, &up);
     if (err != MLT_OK) {
         mlt__api_req_free(&r);
         return mlt__fail(err, "artifact path %s is too long for a URL", path);

@@ -12,9 +12,12 @@
 #include "http.h"
 #include "mlflow_api.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
-typedef struct mlt__client {
+typedef struct mlt__client mlt__client;
+
+struct mlt__client {
     mlt__transport tr;
     char *base; /* tracking URI without a trailing slash */
     int max_retries;
@@ -31,7 +34,21 @@ typedef struct mlt__client {
     /* Called instead of sleeping (tests); NULL: sleep. */
     void (*sleep_fn)(int64_t ms, void *ud);
     void *sleep_ud;
-} mlt__client;
+    /* multipart uploads (mlflow_mpu.c) */
+    int part_retries;         /* retries of one part (max_retries: kept when a caller that retries
+                               * by itself sets max_retries to 0) */
+    int mpu_mode;             /* the multipart_upload option: 1 on, 0 off, -1 as the server says */
+    int mpu_server;           /* the server's multipart_uploads_enabled, -1 until asked */
+    uint64_t mpu_min_bytes;   /* multipart_min_bytes */
+    uint64_t mpu_chunk_bytes; /* multipart_chunk_bytes */
+    double timeout_s;
+    atomic_bool *abort; /* as set by mlt__client_set_abort: the parts' transports get it too */
+    /* Makes a transport for presigned URLs (the parts); NULL: parts go one by one through tr. */
+    mlt_err (*part_transport)(mlt__transport *out, const mlt__client *c);
+    pthread_mutex_t part_mu; /* guards part_trs, the parts' transports in use (interrupted too) */
+    mlt__transport part_trs[4];
+    size_t n_part_trs;
+};
 
 /* A client for opts with the libcurl transport. */
 MLT__MUST_USE mlt_err mlt__client_init(mlt__client *c, const mlt_options *opts);
@@ -91,12 +108,23 @@ MLT__MUST_USE mlt_err mlt__client_artifact_root(mlt__client *c, const char *run_
                                                 char **out_root);
 
 /* PUTs bytes [0, len) of fd as the artifact at path under root (mlt__client_artifact_root),
- * retried as any call: a PUT of the same bytes to the same path may be sent again. sent (may be
- * NULL) is told the bytes of the try in flight sent so far. */
+ * retried as any call: a PUT of the same bytes to the same path may be sent again. A large file
+ * goes as a multipart upload when the server's store takes one (mlt__client_put_multipart). sent
+ * (may be NULL) is told the bytes of the try in flight sent so far. */
 MLT__MUST_USE mlt_err mlt__client_put_artifact(mlt__client *c, const char *root, const char *path,
                                                int fd, uint64_t len, int64_t deadline_ns,
                                                void (*sent)(void *ud, uint64_t bytes),
                                                void *sent_ud);
+
+/* A multipart upload of bytes [0, len) of fd as the artifact at path under root, when len and
+ * the option or the server call for one (*used then true): the parts in parallel, each retried
+ * alone, aborted when a part fails for good. *used false: nothing was sent (a small file, a
+ * server whose store cannot, a 501 at create), the caller PUTs it whole; an error with *used
+ * false is the server-info question's. mlt__client_put_artifact calls it first. */
+MLT__MUST_USE mlt_err mlt__client_put_multipart(mlt__client *c, const char *root, const char *path,
+                                                int fd, uint64_t len, int64_t deadline_ns,
+                                                void (*sent)(void *ud, uint64_t bytes),
+                                                void *sent_ud, bool *used);
 
 MLT__MUST_USE mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
                                           int64_t end_time_ms, int64_t deadline_ns);

@@ -70,6 +70,14 @@ static const struct opt_def {
                                       "67108864", 65536, (long long)1 << 32},
     [MLT__OPT_ATTACH_TIMEOUT] = {"attach_timeout", K_INT, "MLTRACK_ATTACH_TIMEOUT", "604800", 0,
                                  315360000},
+    [MLT__OPT_MULTIPART_UPLOAD] = {"multipart_upload", K_BOOL,
+                                   "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", NULL},
+    [MLT__OPT_MULTIPART_MIN_BYTES] = {"multipart_min_bytes", K_INT,
+                                      "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", "524288000", 1,
+                                      (long long)1 << 50},
+    [MLT__OPT_MULTIPART_CHUNK_BYTES] = {"multipart_chunk_bytes", K_INT,
+                                        "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", "10485760", 1048576,
+                                        (long long)5 << 30},
 };
 
 #define MAX_SECONDS 86400.0
@@ -264,6 +272,15 @@ static MLT__MUST_USE mlt_err set_opt(mlt_options *o, int i, const char *value)
         break;
     case MLT__OPT_SYSTEM_METRICS:
         o->system_metrics = b;
+        break;
+    case MLT__OPT_MULTIPART_UPLOAD:
+        o->multipart_upload = b;
+        break;
+    case MLT__OPT_MULTIPART_MIN_BYTES:
+        o->multipart_min_bytes = n;
+        break;
+    case MLT__OPT_MULTIPART_CHUNK_BYTES:
+        o->multipart_chunk_bytes = n;
         break;
     case MLT__OPT_SYSTEM_METRICS_INTERVAL:
         o->system_metrics_interval_s = s;

@@ -34,6 +34,9 @@ typedef enum mlt__opt {
     MLT__OPT_SYSTEM_METRICS_INTERVAL,
     MLT__OPT_QUEUE_SEGMENT_BYTES,
     MLT__OPT_ATTACH_TIMEOUT,
+    MLT__OPT_MULTIPART_UPLOAD,
+    MLT__OPT_MULTIPART_MIN_BYTES,
+    MLT__OPT_MULTIPART_CHUNK_BYTES,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -55,6 +58,9 @@ struct mlt_options {
     long long attach_timeout_s;
     int system_metrics;
     double system_metrics_interval_s;
+    int multipart_upload; /* when text[MLT__OPT_MULTIPART_UPLOAD] is set; else ask the server */
+    long long multipart_min_bytes;
+    long long multipart_chunk_bytes;
     mlt__logger logger;
     mlt_delivery_fn delivery_fn;
     void *delivery_ud;

@@ -24,12 +24,15 @@ typedef struct scripted {
     double retry_after_s;
     mlt_err net_err;
     bool maybe_sent;
+    const char *etag; /* the answer's ETag header, NULL for none */
 } scripted;
 
 typedef struct recorded {
     char method[8];
     char *url;
-    char *body; /* NULL for a request without body */
+    char *body;              /* NULL for a request without body */
+    uint64_t up_off, up_len; /* an upload's range of its file */
+    char header[128];        /* the first extra header line, "" when none */
 } recorded;
 
 typedef struct fake {
@@ -52,6 +55,12 @@ static void fake_perform(void *self, const mlt__http_request *req, mlt__http_res
     rec->url = strdup(req->url);
     ck_assert_ptr_nonnull(rec->url);
     rec->body = req->body ? mlt__strndup(req->body, req->body_len) : NULL;
+    if (req->upload) {
+        rec->up_off = req->upload->off;
+        rec->up_len = req->upload->len;
+    }
+    snprintf(rec->header, sizeof rec->header, "%s",
+             req->headers && req->headers[0] ? req->headers[0] : "");
     if (f->next >= f->n_script) {
         /* not retriable, so a runaway loop stops at once */
         f->exhausted = true;
@@ -66,6 +75,9 @@ static void fake_perform(void *self, const mlt__http_request *req, mlt__http_res
     resp->maybe_sent = s->maybe_sent;
     if (s->body) {
         mlt__buf_puts(&resp->body, s->body);
+    }
+    if (s->etag) {
+        snprintf(resp->etag, sizeof resp->etag, "%s", s->etag);
     }
     if (s->net_err != MLT_OK) {
         snprintf(resp->errmsg, sizeof resp->errmsg, "%s %s: scripted failure", req->method,
@@ -106,12 +118,19 @@ static void push_full(fake *f, long status, const char *body, double retry_after
                       bool maybe_sent)
 {
     ck_assert_uint_lt(f->n_script, FAKE_MAX);
-    f->script[f->n_script++] = (scripted){status, body, retry_after_s, net, maybe_sent};
+    f->script[f->n_script++] = (scripted){status, body, retry_after_s, net, maybe_sent, NULL};
 }
 
 static void push(fake *f, long status, const char *body)
 {
     push_full(f, status, body, -1, MLT_OK, false);
+}
+
+/* A part's answer: 200, no body, an ETag. */
+static void push_etag(fake *f, const char *etag)
+{
+    push(f, 200, NULL);
+    f->script[f->n_script - 1].etag = etag;
 }
 
 static void push_net(fake *f, mlt_err net, bool maybe_sent)
@@ -814,9 +833,9 @@ START_TEST(create_run_after_network_error_maybe_sent_finds_the_run)
 
     /* a timeout after sending, and a garbled 200, are ambiguous too */
     const scripted amb[] = {
-        {0, NULL, -1, MLT_ERR_TIMEOUT, true},
-        {408, "Request Timeout", -1, MLT_OK, false},
-        {200, "<html>proxy page</html>", -1, MLT_OK, false},
+        {0, NULL, -1, MLT_ERR_TIMEOUT, true, NULL},
+        {408, "Request Timeout", -1, MLT_OK, false, NULL},
+        {200, "<html>proxy page</html>", -1, MLT_OK, false, NULL},
     };
     for (size_t i = 0; i < sizeof amb / sizeof amb[0]; i++) {
         f = fake_new();
@@ -1241,6 +1260,227 @@ START_TEST(end_run_sends_status_and_end_time)
 }
 END_TEST
 
+/* ---- multipart uploads ---- */
+
+#define ART BASE "/api/2.0/mlflow-artifacts/"
+#define MIB (1u << 20)
+
+/* A file of len bytes (unlinked: gone at close). */
+static int temp_file(uint64_t len)
+{
+    char path[] = "/tmp/check_client_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert_int_eq(ftruncate(fd, (off_t)len), 0);
+    return fd;
+}
+
+/* A client as client_new, with the multipart options (on: "true", "false" or NULL to ask the
+ * server) and 1 MiB parts from 2 MiB up. */
+static void mpu_client(mlt__client *c, fake *f, const char *on)
+{
+    mlt_options *o = mlt_options_new();
+    ck_assert_ptr_nonnull(o);
+    ck_assert_int_eq(mlt_options_set_tracking_uri(o, BASE), MLT_OK);
+    ck_assert_int_eq(mlt_options_set_retries(o, 3, 1, 0), MLT_OK);
+    if (on) {
+        ck_assert_int_eq(mlt_options_set(o, "multipart_upload", on, NULL, 0), MLT_OK);
+    }
+    ck_assert_int_eq(mlt_options_set(o, "multipart_min_bytes", "2097152", NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "multipart_chunk_bytes", "1048576", NULL, 0), MLT_OK);
+    mlt__transport tr = {.perform = fake_perform, .destroy = fake_destroy, .self = f};
+    ck_assert_int_eq(mlt__client_init_with(c, o, tr), MLT_OK);
+    mlt_options_free(o);
+    c->sleep_fn = fake_sleep;
+    c->sleep_ud = f;
+}
+
+static const char *const CREATE3 =
+    "{\"upload_id\":\"up-1\",\"credentials\":["
+    "{\"url\":\"http://store/b/k?partNumber=1&sig=a\",\"part_number\":1},"
+    "{\"url\":\"http://store/b/k?partNumber=2&sig=b\",\"part_number\":2,"
+    "\"headers\":{\"x-ms-blob-type\":\"BlockBlob\"}},"
+    "{\"url\":\"http://store/b/k?partNumber=3&sig=c\",\"part_number\":3}]}";
+
+START_TEST(multipart_sends_each_part_and_retries_a_failed_one_alone)
+{
+    fake *f = fake_new();
+    mlt__client c;
+    mpu_client(&c, f, "true");
+    int fd = temp_file(2 * MIB + 5); /* three parts: 1 MiB, 1 MiB, 5 bytes */
+    push(f, 200, CREATE3);
+    push_etag(f, "\"e1\"");
+    push(f, 503, "<Error><Code>SlowDown</Code></Error>");
+    push_etag(f, "\"e2\"");
+    push_etag(f, "\"e3\"");
+    push(f, 200, "{}");
+    char err[512] = "";
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err,
+                                 mlt__client_put_artifact(&c, "/0/run-1/artifacts", "d/m.bin", fd,
+                                                          2 * MIB + 5, -1, NULL, NULL)),
+                     MLT_OK);
+    ck_assert_uint_eq(f->n_reqs, 6);
+    ck_assert_str_eq(f->reqs[0].url, ART "mpu/create/0/run-1/artifacts/d");
+    cJSON *j = request_json(f, 0);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "path")->valuestring, "m.bin");
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "num_parts")->valueint, 3);
+    cJSON_Delete(j);
+    /* the parts, each its own range; part 2 twice (the 503), with the header the server named */
+    const char *urls[] = {"partNumber=1", "partNumber=2", "partNumber=2", "partNumber=3"};
+    const uint64_t offs[] = {0, MIB, MIB, 2 * MIB}, lens[] = {MIB, MIB, MIB, 5};
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_str_eq(f->reqs[1 + i].method, "PUT");
+        ck_assert_ptr_nonnull(strstr(f->reqs[1 + i].url, urls[i]));
+        ck_assert_uint_eq(f->reqs[1 + i].up_off, offs[i]);
+        ck_assert_uint_eq(f->reqs[1 + i].up_len, lens[i]);
+        ck_assert_str_eq(f->reqs[1 + i].header,
+                         i == 1 || i == 2 ? "x-ms-blob-type: BlockBlob" : "");
+    }
+    ck_assert_str_eq(f->reqs[5].url, ART "mpu/complete/0/run-1/artifacts/d");
+    j = request_json(f, 5);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "upload_id")->valuestring, "up-1");
+    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(j, "parts");
+    ck_assert_int_eq(cJSON_GetArraySize(parts), 3);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *p = cJSON_GetArrayItem(parts, i);
+        char want[8];
+        snprintf(want, sizeof want, "\"e%d\"", i + 1);
+        ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(p, "part_number")->valueint, i + 1);
+        ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(p, "etag")->valuestring, want);
+    }
+    cJSON_Delete(j);
+    close(fd);
+    finish(&c, f);
+}
+END_TEST
+
+START_TEST(multipart_aborts_when_a_part_fails_for_good)
+{
+    fake *f = fake_new();
+    mlt__client c;
+    mpu_client(&c, f, "true");
+    int fd = temp_file(2 * MIB + 5);
+    push(f, 200, CREATE3);
+    push_etag(f, "\"e1\"");
+    push(f, 403, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>");
+    push(f, 200, "{}"); /* abort */
+    char err[1024] = "";
+    mlt_err e = mlt__errbuf(err, sizeof err,
+                            mlt__client_put_artifact(&c, "0/run-1/artifacts", "m.bin", fd,
+                                                     2 * MIB + 5, -1, NULL, NULL));
+    ck_assert_int_eq(e, MLT_ERR_AUTH);
+    ck_assert_msg(strstr(err, "part 2 of 3") && strstr(err, "Request has expired") &&
+                      strstr(err, "aborted"),
+                  "message '%s'", err);
+    ck_assert_uint_eq(f->n_reqs, 4); /* part 3 never sent: the upload stopped at the failure */
+    ck_assert_str_eq(f->reqs[3].url, ART "mpu/abort/0/run-1/artifacts");
+    cJSON *j = request_json(f, 3);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "upload_id")->valuestring, "up-1");
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "path")->valuestring, "m.bin");
+    cJSON_Delete(j);
+    close(fd);
+    finish(&c, f);
+}
+END_TEST
+
+START_TEST(multipart_is_asked_of_the_server_once_and_a_501_falls_back_to_one_put)
+{
+    fake *f = fake_new();
+    mlt__client c;
+    mpu_client(&c, f, NULL);
+    int fd = temp_file(3 * MIB);
+    push(f, 200, "{\"multipart_uploads_enabled\":true}");
+    push(f, 501,
+         "{\"error_code\":\"NOT_IMPLEMENTED\",\"message\":\"Multipart upload is not supported "
+         "for the current artifact repository\"}");
+    push(f, 200, NULL); /* the single PUT */
+    push(f, 200, NULL); /* the next large file: one PUT, nothing asked */
+    push(f, 200, NULL); /* a small one: one PUT */
+    char err[1024] = "";
+    ck_assert_msg(mlt__errbuf(err, sizeof err,
+                              mlt__client_put_artifact(&c, "0/r/artifacts", "a.bin", fd, 3 * MIB,
+                                                       -1, NULL, NULL)) == MLT_OK,
+                  "%s", err);
+    ck_assert_int_eq(
+        mlt__client_put_artifact(&c, "0/r/artifacts", "b.bin", fd, 3 * MIB, -1, NULL, NULL),
+        MLT_OK);
+    ck_assert_int_eq(mlt__client_put_artifact(&c, "0/r/artifacts", "c.bin", fd, 5, -1, NULL, NULL),
+                     MLT_OK);
+    ck_assert_uint_eq(f->n_reqs, 5);
+    ck_assert_str_eq(f->reqs[0].url, BASE "/api/3.0/mlflow/server-info");
+    ck_assert_str_eq(f->reqs[1].url, ART "mpu/create/0/r/artifacts");
+    ck_assert_str_eq(f->reqs[2].url, ART "artifacts/0/r/artifacts/a.bin");
+    ck_assert_uint_eq(f->reqs[2].up_len, 3 * MIB);
+    ck_assert_str_eq(f->reqs[3].url, ART "artifacts/0/r/artifacts/b.bin");
+    ck_assert_str_eq(f->reqs[4].url, ART "artifacts/0/r/artifacts/c.bin");
+    finish(&c, f);
+
+    /* a server whose store cannot: asked once, then single PUTs; "false" never asks */
+    f = fake_new();
+    mpu_client(&c, f, NULL);
+    push(f, 200, "{\"multipart_uploads_enabled\":false}");
+    push(f, 200, NULL);
+    push(f, 200, NULL);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(
+            mlt__client_put_artifact(&c, "0/r/artifacts", "a.bin", fd, 3 * MIB, -1, NULL, NULL),
+            MLT_OK);
+    }
+    ck_assert_uint_eq(f->n_reqs, 3);
+    ck_assert_str_eq(f->reqs[1].method, "PUT");
+    ck_assert_str_eq(f->reqs[2].method, "PUT");
+    finish(&c, f);
+    f = fake_new();
+    mpu_client(&c, f, "false");
+    push(f, 200, NULL);
+    ck_assert_int_eq(
+        mlt__client_put_artifact(&c, "0/r/artifacts", "a.bin", fd, 3 * MIB, -1, NULL, NULL),
+        MLT_OK);
+    ck_assert_str_eq(f->reqs[0].url, ART "artifacts/0/r/artifacts/a.bin");
+    finish(&c, f);
+    close(fd);
+}
+END_TEST
+
+START_TEST(multipart_answers_that_are_not_understood_are_protocol_errors)
+{
+    /* fewer credentials than parts, then a part answer without an ETag (retried, then given
+     * up): each aborts the upload */
+    fake *f = fake_new();
+    mlt__client c;
+    mpu_client(&c, f, "true");
+    int fd = temp_file(2 * MIB + 5);
+    push(f, 200,
+         "{\"upload_id\":\"u\",\"credentials\":[{\"url\":\"http://s/1\",\"part_number\":1}]}");
+    push(f, 200, "{}"); /* abort */
+    char err[1024] = "";
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err,
+                                 mlt__client_put_artifact(&c, "0/r/artifacts", "a.bin", fd,
+                                                          2 * MIB + 5, -1, NULL, NULL)),
+                     MLT_ERR_PROTOCOL);
+    ck_assert_msg(strstr(err, "3 credentials"), "message '%s'", err);
+    ck_assert_str_eq(f->reqs[1].url, ART "mpu/abort/0/r/artifacts");
+    finish(&c, f);
+
+    f = fake_new();
+    mpu_client(&c, f, "true");
+    push(f, 200, CREATE3);
+    for (int i = 0; i < 4; i++) { /* the first try and its 3 retries */
+        push(f, 200, NULL);
+    }
+    push(f, 200, "{}"); /* abort */
+    ck_assert_int_eq(mlt__errbuf(err, sizeof err,
+                                 mlt__client_put_artifact(&c, "0/r/artifacts", "a.bin", fd,
+                                                          2 * MIB + 5, -1, NULL, NULL)),
+                     MLT_ERR_PROTOCOL);
+    ck_assert_msg(strstr(err, "without an ETag"), "message '%s'", err);
+    ck_assert_str_eq(f->reqs[5].url, ART "mpu/abort/0/r/artifacts");
+    finish(&c, f);
+    close(fd);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("client");
@@ -1279,5 +1519,9 @@ int main(void)
     MLT_ADD_TEST(s, log_batch_retries_a_transient_failure_of_one_request);
     MLT_ADD_TEST(s, log_batch_of_nothing_sends_nothing);
     MLT_ADD_TEST(s, end_run_sends_status_and_end_time);
+    MLT_ADD_TEST(s, multipart_sends_each_part_and_retries_a_failed_one_alone);
+    MLT_ADD_TEST(s, multipart_aborts_when_a_part_fails_for_good);
+    MLT_ADD_TEST(s, multipart_is_asked_of_the_server_once_and_a_501_falls_back_to_one_put);
+    MLT_ADD_TEST(s, multipart_answers_that_are_not_understood_are_protocol_errors);
     return mlt_test_run_suite(s);
 }

@@ -135,6 +135,9 @@ START_TEST(options_set_every_option_by_name)
         {"system_metrics_interval", "0.5", "0.5"},
         {"queue_segment_bytes", "65536", "65536"},
         {"attach_timeout", "0", "0"},
+        {"multipart_upload", "false", "false"},
+        {"multipart_min_bytes", "1", "1"},
+        {"multipart_chunk_bytes", "5242880", "5242880"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();
@@ -150,11 +153,40 @@ START_TEST(options_set_every_option_by_name)
     ck_assert_double_eq(o->backoff_factor_s, 0.5);
     ck_assert_double_eq(o->backoff_jitter_s, 0.0);
     ck_assert_double_eq(o->timeout_s, 2.5);
+    ck_assert_int_eq(o->multipart_upload, 0);
+    ck_assert_int_eq(o->multipart_min_bytes, 1);
+    ck_assert_int_eq(o->multipart_chunk_bytes, 5242880);
     /* secrets are kept as given, only masked when read back */
     ck_assert_str_eq(mlt__opt_str(o, MLT__OPT_TOKEN), "s3cr3t-token");
     ck_assert_str_eq(mlt__opt_str(o, MLT__OPT_PASSWORD), "hunter2");
     ck_assert_str_eq(mlt__opt_str(o, MLT__OPT_USERNAME), "alice");
     mlt_options_free(o);
+}
+END_TEST
+
+START_TEST(multipart_options_have_python_s_defaults_variables_and_ranges)
+{
+    mlt_options *o = new_opts();
+    ck_assert_ptr_null(mlt_options_get(o, "multipart_upload")); /* unset: the server decides */
+    ck_assert_int_eq(o->multipart_min_bytes, 500LL << 20);
+    ck_assert_int_eq(o->multipart_chunk_bytes, 10LL << 20);
+    assert_set_fails(o, "multipart_upload", "maybe", MLT_ERR_BAD_OPTION);
+    assert_set_fails(o, "multipart_chunk_bytes", "1048575", MLT_ERR_BAD_OPTION); /* < 1 MiB */
+    assert_set_fails(o, "multipart_chunk_bytes", "5368709121", MLT_ERR_BAD_OPTION); /* > 5 GiB */
+    assert_set_fails(o, "multipart_min_bytes", "0", MLT_ERR_BAD_OPTION);
+    mlt_options_free(o);
+    setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "true", 1);
+    setenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", "1048576", 1);
+    setenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", "2097152", 1);
+    o = new_opts();
+    ck_assert_int_eq(mlt_options_from_env(o, NULL, 0), MLT_OK);
+    ck_assert_int_eq(o->multipart_upload, 1);
+    ck_assert_int_eq(o->multipart_min_bytes, 1048576);
+    ck_assert_int_eq(o->multipart_chunk_bytes, 2097152);
+    mlt_options_free(o);
+    unsetenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD");
+    unsetenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE");
+    unsetenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE");
 }
 END_TEST
 
@@ -830,6 +862,7 @@ int main(void)
     MLT_ADD_TEST(s, options_defaults_match_the_python_client);
     MLT_ADD_TEST(s, options_set_every_option_by_name);
     MLT_ADD_TEST(s, options_setting_again_replaces_the_value);
+    MLT_ADD_TEST(s, multipart_options_have_python_s_defaults_variables_and_ranges);
     MLT_ADD_TEST(s, options_unknown_name_fails_naming_it);
     MLT_ADD_TEST(s, options_null_value_restores_default_or_clears);
     MLT_ADD_TEST(s, tracking_uri_refuses_what_is_not_http_and_keeps_old_value);

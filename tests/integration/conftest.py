@@ -327,15 +327,15 @@ class MlflowServer:
 
 @pytest.fixture
 def server_factory(src_dir, tmp_path_factory):
-    """server_factory(port=None, start=True, extra_args=None) -> MlflowServer of the test's own
-    (extra_args: of `mlflow server`, default MLTRACK_TEST_QUEUE_SERVER_ARGS); every server it made
-    is stopped when the test ends."""
+    """server_factory(port=None, start=True, extra_args=None, env=None) -> MlflowServer of the
+    test's own (extra_args: of `mlflow server`, default MLTRACK_TEST_QUEUE_SERVER_ARGS; env: more
+    variables for the server); every server it made is stopped when the test ends."""
     made = []
     script = os.path.join(src_dir, "scripts", "mlflow-server.sh")
 
-    def make(port=None, start=True, extra_args=None):
+    def make(port=None, start=True, extra_args=None, env=None):
         srv = MlflowServer(script, tmp_path_factory.mktemp("mlflow-server"), port=port,
-                           extra_args=extra_args)
+                           extra_args=extra_args, env=env)
         made.append(srv)
         if start:
             srv.start()
