@@ -122,7 +122,7 @@ def big(path, size):
 
 
 def test_a_large_artifact_goes_in_parts_and_a_cut_part_is_sent_again_alone(
-        s3_mlflow, s3_store, queue_build_dir, tmp_path, exp_name):
+        s3_mlflow, s3_store, queue_build_dir, tmp_path, exp_name, reliability):
     uri, proxy = s3_mlflow
     size = 4 * CHUNK + 12345  # five parts
     f = str(tmp_path / "model.ckpt")
@@ -146,10 +146,12 @@ def test_a_large_artifact_goes_in_parts_and_a_cut_part_is_sent_again_alone(
     assert artifact_digests(reader, run) == {"ckpt/model.ckpt": want}
     assert list_artifacts(reader, run) == {"ckpt/model.ckpt": size}
     assert journal_dirs(q.dir) == []
+    reliability("multipart: a part cut halfway and a part refused with 503", faults=2,
+                checked="server")
 
 
 def test_a_part_refused_for_good_aborts_the_upload_and_requeue_sends_it_again(
-        s3_mlflow, s3_store, queue_build_dir, tmp_path, exp_name):
+        s3_mlflow, s3_store, queue_build_dir, tmp_path, exp_name, reliability):
     uri, proxy = s3_mlflow
     size = 2 * CHUNK + 7  # three parts
     f = str(tmp_path / "weights.bin")
@@ -183,6 +185,8 @@ def test_a_part_refused_for_good_aborts_the_upload_and_requeue_sends_it_again(
     assert artifact_digests(reader, run) == {"weights.bin": want}
     assert open_uploads(s3_store) == []
     assert journal_dirs(q.dir) == []
+    reliability("multipart: a part refused for good (aborted, requeued)", faults=1,
+                checked="server")
 
 
 def test_a_store_that_cannot_do_multipart_gets_one_put(queue_build_dir, tracking_uri, reader,
