@@ -549,8 +549,27 @@ int mlt_run_failed(const mlt_run *run);
  *  mlt_tracker_flush()), else NULL. Owned by the run. */
 const char *mlt_run_id(const mlt_run *run);
 
-/** The client run key: a UUID made at mlt_run_start(), never NULL. Owned by the run. */
+/** The client run key: a UUID made at mlt_run_start(), never NULL. Owned by the run. (The
+ *  options' run_key instead for the run of another process, or a run resumed.) */
 const char *mlt_run_key(const mlt_run *run);
+
+/**
+ * Where a resumed run left off: the largest step of metric `key` logged into the run (by this
+ * process's earlier attempts, under the same run_key with resume=allow), so that a restarted
+ * program logs on from step + 1 and no step lands twice. Call it before logging `key` again.
+ *
+ * Looks first through the queue's journals, which hold the newest points not yet delivered
+ * (read only, no network); when they have none of the key, asks the MLflow server on the
+ * calling thread (the run by its key, then the run's latest point of the key: one try of each,
+ * up to the `timeout` option; no retries, the caller decides whether to wait).
+ *
+ * Returns MLT_OK with *step set; MLT_ERR_NOT_FOUND when neither knows a point of the key (a
+ * first attempt: start from step 0); MLT_ERR_INVALID_ARG for NULL arguments; MLT_ERR_STATE
+ * when the tracker has no MLflow callback; the server's failure (MLT_ERR_NETWORK...) when
+ * the journals do not know and the server cannot be asked: the step is then unknown. The
+ * message is in mlt_last_error(). Any thread.
+ */
+mlt_err mlt_run_last_step(mlt_run *run, const char *key, int64_t *step);
 
 /** The run's name as given to mlt_run_start() (NULL if none). Owned by the run. */
 const char *mlt_run_name(const mlt_run *run);

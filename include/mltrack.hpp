@@ -352,6 +352,13 @@ class run
         return mlt_log_artifact_bytes(h(), artifact_file, text.data(), text.size());
     }
 
+    /** mlt_run_last_step(): where a resumed run left off with key (MLT_ERR_NOT_FOUND: it did
+     * not log it yet; start from 0). */
+    mlt_err last_step(const char *key, int64_t &step)
+    {
+        return mlt_run_last_step(h(), key, &step);
+    }
+
     /** mlt_run_key(), mlt_run_id() (nullptr until the server made the run), mlt_run_name() */
     const char *key() const noexcept
     {

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "journal.h"
+#include "mlflow_client.h"
 #include "queue.h"
 #include "sender.h"
 #include "sysinfo.h"
@@ -191,7 +192,8 @@ static MLT__MUST_USE mlt_err on_start(const mlt_run_info *info, void *ud)
         values[n++] = m->commit;
     }
     mlt__rec_put_create(&b, run_no, info->run_key, info->parent_run_key, info->run_name, exp_name,
-                        exp_id, info->start_time_ms, keys, values, n);
+                        exp_id, info->start_time_ms, keys, values, n,
+                        info->run->resumed ? MLT__CREATE_RESUME : 0);
     err = append(m, MLT__REC_CREATE, &b, false);
     if (err == MLT_OK) {
         mlt__run_use_ring(info->run, run_no); /* its points may follow the create now */
@@ -327,6 +329,43 @@ static MLT__MUST_USE mlt_err stats(void *ud, mlt_queue_stats *out)
     mlflow_cb *m = ud;
     mlt__sender_stats(m->sender, out);
     return MLT_OK;
+}
+
+/* mlt_run_last_step(): the queue's journals know the newest points (not delivered yet); else the
+ * server, asked on the caller's thread. */
+static MLT__MUST_USE mlt_err last_step(void *ud, const char *run_key, const char *metric_key,
+                                       int64_t *step)
+{
+    mlflow_cb *m = ud;
+    char qdir[PATH_MAX];
+    mlt_err err = mlt__queue_dir(m->opts, qdir, sizeof qdir);
+    if (err == MLT_OK) {
+        err = mlt__queue_last_step(qdir, run_key, metric_key, step);
+    }
+    if (err != MLT_ERR_NOT_FOUND) {
+        return err;
+    }
+    mlt__client c;
+    err = mlt__client_init(&c, m->opts);
+    if (err != MLT_OK) {
+        return err;
+    }
+    c.max_retries = 0; /* one try: the caller knows best whether to wait for the server */
+    const char *exp_name = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_NAME);
+    const char *exp_id = mlt__opt_str(m->opts, MLT__OPT_EXPERIMENT_ID);
+    char *id = NULL;
+    if (exp_name) {
+        err = mlt__client_experiment(&c, exp_name, &id);
+    } else {
+        id = mlt__strdup(exp_id ? exp_id : "0");
+        err = id ? MLT_OK : mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    if (err == MLT_OK) {
+        err = mlt__client_last_step(&c, id, run_key, metric_key, step);
+    }
+    free(id);
+    mlt__client_free(&c);
+    return err;
 }
 
 static void on_fork_child(void *ud)
@@ -498,7 +537,8 @@ static MLT__MUST_USE mlt_err add_mlflow(mlt_tracker *tracker)
     };
     /* fsync=always: every point goes through fast_metric, which syncs */
     const mlt__sink_ext ext = {fast_metric,   on_key, m->sync_always ? NULL : m->ring,
-                               on_fork_child, stats,  keep_artifact};
+                               on_fork_child, stats,  keep_artifact,
+                               last_step};
     err = mlt__tracker_add_internal(tracker, &cb, m, &ext);
     if (err != MLT_OK) {
         on_close(m);

@@ -73,6 +73,9 @@ mlt_err mlt__journal_dead_letter(mlt__journal *j, const mlt__rec *r, const char 
                 mlt__json_str(&b, r->tag_values[i] ? r->tag_values[i] : "");
             }
             mlt__buf_puts(&b, "}");
+            if (r->flags & MLT__CREATE_RESUME) {
+                mlt__buf_puts(&b, ",\"resume\":true");
+            }
         }
     } else if (r->type == MLT__REC_END) {
         mlt__buf_printf(&b, ",\"status\":\"%s\",\"end_time\":%" PRId64,

@@ -385,6 +385,46 @@ static outcome dead_run(mlt__sender *s, slot *sl, const mlt__rec *r, const char 
     return perr == MLT_OK ? OK : classify(s, perr, "cannot write the run map");
 }
 
+/*
+ * A resumed run (resume=allow, MLT__CREATE_RESUME): while another journal of the queue holds the
+ * run of its key open (an earlier attempt's, not delivered or not ended yet), it waits (WAIT), so
+ * that the earlier attempt's records and end land first. Then the run the server has under its
+ * key is RUNNING again (*run_id set); none: *run_id stays NULL and the run is created.
+ */
+static outcome resume_found(mlt__sender *s, slot *sl, const mlt__rec *r, const char *exp_id,
+                            char **run_id)
+{
+    char who[PATH_MAX] = "", msg[1024];
+    bool owned = false;
+    if (s->queue_dir && mlt__queue_find_open(s->queue_dir, r->key, mlt__journal_dir(sl->j),
+                                             r->time_ms, who, sizeof who, &owned) == MLT_OK) {
+        snprintf(msg, sizeof msg,
+                 "run %s is resumed once the journal of an earlier attempt (%s%s) is delivered and "
+                 "its run ended",
+                 r->key, who, owned ? ", whose process still runs" : "");
+        set_error(s, msg);
+        snprintf(sl->wait_key, sizeof sl->wait_key, "%s", r->key);
+        return WAIT;
+    }
+    atomic_fetch_add(&s->sent, 1); /* the record's question, asked again on a retry */
+    mlt_err err = mlt__client_find_run(&s->client, exp_id, r->key, run_id);
+    if (err == MLT_ERR_NOT_FOUND) {
+        return OK;
+    }
+    if (err == MLT_OK) {
+        err = mlt__client_resume_run(&s->client, *run_id, -1);
+        if (err != MLT_OK) {
+            free(*run_id);
+            *run_id = NULL;
+        }
+    }
+    if (err != MLT_OK) {
+        mlt__errbuf(msg, sizeof msg, err); /* kept: retried, dead-lettered or reported */
+        return classify(s, err, msg);
+    }
+    return OK;
+}
+
 static outcome deliver_create(mlt__sender *s, slot *sl)
 {
     const mlt__rec *r = &sl->ctl;
@@ -396,7 +436,11 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
     outcome o = resolve_experiment(s, r, &exp_id);
     char *run_id = NULL;
     char msg[1024] = "";
-    if (o == OK) {
+    bool resume = r->flags & MLT__CREATE_RESUME;
+    if (o == OK && resume && !sl->create_ambiguous) {
+        o = resume_found(s, sl, r, exp_id, &run_id);
+    }
+    if (o == OK && !run_id) {
         mlt__kv tags[MLT__REC_MAX_TAGS + 1];
         size_t n = 0;
         for (size_t i = 0; i < r->n_tags; i++) {
@@ -425,7 +469,9 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
             }
         }
         if (err == MLT_ERR_NOT_FOUND) {
-            atomic_fetch_add(&s->sent, 1);
+            if (!resume) {
+                atomic_fetch_add(&s->sent, 1);
+            }
             err = mlt__client_create_run(&s->client, exp_id, r->key,
                                          r->run_name[0] ? r->run_name : NULL, r->time_ms, tags, n,
                                          sl->adopted, -1, &run_id);
@@ -440,7 +486,7 @@ static outcome deliver_create(mlt__sender *s, slot *sl)
             o = classify(s, err, msg);
         }
     }
-    if (o == RETRY || o == FATAL) {
+    if (o == RETRY || o == FATAL || o == WAIT) {
         free(exp_id);
         free(run_id);
         return o;
@@ -601,6 +647,7 @@ static outcome deliver_end(mlt__sender *s, slot *sl)
         report(s, MLT_OP_END_RUN, MLT_DELIVERY_REJECTED, key, run_id, exp_id, 1, msg);
     }
     mlt_err perr = mlt__journal_put_run(sl->j, r->run_no, key, NULL, NULL, MLT__RUN_ENDED);
+    s->runs_ended++;
     if (err == MLT_OK) {
         report(s, MLT_OP_END_RUN, MLT_DELIVERY_ACKNOWLEDGED, key, run_id, exp_id, 1, NULL);
     }
@@ -742,6 +789,7 @@ static outcome end_orphans(mlt__sender *s, slot *sl, bool *did)
         if (err != MLT_OK && classify(s, err, msg) != DEAD) {
             return classify(s, err, msg);
         }
+        s->runs_ended++;
         if (mlt__journal_put_run(sl->j, run_no, key, NULL, NULL, MLT__RUN_ENDED) != MLT_OK) {
             return classify(s, MLT_ERR_IO, "cannot write the run map");
         }

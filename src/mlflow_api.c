@@ -155,10 +155,11 @@ mlt_err mlt__api_create_run(mlt__api_req *r, const char *experiment_id, const ch
 
 mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id, const char *run_key)
 {
-    /* The key is a UUID made by the library: no quote can break the filter. */
+    /* The key is a UUID made by the library, or a run_key option (letters, digits, '_', '-'):
+     * no quote can break the filter. */
     size_t n = 0;
     for (const char *p = run_key; *p; p++, n++) {
-        if (!isxdigit((unsigned char)*p) && *p != '-') {
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_') {
             return MLT_ERR_INVALID_ARG;
         }
     }
@@ -190,6 +191,19 @@ mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id, mlt_run_status 
     mlt__json_str(b, run_id);
     member_str(b, "status", mlt_run_status_name(status));
     member_i64(b, "end_time", end_time_ms);
+    mlt__buf_putc(b, '}');
+    return finish(r);
+}
+
+mlt_err mlt__api_resume_run(mlt__api_req *r, const char *run_id)
+{
+    r->method = "POST";
+    r->what = "resume run";
+    snprintf(r->path, sizeof r->path, "runs/update");
+    mlt__buf *b = &r->body;
+    mlt__buf_puts(b, "{\"run_id\":");
+    mlt__json_str(b, run_id);
+    member_str(b, "status", "RUNNING");
     mlt__buf_putc(b, '}');
     return finish(r);
 }

@@ -62,6 +62,9 @@ MLT__MUST_USE mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *ex
                                                  const char *run_key);
 MLT__MUST_USE mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id,
                                           mlt_run_status status, int64_t end_time_ms);
+/* runs/update to RUNNING, the end time left as it is: a run resumed (as the Python client's
+ * start_run(run_id) does). */
+MLT__MUST_USE mlt_err mlt__api_resume_run(mlt__api_req *r, const char *run_id);
 
 /* runs/get of run_id (the answer's run.info.artifact_uri says where its artifacts go). */
 MLT__MUST_USE mlt_err mlt__api_get_run(mlt__api_req *r, const char *run_id);

@@ -445,14 +445,15 @@ mlt_err mlt__client_log_batch(mlt__client *c, const char *run_id, mlt__batch *ba
     return MLT_OK;
 }
 
-mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
-                            int64_t end_time_ms, int64_t deadline_ns)
+static MLT__MUST_USE mlt_err update_run(mlt__client *c, const char *run_id, int status,
+                                        int64_t end_time_ms, int64_t deadline_ns)
 {
     mlt__api_req r;
     mlt__api_req_init(&r);
     mlt__api_answer a;
     mlt__api_answer_init(&a);
-    mlt_err err = mlt__api_update_run(&r, run_id, status, end_time_ms);
+    mlt_err err = status < 0 ? mlt__api_resume_run(&r, run_id)
+                             : mlt__api_update_run(&r, run_id, (mlt_run_status)status, end_time_ms);
     if (err == MLT_OK) {
         err = mlt__client_call(c, &r, true, deadline_ns, &a);
         if (err != MLT_OK) {
@@ -461,6 +462,62 @@ mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status s
     }
     mlt__api_answer_free(&a);
     mlt__api_req_free(&r);
+    return err;
+}
+
+mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
+                            int64_t end_time_ms, int64_t deadline_ns)
+{
+    return update_run(c, run_id, (int)status, end_time_ms, deadline_ns);
+}
+
+mlt_err mlt__client_resume_run(mlt__client *c, const char *run_id, int64_t deadline_ns)
+{
+    return update_run(c, run_id, -1, -1, deadline_ns);
+}
+
+mlt_err mlt__client_last_step(mlt__client *c, const char *experiment_id, const char *run_key,
+                              const char *metric_key, int64_t *step)
+{
+    char *run_id = NULL;
+    mlt_err err = mlt__client_find_run(c, experiment_id, run_key, &run_id);
+    if (err != MLT_OK) {
+        return err;
+    }
+    mlt__api_req r;
+    mlt__api_req_init(&r);
+    mlt__api_answer a;
+    mlt__api_answer_init(&a);
+    err = mlt__api_get_run(&r, run_id);
+    if (err == MLT_OK) {
+        err = mlt__client_call(c, &r, true, -1, &a);
+        if (err != MLT_OK) {
+            mlt__fail(err, "%s", a.msg);
+        }
+    } else {
+        mlt__fail(err, "run id %s is too long for a URL", run_id);
+    }
+    if (err == MLT_OK) {
+        /* run.data.metrics: the latest point of each key, the one of the largest step */
+        const cJSON *data = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(a.json, "run"), "data");
+        const cJSON *m, *metrics = cJSON_GetObjectItemCaseSensitive(data, "metrics");
+        err = mlt__fail(MLT_ERR_NOT_FOUND, "run %s has no metric %s", run_key, metric_key);
+        cJSON_ArrayForEach(m, metrics)
+        {
+            const cJSON *k = cJSON_GetObjectItemCaseSensitive(m, "key");
+            const cJSON *st = cJSON_GetObjectItemCaseSensitive(m, "step");
+            if (cJSON_IsString(k) && strcmp(k->valuestring, metric_key) == 0) {
+                *step = cJSON_IsNumber(st)   ? (int64_t)st->valuedouble
+                        : cJSON_IsString(st) ? strtoll(st->valuestring, NULL, 10)
+                                             : 0; /* absent: step 0, as MLflow reads it */
+                err = MLT_OK;
+            }
+        }
+    }
+    mlt__api_answer_free(&a);
+    mlt__api_req_free(&r);
+    free(run_id);
     return err;
 }
 

@@ -128,5 +128,14 @@ MLT__MUST_USE mlt_err mlt__client_put_multipart(mlt__client *c, const char *root
 
 MLT__MUST_USE mlt_err mlt__client_end_run(mlt__client *c, const char *run_id, mlt_run_status status,
                                           int64_t end_time_ms, int64_t deadline_ns);
+/* The step of the latest point of metric_key (the largest step) in the run of run_key in the
+ * experiment: MLT_OK, MLT_ERR_NOT_FOUND (no such run, or no such metric in it), or a failure. */
+MLT__MUST_USE mlt_err mlt__client_last_step(mlt__client *c, const char *experiment_id,
+                                            const char *run_key, const char *metric_key,
+                                            int64_t *step);
+
+/* Makes run_id RUNNING again (its end time left as it is): a resumed run. */
+MLT__MUST_USE mlt_err mlt__client_resume_run(mlt__client *c, const char *run_id,
+                                             int64_t deadline_ns);
 
 #endif

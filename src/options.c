@@ -78,6 +78,7 @@ static const struct opt_def {
     [MLT__OPT_MULTIPART_CHUNK_BYTES] = {"multipart_chunk_bytes", K_INT,
                                         "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", "10485760", 1048576,
                                         (long long)5 << 30},
+    [MLT__OPT_RESUME] = {"resume", K_WORD, "MLTRACK_RESUME", "never", 0, 0, {"never", "allow", NULL}},
 };
 
 #define MAX_SECONDS 86400.0
@@ -281,6 +282,9 @@ static MLT__MUST_USE mlt_err set_opt(mlt_options *o, int i, const char *value)
         break;
     case MLT__OPT_MULTIPART_CHUNK_BYTES:
         o->multipart_chunk_bytes = n;
+        break;
+    case MLT__OPT_RESUME:
+        o->resume = (int)n;
         break;
     case MLT__OPT_SYSTEM_METRICS_INTERVAL:
         o->system_metrics_interval_s = s;

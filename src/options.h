@@ -37,6 +37,7 @@ typedef enum mlt__opt {
     MLT__OPT_MULTIPART_UPLOAD,
     MLT__OPT_MULTIPART_MIN_BYTES,
     MLT__OPT_MULTIPART_CHUNK_BYTES,
+    MLT__OPT_RESUME,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -61,6 +62,7 @@ struct mlt_options {
     int multipart_upload; /* when text[MLT__OPT_MULTIPART_UPLOAD] is set; else ask the server */
     long long multipart_min_bytes;
     long long multipart_chunk_bytes;
+    int resume; /* 1: the run of run_key is created if absent, else resumed; 0: attached */
     mlt__logger logger;
     mlt_delivery_fn delivery_fn;
     void *delivery_ud;

@@ -62,14 +62,37 @@ int mlt__journal_owned(const char *journal_dir)
     return owned;
 }
 
-/* Whether journal j creates the run: created in its map, or its CREATE record undelivered. */
-static bool creates(mlt__journal *j, const char *run_key)
+/* An earlier attempt than the one of a resumed run started at `start_ms` in the journal `self`
+ * (by start time, then journal name): the attempts of one key are resumed in that order. */
+typedef struct attempt {
+    const char *self; /* NULL: any */
+    int64_t start_ms;
+    const char *base; /* the journal looked at */
+} attempt;
+
+static bool earlier(const attempt *a, int64_t start_ms)
 {
+    return !a || !a->self || start_ms < a->start_ms ||
+           (start_ms == a->start_ms && strcmp(a->base, a->self) < 0);
+}
+
+/* Whether journal j creates the run: created in its map, or its CREATE record undelivered. With
+ * `prior` (open only), a run created and not ended, or an undelivered CREATE of an earlier
+ * attempt. */
+static bool creates(mlt__journal *j, const char *run_key, const attempt *prior)
+{
+    bool open_only = prior != NULL;
     size_t n = 0;
     const mlt__run_entry *runs = mlt__journal_runs(j, &n);
     for (size_t i = 0; runs && i < n; i++) {
-        if (strcmp(runs[i].key, run_key) == 0 && runs[i].state != MLT__RUN_ATTACHED) {
-            return runs[i].state != MLT__RUN_DEAD;
+        if (strcmp(runs[i].key, run_key) != 0 || runs[i].state == MLT__RUN_ATTACHED) {
+            continue;
+        }
+        if (open_only ? runs[i].state == MLT__RUN_OPEN : runs[i].state != MLT__RUN_DEAD) {
+            return true;
+        }
+        if (!open_only) {
+            return false;
         }
     }
     uint64_t cursor = mlt__journal_acked_seq(j);
@@ -81,7 +104,8 @@ static bool creates(mlt__journal *j, const char *run_key)
         uint64_t before = cursor;
         mlt_err err = mlt__journal_next(j, &cursor, &scratch, &r);
         if (err == MLT_OK) {
-            found = r.type == MLT__REC_CREATE && strcmp(r.key, run_key) == 0;
+            found = r.type == MLT__REC_CREATE && strcmp(r.key, run_key) == 0 &&
+                    earlier(prior, r.time_ms);
         } else if (err != MLT_ERR_CORRUPT || cursor == before) {
             break; /* the end, or unreadable from here */
         }
@@ -93,8 +117,9 @@ static bool creates(mlt__journal *j, const char *run_key)
     return found;
 }
 
-mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char *who,
-                                size_t who_len, bool *owned)
+static MLT__MUST_USE mlt_err find_in_queue(const char *queue_dir, const char *run_key,
+                                           attempt *before, char *who, size_t who_len,
+                                           bool *owned)
 {
     char **dirs = NULL;
     size_t n = 0;
@@ -107,11 +132,101 @@ mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char
         mlt__journal *j = NULL;
         mlt__recovery rec;
         memset(&rec, 0, sizeof rec);
-        if (err == MLT_ERR_NOT_FOUND &&
+        const char *base = strrchr(dirs[i], '/');
+        base = base ? base + 1 : dirs[i];
+        if (before) {
+            before->base = base;
+        }
+        if (err == MLT_ERR_NOT_FOUND && !(before && strcmp(base, before->self) == 0) &&
             mlt__journal_open(&j, dirs[i], true, MLT__FSYNC_NONE, &rec) == MLT_OK) {
-            if (creates(j, run_key)) {
+            if (creates(j, run_key, before)) {
                 snprintf(who, who_len, "%s", dirs[i]);
                 *owned = mlt__journal_owned(dirs[i]) > 0;
+                err = MLT_OK;
+            }
+            mlt__journal_close(j, false);
+        }
+        free(dirs[i]);
+    }
+    free(dirs);
+    return err;
+}
+
+mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char *who,
+                                size_t who_len, bool *owned)
+{
+    return find_in_queue(queue_dir, run_key, NULL, who, who_len, owned);
+}
+
+mlt_err mlt__queue_find_open(const char *queue_dir, const char *run_key, const char *self_dir,
+                             int64_t start_ms, char *who, size_t who_len, bool *owned)
+{
+    const char *base = strrchr(self_dir, '/');
+    attempt before = {base ? base + 1 : self_dir, start_ms, ""};
+    return find_in_queue(queue_dir, run_key, &before, who, who_len, owned);
+}
+
+/* The largest step of metric_key in the undelivered records of j's runs of run_key. */
+static bool journal_last_step(mlt__journal *j, const char *run_key, const char *metric_key,
+                              int64_t *step)
+{
+    uint32_t nos[64];
+    size_t n_nos = 0, n = 0;
+    const mlt__run_entry *runs = mlt__journal_runs(j, &n);
+    for (size_t i = 0; runs && i < n && n_nos < 64; i++) {
+        if (strcmp(runs[i].key, run_key) == 0) {
+            nos[n_nos++] = runs[i].run_no;
+        }
+    }
+    uint64_t cursor = mlt__journal_acked_seq(j);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    bool found = false;
+    for (;;) {
+        uint64_t before = cursor;
+        mlt_err err = mlt__journal_next(j, &cursor, &scratch, &r);
+        if (err != MLT_OK) {
+            if (err != MLT_ERR_CORRUPT || cursor == before) {
+                break; /* the end, or unreadable from here */
+            }
+            continue;
+        }
+        if ((r.type == MLT__REC_CREATE || r.type == MLT__REC_ATTACH) &&
+            strcmp(r.key, run_key) == 0 && n_nos < 64) {
+            nos[n_nos++] = r.run_no;
+        } else if (r.type == MLT__REC_METRIC && strcmp(r.key, metric_key) == 0) {
+            for (size_t i = 0; i < n_nos; i++) {
+                if (nos[i] == r.run_no && (!found || r.step > *step)) {
+                    *step = r.step;
+                    found = true;
+                }
+            }
+        }
+    }
+    mlt__buf_free(&scratch);
+    return found;
+}
+
+mlt_err mlt__queue_last_step(const char *queue_dir, const char *run_key, const char *metric_key,
+                             int64_t *step)
+{
+    char **dirs = NULL;
+    size_t n = 0;
+    mlt_err err = mlt__queue_list(queue_dir, &dirs, &n);
+    if (err != MLT_OK) {
+        return err;
+    }
+    err = MLT_ERR_NOT_FOUND;
+    for (size_t i = 0; i < n; i++) {
+        mlt__journal *j = NULL;
+        mlt__recovery rec;
+        memset(&rec, 0, sizeof rec);
+        int64_t s = 0;
+        if (mlt__journal_open(&j, dirs[i], true, MLT__FSYNC_NONE, &rec) == MLT_OK) {
+            if (journal_last_step(j, run_key, metric_key, &s) &&
+                (err == MLT_ERR_NOT_FOUND || s > *step)) {
+                *step = s;
                 err = MLT_OK;
             }
             mlt__journal_close(j, false);

@@ -62,4 +62,19 @@ int mlt__journal_owned(const char *journal_dir);
 MLT__MUST_USE mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char *who,
                                               size_t who_len, bool *owned);
 
+/* As mlt__queue_find_creator, for a journal other than self_dir (compared by its last part)
+ * that holds the run of run_key open for an earlier attempt than the one that started at
+ * start_ms in self_dir: the run created and not ended, or a CREATE of it undelivered that
+ * started earlier (same start: a journal name that sorts first). A resumed run waits for the
+ * earlier attempts to be delivered and ended, in that order: no two wait for each other. */
+MLT__MUST_USE mlt_err mlt__queue_find_open(const char *queue_dir, const char *run_key,
+                                           const char *self_dir, int64_t start_ms, char *who,
+                                           size_t who_len, bool *owned);
+
+/* The largest step of metric_key among the undelivered records of the runs of run_key, in every
+ * journal of queue_dir (opened read-only): MLT_OK with *step, MLT_ERR_NOT_FOUND when none has
+ * one, MLT_ERR_IO when the queue cannot be listed. What was delivered is the server's to say. */
+MLT__MUST_USE mlt_err mlt__queue_last_step(const char *queue_dir, const char *run_key,
+                                           const char *metric_key, int64_t *step);
+
 #endif

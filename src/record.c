@@ -33,7 +33,7 @@ static void put_str(mlt__buf *b, const char *s)
 void mlt__rec_put_create(mlt__buf *b, uint32_t run_no, const char *run_key, const char *parent_key,
                          const char *run_name, const char *experiment_name,
                          const char *experiment_id, int64_t start_ms, const char *const *tag_keys,
-                         const char *const *tag_values, size_t n_tags)
+                         const char *const *tag_values, size_t n_tags, uint32_t flags)
 {
     if (n_tags > MLT__REC_MAX_TAGS) {
         b->oom = true; /* a caller bug: refuse rather than cut */
@@ -50,6 +50,9 @@ void mlt__rec_put_create(mlt__buf *b, uint32_t run_no, const char *run_key, cons
     for (size_t i = 0; i < n_tags; i++) {
         put_str(b, tag_keys[i]);
         put_str(b, tag_values[i]);
+    }
+    if (flags) {
+        put_u32(b, flags); /* absent when 0: the record reads as before */
     }
 }
 
@@ -173,6 +176,11 @@ mlt_err mlt__rec_decode(mlt__rec_type type, const void *payload, size_t len, mlt
         for (uint32_t i = 0; i < n; i++) {
             out->tag_keys[i] = get_str(&r);
             out->tag_values[i] = get_str(&r);
+        }
+        /* flags came with mltrack 0.3, written only when not 0, known bits only */
+        if (r.left == 4) {
+            out->flags = get_u32(&r);
+            r.bad = r.bad || out->flags == 0 || (out->flags & ~MLT__CREATE_RESUME);
         }
         break;
     }

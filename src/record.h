@@ -25,6 +25,8 @@ typedef enum mlt__rec_type {
 } mlt__rec_type;
 
 #define MLT__REC_MAX_TAGS 16
+/* CREATE's flags */
+#define MLT__CREATE_RESUME 1u /* the run of its key is resumed when the server has it */
 
 /* A decoded record. Strings point into the payload it was decoded from (not NUL-terminated
  * copies: each is NUL-terminated in the payload, the encoder writes the NUL). */
@@ -44,6 +46,7 @@ typedef struct mlt__rec {
                          * unknown); ARTIFACT: logged */
     int64_t step;       /* METRIC */
     int status;         /* END: mlt_run_status */
+    uint32_t flags;     /* CREATE: MLT__CREATE_* (0 before mltrack 0.3) */
     /* CREATE (experiment names also ATTACH) */
     const char *parent_key;      /* "" for none */
     const char *run_name;        /* "" for none */
@@ -58,7 +61,7 @@ typedef struct mlt__rec {
 void mlt__rec_put_create(mlt__buf *b, uint32_t run_no, const char *run_key, const char *parent_key,
                          const char *run_name, const char *experiment_name,
                          const char *experiment_id, int64_t start_ms, const char *const *tag_keys,
-                         const char *const *tag_values, size_t n_tags);
+                         const char *const *tag_values, size_t n_tags, uint32_t flags);
 void mlt__rec_put_kv(mlt__buf *b, uint32_t run_no, const char *key, const char *value);
 void mlt__rec_put_metric(mlt__buf *b, uint32_t run_no, const char *key, double value,
                          int64_t timestamp_ms, int64_t step);

@@ -143,8 +143,11 @@ static MLT__MUST_USE mlt_err start_run(mlt_tracker *t, mlt_run *parent, const ch
     run->parent = parent;
     const char *run_key = mlt__opt_str(t->opts, MLT__OPT_RUN_KEY);
     const char *run_id = mlt__opt_str(t->opts, MLT__OPT_RUN_ID);
-    run->attached = !parent && (run_key || run_id);
-    if (run->attached && run_key) {
+    /* resume=allow: the run of run_key is this process's own (created when absent, else
+     * RUNNING again, ended here); else the run of run_key or run_id is another's, attached */
+    run->resumed = !parent && run_key && !run_id && t->opts->resume;
+    run->attached = !parent && !run->resumed && (run_key || run_id);
+    if ((run->attached || run->resumed) && run_key) {
         snprintf(run->key, sizeof run->key, "%s", run_key);
     } else {
         mlt__uuid4(run->key);
@@ -446,6 +449,20 @@ int mlt_run_failed(const mlt_run *run)
 const char *mlt_run_id(const mlt_run *run)
 {
     return run ? atomic_load(&((mlt_run *)run)->run_id) : NULL;
+}
+
+mlt_err mlt_run_last_step(mlt_run *run, const char *key, int64_t *step)
+{
+    if (!run || !key || !step) {
+        return mlt__fail(MLT_ERR_INVALID_ARG, "run, key and step are required");
+    }
+    const mlt_tracker *t = run->tracker;
+    for (size_t i = 0; i < t->n_cbs; i++) {
+        if (t->cbs[i].ext.last_step) {
+            return t->cbs[i].ext.last_step(t->cbs[i].userdata, run->key, key, step);
+        }
+    }
+    return mlt__fail(MLT_ERR_STATE, "the tracker has no MLflow callback: no earlier steps");
 }
 
 const char *mlt_run_key(const mlt_run *run)

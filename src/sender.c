@@ -142,6 +142,7 @@ static void begin_wait(mlt__sender *s, slot *sl)
     sl->wait_key[0] = '\0';
     sl->waited_at_ns = now;
     sl->runs_at_wait = s->prog.runs_created;
+    sl->ended_at_wait = s->runs_ended;
 }
 
 static void end_wait(mlt__sender *s, slot *sl)
@@ -160,7 +161,7 @@ static void end_wait(mlt__sender *s, slot *sl)
 static bool wait_over(mlt__sender *s, const slot *sl, int64_t now, bool flushing)
 {
     if (sl->wait_until_ns == 0 || now >= sl->wait_until_ns ||
-        s->prog.runs_created != sl->runs_at_wait) {
+        s->prog.runs_created != sl->runs_at_wait || s->runs_ended != sl->ended_at_wait) {
         return true;
     }
     return flushing && !sl->adopted && now - sl->waited_at_ns >= WAIT_FLUSH_MS * 1000000LL;

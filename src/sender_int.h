@@ -49,6 +49,7 @@ typedef struct slot {
     int64_t waited_at_ns;  /* when the current wait began */
     int waits;             /* waits in a row: each is longer */
     uint64_t runs_at_wait; /* runs created by this sender when it began (one since: try now) */
+    uint64_t ended_at_wait; /* runs ended by this sender when it began (one since: try now) */
     char waiting_for[40];  /* the run key it waits for ("" for none: a create settling) */
     char wait_key[40];     /* what the unit that returned WAIT waits for (attach_missing) */
     /* what it delivered (acknowledged or dead-lettered), for what a flush says is kept */
@@ -90,6 +91,7 @@ struct mlt__sender {
     bool probe;
     /* counters */
     _Atomic uint64_t sent, acknowledged, retried, rejected;
+    uint64_t runs_ended; /* runs this sender ended (a resumed run waits for an earlier end) */
     uint64_t rejected_points; /* metric records among the rejected (sender thread) */
     /* a drain's progress callback, told of an upload's bytes as they go (drain's thread) */
     void (*drain_progress)(const mlt__sync_progress *p, void *ud);

@@ -38,6 +38,8 @@ typedef struct mlt__sink_ext {
                                       * of what the parent must keep alone (no lock, no malloc) */
     mlt_err (*stats)(void *ud, mlt_queue_stats *out); /* mlt_tracker_queue_stats() */
     mlt__artifact_fn artifact; /* keeps an artifact's bytes, before any on_artifact is called */
+    /* mlt_run_last_step(): the last step of metric_key in the run of run_key, logged earlier */
+    mlt_err (*last_step)(void *ud, const char *run_key, const char *metric_key, int64_t *step);
 } mlt__sink_ext;
 
 typedef struct mlt__cb_entry {
@@ -125,6 +127,7 @@ struct mlt_run {
     mlt_run *active_prev; /* this thread's previously active run, while active */
     uint32_t ring_run;    /* the run's number in the sink's ring (mlt__run_use_ring) */
     bool attached;        /* the run of the options' run_id/run_key, another process's */
+    bool resumed;         /* resume=allow: the run of run_key, created if absent, else resumed */
     int64_t sys_step;     /* the next step of its system metrics */
 };
 

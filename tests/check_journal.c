@@ -398,7 +398,7 @@ START_TEST(record_create_round_trips_with_the_most_tags)
     mlt__buf_init(&b);
     mlt__rec_put_create(&b, 4000000000u, "0b3c1f9e-2f43-4d8e-9a51-1b2c3d4e5f60", "parent-key",
                         "r\xc3\xa9sum\xc3\xa9 \xf0\x9f\x9a\x80", "exp name", "42", INT64_MAX, keys,
-                        vals, MLT__REC_MAX_TAGS);
+                        vals, MLT__REC_MAX_TAGS, 0);
     ck_assert(!b.oom);
     mlt__rec r;
     r.seq = 77;
@@ -436,7 +436,7 @@ START_TEST(record_create_refuses_more_than_the_most_tags)
     }
     mlt__buf b;
     mlt__buf_init(&b);
-    mlt__rec_put_create(&b, 1, "key", "", "", "", "", 0, keys, vals, MLT__REC_MAX_TAGS + 1);
+    mlt__rec_put_create(&b, 1, "key", "", "", "", "", 0, keys, vals, MLT__REC_MAX_TAGS + 1, 0);
     ck_assert(b.oom);
     mlt__buf_free(&b);
 }
@@ -446,7 +446,7 @@ START_TEST(record_create_round_trips_empty_and_null_strings)
 {
     mlt__buf b;
     mlt__buf_init(&b);
-    mlt__rec_put_create(&b, 0, "", NULL, "", NULL, "", INT64_MIN, NULL, NULL, 0);
+    mlt__rec_put_create(&b, 0, "", NULL, "", NULL, "", INT64_MIN, NULL, NULL, 0, 0);
     ck_assert(!b.oom);
     mlt__rec r;
     ck_assert_int_eq(decode(MLT__REC_CREATE, &b, &r), MLT_OK);
@@ -462,7 +462,7 @@ START_TEST(record_create_round_trips_empty_and_null_strings)
     /* a tag with empty key and value */
     const char *k[1] = {""}, *v[1] = {""};
     mlt__buf_reset(&b);
-    mlt__rec_put_create(&b, 5, "x", "", "", "", "", -1, k, v, 1);
+    mlt__rec_put_create(&b, 5, "x", "", "", "", "", -1, k, v, 1, 0);
     ck_assert_int_eq(decode(MLT__REC_CREATE, &b, &r), MLT_OK);
     ck_assert_uint_eq(r.n_tags, 1);
     ck_assert_str_eq(r.tag_keys[0], "");
@@ -562,7 +562,7 @@ static void sample_payload(mlt__rec_type t, mlt__buf *b)
     mlt__buf_reset(b);
     switch (t) {
     case MLT__REC_CREATE:
-        mlt__rec_put_create(b, 1, "key", "pk", "name", "exp", "7", 123, k, v, 2);
+        mlt__rec_put_create(b, 1, "key", "pk", "name", "exp", "7", 123, k, v, 2, 0);
         break;
     case MLT__REC_PARAM:
     case MLT__REC_TAG:
@@ -619,6 +619,26 @@ START_TEST(record_truncated_payloads_are_corrupt)
     }
     mlt__rec r;
     ck_assert_int_eq(mlt__rec_decode(MLT__REC_PARAM, NULL, 0, &r), MLT_ERR_CORRUPT);
+}
+END_TEST
+
+START_TEST(record_create_keeps_its_resume_flag_and_reads_old_creates)
+{
+    const char *k[] = {"t"}, *v[] = {"1"};
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_create(&b, 3, "job-42", "", "train", "exp", "", 7, k, v, 1, MLT__CREATE_RESUME);
+    mlt__rec r;
+    ck_assert_int_eq(mlt__rec_decode(MLT__REC_CREATE, b.data, b.len, &r), MLT_OK);
+    ck_assert_uint_eq(r.flags, MLT__CREATE_RESUME);
+    ck_assert_str_eq(r.key, "job-42");
+    /* without flags (0, and every CREATE before 0.3): the record is as before, flags 0 */
+    ck_assert_int_eq(mlt__rec_decode(MLT__REC_CREATE, b.data, b.len - 4, &r), MLT_OK);
+    ck_assert_uint_eq(r.flags, 0);
+    /* unknown bits are corrupt, not ignored */
+    b.data[b.len - 1] = 0x40;
+    ck_assert_int_eq(mlt__rec_decode(MLT__REC_CREATE, b.data, b.len, &r), MLT_ERR_CORRUPT);
+    mlt__buf_free(&b);
 }
 END_TEST
 
@@ -699,7 +719,7 @@ START_TEST(record_malformed_strings_are_corrupt)
     /* a CREATE announcing MAX_TAGS + 1 tags */
     mlt__buf b;
     mlt__buf_init(&b);
-    mlt__rec_put_create(&b, 1, "k", "", "", "", "", 0, NULL, NULL, 0);
+    mlt__rec_put_create(&b, 1, "k", "", "", "", "", 0, NULL, NULL, 0, 0);
     unsigned char *n_tags = (unsigned char *)b.data + b.len - 4;
     le32_put(n_tags, MLT__REC_MAX_TAGS + 1);
     for (int i = 0; i <= MLT__REC_MAX_TAGS; i++) {
@@ -1139,7 +1159,7 @@ START_TEST(journal_appends_read_back_in_order)
     mlt__buf p;
     mlt__buf_init(&p);
     uint64_t seq;
-    mlt__rec_put_create(&p, 1, "run-key-1", "", "train", "exp", "", 1000, tk, tv, 1);
+    mlt__rec_put_create(&p, 1, "run-key-1", "", "train", "exp", "", 1000, tk, tv, 1, 0);
     ck_assert_int_eq(mlt__journal_append(j, MLT__REC_CREATE, p.data, p.len, &seq), MLT_OK);
     ck_assert_uint_eq(seq, 1);
     mlt__buf_reset(&p);
@@ -2936,6 +2956,7 @@ int main(void)
     MLT_ADD_TEST(s, record_end_round_trips_extreme_times);
     MLT_ADD_TEST(s, record_truncated_payloads_are_corrupt);
     MLT_ADD_TEST(s, record_trailing_garbage_is_corrupt);
+    MLT_ADD_TEST(s, record_create_keeps_its_resume_flag_and_reads_old_creates);
     MLT_ADD_TEST(s, record_unknown_types_are_corrupt);
     MLT_ADD_TEST(s, record_attach_round_trips);
     MLT_ADD_TEST(s, record_malformed_strings_are_corrupt);

@@ -352,6 +352,12 @@ START_TEST(search_by_key_refuses_a_key_that_could_break_the_filter)
                       bad[i]);
         mlt__api_req_free(&r);
     }
+    /* a key the user chose (run_key, MLTRACK_RUN_KEY: letters, digits, '_', '-') is searched */
+    mlt__api_req r;
+    mlt__api_req_init(&r);
+    ck_assert_int_eq(mlt__api_search_run_by_key(&r, "1", "slurm_job-4711"), MLT_OK);
+    ck_assert_ptr_nonnull(strstr(r.body.data, "'slurm_job-4711'"));
+    mlt__api_req_free(&r);
 }
 END_TEST
 

@@ -138,6 +138,7 @@ START_TEST(options_set_every_option_by_name)
         {"multipart_upload", "false", "false"},
         {"multipart_min_bytes", "1", "1"},
         {"multipart_chunk_bytes", "5242880", "5242880"},
+        {"resume", "allow", "allow"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();
@@ -156,6 +157,7 @@ START_TEST(options_set_every_option_by_name)
     ck_assert_int_eq(o->multipart_upload, 0);
     ck_assert_int_eq(o->multipart_min_bytes, 1);
     ck_assert_int_eq(o->multipart_chunk_bytes, 5242880);
+    ck_assert_int_eq(o->resume, 1);
     /* secrets are kept as given, only masked when read back */
     ck_assert_str_eq(mlt__opt_str(o, MLT__OPT_TOKEN), "s3cr3t-token");
     ck_assert_str_eq(mlt__opt_str(o, MLT__OPT_PASSWORD), "hunter2");

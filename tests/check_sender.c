@@ -467,7 +467,7 @@ static void put_create(mlt__journal *j, uint32_t run_no, const char *key, const 
     mlt__buf b;
     mlt__buf_init(&b);
     const char *tk[1] = {"team"}, *tv[1] = {"a"};
-    mlt__rec_put_create(&b, run_no, key, "", "train", exp_name, "", 1000, tk, tv, 1);
+    mlt__rec_put_create(&b, run_no, key, "", "train", exp_name, "", 1000, tk, tv, 1, 0);
     ck_assert_int_eq(mlt__journal_append(j, MLT__REC_CREATE, b.data, b.len, NULL), MLT_OK);
     mlt__buf_free(&b);
 }

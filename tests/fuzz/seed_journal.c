@@ -198,7 +198,7 @@ static void log_run(mlt__journal *j, uint32_t run_no, const char *key, bool end,
     mlt__buf_init(&b);
     const char *tk[] = {"mlflow.user", "mlflow.source.name"};
     const char *tv[] = {"fuzz", "seed_journal.c"};
-    mlt__rec_put_create(&b, run_no, key, "", "train", "fuzz-exp", "", 1764547200000, tk, tv, 2);
+    mlt__rec_put_create(&b, run_no, key, "", "train", "fuzz-exp", "", 1764547200000, tk, tv, 2, 0);
     append(j, MLT__REC_CREATE, &b);
     mlt__rec_put_kv(&b, run_no, "lr", "0.01");
     append(j, MLT__REC_PARAM, &b);
@@ -440,7 +440,7 @@ int main(int argc, char **argv)
     j = create("artifacts", dir);
     mlt__buf_init(&b);
     mlt__rec_put_create(&b, 1, "7d7c1d52-0000-4000-8000-000000000001", "", "train", "exp", "",
-                        1764547300000, NULL, NULL, 0);
+                        1764547300000, NULL, NULL, 0, 0);
     append(j, MLT__REC_CREATE, &b);
     mlt__buf_free(&b);
     static const char *const names[] = {"model.bin", "plots/loss curve.png", "empty"};

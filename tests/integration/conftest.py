@@ -268,7 +268,7 @@ def valgrind():
 
 # ---- MLflow servers of a test's own (the durable queue's tests stop and restart them) ----------
 
-QUEUE_PROGRAMS = ("tests/it_queue", "tests/it_artifact", "mltrack")
+QUEUE_PROGRAMS = ("tests/it_queue", "tests/it_artifact", "tests/it_resume", "mltrack")
 
 
 class MlflowServer:
