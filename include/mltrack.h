@@ -171,6 +171,13 @@ void mlt_options_free(mlt_options *opts);
  *                       (`mltrack run` exports it); like run_id, and usable before the run
  *                       exists on the server: the sender finds it by its key once it is there.
  *                       Letters, digits, '_' or '-': up to 64 for run_id, 36 for run_key.
+ *   resume              MLTRACK_RESUME, "never" (default) or "allow": with run_key (and no
+ *                       run_id), the top-level run is the key's own: the first start creates
+ *                       it, a later start (a job requeued, restarted) makes it RUNNING again,
+ *                       after the earlier attempts' journals in the queue are delivered and
+ *                       their runs ended; it ends as this start ends it. See
+ *                       mlt_run_last_step(). mlt_run_start() fails with MLT_ERR_BAD_OPTION for
+ *                       "allow" without run_key or run_id.
  *   system_metrics      MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, "true"/"false" (default false):
  *                       log the machine's CPU and memory use into every top-level run under
  *                       MLflow's names (system/cpu_utilization_percentage,
@@ -204,7 +211,7 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
  * MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_RUN_ID, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
  * MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD,
  * MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE, MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE, and mltrack's own MLTRACK_QUEUE_DIR, MLTRACK_FSYNC,
- * MLTRACK_LINGER_MS, MLTRACK_RUN_KEY and MLTRACK_QUEUE_SEGMENT_BYTES. Unset or
+ * MLTRACK_LINGER_MS, MLTRACK_RUN_KEY, MLTRACK_RESUME and MLTRACK_QUEUE_SEGMENT_BYTES. Unset or
  * empty variables leave the option as it is.
  * Returns the first error met (naming the variable in errbuf); options read before it are kept.
  * Reads the environment: do not call while another thread calls setenv().
@@ -425,6 +432,11 @@ unsigned long long mlt_tracker_last_error(char *out, size_t outlen, mlt_tracker 
  * or only bad input, leaves nothing waiting for a run the server may not have):
  * mlt_run_end() ends it for the callbacks only, and the process that started it sets its status.
  * Child runs of an attached run are created as usual, with it as their parent.
+ *
+ * With resume=allow (MLTRACK_RESUME) and run_key but no run_id, a top-level run is the key's own
+ * instead: created on the server by the first start, RUNNING again at every later start, and
+ * ended by mlt_run_end() as any run (mlt_run_last_step() tells where it left off). Without
+ * run_key it fails with MLT_ERR_BAD_OPTION.
  */
 mlt_err mlt_run_start(mlt_run **out, mlt_tracker *tracker, const char *run_name);
 

@@ -143,6 +143,12 @@ static MLT__MUST_USE mlt_err start_run(mlt_tracker *t, mlt_run *parent, const ch
     run->parent = parent;
     const char *run_key = mlt__opt_str(t->opts, MLT__OPT_RUN_KEY);
     const char *run_id = mlt__opt_str(t->opts, MLT__OPT_RUN_ID);
+    if (!parent && t->opts->resume && !run_key && !run_id) {
+        free(run->name);
+        free(run);
+        return mlt__fail(MLT_ERR_BAD_OPTION, "resume=allow (MLTRACK_RESUME) needs the key of the "
+                                             "run to resume: run_key (MLTRACK_RUN_KEY)");
+    }
     /* resume=allow: the run of run_key is this process's own (created when absent, else
      * RUNNING again, ended here); else the run of run_key or run_id is another's, attached */
     run->resumed = !parent && run_key && !run_id && t->opts->resume;

@@ -47,6 +47,7 @@ typedef struct args {
     size_t n_artifacts;
     bool no_capture;
     const char *capture_every;
+    const char *resume_key; /* --resume-key */
     char **cmd; /* the command to run: NULL-terminated, inside argv */
     /* log-metric, log-param, set-tag */
     const char *key;

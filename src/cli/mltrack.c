@@ -105,6 +105,10 @@ static const char run_help[] =
     "                         logs/output-NNNNNN.log, a piece every minute or 16 MiB, so a\n"
     "                         crash loses at most the last piece (bytes pass through unchanged)\n"
     "  --capture-every SECONDS  how often a piece of the console closes (default 60)\n"
+    "  --resume-key KEY       the run of KEY (letters, digits, '_', '-'; up to 36): made by the\n"
+    "                         first start, continued by every later one, RUNNING again until\n"
+    "                         it ends (a job preempted and requeued: KEY from $SLURM_JOB_ID).\n"
+    "                         The same as MLTRACK_RESUME=allow with MLTRACK_RUN_KEY=KEY\n"
     "  --system-metrics       log CPU and memory use (system/...) every 10 s\n"
     "  --system-metrics-interval SECONDS   the sampling interval (implies --system-metrics)\n"
     "  --timeout SECONDS      how long to wait for delivery once CMD is done (default 10);\n"
@@ -461,7 +465,14 @@ int load_options(cli *c, const args *a, mlt_options **out)
         {"--experiment", "experiment_name", a->experiment},
         {"--system-metrics", "system_metrics", a->system_metrics ? "true" : NULL},
         {"--system-metrics-interval", "system_metrics_interval", a->system_metrics_interval},
+        {"--resume-key", "run_key", a->resume_key},
+        {"--resume-key", "resume", a->resume_key ? "allow" : NULL},
     };
+    if (a->resume_key && getenv("MLFLOW_RUN_ID")) {
+        say(c, "--resume-key: MLFLOW_RUN_ID is set (inside another mltrack run?): a run given by "
+               "its id cannot be resumed by a key");
+        return EXIT_USAGE;
+    }
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (!flags[i].value) {
             continue;
@@ -634,6 +645,7 @@ static int command_flag(const command *cmd, int argc, char **argv, int *i, args 
         {"--run-name", F_RUN, &a->run_name},
         {"--system-metrics-interval", F_RUN, &a->system_metrics_interval},
         {"--capture-every", F_RUN, &a->capture_every},
+        {"--resume-key", F_RUN, &a->resume_key},
         {"--step", F_STEP, &a->step},
         {"--artifact-path", F_ART, &a->artifact_path},
     };

@@ -374,7 +374,7 @@ static void env_free(env_list *e)
 
 static const char *const exported[] = {
     "MLFLOW_TRACKING_URI",  "MLFLOW_RUN_ID",     "MLTRACK_RUN_KEY", "MLFLOW_EXPERIMENT_NAME",
-    "MLFLOW_EXPERIMENT_ID", "MLTRACK_QUEUE_DIR", READER_ENV};
+    "MLFLOW_EXPERIMENT_ID", "MLTRACK_QUEUE_DIR", READER_ENV, "MLTRACK_RESUME"};
 #define N_EXPORTED (sizeof exported / sizeof exported[0])
 
 static bool build_env(env_list *e, const mlt_options *opts, mlt_run *run, const seen *s)
@@ -397,6 +397,7 @@ static bool build_env(env_list *e, const mlt_options *opts, mlt_run *run, const 
         s->experiment_id[0] ? s->experiment_id : NULL,
         mlt_options_get(opts, "queue_dir"),
         "1",
+        NULL, /* the command logs into this run (attached): it does not resume it again */
     };
     for (size_t k = 0; k < N_EXPORTED; k++) {
         if (values[k] && !env_add(e, exported[k], values[k])) {
@@ -678,9 +679,13 @@ int cmd_run(cli *c, const args *a)
     if (rc != EXIT_SUCCESS) {
         return rc;
     }
-    /* Inside another `mltrack run` (its run in the environment), this run is a child of it. */
+    /* Inside another `mltrack run` (its run in the environment), this run is a child of it;
+     * with a key to resume (--resume-key, MLTRACK_RESUME=allow), it is the key's run. */
     mlt_run *outer = NULL, *run = NULL;
-    bool nested = mlt_options_get(opts, "run_id") || mlt_options_get(opts, "run_key");
+    const char *resume = mlt_options_get(opts, "resume");
+    bool resumed = resume && strcmp(resume, "allow") == 0 && mlt_options_get(opts, "run_key") &&
+                   !mlt_options_get(opts, "run_id");
+    bool nested = !resumed && (mlt_options_get(opts, "run_id") || mlt_options_get(opts, "run_key"));
     mlt_err e = nested ? mlt_run_start(&outer, t, NULL) : MLT_OK;
     if (e == MLT_OK) {
         e = nested ? mlt_run_start_child(&run, outer, a->run_name)

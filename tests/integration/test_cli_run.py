@@ -335,3 +335,31 @@ def test_log_commands_need_a_run_and_usage_errors_are_one_line(cli):
         res = cli.run(args)
         assert res.rc == 0 and res.stdout.startswith("usage: mltrack"), (args, res)
 
+
+
+def test_resume_key_continues_one_run_across_starts(cli):
+    """`mltrack run --resume-key KEY` twice: the first start makes the run (and fails, exit 3),
+    the second continues it (RUNNING again, its command logging into it too) and ends it
+    FINISHED: one run holding the points of both."""
+    key = "job_" + cli.exp_name[-10:]
+    res = cli.wrap("echo 'mltrack:metric loss=1 step=0'; exit 3", "--resume-key", key,
+                   "--run-name", "resumed")
+    assert res.rc == 3, res
+    assert cli.the_run()["info"]["status"] == "FAILED"
+    script = (f"{shlex.quote(cli.mltrack)} log-metric loss 0.5 --step 1 || exit 7; "
+              "echo 'mltrack:metric loss=0.25 step=2'")
+    res = cli.wrap(script, "--resume-key", key)
+    assert res.rc == 0, res
+    run = cli.the_run()  # still one run
+    assert run["info"]["status"] == "FINISHED"
+    assert run["info"]["run_name"] == "resumed"
+    assert sorted(cli.history(run, "loss"), key=lambda p: p[1]) == [(1, 0), (0.5, 1), (0.25, 2)]
+    tags = tags_of(run)
+    assert tags["mltrack.client_run_key"] == key and tags["mltrack.exit_code"] == "0", tags
+    # resume without a key, or with a run id: a clear error, no run
+    res = cli.wrap("true", env={"MLTRACK_RESUME": "allow"})
+    assert res.rc == 2 and "needs the key of the run to resume" in res.stderr, res
+    res = cli.wrap("true", "--resume-key", key, env={"MLFLOW_RUN_ID": "abc"})
+    assert res.rc == 2 and "--resume-key: MLFLOW_RUN_ID is set" in res.stderr, res
+    res = cli.wrap("true", "--resume-key", "bad key")
+    assert res.rc == 2 and "--resume-key" in res.stderr, res
