@@ -210,11 +210,11 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
  * MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
  * MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_RUN_ID, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
  * MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD,
- * MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE, MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE, and mltrack's own MLTRACK_QUEUE_DIR, MLTRACK_FSYNC,
- * MLTRACK_LINGER_MS, MLTRACK_RUN_KEY, MLTRACK_RESUME and MLTRACK_QUEUE_SEGMENT_BYTES. Unset or
- * empty variables leave the option as it is.
- * Returns the first error met (naming the variable in errbuf); options read before it are kept.
- * Reads the environment: do not call while another thread calls setenv().
+ * MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE, MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE, and mltrack's own
+ * MLTRACK_QUEUE_DIR, MLTRACK_FSYNC, MLTRACK_LINGER_MS, MLTRACK_RUN_KEY, MLTRACK_RESUME and
+ * MLTRACK_QUEUE_SEGMENT_BYTES. Unset or empty variables leave the option as it is. Returns the
+ * first error met (naming the variable in errbuf); options read before it are kept. Reads the
+ * environment: do not call while another thread calls setenv().
  */
 mlt_err mlt_options_from_env(mlt_options *opts, char *errbuf, size_t errlen);
 

@@ -78,7 +78,8 @@ static const struct opt_def {
     [MLT__OPT_MULTIPART_CHUNK_BYTES] = {"multipart_chunk_bytes", K_INT,
                                         "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", "10485760", 1048576,
                                         (long long)5 << 30},
-    [MLT__OPT_RESUME] = {"resume", K_WORD, "MLTRACK_RESUME", "never", 0, 0, {"never", "allow", NULL}},
+    [MLT__OPT_RESUME] =
+        {"resume", K_WORD, "MLTRACK_RESUME", "never", 0, 0, {"never", "allow", NULL}},
 };
 
 #define MAX_SECONDS 86400.0

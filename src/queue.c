@@ -118,8 +118,7 @@ static bool creates(mlt__journal *j, const char *run_key, const attempt *prior)
 }
 
 static MLT__MUST_USE mlt_err find_in_queue(const char *queue_dir, const char *run_key,
-                                           attempt *before, char *who, size_t who_len,
-                                           bool *owned)
+                                           attempt *before, char *who, size_t who_len, bool *owned)
 {
     char **dirs = NULL;
     size_t n = 0;

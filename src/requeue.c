@@ -189,11 +189,10 @@ static MLT__MUST_USE mlt_err put_create(requeue *q, const cJSON *o, const char *
     if (!r) {
         return mlt__fail(MLT_ERR_NOMEM, "out of memory");
     }
-    mlt__rec_put_create(&q->rec, r->run_no, key, str_of(o, "parent_run_key"), str_of(o, "run_name"),
-                        str_of(o, "experiment_name"), str_of(o, "experiment_id"), start, tk, tv, n,
-                        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "resume"))
-                            ? MLT__CREATE_RESUME
-                            : 0);
+    mlt__rec_put_create(
+        &q->rec, r->run_no, key, str_of(o, "parent_run_key"), str_of(o, "run_name"),
+        str_of(o, "experiment_name"), str_of(o, "experiment_id"), start, tk, tv, n,
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "resume")) ? MLT__CREATE_RESUME : 0);
     return append(q, MLT__REC_CREATE);
 }
 

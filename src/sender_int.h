@@ -45,13 +45,13 @@ typedef struct slot {
     uint64_t start_acked; /* acked when added, for the counters */
     /* WAIT: its next unit waits for a run the server does not have yet (sender thread; waits
      * and waiting_for change under mu, for a flusher's message) */
-    int64_t wait_until_ns; /* not tried before (monotonic); 0: not waiting */
-    int64_t waited_at_ns;  /* when the current wait began */
-    int waits;             /* waits in a row: each is longer */
-    uint64_t runs_at_wait; /* runs created by this sender when it began (one since: try now) */
+    int64_t wait_until_ns;  /* not tried before (monotonic); 0: not waiting */
+    int64_t waited_at_ns;   /* when the current wait began */
+    int waits;              /* waits in a row: each is longer */
+    uint64_t runs_at_wait;  /* runs created by this sender when it began (one since: try now) */
     uint64_t ended_at_wait; /* runs ended by this sender when it began (one since: try now) */
-    char waiting_for[40];  /* the run key it waits for ("" for none: a create settling) */
-    char wait_key[40];     /* what the unit that returned WAIT waits for (attach_missing) */
+    char waiting_for[40];   /* the run key it waits for ("" for none: a create settling) */
+    char wait_key[40];      /* what the unit that returned WAIT waits for (attach_missing) */
     /* what it delivered (acknowledged or dead-lettered), for what a flush says is kept */
     _Atomic uint64_t runs_done, points_done, artifacts_done;
     /* an adopted journal all delivered is closed (j NULL, under mu) while the sender lives on:
@@ -91,7 +91,7 @@ struct mlt__sender {
     bool probe;
     /* counters */
     _Atomic uint64_t sent, acknowledged, retried, rejected;
-    uint64_t runs_ended; /* runs this sender ended (a resumed run waits for an earlier end) */
+    uint64_t runs_ended;      /* runs this sender ended (a resumed run waits for an earlier end) */
     uint64_t rejected_points; /* metric records among the rejected (sender thread) */
     /* a drain's progress callback, told of an upload's bytes as they go (drain's thread) */
     void (*drain_progress)(const mlt__sync_progress *p, void *ud);

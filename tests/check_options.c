@@ -3,8 +3,8 @@
  * typed setter, refusal of bad values (the old value stays), tracking URI normalisation, masked
  * secrets, the MLflow environment variables, copies and NULL handling.
  */
-#include "testutil.h"
 #include "options.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -173,7 +173,7 @@ START_TEST(multipart_options_have_python_s_defaults_variables_and_ranges)
     ck_assert_int_eq(o->multipart_min_bytes, 500LL << 20);
     ck_assert_int_eq(o->multipart_chunk_bytes, 10LL << 20);
     assert_set_fails(o, "multipart_upload", "maybe", MLT_ERR_BAD_OPTION);
-    assert_set_fails(o, "multipart_chunk_bytes", "1048575", MLT_ERR_BAD_OPTION); /* < 1 MiB */
+    assert_set_fails(o, "multipart_chunk_bytes", "1048575", MLT_ERR_BAD_OPTION);    /* < 1 MiB */
     assert_set_fails(o, "multipart_chunk_bytes", "5368709121", MLT_ERR_BAD_OPTION); /* > 5 GiB */
     assert_set_fails(o, "multipart_min_bytes", "0", MLT_ERR_BAD_OPTION);
     mlt_options_free(o);
@@ -216,8 +216,7 @@ START_TEST(options_unknown_name_fails_naming_it)
                          MLT_ERR_UNKNOWN_OPTION);
         char quoted[64];
         snprintf(quoted, sizeof quoted, "'%s'", names[i]);
-        ck_assert_msg(strstr(err, quoted) != NULL, "message '%s' does not name %s", err,
-                      quoted);
+        ck_assert_msg(strstr(err, quoted) != NULL, "message '%s' does not name %s", err, quoted);
         ck_assert_ptr_null(mlt_options_get(o, names[i]));
     }
     mlt_options_free(o);
@@ -255,10 +254,22 @@ START_TEST(tracking_uri_refuses_what_is_not_http_and_keeps_old_value)
     mlt_options *o = new_opts();
     ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://good:5000", NULL, 0), MLT_OK);
     const char *bad[] = {
-        "file:///x",        "databricks",        "databricks://profile", "http://",
-        "https://",         "http:///path",      "http://:5000",         "ftp://host",
-        "",                 "localhost:5000",    "sqlite:///mlflow.db",  "http:/host",
-        "http://h st:5000", "http://h:5000/?x=1", "http://h/#frag",      "mlruns",
+        "file:///x",
+        "databricks",
+        "databricks://profile",
+        "http://",
+        "https://",
+        "http:///path",
+        "http://:5000",
+        "ftp://host",
+        "",
+        "localhost:5000",
+        "sqlite:///mlflow.db",
+        "http:/host",
+        "http://h st:5000",
+        "http://h:5000/?x=1",
+        "http://h/#frag",
+        "mlruns",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_set_fails(o, "tracking_uri", bad[i], MLT_ERR_BAD_OPTION);
@@ -302,8 +313,8 @@ START_TEST(max_retries_refuses_bad_numbers)
 {
     mlt_options *o = new_opts();
     ck_assert_int_eq(mlt_options_set(o, "max_retries", "3", NULL, 0), MLT_OK);
-    const char *bad[] = {"abc", "", "3x", "-1", "1.5", "101", "99999999999999999999", "0x",
-                         " ", "3 ", "--3"};
+    const char *bad[] = {"abc", "",  "3x", "-1", "1.5", "101", "99999999999999999999",
+                         "0x",  " ", "3 ", "--3"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_set_fails(o, "max_retries", bad[i], MLT_ERR_BAD_OPTION);
         ck_assert_int_eq(o->max_retries, 3);
@@ -317,7 +328,12 @@ START_TEST(experiment_id_is_an_id)
     /* it is stored in the run map and sent in URLs: no space, newline or slash gets in */
     mlt_options *o = new_opts();
     ck_assert_int_eq(mlt_options_set(o, "experiment_id", "0", NULL, 0), MLT_OK);
-    const char *bad[] = {"", "a b", "1\n", "../1", "1/2", "x\"y",
+    const char *bad[] = {"",
+                         "a b",
+                         "1\n",
+                         "../1",
+                         "1/2",
+                         "x\"y",
                          "12345678901234567890123456789012345678901234567890123456789012345"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_set_fails(o, "experiment_id", bad[i], MLT_ERR_BAD_OPTION);
@@ -350,8 +366,7 @@ START_TEST(seconds_options_refuse_bad_and_negative_numbers)
 {
     mlt_options *o = new_opts();
     const char *names[] = {"backoff_factor", "backoff_jitter", "timeout"};
-    const char *bad[] = {"x", "", "-0.5", "-1", "nan", "inf", "-inf", "1e9", "86401", "2s",
-                         "1,5"};
+    const char *bad[] = {"x", "", "-0.5", "-1", "nan", "inf", "-inf", "1e9", "86401", "2s", "1,5"};
     for (size_t n = 0; n < 3; n++) {
         ck_assert_int_eq(mlt_options_set(o, names[n], "4.5", NULL, 0), MLT_OK);
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

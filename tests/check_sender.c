@@ -66,10 +66,11 @@ typedef struct server {
     int n_creates;
     int create_failures; /* the first runs/create calls answer 503 */
     const char *create_body;
-    const char *search_body; /* runs/search answer; NULL: no runs */
-    long search_status;      /* runs/search answers this (with search_body); 0: 200 */
-    long all_status;         /* every request answers this; 0: no */
-    int delay_ms;            /* each answer waits this long first */
+    const char *search_body;  /* runs/search answer; NULL: the runs it created with the key */
+    char created_keys[8][64]; /* the mltrack.client_run_key of each run it created (run-N: N-1) */
+    long search_status;       /* runs/search answers this (with search_body); 0: 200 */
+    long all_status;          /* every request answers this; 0: no */
+    int delay_ms;             /* each answer waits this long first */
     /* artifacts: runs/get answers artifact_uri (NULL: the proxy's "mlflow-artifacts:/7/<run
      * id>/artifacts"); a PUT under the proxy answers put_status (0: 200) for put_refusals
      * (0: all), and what a 200 took is "artifact:<path>=<sha256 of the bytes>" */
@@ -130,6 +131,8 @@ static const char *const E400 =
 static const char *const E503 =
     "{\"error_code\":\"TEMPORARILY_UNAVAILABLE\",\"message\":\"try later\"}";
 
+static const char *tag_of(const cJSON *o, const char *key);
+
 /* Decides the answer to one request (server thread, under s->mu); up: a PUT's body. */
 static long answer(server *s, const char *method, const char *path, const char *body,
                    const mlt__http_upload *up, mlt__buf *out)
@@ -181,9 +184,23 @@ static long answer(server *s, const char *method, const char *path, const char *
         }
         mlt__buf_printf(out, "{\"run\":{\"info\":{\"run_id\":\"run-%d\",\"experiment_id\":\"7\"}}}",
                         ++s->next_run);
+        cJSON *j = cJSON_Parse(body ? body : "");
+        const char *key = j ? tag_of(j, "mltrack.client_run_key") : NULL;
+        if (key && s->next_run <= 8) {
+            snprintf(s->created_keys[s->next_run - 1], sizeof s->created_keys[0], "%s", key);
+        }
+        cJSON_Delete(j);
         return 200;
     }
     if (strcmp(path, "/api/2.0/mlflow/runs/search") == 0) {
+        int found = 0;
+        for (int i = 0; !s->search_body && body && i < s->next_run && i < 8; i++) {
+            found = s->created_keys[i][0] && strstr(body, s->created_keys[i]) ? i + 1 : found;
+        }
+        if (found) {
+            mlt__buf_printf(out, "{\"runs\":[{\"info\":{\"run_id\":\"run-%d\"}}]}", found);
+            return 200;
+        }
         mlt__buf_puts(out, s->search_body ? s->search_body : "{}");
         return s->search_status ? s->search_status : 200;
     }
@@ -427,6 +444,7 @@ static void sender_new(fixture *f, bool adopted, int max_retries)
     ck_assert_int_eq(mlt_options_set_tracking_uri(o, "http://127.0.0.1:9"), MLT_OK);
     ck_assert_int_eq(mlt_options_set_retries(o, max_retries, 0.001, 0), MLT_OK);
     ck_assert_int_eq(mlt_options_set_timeout(o, 10), MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", f->tmp, NULL, 0), MLT_OK); /* looked at */
     char err[256] = "";
     mlt__transport tr = server_transport(f->srv);
     mlt_err e = mlt__errbuf(err, sizeof err, mlt__sender_new_with(&f->s, o, &tr));
@@ -468,6 +486,16 @@ static void put_create(mlt__journal *j, uint32_t run_no, const char *key, const 
     mlt__buf_init(&b);
     const char *tk[1] = {"team"}, *tv[1] = {"a"};
     mlt__rec_put_create(&b, run_no, key, "", "train", exp_name, "", 1000, tk, tv, 1, 0);
+    ck_assert_int_eq(mlt__journal_append(j, MLT__REC_CREATE, b.data, b.len, NULL), MLT_OK);
+    mlt__buf_free(&b);
+}
+
+static void put_resume(mlt__journal *j, uint32_t run_no, const char *key, int64_t start_ms)
+{
+    mlt__buf b;
+    mlt__buf_init(&b);
+    mlt__rec_put_create(&b, run_no, key, "", "train", "exp", "", start_ms, NULL, NULL, 0,
+                        MLT__CREATE_RESUME);
     ck_assert_int_eq(mlt__journal_append(j, MLT__REC_CREATE, b.data, b.len, NULL), MLT_OK);
     mlt__buf_free(&b);
 }
@@ -717,6 +745,107 @@ START_TEST(sender_adopted_journal_finds_a_run_created_before_the_crash)
     cJSON_Delete(b);
     cJSON_Delete(expect_req(s, 3, "POST", "runs/update"));
     ck_assert_uint_eq(s->n_reqs, 4);
+    fixture_done(&f);
+}
+END_TEST
+
+START_TEST(sender_resumes_a_run_the_server_has_and_creates_one_it_has_not)
+{
+    fixture f;
+    fixture_init(&f);
+    f.srv->search_body = "{\"runs\":[{\"info\":{\"run_id\":\"run-earlier\"}}]}";
+    put_resume(f.j, 1, "job-42", 1000);
+    put_metric(f.j, 1, "loss", 1, 10, 5);
+    put_end(f.j, 1, MLT_RUN_FINISHED, 20);
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    cJSON_Delete(expect_req(s, 0, "GET", "experiments/get-by-name?experiment_name=exp"));
+    cJSON *b = expect_req(s, 1, "POST", "runs/search");
+    ck_assert_ptr_nonnull(strstr(mlt_test_jstr(b, "filter"), "'job-42'"));
+    cJSON_Delete(b);
+    b = expect_req(s, 2, "POST", "runs/update"); /* RUNNING again, its end time left alone */
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-earlier");
+    ck_assert_str_eq(mlt_test_jstr(b, "status"), "RUNNING");
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(b, "end_time"));
+    cJSON_Delete(b);
+    b = expect_req(s, 3, "POST", "runs/log-batch");
+    ck_assert_str_eq(mlt_test_jstr(b, "run_id"), "run-earlier");
+    cJSON_Delete(b);
+    b = expect_req(s, 4, "POST", "runs/update");
+    ck_assert_str_eq(mlt_test_jstr(b, "status"), "FINISHED");
+    cJSON_Delete(b);
+    ck_assert_uint_eq(s->n_reqs, 5);
+    fixture_done(&f);
+
+    /* the first start: nothing on the server, the run is created with the key */
+    fixture_init(&f);
+    put_resume(f.j, 1, "job-42", 1000);
+    put_end(f.j, 1, MLT_RUN_FINISHED, 20);
+    sender_new(&f, false, 3);
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    s = f.srv;
+    cJSON_Delete(expect_req(s, 1, "POST", "runs/search"));
+    b = expect_req(s, 2, "POST", "runs/create");
+    ck_assert_str_eq(tag_of(b, "mltrack.client_run_key"), "job-42");
+    cJSON_Delete(b);
+    cJSON_Delete(expect_req(s, 3, "POST", "runs/update"));
+    ck_assert_uint_eq(s->n_reqs, 4);
+    fixture_done(&f);
+}
+END_TEST
+
+/* A restart's journal and the journal of the attempt it replaces (killed: no END), both in the
+ * queue: the earlier attempt's run is created, logged into and ended KILLED first; only then is
+ * it resumed (RUNNING), logged into and ended FINISHED. One run. */
+START_TEST(sender_resumes_only_after_the_earlier_attempt_is_delivered_and_ended)
+{
+    fixture f;
+    fixture_init(&f);
+    put_resume(f.j, 1, "job-42", 2000);
+    put_metric(f.j, 1, "loss", 2, 30, 2);
+    put_end(f.j, 1, MLT_RUN_FINISHED, 40);
+    char old_dir[DIR_LEN + 16];
+    snprintf(old_dir, sizeof old_dir, "%s/j-old", f.tmp);
+    mlt__journal *old = NULL;
+    ck_assert_int_eq(mlt__journal_create(&old, old_dir, MLT__FSYNC_NONE), MLT_OK);
+    put_resume(old, 1, "job-42", 1000);
+    put_metric(old, 1, "loss", 1, 10, 1);
+    /* the restart's journal alone: it waits for the earlier attempt, and says so */
+    sender_new(&f, false, 3);
+    mlt__sync_progress sum;
+    char err[1024] = "";
+    ck_assert_int_ne(drain_tries(&f, &sum, err, sizeof err), MLT_OK);
+    ck_assert_msg(strstr(err, "job-42") && strstr(err, "j-old"), "message %s", err);
+    for (size_t i = 0; i < f.srv->n_reqs; i++) {
+        ck_assert_ptr_null(strstr(f.srv->reqs[i].path, "runs/"));
+    }
+    size_t before = f.srv->n_reqs;
+    /* with the earlier attempt's journal taken over too: in order */
+    ck_assert_int_eq(mlt__sender_add(f.s, old, true), MLT_OK);
+    ck_assert_int_eq(drain(&f, &sum), MLT_OK);
+    server *s = f.srv;
+    const char *want[][2] = {{"runs/create", NULL},     {"runs/log-batch", NULL},
+                             {"runs/update", "KILLED"}, {"runs/update", "RUNNING"},
+                             {"runs/log-batch", NULL},  {"runs/update", "FINISHED"}};
+    size_t k = 0;
+    for (size_t i = before; i < s->n_reqs; i++) {
+        if (!strstr(s->reqs[i].path, "runs/") || strstr(s->reqs[i].path, "runs/search")) {
+            continue;
+        }
+        ck_assert_uint_lt(k, 6);
+        ck_assert_msg(strstr(s->reqs[i].path, want[k][0]), "request %zu: %s, want %s", i,
+                      s->reqs[i].path, want[k][0]);
+        if (want[k][1]) {
+            ck_assert_msg(strstr(s->reqs[i].body, want[k][1]), "request %zu: %s, want %s", i,
+                          s->reqs[i].body, want[k][1]);
+        }
+        ck_assert(k == 0 || strstr(s->reqs[i].body, "\"run-1\"")); /* the one run */
+        k++;
+    }
+    ck_assert_uint_eq(k, 6);
+    ck_assert_int_eq(s->next_run, 1); /* one run */
     fixture_done(&f);
 }
 END_TEST
@@ -1480,6 +1609,8 @@ int main(void)
     MLT_ADD_TEST(s, sender_adopted_journal_searches_before_creating_and_ends_orphans_killed);
     MLT_ADD_TEST(s, sender_adopted_journal_finds_a_run_created_before_the_crash);
     MLT_ADD_TEST(s, sender_bisects_a_rejected_batch_down_to_the_bad_record);
+    MLT_ADD_TEST(s, sender_resumes_a_run_the_server_has_and_creates_one_it_has_not);
+    MLT_ADD_TEST(s, sender_resumes_only_after_the_earlier_attempt_is_delivered_and_ended);
     MLT_ADD_TEST(s, sender_retry_during_bisection_dead_letters_once);
     MLT_ADD_TEST(s, sender_keeps_a_refused_record_until_its_dead_letter_is_written);
     MLT_ADD_TEST(s, sender_dead_letters_the_records_of_a_run_the_server_refuses_to_create);

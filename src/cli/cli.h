@@ -48,7 +48,7 @@ typedef struct args {
     bool no_capture;
     const char *capture_every;
     const char *resume_key; /* --resume-key */
-    char **cmd; /* the command to run: NULL-terminated, inside argv */
+    char **cmd;             /* the command to run: NULL-terminated, inside argv */
     /* log-metric, log-param, set-tag */
     const char *key;
     const char *value;

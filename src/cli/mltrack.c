@@ -351,7 +351,7 @@ void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
     if (p->artifact_bytes_total > 0) {
         /* artifacts take the time: the bar counts their bytes */
         uint64_t done = p->artifact_bytes_sent < p->artifact_bytes_total ? p->artifact_bytes_sent
-                                                                          : p->artifact_bytes_total;
+                                                                         : p->artifact_bytes_total;
         filled = final ? BAR_WIDTH
                        : (size_t)((double)done * BAR_WIDTH / (double)p->artifact_bytes_total);
     } else if (p->records_total > 0 && p->records_done < p->records_total) {
@@ -371,8 +371,8 @@ void bar_draw(cli *c, const mlt__sync_progress *p, bool final)
     int n = snprintf(line, sizeof line,
                      "[%s] %s%" PRIu64 "/%" PRIu64 " records  runs %" PRIu64 "  points %" PRIu64
                      "  rejected %" PRIu64,
-                     bar, bytes, p->records_done, p->records_total, p->runs_created,
-                     p->points_sent, p->rejected);
+                     bar, bytes, p->records_done, p->records_total, p->runs_created, p->points_sent,
+                     p->rejected);
     if (n < 0) {
         pthread_mutex_unlock(&c->lock);
         return;

@@ -374,7 +374,7 @@ static void env_free(env_list *e)
 
 static const char *const exported[] = {
     "MLFLOW_TRACKING_URI",  "MLFLOW_RUN_ID",     "MLTRACK_RUN_KEY", "MLFLOW_EXPERIMENT_NAME",
-    "MLFLOW_EXPERIMENT_ID", "MLTRACK_QUEUE_DIR", READER_ENV, "MLTRACK_RESUME"};
+    "MLFLOW_EXPERIMENT_ID", "MLTRACK_QUEUE_DIR", READER_ENV,        "MLTRACK_RESUME"};
 #define N_EXPORTED (sizeof exported / sizeof exported[0])
 
 static bool build_env(env_list *e, const mlt_options *opts, mlt_run *run, const seen *s)
