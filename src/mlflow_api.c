@@ -180,32 +180,33 @@ mlt_err mlt__api_search_run_by_key(mlt__api_req *r, const char *experiment_id, c
     return finish(r);
 }
 
-mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id, mlt_run_status status,
-                            int64_t end_time_ms)
+/* runs/update with status, and end_time when has_end */
+static MLT__MUST_USE mlt_err update_body(mlt__api_req *r, const char *what, const char *run_id,
+                                         const char *status, bool has_end, int64_t end_time_ms)
 {
     r->method = "POST";
-    r->what = "update run";
+    r->what = what;
     snprintf(r->path, sizeof r->path, "runs/update");
     mlt__buf *b = &r->body;
     mlt__buf_puts(b, "{\"run_id\":");
     mlt__json_str(b, run_id);
-    member_str(b, "status", mlt_run_status_name(status));
-    member_i64(b, "end_time", end_time_ms);
+    member_str(b, "status", status);
+    if (has_end) {
+        member_i64(b, "end_time", end_time_ms);
+    }
     mlt__buf_putc(b, '}');
     return finish(r);
 }
 
+mlt_err mlt__api_update_run(mlt__api_req *r, const char *run_id, mlt_run_status status,
+                            int64_t end_time_ms)
+{
+    return update_body(r, "update run", run_id, mlt_run_status_name(status), true, end_time_ms);
+}
+
 mlt_err mlt__api_resume_run(mlt__api_req *r, const char *run_id)
 {
-    r->method = "POST";
-    r->what = "resume run";
-    snprintf(r->path, sizeof r->path, "runs/update");
-    mlt__buf *b = &r->body;
-    mlt__buf_puts(b, "{\"run_id\":");
-    mlt__json_str(b, run_id);
-    member_str(b, "status", "RUNNING");
-    mlt__buf_putc(b, '}');
-    return finish(r);
+    return update_body(r, "resume run", run_id, "RUNNING", false, 0);
 }
 
 mlt_err mlt__api_get_run(mlt__api_req *r, const char *run_id)

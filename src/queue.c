@@ -117,8 +117,13 @@ static bool creates(mlt__journal *j, const char *run_key, const attempt *prior)
     return found;
 }
 
-static MLT__MUST_USE mlt_err find_in_queue(const char *queue_dir, const char *run_key,
-                                           attempt *before, char *who, size_t who_len, bool *owned)
+/* Calls fn for every journal of queue_dir but skip (its last part), each opened read-only
+ * (nothing locked, cut or moved), until fn returns true. MLT_OK when one did, MLT_ERR_NOT_FOUND
+ * when none did, MLT_ERR_IO when the queue cannot be listed. */
+typedef bool (*journal_fn)(mlt__journal *j, const char *dir, void *ud);
+
+static MLT__MUST_USE mlt_err each_journal(const char *queue_dir, const char *skip, journal_fn fn,
+                                          void *ud)
 {
     char **dirs = NULL;
     size_t n = 0;
@@ -133,14 +138,9 @@ static MLT__MUST_USE mlt_err find_in_queue(const char *queue_dir, const char *ru
         memset(&rec, 0, sizeof rec);
         const char *base = strrchr(dirs[i], '/');
         base = base ? base + 1 : dirs[i];
-        if (before) {
-            before->base = base;
-        }
-        if (err == MLT_ERR_NOT_FOUND && !(before && strcmp(base, before->self) == 0) &&
+        if (err == MLT_ERR_NOT_FOUND && !(skip && strcmp(base, skip) == 0) &&
             mlt__journal_open(&j, dirs[i], true, MLT__FSYNC_NONE, &rec) == MLT_OK) {
-            if (creates(j, run_key, before)) {
-                snprintf(who, who_len, "%s", dirs[i]);
-                *owned = mlt__journal_owned(dirs[i]) > 0;
+            if (fn(j, dirs[i], ud)) {
                 err = MLT_OK;
             }
             mlt__journal_close(j, false);
@@ -149,6 +149,36 @@ static MLT__MUST_USE mlt_err find_in_queue(const char *queue_dir, const char *ru
     }
     free(dirs);
     return err;
+}
+
+typedef struct creator {
+    const char *run_key;
+    attempt *before; /* NULL: any creator */
+    char *who;
+    size_t who_len;
+    bool *owned;
+} creator;
+
+static bool is_creator(mlt__journal *j, const char *dir, void *ud)
+{
+    creator *c = ud;
+    if (c->before) {
+        const char *base = strrchr(dir, '/');
+        c->before->base = base ? base + 1 : dir;
+    }
+    if (!creates(j, c->run_key, c->before)) {
+        return false;
+    }
+    snprintf(c->who, c->who_len, "%s", dir);
+    *c->owned = mlt__journal_owned(dir) > 0;
+    return true;
+}
+
+static MLT__MUST_USE mlt_err find_in_queue(const char *queue_dir, const char *run_key,
+                                           attempt *before, char *who, size_t who_len, bool *owned)
+{
+    creator c = {run_key, before, who, who_len, owned};
+    return each_journal(queue_dir, before ? before->self : NULL, is_creator, &c);
 }
 
 mlt_err mlt__queue_find_creator(const char *queue_dir, const char *run_key, char *who,
@@ -207,33 +237,37 @@ static bool journal_last_step(mlt__journal *j, const char *run_key, const char *
     return found;
 }
 
+typedef struct last_of {
+    const char *run_key, *metric_key;
+    int64_t step;
+    bool found;
+} last_of;
+
+static bool add_last_step(mlt__journal *j, const char *dir, void *ud)
+{
+    (void)dir;
+    last_of *l = ud;
+    int64_t s = 0;
+    if (journal_last_step(j, l->run_key, l->metric_key, &s) && (!l->found || s > l->step)) {
+        l->step = s;
+        l->found = true;
+    }
+    return false; /* every journal */
+}
+
 mlt_err mlt__queue_last_step(const char *queue_dir, const char *run_key, const char *metric_key,
                              int64_t *step)
 {
-    char **dirs = NULL;
-    size_t n = 0;
-    mlt_err err = mlt__queue_list(queue_dir, &dirs, &n);
-    if (err != MLT_OK) {
+    last_of l = {run_key, metric_key, 0, false};
+    mlt_err err = each_journal(queue_dir, NULL, add_last_step, &l);
+    if (err != MLT_ERR_NOT_FOUND) {
         return err;
     }
-    err = MLT_ERR_NOT_FOUND;
-    for (size_t i = 0; i < n; i++) {
-        mlt__journal *j = NULL;
-        mlt__recovery rec;
-        memset(&rec, 0, sizeof rec);
-        int64_t s = 0;
-        if (mlt__journal_open(&j, dirs[i], true, MLT__FSYNC_NONE, &rec) == MLT_OK) {
-            if (journal_last_step(j, run_key, metric_key, &s) &&
-                (err == MLT_ERR_NOT_FOUND || s > *step)) {
-                *step = s;
-                err = MLT_OK;
-            }
-            mlt__journal_close(j, false);
-        }
-        free(dirs[i]);
+    if (!l.found) {
+        return MLT_ERR_NOT_FOUND;
     }
-    free(dirs);
-    return err;
+    *step = l.step;
+    return MLT_OK;
 }
 
 /* ---- the queue directory ---- */
