@@ -249,8 +249,15 @@ static MLT__MUST_USE mlt_err take_lock(mlt__journal *j)
         return mlt__j_sys_err("cannot open", path);
     }
     if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        return mlt__fail(errno == EWOULDBLOCK ? MLT_ERR_LOCKED : MLT_ERR_IO,
-                         "journal %s is owned by a running process", j->dir);
+        if (errno == EWOULDBLOCK) {
+            return mlt__fail(MLT_ERR_LOCKED, "journal %s is owned by a running process", j->dir);
+        }
+        /* Lustre mounted without -o flock answers ENOSYS; an NFS mount with nolock, ENOLCK */
+        return mlt__fail(MLT_ERR_IO,
+                         "cannot lock journal %s: %s. The queue's file system must support "
+                         "flock() (Lustre: mount with -o flock; NFS: not -o nolock), or put "
+                         "MLTRACK_QUEUE_DIR on one that does",
+                         j->dir, strerror(errno));
     }
     return MLT_OK;
 }

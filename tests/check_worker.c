@@ -3,17 +3,21 @@
  * clock (a step of the wall clock moves none), and who syncs the disk (fsync=none: nothing while
  * a program logs; fsync=interval: the journal's writer).
  *
- * This program defines clock_gettime, fdatasync and fsync itself, so that the library (linked
- * statically into it) calls these: CLOCK_REALTIME reads are shifted by wall_step_ns, and syncs
- * are counted. Each forwards to the kernel.
+ * This program defines clock_gettime, fdatasync, fsync and flock itself, so that the library
+ * (linked statically into it) calls these: CLOCK_REALTIME reads are shifted by wall_step_ns,
+ * syncs are counted, and flock fails with flock_errno when set (a file system without locks).
+ * Each forwards to the kernel.
  */
 #include "testutil.h"
 
 #include "mltrack.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -38,6 +42,18 @@ int fdatasync(int fd)
 {
     atomic_fetch_add(&syncs, 1);
     return (int)syscall(SYS_fdatasync, fd);
+}
+
+static atomic_int flock_errno; /* flock fails with it when not 0 */
+
+int flock(int fd, int op)
+{
+    int e = atomic_load(&flock_errno);
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    return (int)syscall(SYS_flock, fd, op);
 }
 
 int fsync(int fd)
@@ -160,9 +176,35 @@ START_TEST(fsync_none_syncs_nothing_while_a_program_logs)
 }
 END_TEST
 
+/* Lustre mounted without -o flock answers ENOSYS to flock(): the tracker says what to do about
+ * it, rather than that a running process owns its new journal. */
+START_TEST(a_queue_without_flock_is_a_clear_error)
+{
+    char dir[512];
+    mlt_test_tmpdir(dir, sizeof dir, "noflock");
+    atomic_store(&flock_errno, ENOSYS);
+    char err[1024] = "";
+    mlt_options *o = mlt_options_new();
+    ck_assert_ptr_nonnull(o);
+    ck_assert_int_eq(mlt_options_set(o, "tracking_uri", "http://127.0.0.1:9", NULL, 0), MLT_OK);
+    ck_assert_int_eq(mlt_options_set(o, "queue_dir", dir, NULL, 0), MLT_OK);
+    mlt_tracker *t = NULL;
+    ck_assert_int_eq(mlt_tracker_new(&t, o, err, sizeof err), MLT_OK);
+    mlt_err e = mlt_tracker_add_mlflow(t, err, sizeof err);
+    atomic_store(&flock_errno, 0);
+    ck_assert_int_eq(e, MLT_ERR_IO);
+    ck_assert_msg(strstr(err, "flock") && strstr(err, "-o flock") && !strstr(err, "owned by"),
+                  "message '%s'", err);
+    mlt_tracker_close(t, 0);
+    mlt_options_free(o);
+    mlt_test_remove_tree(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("worker");
+    MLT_ADD_TEST(s, a_queue_without_flock_is_a_clear_error);
     MLT_ADD_TEST(s, a_wall_clock_step_moves_no_deadline);
     MLT_ADD_TEST(s, fsync_none_syncs_nothing_while_a_program_logs);
     return mlt_test_run_suite(s);
