@@ -437,6 +437,11 @@ void unload_options(cli *c, mlt_options *opts)
 int load_options(cli *c, const args *a, mlt_options **out)
 {
     char err[512];
+    if (a->resume_key && getenv("MLFLOW_RUN_ID")) {
+        say(c, "--resume-key: MLFLOW_RUN_ID is set (inside another mltrack run?): a run given by "
+               "its id cannot be resumed by a key");
+        return EXIT_USAGE;
+    }
     mlt_options *opts = mlt_options_new();
     if (!opts) {
         say(c, "out of memory");
@@ -468,11 +473,6 @@ int load_options(cli *c, const args *a, mlt_options **out)
         {"--resume-key", "run_key", a->resume_key},
         {"--resume-key", "resume", a->resume_key ? "allow" : NULL},
     };
-    if (a->resume_key && getenv("MLFLOW_RUN_ID")) {
-        say(c, "--resume-key: MLFLOW_RUN_ID is set (inside another mltrack run?): a run given by "
-               "its id cannot be resumed by a key");
-        return EXIT_USAGE;
-    }
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (!flags[i].value) {
             continue;

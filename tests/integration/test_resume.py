@@ -9,6 +9,8 @@ steps the killed attempts printed (calls that returned) are all there.
 
 import random
 import signal
+
+import pytest
 import subprocess
 import threading
 import time
@@ -91,8 +93,12 @@ def test_a_job_killed_ten_times_resumes_one_run_with_every_step_once(
 
 def test_resume_with_the_server_down_then_flapping_is_still_one_run(
         queue_build_dir, server_factory, tmp_path, exp_name, reliability):
+    if under_valgrind():
+        # a minute of server restarts under valgrind, for paths the ten-kill test above and the
+        # ASan and TSan runs of this one cover: left out of CI's time budget
+        pytest.skip("the default, ASan and TSan runs cover it")
     rng = random.Random(7)
-    kills = 2 if under_valgrind() else 4
+    kills = 4
     srv = server_factory()
     port = srv.port
     q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
