@@ -149,3 +149,51 @@ def test_resume_with_the_server_down_then_flapping_is_still_one_run(
     check_one_run(srv.uri, exp_name, key, printed)
     reliability("resume by key: SIGKILL and restart, server down then flapping",
                 faults=2 * kills, checked="server")
+
+
+def test_a_start_killed_while_creating_the_run_is_resumed_into_one_run(
+        queue_build_dir, server_factory, tmp_path, exp_name, reliability):
+    """The first start's runs/create reaches the server but its answer is cut (the fault proxy),
+    and the start is killed while it waits to see whether the run was made; the restart, straight
+    to the server, still makes one run: the earlier journal's create finds the run by its key."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from fault_proxy import FaultProxy
+
+    srv = server_factory()
+    key = "job-" + exp_name[-10:]
+    env = {"MLTRACK_RUN_KEY": key, "MLTRACK_RESUME": "allow", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+           "IT_RESUME_FIRST": "1"}
+    with FaultProxy(srv.port) as proxy:
+        # every create reaches the server, every answer is lost, and no search gets through: the
+        # first start cannot learn that its run was made before it is killed
+        proxy.add_rule("runs/create", "cut_after", count=None)
+        # two searches pass (mlt_run_last_step, then the resume looking for the run): not found
+        proxy.add_rule("runs/search", "cut_before", skip=2, count=None)
+        q = Queue(queue_build_dir, tmp_path, exp_name, proxy.uri)
+        out_p = tmp_path / "out-0.txt"
+        with open(out_p, "wb") as out:
+            proc = subprocess.Popen(q.programs.command(["tests/it_resume", str(STEPS), "2"]),
+                                    env=q.programs.env(q.env(env)), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60 * slow_factor()
+            while not proxy.requests("runs/create") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        assert proxy.requests("runs/create"), "the first start never tried to create its run"
+        _, made = MlflowReader(srv.uri).runs_of_experiment_named(exp_name)
+        assert len(made) >= 1, "the cut create did not make the run"
+        printed = {int(line.split()[1]) for line in out_p.read_text().splitlines()
+                   if line.startswith("step ")}
+        # the restart, at the same tracking URI (the proxy, which now passes everything)
+        proxy.clear_rules()
+        steps, start, out, err, rc = attempt(q, tmp_path, 1, dict(env, IT_RESUME_FIRST="0"))
+    assert rc == 0 and "close MLT_OK" in out, (out[-2000:], err[-2000:])
+    printed |= set(steps)
+    assert printed == set(range(STEPS))
+    check_one_run(srv.uri, exp_name, key, printed)
+    reliability("resume by key: the first start killed while its run was being created",
+                faults=1, checked="server")
