@@ -398,10 +398,11 @@ static outcome resume_found(mlt__sender *s, slot *sl, const mlt__rec *r, const c
     bool owned = false;
     if (s->queue_dir && mlt__queue_find_open(s->queue_dir, r->key, mlt__journal_dir(sl->j),
                                              r->time_ms, who, sizeof who, &owned) == MLT_OK) {
+        /* (owned says little here: this sender may be the one that took it over) */
         snprintf(msg, sizeof msg,
-                 "run %s is resumed once the journal of an earlier attempt (%s%s) is delivered and "
+                 "run %s is resumed once the journal of an earlier attempt (%s) is delivered and "
                  "its run ended",
-                 r->key, who, owned ? ", whose process still runs" : "");
+                 r->key, who);
         set_error(s, msg);
         snprintf(sl->wait_key, sizeof sl->wait_key, "%s", r->key);
         return WAIT;
