@@ -50,6 +50,16 @@ def under_valgrind():
     return any(os.path.basename(a) == "valgrind" for a in w[:1])
 
 
+def only_in(*labels):
+    """Skips the calling test unless this run of the integration tests (MLTRACK_TEST_LABEL, set by
+    scripts/test.sh: default, asan, tsan, valgrind) is one of labels: a slow test whose paths the
+    other runs cover, kept out of CI's time budget."""
+    label = os.environ.get("MLTRACK_TEST_LABEL", "default")
+    if label not in labels:
+        pytest.skip(f"run only in the {' and '.join(labels)} run{'s' if len(labels) > 1 else ''} "
+                    f"of the integration tests (this is {label}): CI's time budget")
+
+
 def slow_factor():
     """How much slower the programs run under the wrapper (timeouts only, never assertions)."""
     return 5 if _wrapper() else 1

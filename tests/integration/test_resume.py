@@ -9,13 +9,11 @@ steps the killed attempts printed (calls that returned) are all there.
 
 import random
 import signal
-
-import pytest
 import subprocess
 import threading
 import time
 
-from conftest import slow_factor, under_valgrind
+from conftest import only_in, slow_factor, under_valgrind
 from mlflow_read import MlflowReader
 from test_queue import Queue
 
@@ -93,10 +91,7 @@ def test_a_job_killed_ten_times_resumes_one_run_with_every_step_once(
 
 def test_resume_with_the_server_down_then_flapping_is_still_one_run(
         queue_build_dir, server_factory, tmp_path, exp_name, reliability):
-    if under_valgrind():
-        # a minute of server restarts under valgrind, for paths the ten-kill test above and the
-        # ASan and TSan runs of this one cover: left out of CI's time budget
-        pytest.skip("the default, ASan and TSan runs cover it")
+    only_in("default", "tsan")  # server restarts: the paths are the ten-kill test's
     rng = random.Random(7)
     kills = 4
     srv = server_factory()
@@ -161,6 +156,7 @@ def test_a_start_killed_while_creating_the_run_is_resumed_into_one_run(
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from fault_proxy import FaultProxy
 
+    only_in("default", "asan", "tsan")
     srv = server_factory()
     key = "job-" + exp_name[-10:]
     env = {"MLTRACK_RUN_KEY": key, "MLTRACK_RESUME": "allow", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
