@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from conftest import _free_port, only_in
+from conftest import MlflowServer, _free_port, only_in
 from mlflow_read import MlflowReader, artifact_digests, list_artifacts
 from test_artifacts import it_artifact, parse, sha, the_run
 from test_queue import Queue, journal_dirs
@@ -85,22 +85,48 @@ def s3_store(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture
-def s3_mlflow(s3_store, server_factory):
-    """A fault proxy in front of the store, and an MLflow server whose artifacts go to the bucket
-    through it (so the presigned URLs name the proxy): yields (server uri, proxy)."""
+@pytest.fixture(scope="module")
+def s3_server(s3_store, src_dir, tmp_path_factory):
+    """A fault proxy in front of the store, and an MLflow server of the module's own whose
+    artifacts go to the bucket through it (so the presigned URLs name the proxy)."""
+    script = os.path.join(src_dir, "scripts", "mlflow-server.sh")
     with FaultProxy(s3_store) as proxy:
-        srv = server_factory(
+        srv = MlflowServer(
+            script, tmp_path_factory.mktemp("mlflow-s3-server"),
             extra_args=["--workers", "1", "--artifacts-destination", f"s3://{BUCKET}/arts"],
             env={"MLFLOW_S3_ENDPOINT_URL": proxy.uri, "AWS_ACCESS_KEY_ID": "testing",
-                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
-        yield srv.uri, proxy
+                 "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}).start()
+        try:
+            yield srv.uri, proxy
+        finally:
+            srv.stop()
 
 
-def parts_seen(proxy):
+class Seen:
+    """What the store was sent during one test (the proxy's log from the test's start on)."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.start = len(proxy.requests())
+
+    def requests(self, match=None):
+        return [r for r in self.proxy.requests()[self.start:]
+                if match is None or match in r["path"]]
+
+
+@pytest.fixture
+def s3_mlflow(s3_server):
+    """(server uri, proxy with no rules, Seen of this test)."""
+    uri, proxy = s3_server
+    proxy.clear_rules()
+    yield uri, proxy, Seen(proxy)
+    proxy.clear_rules()
+
+
+def parts_seen(seen):
     """{part number: [actions]} of the part PUTs the store was sent, in order."""
     out = {}
-    for r in proxy.requests("partNumber="):
+    for r in seen.requests("partNumber="):
         if r["method"] == "PUT":
             n = int(re.search(r"partNumber=(\d+)", r["path"]).group(1))
             out.setdefault(n, []).append(r["action"])
@@ -123,7 +149,7 @@ def big(path, size):
 
 def test_a_large_artifact_goes_in_parts_and_a_cut_part_is_sent_again_alone(
         s3_mlflow, s3_store, queue_build_dir, tmp_path, exp_name, reliability):
-    uri, proxy = s3_mlflow
+    uri, proxy, seen = s3_mlflow
     size = 4 * CHUNK + 12345  # five parts
     f = str(tmp_path / "model.ckpt")
     want = big(f, size)
@@ -134,11 +160,11 @@ def test_a_large_artifact_goes_in_parts_and_a_cut_part_is_sent_again_alone(
     calls, key, rid, close = parse(res)
     assert calls == [("file", "MLT_OK", "")] and close == "MLT_OK", res
     # each part once, but the cut one and the refused one: twice
-    assert parts_seen(proxy) == {1: ["pass"], 2: ["cut_body", "pass"], 3: ["pass"],
-                                 4: ["status", "pass"], 5: ["pass"]}
+    assert parts_seen(seen) == {1: ["pass"], 2: ["cut_body", "pass"], 3: ["pass"],
+                                4: ["status", "pass"], 5: ["pass"]}
     # one upload made and completed by the server (S3 CreateMultipartUpload, Complete...)
-    assert [r["method"] for r in proxy.requests("?uploads")] == ["POST"]
-    completes = [r for r in proxy.requests("uploadId=") if r["method"] == "POST"]
+    assert [r["method"] for r in seen.requests("?uploads")] == ["POST"]
+    completes = [r for r in seen.requests("uploadId=") if r["method"] == "POST"]
     assert len(completes) == 1, completes
     assert open_uploads(s3_store) == []
     reader = MlflowReader(uri)
@@ -152,7 +178,7 @@ def test_a_large_artifact_goes_in_parts_and_a_cut_part_is_sent_again_alone(
 
 def test_a_part_refused_for_good_aborts_the_upload_and_requeue_sends_it_again(
         s3_mlflow, s3_store, queue_build_dir, tmp_path, exp_name, reliability):
-    uri, proxy = s3_mlflow
+    uri, proxy, seen = s3_mlflow
     size = 2 * CHUNK + 7  # three parts
     f = str(tmp_path / "weights.bin")
     want = big(f, size)
@@ -161,10 +187,10 @@ def test_a_part_refused_for_good_aborts_the_upload_and_requeue_sends_it_again(
     res = it_artifact(q, ["refused", "file", f, "-"], env=MPU_ENV)
     calls, key, rid, close = parse(res)
     assert calls == [("file", "MLT_OK", "")] and close == "MLT_OK", res
-    assert parts_seen(proxy)[3] == ["status"]  # refused: not tried again
+    assert parts_seen(seen)[3] == ["status"]  # refused: not tried again
     # the server aborted the store's upload (S3 AbortMultipartUpload): nothing left open
-    aborts = [r for r in proxy.requests("uploadId=") if r["method"] == "DELETE"]
-    assert len(aborts) == 1, proxy.requests("uploadId=")
+    aborts = [r for r in seen.requests("uploadId=") if r["method"] == "DELETE"]
+    assert len(aborts) == 1, seen.requests("uploadId=")
     assert open_uploads(s3_store) == []
     reader = MlflowReader(uri)
     run = the_run(reader, exp_name, "refused")
