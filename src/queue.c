@@ -76,6 +76,40 @@ static bool earlier(const attempt *a, int64_t start_ms)
            (start_ms == a->start_ms && strcmp(a->base, a->self) < 0);
 }
 
+/* Calls fn for each undelivered record of j that reads back, in order, until fn returns true
+ * (then true) or the records end, or stop being readable (false). */
+static bool each_record(mlt__journal *j, bool (*fn)(const mlt__rec *r, void *ud), void *ud)
+{
+    uint64_t cursor = mlt__journal_acked_seq(j);
+    mlt__buf scratch;
+    mlt__buf_init(&scratch);
+    mlt__rec r;
+    bool stopped = false;
+    while (!stopped) {
+        uint64_t before = cursor;
+        mlt_err err = mlt__journal_next(j, &cursor, &scratch, &r);
+        if (err == MLT_OK) {
+            stopped = fn(&r, ud);
+        } else if (err != MLT_ERR_CORRUPT || cursor == before) {
+            break; /* the end, or unreadable from here */
+        }
+    }
+    mlt__buf_free(&scratch);
+    return stopped;
+}
+
+typedef struct create_of {
+    const char *run_key;
+    const attempt *prior;
+} create_of;
+
+static bool is_create_of(const mlt__rec *r, void *ud)
+{
+    const create_of *c = ud;
+    return r->type == MLT__REC_CREATE && strcmp(r->key, c->run_key) == 0 &&
+           earlier(c->prior, r->time_ms);
+}
+
 /* Whether journal j creates the run: created in its map, or its CREATE record undelivered. With
  * `prior` (open only), a run created and not ended, or an undelivered CREATE of an earlier
  * attempt. */
@@ -95,26 +129,8 @@ static bool creates(mlt__journal *j, const char *run_key, const attempt *prior)
             return false;
         }
     }
-    uint64_t cursor = mlt__journal_acked_seq(j);
-    mlt__buf scratch;
-    mlt__buf_init(&scratch);
-    mlt__rec r;
-    bool found = false;
-    for (;;) {
-        uint64_t before = cursor;
-        mlt_err err = mlt__journal_next(j, &cursor, &scratch, &r);
-        if (err == MLT_OK) {
-            found = r.type == MLT__REC_CREATE && strcmp(r.key, run_key) == 0 &&
-                    earlier(prior, r.time_ms);
-        } else if (err != MLT_ERR_CORRUPT || cursor == before) {
-            break; /* the end, or unreadable from here */
-        }
-        if (found) {
-            break;
-        }
-    }
-    mlt__buf_free(&scratch);
-    return found;
+    create_of c = {run_key, prior};
+    return each_record(j, is_create_of, &c);
 }
 
 /* Calls fn for every journal of queue_dir but skip (its last part), each opened read-only
@@ -196,45 +212,46 @@ mlt_err mlt__queue_find_open(const char *queue_dir, const char *run_key, const c
 }
 
 /* The largest step of metric_key in the undelivered records of j's runs of run_key. */
+typedef struct steps_of {
+    const char *run_key, *metric_key;
+    uint32_t nos[64]; /* the journal's run numbers of run_key */
+    size_t n_nos;
+    int64_t step;
+    bool found;
+} steps_of;
+
+static bool add_step(const mlt__rec *r, void *ud)
+{
+    steps_of *st = ud;
+    if ((r->type == MLT__REC_CREATE || r->type == MLT__REC_ATTACH) &&
+        strcmp(r->key, st->run_key) == 0 && st->n_nos < 64) {
+        st->nos[st->n_nos++] = r->run_no;
+    } else if (r->type == MLT__REC_METRIC && strcmp(r->key, st->metric_key) == 0) {
+        for (size_t i = 0; i < st->n_nos; i++) {
+            if (st->nos[i] == r->run_no && (!st->found || r->step > st->step)) {
+                st->step = r->step;
+                st->found = true;
+            }
+        }
+    }
+    return false; /* every record */
+}
+
+/* The largest step of metric_key in the undelivered records of j's runs of run_key. */
 static bool journal_last_step(mlt__journal *j, const char *run_key, const char *metric_key,
                               int64_t *step)
 {
-    uint32_t nos[64];
-    size_t n_nos = 0, n = 0;
+    steps_of st = {.run_key = run_key, .metric_key = metric_key};
+    size_t n = 0;
     const mlt__run_entry *runs = mlt__journal_runs(j, &n);
-    for (size_t i = 0; runs && i < n && n_nos < 64; i++) {
+    for (size_t i = 0; runs && i < n && st.n_nos < 64; i++) {
         if (strcmp(runs[i].key, run_key) == 0) {
-            nos[n_nos++] = runs[i].run_no;
+            st.nos[st.n_nos++] = runs[i].run_no;
         }
     }
-    uint64_t cursor = mlt__journal_acked_seq(j);
-    mlt__buf scratch;
-    mlt__buf_init(&scratch);
-    mlt__rec r;
-    bool found = false;
-    for (;;) {
-        uint64_t before = cursor;
-        mlt_err err = mlt__journal_next(j, &cursor, &scratch, &r);
-        if (err != MLT_OK) {
-            if (err != MLT_ERR_CORRUPT || cursor == before) {
-                break; /* the end, or unreadable from here */
-            }
-            continue;
-        }
-        if ((r.type == MLT__REC_CREATE || r.type == MLT__REC_ATTACH) &&
-            strcmp(r.key, run_key) == 0 && n_nos < 64) {
-            nos[n_nos++] = r.run_no;
-        } else if (r.type == MLT__REC_METRIC && strcmp(r.key, metric_key) == 0) {
-            for (size_t i = 0; i < n_nos; i++) {
-                if (nos[i] == r.run_no && (!found || r.step > *step)) {
-                    *step = r.step;
-                    found = true;
-                }
-            }
-        }
-    }
-    mlt__buf_free(&scratch);
-    return found;
+    (void)each_record(j, add_step, &st);
+    *step = st.step;
+    return st.found;
 }
 
 typedef struct last_of {
