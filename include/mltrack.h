@@ -178,6 +178,13 @@ void mlt_options_free(mlt_options *opts);
  *                       their runs ended; it ends as this start ends it. See
  *                       mlt_run_last_step(). mlt_run_start() fails with MLT_ERR_BAD_OPTION for
  *                       "allow" without run_key or run_id.
+ *   lease_ms            MLTRACK_LEASE_MS: the delivery lease of a journal (default 10000; 1000
+ *                       to 600000). One party at a time delivers a journal: its writer while it
+ *                       reaches the server, else a relay (`mltrack sync --follow` on a host that
+ *                       does, with the queue on a shared file system: docs/hpc.md). The holder
+ *                       renews the lease every lease_ms / 5; another takes it over when it was
+ *                       given up, or left unchanged for lease_ms (its holder died or hangs).
+ *                       Set it alike for the writers and the relays of one queue.
  *   system_metrics      MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, "true"/"false" (default false):
  *                       log the machine's CPU and memory use into every top-level run under
  *                       MLflow's names (system/cpu_utilization_percentage,
@@ -211,8 +218,8 @@ mlt_err mlt_options_set(mlt_options *opts, const char *name, const char *value, 
  * MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_RUN_ID, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
  * MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD,
  * MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE, MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE, and mltrack's own
- * MLTRACK_QUEUE_DIR, MLTRACK_FSYNC, MLTRACK_LINGER_MS, MLTRACK_RUN_KEY, MLTRACK_RESUME and
- * MLTRACK_QUEUE_SEGMENT_BYTES. Unset or empty variables leave the option as it is. Returns the
+ * MLTRACK_QUEUE_DIR, MLTRACK_FSYNC, MLTRACK_LINGER_MS, MLTRACK_RUN_KEY, MLTRACK_RESUME,
+ * MLTRACK_LEASE_MS and MLTRACK_QUEUE_SEGMENT_BYTES. Unset or empty variables leave the option as it is. Returns the
  * first error met (naming the variable in errbuf); options read before it are kept. Reads the
  * environment: do not call while another thread calls setenv().
  */

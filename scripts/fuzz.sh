@@ -4,6 +4,7 @@
 #   fuzz_journal   a journal directory as found after a crash or tampering
 #   fuzz_protocol  the `mltrack run` line protocol (splitter and parser)
 #   fuzz_options   options by name and value, and from the environment
+#   fuzz_lease     a journal's delivery lease file (parse, and format of what was parsed)
 # Installs clang and libFuzzer if missing (Debian), builds the library with coverage and the
 # sanitizers in BUILD_ROOT/fuzz, and runs each target for a set time, seeded with its committed
 # corpus tests/fuzz/corpus/TARGET/. New inputs go to BUILD_ROOT/fuzz/corpus/TARGET/ (the
@@ -26,7 +27,7 @@ SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source=scripts/lib.sh
 source "$SCRIPTS/lib.sh"
 
-ALL_TARGETS=(fuzz_answer fuzz_journal fuzz_protocol fuzz_options)
+ALL_TARGETS=(fuzz_answer fuzz_journal fuzz_protocol fuzz_options fuzz_lease)
 SECONDS_EACH=60
 MERGE=0
 BUILD_ONLY=0
@@ -54,7 +55,7 @@ while (($#)); do
     --merge) MERGE=1 ;;
     --build-only) BUILD_ONLY=1 ;;
     -h | --help)
-        sed -n '2,25s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+        sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *)

@@ -101,6 +101,48 @@ stage() {
     fi
 }
 
+# stage_bg NAME "DESCRIPTION" NEEDS CMD [ARGS...]: as stage, but started in the background with its
+# output kept in a log; stage_wait NAME prints the log and records the result. For a stage that
+# keeps one core busy next to another that does (valgrind's unit tests next to its integration
+# tests): a full run stays within CI's time.
+declare -A BG_PID=() BG_LOG=() BG_DESC=() BG_START=()
+stage_bg() {
+    local name=$1 desc=$2 needs=$3 dep
+    shift 3
+    for dep in $needs; do
+        if [[ ${RESULT_OF[$dep]:-} != PASS ]]; then
+            header "$name: $desc"
+            record "$name" FAIL "not run: stage '$dep' did not pass"
+            return 0
+        fi
+    done
+    BG_LOG[$name]=$BUILD_ROOT/stage-$name.log
+    BG_DESC[$name]=$desc
+    BG_START[$name]=$SECONDS
+    (
+        set -e
+        "$@"
+    ) >"${BG_LOG[$name]}" 2>&1 &
+    BG_PID[$name]=$!
+    printf '\n(stage %s started in the background: its output follows when it ends)\n' "$name"
+}
+
+stage_wait() { # NAME
+    local name=$1 rc
+    [[ -n ${BG_PID[$name]:-} ]] || return 0
+    set +e
+    wait "${BG_PID[$name]}"
+    rc=$?
+    set -e
+    header "$name: ${BG_DESC[$name]} (ran in the background)"
+    cat "${BG_LOG[$name]}"
+    if ((rc == 0)); then
+        record "$name" PASS "$((SECONDS - BG_START[$name])) s, in the background"
+    else
+        record "$name" FAIL "exit $rc after $((SECONDS - BG_START[$name])) s, in the background"
+    fi
+}
+
 skip() { # NAME "DESCRIPTION" REASON
     header "$1: $2"
     echo "skipped: $3"
@@ -124,6 +166,13 @@ show_failed_test_logs() { # BUILD_DIR
 
 make_check() { # BUILD_DIR TARGET
     if ! make -C "$1" -j"$NPROC" "$2"; then
+        show_failed_test_logs "$1"
+        return 1
+    fi
+}
+
+make_check_serial() { # BUILD_DIR TARGET
+    if ! make -C "$1" -j1 "$2"; then
         show_failed_test_logs "$1"
         return 1
     fi
@@ -307,10 +356,13 @@ check-fuzz-corpus" "asan-build" fuzz_replay
     stage tsan-unit "unit tests under ThreadSanitizer: make check" "tsan-build" tsan_unit
     stage tsan-integration "integration tests under ThreadSanitizer" "tsan-build server" \
         tsan_integration
-    stage valgrind-unit "unit tests under valgrind: make check-valgrind (default build)" "build" \
-        make_check "$DEFAULT_DIR" check-valgrind
+    # one test program at a time (-j1), next to the integration tests (valgrind runs a process's
+    # threads one at a time: each keeps about one core busy)
+    stage_bg valgrind-unit "unit tests under valgrind: make check-valgrind (default build)" "build" \
+        make_check_serial "$DEFAULT_DIR" check-valgrind
     stage valgrind-integration "integration tests under valgrind (default build)" "build server" \
         valgrind_integration
+    stage_wait valgrind-unit
     stage distcheck "make distcheck (default build)" "build" distcheck
 fi
 

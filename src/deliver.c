@@ -812,8 +812,12 @@ outcome mlt__deliver_step(mlt__sender *s, slot *sl, bool *did)
             return err == MLT_ERR_NOMEM || err == MLT_ERR_IO ? RETRY : FATAL;
         }
         if (!sl->have_unit) {
-            return sl->adopted ? end_orphans(s, sl, did) : OK;
+            /* a live writer's journal (a relay follows it) has no orphans */
+            return sl->adopted && !mlt__journal_following(sl->j) ? end_orphans(s, sl, did) : OK;
         }
+    }
+    if (sl->lease && !mlt__lease_valid(sl->lease)) {
+        return OK; /* the lease lapsed since the pass looked: nothing is sent without it */
     }
     outcome o = deliver_window(s, sl);
     if (o == OK && sl->has_ctl && !sl->ctl_done) {
@@ -825,6 +829,11 @@ outcome mlt__deliver_step(mlt__sender *s, slot *sl, bool *did)
     }
     if (o != OK) {
         return o;
+    }
+    if (sl->lease && !mlt__lease_valid(sl->lease)) {
+        /* lost while the unit went (paused longer than the lease): the cursor is another's
+         * now; what was sent is sent again by it, which the server takes as the same */
+        return OK;
     }
     mlt_err err = mlt__journal_ack(sl->j, &sl->last);
     if (err != MLT_OK) {

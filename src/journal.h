@@ -87,6 +87,26 @@ MLT__MUST_USE mlt_err mlt__journal_create(mlt__journal **out, const char *dir,
 MLT__MUST_USE mlt_err mlt__journal_open(mlt__journal **out, const char *dir, bool read_only,
                                         mlt__fsync_mode mode, mlt__recovery *rec);
 
+/*
+ * Opens the journal of a live writer for delivery by a relay (docs/hpc.md): nothing is locked,
+ * cut or deleted, and the writer's ring is never read (a shared mapping is not coherent between
+ * hosts). Its records are those whole frames the writer committed to the segments: at its end,
+ * mlt__journal_next() looks again for frames committed since, and treats a frame still being
+ * written, or a point whose key is not visible yet, as not there yet. Acks (durable at once),
+ * the run map and dead letters are written as by the writer, whose delivery lease the caller
+ * holds. Segments are left to the writer to delete. Close it with mlt__journal_close(j, false).
+ */
+MLT__MUST_USE mlt_err mlt__journal_open_follow(mlt__journal **out, const char *dir,
+                                               mlt__recovery *rec);
+/* Whether j was opened with mlt__journal_open_follow(). */
+bool mlt__journal_following(const mlt__journal *j);
+
+/* After another party delivered the journal for a while (a relay held its lease): reads its
+ * acked cursor, run map and dead letters again, and deletes the segments now all delivered.
+ * MLT_ERR_IO, or MLT_ERR_CORRUPT when the cursor names no record of the journal. Reader
+ * thread. */
+MLT__MUST_USE mlt_err mlt__journal_reload_delivery(mlt__journal *j);
+
 /* Syncs (unless read-only) and closes. With remove_if_done, a journal whose records are all
  * acked and whose runs all ended is deleted. NULL does nothing. */
 void mlt__journal_close(mlt__journal *j, bool remove_if_done);

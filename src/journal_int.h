@@ -32,6 +32,9 @@ struct mlt__journal {
     char *dir;
     uint64_t seg_bytes; /* a new segment starts past this size (mlt__journal_set_segment_bytes) */
     bool read_only;
+    bool follow; /* a live writer's journal delivered by a relay: segments read only as far as
+                  * whole frames go (mlt__j_follow_more), never locked, cut or deleted, the
+                  * ring never read; acked, runs and dead letters written */
     mlt__fsync_mode mode;
     int lock_fd;
     pthread_mutex_t mu; /* guards the append side and the segment list */
@@ -119,6 +122,12 @@ void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *n
 MLT__MUST_USE mlt_err mlt__j_drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved,
                                           uint64_t *holes);
 MLT__MUST_USE mlt_err mlt__j_ensure_wfd(mlt__journal *j);
+/* Follow mode: takes in the frames the writer committed since the last look (reader thread). */
+void mlt__j_follow_more(mlt__journal *j);
+/* Moves the acked cursor to record r (read with mlt__journal_next; its ack is on disk) and
+ * deletes the segments that hold only acked records (a follower drops them from its list
+ * only). */
+MLT__MUST_USE mlt_err mlt__j_acked_to(mlt__journal *j, const mlt__rec *r);
 int mlt__j_fsync_dir(const char *dir);
 const char *mlt__j_key_name(const mlt__journal *j, uint64_t id);
 MLT__MUST_USE mlt_err mlt__j_list_names(const char *dir, bool (*keep)(const char *name), bool full,

@@ -219,7 +219,7 @@ mlt_err mlt__journal_put_run(mlt__journal *j, uint32_t run_no, const char *key, 
                              const char *experiment_id, mlt__run_state state)
 {
     mlt_err err = mlt__j_put_run(j, run_no, key, run_id, experiment_id, state);
-    return err != MLT_OK || j->read_only ? err : save_runs(j);
+    return err != MLT_OK || (j->read_only && !j->follow) ? err : save_runs(j);
 }
 
 /* Adds or updates an entry in memory. */

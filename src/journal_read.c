@@ -253,6 +253,13 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
     uint64_t last = j->last_seq;
     size_t n_segs = j->n_segs;
     pthread_mutex_unlock(&j->mu);
+    if (*cursor >= last && j->follow) {
+        mlt__j_follow_more(j); /* what the writer committed since */
+        pthread_mutex_lock(&j->mu);
+        last = j->last_seq;
+        n_segs = j->n_segs;
+        pthread_mutex_unlock(&j->mu);
+    }
     if (*cursor >= last) {
         return MLT_ERR_NOT_FOUND;
     }
@@ -304,6 +311,18 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
             mlt_err err = type == MLT__REC_POINT
                               ? decode_point(j, (const unsigned char *)scratch->data, plen, r)
                               : mlt__rec_decode((mlt__rec_type)type, scratch->data, plen, r);
+            if (err != MLT_OK && type == MLT__REC_POINT && j->follow) {
+                /* a key its writer wrote down may not be visible here yet (another host):
+                 * read the keys again; still unknown, the point is not there yet either */
+                pthread_mutex_lock(&j->mu);
+                mlt_err kerr = mlt__j_load_keys(j);
+                pthread_mutex_unlock(&j->mu);
+                if (kerr != MLT_OK ||
+                    decode_point(j, (const unsigned char *)scratch->data, plen, r) != MLT_OK) {
+                    return MLT_ERR_NOT_FOUND;
+                }
+                err = MLT_OK;
+            }
             /* A record that checks out but does not decode is consumed all the same: the caller
              * can set it aside and go on. */
             j->roff += size;
@@ -348,20 +367,23 @@ mlt_err mlt__journal_ack(mlt__journal *j, const mlt__rec *last)
     if (err != MLT_OK) {
         return mlt__fail(err, "cannot record delivery in %s: %s", j->dir, strerror(errno));
     }
+    return mlt__j_acked_to(j, last);
+}
+
+mlt_err mlt__j_acked_to(mlt__journal *j, const mlt__rec *last)
+{
     atomic_store(&j->acked_seq, last->seq);
     atomic_store(&j->acked_pos, last->end_pos);
+    /* Delete segments that hold only acked records (never the one being appended to, nor the
+     * one being read); a follower leaves them to their writer. */
     pthread_mutex_lock(&j->mu);
     mlt__j_update_pending(j);
-    pthread_mutex_unlock(&j->mu);
-    /* Delete segments that hold only acked records (never the one being appended to, nor the
-     * one being read). */
-    pthread_mutex_lock(&j->mu);
     size_t drop = 0;
     while (drop + 1 < j->n_segs && j->segs[drop + 1].first_seq - 1 <= last->seq &&
            drop + 1 <= j->rseg) {
         char name[64], path[PATH_MAX];
         mlt__j_seg_name(j->segs[drop].first_seq, name);
-        if (mlt__j_path_in(j, name, path, sizeof path) == 0) {
+        if (!j->follow && mlt__j_path_in(j, name, path, sizeof path) == 0) {
             unlink(path);
         }
         drop++;

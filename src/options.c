@@ -80,6 +80,7 @@ static const struct opt_def {
                                         (long long)5 << 30},
     [MLT__OPT_RESUME] =
         {"resume", K_WORD, "MLTRACK_RESUME", "never", 0, 0, {"never", "allow", NULL}},
+    [MLT__OPT_LEASE_MS] = {"lease_ms", K_INT, "MLTRACK_LEASE_MS", "10000", 1000, 600000},
 };
 
 #define MAX_SECONDS 86400.0
@@ -286,6 +287,9 @@ static MLT__MUST_USE mlt_err set_opt(mlt_options *o, int i, const char *value)
         break;
     case MLT__OPT_RESUME:
         o->resume = (int)n;
+        break;
+    case MLT__OPT_LEASE_MS:
+        o->lease_ms = n;
         break;
     case MLT__OPT_SYSTEM_METRICS_INTERVAL:
         o->system_metrics_interval_s = s;

@@ -38,6 +38,7 @@ typedef enum mlt__opt {
     MLT__OPT_MULTIPART_MIN_BYTES,
     MLT__OPT_MULTIPART_CHUNK_BYTES,
     MLT__OPT_RESUME,
+    MLT__OPT_LEASE_MS,
     MLT__OPT_COUNT
 } mlt__opt;
 
@@ -63,6 +64,7 @@ struct mlt_options {
     long long multipart_min_bytes;
     long long multipart_chunk_bytes;
     int resume; /* 1: the run of run_key is created if absent, else resumed; 0: attached */
+    long long lease_ms; /* a journal's delivery lease lapses this long after its last renewal */
     mlt__logger logger;
     mlt_delivery_fn delivery_fn;
     void *delivery_ud;

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 mlt_err mlt__queue_adopt(const char *queue_dir, mlt__fsync_mode mode, mlt__adopt_fn fn, void *ud,
@@ -316,4 +318,81 @@ mlt_err mlt__queue_list(const char *queue_dir, char ***out, size_t *n)
     mlt_err err = mlt__j_list_names(queue_dir, is_journal, true, true, out, n);
     return err == MLT_ERR_IO ? mlt__fail(err, "cannot read %s: %s", queue_dir, strerror(errno))
                              : err;
+}
+
+/* ---- relays ---- */
+
+static int relay_mark_path(const char *queue_dir, char *out, size_t len)
+{
+    char host[64] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0]) {
+        snprintf(host, sizeof host, "unknown-host");
+    }
+    for (char *p = host; *p; p++) {
+        *p = *p == '/' || *p <= ' ' ? '_' : *p;
+    }
+    int n = snprintf(out, len, "%s/relay-%s-%ld", queue_dir, host, (long)getpid());
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+int mlt__queue_mark_relay(const char *queue_dir)
+{
+    char path[PATH_MAX];
+    if (relay_mark_path(queue_dir, path, sizeof path) != 0) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT) {
+        /* a queue nobody wrote to yet: made, as a writer would (0700, parents too) */
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", queue_dir);
+        for (char *p = dir + 1; *p; p++) {
+            if (*p == '/') {
+                *p = '\0';
+                (void)mkdir(dir, 0700);
+                *p = '/';
+            }
+        }
+        (void)mkdir(dir, 0700);
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) {
+        return -1;
+    }
+    int rc = futimens(fd, NULL); /* now, by the file system's clock */
+    close(fd);
+    return rc;
+}
+
+void mlt__queue_unmark_relay(const char *queue_dir)
+{
+    char path[PATH_MAX];
+    if (relay_mark_path(queue_dir, path, sizeof path) == 0) {
+        unlink(path);
+    }
+}
+
+bool mlt__queue_has_relay(const char *queue_dir, int64_t fresh_ms)
+{
+    DIR *d = opendir(queue_dir);
+    if (!d) {
+        return false;
+    }
+    bool found = false;
+    int64_t now = mlt__now_ms();
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        char path[PATH_MAX];
+        struct stat st;
+        if (strncmp(e->d_name, "relay-", 6) != 0 ||
+            snprintf(path, sizeof path, "%s/%s", queue_dir, e->d_name) >= (int)sizeof path ||
+            stat(path, &st) != 0) {
+            continue;
+        }
+        int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+        found = now - mtime <= fresh_ms;
+    }
+    closedir(d);
+    return found;
 }

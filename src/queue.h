@@ -77,4 +77,17 @@ MLT__MUST_USE mlt_err mlt__queue_find_open(const char *queue_dir, const char *ru
 MLT__MUST_USE mlt_err mlt__queue_last_step(const char *queue_dir, const char *run_key,
                                            const char *metric_key, int64_t *step);
 
+/* ---- relays ---- */
+
+/* A relay (`mltrack sync --follow`) marks the queue it serves with a file of its own,
+ * <queue_dir>/relay-<host>-<pid>, touched at every listing of the queue and removed when it
+ * stops. mlt__queue_mark_relay() makes or touches it (0, -1 with errno), mlt__queue_unmark_relay()
+ * removes it. */
+int mlt__queue_mark_relay(const char *queue_dir);
+void mlt__queue_unmark_relay(const char *queue_dir);
+
+/* Whether a relay serves queue_dir: a relay's file touched within the last fresh_ms (by this
+ * host's clock: the file system's times of another host may be off by its skew). */
+bool mlt__queue_has_relay(const char *queue_dir, int64_t fresh_ms);
+
 #endif

@@ -73,7 +73,14 @@ mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts, const m
     return MLT_OK;
 }
 
-mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
+void mlt__sender_set_relay(mlt__sender *s, bool follow)
+{
+    s->lease_role = MLT__LEASE_RELAY;
+    s->relay = follow;
+}
+
+static MLT__MUST_USE mlt_err add_slot(mlt__sender *s, mlt__journal *j, bool adopted,
+                                      mlt__lease *lease, bool own_lease)
 {
     pthread_mutex_lock(&s->mu);
     slot *n = realloc(s->slots, (s->n_slots + 1) * sizeof *n);
@@ -86,6 +93,8 @@ mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
     memset(sl, 0, sizeof *sl);
     sl->j = j;
     sl->adopted = adopted;
+    sl->lease = lease;
+    sl->own_lease = own_lease;
     sl->cursor = mlt__journal_acked_seq(j);
     sl->start_acked = sl->cursor;
     atomic_init(&sl->runs_done, 0);
@@ -98,6 +107,140 @@ mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
     pthread_cond_signal(&s->wake_cv);
     pthread_mutex_unlock(&s->mu);
     return MLT_OK;
+}
+
+mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
+{
+    /* its delivery lease, renewed by the sender's keeper */
+    if (!s->keeper && !(s->keeper = mlt__lease_keeper_new((int)(s->opts->lease_ms / 5)))) {
+        return mlt__fail(MLT_ERR_NOMEM, "cannot start the lease keeper thread");
+    }
+    mlt__lease *l = mlt__lease_new(mlt__journal_dir(j), s->lease_role, s->opts->lease_ms);
+    if (!l || mlt__lease_keeper_add(s->keeper, l) != MLT_OK) {
+        mlt__lease_free(l);
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    mlt_err err = add_slot(s, j, adopted, l, true);
+    if (err != MLT_OK) {
+        mlt__lease_keeper_remove(s->keeper, l);
+        mlt__lease_free(l);
+    }
+    return err;
+}
+
+mlt_err mlt__sender_add_leased(mlt__sender *s, mlt__journal *j, mlt__lease *lease)
+{
+    return add_slot(s, j, true, lease, false);
+}
+
+/* Drops what a slot had in flight and reads it again from its acked cursor (another party may
+ * have delivered it meanwhile). Sender thread. */
+static void slot_restart(slot *sl)
+{
+    mlt__deliver_free_window(sl);
+    sl->have_unit = false;
+    sl->has_ctl = false;
+    sl->ctl_done = false;
+    sl->create_ambiguous = false;
+    sl->cursor = mlt__journal_acked_seq(sl->j);
+}
+
+static void set_relayed(mlt__sender *s, slot *sl, bool relayed, const mlt__lease_info *who)
+{
+    pthread_mutex_lock(&s->mu);
+    sl->relayed = relayed;
+    if (who) {
+        sl->holder = *who;
+    }
+    pthread_cond_broadcast(&s->done_cv); /* a flusher reads what the relay acked */
+    pthread_mutex_unlock(&s->mu);
+}
+
+/*
+ * Whether a slot may be delivered now: its lease is valid, or (not a relay's) it could take it.
+ * A lease another party holds leaves the slot to it: its acks are read again now and then, so
+ * that a flush sees them and delivered segments go. Sender thread.
+ */
+static bool lease_ready(mlt__sender *s, slot *sl, bool flushing)
+{
+    if (!sl->lease || mlt__lease_valid(sl->lease)) {
+        return true;
+    }
+    if (!sl->own_lease) {
+        return false; /* a relay's: it takes and drops its leases itself */
+    }
+    int64_t now = mlt__mono_ns();
+    int64_t look = (int64_t)(flushing ? RELAYED_FLUSH_MS : RELAYED_LOOK_MS) * 1000000;
+    mlt__lease_info who;
+    memset(&who, 0, sizeof who);
+    if (now < sl->lease_try_ns) {
+        /* held back (let go of, or another's): only looked at, for a relay that took it up */
+        if (sl->relayed || now < sl->lease_look_ns) {
+            return false;
+        }
+        sl->lease_look_ns = now + look;
+        if (mlt__lease_peek(sl->lease, &who) == 1) {
+            mlt__log(&s->opts->logger, MLT_LOG_INFO,
+                     "journal %s is delivered by the %s on %s (pid %ld)", mlt__journal_dir(sl->j),
+                     who.role == MLT__LEASE_RELAY ? "relay" : "process", who.host, who.pid);
+            slot_restart(sl);
+            set_relayed(s, sl, true, &who);
+            sl->lease_try_ns = now + look;
+        }
+        return false;
+    }
+    sl->lease_try_ns = now + look;
+    bool fresh = false;
+    mlt__lease_take_result r = mlt__lease_take(sl->lease, &who, &fresh);
+    if (r == MLT__LEASE_TAKEN) {
+        if (fresh || sl->relayed) {
+            if (mlt__journal_reload_delivery(sl->j) != MLT_OK) {
+                mlt__log(&s->opts->logger, MLT_LOG_WARN, "%s", mlt_last_error());
+            }
+            slot_restart(sl);
+            mlt__log(&s->opts->logger, MLT_LOG_INFO,
+                     "journal %s: delivered from here again, from record %" PRIu64,
+                     mlt__journal_dir(sl->j), sl->cursor + 1);
+        }
+        if (sl->relayed) {
+            set_relayed(s, sl, false, NULL);
+        }
+        return true;
+    }
+    if (r != MLT__LEASE_OTHER) {
+        return false; /* tried again at the next look */
+    }
+    if (!sl->relayed) {
+        mlt__log(&s->opts->logger, MLT_LOG_INFO,
+                 "journal %s is delivered by the %s on %s (pid %ld)", mlt__journal_dir(sl->j),
+                 who.role == MLT__LEASE_RELAY ? "relay" : "process", who.host[0] ? who.host : "?",
+                 who.pid);
+        slot_restart(sl);
+    }
+    if (mlt__journal_reload_delivery(sl->j) == MLT_OK) {
+        sl->cursor = mlt__journal_acked_seq(sl->j);
+    }
+    set_relayed(s, sl, true, &who);
+    return false;
+}
+
+/* After a request found the server away or reached it: a writer lets go of its leases while the
+ * server is away (a relay may deliver); a relay keeps them and says so in them. */
+static void leases_on_reach(mlt__sender *s, bool away)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->lease || !sl->j) {
+            continue;
+        }
+        if (s->relay) {
+            mlt__lease_set_state(sl->lease, away ? MLT__LEASE_AWAY : MLT__LEASE_DELIVERING);
+        } else if (away && mlt__lease_valid(sl->lease)) {
+            mlt__lease_release(sl->lease); /* left to a relay for LET_GO_MS */
+            sl->lease_try_ns = mlt__mono_ns() + (int64_t)LET_GO_MS * 1000000;
+            sl->lease_look_ns = 0;
+        }
+    }
 }
 
 void mlt__sender_on_run_id(mlt__sender *s, mlt__run_id_fn fn, void *ud)
@@ -113,6 +256,7 @@ static void note_reach(mlt__sender *s)
         return;
     }
     s->requests_seen = s->client.requests;
+    leases_on_reach(s, s->client.last_unreachable);
     pthread_mutex_lock(&s->mu);
     s->down_at_ns = s->client.last_unreachable ? mlt__mono_ns() : 0;
     if (s->down_at_ns) {
@@ -221,6 +365,12 @@ static outcome pass(mlt__sender *s, bool *did, int64_t *next_ns, bool retiring,
             if (sl->adopted != (adopted == 1) || !sl->j) {
                 continue;
             }
+            if (!lease_ready(s, sl, flushing)) {
+                if (sl->relayed && (*next_ns == 0 || sl->lease_try_ns < *next_ns)) {
+                    *next_ns = sl->lease_try_ns; /* its acks are looked at again then */
+                }
+                continue;
+            }
             int64_t now = mlt__mono_ns();
             if (!wait_over(s, sl, now, flushing)) {
                 if (*next_ns == 0 || sl->wait_until_ns < *next_ns) {
@@ -230,7 +380,8 @@ static outcome pass(mlt__sender *s, bool *did, int64_t *next_ns, bool retiring,
             }
             bool d = false;
             outcome o = turn(s, sl, &d);
-            if (retiring && sl->adopted && o == OK && !d && !sl->have_unit && slot_delivered(sl)) {
+            if (retiring && sl->adopted && o == OK && !d && !sl->have_unit && slot_delivered(sl) &&
+                !mlt__journal_following(sl->j)) {
                 retire(s, sl);
             }
             *did = *did || d;
@@ -253,7 +404,8 @@ static outcome pass(mlt__sender *s, bool *did, int64_t *next_ns, bool retiring,
 
 static bool slot_delivered(const slot *sl)
 {
-    return !sl->j || mlt__journal_acked_seq(sl->j) >= mlt__journal_last_seq(sl->j);
+    return !sl->j || sl->relayed ||
+           mlt__journal_acked_seq(sl->j) >= mlt__journal_last_seq(sl->j);
 }
 
 static bool all_delivered(mlt__sender *s)
@@ -349,6 +501,7 @@ static void *run_thread(void *arg)
         }
         bool did = false;
         int64_t next_wait_ns = 0;
+        uint64_t requests_before = s->client.requests;
         outcome o = pass(s, &did, &next_wait_ns, true, NULL, NULL);
         if (did) {
             pthread_mutex_lock(&s->mu);
@@ -369,11 +522,16 @@ static void *run_thread(void *arg)
             timed_wait(s, backoff_ms(s), false);
             continue;
         }
-        if (outage) {
+        /* back only when a request reached it (a pass may make none: every journal's lease
+         * let go of, or another's) */
+        bool reached = s->client.requests != requests_before && !s->client.last_unreachable;
+        if (outage && reached) {
             mlt__log(&s->opts->logger, MLT_LOG_INFO, "the tracking server is back");
         }
-        outage = false;
-        s->failures = 0;
+        if (reached || did) {
+            outage = false;
+            s->failures = 0;
+        }
         if (o == FATAL) {
             /* no server to talk to (TLS refused): a flush says so, with the records kept */
             mlt__log(&s->opts->logger, s->client.last_unreachable ? MLT_LOG_INFO : MLT_LOG_ERROR,
@@ -441,15 +599,16 @@ static void queue_of(const mlt__sender *s, char *out, size_t len)
 }
 
 /* Why a flush leaves records in the queue. */
-typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW } kept_why;
+typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW, KEPT_RELAYED } kept_why;
 
 /*
  * What a flush returns when it leaves records in the queue: MLT_ERR_QUEUED (the server away,
- * or the journal waiting for run waiting_for) or MLT_ERR_TIMEOUT (a slow server, at the
+ * the journal waiting for run waiting_for, or delivered by the relay h) or MLT_ERR_TIMEOUT (a slow server, at the
  * deadline), with what this process logged that is kept, where, and why. Call with s->mu held
  * (last_error, down_why).
  */
-static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for)
+static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for,
+                                  const mlt__lease_info *h)
 {
     uint64_t records = 0, runs = 0, points = 0, arts = 0;
     for (size_t i = 0; i < s->n_slots; i++) {
@@ -477,6 +636,11 @@ static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *wa
         snprintf(why, sizeof why, "they wait for run %s, which the server does not have yet (%s)",
                  waiting_for, s->last_error);
         when = "once the run is there";
+    } else if (cause == KEPT_RELAYED) {
+        snprintf(why, sizeof why, "the relay on %s (pid %ld) delivers them%s", h ? h->host : "?",
+                 h ? h->pid : 0L,
+                 h && h->state == MLT__LEASE_AWAY ? ", and finds the tracking server away" : "");
+        when = "if the relay stops";
     } else if (cause == KEPT_AWAY) {
         snprintf(why, sizeof why, "the tracking server %s cannot be reached (%s)", uri,
                  s->down_why);
@@ -498,6 +662,18 @@ static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *wa
                      "kept in the queue, not delivered yet: %s (%" PRIu64
                      " %s) in %s: %s. `mltrack sync --queue %s` delivers them %s",
                      what, records, plural(records, "record", "records"), qdir, why, qdir, when);
+}
+
+/* The holder of the lease of the tracker's own journal when a relay delivers it, else NULL. Call
+ * with s->mu held. */
+static const mlt__lease_info *own_relay(const mlt__sender *s)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        if (!s->slots[i].adopted && s->slots[i].relayed) {
+            return &s->slots[i].holder;
+        }
+    }
+    return NULL;
 }
 
 /* The run key the tracker's own journal waits for, or NULL. Call with s->mu held. */
@@ -537,6 +713,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
     mlt__sender_notify(s);
     mlt_err err = MLT_OK;
     bool probed = false;
+    int relay_seen = -1; /* whether a relay serves the queue: asked once, when it matters */
     pthread_mutex_lock(&s->mu);
     for (;;) {
         bool done = true;
@@ -546,10 +723,32 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         if (done) {
             break;
         }
+        /* A relay delivers this journal: waited for while it reaches the server (its acks are
+         * read every RELAYED_FLUSH_MS), up to the deadline. */
+        const mlt__lease_info *relay = own_relay(s);
+        if (relay && (relay->state == MLT__LEASE_AWAY ||
+                      (deadline >= 0 && mlt__mono_ns() >= deadline))) {
+            err = kept(s, KEPT_RELAYED, NULL, relay);
+            break;
+        }
         /* The server was found away just now: what is left is safe on disk, and waiting
          * would not deliver it. Found away a while ago: it is tried once more now. */
-        if (s->down_at_ns && s->down_at_ns >= start - DOWN_FRESH_NS) {
-            err = kept(s, KEPT_AWAY, NULL);
+        if (!relay && s->down_at_ns && s->down_at_ns >= start - DOWN_FRESH_NS) {
+            /* A relay serves this queue: it takes the journal up within its next look (the
+             * writer let go of its lease); waited for that long, then the relay's acks. */
+            if (relay_seen < 0) {
+                pthread_mutex_unlock(&s->mu);
+                relay_seen = s->queue_dir && mlt__queue_has_relay(s->queue_dir, RELAY_FRESH_MS);
+                pthread_mutex_lock(&s->mu);
+            }
+            if (relay_seen && mlt__mono_ns() < start + RELAY_PICKUP_MS * 1000000LL &&
+                (deadline < 0 || mlt__mono_ns() < deadline)) {
+                s->probe = true; /* the sender looks at the lease again now */
+                pthread_cond_signal(&s->wake_cv);
+                mlt__cond_wait_until(&s->done_cv, &s->mu, mlt__deadline_ms(RELAYED_FLUSH_MS));
+                continue;
+            }
+            err = kept(s, KEPT_AWAY, NULL, NULL);
             break;
         }
         if (s->down_at_ns && !probed) {
@@ -559,7 +758,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         }
         if (deadline >= 0 && mlt__mono_ns() >= deadline) {
             const char *waiting = own_waiting_for(s);
-            err = kept(s, waiting ? KEPT_WAITING : KEPT_SLOW, waiting);
+            err = kept(s, waiting ? KEPT_WAITING : KEPT_SLOW, waiting, NULL);
             break;
         }
         int64_t until = mlt__deadline_ms(50);
@@ -693,6 +892,95 @@ mlt_err mlt__sender_drain(mlt__sender *s, int64_t deadline_ns, progress_fn progr
     return err;
 }
 
+/* ---- for a relay's loop (relay.c) ---- */
+
+mlt__journal *mlt__sender_remove(mlt__sender *s, const char *dir)
+{
+    mlt__journal *j = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->j || strcmp(mlt__journal_dir(sl->j), dir) != 0) {
+            continue;
+        }
+        j = sl->j;
+        mlt__deliver_free_window(sl);
+        free(sl->win);
+        mlt__buf_free(&sl->ctl_buf);
+        if (sl->own_lease) {
+            if (s->keeper) {
+                mlt__lease_keeper_remove(s->keeper, sl->lease);
+            }
+            mlt__lease_free(sl->lease);
+        }
+        s->slots[i] = s->slots[--s->n_slots];
+        break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return j;
+}
+
+bool mlt__sender_holds(mlt__sender *s, const char *dir)
+{
+    for (size_t i = 0; i < s->n_slots; i++) {
+        if (s->slots[i].j && strcmp(mlt__journal_dir(s->slots[i].j), dir) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void mlt__sender_sweep(mlt__sender *s)
+{
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_slots;) {
+        slot *sl = &s->slots[i];
+        if (sl->j) {
+            i++;
+            continue;
+        }
+        mlt__deliver_free_window(sl);
+        free(sl->win);
+        mlt__buf_free(&sl->ctl_buf);
+        s->slots[i] = s->slots[--s->n_slots];
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+int64_t mlt__sender_pass(mlt__sender *s, int64_t idle_ms, bool *did)
+{
+    int64_t next_ns = 0;
+    uint64_t requests_before = s->client.requests;
+    outcome o = pass(s, did, &next_ns, true, NULL, NULL);
+    if (o == RETRY) {
+        if (s->failures == 0) {
+            mlt__log(&s->opts->logger, MLT_LOG_WARN, "%s", s->last_error);
+        }
+        s->failures++;
+        atomic_fetch_add(&s->retried, 1);
+        return backoff_ms(s);
+    }
+    if (s->client.requests != requests_before && !s->client.last_unreachable) {
+        if (s->failures) {
+            mlt__log(&s->opts->logger, MLT_LOG_INFO, "the tracking server is back");
+        }
+        s->failures = 0;
+    }
+    if (o == FATAL) {
+        mlt__log(&s->opts->logger, MLT_LOG_ERROR, "%s", s->last_error);
+        return 5000;
+    }
+    if (*did) {
+        return 0;
+    }
+    int64_t left = idle_ms;
+    if (next_ns) {
+        int64_t w = (next_ns - mlt__mono_ns()) / 1000000;
+        left = w < left ? w : left;
+    }
+    return left > 0 ? left : 1;
+}
+
 void mlt__sender_stats(mlt__sender *s, mlt_queue_stats *out)
 {
     memset(out, 0, sizeof *out);
@@ -728,11 +1016,18 @@ void mlt__sender_free(mlt__sender *s, int timeout_ms)
         mlt__client_interrupt(&s->client);
         pthread_join(s->thread, NULL);
     }
+    mlt__lease_keeper_free(s->keeper); /* no renewal from here on */
     for (size_t i = 0; i < s->n_slots; i++) {
-        mlt__deliver_free_window(&s->slots[i]);
-        free(s->slots[i].win);
-        mlt__buf_free(&s->slots[i].ctl_buf);
-        mlt__journal_close(s->slots[i].j, true); /* NULL (retired): nothing */
+        slot *sl = &s->slots[i];
+        mlt__deliver_free_window(sl);
+        free(sl->win);
+        mlt__buf_free(&sl->ctl_buf);
+        /* a journal a relay delivers, or follows, stays for it (it removes it once delivered) */
+        bool keep = sl->relayed || (sl->j && mlt__journal_following(sl->j));
+        if (sl->own_lease) {
+            mlt__lease_free(sl->lease); /* given up: the next party need not wait */
+        }
+        mlt__journal_close(sl->j, !keep); /* NULL (retired): nothing */
     }
     free(s->slots);
     mlt__buf_free(&s->scratch);

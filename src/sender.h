@@ -13,6 +13,7 @@
 
 typedef struct mlt__sender mlt__sender;
 struct mlt__transport; /* http.h */
+struct mlt__lease;     /* lease.h */
 
 /* Told when the server gave a run its id (sender thread). */
 typedef void (*mlt__run_id_fn)(const char *run_key, const char *run_id, const char *experiment_id,
@@ -28,6 +29,32 @@ MLT__MUST_USE mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options 
 MLT__MUST_USE mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted);
 
 void mlt__sender_on_run_id(mlt__sender *s, mlt__run_id_fn fn, void *ud);
+
+/* Makes s deliver for `mltrack sync` (before any journal is added): its leases say "relay";
+ * with follow (`sync --follow`), journals are added with mlt__sender_add_leased() and it never
+ * lets go of a lease because the server is away (it says so in the lease instead). */
+void mlt__sender_set_relay(mlt__sender *s, bool follow);
+
+/* Hands a journal to the sender with its delivery lease, taken by the caller, who renews it and
+ * frees it after mlt__sender_remove() (for a relay: a journal opened with
+ * mlt__journal_open_follow(), or adopted). The slot is delivered only while the lease is valid.
+ * The caller's thread runs the sender (mlt__sender_pass). */
+MLT__MUST_USE mlt_err mlt__sender_add_leased(mlt__sender *s, mlt__journal *j,
+                                             struct mlt__lease *lease);
+
+/* Takes the journal of directory dir out of the sender and returns it (the caller closes it),
+ * or NULL when it is not there (or was delivered and closed: an adopted journal). */
+mlt__journal *mlt__sender_remove(mlt__sender *s, const char *dir);
+/* Whether the sender holds the journal of directory dir (not delivered and closed yet). */
+bool mlt__sender_holds(mlt__sender *s, const char *dir);
+/* Forgets the slots of journals delivered and closed. */
+void mlt__sender_sweep(mlt__sender *s);
+
+/* One pass of a relay's loop on the caller's thread: one unit of each journal whose lease is
+ * valid. *did says whether anything was delivered. Returns how long to wait before the next
+ * pass (ms): 0 after a delivery, the backoff after a failure of the server, else at most
+ * idle_ms. */
+int64_t mlt__sender_pass(mlt__sender *s, int64_t idle_ms, bool *did);
 
 /* Starts the background thread. */
 MLT__MUST_USE mlt_err mlt__sender_start(mlt__sender *s);

@@ -139,6 +139,7 @@ START_TEST(options_set_every_option_by_name)
         {"multipart_min_bytes", "1", "1"},
         {"multipart_chunk_bytes", "5242880", "5242880"},
         {"resume", "allow", "allow"},
+        {"lease_ms", "2500", "2500"},
     };
     ck_assert_int_eq((int)(sizeof cases / sizeof cases[0]), MLT__OPT_COUNT);
     mlt_options *o = new_opts();
@@ -158,6 +159,7 @@ START_TEST(options_set_every_option_by_name)
     ck_assert_int_eq(o->multipart_min_bytes, 1);
     ck_assert_int_eq(o->multipart_chunk_bytes, 5242880);
     ck_assert_int_eq(o->resume, 1);
+    ck_assert_int_eq(o->lease_ms, 2500);
     /* secrets are kept as given, only masked when read back */
     ck_assert_str_eq(mlt__opt_str(o, MLT__OPT_TOKEN), "s3cr3t-token");
     ck_assert_str_eq(mlt__opt_str(o, MLT__OPT_PASSWORD), "hunter2");
@@ -189,6 +191,24 @@ START_TEST(multipart_options_have_python_s_defaults_variables_and_ranges)
     unsetenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD");
     unsetenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE");
     unsetenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE");
+}
+END_TEST
+
+START_TEST(lease_ms_has_a_default_a_variable_and_a_range)
+{
+    mlt_options *o = new_opts();
+    ck_assert_int_eq(o->lease_ms, 10000);
+    assert_set_fails(o, "lease_ms", "999", MLT_ERR_BAD_OPTION);
+    assert_set_fails(o, "lease_ms", "600001", MLT_ERR_BAD_OPTION);
+    assert_set_fails(o, "lease_ms", "10s", MLT_ERR_BAD_OPTION);
+    ck_assert_int_eq(o->lease_ms, 10000);
+    mlt_options_free(o);
+    setenv("MLTRACK_LEASE_MS", "3000", 1);
+    o = new_opts();
+    ck_assert_int_eq(mlt_options_from_env(o, NULL, 0), MLT_OK);
+    ck_assert_int_eq(o->lease_ms, 3000);
+    mlt_options_free(o);
+    unsetenv("MLTRACK_LEASE_MS");
 }
 END_TEST
 
@@ -880,6 +900,7 @@ int main(void)
     MLT_ADD_TEST(s, options_set_every_option_by_name);
     MLT_ADD_TEST(s, options_setting_again_replaces_the_value);
     MLT_ADD_TEST(s, multipart_options_have_python_s_defaults_variables_and_ranges);
+    MLT_ADD_TEST(s, lease_ms_has_a_default_a_variable_and_a_range);
     MLT_ADD_TEST(s, options_unknown_name_fails_naming_it);
     MLT_ADD_TEST(s, options_null_value_restores_default_or_clears);
     MLT_ADD_TEST(s, tracking_uri_refuses_what_is_not_http_and_keeps_old_value);

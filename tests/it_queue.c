@@ -9,12 +9,13 @@
  *       points alternating between the keys "loss" (even i) and "acc" (odd i), step i/2, value
  *       it_value(run, i), timestamp TS_BASE + run * 1000000 + i (mlt_log_metric_at); each run
  *       ends FINISHED.
- *   it_queue [OPTIONS] forever TAG [POINTS_PER_RUN]
+ *   it_queue [OPTIONS] forever TAG [POINTS_PER_RUN [THREADS]]
  *       Logs until killed (or IT_QUEUE_FOREVER_MAX_S seconds, default 600): runs named TAG-0,
  *       TAG-1, ... of POINTS_PER_RUN (default 60) points each; "loss" points are stamped by the
  *       program (mlt_log_metric_at, as in log), "acc" points by the library (mlt_log_metric, the
  *       ledger gets the timestamp from a callback of our own); params lr, proc, run_index; tags
- *       kind, run_index, progress (every 10 points); each run ends FINISHED.
+ *       kind, run_index, progress (every 10 points); each run ends FINISHED. With THREADS,
+ *       thread k (0, 1, ...) does the same with the tag TAG.k, all at once.
  *   it_queue [OPTIONS] threads THREADS POINTS
  *       Starts run "shared"; THREADS threads at once each start run "own-K", then log POINTS
  *       points into "shared" under key "tK" and POINTS into their own run under "m" (step i, value
@@ -593,6 +594,51 @@ static void cmd_forever(mlt_tracker *t, const config *c, const char *tag, long p
     }
 }
 
+/* forever with THREADS threads: thread k logs as forever with the tag TAG.k. */
+typedef struct forever_arg {
+    mlt_tracker *t;
+    const config *c;
+    char tag[64];
+    long per_run;
+    pthread_t thread;
+} forever_arg;
+
+static void *forever_main(void *p)
+{
+    forever_arg *f = p;
+    cmd_forever(f->t, f->c, f->tag, f->per_run);
+    return NULL;
+}
+
+static void cmd_forever_threads(mlt_tracker *t, const config *c, const char *tag, long per_run,
+                                long threads)
+{
+    if (threads <= 1) {
+        cmd_forever(t, c, tag, per_run);
+        return;
+    }
+    forever_arg *f = calloc((size_t)threads, sizeof *f);
+    if (!f) {
+        complain("out of memory");
+        failures++;
+        return;
+    }
+    long started = 0;
+    for (; started < threads; started++) {
+        f[started] = (forever_arg){.t = t, .c = c, .per_run = per_run};
+        snprintf(f[started].tag, sizeof f[started].tag, "%s.%ld", tag, started);
+        if (pthread_create(&f[started].thread, NULL, forever_main, &f[started]) != 0) {
+            complain("cannot start thread %ld", started);
+            failures++;
+            break;
+        }
+    }
+    for (long k = 0; k < started; k++) {
+        pthread_join(f[k].thread, NULL);
+    }
+    free(f);
+}
+
 static void cmd_pause_between(mlt_tracker *t, const char *file)
 {
     mlt_run *run = start_run(t, "pause");
@@ -854,7 +900,7 @@ static int usage(void)
     complain(
         "usage: it_queue [--ledger PATH] [--close-ms N] [--flush-ms N] [--delay-ms N] "
         "[--before-flush FILE] [--hold FILE] [--verbose] [--from-env] [--ring] (log RUNS POINTS | "
-        "forever TAG [POINTS_PER_RUN] | threads THREADS POINTS | "
+        "forever TAG [POINTS_PER_RUN [THREADS]] | threads THREADS POINTS | "
         "scale TAG THREADS RUNS POINTS | pause-between FILE)");
     return EXIT_USAGE;
 }
@@ -920,8 +966,10 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "forever") == 0) {
         n2 = 60;
-        if (argc - a < 1 || argc - a > 2 ||
-            (argc - a == 2 && !parse_long(argv[a + 1], 1, 1000000, &n2))) {
+        n1 = 1;
+        if (argc - a < 1 || argc - a > 3 ||
+            (argc - a >= 2 && !parse_long(argv[a + 1], 1, 1000000, &n2)) ||
+            (argc - a == 3 && !parse_long(argv[a + 2], 1, 64, &n1)) || strlen(argv[a]) > 40) {
             return usage();
         }
     } else if (strcmp(cmd, "threads") == 0) {
@@ -963,7 +1011,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "log") == 0) {
         cmd_log(t, &c, n1, n2);
     } else if (strcmp(cmd, "forever") == 0) {
-        cmd_forever(t, &c, argv[a], n2);
+        cmd_forever_threads(t, &c, argv[a], n2, n1);
     } else if (strcmp(cmd, "threads") == 0) {
         cmd_threads(t, n1, n2);
     } else if (strcmp(cmd, "scale") == 0) {

@@ -61,6 +61,9 @@ typedef struct args {
     const char **journals; /* borrowed from argv */
     size_t n_journals;
     bool dead_letters;
+    /* sync */
+    bool follow;         /* --follow */
+    const char *poll_ms; /* --poll-ms */
 } args;
 
 /* One line on stderr, prefixed "mltrack: ", never drawn over the bar; secrets masked. */

@@ -161,9 +161,21 @@ static const char sync_help[] =
     "     another queue): they become dead letters attach_timeout after they were written\n"
     "     ($MLTRACK_ATTACH_TIMEOUT, 7 days), or `mltrack drop` drops them now\n"
     "\n"
+    "With --follow it is a relay, for a cluster whose compute nodes have no network: it runs\n"
+    "until stopped (SIGTERM, SIGINT) and delivers every journal of the queue live, those of\n"
+    "running processes included, exactly once, when their writer cannot reach the server\n"
+    "itself. Several relays may share a queue. It prints what it delivers as it goes; a\n"
+    "stop exits 0. See docs/hpc.md.\n"
+    "\n"
     "options:\n"
     "  --timeout SECONDS      give up after SECONDS (default: after the configured retries,\n"
-    "                         $MLFLOW_HTTP_REQUEST_MAX_RETRIES)\n" CONN_HELP;
+    "                         $MLFLOW_HTTP_REQUEST_MAX_RETRIES)\n"
+    "  --follow               keep delivering, live, until stopped (a relay)\n"
+    "  --poll-ms MS           with --follow: how often a journal is looked at for new\n"
+    "                         records (default 200)\n" CONN_HELP
+    "\n"
+    "environment: MLTRACK_LEASE_MS (default 10000): a journal's delivery lease; a relay\n"
+    "takes over from a stopped or hung deliverer this long after its last renewal.\n";
 
 static const char requeue_help[] =
     "usage: mltrack requeue [--queue DIR]\n"
@@ -558,6 +570,7 @@ enum {
     F_STEP = 1 << 4, /* --step */
     F_DEAD = 1 << 5, /* --dead-letters */
     F_ART = 1 << 6,  /* --artifact-path */
+    F_FOLLOW = 1 << 7, /* --follow, --poll-ms */
 };
 
 typedef struct command {
@@ -575,7 +588,7 @@ static const command commands[] = {
     {"log-param", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
     {"set-tag", F_QUEUE | F_URI | F_TIMEOUT, 2, log_help, cmd_log},
     {"log-artifact", F_QUEUE | F_URI | F_TIMEOUT | F_ART, -3, log_artifact_help, cmd_log},
-    {"sync", F_QUEUE | F_URI | F_TIMEOUT, 0, sync_help, cmd_sync},
+    {"sync", F_QUEUE | F_URI | F_TIMEOUT | F_FOLLOW, 0, sync_help, cmd_sync},
     {"status", F_QUEUE, 0, status_help, cmd_status},
     {"requeue", F_QUEUE, 0, requeue_help, cmd_requeue},
     {"drop", F_QUEUE | F_DEAD, -2, drop_help, cmd_drop},
@@ -648,6 +661,7 @@ static int command_flag(const command *cmd, int argc, char **argv, int *i, args 
         {"--resume-key", F_RUN, &a->resume_key},
         {"--step", F_STEP, &a->step},
         {"--artifact-path", F_ART, &a->artifact_path},
+        {"--poll-ms", F_FOLLOW, &a->poll_ms},
     };
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) {
         if (!(cmd->flags & valued[k].needs)) {
@@ -660,6 +674,10 @@ static int command_flag(const command *cmd, int argc, char **argv, int *i, args 
     }
     if ((cmd->flags & F_DEAD) && strcmp(argv[*i], "--dead-letters") == 0) {
         a->dead_letters = true;
+        return 1;
+    }
+    if ((cmd->flags & F_FOLLOW) && strcmp(argv[*i], "--follow") == 0) {
+        a->follow = true;
         return 1;
     }
     if (cmd->flags & F_RUN) {

@@ -8,12 +8,15 @@
 #include "cli.h"
 #include "journal.h"
 #include "queue.h"
+#include "relay.h"
 #include "sender.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,6 +265,70 @@ static int sync_deliver(sync_job *job, int64_t deadline_ns)
     return ok ? EXIT_SUCCESS : only_nowhere ? EXIT_WAITING : EXIT_LEFT;
 }
 
+/* ---- sync --follow: the relay ---- */
+
+static atomic_bool relay_stop;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&relay_stop, true);
+}
+
+/* A line on stdout whenever what the relay delivers changes. */
+static void on_relay_report(const mlt__relay_stats *st, void *ud)
+{
+    mlt__relay_stats *last = ud;
+    if (st->journals == last->journals && st->following == last->following &&
+        st->adopted == last->adopted && st->removed == last->removed && st->lost == last->lost) {
+        return;
+    }
+    *last = *st;
+    printf("journals: %" PRIu64 ", delivering: %" PRIu64 " live + %" PRIu64
+           " ended, by others: %" PRIu64 ", delivered and removed: %" PRIu64
+           ", leases lost: %" PRIu64 "\n",
+           st->journals, st->following, st->adopted, st->others, st->removed, st->lost);
+    fflush(stdout);
+}
+
+static int sync_follow(cli *c, const args *a, mlt_options *opts, const char *queue, const char *uri)
+{
+    long poll_ms = 200;
+    if (a->poll_ms) {
+        char *end;
+        poll_ms = strtol(a->poll_ms, &end, 10);
+        if (*end || end == a->poll_ms || poll_ms < 10 || poll_ms > 60000) {
+            say(c, "--poll-ms %s: give a number of milliseconds from 10 to 60000", a->poll_ms);
+            return EXIT_USAGE;
+        }
+    }
+    if (a->timeout) {
+        say(c, "--timeout and --follow do not go together: a relay runs until it is stopped");
+        return EXIT_USAGE;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    atomic_store(&relay_stop, false);
+    say(c, "relay: delivering %s to %s until stopped (lease %s ms, poll %ld ms)", queue, uri,
+        mlt_options_get(opts, "lease_ms") ? mlt_options_get(opts, "lease_ms") : "10000",
+        poll_ms);
+    mlt__relay_stats last;
+    memset(&last, 0, sizeof last);
+    last.journals = UINT64_MAX; /* the first report prints */
+    mlt__fail_clear();
+    mlt_err e = mlt__relay_run(opts, queue, &relay_stop, (int)poll_ms, on_relay_report, &last);
+    if (e != MLT_OK) {
+        say(c, "%s", detail_of(e));
+        return EXIT_LEFT;
+    }
+    say(c, "relay: stopped; what is left stays in the queue for the next relay or sync");
+    return EXIT_SUCCESS;
+}
+
 int cmd_sync(cli *c, const args *a)
 {
     char queue[PATH_MAX];
@@ -285,6 +352,11 @@ int cmd_sync(cli *c, const args *a)
         unload_options(c, opts);
         return EXIT_USAGE;
     }
+    if (a->follow) {
+        rc = sync_follow(c, a, opts, queue, uri);
+        unload_options(c, opts);
+        return rc;
+    }
     verbose(c, "syncing %s to %s", queue, uri); /* say() masks user:password@ */
 
     sync_job job;
@@ -293,6 +365,9 @@ int cmd_sync(cli *c, const args *a)
     job.uri = uri;
     mlt__fail_clear();
     mlt_err e = mlt__sender_new(&job.sender, opts);
+    if (e == MLT_OK) {
+        mlt__sender_set_relay(job.sender, false);
+    }
     if (e != MLT_OK) {
         say(c, "%s", detail_of(e));
         unload_options(c, opts);

@@ -861,6 +861,43 @@ def check_crash_run(reader, exp_run, ledger_run, r):
     return extras
 
 
+def assert_ledgers_on_server(reader, exp_name, procs):
+    """Every line of every ledger (procs: (tag, ledger path) of it_queue forever processes, killed
+    or not) is on the server exactly, nothing twice, no run twice, no run from nowhere; at most
+    one call in flight per tag landed beyond its ledger. Returns (runs by client key, calls in
+    flight that landed, ledgers by tag)."""
+    _, by_key, untagged = server_runs(reader, exp_name)
+    assert not untagged, f"runs without the {CLIENT_KEY_TAG} tag: {untagged}"
+    dup = {k: len(v) for k, v in by_key.items() if len(v) != 1}
+    assert not dup, f"client run keys with more than one run on the server: {dup}"
+    ledgers = {tag: read_ledger(path) for tag, path in procs}
+    assert sum(len(e) for e in ledgers.values()) > 0, "nothing was logged at all"
+    runs_by_name = {}
+    for key, (run,) in by_key.items():
+        runs_by_name.setdefault(run["info"]["run_name"], []).append((key, run))
+    seen_keys = set()
+    total_extras = 0
+    for tag, entries in ledgers.items():
+        lruns = expected_runs(entries)
+        extras = 0
+        for key, lr in lruns.items():
+            assert key in by_key, f"{tag}: run {lr.name} ({key}) of the ledger is not on the server"
+        names = sorted({r["info"]["run_name"] for (r,) in by_key.values()
+                        if r["info"]["run_name"].rsplit("-", 1)[0] == tag})
+        for name in names:
+            for key, run in runs_by_name[name]:
+                seen_keys.add(key)
+                r_index = int(name.rsplit("-", 1)[1])
+                extras += check_crash_run(reader, run, lruns.get(key), r_index)
+        assert extras <= 1, (
+            f"{tag}: the server holds {extras} things beyond the ledger (at most the one call "
+            f"in flight at the kill may have landed)"
+        )
+        total_extras += extras
+    assert seen_keys == set(by_key), "runs on the server from no process"
+    return by_key, total_extras, ledgers
+
+
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(queue_for, server_factory, tmp_path,
                                                             reliability):
     rng = random.Random(20261130)
@@ -944,36 +981,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(queue_for, server_f
     res, s = q.sync(timeout=600)
     assert s["rejected"] == 0, f"records rejected after the crashes: {res!r}"
 
-    # every line of every ledger is on the server exactly; nothing twice
-    _, by_key, untagged = server_runs(reader, q.exp_name)
-    assert not untagged, f"runs without the {CLIENT_KEY_TAG} tag: {untagged}"
-    dup = {k: len(v) for k, v in by_key.items() if len(v) != 1}
-    assert not dup, f"client run keys with more than one run on the server: {dup}"
-    ledgers = {tag: read_ledger(path) for tag, path in procs}
-    assert sum(len(e) for e in ledgers.values()) > 0, "nothing was logged at all"
-    runs_by_name = {}
-    for key, (run,) in by_key.items():
-        runs_by_name.setdefault(run["info"]["run_name"], []).append((key, run))
-    seen_keys = set()
-    total_extras = 0
-    for tag, entries in ledgers.items():
-        lruns = expected_runs(entries)
-        extras = 0
-        for key, lr in lruns.items():
-            assert key in by_key, f"{tag}: run {lr.name} ({key}) of the ledger is not on the server"
-        names = sorted({r["info"]["run_name"] for (r,) in by_key.values()
-                        if r["info"]["run_name"].startswith(tag + "-")})
-        for name in names:
-            for key, run in runs_by_name[name]:
-                seen_keys.add(key)
-                r_index = int(name.rsplit("-", 1)[1])
-                extras += check_crash_run(reader, run, lruns.get(key), r_index)
-        assert extras <= 1, (
-            f"{tag}: the server holds {extras} things beyond the ledger (at most the one call "
-            f"in flight at the kill may have landed)"
-        )
-        total_extras += extras
-    assert seen_keys == set(by_key), "runs on the server from no process"
+    by_key, total_extras, ledgers = assert_ledgers_on_server(reader, q.exp_name, procs)
     print(f"crash test: {len(procs)} kills, {sum(len(e) for e in ledgers.values())} ledger lines "
           f"({sum(1 for e in ledgers.values() if not e)} empty ledgers), {len(by_key)} runs on "
           f"the server, {total_extras} calls in flight landed, server flaps {dict(flaps)}; "

@@ -1,0 +1,347 @@
+"""The relay: `mltrack sync --follow` delivers, live and exactly once, the journals of writers that
+have no network at all (each in a network namespace of its own: `unshare -n`), sharing the queue
+directory with it, as compute nodes share a file system with a login node.
+
+Writers are tests/it_queue (forever, with threads; one ledger line per call that returned), run
+under `unshare -n`: their tracking URI names the test's server, which they cannot reach. Relays
+run outside, against a real MLflow server of the test's own. Read back independently (mlflow_read,
+urllib) and compared exactly with the ledgers (test_queue.assert_ledgers_on_server): none lost,
+none doubled, no run twice.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import only_in, slow_factor, under_valgrind
+from mlflow_read import MlflowReader
+from test_queue import Queue, assert_ledgers_on_server, journal_dirs, wait_until
+
+LEASE_MS = 2000
+ENV = {
+    "MLTRACK_LEASE_MS": str(LEASE_MS),
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+
+
+def label():
+    return os.environ.get("MLTRACK_TEST_LABEL", "default")
+
+
+class Relays:
+    """`mltrack sync --follow` processes on the test's queue, killed and started again at will."""
+
+    def __init__(self, q, tmp_path, env=None):
+        self.q = q
+        self.tmp = tmp_path
+        self.env = dict(ENV, **(env or {}))
+        self.procs = {}
+        self.started = 0
+        self.kills = 0
+
+    def start(self, slot):
+        n = self.started
+        self.started += 1
+        out = open(self.tmp / f"relay-{n}.out", "wb")
+        err = open(self.tmp / f"relay-{n}.err", "wb")
+        cmd = self.q.programs.command(["mltrack", "-v", "sync", "--follow", "--queue", self.q.dir,
+                                       "--tracking-uri", self.q.uri, "--poll-ms", "100"])
+        proc = subprocess.Popen(cmd, env=self.q.programs.env(self.q.env(self.env)),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        out.close()
+        err.close()
+        self.procs[slot] = (n, proc)
+        # its mark in the queue (writers look for it when the server is away from them)
+        wait_until(lambda: any(f.startswith("relay-") for f in os.listdir(self.q.dir))
+                   if os.path.isdir(self.q.dir) else False, 60 * slow_factor(),
+                   f"relay {n} to mark the queue")
+        return proc
+
+    def kill(self, slot):
+        n, proc = self.procs.pop(slot)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        self.kills += 1
+
+    def stop_all(self):
+        """SIGTERM: each exits 0 and says it stopped."""
+        for slot in list(self.procs):
+            n, proc = self.procs.pop(slot)
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=120 * slow_factor())
+            err = (self.tmp / f"relay-{n}.err").read_text(errors="replace")
+            assert rc == 0, f"relay {n} exited {rc}: {err[-3000:]}"
+            assert "relay: stopped" in err, err[-3000:]
+
+    def logs(self):
+        return "\n".join((self.tmp / f"relay-{n}.err").read_text(errors="replace")[-1500:]
+                         for n in range(self.started))
+
+
+def writer(q, tmp_path, tag, env, threads=2, per_run=100, delay_ms=5):
+    """One it_queue forever writer with no network (its own network namespace)."""
+    ledger = str(tmp_path / f"ledger-{tag}.jsonl")
+    out = open(tmp_path / f"w-{tag}.out", "wb")
+    err = open(tmp_path / f"w-{tag}.err", "wb")
+    cmd = ["unshare", "-n"] + q.programs.command(
+        ["tests/it_queue", "--ledger", ledger, "--delay-ms", str(delay_ms), "forever", tag,
+         str(per_run), str(threads)])
+    proc = subprocess.Popen(cmd, env=q.programs.env(q.env(dict(ENV, **env))),
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    out.close()
+    err.close()
+    tags = [f"{tag}.{k}" for k in range(threads)] if threads > 1 else [tag]
+    return proc, [(t, ledger) for t in tags]
+
+
+def first_seen_latency(reader, exp_name, run_name, key, stop, seen, interval=0.25):
+    """Polls the server for run_name's metric key until stop is set; seen[(step)] = (time the
+    point was first on the server in ms, its timestamp)."""
+    run_id = None
+    while not stop.is_set():
+        try:
+            if run_id is None:
+                _, runs = reader.runs_of_experiment_named(exp_name)
+                for r in runs:
+                    if r["info"].get("run_name") == run_name:
+                        run_id = r["info"]["run_id"]
+            if run_id is not None:
+                now = time.time() * 1000
+                for p in reader.metric_history(run_id, key):
+                    seen.setdefault(p["step"], (now, p["timestamp"]))
+        except Exception:  # noqa: BLE001 - the server may be flapping: looked at again
+            pass
+        stop.wait(interval)
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(p / 100 * len(v)))] if v else None
+
+
+def test_relay_delivers_networkless_writers_live_and_exactly_once(queue_build_dir, exp_name,
+                                                                  server_factory, tmp_path,
+                                                                  reliability):
+    """4 writers x 2 threads with no network for a minute (shorter under the sanitizers and
+    valgrind); two relays race for their journals; relays are SIGKILLed and started again at
+    random, writers SIGKILLed at random (and new ones started), the server flaps. Points are on
+    the server within seconds while the writers run; at the end every ledger is on the server
+    exactly."""
+    slow = slow_factor()
+    lbl = label()
+    seconds = 16 if under_valgrind() else 60 if lbl == "default" else 30
+    rng = random.Random(20261206)
+    srv = server_factory()
+    q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
+    reader = MlflowReader(srv.uri)
+    env = {"IT_QUEUE_FOREVER_MAX_S": str(seconds)}
+    relays = Relays(q, tmp_path)
+    relays.start("a")
+    relays.start("b")
+    procs = []  # (tag, ledger) for the check
+    writers = {}  # slot -> (tag, Popen)
+    n_writers = 0
+
+    def new_writer(slot, seconds_left):
+        nonlocal n_writers
+        tag = f"p{n_writers}"
+        n_writers += 1
+        proc, tl = writer(q, tmp_path, tag, {"IT_QUEUE_FOREVER_MAX_S": str(max(3, seconds_left))})
+        procs.extend(tl)
+        writers[slot] = (tag, proc)
+
+    t0 = time.monotonic()
+    for slot in range(4):
+        new_writer(slot, seconds)
+    # the latency probe: a writer of its own, one point every 100 ms, its "acc" stamped by the
+    # library at the call
+    lat_steps = seconds * 10 // 2
+    lat_proc, lat_tl = writer(q, tmp_path, "lat", env, threads=1, per_run=lat_steps * 2,
+                              delay_ms=100)
+    procs.extend(lat_tl)
+    stop_probe = threading.Event()
+    seen = {}
+    probe = threading.Thread(target=first_seen_latency,
+                             args=(reader, q.exp_name, "lat-0", "acc", stop_probe, seen),
+                             daemon=True)
+    probe.start()
+
+    stable_until = t0 + seconds / 3
+    flap_from, flap_to = t0 + seconds * 0.6, t0 + seconds * 0.8
+    chaos = {"relay_kills": 0, "writer_kills": 0, "flaps": 0}
+    windows = {"flap": [], "relay_kill": []}  # wall-clock ms
+    try:
+        time.sleep(max(0, stable_until - time.monotonic()))
+        while time.monotonic() < t0 + seconds - 2:
+            now = time.monotonic()
+            if flap_from <= now < flap_to and srv.running:
+                srv.stop()
+                chaos["flaps"] += 1
+                windows["flap"].append([time.time() * 1000, None])
+                time.sleep(rng.uniform(1, 3))
+                srv.start()
+                windows["flap"][-1][1] = time.time() * 1000
+                continue
+            what = rng.random()
+            if what < 0.5:
+                slot = rng.choice(sorted(relays.procs))
+                windows["relay_kill"].append(time.time() * 1000)
+                relays.kill(slot)
+                chaos["relay_kills"] += 1
+                time.sleep(rng.uniform(0, 1.0))
+                relays.start(slot)
+            else:
+                slot = rng.randrange(4)
+                tag, proc = writers[slot]
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=60)
+                    chaos["writer_kills"] += 1
+                new_writer(slot, int(t0 + seconds - time.monotonic()))
+            time.sleep(rng.uniform(0.5, 2.5) / slow)
+        if not srv.running:
+            srv.start()
+        # the writers end by themselves: their close waits for the relays
+        for tag, proc in list(writers.values()) + [("lat", lat_proc)]:
+            rc = proc.wait(timeout=300 * slow)
+            errtxt = (tmp_path / f"w-{tag}.err").read_text(errors="replace")
+            assert rc in (0, -signal.SIGKILL), f"writer {tag} exited {rc}: {errtxt[-2000:]}"
+        wait_until(lambda: not journal_dirs(q.dir), 180 * slow,
+                   f"the relays to deliver and remove every journal: {journal_dirs(q.dir)}\n"
+                   f"{relays.logs()}", interval=0.5)
+    finally:
+        stop_probe.set()
+        probe.join(timeout=30)
+        for tag, proc in writers.values():
+            if proc.poll() is None:
+                proc.kill()
+        if lat_proc.poll() is None:
+            lat_proc.kill()
+    relays.stop_all()
+
+    by_key, extras, ledgers = assert_ledgers_on_server(reader, q.exp_name, procs)
+
+    # latency: first seen on the server minus the library's stamp, while no relay had just died
+    # and the server was up
+    def disturbed(ts):
+        if any(a - 1000 <= ts <= (b or a) + 1000 for a, b in windows["flap"]):
+            return True
+        return any(k - 1000 <= ts <= k + LEASE_MS + 3000 for k in windows["relay_kill"])
+
+    calm = [first - ts for first, ts in seen.values() if not disturbed(ts)]
+    all_lat = [first - ts for first, ts in seen.values()]
+    assert len(calm) >= 10, f"too few latency samples: {len(calm)} of {len(seen)}"
+    print(f"relay test: {seconds} s, {n_writers} writers x 2 threads + the probe, "
+          f"{sum(len(e) for e in ledgers.values())} ledger lines, {len(by_key)} runs, "
+          f"{extras} calls in flight landed; chaos {chaos}; latency (ms, commit to server, polled "
+          f"every 250 ms) calm p50 {pct(calm, 50):.0f} p99 {pct(calm, 99):.0f} max "
+          f"{max(calm):.0f} ({len(calm)} points), all p50 {pct(all_lat, 50):.0f} max "
+          f"{max(all_lat):.0f}")
+    # the bound docs/hpc.md gives: within 2 s while relay and server are up (the probe polls
+    # every 0.25 s, and a slow build runs slower)
+    assert max(calm) <= 2000 * slow + 500, f"calm latency above the documented bound: {max(calm)}"
+    assert chaos["relay_kills"] >= 2 and chaos["writer_kills"] >= 1 and chaos["flaps"] >= 1, chaos
+    reliability("SIGKILL of a relay, of a networkless writer, two relays racing, the server "
+                "flapping (relay, live delivery)", trials=n_writers + 1,
+                faults=chaos["relay_kills"] + chaos["writer_kills"] + chaos["flaps"])
+
+
+def lease_files(journal):
+    return sorted(f for f in os.listdir(journal) if f.startswith("lease."))
+
+
+def read_lease(journal):
+    """The newest generation's file, as its fields: magic gen id role pid beat state host crc."""
+    names = lease_files(journal)
+    assert names, f"no lease in {journal}: {os.listdir(journal)}"
+    with open(os.path.join(journal, names[-1])) as f:
+        return f.read().split()
+
+
+def test_a_writer_that_reaches_the_server_delivers_itself_and_the_relay_leaves_it(
+        queue_build_dir, exp_name, module_server, tmp_path):
+    """The writer reaches the server: it takes its journal's lease at once and keeps it; a relay
+    running on the queue never delivers that journal. Once the writer closes, its journal is
+    gone, delivered by itself."""
+    q = Queue(queue_build_dir, tmp_path, exp_name, module_server.uri)
+    relays = Relays(q, tmp_path)
+    relays.start("a")
+    hold = tmp_path / "hold"
+    proc = q.start_it_queue(["--flush-ms", "60000", "--hold", str(hold), "log", "2", "40"],
+                            env=ENV)
+    wait_until(lambda: (tmp_path / "hold.ready").exists(), 120 * slow_factor(), "the writer")
+    (journal,) = journal_dirs(q.dir)
+    fields = read_lease(journal)
+    assert fields[3] == "writer" and fields[6] == "delivering", fields
+    assert int(fields[4]) == proc.pid or under_valgrind(), fields
+    time.sleep(3 * LEASE_MS / 1000)  # the relay looked at it a few times: it stays the writer's
+    fields2 = read_lease(journal)
+    assert fields2[1] == fields[1] and fields2[3] == "writer", (fields, fields2)
+    assert int(fields2[5]) > int(fields[5]), "the writer's lease was not renewed"
+    hold.touch()
+    out, err = proc.communicate(timeout=120 * slow_factor())
+    out, err = out.decode(errors="replace"), err.decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "close MLT_OK" in out, out
+    wait_until(lambda: not journal_dirs(q.dir), 30, "the writer to remove its journal")
+    relays.stop_all()
+    assert "delivering it" not in relays.logs(), relays.logs()
+    reader = MlflowReader(module_server.uri)
+    _, runs = reader.runs_of_experiment_named(q.exp_name)
+    assert sorted(r["info"]["run_name"] for r in runs) == ["run-0", "run-1"]
+
+
+def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it_cannot(
+        queue_build_dir, exp_name, server_factory, tmp_path):
+    """With no network, the writer's close returns MLT_OK as soon as the relay delivered its
+    journal; with the relay's server away, MLT_ERR_QUEUED at once, naming the relay. A relay
+    stopped with SIGTERM gives its leases up: the next one takes over without waiting."""
+    srv = server_factory()
+    q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
+    relays = Relays(q, tmp_path)
+    relays.start("a")
+    # 1: the relay delivers, the close waits for it
+    cmd = ["unshare", "-n"] + q.programs.command(["tests/it_queue", "--close-ms", "60000", "log",
+                                                  "1", "30"])
+    t0 = time.monotonic()
+    done = subprocess.run(cmd, env=q.programs.env(q.env(ENV)), capture_output=True, text=True,
+                          timeout=180 * slow_factor())
+    took = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr
+    assert "close MLT_OK" in done.stdout, (done.stdout, done.stderr)
+    reader = MlflowReader(srv.uri)
+    _, runs = reader.runs_of_experiment_named(q.exp_name)
+    assert [r["info"]["status"] for r in runs] == ["FINISHED"], runs
+    wait_until(lambda: not journal_dirs(q.dir), 30 * slow_factor(),
+               "the relay to remove the delivered journal")
+    print(f"networkless writer: 30 points, closed MLT_OK after {took:.1f} s in all")
+    # 2: the server away from the relay too: the close says so at once
+    srv.stop()
+    cmd = ["unshare", "-n"] + q.programs.command(["tests/it_queue", "--close-ms", "60000", "log",
+                                                  "1", "30"])
+    t0 = time.monotonic()
+    done = subprocess.run(cmd, env=q.programs.env(q.env(ENV)), capture_output=True, text=True,
+                          timeout=180 * slow_factor())
+    took = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr
+    assert "close MLT_ERR_QUEUED" in done.stdout, (done.stdout, done.stderr)
+    assert took < 45 * slow_factor(), f"the close waited {took:.1f} s"
+    (journal,) = journal_dirs(q.dir)
+    fields = read_lease(journal)
+    assert fields[3] == "relay" and fields[6] == "away", fields
+    # 3: SIGTERM gives the lease up; the next relay delivers at once once the server is back
+    relays.stop_all()
+    fields = read_lease(journal)
+    assert fields[6] == "released", fields
+    srv.start()
+    relays.start("b")
+    wait_until(lambda: not journal_dirs(q.dir), (LEASE_MS / 1000 + 30) * slow_factor(),
+               "the next relay to deliver the journal")
+    relays.stop_all()
+    _, runs = reader.runs_of_experiment_named(q.exp_name)
+    assert sorted(r["info"]["status"] for r in runs) == ["FINISHED", "FINISHED"], runs
