@@ -262,6 +262,21 @@ static MLT__MUST_USE mlt_err take_lock(mlt__journal *j)
     return MLT_OK;
 }
 
+/* The lock of a journal directory just made: only a look at whether it is owned (a shared lock
+ * held for a moment by mlt__journal_owned(), from `mltrack status` or a relay) can be in the
+ * way, and is waited out (up to a second). */
+static MLT__MUST_USE mlt_err take_new_lock(mlt__journal *j)
+{
+    mlt_err err = take_lock(j);
+    for (int i = 0; err == MLT_ERR_LOCKED && i < 1000; i++) {
+        close(j->lock_fd);
+        j->lock_fd = -1;
+        mlt__sleep_ms(1);
+        err = take_lock(j);
+    }
+    return err;
+}
+
 static MLT__MUST_USE mlt_err mkdirs(const char *dir)
 {
     char tmp[PATH_MAX];
@@ -306,7 +321,7 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
         if (exists && take_lock(j) == MLT_ERR_LOCKED) {
             err = MLT_ERR_LOCKED;
         }
-    } else if ((err = take_lock(j)) == MLT_OK) {
+    } else if ((err = take_new_lock(j)) == MLT_OK) {
         if (mlt__j_replace_file(j, "acked", "0\n", 2) != MLT_OK ||
             mlt__j_replace_file(j, "runs", "", 0) != MLT_OK) {
             err = mlt__j_sys_err("cannot write the state of journal", dir);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #define LEASE_TEXT_MAX 256
+#define GEN_LIMIT (UINT64_C(1) << 62) /* generations stay below (one a second: forever) */
 #define NAME_PREFIX "lease."
 
 static const char *const role_words[] = {"writer", "relay"};
@@ -47,6 +48,7 @@ struct mlt__lease {
     size_t seen_len;
     int64_t seen_since_ns;
     bool patient; /* a lease never taken is left to a live writer for lease_ms */
+    int64_t settle_until_ns; /* taken over from a stale holder: not valid before this */
 };
 
 /* ---- the file's text ---- */
@@ -105,22 +107,39 @@ int mlt__lease_parse(const char *text, size_t len, mlt__lease_info *out)
     if (!sp || strlen(sp + 1) != 8) {
         return -1;
     }
-    char *end;
-    errno = 0;
-    unsigned long long crc = strtoull(sp + 1, &end, 16);
-    if (errno || *end || sp[1] == '-' || sp[1] == '+' || sp[1] == ' ' ||
-        crc != mlt__crc32c(0, buf, (size_t)(sp - buf))) {
+    if (strspn(sp + 1, "0123456789abcdef") != 8) {
+        return -1;
+    }
+    unsigned long long crc = strtoull(sp + 1, NULL, 16);
+    if (crc != mlt__crc32c(0, buf, (size_t)(sp - buf))) {
         return -1;
     }
     *sp = '\0';
-    char magic[32], id[32], role[16], state[16], host[80];
-    unsigned long long gen, beat;
-    long pid;
+    char magic[32], gens[32], id[32], role[16], pids[16], beats[32], state[16], host[80];
     int used = 0;
-    if (sscanf(buf, "%31s %llu %31s %15s %ld %llu %15s %79s%n", magic, &gen, id, role, &pid,
-               &beat, state, host, &used) != 8 ||
-        (size_t)used != strlen(buf) || strcmp(magic, MLT__LEASE_MAGIC) != 0 || gen == 0 ||
-        strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16 || pid <= 0) {
+    if (sscanf(buf, "%31s %31s %31s %15s %15s %31s %15s %79s%n", magic, gens, id, role, pids,
+               beats, state, host, &used) != 8 ||
+        (size_t)used != strlen(buf) || strcmp(magic, MLT__LEASE_MAGIC) != 0 ||
+        strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16) {
+        return -1;
+    }
+    /* plain decimal numbers: no sign, no leading zero, in range */
+    const char *nums[3] = {gens, pids, beats};
+    unsigned long long vals[3];
+    for (int k = 0; k < 3; k++) {
+        size_t nl = strlen(nums[k]);
+        if (nl == 0 || nl > 20 || strspn(nums[k], "0123456789") != nl ||
+            (nums[k][0] == '0' && nl > 1)) {
+            return -1;
+        }
+        errno = 0;
+        vals[k] = strtoull(nums[k], NULL, 10);
+        if (errno) {
+            return -1;
+        }
+    }
+    unsigned long long gen = vals[0], pid = vals[1], beat = vals[2];
+    if (gen == 0 || gen >= GEN_LIMIT || pid == 0 || pid > INT_MAX) {
         return -1;
     }
     int r = find_word(role_words, 2, role), s = find_word(state_words, 3, state);
@@ -131,7 +150,7 @@ int mlt__lease_parse(const char *text, size_t len, mlt__lease_info *out)
     out->gen = gen;
     out->id = strtoull(id, NULL, 16);
     out->role = (mlt__lease_role)r;
-    out->pid = pid;
+    out->pid = (long)pid;
     out->beat = beat;
     out->state = (mlt__lease_state)s;
     snprintf(out->host, sizeof out->host, "%s", host);
@@ -190,7 +209,9 @@ static int64_t scan_max(const mlt__lease *l)
             strlen(nm) == strlen(NAME_PREFIX) + 20 &&
             strspn(nm + strlen(NAME_PREFIX), "0123456789") == 20) {
             uint64_t g = strtoull(nm + strlen(NAME_PREFIX), NULL, 10);
-            max = g > max ? g : max;
+            if (g < GEN_LIMIT) { /* a stray name past it is no generation of ours */
+                max = g > max ? g : max;
+            }
         }
     }
     closedir(d);
@@ -248,7 +269,10 @@ static bool holder_dead(const mlt__lease *l, const mlt__lease_info *info)
 static void set_held(mlt__lease *l, bool held, int64_t since_ns)
 {
     l->held = held;
-    atomic_store(&l->valid_until_ns, held ? since_ns + l->ms * 1000000 / 2 : 0);
+    /* after a takeover from a holder that went silent, not before the settle time: were it only
+     * paused, its next renewal (every lease_ms / 5) finds the newer generation and it stops */
+    bool settled = since_ns >= l->settle_until_ns;
+    atomic_store(&l->valid_until_ns, held && settled ? since_ns + l->ms * 1000000 / 2 : 0);
 }
 
 /* ---- the lease ---- */
@@ -318,7 +342,8 @@ uint64_t mlt__lease_gen(const mlt__lease *l)
 
 /* Creates generation gen as ours (caller holds mu): TAKEN, OTHER (another made it first: *other
  * filled when it reads), GONE or ERROR. */
-static mlt__lease_take_result create_gen(mlt__lease *l, uint64_t gen, mlt__lease_info *other)
+static mlt__lease_take_result create_gen(mlt__lease *l, uint64_t gen, mlt__lease_info *other,
+                                         bool settle)
 {
     char tmp[PATH_MAX], path[PATH_MAX];
     l->beat = 0;
@@ -357,6 +382,10 @@ static mlt__lease_take_result create_gen(mlt__lease *l, uint64_t gen, mlt__lease
         char buf[LEASE_TEXT_MAX];
         size_t n = 0;
         mlt__lease_info got;
+        if (other) {
+            memset(other, 0, sizeof *other);
+            other->gen = gen;
+        }
         if (read_gen(l, gen, buf, &n) == 1 && mlt__lease_parse(buf, n, &got) == 0) {
             if (got.id == l->id) {
                 rc = 0;
@@ -376,6 +405,7 @@ static mlt__lease_take_result create_gen(mlt__lease *l, uint64_t gen, mlt__lease
         return MLT__LEASE_ERROR;
     }
     l->gen = gen;
+    l->settle_until_ns = settle ? start + l->ms * 1000000 / 2 : 0;
     set_held(l, true, start);
     atomic_store(&l->lost, false);
     if (gen > 1) {
@@ -451,8 +481,17 @@ mlt__lease_take_result mlt__lease_take(mlt__lease *l, mlt__lease_info *other, bo
     size_t n = 0;
     int r = newest(l, &g, buf, &n);
     if (r < 0) {
+        if (r == -2) {
+            mlt__fail(MLT_ERR_IO, "cannot read the delivery lease in %s: %s", l->dir,
+                      strerror(errno));
+        }
         pthread_mutex_unlock(&l->mu);
         return r == -1 ? MLT__LEASE_GONE : MLT__LEASE_ERROR;
+    }
+    if (l->held && g > 0 && (uint64_t)g != l->gen) {
+        /* ours lapsed and another took a newer generation: lost, and never written again */
+        set_held(l, false, 0);
+        atomic_store(&l->lost, true);
     }
     mlt__lease_info info;
     bool parsed = r == 1 && mlt__lease_parse(buf, n, &info) == 0 && info.gen == (uint64_t)g;
@@ -468,7 +507,7 @@ mlt__lease_take_result mlt__lease_take(mlt__lease *l, mlt__lease_info *other, bo
             l->seen_since_ns = now;
         }
         if (now - l->seen_since_ns >= l->ms * 1000000) {
-            res = create_gen(l, (uint64_t)g + 1, other);
+            res = create_gen(l, (uint64_t)g + 1, other, false);
         } else {
             if (other) {
                 memset(other, 0, sizeof *other);
@@ -476,17 +515,17 @@ mlt__lease_take_result mlt__lease_take(mlt__lease *l, mlt__lease_info *other, bo
             res = MLT__LEASE_OTHER;
         }
     } else if (g == 0 || r == 0) {
-        res = create_gen(l, (uint64_t)g + 1, other); /* never taken */
+        res = create_gen(l, (uint64_t)g + 1, other, false); /* never taken */
     } else if (parsed && info.id == l->id && info.state != MLT__LEASE_RELEASED &&
                (uint64_t)g == l->gen) {
         /* ours, lapsed in memory only (a renewal late): held again if a renewal finds no newer
          * generation */
         l->beat = info.beat;
-        set_held(l, true, now);
+        l->held = true; /* valid again once the renewal below finds no newer generation */
         res = MLT__LEASE_TAKEN;
         renew = true;
     } else if (parsed && (info.state == MLT__LEASE_RELEASED || holder_dead(l, &info))) {
-        res = create_gen(l, (uint64_t)g + 1, other);
+        res = create_gen(l, (uint64_t)g + 1, other, false);
         if (res == MLT__LEASE_TAKEN && fresh) {
             *fresh = info.id != l->id;
         }
@@ -498,7 +537,7 @@ mlt__lease_take_result mlt__lease_take(mlt__lease *l, mlt__lease_info *other, bo
             l->seen_since_ns = now;
         }
         if (now - l->seen_since_ns >= l->ms * 1000000) {
-            res = create_gen(l, (uint64_t)g + 1, other); /* unchanged for lease_ms: stale */
+            res = create_gen(l, (uint64_t)g + 1, other, true); /* unchanged: stale */
             if (res == MLT__LEASE_TAKEN && fresh) {
                 *fresh = true;
             }
@@ -516,8 +555,8 @@ mlt__lease_take_result mlt__lease_take(mlt__lease *l, mlt__lease_info *other, bo
         }
     }
     pthread_mutex_unlock(&l->mu);
-    if (renew && mlt__lease_renew(l) != MLT_OK) {
-        res = mlt__lease_valid(l) ? MLT__LEASE_TAKEN : MLT__LEASE_OTHER;
+    if (renew && (mlt__lease_renew(l) != MLT_OK || !mlt__lease_valid(l))) {
+        res = MLT__LEASE_OTHER;
     }
     return res;
 }

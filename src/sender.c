@@ -224,8 +224,9 @@ static bool lease_ready(mlt__sender *s, slot *sl, bool flushing)
     return false;
 }
 
-/* After a request found the server away or reached it: a writer lets go of its leases while the
- * server is away (a relay may deliver); a relay keeps them and says so in them. */
+/* After a request found the server away or reached it: a tracker lets go of its leases while the
+ * server is away (a relay may deliver); a relay, or `mltrack sync`, keeps them and says so in
+ * them. */
 static void leases_on_reach(mlt__sender *s, bool away)
 {
     for (size_t i = 0; i < s->n_slots; i++) {
@@ -233,7 +234,8 @@ static void leases_on_reach(mlt__sender *s, bool away)
         if (!sl->lease || !sl->j) {
             continue;
         }
-        if (s->relay) {
+        if (s->lease_role == MLT__LEASE_RELAY) {
+            /* a relay keeps delivering (`mltrack sync` until it gives up) */
             mlt__lease_set_state(sl->lease, away ? MLT__LEASE_AWAY : MLT__LEASE_DELIVERING);
         } else if (away && mlt__lease_valid(sl->lease)) {
             mlt__lease_release(sl->lease); /* left to a relay for LET_GO_MS */

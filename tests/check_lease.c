@@ -203,8 +203,9 @@ START_TEST(lease_format_and_parse_round_trip_every_role_state_and_extreme)
     memset(host63, '~', 63);
     host63[63] = '\0';
     const char *hosts[] = {"h", "node-1.example", host63, "a!b#c$d%e&f'g(h)i*j+k,l"};
-    const uint64_t nums[] = {1, 2, 0xFFFFFFFFull, UINT64_MAX};
-    const long pids[] = {1, 4242, INT_MAX, LONG_MAX};
+    /* generations stay below 2^62, pids within an int (what kill() takes) */
+    const uint64_t nums[] = {1, 2, 0xFFFFFFFFull, (UINT64_C(1) << 62) - 1};
+    const long pids[] = {1, 4242, 65536, INT_MAX};
     for (int r = 0; r <= MLT__LEASE_RELAY; r++) {
         for (int s = 0; s <= MLT__LEASE_RELEASED; s++) {
             for (size_t k = 0; k < 4; k++) {
@@ -581,6 +582,12 @@ START_TEST(lease_stale_generation_is_taken_lease_ms_after_the_taker_first_saw_it
     ck_assert_int_eq(r, MLT__LEASE_TAKEN);
     ck_assert_int_ge(taken - first, MS);
     ck_assert(fresh);
+    /* taken from a holder that went silent: valid only after the settle time (lease_ms / 2), at
+     * a renewal that finds no newer generation (were the old one only paused, its own renewal
+     * would meanwhile find generation 2 and stop) */
+    ck_assert(!mlt__lease_valid(b));
+    mlt__sleep_ms(MS / 2 + 20);
+    ck_assert_int_eq(mlt__lease_renew(b), MLT_OK);
     ck_assert(mlt__lease_valid(b));
     ck_assert_uint_eq(mlt__lease_gen(b), 2);
     ck_assert(!exists(dir, GEN1));
@@ -641,6 +648,7 @@ START_TEST(lease_old_holder_that_looks_again_never_writes_the_new_generation)
     mlt__lease_info gen2;
     memset(&gen2, 0, sizeof gen2);
     bool gen2_read = read_gen(dir, 2, &gen2);
+    mlt__sleep_ms(MS / 2 + 20); /* b's settle time after a takeover from a silent holder */
     mlt_err b_renew = mlt__lease_renew(b);
     bool b_valid = mlt__lease_valid(b);
     mlt__lease_free(a);

@@ -78,9 +78,32 @@ class Relays:
             assert rc == 0, f"relay {n} exited {rc}: {err[-3000:]}"
             assert "relay: stopped" in err, err[-3000:]
 
+    def kill_all(self):
+        """For a test that failed: no relay outlives it."""
+        for slot in list(self.procs):
+            n, proc = self.procs.pop(slot)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=60)
+
     def logs(self):
         return "\n".join((self.tmp / f"relay-{n}.err").read_text(errors="replace")[-1500:]
                          for n in range(self.started))
+
+
+@pytest.fixture
+def relays_for(tmp_path):
+    """relays_for(q) -> Relays on q's queue; none outlives the test, failed or not."""
+    made = []
+
+    def make(q, env=None):
+        r = Relays(q, tmp_path, env)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.kill_all()
 
 
 def writer(q, tmp_path, tag, env, threads=2, per_run=100, delay_ms=5):
@@ -126,21 +149,22 @@ def pct(values, p):
 
 def test_relay_delivers_networkless_writers_live_and_exactly_once(queue_build_dir, exp_name,
                                                                   server_factory, tmp_path,
-                                                                  reliability):
+                                                                  relays_for, reliability):
     """4 writers x 2 threads with no network for a minute (shorter under the sanitizers and
     valgrind); two relays race for their journals; relays are SIGKILLed and started again at
     random, writers SIGKILLed at random (and new ones started), the server flaps. Points are on
     the server within seconds while the writers run; at the end every ledger is on the server
     exactly."""
+    only_in("default", "asan", "tsan")  # valgrind: the relay's shorter tests below
     slow = slow_factor()
     lbl = label()
-    seconds = 16 if under_valgrind() else 60 if lbl == "default" else 30
+    seconds = 60 if lbl == "default" else 24
     rng = random.Random(20261206)
     srv = server_factory()
     q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
     reader = MlflowReader(srv.uri)
     env = {"IT_QUEUE_FOREVER_MAX_S": str(seconds)}
-    relays = Relays(q, tmp_path)
+    relays = relays_for(q)
     relays.start("a")
     relays.start("b")
     procs = []  # (tag, ledger) for the check
@@ -242,9 +266,9 @@ def test_relay_delivers_networkless_writers_live_and_exactly_once(queue_build_di
           f"every 250 ms) calm p50 {pct(calm, 50):.0f} p99 {pct(calm, 99):.0f} max "
           f"{max(calm):.0f} ({len(calm)} points), all p50 {pct(all_lat, 50):.0f} max "
           f"{max(all_lat):.0f}")
-    # the bound docs/hpc.md gives: within 2 s while relay and server are up (the probe polls
-    # every 0.25 s, and a slow build runs slower)
-    assert max(calm) <= 2000 * slow + 500, f"calm latency above the documented bound: {max(calm)}"
+    # the bound docs/hpc.md gives: within 5 s while a relay and the server are up (typically
+    # well under 1 s; the probe polls every 0.25 s, and a slow build runs slower)
+    assert max(calm) <= 5000 * slow, f"calm latency above the documented bound: {max(calm)}"
     assert chaos["relay_kills"] >= 2 and chaos["writer_kills"] >= 1 and chaos["flaps"] >= 1, chaos
     reliability("SIGKILL of a relay, of a networkless writer, two relays racing, the server "
                 "flapping (relay, live delivery)", trials=n_writers + 1,
@@ -264,12 +288,12 @@ def read_lease(journal):
 
 
 def test_a_writer_that_reaches_the_server_delivers_itself_and_the_relay_leaves_it(
-        queue_build_dir, exp_name, module_server, tmp_path):
+        queue_build_dir, exp_name, module_server, tmp_path, relays_for):
     """The writer reaches the server: it takes its journal's lease at once and keeps it; a relay
     running on the queue never delivers that journal. Once the writer closes, its journal is
     gone, delivered by itself."""
     q = Queue(queue_build_dir, tmp_path, exp_name, module_server.uri)
-    relays = Relays(q, tmp_path)
+    relays = relays_for(q)
     relays.start("a")
     hold = tmp_path / "hold"
     proc = q.start_it_queue(["--flush-ms", "60000", "--hold", str(hold), "log", "2", "40"],
@@ -297,13 +321,13 @@ def test_a_writer_that_reaches_the_server_delivers_itself_and_the_relay_leaves_i
 
 
 def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it_cannot(
-        queue_build_dir, exp_name, server_factory, tmp_path):
+        queue_build_dir, exp_name, server_factory, tmp_path, relays_for):
     """With no network, the writer's close returns MLT_OK as soon as the relay delivered its
     journal; with the relay's server away, MLT_ERR_QUEUED at once, naming the relay. A relay
     stopped with SIGTERM gives its leases up: the next one takes over without waiting."""
     srv = server_factory()
     q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
-    relays = Relays(q, tmp_path)
+    relays = relays_for(q)
     relays.start("a")
     # 1: the relay delivers, the close waits for it
     cmd = ["unshare", "-n"] + q.programs.command(["tests/it_queue", "--close-ms", "60000", "log",
