@@ -345,6 +345,12 @@ static MLT__MUST_USE mlt_err last_step(void *ud, const char *run_key, const char
     if (err != MLT_ERR_NOT_FOUND) {
         return err;
     }
+    if (!mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI)) {
+        return mlt__fail(MLT_ERR_NETWORK,
+                         "the step is unknown here: nothing of run %s is left undelivered in the "
+                         "queue, and no tracking URI is set to ask the server",
+                         run_key);
+    }
     mlt__client c;
     err = mlt__client_init(&c, m->opts);
     if (err != MLT_OK) {
@@ -439,7 +445,8 @@ static MLT__MUST_USE mlt_err open_queue(mlflow_cb *m)
     if (err != MLT_OK) {
         return err;
     }
-    if (mlt__queue_adopt(qdir, m->opts->fsync_mode, take_over, m, NULL) != MLT_OK) {
+    if (mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI) &&
+        mlt__queue_adopt(qdir, m->opts->fsync_mode, take_over, m, NULL) != MLT_OK) {
         /* what dead processes left waits for the next tracker or `mltrack sync`; this one
          * still needs its own journal, made below (which says why if the queue is unusable) */
         mlt__log(&m->opts->logger, MLT_LOG_WARN, "cannot look for journals to take over: %s",
@@ -456,7 +463,8 @@ static MLT__MUST_USE mlt_err open_queue(mlflow_cb *m)
         return err;
     }
     mlt__journal_set_segment_bytes(m->journal, (uint64_t)m->opts->queue_segment_bytes);
-    err = mlt__journal_set_target(m->journal, mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI));
+    const char *target = mlt__opt_str(m->opts, MLT__OPT_TRACKING_URI);
+    err = target ? mlt__journal_set_target(m->journal, target) : MLT_OK;
     if (err != MLT_OK) {
         mlt__journal_close(m->journal, true);
         return err;
@@ -487,10 +495,11 @@ static MLT__MUST_USE mlt_err add_mlflow(mlt_tracker *tracker)
         return mlt__fail(MLT_ERR_INVALID_ARG, "tracker is required");
     }
     const mlt_options *o = mlt__tracker_options(tracker);
-    if (!mlt__opt_str(o, MLT__OPT_TRACKING_URI)) {
+    if (!mlt__opt_str(o, MLT__OPT_TRACKING_URI) && !mlt__opt_str(o, MLT__OPT_QUEUE_DIR)) {
         return mlt__fail(MLT_ERR_BAD_OPTION,
                          "the MLflow callback needs a tracking_uri (option tracking_uri or "
-                         "MLFLOW_TRACKING_URI)");
+                         "MLFLOW_TRACKING_URI), or a queue_dir (MLTRACK_QUEUE_DIR) that a relay "
+                         "or `mltrack sync` delivers");
     }
     mlflow_cb *m = calloc(1, sizeof *m);
     if (!m) {
@@ -502,6 +511,14 @@ static MLT__MUST_USE mlt_err add_mlflow(mlt_tracker *tracker)
     mlt_err err = mlt__sender_new(&m->sender, o);
     if (err == MLT_OK) {
         mlt__sender_on_run_id(m->sender, on_run_id, m);
+        if (!mlt__opt_str(o, MLT__OPT_TRACKING_URI)) {
+            /* the queue only (a node without network): a relay or `mltrack sync` delivers */
+            mlt__sender_set_no_server(m->sender);
+            mlt__log(&o->logger, MLT_LOG_INFO,
+                     "no tracking URI: what is logged waits in the queue %s for a relay "
+                     "(`mltrack sync --follow`) or `mltrack sync` to deliver",
+                     mlt__opt_str(o, MLT__OPT_QUEUE_DIR));
+        }
         err = open_queue(m);
     }
     if (err == MLT_OK) {
@@ -563,9 +580,11 @@ static MLT__MUST_USE mlt_err tracker_from_env(mlt_tracker **out)
     }
     mlt_tracker *t = NULL;
     mlt_err err = mlt_options_from_env(o, NULL, 0);
-    if (err == MLT_OK && !mlt__opt_str(o, MLT__OPT_TRACKING_URI)) {
+    if (err == MLT_OK && !mlt__opt_str(o, MLT__OPT_TRACKING_URI) &&
+        !mlt__opt_str(o, MLT__OPT_QUEUE_DIR)) {
         err = mlt__fail(MLT_ERR_BAD_OPTION,
-                        "MLFLOW_TRACKING_URI is not set (e.g. http://127.0.0.1:5000)");
+                        "MLFLOW_TRACKING_URI is not set (e.g. http://127.0.0.1:5000); on a node "
+                        "without network, set MLTRACK_QUEUE_DIR instead, for a relay to deliver");
     }
     if (err == MLT_OK) {
         err = mlt_tracker_new(&t, o, NULL, 0);

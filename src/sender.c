@@ -79,6 +79,11 @@ void mlt__sender_set_relay(mlt__sender *s, bool follow)
     s->relay = follow;
 }
 
+void mlt__sender_set_no_server(mlt__sender *s)
+{
+    s->no_server = true;
+}
+
 static MLT__MUST_USE mlt_err add_slot(mlt__sender *s, mlt__journal *j, bool adopted,
                                       mlt__lease *lease, bool own_lease)
 {
@@ -119,6 +124,9 @@ mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adopted)
     if (!l || mlt__lease_keeper_add(s->keeper, l) != MLT_OK) {
         mlt__lease_free(l);
         return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    if (s->no_server && mlt__lease_take(l, NULL, NULL) == MLT__LEASE_TAKEN) {
+        mlt__lease_release(l); /* given up at once: the relay's to take */
     }
     mlt_err err = add_slot(s, j, adopted, l, true);
     if (err != MLT_OK) {
@@ -173,19 +181,27 @@ static bool lease_ready(mlt__sender *s, slot *sl, bool flushing)
     int64_t look = (int64_t)(flushing ? RELAYED_FLUSH_MS : RELAYED_LOOK_MS) * 1000000;
     mlt__lease_info who;
     memset(&who, 0, sizeof who);
-    if (now < sl->lease_try_ns) {
-        /* held back (let go of, or another's): only looked at, for a relay that took it up */
-        if (sl->relayed || now < sl->lease_look_ns) {
+    if (now < sl->lease_try_ns || s->no_server) {
+        /* held back (let go of, or another's; or no server to deliver to): only looked at, for
+         * a relay that took it up */
+        if (now < sl->lease_look_ns) {
             return false;
         }
         sl->lease_look_ns = now + look;
         if (mlt__lease_peek(sl->lease, &who) == 1) {
-            mlt__log(&s->opts->logger, MLT_LOG_INFO,
-                     "journal %s is delivered by the %s on %s (pid %ld)", mlt__journal_dir(sl->j),
-                     who.role == MLT__LEASE_RELAY ? "relay" : "process", who.host, who.pid);
-            slot_restart(sl);
+            if (!sl->relayed) {
+                mlt__log(&s->opts->logger, MLT_LOG_INFO,
+                         "journal %s is delivered by the %s on %s (pid %ld)",
+                         mlt__journal_dir(sl->j),
+                         who.role == MLT__LEASE_RELAY ? "relay" : "process", who.host, who.pid);
+                slot_restart(sl);
+            }
+            if (mlt__journal_reload_delivery(sl->j) == MLT_OK) {
+                sl->cursor = mlt__journal_acked_seq(sl->j); /* its acks, for a flush */
+            }
             set_relayed(s, sl, true, &who);
-            sl->lease_try_ns = now + look;
+        } else if (sl->relayed) {
+            set_relayed(s, sl, false, NULL); /* given up by the relay: nobody delivers it now */
         }
         return false;
     }
@@ -221,6 +237,7 @@ static bool lease_ready(mlt__sender *s, slot *sl, bool flushing)
         sl->cursor = mlt__journal_acked_seq(sl->j);
     }
     set_relayed(s, sl, true, &who);
+    sl->lease_look_ns = now + look;
     return false;
 }
 
@@ -368,8 +385,8 @@ static outcome pass(mlt__sender *s, bool *did, int64_t *next_ns, bool retiring,
                 continue;
             }
             if (!lease_ready(s, sl, flushing)) {
-                if (sl->relayed && (*next_ns == 0 || sl->lease_try_ns < *next_ns)) {
-                    *next_ns = sl->lease_try_ns; /* its acks are looked at again then */
+                if (sl->relayed && (*next_ns == 0 || sl->lease_look_ns < *next_ns)) {
+                    *next_ns = sl->lease_look_ns; /* its acks are looked at again then */
                 }
                 continue;
             }
@@ -601,7 +618,7 @@ static void queue_of(const mlt__sender *s, char *out, size_t len)
 }
 
 /* Why a flush leaves records in the queue. */
-typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW, KEPT_RELAYED } kept_why;
+typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW, KEPT_RELAYED, KEPT_NO_SERVER } kept_why;
 
 /*
  * What a flush returns when it leaves records in the queue: MLT_ERR_QUEUED (the server away,
@@ -643,6 +660,11 @@ static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *wa
                  h ? h->pid : 0L,
                  h && h->state == MLT__LEASE_AWAY ? ", and finds the tracking server away" : "");
         when = "if the relay stops";
+    } else if (cause == KEPT_NO_SERVER) {
+        snprintf(why, sizeof why,
+                 "no tracking URI is set here, and no relay (`mltrack sync --follow`) serves the "
+                 "queue");
+        when = "with --tracking-uri";
     } else if (cause == KEPT_AWAY) {
         snprintf(why, sizeof why, "the tracking server %s cannot be reached (%s)", uri,
                  s->down_why);
@@ -728,6 +750,24 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         /* A relay delivers this journal: waited for while it reaches the server (its acks are
          * read every RELAYED_FLUSH_MS), up to the deadline. */
         const mlt__lease_info *relay = own_relay(s);
+        if (!relay && s->no_server) {
+            /* nothing here delivers: a relay serving the queue takes the journal up within its
+             * next look; none does: kept */
+            if (relay_seen < 0) {
+                pthread_mutex_unlock(&s->mu);
+                relay_seen = s->queue_dir && mlt__queue_has_relay(s->queue_dir, RELAY_FRESH_MS);
+                pthread_mutex_lock(&s->mu);
+            }
+            if (relay_seen && mlt__mono_ns() < start + RELAY_PICKUP_MS * 1000000LL &&
+                (deadline < 0 || mlt__mono_ns() < deadline)) {
+                s->probe = true;
+                pthread_cond_signal(&s->wake_cv);
+                mlt__cond_wait_until(&s->done_cv, &s->mu, mlt__deadline_ms(RELAYED_FLUSH_MS));
+                continue;
+            }
+            err = kept(s, KEPT_NO_SERVER, NULL, NULL);
+            break;
+        }
         if (relay && (relay->state == MLT__LEASE_AWAY ||
                       (deadline >= 0 && mlt__mono_ns() >= deadline))) {
             err = kept(s, KEPT_RELAYED, NULL, relay);

@@ -35,6 +35,11 @@ void mlt__sender_on_run_id(mlt__sender *s, mlt__run_id_fn fn, void *ud);
  * lets go of a lease because the server is away (it says so in the lease instead). */
 void mlt__sender_set_relay(mlt__sender *s, bool follow);
 
+/* Makes s a sender with no server to send to (no tracking URI: a node without network), before
+ * any journal is added: it never delivers, gives each journal's lease up at once for a relay to
+ * take, and its flush waits for the relay serving the queue, else returns MLT_ERR_QUEUED. */
+void mlt__sender_set_no_server(mlt__sender *s);
+
 /* Hands a journal to the sender with its delivery lease, taken by the caller, who renews it and
  * frees it after mlt__sender_remove() (for a relay: a journal opened with
  * mlt__journal_open_follow(), or adopted). The slot is delivered only while the lease is valid.

@@ -96,6 +96,7 @@ struct mlt__sender {
                                  * lease because the server is away (it says so in the lease) */
     mlt__lease_keeper *keeper;  /* renews the leases the sender made (own_lease) */
     mlt__lease_role lease_role; /* what its leases say it is: a tracker's writer, or sync */
+    bool no_server;             /* no tracking URI: never delivers (mlt__sender_set_no_server) */
     /* what the latest request found (under mu): when it found no server to talk to (no
      * connection, TLS refused), 0 when it reached one; a flush asks for a probe (under mu) */
     int64_t down_at_ns;

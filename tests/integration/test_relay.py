@@ -322,25 +322,39 @@ def test_a_writer_that_reaches_the_server_delivers_itself_and_the_relay_leaves_i
 
 def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it_cannot(
         queue_build_dir, exp_name, server_factory, tmp_path, relays_for):
-    """With no network, the writer's close returns MLT_OK as soon as the relay delivered its
-    journal; with the relay's server away, MLT_ERR_QUEUED at once, naming the relay. A relay
-    stopped with SIGTERM gives its leases up: the next one takes over without waiting."""
+    """With no network (and no tracking URI: the queue only), the writer's close returns
+    MLT_ERR_QUEUED at once when no relay serves the queue, and MLT_OK as soon as the relay
+    delivered its journal when one does; with the relay's server away, MLT_ERR_QUEUED at once,
+    naming the relay. A relay stopped with SIGTERM gives its leases up: the next one takes over
+    without waiting."""
     srv = server_factory()
     q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
+    no_uri = dict(ENV, MLFLOW_TRACKING_URI=None)  # the queue only: nothing else configured
+    # 0: no tracking URI and no relay yet: kept in the queue, at once
+    cmd = ["unshare", "-n"] + q.programs.command(["tests/it_queue", "--close-ms", "60000", "log",
+                                                  "1", "10"])
+    t0 = time.monotonic()
+    done = subprocess.run(cmd, env=q.programs.env(q.env(no_uri)), capture_output=True, text=True,
+                          timeout=180 * slow_factor())
+    assert done.returncode == 0, done.stderr
+    assert "close MLT_ERR_QUEUED" in done.stdout, (done.stdout, done.stderr)
+    assert time.monotonic() - t0 < 30 * slow_factor()
     relays = relays_for(q)
     relays.start("a")
-    # 1: the relay delivers, the close waits for it
+    wait_until(lambda: not journal_dirs(q.dir), 30 * slow_factor(),
+               "the relay to deliver the journal of a writer that had no tracking URI")
+    # 1: the relay delivers, the close waits for it (no tracking URI set either)
     cmd = ["unshare", "-n"] + q.programs.command(["tests/it_queue", "--close-ms", "60000", "log",
                                                   "1", "30"])
     t0 = time.monotonic()
-    done = subprocess.run(cmd, env=q.programs.env(q.env(ENV)), capture_output=True, text=True,
+    done = subprocess.run(cmd, env=q.programs.env(q.env(no_uri)), capture_output=True, text=True,
                           timeout=180 * slow_factor())
     took = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
     assert "close MLT_OK" in done.stdout, (done.stdout, done.stderr)
     reader = MlflowReader(srv.uri)
     _, runs = reader.runs_of_experiment_named(q.exp_name)
-    assert [r["info"]["status"] for r in runs] == ["FINISHED"], runs
+    assert [r["info"]["status"] for r in runs] == ["FINISHED", "FINISHED"], runs
     wait_until(lambda: not journal_dirs(q.dir), 30 * slow_factor(),
                "the relay to remove the delivered journal")
     print(f"networkless writer: 30 points, closed MLT_OK after {took:.1f} s in all")
@@ -368,4 +382,4 @@ def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it
                "the next relay to deliver the journal")
     relays.stop_all()
     _, runs = reader.runs_of_experiment_named(q.exp_name)
-    assert sorted(r["info"]["status"] for r in runs) == ["FINISHED", "FINISHED"], runs
+    assert [r["info"]["status"] for r in runs] == ["FINISHED"] * 3, runs
