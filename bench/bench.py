@@ -1065,6 +1065,116 @@ def scale_bench(args):
     return 1 if failures else 0
 
 
+def relay_round(args, n_writers, work):
+    """One round of RELAY: n_writers it_queue processes with no network at all (unshare -n) log
+    RUNS x POINTS each into a queue that one relay (`mltrack sync --follow`) delivers, while a
+    probe writer logs a point every 100 ms. Returns the figures (throughput from the first
+    writer's start to the last point on the server; latency of the probe's points, first seen on
+    the server, polled every 100 ms, minus their timestamp)."""
+    queue = os.path.join(work, f"queue-{n_writers}-{uuid.uuid4().hex[:6]}")
+    exp = f"bench-relay-{n_writers}-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, MLTRACK_QUEUE_DIR=queue, MLFLOW_EXPERIMENT_NAME=exp,
+               MLTRACK_LEASE_MS="10000", MLFLOW_TRACKING_URI=args.uri)
+    env.pop("IT_QUEUE_LEDGER", None)
+    rest = Rest(args.uri)
+    mltrack = os.path.join(args.build, "mltrack")
+    it_queue = os.path.join(args.build, "tests", "it_queue")
+    relay = subprocess.Popen([mltrack, "sync", "--follow", "--queue", queue, "--tracking-uri",
+                              args.uri], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    probe = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (os.path.isdir(queue) and any(f.startswith("relay-") for f in os.listdir(queue))):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the relay did not start")
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        writers = [subprocess.Popen(["unshare", "-n", it_queue, "--close-ms", "600000", "log",
+                                     str(args.runs), str(args.points)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   for _ in range(n_writers)]
+        probe = subprocess.Popen(["unshare", "-n", it_queue, "--delay-ms", "100", "--close-ms",
+                                  "600000", "forever", "probe", "100000"],
+                                 env=dict(env, IT_QUEUE_FOREVER_MAX_S="3600"),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen, probe_run = {}, None
+        exp_id = None
+        while True:
+            done = all(w.poll() is not None for w in writers)
+            now_ms = time.time() * 1000
+            try:
+                exp_id = exp_id or rest.experiment_id(exp)
+                if exp_id and not probe_run:
+                    probe_run = next((r["info"]["run_id"] for r in rest.runs(exp_id)
+                                      if r["info"]["run_name"] == "probe-0"), None)
+                if probe_run:
+                    for pt in rest.history(probe_run, "acc"):
+                        seen.setdefault(pt["step"], now_ms - pt["timestamp"])
+            except RuntimeError:
+                pass
+            if done:
+                break
+            time.sleep(0.1)
+        logged_s = time.monotonic() - t0
+        for w in writers:
+            if w.returncode != 0:
+                raise RuntimeError(f"a writer failed: {w.stderr.read()[-500:]!r}")
+        # delivered: every writer's run holds its points (the probe's run is still going)
+        want = n_writers * args.runs * args.points
+        while True:
+            got = 0
+            for r in rest.runs(exp_id):
+                if r["info"]["run_name"].startswith("run-") and \
+                        r["info"]["status"] == "FINISHED":
+                    got += len(rest.history(r["info"]["run_id"], "loss"))
+                    got += len(rest.history(r["info"]["run_id"], "acc"))
+            if got >= want or time.monotonic() - t0 > 1800:
+                break
+            time.sleep(0.5)
+        delivered_s = time.monotonic() - t0
+    finally:
+        if probe:
+            probe.kill()
+            probe.wait()
+        relay.terminate()
+        relay.wait(timeout=120)
+    lat = sorted(seen.values())
+    return {"writers": n_writers, "points": want, "got": got, "logged_s": logged_s,
+            "delivered_s": delivered_s, "points_per_s": want / delivered_s,
+            "lat_n": len(lat), "lat_p50": lat[len(lat) // 2] if lat else None,
+            "lat_p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+            "lat_max": lat[-1] if lat else None}
+
+
+def relay_bench(args):
+    """RELAY: throughput and latency of live delivery by a relay, with 1, 4, 8... writers."""
+    work = tempfile.mkdtemp(prefix="mltrack-bench-relay-")
+    rows, failures = [], 0
+    try:
+        for n in [int(x) for x in args.writers.split(",")]:
+            try:
+                rows.append(relay_round(args, n, work))
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                failures += 1
+                print(f"RELAY {n} writers: {e}", file=sys.stderr)
+            time.sleep(SETTLE_S)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"RELAY: writers with no network (unshare -n), each {args.runs} run(s) x "
+          f"{args.points:,} points as fast as they can, one relay (`mltrack sync --follow`); a "
+          f"probe writer logs a point every 100 ms; {os.cpu_count()} CPUs")
+    ms = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
+    print(Report.table(
+        ["writers", "points", "on the server", "logged in s", "delivered in s", "points/s",
+         "probe latency p50 ms", "p99 ms", "max ms", "probe points"],
+        [[str(r["writers"]), f"{r['points']:,}", f"{r['got']:,}", f"{r['logged_s']:.1f}",
+          f"{r['delivered_s']:.1f}", fmt(r["points_per_s"]), ms(r["lat_p50"]), ms(r["lat_p99"]),
+          ms(r["lat_max"]), str(r["lat_n"])] for r in rows]))
+    bad = [r for r in rows if r["got"] != r["points"]]
+    return 1 if failures or bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1117,8 +1227,16 @@ def main():
     sc.add_argument("--ranks", type=int, default=8)
     sc.add_argument("--runs", type=int, default=2)
     sc.add_argument("--points", type=int, default=600)
+    rl = sub.add_parser("relay")
+    rl.add_argument("--build", required=True)
+    rl.add_argument("--uri", required=True)
+    rl.add_argument("--writers", default="1,4,8", help="writer counts, one round each")
+    rl.add_argument("--runs", type=int, default=2)
+    rl.add_argument("--points", type=int, default=50_000)
     args = ap.parse_args()
 
+    if args.cmd == "relay":
+        return relay_bench(args)
     if args.cmd == "scale":
         return scale_bench(args)
     if args.cmd == "cli":

@@ -6,14 +6,16 @@
 #   workload's variants side by side in every round, the server's contents checked after each, and
 #   a table of medians, ratios and targets on stdout (raw results in BUILD_ROOT/bench/results.json).
 # Usage: scripts/bench.sh [--rounds N] [--w4-rounds N] [--quick]
-#                         [--only W1,W2,W3,W4,MEM,HOTPATH,CLI,ART,SCALE] [--write-baseline]
+#                         [--only W1,W2,W3,W4,MEM,HOTPATH,CLI,ART,SCALE,RELAY] [--write-baseline]
 #   --rounds N        rounds of W1-W3 and SCALE (default 3; 1 with --quick)
 #   --w4-rounds N     rounds of W4, each a replay of 1M points at the server's pace (default 1)
 #   --quick           fewer points (a smoke test, about 2 minutes)
 #   --only LIST       only these workloads (comma-separated; CLI: `mltrack run`'s figures; ART:
 #                     artifacts, a 1 GiB file and 1000 small ones (256 MiB and 200 with --quick); SCALE:
 #                     16 processes x 4 threads at once into an MLflow server with --workers 4 on
-#                     PostgreSQL (scripts/pg-server.sh), then on SQLite, servers of its own)
+#                     PostgreSQL (scripts/pg-server.sh), then on SQLite, servers of its own;
+#                     RELAY: 1, 4 and 8 writers with no network (unshare -n) delivered live by
+#                     `mltrack sync --follow`: points/s, and a probe's latency to the server)
 #   --write-baseline  write the measured hot-path counts to bench/hotpath-baseline.txt
 # Environment: MLTRACK_SKIP_DEPS=1, MLTRACK_BUILD_ROOT, MLTRACK_VENV (as for scripts/test.sh).
 # Exit status: 0 unless a variant crashed or the server did not hold exactly the points logged;
@@ -24,7 +26,7 @@ SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 source "$SCRIPTS/lib.sh"
 
 usage() {
-    sed -n '2,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     exit "${1:-0}"
 }
 
@@ -122,7 +124,7 @@ if [[ ${ONLY^^} != HOTPATH && ${ONLY^^} != HOT && ${ONLY^^} != SCALE ]]; then
 fi
 
 rc=0
-if [[ ${ONLY^^} != CLI && ${ONLY^^} != SCALE && ${ONLY^^} != ART ]]; then
+if [[ ${ONLY^^} != CLI && ${ONLY^^} != SCALE && ${ONLY^^} != ART && ${ONLY^^} != RELAY ]]; then
     "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" run "${URI_ARGS[@]}" --build "$BUILD_DIR" \
         --python "$MLT_PYTHON" --out "$BUILD_DIR/results.json" \
         ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || rc=$?
@@ -137,6 +139,11 @@ if [[ -z $ONLY || ,${ONLY^^}, == *,ART,* ]]; then
     echo
     "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" art "${URI_ARGS[@]}" --build "$BUILD_DIR" \
         --python "$MLT_PYTHON" "${ART_ARGS[@]}" || rc=$?
+fi
+# RELAY: live delivery from writers with no network, through a relay (the shared server)
+if [[ -z $ONLY || ,${ONLY^^}, == *,RELAY,* ]]; then
+    echo
+    "$MLT_PYTHON" "$MLT_SRC/bench/bench.py" relay "${URI_ARGS[@]}" --build "$BUILD_DIR" || rc=$?
 fi
 # SCALE: many processes at once, on PostgreSQL and on SQLite (servers of its own, 4 workers each)
 if [[ -z $ONLY || ,${ONLY^^}, == *,SCALE,* ]]; then
