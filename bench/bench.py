@@ -1147,6 +1147,75 @@ def relay_round(args, n_writers, work):
             "lat_max": lat[-1] if lat else None}
 
 
+def proc_rss_kib(pid, field="VmRSS"):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def relay_memory(args, work):
+    """The relay's memory with many live journals: args.journals writers with no network each
+    log one run of 20 points and stay (--hold) while one relay follows them all; the relay's RSS
+    once it follows them all, with a quarter, half and all of them, and after they ended and it
+    removed their journals."""
+    queue = os.path.join(work, f"queue-mem-{uuid.uuid4().hex[:6]}")
+    exp = f"bench-relay-mem-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, MLTRACK_QUEUE_DIR=queue, MLFLOW_EXPERIMENT_NAME=exp,
+               MLTRACK_LEASE_MS="10000", MLFLOW_TRACKING_URI=args.uri)
+    mltrack = os.path.join(args.build, "mltrack")
+    it_queue = os.path.join(args.build, "tests", "it_queue")
+    hold = os.path.join(work, "hold")
+    relay = subprocess.Popen([mltrack, "sync", "--follow", "--queue", queue, "--tracking-uri",
+                              args.uri], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    writers, rss = [], {}
+    try:
+        steps = sorted({max(1, args.journals // 4), max(1, args.journals // 2), args.journals})
+        for n in range(1, args.journals + 1):
+            writers.append(subprocess.Popen(
+                ["unshare", "-n", it_queue, "--hold", hold, "--close-ms", "600000", "log", "1",
+                 "20"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if n in steps:
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:  # every journal so far followed, delivered
+                    live = [d for d in os.listdir(queue) if d.startswith("j-")] \
+                        if os.path.isdir(queue) else []
+                    acked = 0
+                    for d in live:
+                        try:
+                            with open(os.path.join(queue, d, "acked")) as f:
+                                acked += int(f.read().split()[0] or 0) > 0
+                        except (OSError, ValueError, IndexError):
+                            pass
+                    if len(live) >= n and acked >= n:
+                        break
+                    time.sleep(0.5)
+                time.sleep(2)
+                rss[n] = proc_rss_kib(relay.pid)
+        open(hold, "w").close()
+        for w in writers:
+            w.wait(timeout=600)
+        deadline = time.monotonic() + 300
+        while any(d.startswith("j-") for d in os.listdir(queue)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        rss["after"] = proc_rss_kib(relay.pid)
+        rss["peak"] = proc_rss_kib(relay.pid, "VmHWM")
+    finally:
+        open(hold, "w").close()
+        for w in writers:
+            if w.poll() is None:
+                w.kill()
+        relay.terminate()
+        relay.wait(timeout=120)
+    return rss
+
+
 def relay_bench(args):
     """RELAY: throughput and latency of live delivery by a relay, with 1, 4, 8... writers."""
     work = tempfile.mkdtemp(prefix="mltrack-bench-relay-")
@@ -1172,6 +1241,17 @@ def relay_bench(args):
           f"{r['delivered_s']:.1f}", fmt(r["points_per_s"]), ms(r["lat_p50"]), ms(r["lat_p99"]),
           ms(r["lat_max"]), str(r["lat_n"])] for r in rows]))
     bad = [r for r in rows if r["got"] != r["points"]]
+    if args.journals:
+        work2 = tempfile.mkdtemp(prefix="mltrack-bench-relay-mem-")
+        try:
+            rss = relay_memory(args, work2)
+        finally:
+            shutil.rmtree(work2, ignore_errors=True)
+        cells = [f"{k} live: {v / 1024:.1f} MiB" for k, v in rss.items() if isinstance(k, int)]
+        print(f"RELAY memory (RSS of `mltrack sync --follow`), following {args.journals} live "
+              f"journals of writers with no network: " + ", ".join(cells) +
+              f"; after they ended and were removed: {rss['after'] / 1024:.1f} MiB; peak "
+              f"{rss['peak'] / 1024:.1f} MiB")
     return 1 if failures or bad else 0
 
 
@@ -1233,6 +1313,8 @@ def main():
     rl.add_argument("--writers", default="1,4,8", help="writer counts, one round each")
     rl.add_argument("--runs", type=int, default=2)
     rl.add_argument("--points", type=int, default=50_000)
+    rl.add_argument("--journals", type=int, default=200,
+                    help="live journals for the memory figure (0: none)")
     args = ap.parse_args()
 
     if args.cmd == "relay":

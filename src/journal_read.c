@@ -261,6 +261,11 @@ mlt_err mlt__journal_next(mlt__journal *j, uint64_t *cursor, mlt__buf *scratch, 
         pthread_mutex_unlock(&j->mu);
     }
     if (*cursor >= last) {
+        if (j->follow && j->rb.data) {
+            /* a relay follows hundreds of journals, most of them idle: no read window kept */
+            free(j->rb.data);
+            j->rb = (rbuf){0};
+        }
         return MLT_ERR_NOT_FOUND;
     }
     if (*cursor != j->rseq || j->rseg == SIZE_MAX) {

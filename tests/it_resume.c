@@ -13,6 +13,10 @@
  * metric "loss" = step / 2 at each step from there to STEPS - 1 (DELAY_MS between two), ends the
  * run FINISHED and flushes (IT_RESUME_CLOSE_MS, default 60000).
  *
+ * IT_RESUME_FROM=N starts at step N without asking (the job's own checkpoint), and
+ * IT_RESUME_TS_BASE=T stamps step s with T + s (mlt_log_metric_at): a step logged again after a
+ * kill is then the same point, which the server keeps once.
+ *
  * Prints "from N" (the first step it logs), "step N" after each mlt_log_metric() that returned
  * MLT_OK (written with write(2): a SIGKILL loses no line of a returned call), then "close ERRNAME".
  * Exits 0, or 1 when the run cannot start or the step stays unknown.
@@ -61,12 +65,22 @@ int main(int argc, char **argv)
         mlt_tracker_close(t, 0);
         return 1;
     }
+    /* IT_RESUME_FROM: where the job's own checkpoint says it left off (a node without network,
+     * whose relay delivered everything: mlt_run_last_step() cannot know there) */
+    const char *from_env = getenv("IT_RESUME_FROM");
+    const char *ts_env = getenv("IT_RESUME_TS_BASE");
+    long long ts_base = ts_env ? atoll(ts_env) : -1;
     const char *ask = getenv("IT_RESUME_ASK_S");
     long tries = (ask ? atol(ask) : 120) * 5;
     int64_t last = -1;
     mlt_err e;
     const char *first = getenv("IT_RESUME_FIRST");
-    while ((e = mlt_run_last_step(run, "loss", &last)) != MLT_OK && e != MLT_ERR_NOT_FOUND) {
+    if (from_env) {
+        last = atoll(from_env) - 1;
+        e = last >= 0 ? MLT_OK : MLT_ERR_NOT_FOUND;
+    }
+    while (!from_env &&
+           (e = mlt_run_last_step(run, "loss", &last)) != MLT_OK && e != MLT_ERR_NOT_FOUND) {
         if (first && strcmp(first, "1") == 0 && mlt_err_is_retriable(e)) {
             e = MLT_ERR_NOT_FOUND; /* the first start: nothing logged before */
             break;
@@ -85,7 +99,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "it_resume: %s\n", mlt_last_error());
     }
     for (long long s = from; s < steps; s++) {
-        if (mlt_log_metric(run, "loss", (double)s / 2, s) == MLT_OK) {
+        mlt_err le = ts_base >= 0 ? mlt_log_metric_at(run, "loss", (double)s / 2, s, ts_base + s)
+                                  : mlt_log_metric(run, "loss", (double)s / 2, s);
+        if (le == MLT_OK) {
             say("step", s);
         } else {
             fprintf(stderr, "it_resume: step %lld: %s\n", s, mlt_last_error());

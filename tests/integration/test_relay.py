@@ -383,3 +383,59 @@ def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it
     relays.stop_all()
     _, runs = reader.runs_of_experiment_named(q.exp_name)
     assert [r["info"]["status"] for r in runs] == ["FINISHED"] * 3, runs
+
+
+def test_a_requeued_networkless_job_resumes_its_run_through_the_shared_queue(
+        queue_build_dir, exp_name, server_factory, tmp_path, relays_for, reliability):
+    """A job with no network (no tracking URI: the queue alone), killed with SIGKILL and started
+    again with the same key and MLTRACK_RESUME=allow, as a scheduler requeues it on other nodes
+    sharing the queue; a relay delivers every attempt live. Each restart goes on from its own
+    checkpoint (the last step that returned; the relay has delivered the rest, so the queue no
+    longer knows). One run on the server, RUNNING again at each start, FINISHED at the end, every
+    step once."""
+    from test_resume import STEPS, check_one_run  # noqa: PLC0415 - its checks, shared
+
+    rng = random.Random(61206)
+    kills = 3 if under_valgrind() else 6
+    srv = server_factory()
+    q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
+    relays = relays_for(q)
+    relays.start("a")
+    key = "job-" + exp_name[-10:]
+    env = dict(ENV, MLFLOW_TRACKING_URI=None, MLTRACK_RUN_KEY=key, MLTRACK_RESUME="allow",
+               IT_RESUME_TS_BASE="1700000000000", IT_RESUME_CLOSE_MS="60000")
+    printed = set()
+    statuses = []
+    for n in range(kills + 1):
+        e = dict(env, IT_RESUME_FROM=str(max(printed) + 1 if printed else 0))
+        out_p, err_p = tmp_path / f"job-{n}.out", tmp_path / f"job-{n}.err"
+        with open(out_p, "wb") as out, open(err_p, "wb") as err:
+            cmd = ["unshare", "-n"] + q.programs.command(["tests/it_resume", str(STEPS), "15"])
+            proc = subprocess.Popen(cmd, env=q.programs.env(q.env(e)), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err)
+            if n < kills:
+                time.sleep(rng.uniform(0.4, 1.2) * slow_factor())
+                proc.send_signal(signal.SIGKILL)
+            rc = proc.wait(timeout=300 * slow_factor())
+        text = out_p.read_text(errors="replace")
+        assert rc in (0, -signal.SIGKILL), (rc, text[-1000:], err_p.read_text()[-2000:])
+        printed |= {int(line.split()[1]) for line in text.splitlines()
+                    if line.startswith("step ")}
+        if n == kills:
+            assert rc == 0 and "close MLT_OK" in text, (text[-1000:], err_p.read_text()[-2000:])
+        else:
+            assert rc == -signal.SIGKILL, f"attempt {n} ended before its kill: {text[-500:]}"
+        # the run as the server has it between two attempts (the relay delivers the killed
+        # attempt's journal once its lease lapses or it sees the writer gone)
+        reader = MlflowReader(srv.uri)
+        _, runs = reader.runs_of_experiment_named(q.exp_name)
+        statuses.append(sorted(r["info"]["status"] for r in runs))
+    wait_until(lambda: not journal_dirs(q.dir), 60 * slow_factor(),
+               "the relay to deliver every attempt's journal")
+    relays.stop_all()
+    assert printed == set(range(STEPS)), sorted(set(range(STEPS)) - printed)[:20]
+    check_one_run(srv.uri, q.exp_name, key, printed)
+    assert all(len(s) <= 1 for s in statuses), f"more than one run at some point: {statuses}"
+    print(f"requeued networkless job: {kills} kills, runs seen between attempts {statuses}")
+    reliability("resume by key through the relay: a networkless job SIGKILLed and requeued",
+                faults=kills, checked="server")
