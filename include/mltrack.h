@@ -358,6 +358,11 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
  *                     route, unknown host, TLS refused; a finding older than a second makes the
  *                     sender try once more first), not at the deadline; or at the deadline when
  *                     the records wait for a run the server does not have yet (MLTRACK_RUN_KEY).
+ *                     When a relay (`mltrack sync --follow`) serves the queue, the flush waits
+ *                     for it instead (it takes the journal up within about 3 s): MLT_OK once it
+ *                     delivered, MLT_ERR_QUEUED at once when the relay finds the server away too,
+ *                     or at the deadline. With no tracking_uri (the queue alone), MLT_ERR_QUEUED
+ *                     at once unless a relay serves the queue.
  *                     mlt_last_error() is one line: how many runs and points are kept, in which
  *                     queue directory, why, and the `mltrack sync` command that delivers them.
  *                     Not counted by mlt_tracker_error_count(); mlt_err_is_retriable() says 1;
@@ -704,7 +709,7 @@ mlt_err mlt_tracker_add_print(mlt_tracker *tracker, FILE *out);
 mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf, size_t errlen);
 
 /**
- * Adds the MLflow callback, using the tracker's options (tracking_uri required), with its
+ * Adds the MLflow callback, using the tracker's options (tracking_uri, or queue_dir: below), with its
  * durable queue: a journal of this tracker's own in queue_dir (created 0700), and a background
  * sender thread. Every run event is appended to the journal (fsync per the fsync option) and the
  * call returns; it never waits for the server, which may be absent. The sender delivers each run
@@ -716,16 +721,23 @@ mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errb
  * long as the tracker lives; a run is never created twice. What the server refuses for good goes
  * to the journal's dead.jsonl and to the delivery callback. Journals left by processes that
  * died (their flock is free) are taken over and delivered too.
+ * One party at a time delivers a journal (its delivery lease, option lease_ms): while the server
+ * cannot be reached, the sender lets go of its journal, and a relay (`mltrack sync --follow` on
+ * a host that reaches the server, the queue on a shared file system: docs/hpc.md) may deliver it,
+ * live; a flush then waits for the relay's acknowledgements. With no tracking_uri but a
+ * queue_dir (a node without network), the journal is the relay's (or `mltrack sync`'s) alone to
+ * deliver, and mlt_run_last_step() answers from the queue only.
  * Log calls fail with MLT_ERR_QUEUE_FULL at the queue_max_bytes cap (after waiting up to
  * queue_block_ms with queue_full=block); a run's start and end are always queued.
- * Returns MLT_ERR_BAD_OPTION (no tracking_uri; message in errbuf), MLT_ERR_IO (the queue
- * directory cannot be written) or as mlt_tracker_add_callbacks().
+ * Returns MLT_ERR_BAD_OPTION (neither tracking_uri nor queue_dir; message in errbuf), MLT_ERR_IO
+ * (the queue directory cannot be written) or as mlt_tracker_add_callbacks().
  */
 mlt_err mlt_tracker_add_mlflow(mlt_tracker *tracker, char *errbuf, size_t errlen);
 
 /**
  * The one-call setup most programs want: options from the MLflow environment variables
- * (mlt_options_from_env()), a tracker, and the MLflow callback. MLFLOW_TRACKING_URI must be set.
+ * (mlt_options_from_env()), a tracker, and the MLflow callback. MLFLOW_TRACKING_URI must be set,
+ * or MLTRACK_QUEUE_DIR for the queue alone (a node without network, delivered by a relay).
  * Add other callbacks to *out before the first run. Returns as mlt_options_from_env(),
  * mlt_tracker_new() and mlt_tracker_add_mlflow(), with a message in errbuf; *out is set only on
  * success.

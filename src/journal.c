@@ -296,16 +296,20 @@ static MLT__MUST_USE mlt_err mkdirs(const char *dir)
     return mkdir(tmp, 0700) != 0 && errno != EEXIST ? MLT_ERR_IO : MLT_OK;
 }
 
+static void remove_dir(mlt__journal *j);
+
+/*
+ * A new journal is made under a name no listing takes for a journal (".new-j-<uuid>"), locked
+ * and filled there, then renamed into place: a process adopting the queue's journals (a tracker
+ * starting, a relay) never meets a journal directory whose lock is not held yet, and never takes
+ * over (and removes, as delivered) a journal being made.
+ */
 mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode mode)
 {
-    mlt__journal *j = alloc_journal(dir, false, mode);
-    if (!j) {
-        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
-    }
-    mlt_err err = MLT_OK;
-    char parent[PATH_MAX];
+    char parent[PATH_MAX], tmp[PATH_MAX];
     int n = snprintf(parent, sizeof parent, "%s", dir);
     char *slash = FITS(n, sizeof parent) ? strrchr(parent, '/') : NULL;
+    const char *base = slash ? dir + (slash - parent) + 1 : dir;
     if (!slash) {
         snprintf(parent, sizeof parent, ".");
     } else if (slash == parent) {
@@ -313,15 +317,33 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
     } else {
         *slash = '\0';
     }
-    errno = FITS(n, sizeof parent) ? 0 : ENAMETOOLONG;
+    int tn = snprintf(tmp, sizeof tmp, "%.*s.new-%s", (int)(base - dir), dir, base);
+    if (!FITS(n, sizeof parent) || !FITS(tn, sizeof tmp)) {
+        return mlt__fail(MLT_ERR_VALUE_TOO_LONG, "journal path too long: %s", dir);
+    }
+    mlt__journal *j = alloc_journal(tmp, false, mode);
+    if (!j) {
+        return mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    }
+    mlt_err err = MLT_OK;
+    bool made = false;
+    struct stat st;
     /* the journal's own directory must be new: never write over another journal */
-    if (errno || mkdirs(parent) != MLT_OK || mkdir(dir, 0700) != 0) {
-        bool exists = errno == EEXIST;
+    if (mkdirs(parent) != MLT_OK) {
         err = mlt__j_sys_err("cannot create the journal directory", dir);
-        if (exists && take_lock(j) == MLT_ERR_LOCKED) {
-            err = MLT_ERR_LOCKED;
+    } else if (stat(dir, &st) == 0) {
+        mlt__journal *old = alloc_journal(dir, false, mode);
+        errno = EEXIST;
+        err = mlt__j_sys_err("cannot create the journal directory", dir);
+        if (old && take_lock(old) == MLT_ERR_LOCKED) {
+            err = mlt__fail(MLT_ERR_LOCKED, "journal %s is owned by a running process", dir);
         }
-    } else if ((err = take_new_lock(j)) == MLT_OK) {
+        if (old) {
+            free_journal(old);
+        }
+    } else if (mkdir(tmp, 0700) != 0) {
+        err = mlt__j_sys_err("cannot create the journal directory", tmp);
+    } else if ((made = true, err = take_new_lock(j)) == MLT_OK) {
         if (mlt__j_replace_file(j, "acked", "0\n", 2) != MLT_OK ||
             mlt__j_replace_file(j, "runs", "", 0) != MLT_OK) {
             err = mlt__j_sys_err("cannot write the state of journal", dir);
@@ -338,7 +360,23 @@ mlt_err mlt__journal_create(mlt__journal **out, const char *dir, mlt__fsync_mode
             }
         }
     }
+    /* into place: its lock is held, its files are there */
+    char *final = err == MLT_OK ? mlt__strdup(dir) : NULL;
+    if (err == MLT_OK && !final) {
+        err = mlt__fail(MLT_ERR_NOMEM, "out of memory");
+    } else if (err == MLT_OK && rename(tmp, dir) != 0) {
+        err = mlt__j_sys_err("cannot create the journal directory", dir);
+    } else if (err == MLT_OK) {
+        free(j->dir);
+        j->dir = final;
+        final = NULL;
+        mlt__j_fsync_dir(parent);
+    }
+    free(final);
     if (err != MLT_OK) {
+        if (made) {
+            remove_dir(j); /* the half-made one, under its temporary name */
+        }
         free_journal(j);
         return err;
     }
@@ -760,8 +798,8 @@ void mlt__j_follow_more(mlt__journal *j)
         segment *sg = &j->segs[j->n_segs - 1];
         char name[64], path[PATH_MAX];
         mlt__j_seg_name(sg->first_seq, name);
-        int fd = mlt__j_path_in(j, name, path, sizeof path) == 0 ? open(path, O_RDONLY | O_CLOEXEC)
-                                                                 : -1;
+        int fd =
+            mlt__j_path_in(j, name, path, sizeof path) == 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0) {
             if (fd >= 0) {
@@ -832,8 +870,8 @@ mlt_err mlt__journal_reload_delivery(mlt__journal *j)
     }
     mlt__buf_free(&scratch);
     if (c != acked) {
-        return mlt__fail(MLT_ERR_CORRUPT, "journal %s: its acked cursor %" PRIu64
-                         " was not found", j->dir, acked);
+        return mlt__fail(MLT_ERR_CORRUPT, "journal %s: its acked cursor %" PRIu64 " was not found",
+                         j->dir, acked);
     }
     return mlt__j_acked_to(j, &r);
 }

@@ -47,7 +47,7 @@ struct mlt__lease {
     char seen_text[LEASE_TEXT_MAX];
     size_t seen_len;
     int64_t seen_since_ns;
-    bool patient; /* a lease never taken is left to a live writer for lease_ms */
+    bool patient;            /* a lease never taken is left to a live writer for lease_ms */
     int64_t settle_until_ns; /* taken over from a stale holder: not valid before this */
 };
 
@@ -97,8 +97,8 @@ int mlt__lease_parse(const char *text, size_t len, mlt__lease_info *out)
 {
     char buf[LEASE_TEXT_MAX];
     /* one line: "<fields> <crc>\n", nothing after it */
-    if (len < 12 || len >= sizeof buf || text[len - 1] != '\n' ||
-        memchr(text, '\0', len) != NULL || memchr(text, '\n', len - 1) != NULL) {
+    if (len < 12 || len >= sizeof buf || text[len - 1] != '\n' || memchr(text, '\0', len) != NULL ||
+        memchr(text, '\n', len - 1) != NULL) {
         return -1;
     }
     memcpy(buf, text, len - 1);
@@ -117,10 +117,10 @@ int mlt__lease_parse(const char *text, size_t len, mlt__lease_info *out)
     *sp = '\0';
     char magic[32], gens[32], id[32], role[16], pids[16], beats[32], state[16], host[80];
     int used = 0;
-    if (sscanf(buf, "%31s %31s %31s %15s %15s %31s %15s %79s%n", magic, gens, id, role, pids,
-               beats, state, host, &used) != 8 ||
-        (size_t)used != strlen(buf) || strcmp(magic, MLT__LEASE_MAGIC) != 0 ||
-        strlen(id) != 16 || strspn(id, "0123456789abcdef") != 16) {
+    if (sscanf(buf, "%31s %31s %31s %15s %15s %31s %15s %79s%n", magic, gens, id, role, pids, beats,
+               state, host, &used) != 8 ||
+        (size_t)used != strlen(buf) || strcmp(magic, MLT__LEASE_MAGIC) != 0 || strlen(id) != 16 ||
+        strspn(id, "0123456789abcdef") != 16) {
         return -1;
     }
     /* plain decimal numbers: no sign, no leading zero, in range */
@@ -355,8 +355,7 @@ static mlt__lease_take_result create_gen(mlt__lease *l, uint64_t gen, mlt__lease
         if (errno == ENOENT) {
             return MLT__LEASE_GONE;
         }
-        mlt__fail(MLT_ERR_IO, "cannot write the delivery lease in %s: %s", l->dir,
-                  strerror(errno));
+        mlt__fail(MLT_ERR_IO, "cannot write the delivery lease in %s: %s", l->dir, strerror(errno));
         return MLT__LEASE_ERROR;
     }
     int rc = link(tmp, path), e = errno;

@@ -63,7 +63,7 @@ struct mlt_options {
     int multipart_upload; /* when text[MLT__OPT_MULTIPART_UPLOAD] is set; else ask the server */
     long long multipart_min_bytes;
     long long multipart_chunk_bytes;
-    int resume; /* 1: the run of run_key is created if absent, else resumed; 0: attached */
+    int resume;         /* 1: the run of run_key is created if absent, else resumed; 0: attached */
     long long lease_ms; /* a journal's delivery lease lapses this long after its last renewal */
     mlt__logger logger;
     mlt_delivery_fn delivery_fn;

@@ -17,18 +17,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCAN_MS 1000     /* the queue listed, others' leases looked at, owners asked */
+#define SCAN_MS 1000        /* the queue listed, others' leases looked at, owners asked */
 #define RETRY_OPEN_MS 10000 /* a journal that could not be opened is tried again after this */
 
 /* One journal of the queue, as the relay knows it. */
 typedef struct rj {
     char *dir;
     mlt__lease *lease;
-    bool in;          /* handed to the sender, its lease renewed by the keeper */
-    bool follow;      /* ...as a follower (its writer alive), else adopted */
-    bool unowned;     /* found without a live writer at the last look (adopted at the next) */
-    bool seen;        /* in the latest listing */
-    int64_t look_ns;  /* looked at again after this */
+    bool in;         /* handed to the sender, its lease renewed by the keeper */
+    bool follow;     /* ...as a follower (its writer alive), else adopted */
+    bool unowned;    /* found without a live writer at the last look (adopted at the next) */
+    bool seen;       /* in the latest listing */
+    int64_t look_ns; /* looked at again after this */
 } rj;
 
 typedef struct relay {
@@ -40,7 +40,6 @@ typedef struct relay {
     size_t n, cap;
     mlt__relay_stats st;
 } relay;
-
 
 /* Takes journal x out of the sender (its journal closed, nothing removed), lease kept. */
 static void take_out(relay *r, rj *x)
@@ -248,7 +247,7 @@ mlt_err mlt__relay_run(const mlt_options *opts, const char *queue_dir, const ato
     if (err != MLT_OK) {
         return err;
     }
-    mlt__sender_set_relay(r.s, true);
+    mlt__sender_set_relay(r.s);
     if (!(r.keeper = mlt__lease_keeper_new((int)(opts->lease_ms / 5)))) {
         mlt__sender_free(r.s, 0);
         return mlt__fail(MLT_ERR_NOMEM, "cannot start the lease keeper thread");

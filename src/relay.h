@@ -44,7 +44,7 @@ typedef void (*mlt__relay_report)(const mlt__relay_stats *st, void *ud);
  * or the failure to start (MLT_ERR_NOMEM, MLT_ERR_BAD_OPTION).
  */
 MLT__MUST_USE mlt_err mlt__relay_run(const mlt_options *opts, const char *queue_dir,
-                                     const atomic_bool *stop, int poll_ms,
-                                     mlt__relay_report report, void *ud);
+                                     const atomic_bool *stop, int poll_ms, mlt__relay_report report,
+                                     void *ud);
 
 #endif

@@ -73,10 +73,9 @@ mlt_err mlt__sender_new_with(mlt__sender **out, const mlt_options *opts, const m
     return MLT_OK;
 }
 
-void mlt__sender_set_relay(mlt__sender *s, bool follow)
+void mlt__sender_set_relay(mlt__sender *s)
 {
     s->lease_role = MLT__LEASE_RELAY;
-    s->relay = follow;
 }
 
 void mlt__sender_set_no_server(mlt__sender *s)
@@ -423,8 +422,7 @@ static outcome pass(mlt__sender *s, bool *did, int64_t *next_ns, bool retiring,
 
 static bool slot_delivered(const slot *sl)
 {
-    return !sl->j || sl->relayed ||
-           mlt__journal_acked_seq(sl->j) >= mlt__journal_last_seq(sl->j);
+    return !sl->j || sl->relayed || mlt__journal_acked_seq(sl->j) >= mlt__journal_last_seq(sl->j);
 }
 
 static bool all_delivered(mlt__sender *s)
@@ -622,9 +620,9 @@ typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW, KEPT_RELAYED, KEPT_NO_SERVER 
 
 /*
  * What a flush returns when it leaves records in the queue: MLT_ERR_QUEUED (the server away,
- * the journal waiting for run waiting_for, or delivered by the relay h) or MLT_ERR_TIMEOUT (a slow server, at the
- * deadline), with what this process logged that is kept, where, and why. Call with s->mu held
- * (last_error, down_why).
+ * the journal waiting for run waiting_for, or delivered by the relay h) or MLT_ERR_TIMEOUT (a slow
+ * server, at the deadline), with what this process logged that is kept, where, and why. Call with
+ * s->mu held (last_error, down_why).
  */
 static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for,
                                   const mlt__lease_info *h)
@@ -712,6 +710,31 @@ static const char *own_waiting_for(const mlt__sender *s)
     return NULL;
 }
 
+/*
+ * In a flush that nothing here can deliver (no server, or it was found away): whether to wait a
+ * little more for a relay to take the journal up. *seen caches whether a relay serves the queue
+ * (-1: not asked yet; asked without s->mu). Waits RELAYED_FLUSH_MS with the sender told to look
+ * at the lease now, and returns true, for up to RELAY_PICKUP_MS from start (and the deadline).
+ * Call with s->mu held.
+ */
+static bool await_relay(mlt__sender *s, int *seen, int64_t start, int64_t deadline)
+{
+    if (*seen < 0) {
+        pthread_mutex_unlock(&s->mu);
+        *seen = s->queue_dir && mlt__queue_has_relay(s->queue_dir, RELAY_FRESH_MS);
+        pthread_mutex_lock(&s->mu);
+    }
+    int64_t now = mlt__mono_ns();
+    if (!*seen || now >= start + RELAY_PICKUP_MS * 1000000LL ||
+        (deadline >= 0 && now >= deadline)) {
+        return false;
+    }
+    s->probe = true; /* the sender looks at the lease again now */
+    pthread_cond_signal(&s->wake_cv);
+    mlt__cond_wait_until(&s->done_cv, &s->mu, mlt__deadline_ms(RELAYED_FLUSH_MS));
+    return true;
+}
+
 mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
 {
     mlt_err synced = sync_own(s);
@@ -753,23 +776,14 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         if (!relay && s->no_server) {
             /* nothing here delivers: a relay serving the queue takes the journal up within its
              * next look; none does: kept */
-            if (relay_seen < 0) {
-                pthread_mutex_unlock(&s->mu);
-                relay_seen = s->queue_dir && mlt__queue_has_relay(s->queue_dir, RELAY_FRESH_MS);
-                pthread_mutex_lock(&s->mu);
-            }
-            if (relay_seen && mlt__mono_ns() < start + RELAY_PICKUP_MS * 1000000LL &&
-                (deadline < 0 || mlt__mono_ns() < deadline)) {
-                s->probe = true;
-                pthread_cond_signal(&s->wake_cv);
-                mlt__cond_wait_until(&s->done_cv, &s->mu, mlt__deadline_ms(RELAYED_FLUSH_MS));
+            if (await_relay(s, &relay_seen, start, deadline)) {
                 continue;
             }
             err = kept(s, KEPT_NO_SERVER, NULL, NULL);
             break;
         }
-        if (relay && (relay->state == MLT__LEASE_AWAY ||
-                      (deadline >= 0 && mlt__mono_ns() >= deadline))) {
+        if (relay &&
+            (relay->state == MLT__LEASE_AWAY || (deadline >= 0 && mlt__mono_ns() >= deadline))) {
             err = kept(s, KEPT_RELAYED, NULL, relay);
             break;
         }
@@ -778,16 +792,7 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         if (!relay && s->down_at_ns && s->down_at_ns >= start - DOWN_FRESH_NS) {
             /* A relay serves this queue: it takes the journal up within its next look (the
              * writer let go of its lease); waited for that long, then the relay's acks. */
-            if (relay_seen < 0) {
-                pthread_mutex_unlock(&s->mu);
-                relay_seen = s->queue_dir && mlt__queue_has_relay(s->queue_dir, RELAY_FRESH_MS);
-                pthread_mutex_lock(&s->mu);
-            }
-            if (relay_seen && mlt__mono_ns() < start + RELAY_PICKUP_MS * 1000000LL &&
-                (deadline < 0 || mlt__mono_ns() < deadline)) {
-                s->probe = true; /* the sender looks at the lease again now */
-                pthread_cond_signal(&s->wake_cv);
-                mlt__cond_wait_until(&s->done_cv, &s->mu, mlt__deadline_ms(RELAYED_FLUSH_MS));
+            if (await_relay(s, &relay_seen, start, deadline)) {
                 continue;
             }
             err = kept(s, KEPT_AWAY, NULL, NULL);

@@ -30,10 +30,10 @@ MLT__MUST_USE mlt_err mlt__sender_add(mlt__sender *s, mlt__journal *j, bool adop
 
 void mlt__sender_on_run_id(mlt__sender *s, mlt__run_id_fn fn, void *ud);
 
-/* Makes s deliver for `mltrack sync` (before any journal is added): its leases say "relay";
- * with follow (`sync --follow`), journals are added with mlt__sender_add_leased() and it never
- * lets go of a lease because the server is away (it says so in the lease instead). */
-void mlt__sender_set_relay(mlt__sender *s, bool follow);
+/* Makes s deliver for `mltrack sync`, with or without --follow (before any journal is added):
+ * its leases say "relay", and it never lets go of one because the server is away (it says so in
+ * the lease instead: a tracker's flush then stops waiting for it). */
+void mlt__sender_set_relay(mlt__sender *s);
 
 /* Makes s a sender with no server to send to (no tracking URI: a node without network), before
  * any journal is added: it never delivers, gives each journal's lease up at once for a relay to
@@ -91,7 +91,7 @@ typedef struct mlt__sync_progress {
     uint64_t artifacts_sent, artifact_bytes_sent; /* artifacts uploaded, and their bytes (an
                                                    * upload's counted as it goes) */
     uint64_t artifact_bytes_total; /* snapshot bytes undelivered when the sync began */
-    uint64_t rejected;                            /* records dead-lettered */
+    uint64_t rejected;             /* records dead-lettered */
     /* left by a drain that returned MLT_ERR_QUEUED: records waiting for runs the server does
      * not have, which a journal of the queue creates (owned by a running process, or for
      * another server), or which none does */

@@ -60,11 +60,11 @@ typedef struct slot {
     uint64_t retired_queued;
     /* its delivery lease (lease.h): the slot is delivered only while it is valid */
     mlt__lease *lease;
-    bool own_lease;       /* made and freed by the sender (else the relay's) */
-    bool relayed;         /* another party (a relay) holds it (under mu) */
-    int64_t lease_try_ns;  /* a writer tries to take it again after this (held back after it let
-                            * go of it, the server away; or another holds it)... */
-    int64_t lease_look_ns; /* ...and meanwhile only looks who holds it, after this */
+    bool own_lease;         /* made and freed by the sender (else the relay's) */
+    bool relayed;           /* another party (a relay) holds it (under mu) */
+    int64_t lease_try_ns;   /* a writer tries to take it again after this (held back after it let
+                             * go of it, the server away; or another holds it)... */
+    int64_t lease_look_ns;  /* ...and meanwhile only looks who holds it, after this */
     mlt__lease_info holder; /* who holds it then (under mu) */
 } slot;
 
@@ -92,8 +92,6 @@ struct mlt__sender {
     int failures; /* consecutive retriable failures */
     char last_error[1024];
     char *queue_dir; /* where the journals are (for the creator of a run waited for), or NULL */
-    bool relay;                 /* a relay's sender (mlt__sender_new_relay): never lets go of a
-                                 * lease because the server is away (it says so in the lease) */
     mlt__lease_keeper *keeper;  /* renews the leases the sender made (own_lease) */
     mlt__lease_role lease_role; /* what its leases say it is: a tracker's writer, or sync */
     bool no_server;             /* no tracking URI: never delivers (mlt__sender_set_no_server) */
@@ -118,13 +116,14 @@ struct mlt__sender {
 #define WAIT_MAX_MS 30000          /* ...doubling up to this */
 #define WAIT_FLUSH_MS 250          /* ...or this, while this process flushes and it is its own */
 #define DOWN_FRESH_NS 1000000000LL /* a server found away this recently is away: no probe */
-#define IDLE_MS 60000 /* an idle sender sleeps this long at most (new records wake it) */
-#define RELAYED_LOOK_MS 1000  /* a journal a relay delivers: its acks are read this often... */
-#define RELAYED_FLUSH_MS 100  /* ...or this often while this process flushes */
-#define RELAY_FRESH_MS 10000  /* a relay's mark touched this recently: it serves the queue */
-#define RELAY_PICKUP_MS 3000  /* a flush with the server away waits this long for it */
-#define LET_GO_MS 2500 /* a writer that let go of its lease (the server away) leaves it to a
-                        * relay this long: longer than a relay's look at the queue (1 s) */
+#define IDLE_MS 60000        /* an idle sender sleeps this long at most (new records wake it) */
+#define RELAYED_LOOK_MS 1000 /* a journal a relay delivers: its acks are read this often... */
+#define RELAYED_FLUSH_MS 100 /* ...or this often while this process flushes */
+#define RELAY_FRESH_MS 10000 /* a relay's mark touched this recently: it serves the queue */
+#define RELAY_PICKUP_MS 3000 /* a flush with the server away waits this long for it */
+/* A tracker that let go of its lease (the server away) leaves it to a relay this long: longer
+ * than a relay's look at the queue (1 s). */
+#define LET_GO_MS 2500
 /* How long a run must stay absent from runs/search after an ambiguous create before it is
  * created again: a server may still be working on the first request. */
 #define AMBIGUOUS_SETTLE_NS (5 * 1000000000LL)

@@ -79,8 +79,8 @@ int main(int argc, char **argv)
         last = atoll(from_env) - 1;
         e = last >= 0 ? MLT_OK : MLT_ERR_NOT_FOUND;
     }
-    while (!from_env &&
-           (e = mlt_run_last_step(run, "loss", &last)) != MLT_OK && e != MLT_ERR_NOT_FOUND) {
+    while (!from_env && (e = mlt_run_last_step(run, "loss", &last)) != MLT_OK &&
+           e != MLT_ERR_NOT_FOUND) {
         if (first && strcmp(first, "1") == 0 && mlt_err_is_retriable(e)) {
             e = MLT_ERR_NOT_FOUND; /* the first start: nothing logged before */
             break;

@@ -172,8 +172,7 @@ static const char sync_help[] =
     "                         $MLFLOW_HTTP_REQUEST_MAX_RETRIES)\n"
     "  --follow               keep delivering, live, until stopped (a relay)\n"
     "  --poll-ms MS           with --follow: how often a journal is looked at for new\n"
-    "                         records (default 200)\n" CONN_HELP
-    "\n"
+    "                         records (default 200)\n" CONN_HELP "\n"
     "environment: MLTRACK_LEASE_MS (default 10000): a journal's delivery lease; a relay\n"
     "takes over from a stopped or hung deliverer this long after its last renewal.\n";
 
@@ -566,10 +565,10 @@ enum {
     F_QUEUE = 1 << 0,
     F_URI = 1 << 1,
     F_TIMEOUT = 1 << 2,
-    F_RUN = 1 << 3,  /* --experiment, --run-name, --param, --tag, --system-metrics[-interval] */
-    F_STEP = 1 << 4, /* --step */
-    F_DEAD = 1 << 5, /* --dead-letters */
-    F_ART = 1 << 6,  /* --artifact-path */
+    F_RUN = 1 << 3,    /* --experiment, --run-name, --param, --tag, --system-metrics[-interval] */
+    F_STEP = 1 << 4,   /* --step */
+    F_DEAD = 1 << 5,   /* --dead-letters */
+    F_ART = 1 << 6,    /* --artifact-path */
     F_FOLLOW = 1 << 7, /* --follow, --poll-ms */
 };
 

@@ -314,8 +314,7 @@ static int sync_follow(cli *c, const args *a, mlt_options *opts, const char *que
     sigaction(SIGINT, &sa, NULL);
     atomic_store(&relay_stop, false);
     say(c, "relay: delivering %s to %s until stopped (lease %s ms, poll %ld ms)", queue, uri,
-        mlt_options_get(opts, "lease_ms") ? mlt_options_get(opts, "lease_ms") : "10000",
-        poll_ms);
+        mlt_options_get(opts, "lease_ms") ? mlt_options_get(opts, "lease_ms") : "10000", poll_ms);
     mlt__relay_stats last;
     memset(&last, 0, sizeof last);
     last.journals = UINT64_MAX; /* the first report prints */
@@ -366,7 +365,7 @@ int cmd_sync(cli *c, const args *a)
     mlt__fail_clear();
     mlt_err e = mlt__sender_new(&job.sender, opts);
     if (e == MLT_OK) {
-        mlt__sender_set_relay(job.sender, false);
+        mlt__sender_set_relay(job.sender);
     }
     if (e != MLT_OK) {
         say(c, "%s", detail_of(e));
