@@ -52,6 +52,7 @@ static const char usage_text[] =
     "  set-tag      set a tag on the current run\n"
     "  log-artifact log files or directories as artifacts of the current run\n"
     "  sync         deliver every journal of the queue that no running process owns\n"
+    "               (--follow: a relay, live, those of running processes too)\n"
     "  status       show each journal of the queue: owner, pending records, dead letters, runs\n"
     "  requeue      put the queue's dead letters back, for `mltrack sync` to deliver\n"
     "  drop         delete journals of the queue (or their dead letters) on purpose\n"

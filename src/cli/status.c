@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "journal.h"
+#include "lease.h"
 #include "queue.h"
 #include "sender.h"
 
@@ -161,6 +162,15 @@ static void status_journal(const char *dir, const char *queue, const mlt_options
     } else {
         printf("  owner: %s\n", owner);
     }
+    /* who delivers it now (its delivery lease): the writer itself, or a relay */
+    mlt__lease *l = mlt__lease_new(dir, MLT__LEASE_RELAY, 0);
+    mlt__lease_info who;
+    if (l && mlt__lease_peek(l, &who) == 1) {
+        printf("  delivered by: the %s on %s (pid %ld)%s\n",
+               who.role == MLT__LEASE_RELAY ? "relay" : "writer", who.host, who.pid,
+               who.state == MLT__LEASE_AWAY ? ", which finds the server away" : "");
+    }
+    mlt__lease_free(l);
 
     mlt__journal *j = NULL;
     mlt__recovery rec;

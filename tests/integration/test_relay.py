@@ -11,6 +11,7 @@ none doubled, no run twice.
 
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -368,6 +369,9 @@ def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it
     (journal,) = journal_dirs(q.dir)
     fields = read_lease(journal)
     assert fields[3] == "relay" and fields[6] == "away", fields
+    st = q.status()
+    assert re.search(r"delivered by: the relay on \S+ \(pid \d+\), which finds the server "
+                     r"away", st.stdout), st
     # 3: SIGTERM gives the lease up; the next relay delivers at once once the server is back
     relays.stop_all()
     fields = read_lease(journal)
