@@ -2942,6 +2942,84 @@ START_TEST(queue_dir_prefers_the_option_then_xdg_then_home)
 }
 END_TEST
 
+/*
+ * A relay's view of a live writer's journal (mlt__journal_open_follow), as another host sees it:
+ * a copy of the writer's files that lags behind. A frame at the tail not whole yet is "not yet"
+ * (never cut, nothing consumed), and read once the rest arrives; segments the writer rolls to
+ * are followed; an ack writes the cursor and deletes no segment (the writer's to delete).
+ */
+START_TEST(journal_follower_reads_whole_committed_frames_and_waits_for_the_rest)
+{
+    fixture f;
+    fixture_init(&f);
+    mlt__journal *w = create_j(f.dir, MLT__FSYNC_ALWAYS);
+    for (uint64_t n = 1; n <= 3; n++) {
+        append_param(w, n);
+    }
+    char view[MLT_TEST_DIR_LEN + 16];
+    snprintf(view, sizeof view, "%s/j-view", f.tmp);
+    ck_assert_int_eq(mkdir(view, 0700), 0);
+    static const char *const meta[] = {"acked", "runs", "keys"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t len = 0;
+        unsigned char *b = slurp(f.dir, meta[i], &len);
+        spit(view, meta[i], b ? b : (const unsigned char *)"", b ? len : 0);
+        free(b);
+    }
+    /* the view has the segment up to 5 bytes short of its third frame's end */
+    size_t seg_len = 0;
+    unsigned char *seg = slurp(f.dir, SEG1, &seg_len);
+    ck_assert_ptr_nonnull(seg);
+    spit(view, SEG1, seg, seg_len - 5);
+    mlt__journal *r = NULL;
+    mlt__recovery rec;
+    ck_assert_int_eq(mlt__journal_open_follow(&r, view, &rec), MLT_OK);
+    ck_assert(mlt__journal_following(r));
+    ck_assert_uint_gt(rec.cut_bytes, 0); /* seen as torn (the frame so far)... */
+    ck_assert_uint_eq((uint64_t)file_size(view, SEG1), seg_len - 5); /* ...and never cut */
+    uint64_t cursor = 0;
+    mlt__rec last;
+    expect_params(r, &cursor, 1, 2, &last); /* and "nothing more yet" after 2 */
+    /* the rest of the frame arrives: read, and nothing was consumed meanwhile */
+    spit(view, SEG1, seg, seg_len);
+    expect_params(r, &cursor, 3, 3, &last);
+    free(seg);
+    /* the writer rolls to new segments: followed */
+    mlt__journal_set_segment_bytes(w, 1);
+    for (uint64_t n = 4; n <= 6; n++) {
+        append_param(w, n);
+    }
+    mlt__journal_close(w, false);
+    DIR *d = opendir(f.dir);
+    ck_assert_ptr_nonnull(d);
+    int copied = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "seg-", 4) == 0 && strcmp(e->d_name, SEG1) != 0) {
+            size_t len = 0;
+            unsigned char *b = slurp(f.dir, e->d_name, &len);
+            spit(view, e->d_name, b, len);
+            free(b);
+            copied++;
+        }
+    }
+    closedir(d);
+    ck_assert_int_ge(copied, 2);
+    expect_params(r, &cursor, 4, 6, &last);
+    /* an ack: the cursor is written, every segment stays for the writer */
+    ck_assert_int_eq(mlt__journal_ack(r, &last), MLT_OK);
+    size_t alen = 0;
+    char *acked = (char *)slurp(view, "acked", &alen);
+    ck_assert_ptr_nonnull(acked);
+    ck_assert_uint_eq(strtoull(acked, NULL, 10), 6);
+    free(acked);
+    ck_assert(exists(view, SEG1));
+    mlt__journal_close(r, true); /* a follower removes nothing, even all delivered */
+    ck_assert(exists(view, SEG1));
+    fixture_done(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("journal");
@@ -3008,5 +3086,6 @@ int main(void)
     MLT_ADD_TEST(s, journal_close_keeps_a_journal_with_work_left);
     MLT_ADD_TEST(s, queue_list_lists_journal_directories_sorted);
     MLT_ADD_TEST(s, queue_dir_prefers_the_option_then_xdg_then_home);
+    MLT_ADD_TEST(s, journal_follower_reads_whole_committed_frames_and_waits_for_the_rest);
     return mlt_test_run_suite(s);
 }
