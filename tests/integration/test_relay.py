@@ -439,3 +439,43 @@ def test_a_requeued_networkless_job_resumes_its_run_through_the_shared_queue(
     print(f"requeued networkless job: {kills} kills, runs seen between attempts {statuses}")
     reliability("resume by key through the relay: a networkless job SIGKILLed and requeued",
                 faults=kills, checked="server")
+
+
+def test_a_relay_paused_past_its_lease_hands_over_and_stops(queue_build_dir, exp_name,
+                                                            server_factory, tmp_path, relays_for,
+                                                            reliability):
+    """A relay stopped (SIGSTOP: a hung mount, a frozen VM) longer than its lease while it
+    delivers a live journal: the other relay takes over after lease_ms and a settle time; when the
+    first continues, it finds the newer generation and stops delivering that journal. The
+    writer's ledger is on the server exactly: nothing lost, nothing twice."""
+    only_in("default", "tsan")  # a minute of wall time: the lease's own unit tests run everywhere
+    srv = server_factory()
+    q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
+    relays = relays_for(q)
+    a = relays.start("a")
+    proc, procs = writer(q, tmp_path, "w", {"IT_QUEUE_FOREVER_MAX_S": "12"}, threads=1,
+                         per_run=40, delay_ms=10)
+    (journal,) = wait_until(lambda: journal_dirs(q.dir), 30 * slow_factor(), "the journal")
+    wait_until(lambda: lease_files(journal) and read_lease(journal)[3] == "relay",
+               30 * slow_factor(), "relay a to take the journal up")
+    b = relays.start("b")
+    time.sleep(1)
+    assert int(read_lease(journal)[4]) == a.pid, read_lease(journal)
+    a.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: int(read_lease(journal)[4]) == b.pid,
+                   (3 * LEASE_MS / 1000 + 10) * slow_factor(), "relay b to take over")
+    finally:
+        a.send_signal(signal.SIGCONT)
+    rc = proc.wait(timeout=120 * slow_factor())
+    assert rc == 0, (tmp_path / "w-w.err").read_text(errors="replace")[-2000:]
+    wait_until(lambda: not journal_dirs(q.dir), 60 * slow_factor(),
+               "the relays to deliver and remove the journal")
+    relays.stop_all()
+    logs = relays.logs()
+    assert "another party delivers it now" in logs, logs
+    reader = MlflowReader(srv.uri)
+    by_key, extras, ledgers = assert_ledgers_on_server(reader, q.exp_name, procs)
+    assert extras == 0, extras
+    reliability("a relay paused (SIGSTOP) past its lease while delivering a live journal",
+                faults=1, checked="server")
