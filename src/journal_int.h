@@ -1,7 +1,8 @@
 /*
- * journal_int.h - what the journal's own files share (journal.c, journal_read.c, ring.c,
- * journal_meta.c, deadletter.c, and the queue directory's listing in queue.c): the journal's
- * structure and the helpers they call across files. Not for the modules above the journal.
+ * journal_int.h - what the journal's own files share (journal.c, journal_read.c, journal_follow.c,
+ * ring.c, journal_meta.c, deadletter.c, and the queue directory's listing in queue.c): the
+ * journal's structure and the helpers they call across files. Not for the modules above the
+ * journal.
  */
 #ifndef MLT_JOURNAL_INT_H
 #define MLT_JOURNAL_INT_H
@@ -122,6 +123,13 @@ void mlt__j_art_set_aside(mlt__journal *j, uint64_t seq, uint64_t bytes, char *n
 MLT__MUST_USE mlt_err mlt__j_drain_locked(mlt__journal *j, bool skip_holes, uint64_t *moved,
                                           uint64_t *holes);
 MLT__MUST_USE mlt_err mlt__j_ensure_wfd(mlt__journal *j);
+/* Opens a journal (journal.c): locked and recovered, read-only, or (follow) a live writer's. */
+MLT__MUST_USE mlt_err mlt__j_open_any(mlt__journal **out, const char *dir, bool read_only,
+                                      bool follow, mlt__fsync_mode mode, mlt__recovery *rec);
+/* The segment list, the run map and dead.jsonl's lines, as read at open (journal.c). */
+MLT__MUST_USE mlt_err mlt__j_add_segment(mlt__journal *j, uint64_t first_seq, uint64_t size);
+MLT__MUST_USE mlt_err mlt__j_load_runs(mlt__journal *j);
+uint64_t mlt__j_count_lines(const mlt__journal *j, const char *name);
 /* Follow mode: takes in the frames the writer committed since the last look (reader thread). */
 void mlt__j_follow_more(mlt__journal *j);
 /* Moves the acked cursor to record r (read with mlt__journal_next; its ack is on disk) and

@@ -142,4 +142,11 @@ outcome mlt__deliver_step(mlt__sender *s, slot *sl, bool *did);
 /* Drops the unit in flight of a slot (its window's copies). */
 void mlt__deliver_free_window(slot *sl);
 
+/* sender_lease.c: whether a slot may be delivered now (its lease valid, or taken now; a tracker's
+ * slot whose lease another holds reads that one's acks now and then), sender thread; and what a
+ * request's finding does to the leases (a tracker lets go of them while the server is away, a
+ * relay says "away" in them). */
+bool mlt__sender_lease_ready(mlt__sender *s, slot *sl, bool flushing);
+void mlt__sender_leases_on_reach(mlt__sender *s, bool away);
+
 #endif
