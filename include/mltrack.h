@@ -709,10 +709,11 @@ mlt_err mlt_tracker_add_print(mlt_tracker *tracker, FILE *out);
 mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errbuf, size_t errlen);
 
 /**
- * Adds the MLflow callback, using the tracker's options (tracking_uri, or queue_dir: below), with its
- * durable queue: a journal of this tracker's own in queue_dir (created 0700), and a background
- * sender thread. Every run event is appended to the journal (fsync per the fsync option) and the
- * call returns; it never waits for the server, which may be absent. The sender delivers each run
+ * Adds the MLflow callback, using the tracker's options (tracking_uri, or queue_dir: below),
+ * with its durable queue: a journal of this tracker's own in queue_dir (created 0700), a
+ * background sender thread, and a thread that renews its journals' delivery leases. Every run
+ * event is appended to the journal (fsync per the fsync option) and the call returns; it never
+ * waits for the server, which may be absent. The sender delivers each run
  * as REST calls: the experiment got or created by name, runs/create with the start time, run name
  * and system tags (mlflow.user, mlflow.source.name, mlflow.source.type, mlflow.source.git.commit
  * in a git work tree, mlflow.parentRunId for child runs, mltrack.client_run_key), params,
