@@ -263,8 +263,10 @@ static outcome pass(mlt__sender *s, bool *did, int64_t *next_ns, bool retiring,
                 continue;
             }
             if (!mlt__sender_lease_ready(s, sl, flushing)) {
-                if (sl->relayed && (*next_ns == 0 || sl->lease_look_ns < *next_ns)) {
-                    *next_ns = sl->lease_look_ns; /* its acks are looked at again then */
+                /* looked at again then: a relay's acks, or the lease let go of taken back */
+                int64_t due = sl->relayed || s->no_server ? sl->lease_look_ns : sl->lease_try_ns;
+                if (sl->own_lease && due && (*next_ns == 0 || due < *next_ns)) {
+                    *next_ns = due;
                 }
                 continue;
             }

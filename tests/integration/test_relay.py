@@ -107,7 +107,7 @@ def relays_for(tmp_path):
         r.kill_all()
 
 
-def writer(q, tmp_path, tag, env, threads=2, per_run=100, delay_ms=5):
+def writer(q, tmp_path, tag, env, threads=2, per_run=100, delay_ms=20):
     """One it_queue forever writer with no network (its own network namespace)."""
     ledger = str(tmp_path / f"ledger-{tag}.jsonl")
     out = open(tmp_path / f"w-{tag}.out", "wb")
@@ -448,7 +448,7 @@ def test_a_relay_paused_past_its_lease_hands_over_and_stops(queue_build_dir, exp
     delivers a live journal: the other relay takes over after lease_ms and a settle time; when the
     first continues, it finds the newer generation and stops delivering that journal. The
     writer's ledger is on the server exactly: nothing lost, nothing twice."""
-    only_in("default", "tsan")  # a minute of wall time: the lease's own unit tests run everywhere
+    only_in("default")  # CI's time: the lease's takeover is check_lease's, in every run
     srv = server_factory()
     q = Queue(queue_build_dir, tmp_path, exp_name, srv.uri)
     relays = relays_for(q)
