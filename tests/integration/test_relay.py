@@ -414,7 +414,12 @@ def test_a_requeued_networkless_job_resumes_its_run_through_the_shared_queue(
             proc = subprocess.Popen(cmd, env=q.programs.env(q.env(e)), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err)
             if n < kills:
-                time.sleep(rng.uniform(0.4, 1.2) * slow_factor())
+                # killed a moment after it logs (a start under valgrind takes seconds: the
+                # moment is not scaled, or the attempt would run to its end first)
+                wait_until(lambda: "step " in out_p.read_text(errors="replace") or
+                           proc.poll() is not None, 120 * slow_factor(),
+                           f"attempt {n} to log a step")
+                time.sleep(rng.uniform(0.2, 0.8))
                 proc.send_signal(signal.SIGKILL)
             rc = proc.wait(timeout=300 * slow_factor())
         text = out_p.read_text(errors="replace")
