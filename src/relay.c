@@ -208,6 +208,13 @@ static void tend(relay *r, size_t i, int64_t now)
         forget(r, i);
         return;
     }
+    if (!mlt__lease_lost(x->lease) && !mlt__lease_valid(x->lease)) {
+        /* not renewed in time (this process paused, a slow file system): renewed here too, so
+         * that a newer generation is found whether or not the keeper's renewal came first */
+        if (mlt__lease_renew(x->lease) != MLT_OK) {
+            /* lost (below), or it could not be written: the next look tries again */
+        }
+    }
     if (mlt__lease_lost(x->lease)) {
         r->st.lost++;
         mlt__log(&r->opts->logger, MLT_LOG_INFO, "journal %s: another party delivers it now",
@@ -222,6 +229,9 @@ static void tend(relay *r, size_t i, int64_t now)
             if (!x->unowned) {
                 x->unowned = true; /* looked at again before it is adopted */
                 return;
+            }
+            if (!mlt__lease_valid(x->lease)) {
+                return; /* adopted only under a valid lease (after a takeover's settle time) */
             }
             /* its writer is gone: adopted (its lock taken, its tail checked, its ring's last
              * points moved in), still under the lease */
