@@ -95,6 +95,8 @@ struct mlt__sender {
     mlt__lease_keeper *keeper;  /* renews the leases the sender made (own_lease) */
     mlt__lease_role lease_role; /* what its leases say it is: a tracker's writer, or sync */
     bool no_server;             /* no tracking URI: never delivers (mlt__sender_set_no_server) */
+    int64_t relay_checked_ns;   /* when the queue was last looked at for a relay (sender thread) */
+    bool relay_seen;            /* ...and whether one serves it */
     /* what the latest request found (under mu): when it found no server to talk to (no
      * connection, TLS refused), 0 when it reached one; a flush asks for a probe (under mu) */
     int64_t down_at_ns;
@@ -116,11 +118,12 @@ struct mlt__sender {
 #define WAIT_MAX_MS 30000          /* ...doubling up to this */
 #define WAIT_FLUSH_MS 250          /* ...or this, while this process flushes and it is its own */
 #define DOWN_FRESH_NS 1000000000LL /* a server found away this recently is away: no probe */
-#define IDLE_MS 60000        /* an idle sender sleeps this long at most (new records wake it) */
-#define RELAYED_LOOK_MS 1000 /* a journal a relay delivers: its acks are read this often... */
-#define RELAYED_FLUSH_MS 100 /* ...or this often while this process flushes */
-#define RELAY_FRESH_MS 10000 /* a relay's mark touched this recently: it serves the queue */
-#define RELAY_PICKUP_MS 3000 /* a flush with the server away waits this long for it */
+#define IDLE_MS 60000         /* an idle sender sleeps this long at most (new records wake it) */
+#define RELAYED_LOOK_MS 1000  /* a journal a relay delivers: its acks are read this often... */
+#define RELAYED_FLUSH_MS 100  /* ...or this often while this process flushes */
+#define RELAY_FRESH_MS 10000  /* a relay's mark touched this recently: it serves the queue */
+#define RELAY_PICKUP_MS 3000  /* a flush with the server away waits this long for it */
+#define RELAY_RECHECK_MS 5000 /* a tracker looks for a relay at most this often */
 /* A tracker that let go of its lease (the server away) leaves it to a relay this long: longer
  * than a relay's look at the queue (1 s). */
 #define LET_GO_MS 2500

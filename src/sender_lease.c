@@ -7,6 +7,8 @@
 
 #include "sender_int.h"
 
+#include "queue.h"
+
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,8 +116,24 @@ bool mlt__sender_lease_ready(mlt__sender *s, slot *sl, bool flushing)
 /* After a request found the server away or reached it: a tracker lets go of its leases while the
  * server is away (a relay may deliver); a relay, or `mltrack sync`, keeps them and says so in
  * them. */
+/* Whether a relay serves the sender's queue (its mark fresh), looked at most every
+ * RELAY_RECHECK_MS: a tracker lets go of its journals only for a relay, else it retries as it
+ * always did. Sender thread. */
+static bool relay_serves(mlt__sender *s)
+{
+    int64_t now = mlt__mono_ns();
+    if (s->relay_checked_ns == 0 || now - s->relay_checked_ns >= RELAY_RECHECK_MS * 1000000LL) {
+        s->relay_checked_ns = now;
+        s->relay_seen = s->queue_dir && mlt__queue_has_relay(s->queue_dir, RELAY_FRESH_MS);
+    }
+    return s->relay_seen;
+}
+
 void mlt__sender_leases_on_reach(mlt__sender *s, bool away)
 {
+    if (away && s->lease_role != MLT__LEASE_RELAY && !relay_serves(s)) {
+        return; /* no relay to hand the journals to: kept, and tried again after the backoff */
+    }
     for (size_t i = 0; i < s->n_slots; i++) {
         slot *sl = &s->slots[i];
         if (!sl->lease || !sl->j) {
