@@ -723,9 +723,9 @@ mlt_err mlt_tracker_add_jsonl(mlt_tracker *tracker, const char *path, char *errb
  * to the journal's dead.jsonl and to the delivery callback. Journals left by processes that
  * died (their flock is free) are taken over and delivered too.
  * One party at a time delivers a journal (its delivery lease, option lease_ms): while the server
- * cannot be reached, the sender lets go of its journal, and a relay (`mltrack sync --follow` on
- * a host that reaches the server, the queue on a shared file system: docs/hpc.md) may deliver it,
- * live; a flush then waits for the relay's acknowledgements. With no tracking_uri but a
+ * cannot be reached and a relay serves the queue, the sender lets go of its journal, and the
+ * relay (`mltrack sync --follow` on a host that reaches the server, the queue on a shared file
+ * system: docs/hpc.md) may deliver it, live; a flush then waits for the relay's acknowledgements. With no tracking_uri but a
  * queue_dir (a node without network), the journal is the relay's (or `mltrack sync`'s) alone to
  * deliver, and mlt_run_last_step() answers from the queue only.
  * Log calls fail with MLT_ERR_QUEUE_FULL at the queue_max_bytes cap (after waiting up to

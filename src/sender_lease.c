@@ -113,9 +113,6 @@ bool mlt__sender_lease_ready(mlt__sender *s, slot *sl, bool flushing)
     return false;
 }
 
-/* After a request found the server away or reached it: a tracker lets go of its leases while the
- * server is away (a relay may deliver); a relay, or `mltrack sync`, keeps them and says so in
- * them. */
 /* Whether a relay serves the sender's queue (its mark fresh), looked at most every
  * RELAY_RECHECK_MS: a tracker lets go of its journals only for a relay, else it retries as it
  * always did. Sender thread. */
@@ -129,6 +126,9 @@ static bool relay_serves(mlt__sender *s)
     return s->relay_seen;
 }
 
+/* After a request found the server away or reached it: a tracker (or `mltrack sync`) lets go of
+ * its leases while the server is away, if a relay serves the queue (it may reach the server); a
+ * relay keeps them and says in them whether it finds the server away. */
 void mlt__sender_leases_on_reach(mlt__sender *s, bool away)
 {
     if (away && s->lease_role != MLT__LEASE_RELAY && !relay_serves(s)) {

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import only_in, slow_factor, under_valgrind
+from conftest import _free_port, only_in, slow_factor, under_valgrind
 from mlflow_read import MlflowReader
 from test_queue import Queue, assert_ledgers_on_server, journal_dirs, wait_until
 
@@ -332,6 +332,39 @@ def test_a_writer_that_reaches_the_server_delivers_itself_and_the_relay_leaves_i
     reader = MlflowReader(module_server.uri)
     _, runs = reader.runs_of_experiment_named(q.exp_name)
     assert sorted(r["info"]["run_name"] for r in runs) == ["run-0", "run-1"]
+
+
+def test_a_writer_whose_server_is_away_keeps_its_journal_when_no_relay_serves_the_queue(
+        queue_build_dir, exp_name, module_server, tmp_path):
+    """The server away and no relay's mark in the queue: the writer keeps its journal's lease
+    (renewed, never released) and retries on its own, with no hold-back for a relay. Its close
+    returns MLT_ERR_QUEUED, and `mltrack sync` delivers what it logged."""
+    q = Queue(queue_build_dir, tmp_path, exp_name, module_server.uri)
+    hold = tmp_path / "hold"
+    away = f"http://127.0.0.1:{_free_port()}"
+    proc = q.start_it_queue(["--close-ms", "1000", "--hold", str(hold), "log", "1", "20"],
+                            env=ENV, uri=away)
+    wait_until(lambda: (tmp_path / "hold.ready").exists(), 120 * slow_factor(), "the writer")
+    (journal,) = journal_dirs(q.dir)
+    seen = []
+    for _ in range(6):  # 3 s: more than a let-go's hold-back, and a few failed requests
+        fields = read_lease(journal)
+        assert fields[3] == "writer" and fields[6] != "released", fields
+        assert int(fields[4]) == proc.pid or under_valgrind(), fields
+        seen.append(fields)
+        time.sleep(0.5)
+    assert seen[-1][1] == seen[0][1], "the writer's lease changed hands"
+    assert int(seen[-1][5]) > int(seen[0][5]), "the writer's lease was not renewed"
+    hold.touch()
+    out, err = proc.communicate(timeout=120 * slow_factor())
+    out, err = out.decode(errors="replace"), err.decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "close MLT_ERR_QUEUED" in out, out
+    assert not [f for f in os.listdir(q.dir) if f.startswith("relay-")]
+    q.sync()
+    reader = MlflowReader(module_server.uri)
+    _, runs = reader.runs_of_experiment_named(q.exp_name)
+    assert [r["info"]["run_name"] for r in runs] == ["run-0"], runs
 
 
 def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it_cannot(
