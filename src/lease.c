@@ -560,28 +560,51 @@ mlt__lease_take_result mlt__lease_take(mlt__lease *l, mlt__lease_info *other, bo
     return res;
 }
 
-/* Writes our generation's file again (caller holds mu): 0, or -1 when it is lost (a newer
- * generation, the directory gone) or cannot be written. */
+/* Whether a generation newer than ours exists (caller holds mu): the next one, or any, since the
+ * next may have been taken over in its turn and removed. 1, 0, or -1 (cannot list: errno). */
+static int newer_exists(const mlt__lease *l)
+{
+    char next[PATH_MAX];
+    struct stat st;
+    if (gen_path(l, l->gen + 1, next, sizeof next) == 0 && stat(next, &st) == 0) {
+        return 1;
+    }
+    int64_t max = scan_max(l);
+    return max < 0 ? -1 : (uint64_t)max > l->gen;
+}
+
+/* Writes our generation's file again (caller holds mu): 0, or -1 when it is lost (errno ESTALE:
+ * our file removed by the party that took the next generation, or a newer generation there;
+ * ENOENT: the directory gone) or cannot be written. */
 static int rewrite(mlt__lease *l)
 {
     char tmp[PATH_MAX], path[PATH_MAX];
+    struct stat st;
+    if (gen_path(l, l->gen, path, sizeof path) != 0) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) { /* taken over (the taker removes the generation before its own) */
+            errno = stat(l->dir, &st) == 0 ? ESTALE : ENOENT;
+        }
+        return -1;
+    }
     mlt__lease_info info;
     my_info(l, l->gen, &info);
-    if (gen_path(l, l->gen, path, sizeof path) != 0 || write_tmp(l, &info, tmp, sizeof tmp) != 0) {
+    if (write_tmp(l, &info, tmp, sizeof tmp) != 0) {
         return -1;
     }
     if (rename(tmp, path) != 0) {
         unlink(tmp);
         return -1;
     }
-    char next[PATH_MAX];
-    struct stat st;
-    if (gen_path(l, l->gen + 1, next, sizeof next) == 0 && stat(next, &st) == 0) {
+    int newer = newer_exists(l);
+    if (newer > 0) {
         unlink(path); /* taken over while we were away: ours is no lease any more */
         errno = ESTALE;
-        return -1;
     }
-    return 0;
+    return newer == 0 ? 0 : -1; /* -1 and not listed: it lapses unless a later renewal lists */
 }
 
 mlt_err mlt__lease_renew(mlt__lease *l)

@@ -690,6 +690,59 @@ START_TEST(lease_old_holder_that_looks_again_never_writes_the_new_generation)
 }
 END_TEST
 
+/* The holder paused past its lease while a party took over and then gave it up to a third
+ * (a writer finds the server away and lets go for a relay): generations 1 and 2 are both gone
+ * from the directory when the holder renews. It must find the newer one, not write its own
+ * file again and hold on (CI saw a relay paused with SIGSTOP deliver and adopt on). */
+START_TEST(lease_holder_taken_over_twice_while_away_finds_it_lost_at_its_renewal)
+{
+    char dir[DIR_LEN];
+    mlt_test_tmpdir(dir, sizeof dir, "lease");
+    mlt__lease *a = lease_new(dir, MLT__LEASE_RELAY, MS);
+    mlt__lease *b = lease_new(dir, MLT__LEASE_WRITER, MS);
+    mlt__lease *c = lease_new(dir, MLT__LEASE_RELAY, MS);
+    ck_assert_int_eq(mlt__lease_take(a, NULL, NULL), MLT__LEASE_TAKEN);
+    ck_assert_int_eq(mlt__lease_take(b, NULL, NULL), MLT__LEASE_OTHER);
+    mlt__lease_take_result b_take = take_within(b, 5 * MS, NULL); /* a silent: stale */
+    mlt__lease_release(b);
+    bool fresh = false;
+    mlt__lease_take_result c_take = mlt__lease_take(c, NULL, &fresh);
+    char g1[64], g2[64];
+    gen_name(g1, sizeof g1, 1);
+    gen_name(g2, sizeof g2, 2);
+    bool g1_before = exists(dir, g1), g2_before = exists(dir, g2);
+
+    mlt_err a_renew = mlt__lease_renew(a);
+    bool a_lost = mlt__lease_lost(a), a_valid = mlt__lease_valid(a);
+    bool g1_after = exists(dir, g1);
+    mlt__lease_info gen3;
+    memset(&gen3, 0, sizeof gen3);
+    bool gen3_read = read_gen(dir, 3, &gen3);
+    mlt__lease_info c_seen;
+    memset(&c_seen, 0, sizeof c_seen);
+    int a_peek = mlt__lease_peek(a, &c_seen);
+    uint64_t c_gen = mlt__lease_gen(c);
+    mlt__lease_free(a);
+    mlt__lease_free(b);
+    mlt__lease_free(c);
+    mlt_test_remove_tree(dir);
+
+    ck_assert_int_eq(b_take, MLT__LEASE_TAKEN);
+    ck_assert_int_eq(c_take, MLT__LEASE_TAKEN);
+    ck_assert(fresh);
+    ck_assert_uint_eq(c_gen, 3);
+    ck_assert(!g1_before && !g2_before); /* each taker removed the generation before its own */
+    ck_assert_int_eq(a_renew, MLT_ERR_STATE);
+    ck_assert(a_lost);
+    ck_assert(!a_valid);
+    ck_assert_msg(!g1_after, "the old holder's renewal wrote its generation's file again");
+    ck_assert(gen3_read);
+    ck_assert_int_eq(a_peek, 1);
+    ck_assert_uint_eq(c_seen.gen, 3);
+    ck_assert_uint_eq(c_seen.id, gen3.id);
+}
+END_TEST
+
 START_TEST(lease_holder_renewed_by_its_keeper_is_never_taken_over)
 {
     char dir[DIR_LEN];
@@ -1190,6 +1243,7 @@ int main(void)
     MLT_ADD_TEST(s, lease_the_releasing_party_takes_its_next_generation_not_fresh);
     MLT_ADD_TEST(s, lease_stale_generation_is_taken_lease_ms_after_the_taker_first_saw_it);
     MLT_ADD_TEST(s, lease_old_holder_that_looks_again_never_writes_the_new_generation);
+    MLT_ADD_TEST(s, lease_holder_taken_over_twice_while_away_finds_it_lost_at_its_renewal);
     MLT_ADD_TEST(s, lease_holder_renewed_by_its_keeper_is_never_taken_over);
     MLT_ADD_TEST(s, lease_keeper_renews_every_lease_added_to_it);
     MLT_ADD_TEST(s, lease_patient_party_leaves_a_never_taken_lease_for_lease_ms);
