@@ -654,29 +654,20 @@ mlt_err mlt__sender_flush(mlt__sender *s, int timeout_ms)
         /* A relay delivers this journal: waited for while it reaches the server (its acks are
          * read every RELAYED_FLUSH_MS), up to the deadline. */
         const mlt__lease_info *relay = own_relay(s);
-        if (!relay && s->no_server) {
-            /* nothing here delivers: a relay serving the queue takes the journal up within its
-             * next look; none does: kept */
-            if (await_relay(s, &relay_seen, start, deadline)) {
-                continue;
-            }
-            err = kept(s, KEPT_NO_SERVER, NULL, NULL);
-            break;
-        }
         if (relay &&
             (relay->state == MLT__LEASE_AWAY || (deadline >= 0 && mlt__mono_ns() >= deadline))) {
             err = kept(s, KEPT_RELAYED, NULL, relay);
             break;
         }
-        /* The server was found away just now: what is left is safe on disk, and waiting
-         * would not deliver it. Found away a while ago: it is tried once more now. */
-        if (!relay && s->down_at_ns && s->down_at_ns >= start - DOWN_FRESH_NS) {
-            /* A relay serves this queue: it takes the journal up within its next look (the
-             * writer let go of its lease); waited for that long, then the relay's acks. */
+        /* Nothing here delivers (no tracking URI), or the server was found away just now: what
+         * is left is safe on disk, and waiting would not deliver it (found away a while ago: it
+         * is tried once more now). A relay serving the queue takes the journal up within its
+         * next look (the writer let go of its lease): waited for that long, then its acks. */
+        if (!relay && (s->no_server || (s->down_at_ns && s->down_at_ns >= start - DOWN_FRESH_NS))) {
             if (await_relay(s, &relay_seen, start, deadline)) {
                 continue;
             }
-            err = kept(s, KEPT_AWAY, NULL, NULL);
+            err = kept(s, s->no_server ? KEPT_NO_SERVER : KEPT_AWAY, NULL, NULL);
             break;
         }
         if (s->down_at_ns && !probed) {

@@ -36,6 +36,24 @@ static void set_relayed(mlt__sender *s, slot *sl, bool relayed, const mlt__lease
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The slot's journal is delivered by the party `who` names (a relay, or another process): said
+ * once, what was in flight dropped; its acks read again, so that a flush sees them and delivered
+ * segments go. Sender thread. */
+static void delivered_by(mlt__sender *s, slot *sl, const mlt__lease_info *who)
+{
+    if (!sl->relayed) {
+        mlt__log(&s->opts->logger, MLT_LOG_INFO,
+                 "journal %s is delivered by the %s on %s (pid %ld)", mlt__journal_dir(sl->j),
+                 who->role == MLT__LEASE_RELAY ? "relay" : "process",
+                 who->host[0] ? who->host : "?", who->pid);
+        slot_restart(sl);
+    }
+    if (mlt__journal_reload_delivery(sl->j) == MLT_OK) {
+        sl->cursor = mlt__journal_acked_seq(sl->j);
+    }
+    set_relayed(s, sl, true, who);
+}
+
 /*
  * Whether a slot may be delivered now: its lease is valid, or (not a relay's) it could take it.
  * A lease another party holds leaves the slot to it: its acks are read again now and then, so
@@ -61,17 +79,7 @@ bool mlt__sender_lease_ready(mlt__sender *s, slot *sl, bool flushing)
         }
         sl->lease_look_ns = now + look;
         if (mlt__lease_peek(sl->lease, &who) == 1) {
-            if (!sl->relayed) {
-                mlt__log(&s->opts->logger, MLT_LOG_INFO,
-                         "journal %s is delivered by the %s on %s (pid %ld)",
-                         mlt__journal_dir(sl->j),
-                         who.role == MLT__LEASE_RELAY ? "relay" : "process", who.host, who.pid);
-                slot_restart(sl);
-            }
-            if (mlt__journal_reload_delivery(sl->j) == MLT_OK) {
-                sl->cursor = mlt__journal_acked_seq(sl->j); /* its acks, for a flush */
-            }
-            set_relayed(s, sl, true, &who);
+            delivered_by(s, sl, &who);
         } else if (sl->relayed) {
             set_relayed(s, sl, false, NULL); /* given up by the relay: nobody delivers it now */
         }
@@ -98,17 +106,7 @@ bool mlt__sender_lease_ready(mlt__sender *s, slot *sl, bool flushing)
     if (r != MLT__LEASE_OTHER) {
         return false; /* tried again at the next look */
     }
-    if (!sl->relayed) {
-        mlt__log(&s->opts->logger, MLT_LOG_INFO,
-                 "journal %s is delivered by the %s on %s (pid %ld)", mlt__journal_dir(sl->j),
-                 who.role == MLT__LEASE_RELAY ? "relay" : "process", who.host[0] ? who.host : "?",
-                 who.pid);
-        slot_restart(sl);
-    }
-    if (mlt__journal_reload_delivery(sl->j) == MLT_OK) {
-        sl->cursor = mlt__journal_acked_seq(sl->j);
-    }
-    set_relayed(s, sl, true, &who);
+    delivered_by(s, sl, &who);
     sl->lease_look_ns = now + look;
     return false;
 }
