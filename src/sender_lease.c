@@ -125,22 +125,22 @@ static bool relay_serves(mlt__sender *s)
 }
 
 /* After a request found the server away or reached it: a tracker (or `mltrack sync`) lets go of
- * its leases while the server is away, if a relay serves the queue (it may reach the server); a
- * relay keeps them and says in them whether it finds the server away. */
+ * its leases while the server is away, if a relay serves the queue (it may reach the server).
+ * Else, as a relay always does, it keeps them and says in them whether it finds the server away
+ * (`mltrack status` shows it). */
 void mlt__sender_leases_on_reach(mlt__sender *s, bool away)
 {
-    if (away && s->lease_role != MLT__LEASE_RELAY && !relay_serves(s)) {
-        return; /* no relay to hand the journals to: kept, and tried again after the backoff */
-    }
+    bool keep = !away || s->lease_role == MLT__LEASE_RELAY || !relay_serves(s);
     for (size_t i = 0; i < s->n_slots; i++) {
         slot *sl = &s->slots[i];
         if (!sl->lease || !sl->j) {
             continue;
         }
-        if (s->lease_role == MLT__LEASE_RELAY) {
-            /* a relay keeps delivering (`mltrack sync` until it gives up) */
+        if (keep) {
+            /* kept, and tried again after the backoff (the file is written only when held and
+             * its state changes) */
             mlt__lease_set_state(sl->lease, away ? MLT__LEASE_AWAY : MLT__LEASE_DELIVERING);
-        } else if (away && mlt__lease_valid(sl->lease)) {
+        } else if (mlt__lease_valid(sl->lease)) {
             mlt__lease_release(sl->lease); /* left to a relay for LET_GO_MS */
             sl->lease_try_ns = mlt__mono_ns() + (int64_t)LET_GO_MS * 1000000;
             sl->lease_look_ns = 0;

@@ -355,6 +355,10 @@ def test_a_writer_whose_server_is_away_keeps_its_journal_when_no_relay_serves_th
         time.sleep(0.5)
     assert seen[-1][1] == seen[0][1], "the writer's lease changed hands"
     assert int(seen[-1][5]) > int(seen[0][5]), "the writer's lease was not renewed"
+    assert seen[-1][6] == "away", seen[-1]  # it says so in its lease, and status shows it
+    st = q.status()
+    assert re.search(r"delivered by: the writer on \S+ \(pid \d+\), which finds the server away",
+                     st.stdout), st.stdout
     hold.touch()
     out, err = proc.communicate(timeout=120 * slow_factor())
     out, err = out.decode(errors="replace"), err.decode(errors="replace")
