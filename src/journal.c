@@ -17,7 +17,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +24,9 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- structure ---- */
-
-mlt_err mlt__j_put_run(mlt__journal *j, uint32_t run_no, const char *key, const char *run_id,
-                       const char *experiment_id, mlt__run_state state);
 
 mlt_err mlt__j_sys_err(const char *what, const char *path)
 {
