@@ -57,6 +57,14 @@ def check_one_run(uri, exp_name, key, printed):
     assert MlflowReader.params(run) == {"lr": "0.1"}
 
 
+def assert_printed_but_in_flight(printed, kills):
+    """Every step printed by the attempt that logged it, but at most one per SIGKILL: the call
+    that returned just as the kill came, before its line was written. The restart resumes after
+    it (mlt_run_last_step knows it from the queue), and check_one_run finds it on the server."""
+    missing = set(range(STEPS)) - printed
+    assert len(missing) <= kills, (kills, sorted(missing)[:20])
+
+
 def run_attempts(q, tmp_path, env, kills, rng, first=0):
     """kills attempts, numbered from first (0: the job's first start), each killed at random."""
     printed, froms = set(), []
@@ -83,7 +91,7 @@ def test_a_job_killed_ten_times_resumes_one_run_with_every_step_once(
     steps, start, out, err, rc = attempt(q, tmp_path, kills, env)
     assert rc == 0 and "close MLT_OK" in out, (out[-2000:], err[-2000:])
     printed |= set(steps)
-    assert printed == set(range(STEPS)), sorted(set(range(STEPS)) - printed)[:20]
+    assert_printed_but_in_flight(printed, kills)
     assert any(f > 0 for f in froms + start), "no attempt resumed past step 0"
     check_one_run(srv.uri, exp_name, key, printed)
     reliability("resume by key: SIGKILL and restart, server up", faults=kills, checked="server")
@@ -138,7 +146,7 @@ def test_resume_with_the_server_down_then_flapping_is_still_one_run(
     steps, start, out, err, rc = attempt(q, tmp_path, 2 * kills, env)
     assert rc == 0 and "close MLT_OK" in out, (out[-2000:], err[-2000:])
     printed |= set(steps)
-    assert printed == set(range(STEPS)), sorted(set(range(STEPS)) - printed)[:20]
+    assert_printed_but_in_flight(printed, 2 * kills)
     # what the killed attempts left in the queue: delivered by a sync
     q.sync(check_delivered=False)
     check_one_run(srv.uri, exp_name, key, printed)
@@ -189,7 +197,7 @@ def test_a_start_killed_while_creating_the_run_is_resumed_into_one_run(
         steps, start, out, err, rc = attempt(q, tmp_path, 1, dict(env, IT_RESUME_FIRST="0"))
     assert rc == 0 and "close MLT_OK" in out, (out[-2000:], err[-2000:])
     printed |= set(steps)
-    assert printed == set(range(STEPS))
+    assert_printed_but_in_flight(printed, 1)
     check_one_run(srv.uri, exp_name, key, printed)
     reliability("resume by key: the first start killed while its run was being created",
                 faults=1, checked="server")
