@@ -119,12 +119,32 @@ stage_bg() {
     BG_LOG[$name]=$BUILD_ROOT/stage-$name.log
     BG_DESC[$name]=$desc
     BG_START[$name]=$SECONDS
+    rm -f "$BUILD_ROOT/stage-$name.done"
     (
-        set -e
-        "$@"
-    ) >"${BG_LOG[$name]}" 2>&1 &
+        rc=0
+        (
+            set -e
+            "$@"
+        ) >"${BG_LOG[$name]}" 2>&1 || rc=$?
+        : >"$BUILD_ROOT/stage-$name.done" # for after_bg: a sibling cannot wait for it
+        exit "$rc"
+    ) &
     BG_PID[$name]=$!
     printf '\n(stage %s started in the background: its output follows when it ends)\n' "$name"
+}
+
+# after_bg NAME CMD [ARGS...]: runs CMD once the background stage NAME has ended (for a stage_bg
+# that takes the core another one leaves free)
+after_bg() {
+    local name=$1 waited=$SECONDS
+    shift
+    if [[ -n ${BG_PID[$name]:-} ]]; then
+        while [[ ! -e $BUILD_ROOT/stage-$name.done ]]; do
+            sleep 2
+        done
+    fi
+    echo "(started once stage $name had ended, $((SECONDS - waited)) s later)"
+    "$@"
 }
 
 stage_wait() { # NAME
@@ -353,17 +373,23 @@ check-fuzz-corpus" "asan-build" fuzz_replay
     stage asan-integration "integration tests under ASan+UBSan" "asan-build server" asan_integration
     stage tsan-build "configure and build with ThreadSanitizer in $TSAN_DIR" "" \
         mlt_build "$TSAN_DIR" --enable-tsan
-    stage tsan-unit "unit tests under ThreadSanitizer: make check" "tsan-build" tsan_unit
     stage tsan-integration "integration tests under ThreadSanitizer" "tsan-build server" \
         tsan_integration
     # one test program at a time (-j1), next to the integration tests (valgrind runs a process's
     # threads one at a time: each keeps about one core busy)
     stage_bg valgrind-unit "unit tests under valgrind: make check-valgrind (default build)" "build" \
         make_check_serial "$DEFAULT_DIR" check-valgrind
+    # and then, one after the other on the same core, the unit tests under TSan and distcheck:
+    # valgrind's unit tests end minutes before its integration tests do
+    stage_bg tsan-unit "unit tests under ThreadSanitizer: make check, once valgrind's unit tests \
+have ended" "tsan-build" after_bg valgrind-unit tsan_unit
+    stage_bg distcheck "make distcheck (default build), once the TSan unit tests have ended" \
+        "build" after_bg tsan-unit distcheck
     stage valgrind-integration "integration tests under valgrind (default build)" "build server" \
         valgrind_integration
     stage_wait valgrind-unit
-    stage distcheck "make distcheck (default build)" "build" distcheck
+    stage_wait tsan-unit
+    stage_wait distcheck
 fi
 
 stop_server # before the summary, so that the closing line is the last one printed

@@ -904,12 +904,15 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(queue_for, server_f
                                                             reliability):
     # Not under valgrind (CI's time budget: every start costs seconds there): the recovery paths
     # are the next-tracker and damaged-tail tests', which valgrind runs, and ASan runs this one.
-    only_in("default", "asan", "tsan")
+    # Nor under TSan: a killed process races with nobody, and the sender's races with a server
+    # that comes and goes are the restart and resume tests', which TSan runs.
+    only_in("default", "asan")
     rng = random.Random(20261130)
     slow = slow_factor()
-    # under the sanitizers, whose errors a few kills of each phase find, 18 (CI's time budget)
+    # 36 kills; under the sanitizers, whose errors a few kills of each phase find, 18 (CI's time
+    # budget)
     label = os.environ.get("MLTRACK_TEST_LABEL", "default")
-    per_phase = (18, 18, 18) if label == "default" else (6, 6, 6)
+    per_phase = (12, 12, 12) if label == "default" else (6, 6, 6)
     srv = server_factory()
     q = queue_for(srv.uri)
     env = {"MLTRACK_FSYNC": "always", "IT_QUEUE_FOREVER_MAX_S": str(120 * slow),
@@ -977,7 +980,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(queue_for, server_f
     assert not errors, "\n".join(errors)
     assert not flap_errors, f"the server could not be flapped: {flap_errors}"
     assert flaps["start"] >= 1 and flaps["stop"] >= 1, f"the server did not flap: {flaps}"
-    assert sum(per_phase) >= (50 if label == "default" else 18)
+    assert sum(per_phase) >= (36 if label == "default" else 18)
 
     if not srv.running:
         srv.start()
@@ -1062,6 +1065,9 @@ def test_a_delivered_journal_keeps_one_segment_on_disk(queue_for, module_server,
     """A run that writes some thirty segments' worth of journal (64 KiB segments) with the
     server up: once delivered, the journal holds only the segment being written, and the
     journal is gone after close."""
+    # not under valgrind (CI's time budget): 50,000 points; the segment roll and delete paths are
+    # check_journal's, which valgrind runs, and the other delivery tests'
+    only_in("default", "asan", "tsan")
     q = queue_for(module_server.uri)
     ledger, hold = str(q.tmp / "ledger.jsonl"), str(q.tmp / "hold")
     seg = 65536
