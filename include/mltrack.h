@@ -361,13 +361,14 @@ mlt_err mlt_tracker_new(mlt_tracker **out, const mlt_options *opts, char *errbuf
  *                     When a relay (`mltrack sync --follow`) serves the queue, the flush waits
  *                     for it instead (it takes the journal up within about 3 s): MLT_OK once it
  *                     delivered, MLT_ERR_QUEUED at once when the relay finds the server away too,
- *                     or at the deadline. With no tracking_uri (the queue alone), MLT_ERR_QUEUED
- *                     at once unless a relay serves the queue.
+ *                     MLT_ERR_TIMEOUT at the deadline while it delivers. With no tracking_uri
+ *                     (the queue alone), MLT_ERR_QUEUED at once unless a relay serves the queue.
  *                     mlt_last_error() is one line: how many runs and points are kept, in which
  *                     queue directory, why, and the `mltrack sync` command that delivers them.
  *                     Not counted by mlt_tracker_error_count(); mlt_err_is_retriable() says 1;
- *   MLT_ERR_TIMEOUT   the server took the requests but did not answer in time: what is left is
- *                     kept the same way (mlt_last_error() says so);
+ *   MLT_ERR_TIMEOUT   the server (or the relay that delivers the journal) took the requests but
+ *                     did not answer in time: what is left is kept the same way (mlt_last_error()
+ *                     says so);
  *   or the first error a callback reported. Any thread.
  */
 mlt_err mlt_tracker_flush(mlt_tracker *tracker, int timeout_ms);

@@ -501,9 +501,10 @@ typedef enum { KEPT_AWAY, KEPT_WAITING, KEPT_SLOW, KEPT_RELAYED, KEPT_NO_SERVER 
 
 /*
  * What a flush returns when it leaves records in the queue: MLT_ERR_QUEUED (the server away,
- * the journal waiting for run waiting_for, or delivered by the relay h) or MLT_ERR_TIMEOUT (a slow
- * server, at the deadline), with what this process logged that is kept, where, and why. Call with
- * s->mu held (last_error, down_why).
+ * the journal waiting for run waiting_for, or delivered by the relay h, which finds the server
+ * away) or MLT_ERR_TIMEOUT (a slow server, or the relay h still delivering, at the deadline),
+ * with what this process logged that is kept, where, and why. Call with s->mu held (last_error,
+ * down_why).
  */
 static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *waiting_for,
                                   const mlt__lease_info *h)
@@ -561,7 +562,8 @@ static MLT__MUST_USE mlt_err kept(mlt__sender *s, kept_why cause, const char *wa
         snprintf(what, sizeof what, "%" PRIu64 " %s and %" PRIu64 " %s", runs,
                  plural(runs, "run", "runs"), points, plural(points, "point", "points"));
     }
-    return mlt__fail(cause == KEPT_SLOW ? MLT_ERR_TIMEOUT : MLT_ERR_QUEUED,
+    bool slow = cause == KEPT_SLOW || (cause == KEPT_RELAYED && h && h->state != MLT__LEASE_AWAY);
+    return mlt__fail(slow ? MLT_ERR_TIMEOUT : MLT_ERR_QUEUED,
                      "kept in the queue, not delivered yet: %s (%" PRIu64
                      " %s) in %s: %s. `mltrack sync --queue %s` delivers them %s",
                      what, records, plural(records, "record", "records"), qdir, why, qdir, when);

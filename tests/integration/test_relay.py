@@ -422,6 +422,34 @@ def test_a_networkless_writer_closes_once_the_relay_delivered_or_at_once_when_it
     assert [r["info"]["status"] for r in runs] == ["FINISHED"] * 3, runs
 
 
+def test_mltrack_run_with_no_network_waits_for_the_relay_to_deliver(
+        queue_build_dir, exp_name, module_server, tmp_path, relays_for):
+    """`mltrack run` on a node with no network and no tracking URI, a relay serving the queue:
+    it waits (up to --timeout) until the relay delivered the run, and says nothing is kept. Its
+    wait is a series of short flushes (a signal cuts it short within 100 ms): a flush whose own
+    deadline passes while the relay still delivers is a timeout, to be waited on, not "kept in
+    the queue"."""
+    q = Queue(queue_build_dir, tmp_path, exp_name, module_server.uri)
+    relays = relays_for(q)
+    relays.start("a")
+    no_uri = dict(ENV, MLFLOW_TRACKING_URI=None)
+    child = "for i in 1 2 3; do echo \"mltrack:metric loss=0.$i step=$i\"; sleep 0.3; done"
+    cmd = ["unshare", "-n"] + q.programs.command(
+        ["mltrack", "run", "--run-name", "relayed", "--timeout", str(60 * slow_factor()), "--",
+         "sh", "-c", child])
+    done = subprocess.run(cmd, env=q.programs.env(q.env(no_uri)), capture_output=True, text=True,
+                          timeout=180 * slow_factor())
+    assert done.returncode == 0, done.stderr
+    assert "kept in the queue" not in done.stderr, done.stderr
+    reader = MlflowReader(module_server.uri)
+    _, runs = reader.runs_of_experiment_named(q.exp_name)
+    assert [(r["info"]["run_name"], r["info"]["status"]) for r in runs] == [
+        ("relayed", "FINISHED")], runs
+    loss = [(step, value) for step, _, value in reader.full_metrics(runs[0])["loss"]]
+    assert loss == [(1, 0.1), (2, 0.2), (3, 0.3)], loss
+    relays.stop_all()
+
+
 def test_a_requeued_networkless_job_resumes_its_run_through_the_shared_queue(
         queue_build_dir, exp_name, server_factory, tmp_path, relays_for, reliability):
     """A job with no network (no tracking URI: the queue alone), killed with SIGKILL and started
